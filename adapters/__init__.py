@@ -1,0 +1,1 @@
+"""Everything provider-specific: Twilio, Telnyx, websocket agents, and simulators of each."""

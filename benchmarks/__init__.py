@@ -1,0 +1,1 @@
+"""Hot-path benchmarks and the synthetic-leg load generator."""

@@ -1,0 +1,1 @@
+"""callbridge call-control core: state machine, runtime, HTTP APIs and storage."""
