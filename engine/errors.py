@@ -27,10 +27,20 @@ class CallbridgeError(Exception):
     code: str = "10007"
     title: str = "Unexpected error"
 
-    def __init__(self, detail: str, *, field: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        code: str | None = None,
+        message: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        # ``message`` is the headline an API envelope shows (e.g. "Bridge not found."); when
+        # absent the API layer uses the failing endpoint's own headline or the family title.
+        self.message = message
         if code is not None:
             self.code = code
 

@@ -1,0 +1,19 @@
+"""Typed application keys: the one place the composition root's parts are named."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.config import Settings
+from engine.crypto import SecretBox
+from engine.live import LiveLegIndex
+from engine.metrics import Metrics
+from engine.provisioning import NumberProvisioner
+from engine.store.base import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+SECRET_BOX = web.AppKey("secret_box", SecretBox)
+LIVE_LEGS = web.AppKey("live_legs", LiveLegIndex)
+METRICS = web.AppKey("metrics", Metrics)
+PROVISIONER = web.AppKey("provisioner", NumberProvisioner)

@@ -1,0 +1,32 @@
+"""Operations endpoints: health, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.api.envelopes import json_response
+from engine.api.keys import METRICS
+from engine.api.openapi import build_openapi
+from engine.metrics import CONTENT_TYPE_LATEST
+
+OPENAPI_DOC = web.AppKey("openapi_doc", dict)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return json_response(request.app[OPENAPI_DOC])
+
+
+def add_routes(app: web.Application) -> None:
+    app[OPENAPI_DOC] = build_openapi()
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_get("/openapi.json", openapi, allow_head=False)

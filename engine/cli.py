@@ -1,0 +1,179 @@
+"""The ``callbridge`` command: ``serve``, ``org create`` (and, later, ``loadtest``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from engine.api.keys import SETTINGS, STORE
+from engine.app import create_app
+from engine.config import Settings, resolve_secret_key, sqlite_path
+from engine.crypto import new_api_token, token_digest
+from engine.errors import CallbridgeError
+from engine.logs import configure_logging, get_logger
+from engine.store.base import Store
+from engine.store.sql import SqlStore
+
+DEV_HANDLE = "dev"
+log = get_logger("callbridge.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callbridge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the engine")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--database", dest="database_url", help="database URL or SQLite file")
+    serve.add_argument("--public-url", dest="public_url", help="base URL providers reach")
+    serve.add_argument(
+        "--dev", action="store_true", help="create a development organization and print its token"
+    )
+
+    org = commands.add_parser("org", help="manage organizations")
+    org_commands = org.add_subparsers(dest="org_command", required=True)
+    create = org_commands.add_parser("create", help="create an organization and its API token")
+    create.add_argument("--handle", required=True, help="domain handle (the Org-Handle header)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--database", dest="database_url")
+    return parser
+
+
+async def create_organization(store: Store, handle: str, name: str) -> dict[str, object]:
+    token = new_api_token()
+    await store.start()
+    try:
+        org = await store.create_organization(handle, name, token_digest(token))
+    finally:
+        await store.close()
+    return {"org_id": org.id, "domain_handle": org.domain_handle, "token": token}
+
+
+async def ensure_dev_organization(store: Store, token_file: Path | None) -> tuple[str, str]:
+    """The development organization's handle and a token for it, created on first start.
+
+    Only a token's hash is in the database, so the plain token is kept in a 0600 file beside
+    the SQLite file to be shown again on later starts.
+    """
+    kept = read_token_file(token_file)
+    if kept is not None:
+        org = await store.organization_for_token(token_digest(kept))
+        if org is not None:
+            return org.domain_handle, kept
+    token = new_api_token()
+    org = await store.organization_by_handle(DEV_HANDLE)
+    if org is None:
+        await store.create_organization(DEV_HANDLE, "Development", token_digest(token))
+    else:
+        await store.add_token(org.id, token_digest(token))
+    if token_file is not None:
+        write_token_file(token_file, token)
+    return DEV_HANDLE, token
+
+
+def read_token_file(token_file: Path | None) -> str | None:
+    if token_file is None or not token_file.exists():
+        return None
+    return token_file.read_text().strip() or None
+
+
+def write_token_file(token_file: Path, token: str) -> None:
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(token_file, flags, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(
+        host=args.host, port=args.port, database_url=args.database_url, public_url=args.public_url
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    _key, key_file = resolve_secret_key(settings)
+    if key_file is not None:
+        log.warning(
+            "CALLBRIDGE_SECRET_KEY is not set; using the key kept in a file",
+            key_file=str(key_file),
+        )
+    asyncio.run(run_server(settings, dev=args.dev))
+    return 0
+
+
+async def run_server(settings: Settings, *, dev: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: stop listening, finish requests, clean up."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "listening",
+            host=settings.host,
+            port=settings.port,
+            public_url=settings.public_url,
+            database=settings.database_url,
+        )
+        if dev:
+            await print_dev_organization(app)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+        log.info("stopped")
+
+
+async def print_dev_organization(app: web.Application) -> None:
+    db_file = sqlite_path(app[SETTINGS].database_url)
+    token_file = db_file.with_name(db_file.name + ".dev-token") if db_file else None
+    handle, token = await ensure_dev_organization(app[STORE], token_file)
+    settings = app[SETTINGS]
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        "\ncallbridge development organization\n"
+        f"  URL:        {base}\n"
+        f"  Org-Handle: {handle}\n"
+        f"  Token:      {token}\n"
+        f"  try: curl -H 'Authorization: Token {token}' -H 'Org-Handle: {handle}' "
+        f"{base}/api/v2/platform/telephony/bridges/\n",
+        flush=True,
+    )
+
+
+def org_create(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(database_url=args.database_url)
+    result = asyncio.run(
+        create_organization(SqlStore(settings.database_url), args.handle.strip(), args.name)
+    )
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        return org_create(args)
+    except CallbridgeError as exc:
+        print(f"callbridge: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

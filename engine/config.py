@@ -1,0 +1,124 @@
+"""Settings of one callbridge process, from the command line and ``CALLBRIDGE_*`` variables.
+
+Precedence: an explicit command-line value, then the environment, then the default. The
+secret key has its own rule (see ``resolve_secret_key``): when none is given, ``serve`` keeps
+one in a file beside the SQLite database so that encrypted secrets survive a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from engine.errors import ValidationError
+
+LogFormat = Literal["json", "console"]
+
+DEFAULT_DATABASE_URL = "sqlite:///callbridge.db"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = DEFAULT_DATABASE_URL
+    public_url: str = "http://127.0.0.1:8080"
+    secret_key: str | None = None
+    log_format: LogFormat = "console"
+    log_level: str = "info"
+    max_body_bytes: int = 256 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls()
+        fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
+        if fmt not in ("json", "console"):
+            raise ValidationError(
+                f"CALLBRIDGE_LOG_FORMAT must be json or console, not {fmt!r}",
+                field="CALLBRIDGE_LOG_FORMAT",
+            )
+        port = settings.port
+        if "CALLBRIDGE_PORT" in env:
+            port = _parse_port(env["CALLBRIDGE_PORT"])
+        return replace(
+            settings,
+            host=env.get("CALLBRIDGE_HOST", settings.host),
+            port=port,
+            database_url=env.get("CALLBRIDGE_DATABASE_URL", settings.database_url),
+            public_url=env.get("CALLBRIDGE_PUBLIC_URL", "").rstrip("/")
+            or f"http://{env.get('CALLBRIDGE_HOST', settings.host)}:{port}",
+            secret_key=env.get("CALLBRIDGE_SECRET_KEY") or None,
+            log_format=fmt,  # type: ignore[arg-type]  # checked just above
+            log_level=env.get("CALLBRIDGE_LOG_LEVEL", settings.log_level).lower(),
+        )
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """Apply command-line values that were given (None means not given)."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        updated = replace(self, **given)  # type: ignore[arg-type]
+        derived_url = self.public_url == f"http://{self.host}:{self.port}"
+        if "public_url" not in given and ("host" in given or "port" in given) and derived_url:
+            updated = replace(updated, public_url=f"http://{updated.host}:{updated.port}")
+        return replace(updated, public_url=updated.public_url.rstrip("/"))
+
+
+def _parse_port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValidationError(f"port must be a number, not {raw!r}", field="port") from None
+    if not 0 <= port <= 65535:
+        raise ValidationError(f"port {port} is out of range", field="port")
+    return port
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file behind a SQLite URL (or plain path), None for memory or other databases."""
+    url = database_url
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            url = url[len(prefix) :]
+            break
+    else:
+        if "://" in url:
+            return None
+    if url in ("", ":memory:"):
+        return None
+    return Path(url)
+
+
+def resolve_secret_key(settings: Settings) -> tuple[str, Path | None]:
+    """Return the secret key to use and, when one was created or read from disk, its file.
+
+    A configured key must be at least 32 characters. Without one, the key lives in
+    ``<database file>.secret`` (mode 0600), created on first start.
+    """
+    if settings.secret_key is not None:
+        if len(settings.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise ValidationError(
+                f"CALLBRIDGE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters",
+                field="CALLBRIDGE_SECRET_KEY",
+            )
+        return settings.secret_key, None
+    db_file = sqlite_path(settings.database_url)
+    if db_file is None:
+        raise ValidationError(
+            "CALLBRIDGE_SECRET_KEY is required when the database is not a SQLite file",
+            field="CALLBRIDGE_SECRET_KEY",
+        )
+    key_file = db_file.with_name(db_file.name + ".secret")
+    if key_file.exists():
+        return key_file.read_text().strip(), key_file
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key, key_file

@@ -1,0 +1,40 @@
+"""Which legs are live, per bridge: the seam between the platform API and call control.
+
+The platform API asks it whether a bridge may be deleted and how many legs a number carries
+(``channels_count``); the call-control runtime tells it when legs start and end. It lives in
+memory: live legs do not survive a restart of the process that carries their media.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+class LiveLegIndex:
+    def __init__(self) -> None:
+        self._by_bridge: defaultdict[int, set[str]] = defaultdict(set)
+        self._by_number: defaultdict[str, set[str]] = defaultdict(set)
+        self._where: dict[str, tuple[int, str]] = {}
+
+    def leg_started(self, leg_id: str, bridge_id: int, number: str) -> None:
+        self._where[leg_id] = (bridge_id, number)
+        self._by_bridge[bridge_id].add(leg_id)
+        self._by_number[number].add(leg_id)
+
+    def leg_ended(self, leg_id: str) -> None:
+        where = self._where.pop(leg_id, None)
+        if where is None:
+            return
+        bridge_id, number = where
+        self._by_bridge[bridge_id].discard(leg_id)
+        self._by_number[number].discard(leg_id)
+        if not self._by_bridge[bridge_id]:
+            del self._by_bridge[bridge_id]
+        if not self._by_number[number]:
+            del self._by_number[number]
+
+    def count_for_bridge(self, bridge_id: int) -> int:
+        return len(self._by_bridge.get(bridge_id, ()))
+
+    def count_for_number(self, number: str) -> int:
+        return len(self._by_number.get(number, ()))
