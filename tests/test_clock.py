@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from media.clock import TickClock, run_ticks
+
+INTERVAL = 0.020
+
+
+class FakeTime:
+    """A monotonic clock that only moves when a test (or a fake sleep) moves it."""
+
+    def __init__(self, start: float = 5000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+def started_clock(
+    *, max_catch_up: int = 5, late_threshold: float | None = None
+) -> tuple[TickClock, FakeTime]:
+    fake = FakeTime()
+    clock = TickClock(INTERVAL, fake, max_catch_up=max_catch_up, late_threshold=late_threshold)
+    clock.start()
+    return clock, fake
+
+
+def run_due(clock: TickClock) -> list[int]:
+    return [clock.advance() for _ in range(clock.due())]
+
+
+def test_tick_zero_is_due_at_start_and_the_next_one_interval_later() -> None:
+    clock, fake = started_clock()
+    assert run_due(clock) == [0]
+    assert clock.due() == 0
+    assert clock.delay_until_next() == pytest.approx(INTERVAL)
+    fake.now += 0.005
+    assert clock.delay_until_next() == pytest.approx(0.015)
+    fake.now += 0.015
+    assert run_due(clock) == [1]
+
+
+def test_no_drift_over_ten_thousand_jittery_sleeps() -> None:
+    # Every sleep overshoots by up to 3 ms. A clock that added each sleep to the last tick time
+    # would be about 15 s behind after 10,000 ticks; this one must stay on start + n * interval.
+    clock, fake = started_clock()
+    origin = fake.now
+    rng = random.Random(3)
+    ticks: list[int] = []
+    while len(ticks) < 10_000:
+        for _ in range(clock.due()):
+            tick = clock.advance()
+            assert fake.now - (origin + tick * INTERVAL) < 0.003 + 1e-9
+            ticks.append(tick)
+        fake.now += clock.delay_until_next() + rng.uniform(0, 0.003)
+    assert ticks == list(range(len(ticks)))
+    assert fake.now - origin == pytest.approx(len(ticks) * INTERVAL, abs=0.025)
+    stats = clock.stats
+    assert stats.ticks == len(ticks)
+    assert stats.late == 0
+    assert stats.skipped == 0
+    assert 0.002 < stats.max_lateness < 0.003 + 1e-9
+
+
+def test_a_tick_run_past_the_threshold_is_reported_late() -> None:
+    clock, fake = started_clock(late_threshold=0.005)
+    run_due(clock)
+    fake.now += INTERVAL + 0.004
+    run_due(clock)
+    fake.now = clock.due_time(2) + 0.012
+    run_due(clock)
+    stats = clock.stats
+    assert stats.ticks == 3
+    assert stats.late == 1
+    assert stats.max_lateness == pytest.approx(0.012)
+
+
+def test_overdue_ticks_run_back_to_back_and_keep_the_grid() -> None:
+    clock, fake = started_clock()
+    run_due(clock)
+    fake.now += 3 * INTERVAL + 0.001
+    assert run_due(clock) == [1, 2, 3]
+    # The wake-up after the burst is on the original grid, not 20 ms after the burst.
+    assert clock.delay_until_next() == pytest.approx(INTERVAL - 0.001)
+
+
+def test_a_long_stall_skips_ahead_instead_of_bursting() -> None:
+    clock, fake = started_clock(max_catch_up=5)
+    run_due(clock)
+    fake.now += 1.0 + 0.001
+    # Ticks 1..50 are overdue; only the last five run, numbered by their place on the grid.
+    assert run_due(clock) == [46, 47, 48, 49, 50]
+    assert clock.stats.skipped == 45
+    assert run_due(clock) == []
+    assert clock.delay_until_next() == pytest.approx(INTERVAL - 0.001)
+
+
+def test_a_clock_must_be_started_before_it_is_asked() -> None:
+    clock = TickClock(INTERVAL, FakeTime())
+    assert not clock.started
+    with pytest.raises(RuntimeError, match="start"):
+        clock.due()
+
+
+def test_impossible_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="interval"):
+        TickClock(0.0)
+    with pytest.raises(ValueError, match="max_catch_up"):
+        TickClock(max_catch_up=0)
+
+
+async def test_driver_runs_every_tick_on_time_with_a_fake_sleep() -> None:
+    fake = FakeTime()
+    clock = TickClock(INTERVAL, fake)
+    stop = asyncio.Event()
+    rng = random.Random(5)
+    seen: list[tuple[int, float]] = []
+
+    async def jittery_sleep(seconds: float) -> None:
+        await fake.sleep(seconds + rng.uniform(0, 0.004))
+
+    def on_tick(tick: int) -> None:
+        seen.append((tick, fake.now))
+        if tick == 499:
+            stop.set()
+
+    await run_ticks(clock, on_tick, stop, sleep=jittery_sleep)
+    origin = seen[0][1]
+    assert [tick for tick, _ in seen] == list(range(500))
+    assert all(0 <= at - (origin + tick * INTERVAL) < 0.004 + 1e-9 for tick, at in seen)
+    assert clock.stats.ticks == 500
+
+
+async def test_driver_catches_up_after_a_slow_tick() -> None:
+    fake = FakeTime()
+    clock = TickClock(INTERVAL, fake)
+    stop = asyncio.Event()
+    seen: list[int] = []
+
+    def on_tick(tick: int) -> None:
+        seen.append(tick)
+        if tick == 1:
+            fake.now += 0.050  # a mixer pass that overran two and a half ticks
+        if tick == 6:
+            stop.set()
+
+    await run_ticks(clock, on_tick, stop, sleep=fake.sleep)
+    assert seen == list(range(7))
+    assert clock.stats.late >= 1
+    assert clock.stats.skipped == 0
+
+
+async def test_driver_does_nothing_once_stopped() -> None:
+    fake = FakeTime()
+    stop = asyncio.Event()
+    stop.set()
+    calls: list[int] = []
+    await run_ticks(TickClock(INTERVAL, fake), calls.append, stop, sleep=fake.sleep)
+    assert calls == []
