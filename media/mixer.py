@@ -1,0 +1,400 @@
+"""The mixer: one vectorised pass over every room per tick, and two-party passthrough.
+
+Each leg owns a *slot*: one row in preallocated arrays (its queued input bytes, its decoded frame,
+what it hears). A tick takes one frame per leg, decodes every G.711 group with one table lookup,
+mixes every room at once (rooms grouped by size; no Python loop over rooms or samples), adds the
+per-leg overlays, clips to int16 and encodes every codec group with one table lookup. Membership
+and gains live in ``media.rooms``; the index arrays are rebuilt only when they change.
+
+Mixing, per room of k legs with hear-matrix ``G`` (see ``media.rooms``)::
+
+    heard[listener] = clip(sum over speakers of G[listener, speaker] * spoken[speaker] + overlay)
+
+Default rooms (plain mix-minus) are summed in int32 (exact): two-party rooms are a swap, larger
+ones are sum-minus-self. Rooms with any other matrix go through a batched float32 matmul, rounded
+half to even; gains of 0 and 1, and dyadic gains such as 0.5, stay exact.
+
+Frame-size policy: providers do not promise 20 ms chunks, so ``put_frame`` accepts any length and
+appends to the leg's queue; each tick consumes exactly one frame (``AudioFormat.frame_bytes``) from
+every queue that holds one. A leg with less than a frame queued is silent for that tick and keeps
+its partial bytes; the tick after, they complete. A queue holds at most ``queue_frames`` frames;
+beyond that the oldest whole frames are dropped (bounded latency, sample alignment kept) and
+counted in ``counters.bytes_dropped``.
+
+Passthrough: a two-party room with one format and nothing else to do (see ``media.rooms``) is
+skipped by the tick; ``put_frame`` returns ``[(peer, payload)]`` with the caller's bytes, untouched.
+
+Legs in no room, or alone in one, hear silence (plus their overlay, e.g. a hold tone): the tick
+still sends them a frame every 20 ms. Taps report int16 frames at the mixer's rate: what the leg
+hears (after clipping, before encoding) and what it said (silence when its frame was missing).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from media.codecs import (
+    ALAW_DECODE,
+    ALAW_ENCODE,
+    ULAW_DECODE,
+    ULAW_ENCODE,
+    AudioFormat,
+    Resampler,
+    decode,
+    encode,
+)
+from media.rooms import (
+    DuplicateLeg,
+    FormatGroup,
+    InvalidGain,
+    Kind,
+    Layout,
+    NotInRoom,
+    Rooms,
+    UnknownLeg,
+    UnknownRoom,
+    kind_of,
+)
+
+__all__ = [
+    "DuplicateLeg",
+    "InvalidGain",
+    "Mixer",
+    "MixerCounters",
+    "NotInRoom",
+    "Overlay",
+    "TickResult",
+    "UnknownLeg",
+    "UnknownRoom",
+]
+
+Overlay = Callable[[int], NDArray[np.int16]]
+"""Called once per tick with the frame's sample count; returns int16 samples at the mixer's rate
+(shorter arrays are padded with silence, longer ones truncated)."""
+
+Tap = tuple[str, NDArray[np.int16], NDArray[np.int16]]
+
+_LO, _HI = -32768, 32767
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    frames: list[tuple[str, bytes]]  # (leg id, one encoded frame), every mixed leg, any order
+    taps: list[Tap]  # (leg id, heard, spoken), int16 at the mixer's rate, copies
+
+
+@dataclass(slots=True)
+class MixerCounters:
+    ticks: int = 0
+    frames_mixed: int = 0  # leg frames consumed by ticks
+    frames_missing: int = 0  # leg-ticks with less than a frame queued (played as silence)
+    bytes_dropped: int = 0  # queued input discarded because a queue overflowed
+
+
+def _l16_dtype(fmt: AudioFormat) -> np.dtype[np.int16]:
+    return np.dtype(">i2" if fmt.byte_order == "big" else "<i2")
+
+
+class Mixer:
+    """Mixes the rooms of the legs it knows; one instance per worker process."""
+
+    _inbuf: NDArray[np.uint8]  # (capacity, width): each slot's queued input bytes
+    _fill: NDArray[np.int64]  # bytes queued per slot
+
+    def __init__(
+        self,
+        frame_ms: int = 20,
+        sample_rate: int = 8000,
+        capacity: int = 1024,
+        *,
+        passthrough: bool = True,
+        queue_frames: int = 4,
+    ) -> None:
+        self.frame_ms = frame_ms
+        self.sample_rate = sample_rate
+        self.samples = sample_rate * frame_ms // 1000
+        self.counters = MixerCounters()
+        self._queue_frames = queue_frames
+        self._rooms = Rooms(passthrough=passthrough)
+        self._peers = self._rooms.peers  # the same dict, read on every put_frame
+        self._slot_of: dict[str, int] = {}
+        self._overlays: dict[str, Overlay] = {}
+        self._resamplers: dict[str, tuple[Resampler, Resampler]] = {}
+        self._layout: Layout | None = None
+        self._capacity = 0
+        self._width = 0
+        self._free: list[int] = []
+        self._frame_bytes: list[int] = []
+        self._queue_bytes: list[int] = []
+        self._allocate(max(1, capacity), queue_frames * 2 * self.samples)
+
+    # -- buffers ----------------------------------------------------------------------------
+
+    def _allocate(self, capacity: int, width: int) -> None:
+        """(Re)allocate the slot arrays, keeping every existing slot's contents."""
+        old = self._capacity
+        inbuf = np.zeros((capacity, width), dtype=np.uint8)
+        fill = np.zeros(capacity, dtype=np.int64)
+        if old:
+            inbuf[:old, : self._width] = self._inbuf
+            fill[:old] = self._fill
+        self._inbuf = inbuf
+        self._fill = fill
+        self._inview = inbuf.data.cast("B")  # flat, for cheap writes in put_frame
+        self._fillview = fill.data
+        self._pcm = np.zeros((capacity, self.samples), dtype=np.int16)  # what each leg said
+        self._acc = np.zeros((capacity, self.samples), dtype=np.int32)  # what each leg hears
+        self._free.extend(range(old, capacity))
+        heapq.heapify(self._free)
+        self._frame_bytes.extend([0] * (capacity - old))
+        self._queue_bytes.extend([0] * (capacity - old))
+        self._capacity = capacity
+        self._width = width
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    # -- membership (the seam) --------------------------------------------------------------
+
+    def add_leg(self, leg_id: str, fmt: AudioFormat) -> None:
+        if leg_id in self._slot_of:
+            raise DuplicateLeg(leg_id)
+        frame_bytes = fmt.frame_bytes(self.frame_ms)
+        resampled = kind_of(fmt, self.sample_rate) is Kind.RESAMPLED
+        resamplers = self._new_resamplers(fmt) if resampled else None  # may refuse the format
+        queue_bytes = self._queue_frames * frame_bytes
+        if not self._free or queue_bytes > self._width:
+            capacity = self._capacity * 2 if not self._free else self._capacity
+            self._allocate(capacity, max(self._width, queue_bytes))
+        slot = heapq.heappop(self._free)
+        self._rooms.add(leg_id, fmt, slot, frame_bytes)
+        self._slot_of[leg_id] = slot
+        self._frame_bytes[slot] = frame_bytes
+        self._queue_bytes[slot] = queue_bytes
+        self._fill[slot] = 0
+        if resamplers is not None:
+            self._resamplers[leg_id] = resamplers
+
+    def _new_resamplers(self, fmt: AudioFormat) -> tuple[Resampler, Resampler]:
+        return (
+            Resampler(fmt.sample_rate, self.sample_rate),
+            Resampler(self.sample_rate, fmt.sample_rate),
+        )
+
+    def remove_leg(self, leg_id: str) -> None:
+        """Forget the leg; it also leaves its room."""
+        state = self._rooms.remove(leg_id)
+        del self._slot_of[leg_id]
+        self._overlays.pop(leg_id, None)
+        self._resamplers.pop(leg_id, None)
+        heapq.heappush(self._free, state.slot)
+
+    def join(self, leg_id: str, room_id: str) -> None:
+        """Put the leg in the room, creating it; a leg in another room moves."""
+        self._rooms.join(leg_id, room_id)
+
+    def leave(self, leg_id: str) -> None:
+        """The leg stays known, in no room: it hears silence and nobody hears it."""
+        self._rooms.leave(leg_id)
+
+    def room_of(self, leg_id: str) -> str | None:
+        return self._rooms.room_of(leg_id)
+
+    def members(self, room_id: str) -> tuple[str, ...]:
+        """Legs of the room in joining order; () for a room with no members."""
+        return self._rooms.members(room_id)
+
+    def is_passthrough(self, room_id: str) -> bool:
+        return self._rooms.is_passthrough(room_id)
+
+    # -- hear-matrix ------------------------------------------------------------------------
+
+    def set_gain(self, room_id: str, listener: str, speaker: str, gain: float) -> None:
+        """How loud ``listener`` hears ``speaker``, from the next tick; lasts while both stay."""
+        self._rooms.set_gain(room_id, listener, speaker, gain)
+
+    def gain(self, room_id: str, listener: str, speaker: str) -> float:
+        """The effective gain, mute and deaf included."""
+        return self._rooms.gain(room_id, listener, speaker)
+
+    def mute(self, leg_id: str, on: bool = True) -> None:
+        """Nobody hears the leg (it follows the leg between rooms)."""
+        self._rooms.set_flag(leg_id, "muted", on)
+
+    def deafen(self, leg_id: str, on: bool = True) -> None:
+        """The leg hears no one in its room; its overlay still plays."""
+        self._rooms.set_flag(leg_id, "deaf", on)
+
+    def reset_gains(self, room_id: str) -> None:
+        """Plain mix-minus again: pair gains dropped, members unmuted and undeafened."""
+        self._rooms.reset_gains(room_id)
+
+    # -- overlays and taps ------------------------------------------------------------------
+
+    def set_overlay(self, leg_id: str, source: Overlay | None) -> None:
+        """Extra audio only this leg hears (ringback, playback), summed in before clipping."""
+        self._rooms.set_flag(leg_id, "overlaid", source is not None)
+        if source is None:
+            self._overlays.pop(leg_id, None)
+        else:
+            self._overlays[leg_id] = source
+
+    def set_tap(self, leg_id: str, on: bool) -> None:
+        """Report the leg's heard and spoken frames in every TickResult (for recording)."""
+        self._rooms.set_flag(leg_id, "tapped", on)
+
+    # -- media in ---------------------------------------------------------------------------
+
+    def put_frame(self, leg_id: str, payload: bytes) -> list[tuple[str, bytes]]:
+        """Queue audio from a leg; in passthrough, return what to send to its peer now."""
+        peer = self._peers.get(leg_id)
+        if peer is not None:
+            return [(peer, payload)]
+        slot = self._slot_of.get(leg_id)
+        if slot is None:
+            raise UnknownLeg(leg_id)
+        size = len(payload)
+        fill = self._fillview[slot]
+        if fill + size <= self._queue_bytes[slot]:
+            start = slot * self._width + fill
+            self._inview[start : start + size] = payload
+            self._fillview[slot] = fill + size
+        else:
+            self._overflow(slot, payload)
+        return []
+
+    def _overflow(self, slot: int, payload: bytes) -> None:
+        frame = self._frame_bytes[slot]
+        data = self._inbuf[slot, : self._fill[slot]].tobytes() + bytes(payload)
+        excess = len(data) - self._queue_bytes[slot]
+        dropped = -(-excess // frame) * frame  # whole frames, oldest first
+        data = data[dropped:]
+        self._inbuf[slot, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self._fill[slot] = len(data)
+        self.counters.bytes_dropped += dropped
+
+    # -- the tick ---------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        """Consume one frame per mixed leg and return what each of them hears."""
+        layout = self._layout
+        if layout is None or layout.version != self._rooms.version:
+            layout = self._relayout()
+        self.counters.ticks += 1
+        if not layout.active.size:
+            return TickResult([], [])
+        self._take_input(layout)
+        self._mix(layout)
+        frames: list[tuple[str, bytes]] = []
+        for group in layout.groups:
+            if group.kind is Kind.RESAMPLED:
+                self._encode_resampled(group, frames)
+            else:
+                self._encode(group, frames)
+        taps = [
+            (leg_id, self._clipped(self._acc[slot]), self._pcm[slot].copy())
+            for leg_id, slot in layout.taps
+        ]
+        return TickResult(frames, taps)
+
+    def _relayout(self) -> Layout:
+        previous = self._layout
+        layout = self._rooms.layout(self.sample_rate)
+        # Bytes queued by a leg that has just entered passthrough would otherwise play, stale,
+        # when it leaves; a leg that starts being resampled again starts from fresh filter state.
+        idle = np.ones(self._capacity, dtype=bool)
+        idle[layout.active] = False
+        self._fill[idle] = 0
+        for group in layout.groups:
+            if group.kind is not Kind.RESAMPLED or previous is None:
+                continue
+            returning = ~np.isin(group.slots, previous.active)
+            for leg_id in np.array(group.leg_ids)[returning].tolist():
+                self._resamplers[leg_id] = self._new_resamplers(group.fmt)
+        self._layout = layout
+        return layout
+
+    def _take_input(self, layout: Layout) -> None:
+        """Decode one frame per active slot into ``_pcm``; silence where none is queued."""
+        pcm, inbuf = self._pcm, self._inbuf
+        has = self._fill[layout.active] >= layout.active_frame_bytes
+        for group in layout.groups:
+            slots, size = group.slots, group.frame_bytes
+            if group.kind is Kind.ULAW:
+                pcm[slots] = np.take(ULAW_DECODE, inbuf[slots, :size])
+            elif group.kind is Kind.ALAW:
+                pcm[slots] = np.take(ALAW_DECODE, inbuf[slots, :size])
+            elif group.kind is Kind.L16:
+                pcm[slots] = inbuf[slots, :size].view(_l16_dtype(group.fmt))
+            else:
+                self._decode_resampled(group)
+        missing = layout.active[~has]
+        if missing.size:
+            pcm[missing] = 0
+        got = layout.active[has]
+        self._fill[got] -= layout.active_frame_bytes[has]
+        self.counters.frames_mixed += got.size
+        self.counters.frames_missing += missing.size
+        # Slots that had more than one frame queued: move the rest to the front of the row.
+        for slot in got[self._fill[got] > 0].tolist():
+            frame, rest = self._frame_bytes[slot], self._fillview[slot]
+            inbuf[slot, :rest] = inbuf[slot, frame : frame + rest].copy()
+
+    def _decode_resampled(self, group: FormatGroup) -> None:
+        n = self.samples
+        for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
+            if self._fillview[slot] < group.frame_bytes:
+                continue  # zeroed with the other missing frames
+            start = slot * self._width
+            raw = self._inview[start : start + group.frame_bytes].tobytes()
+            samples = self._resamplers[leg_id][0].process(decode(group.fmt, raw))[:n]
+            self._pcm[slot, : samples.size] = samples
+            self._pcm[slot, samples.size :] = 0
+
+    def _mix(self, layout: Layout) -> None:
+        """Fill ``_acc`` (int32, unclipped) with what every active leg hears."""
+        pcm, acc = self._pcm, self._acc
+        if layout.silent.size:
+            acc[layout.silent] = 0
+        if layout.swap_dst.size:
+            acc[layout.swap_dst] = np.take(pcm, layout.swap_src, axis=0)
+        for rows in layout.sums:
+            spoken = np.take(pcm, rows, axis=0)  # (R, k, n)
+            total = spoken.sum(axis=1, dtype=np.int32)
+            acc[rows] = total[:, None, :] - spoken
+        for rows, gains in layout.weighted:
+            heard = np.matmul(gains, np.take(pcm, rows, axis=0).astype(np.float32))
+            np.rint(heard, out=heard)
+            np.clip(heard, _LO, _HI, out=heard)  # a gain of 1000 must not overflow int32
+            acc[rows] = heard
+        n = self.samples
+        for leg_id, slot in layout.overlays:
+            extra = np.asarray(self._overlays[leg_id](n))[:n]
+            acc[slot, : extra.size] += extra
+
+    def _clipped(self, heard: NDArray[np.int32]) -> NDArray[np.int16]:
+        return np.clip(heard, _LO, _HI).astype(np.int16)
+
+    def _encode(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
+        heard = np.take(self._acc, group.slots, axis=0)
+        samples = np.clip(heard, _LO, _HI, out=heard).astype(np.int16)
+        if group.kind is Kind.ULAW:
+            data = np.take(ULAW_ENCODE, samples.view(np.uint16)).tobytes()
+        elif group.kind is Kind.ALAW:
+            data = np.take(ALAW_ENCODE, samples.view(np.uint16)).tobytes()
+        else:
+            data = samples.astype(_l16_dtype(group.fmt)).tobytes()
+        size = group.frame_bytes
+        starts = zip(group.leg_ids, range(0, len(data), size), strict=True)
+        frames += [(leg_id, data[at : at + size]) for leg_id, at in starts]
+
+    def _encode_resampled(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
+        for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
+            samples = self._resamplers[leg_id][1].process(self._clipped(self._acc[slot]))
+            frames.append((leg_id, encode(group.fmt, samples)))

@@ -1,0 +1,407 @@
+"""Room membership and the hear-matrix: which legs share a room and who hears whom, how loudly.
+
+This module is the seam between whoever decides membership (the engine, later one runtime per
+worker process) and the mixer's arithmetic. ``Rooms`` is plain-Python bookkeeping: legs, rooms,
+per-pair gains, mute/deaf flags, and the passthrough decision. ``Rooms.layout`` turns that state
+into a ``Layout``: the index arrays and gain tensors the mixer's vectorised tick works from. The
+mixer rebuilds its layout only when ``Rooms.version`` changes.
+
+The hear-matrix of a room of k legs is a k x k gain matrix ``G[listener, speaker]``. Its default is
+mix-minus (1 off the diagonal, 0 on it: everyone hears everyone else, nobody hears themselves).
+``set_gain`` overrides one entry for as long as both legs stay in the room. Two flags live on the
+leg, not the room, so they follow it from room to room: a *muted* leg's column is zero (nobody
+hears it), a *deaf* leg's row is zero (it hears no one). Whisper/coach, monitor and barge are
+patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out.
+
+A room is *passthrough* when it has exactly two legs with the same ``AudioFormat``, the default
+matrix, no tap and no overlay on either leg, and the mixer was built with passthrough allowed.
+Such a room skips the tick; each frame is forwarded to the peer as it arrives.
+
+Errors (all ``MediaError``)::
+
+    UnknownLeg     a leg id the mixer does not know
+    DuplicateLeg   add_leg with an id already known
+    UnknownRoom    a room id with no members (rooms exist while they have members)
+    NotInRoom      set_gain naming a leg that is not a member of that room
+    InvalidGain    a gain that is negative, infinite or NaN
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from media.codecs import AudioFormat, Encoding
+from media.errors import MediaError
+
+
+class UnknownLeg(MediaError):
+    def __init__(self, leg_id: str) -> None:
+        super().__init__(f"unknown leg {leg_id!r}")
+        self.leg_id = leg_id
+
+
+class DuplicateLeg(MediaError):
+    def __init__(self, leg_id: str) -> None:
+        super().__init__(f"leg {leg_id!r} is already known")
+        self.leg_id = leg_id
+
+
+class UnknownRoom(MediaError):
+    def __init__(self, room_id: str) -> None:
+        super().__init__(f"no room {room_id!r}")
+        self.room_id = room_id
+
+
+class NotInRoom(MediaError):
+    def __init__(self, leg_id: str, room_id: str) -> None:
+        super().__init__(f"leg {leg_id!r} is not in room {room_id!r}")
+        self.leg_id = leg_id
+        self.room_id = room_id
+
+
+class InvalidGain(MediaError):
+    def __init__(self, gain: float) -> None:
+        super().__init__(f"gain must be finite and >= 0, got {gain!r}")
+        self.gain = gain
+
+
+class Kind(enum.Enum):
+    """How the mixer converts a leg's bytes to and from its internal int16 frames."""
+
+    ULAW = "ulaw"  # one table lookup per law over the whole group
+    ALAW = "alaw"
+    L16 = "l16"  # a byte-order view, no table
+    RESAMPLED = "resampled"  # another sample rate: per-leg codec call and stateful Resampler
+
+
+def kind_of(fmt: AudioFormat, mix_rate: int) -> Kind:
+    if fmt.sample_rate != mix_rate:
+        return Kind.RESAMPLED
+    if fmt.encoding is Encoding.PCMU:
+        return Kind.ULAW
+    if fmt.encoding is Encoding.PCMA:
+        return Kind.ALAW
+    return Kind.L16
+
+
+Flag = Literal["muted", "deaf", "tapped", "overlaid"]
+
+
+@dataclass(slots=True)
+class LegState:
+    leg_id: str
+    fmt: AudioFormat
+    slot: int
+    room: str | None = None
+    muted: bool = False
+    deaf: bool = False
+    tapped: bool = False
+    overlaid: bool = False
+
+
+@dataclass(slots=True)
+class RoomState:
+    members: list[str] = field(default_factory=list)  # in joining order
+    # (listener, speaker) -> gain, only entries that differ from mix-minus
+    gains: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FormatGroup:
+    """Active legs sharing one AudioFormat: decoded and encoded together."""
+
+    fmt: AudioFormat
+    kind: Kind
+    frame_bytes: int
+    slots: NDArray[np.intp]
+    leg_ids: tuple[str, ...]  # in the order of ``slots``
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Everything the tick needs, as arrays; immutable, rebuilt when membership or gains change."""
+
+    version: int
+    active: NDArray[np.intp]  # slots the tick decodes and mixes (not in passthrough)
+    active_frame_bytes: NDArray[np.int64]
+    silent: NDArray[np.intp]  # hear nothing from a room (alone, or in no room)
+    swap_dst: NDArray[np.intp]  # default two-party rooms: dst hears src
+    swap_src: NDArray[np.intp]
+    sums: tuple[NDArray[np.intp], ...]  # default rooms of k >= 3, one (R, k) array per k
+    weighted: tuple[tuple[NDArray[np.intp], NDArray[np.float32]], ...]  # (R, k), (R, k, k)
+    groups: tuple[FormatGroup, ...]
+    taps: tuple[tuple[str, int], ...]
+    overlays: tuple[tuple[str, int], ...]
+
+
+_EMPTY: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
+
+
+def _rows(rooms: dict[str, tuple[int, ...]], k: int) -> NDArray[np.intp]:
+    flat = np.fromiter(chain.from_iterable(rooms.values()), dtype=np.intp, count=len(rooms) * k)
+    return flat.reshape(len(rooms), k)
+
+
+class Rooms:
+    """Membership, hear-matrix and passthrough state of every leg one mixer knows.
+
+    Besides the plain records, it keeps each room filed where the tick will want it (passthrough,
+    a mix-minus room of size k, or a weighted room with its matrix) and each leg the tick mixes
+    filed by format. Every change refiles only the room it touches, so ``layout`` is a handful
+    of C-speed conversions even with thousands of legs.
+    """
+
+    def __init__(self, *, passthrough: bool = True) -> None:
+        self._passthrough = passthrough
+        self._legs: dict[str, LegState] = {}
+        self._rooms: dict[str, RoomState] = {}
+        # Passthrough partner of each leg in a passthrough room; the mixer's put_frame reads it
+        # on every frame, so it is kept up to date eagerly, on every change.
+        self.peers: dict[str, str] = {}
+        self.version = 0
+        self._frame_bytes: dict[AudioFormat, int] = {}
+        self._solo: dict[str, int] = {}  # legs in no room -> slot
+        self._default: defaultdict[int, dict[str, tuple[int, ...]]] = defaultdict(dict)
+        self._weighted: dict[str, tuple[tuple[int, ...], NDArray[np.float32]]] = {}
+        self._filed: dict[str, int] = {}  # room -> k in _default, or 0 when in _weighted
+        self._active: defaultdict[AudioFormat, dict[str, int]] = defaultdict(dict)
+        self._tapped: dict[str, int] = {}
+        self._overlaid: dict[str, int] = {}
+
+    # -- legs -------------------------------------------------------------------------------
+
+    def leg(self, leg_id: str) -> LegState:
+        try:
+            return self._legs[leg_id]
+        except KeyError:
+            raise UnknownLeg(leg_id) from None
+
+    def add(self, leg_id: str, fmt: AudioFormat, slot: int, frame_bytes: int) -> None:
+        if leg_id in self._legs:
+            raise DuplicateLeg(leg_id)
+        self._legs[leg_id] = LegState(leg_id, fmt, slot)
+        self._frame_bytes[fmt] = frame_bytes
+        self._solo[leg_id] = slot
+        self._active[fmt][leg_id] = slot
+        self.version += 1
+
+    def remove(self, leg_id: str) -> LegState:
+        state = self.leg(leg_id)
+        self.leave(leg_id)
+        del self._legs[leg_id]
+        del self._solo[leg_id]
+        del self._active[state.fmt][leg_id]
+        self._tapped.pop(leg_id, None)
+        self._overlaid.pop(leg_id, None)
+        self.version += 1
+        return state
+
+    # -- membership -------------------------------------------------------------------------
+
+    def join(self, leg_id: str, room_id: str) -> None:
+        state = self.leg(leg_id)
+        if state.room == room_id:
+            return
+        self.leave(leg_id)
+        room = self._rooms.setdefault(room_id, RoomState())
+        room.members.append(leg_id)
+        state.room = room_id
+        del self._solo[leg_id]
+        self._changed(room_id)
+
+    def leave(self, leg_id: str) -> None:
+        state = self.leg(leg_id)
+        room_id = state.room
+        if room_id is None:
+            return
+        room = self._rooms[room_id]
+        self._unpeer(leg_id)
+        room.members.remove(leg_id)
+        room.gains = {k: g for k, g in room.gains.items() if leg_id not in k}
+        state.room = None
+        self._solo[leg_id] = state.slot
+        if not room.members:
+            del self._rooms[room_id]
+        self._changed(room_id)
+
+    def room_of(self, leg_id: str) -> str | None:
+        return self.leg(leg_id).room
+
+    def members(self, room_id: str) -> tuple[str, ...]:
+        room = self._rooms.get(room_id)
+        return tuple(room.members) if room is not None else ()
+
+    def is_passthrough(self, room_id: str) -> bool:
+        room = self._rooms.get(room_id)
+        return room is not None and room.members[0] in self.peers
+
+    # -- hear-matrix ------------------------------------------------------------------------
+
+    def _room(self, room_id: str) -> RoomState:
+        try:
+            return self._rooms[room_id]
+        except KeyError:
+            raise UnknownRoom(room_id) from None
+
+    def set_gain(self, room_id: str, listener: str, speaker: str, gain: float) -> None:
+        room = self._room(room_id)
+        for leg_id in (listener, speaker):
+            if self.leg(leg_id).room != room_id:
+                raise NotInRoom(leg_id, room_id)
+        if not (math.isfinite(gain) and gain >= 0):
+            raise InvalidGain(gain)
+        default = 0.0 if listener == speaker else 1.0
+        if gain == default:
+            room.gains.pop((listener, speaker), None)
+        else:
+            room.gains[(listener, speaker)] = float(gain)
+        self._changed(room_id)
+
+    def gain(self, room_id: str, listener: str, speaker: str) -> float:
+        """The effective gain, mute and deaf included."""
+        members = self._room(room_id).members
+        for leg_id in (listener, speaker):
+            if leg_id not in members:
+                raise NotInRoom(leg_id, room_id)
+        matrix = self._matrix(self._rooms[room_id])
+        return float(matrix[members.index(listener), members.index(speaker)])
+
+    def reset_gains(self, room_id: str) -> None:
+        """Back to plain mix-minus: pair gains dropped, members unmuted and undeafened."""
+        room = self._room(room_id)
+        room.gains.clear()
+        for leg_id in room.members:
+            state = self._legs[leg_id]
+            state.muted = state.deaf = False
+        self._changed(room_id)
+
+    def set_flag(self, leg_id: str, name: Flag, on: bool) -> None:
+        state = self.leg(leg_id)
+        if getattr(state, name) == on:
+            return
+        setattr(state, name, on)
+        if name in ("tapped", "overlaid"):
+            filed = self._tapped if name == "tapped" else self._overlaid
+            if on:
+                filed[leg_id] = state.slot
+            else:
+                del filed[leg_id]
+        self.version += 1
+        if state.room is not None:
+            self._changed(state.room)
+
+    def _matrix(self, room: RoomState) -> NDArray[np.float32]:
+        members = room.members
+        k = len(members)
+        matrix = np.ones((k, k), dtype=np.float32)
+        np.fill_diagonal(matrix, 0.0)
+        position = {leg_id: i for i, leg_id in enumerate(members)}
+        for (listener, speaker), gain in room.gains.items():
+            matrix[position[listener], position[speaker]] = gain
+        for i, leg_id in enumerate(members):
+            state = self._legs[leg_id]
+            if state.deaf:
+                matrix[i, :] = 0.0
+            if state.muted:
+                matrix[:, i] = 0.0
+        return matrix
+
+    def _is_default(self, room: RoomState) -> bool:
+        if room.gains:
+            return False
+        return not any(self._legs[m].muted or self._legs[m].deaf for m in room.members)
+
+    # -- filing: passthrough, mix-minus by size, weighted -----------------------------------
+
+    def _changed(self, room_id: str) -> None:
+        """Refile one room after any change to it (it may have just been deleted)."""
+        self.version += 1
+        k = self._filed.pop(room_id, None)
+        if k == 0:
+            del self._weighted[room_id]
+        elif k is not None:
+            del self._default[k][room_id]
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        for leg_id in room.members:
+            self._unpeer(leg_id)
+        if self._forwards(room):
+            a, b = (self._legs[m] for m in room.members)
+            self.peers[a.leg_id] = b.leg_id
+            self.peers[b.leg_id] = a.leg_id
+            del self._active[a.fmt][a.leg_id]
+            del self._active[b.fmt][b.leg_id]
+            return
+        slots = tuple(self._legs[m].slot for m in room.members)
+        if self._is_default(room):
+            self._default[len(slots)][room_id] = slots
+            self._filed[room_id] = len(slots)
+        else:
+            self._weighted[room_id] = (slots, self._matrix(room))
+            self._filed[room_id] = 0
+
+    def _unpeer(self, leg_id: str) -> None:
+        peer = self.peers.pop(leg_id, None)
+        if peer is not None:
+            del self.peers[peer]
+            for state in (self._legs[leg_id], self._legs[peer]):
+                self._active[state.fmt][state.leg_id] = state.slot
+
+    def _forwards(self, room: RoomState) -> bool:
+        if not self._passthrough or len(room.members) != 2 or not self._is_default(room):
+            return False
+        a, b = (self._legs[m] for m in room.members)
+        return a.fmt == b.fmt and not (a.tapped or b.tapped or a.overlaid or b.overlaid)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def layout(self, mix_rate: int) -> Layout:
+        default = self._default
+        solo = np.fromiter(self._solo.values(), dtype=np.intp, count=len(self._solo))
+        silent = np.concatenate((solo, _rows(default[1], 1).ravel())) if default[1] else solo
+        pairs = _rows(default[2], 2)
+        weighted: dict[int, tuple[list[tuple[int, ...]], list[NDArray[np.float32]]]] = {}
+        for slots, matrix in self._weighted.values():
+            rows, matrices = weighted.setdefault(len(slots), ([], []))
+            rows.append(slots)
+            matrices.append(matrix)
+        groups = tuple(
+            FormatGroup(
+                fmt=fmt,
+                kind=kind_of(fmt, mix_rate),
+                frame_bytes=self._frame_bytes[fmt],
+                slots=np.fromiter(legs.values(), dtype=np.intp, count=len(legs)),
+                leg_ids=tuple(legs),
+            )
+            for fmt, legs in self._active.items()
+            if legs
+        )
+        active = [g.slots for g in groups]
+        return Layout(
+            version=self.version,
+            active=np.concatenate(active) if active else _EMPTY,
+            active_frame_bytes=np.repeat(
+                np.array([g.frame_bytes for g in groups], dtype=np.int64),
+                [g.slots.size for g in groups],
+            ),
+            silent=silent,
+            swap_dst=pairs.ravel(),
+            swap_src=pairs[:, ::-1].ravel(),
+            sums=tuple(_rows(rooms, k) for k, rooms in default.items() if k > 2 and rooms),
+            weighted=tuple(
+                (np.array(rows, dtype=np.intp), np.stack(matrices))
+                for rows, matrices in weighted.values()
+            ),
+            groups=groups,
+            taps=tuple(self._tapped.items()),
+            overlays=tuple(self._overlaid.items()),
+        )
