@@ -6,20 +6,39 @@ nothing else constructs these, and no module keeps mutable state of its own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
-from engine.api import bridges, ops, provider_configs
-from engine.api.keys import LIVE_LEGS, METRICS, PROVISIONER, SECRET_BOX, SETTINGS, STORE
+from engine.api import bridges, calls, ops, provider_configs
+from engine.api.keys import (
+    LIVE_LEGS,
+    METRICS,
+    PROVISIONER,
+    RUNTIME,
+    SECRET_BOX,
+    SETTINGS,
+    SIGNING_PUBLIC_KEY,
+    STORE,
+)
 from engine.api.middleware import error_envelopes, request_context
-from engine.config import Settings, resolve_secret_key
+from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
+from engine.gateway import GatewayResolver, NoGateways
 from engine.live import LiveLegIndex
+from engine.machine import CallMachine
+from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
 from engine.provisioning import LocalOnlyProvisioner, NumberProvisioner
+from engine.runtime import CallRuntime
+from engine.signing import public_key_b64, signing_key_from_secret
 from engine.store.base import Store
 from engine.store.sql import SqlStore
+from engine.webhooks import WebhookOutbox
+from media.mixer import Mixer
 
 
 def create_app(
@@ -27,6 +46,7 @@ def create_app(
     *,
     store: Store | None = None,
     provisioner: NumberProvisioner | None = None,
+    resolver: GatewayResolver | None = None,
 ) -> web.Application:
     secret_key, _key_file = resolve_secret_key(settings)
     app = web.Application(
@@ -39,11 +59,29 @@ def create_app(
     app[METRICS] = Metrics()
     app[LIVE_LEGS] = LiveLegIndex()
     app[PROVISIONER] = provisioner if provisioner is not None else LocalOnlyProvisioner()
+    signing_key = signing_key_from_secret(secret_key)
+    app[SIGNING_PUBLIC_KEY] = public_key_b64(signing_key)
+    app[RUNTIME] = CallRuntime(
+        machine=CallMachine(),
+        plane=MediaPlane(Mixer(), recordings_dir(settings)),
+        outbox=WebhookOutbox(app[STORE], signing_key),
+        live=app[LIVE_LEGS],
+        resolver=resolver if resolver is not None else NoGateways(),
+    )
     app.cleanup_ctx.append(_store_lifetime)
+    app.cleanup_ctx.append(_runtime_lifetime)
     ops.add_routes(app)
     bridges.add_routes(app)
     provider_configs.add_routes(app)
+    calls.add_routes(app)
     return app
+
+
+def recordings_dir(settings: Settings) -> Path:
+    if settings.recordings_dir is not None:
+        return Path(settings.recordings_dir)
+    db_file = sqlite_path(settings.database_url)
+    return (db_file.parent if db_file is not None else Path()) / "recordings"
 
 
 async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -51,3 +89,19 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
     await store.start()
     yield
     await store.close()
+
+
+async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """The media tick and webhook delivery run while the app serves; on shutdown they stop,
+    timers are cancelled and in-flight provider calls finish."""
+    runtime = app[RUNTIME]
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        workers = [
+            asyncio.create_task(runtime.outbox.run(session, stop)),
+            asyncio.create_task(runtime.run_media(stop)),
+        ]
+        yield
+        stop.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await runtime.close()

@@ -33,6 +33,7 @@ class Settings:
     log_format: LogFormat = "console"
     log_level: str = "info"
     max_body_bytes: int = 256 * 1024
+    recordings_dir: str | None = None  # default: "recordings" beside the SQLite file
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +58,7 @@ class Settings:
             secret_key=env.get("CALLBRIDGE_SECRET_KEY") or None,
             log_format=fmt,  # type: ignore[arg-type]  # checked just above
             log_level=env.get("CALLBRIDGE_LOG_LEVEL", settings.log_level).lower(),
+            recordings_dir=env.get("CALLBRIDGE_RECORDINGS_DIR") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:

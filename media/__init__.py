@@ -1,1 +1,1 @@
-"""Audio for callbridge: codecs, mixer, clock, jitter buffers, tones, recording. Pure numpy, no I/O."""
+"""Audio for callbridge: codecs, mixer, clock, jitter, tones, recording. Pure numpy, no I/O."""

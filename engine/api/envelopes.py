@@ -44,7 +44,9 @@ def uses_telnyx_envelope(path: str) -> bool:
 
 def error_response(request: web.Request, exc: CallbridgeError) -> web.Response:
     if uses_telnyx_envelope(request.path):
-        return telnyx_error(exc.status, exc.code, exc.message or exc.title, exc.detail, exc.field)
+        # Telnyx answers bad parameters with 422, where the platform API uses 400.
+        status = 422 if exc.status == 400 else exc.status
+        return telnyx_error(status, exc.code, exc.message or exc.title, exc.detail, exc.field)
     headline = exc.message or request.get(FAILURE_MESSAGE) or exc.title
     return platform_error(exc.status, headline, exc.detail)
 

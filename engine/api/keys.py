@@ -9,6 +9,7 @@ from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
 from engine.metrics import Metrics
 from engine.provisioning import NumberProvisioner
+from engine.runtime import CallRuntime
 from engine.store.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -17,3 +18,5 @@ SECRET_BOX = web.AppKey("secret_box", SecretBox)
 LIVE_LEGS = web.AppKey("live_legs", LiveLegIndex)
 METRICS = web.AppKey("metrics", Metrics)
 PROVISIONER = web.AppKey("provisioner", NumberProvisioner)
+RUNTIME = web.AppKey("runtime", CallRuntime)
+SIGNING_PUBLIC_KEY = web.AppKey("signing_public_key", str)

@@ -78,6 +78,25 @@ class BridgeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A call-control webhook queued for delivery to an application's ``webhook_url``.
+
+    Times are epoch seconds from the runtime's clock (``time.time()``)."""
+
+    id: int
+    org_id: int
+    leg_id: str  # the leg's call_control_id; delivery order is kept per leg
+    url: str
+    body: str  # the JSON document exactly as it is POSTed
+    headers: Mapping[str, str]
+    attempt: int  # failed attempts so far
+    next_attempt_at: float | None  # None once delivery has been given up
+    created: float
+    delivered_at: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """What inbound routing needs for one dialled number."""
 
@@ -136,7 +155,10 @@ class Store(Protocol):
     async def update_provider_config(
         self, org_id: int, config_id: int, changes: Mapping[str, Any]
     ) -> ProviderConfigRecord:
-        """Apply the given column changes (names as in the record). NotFound / Conflict."""
+        """Apply the given changes, keyed by record field name (``provider``, ``name``,
+        ``account_sid``, ``auth_token_ciphertext``, ``public_key``, ``api_base_url``,
+        ``active``), and stamp ``modified``. ValueError for any other name (a programming
+        error). NotFound / Conflict (same provider and account_sid as another configuration)."""
 
     async def delete_provider_config(self, org_id: int, config_id: int) -> None:
         """NotFound if absent; Conflict if a bridge or a number uses it."""
@@ -157,13 +179,19 @@ class Store(Protocol):
 
     async def list_bridges(
         self, org_id: int, *, status: str | None, offset: int, limit: int
-    ) -> tuple[list[BridgeRecord], int]: ...
+    ) -> tuple[list[BridgeRecord], int]:
+        """One page, ordered by id, and the total count; ``status`` filters when given."""
 
     async def get_bridge(self, org_id: int, slug: str) -> BridgeRecord | None: ...
 
     async def update_bridge(
         self, org_id: int, slug: str, changes: Mapping[str, Any]
-    ) -> BridgeRecord: ...
+    ) -> BridgeRecord:
+        """Apply the given changes, keyed by record field name (``slug``, ``name``,
+        ``description``, ``status``, ``documents_status``, ``hub``, ``region``,
+        ``webhook_url``), and stamp ``modified``. ValueError for any other name (the
+        configuration changes through ``connect_number`` / ``set_bridge_provider``).
+        NotFound / Conflict (slug taken)."""
 
     async def delete_bridge(self, org_id: int, slug: str) -> None:
         """Delete the bridge and release its numbers. NotFound if absent."""
@@ -173,18 +201,51 @@ class Store(Protocol):
         self, org_id: int, slug: str, *, provider_config_id: int, number: str
     ) -> BridgeRecord:
         """Assign ``number`` to the bridge through the configuration and mark the configuration
-        connected to the bridge. Conflict if the number is on another bridge (any organization).
-        Connecting the same number to the same bridge again is a no-op."""
+        connected to the bridge. NotFound if the bridge or the configuration is not this
+        organization's. Conflict if the number is on another bridge (any organization).
+        Connecting the same number to the same bridge again is a no-op; naming another
+        configuration of the organization moves the number to that configuration."""
 
     async def set_bridge_provider(
         self, org_id: int, slug: str, provider_config_id: int | None
     ) -> BridgeRecord:
         """The older seed shape: connect (or, with None, disconnect) a configuration with no
-        number. Disconnecting also releases the numbers assigned through that configuration."""
+        number. Disconnecting also releases the numbers assigned through that configuration.
+        NotFound if the bridge or the configuration is not this organization's."""
 
     async def disconnect_number(self, org_id: int, slug: str, number: str) -> BridgeRecord:
         """Release the number; NotFound if it is not on this bridge. When the bridge has no
         number left through its configuration, the configuration stays connected."""
 
     async def route_for_number(self, number: str) -> Route | None:
-        """Inbound routing: the bridge, assignment and configuration of a dialled number."""
+        """Inbound routing: the bridge, assignment and configuration of a dialled number.
+        The configuration is the one the number is assigned through."""
+
+    # webhook outbox: call-control events survive a restart until delivered
+    async def enqueue_webhook(
+        self,
+        *,
+        org_id: int,
+        leg_id: str,
+        url: str,
+        body: str,
+        headers: Mapping[str, str],
+        now: float,
+    ) -> int:
+        """Queue a webhook, due at once (``next_attempt_at = now``); return its id."""
+
+    async def due_webhooks(self, now: float, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` undelivered webhooks with ``next_attempt_at <= now``, oldest (by id)
+        first, and at most one per leg: a leg's webhook is held back while an earlier one of
+        the same leg is pending, so delivering everything returned, even concurrently, keeps
+        each leg's events in order. Given-up webhooks hold nothing back."""
+
+    async def mark_webhook_delivered(self, webhook_id: int, now: float) -> None:
+        """Record delivery at ``now`` (the first time counts). NotFound if absent."""
+
+    async def reschedule_webhook(
+        self, webhook_id: int, *, attempt: int, next_attempt_at: float | None, error: str
+    ) -> None:
+        """Record a failed attempt: the attempt count, the error and when to try again;
+        ``next_attempt_at=None`` gives up (the row stays, with its error, and is never due
+        again). NotFound if absent."""

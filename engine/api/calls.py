@@ -1,0 +1,108 @@
+"""Call Control API, Telnyx-compatible: dial, status, and every leg action.
+
+``Authorization: Bearer <token>`` (an organization's API token). Success is ``{"data": ...}``;
+errors are ``{"errors": [{"code", "title", "detail", "source"?}]}`` with Telnyx's statuses:
+404 for a leg that is unknown or another organization's, 422 for bad parameters (naming the
+field) and for commands the leg's state refuses (``90018`` once it has ended).
+
+``unbridge`` is callbridge's own extension (Telnyx has none): it takes the leg out of its room.
+``connection_id`` on dial names a bridge (its slug): the bridge's ``webhook_url`` receives the
+new leg's events unless the dial gives its own, and its provider configuration places the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.auth import organization_for
+from engine.api.envelopes import json_response
+from engine.api.keys import RUNTIME, SIGNING_PUBLIC_KEY, STORE
+from engine.api.validation import json_object
+from engine.commands import parse_command, parse_dial
+from engine.model import CallStatus
+from engine.store.base import OrganizationRecord
+from engine.webhooks import occurred_at
+
+OK = {"data": {"result": "ok"}}
+
+
+async def bearer_organization(request: web.Request) -> OrganizationRecord:
+    return await organization_for(request, "Bearer")
+
+
+def status_view(status: CallStatus) -> dict[str, Any]:
+    return {
+        "record_type": status.record_type,
+        "call_control_id": status.call_control_id,
+        "call_leg_id": status.call_leg_id,
+        "call_session_id": status.call_session_id,
+        "client_state": status.client_state,
+        "is_alive": status.is_alive,
+        "call_duration": status.call_duration,
+        "state": status.state,
+        "start_time": occurred_at(status.start_time),
+        "end_time": occurred_at(status.end_time) if status.end_time is not None else None,
+    }
+
+
+async def dial(request: web.Request) -> web.StreamResponse:
+    org = await bearer_organization(request)
+    command = parse_dial(await json_object(request))
+    bridge = await request.app[STORE].get_bridge(org.id, command.connection_id)
+    runtime = request.app[RUNTIME]
+    result = await runtime.dial(
+        org.id, command, default_webhook_url=bridge.webhook_url if bridge else None
+    )
+    leg = result.leg
+    return json_response(
+        {
+            "data": {
+                "record_type": "call",
+                "call_control_id": leg.call_control_id,
+                "call_leg_id": leg.call_leg_id,
+                "call_session_id": leg.call_session_id,
+                "client_state": leg.client_state,
+                "is_alive": False,
+                "start_time": occurred_at(leg.start_time),
+            }
+        }
+    )
+
+
+async def call_status(request: web.Request) -> web.StreamResponse:
+    org = await bearer_organization(request)
+    runtime = request.app[RUNTIME]
+    status = runtime.machine.status(request.match_info["call_control_id"], org.id, runtime.now())
+    return json_response({"data": status_view(status)})
+
+
+async def action(request: web.Request) -> web.StreamResponse:
+    org = await bearer_organization(request)
+    name = request.match_info["action"]
+    body = await json_object(request, allow_empty=True)
+    command = parse_command(name, body)
+    await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
+    return json_response(OK)
+
+
+async def client_state_update(request: web.Request) -> web.StreamResponse:
+    org = await bearer_organization(request)
+    command = parse_command("client_state_update", await json_object(request))
+    await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
+    return json_response(OK)
+
+
+async def public_key(request: web.Request) -> web.StreamResponse:
+    return json_response({"data": {"public_key": request.app[SIGNING_PUBLIC_KEY]}})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v2/calls", dial)
+    app.router.add_get("/v2/calls/{call_control_id}", call_status, allow_head=False)
+    app.router.add_put(
+        "/v2/calls/{call_control_id}/actions/client_state_update", client_state_update
+    )
+    app.router.add_post("/v2/calls/{call_control_id}/actions/{action}", action)
+    app.router.add_get("/v2/public_key", public_key, allow_head=False)

@@ -1,0 +1,174 @@
+"""OpenAPI description of the Call Control API (Telnyx-compatible) and its webhooks."""
+
+from __future__ import annotations
+
+from engine.api.openapi import Schema, json_body, nullable, obj, ref, response, string
+from engine.commands import ACTIONS
+from engine.model import RINGTONES
+
+BOOL: Schema = {"type": "boolean"}
+INT: Schema = {"type": "integer"}
+COMMON: dict[str, Schema] = {
+    "client_state": string(contentEncoding="base64"),
+    "command_id": string(),
+}
+RECORD: dict[str, Schema] = {
+    "record": string(enum=["record-from-answer"]),
+    "record_channels": string(enum=["single", "dual"]),
+    "record_format": string(enum=["wav", "mp3"]),
+    "record_max_length": {"type": "integer", "minimum": 0, "maximum": 43200},
+    "record_timeout_secs": INT,
+    "record_track": string(enum=["both", "inbound", "outbound"]),
+    "record_trim": string(enum=["trim-silence"]),
+    "record_custom_file_name": string(),
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "TelnyxErrors": obj(
+        ["errors"],
+        errors={
+            "type": "array",
+            "items": obj(
+                ["code", "title", "detail"],
+                code=string(),
+                title=string(),
+                detail=string(),
+                source=obj(None, pointer=string()),
+            ),
+        },
+    ),
+    "CommandResult": obj(["data"], data=obj(["result"], result=string())),
+    "Call": obj(
+        ["data"],
+        data=obj(
+            ["call_control_id", "call_leg_id", "call_session_id", "is_alive"],
+            record_type=string(),
+            call_control_id=string(),
+            call_leg_id=string(),
+            call_session_id=string(),
+            client_state=nullable(string()),
+            is_alive=BOOL,
+            call_duration=INT,
+            state=string(),
+            start_time=string(),
+            end_time=nullable(string()),
+        ),
+    ),
+    "DialRequest": obj(
+        ["connection_id", "from", "to"],
+        connection_id=string(description="a bridge slug"),
+        **{"from": string()},
+        to=string(description="+E.164, sip:, or ws:// / wss:// for a websocket agent leg"),
+        link_to=string(),
+        bridge_intent=BOOL,
+        bridge_on_answer=BOOL,
+        park_after_unbridge=string(enum=["self"]),
+        prevent_double_bridge=BOOL,
+        timeout_secs={"type": "integer", "minimum": 5, "maximum": 600},
+        time_limit_secs={"type": "integer", "minimum": 30, "maximum": 14400},
+        webhook_url=string(format="uri"),
+        **COMMON,
+    ),
+    "BridgeAction": obj(
+        None,
+        call_control_id=string(description="the other leg"),
+        queue=string(),
+        park_after_unbridge=string(enum=["self"]),
+        hold_after_unbridge=BOOL,
+        play_ringtone=BOOL,
+        ringtone=string(enum=list(RINGTONES)),
+        mute_dtmf=string(enum=["none", "both", "self", "opposite"]),
+        prevent_double_bridge=BOOL,
+        **RECORD,
+        **COMMON,
+    ),
+    "ActionBody": {
+        **obj(
+            None,
+            cause=string(
+                enum=["CALL_REJECTED", "USER_BUSY", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE"]
+            ),
+            queue_name=string(),
+            digits=string(),
+            audio_url=string(),
+            media_name=string(),
+            format=string(enum=["wav", "mp3"]),
+            channels=string(enum=["single", "dual"]),
+            **COMMON,
+        ),
+        "description": "Fields of the action named in the path: bridge (see BridgeAction), "
+        "unbridge (callbridge's extension), reject (cause), enqueue (queue_name, "
+        "max_wait_time_secs, max_size), record_start (format, channels, max_length, trim, "
+        "custom_file_name, recording_track), playback_start (audio_url file://, media_name, "
+        "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis).",
+    },
+    "PublicKey": obj(["data"], data=obj(["public_key"], public_key=string())),
+}
+
+ERRORS = {
+    "401": response("Bad or missing token", ref("TelnyxErrors")),
+    "404": response("Unknown leg (or another organization's)", ref("TelnyxErrors")),
+    "422": response(
+        "Bad parameters, or the leg's state refuses the command (90018: ended)", ref("TelnyxErrors")
+    ),
+}
+CALL_ID = {"name": "call_control_id", "in": "path", "required": True, "schema": string()}
+SECURITY: list[dict[str, list[str]]] = [{"BearerToken": []}]
+
+
+def call_paths() -> dict[str, Schema]:
+    action_param = {
+        "name": "action",
+        "in": "path",
+        "required": True,
+        "schema": string(enum=[a for a in ACTIONS if a != "client_state_update"]),
+    }
+    return {
+        "/v2/calls": {
+            "post": {
+                "summary": "Dial: create an outgoing leg",
+                "security": SECURITY,
+                "requestBody": json_body(ref("DialRequest")),
+                "responses": {"200": response("The new leg", ref("Call")), **ERRORS},
+            }
+        },
+        "/v2/calls/{call_control_id}": {
+            "get": {
+                "summary": "Status of a leg",
+                "security": SECURITY,
+                "parameters": [CALL_ID],
+                "responses": {"200": response("The leg", ref("Call")), **ERRORS},
+            }
+        },
+        "/v2/calls/{call_control_id}/actions/{action}": {
+            "post": {
+                "summary": "A command on a leg (answer, bridge, unbridge, hangup, ...)",
+                "security": SECURITY,
+                "parameters": [CALL_ID, action_param],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"anyOf": [ref("BridgeAction"), ref("ActionBody")]}
+                        }
+                    },
+                },
+                "responses": {"200": response("Accepted", ref("CommandResult")), **ERRORS},
+            }
+        },
+        "/v2/calls/{call_control_id}/actions/client_state_update": {
+            "put": {
+                "summary": "Replace the leg's client_state",
+                "security": SECURITY,
+                "parameters": [CALL_ID],
+                "requestBody": json_body(obj(["client_state"], **COMMON)),
+                "responses": {"200": response("Accepted", ref("CommandResult")), **ERRORS},
+            }
+        },
+        "/v2/public_key": {
+            "get": {
+                "summary": "callbridge's Ed25519 webhook-signing public key (base64)",
+                "responses": {"200": response("The key", ref("PublicKey"))},
+            }
+        },
+    }

@@ -1,0 +1,118 @@
+"""Provider-side input events: what happened to a leg, in the past tense.
+
+Adapters translate provider webhooks and media-stream frames into these; the runtime adds its
+own (timers, playback and recording completion). Events are facts, so the machine never refuses
+one: an event that does not fit the leg's state (a duplicate, a late or reordered webhook, an
+unknown leg) changes nothing and yields no effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from engine.model import DEFAULT_TIME_LIMIT_SECS, DtmfSource, HangupCause, HangupSource, TimerKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegInitiated:
+    """An incoming call arrived. The adapter has already found the bridge of the dialled number:
+    `webhook_url` is that bridge's (None: default routing), `default_room` its conference room.
+    A leg with no webhook URL and a default room is answered and joins that room."""
+
+    call_control_id: str
+    call_leg_id: str
+    call_session_id: str
+    org_id: int
+    connection_id: str
+    from_: str
+    to: str
+    webhook_url: str | None = None
+    default_room: str | None = None
+    time_limit_secs: int = DEFAULT_TIME_LIMIT_SECS
+
+
+@dataclass(frozen=True, slots=True)
+class LegAnswered:
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStarted:
+    """The leg's media stream to callbridge is live (its `start` frame arrived)."""
+
+    call_control_id: str
+    media_format: str  # e.g. "PCMU/8000"
+    stream_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStopped:
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    call_control_id: str
+    digit: str
+    source: DtmfSource
+
+
+@dataclass(frozen=True, slots=True)
+class LegHungUp:
+    """The far end or the provider ended the leg."""
+
+    call_control_id: str
+    cause: HangupCause
+    source: HangupSource
+    sip_hangup_cause: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFailed:
+    """A provider call for this leg (answer, dial, ...) failed for good. The leg is ended with
+    hangup_cause unspecified and a webhook, never left dangling."""
+
+    call_control_id: str
+    operation: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: TimerKey
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackEnded:
+    """A playback the machine started has finished on its own (or failed)."""
+
+    call_control_id: str  # the leg whose command started it
+    playback_id: str
+    status: str = "completed"  # completed | file_not_found | failed | unknown
+    status_detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSaved:
+    call_control_id: str
+    recording_id: str
+    url: str  # where the runtime stored it
+    started_at: float
+    ended_at: float
+    format: str = "mp3"  # as in StartRecording's options
+    channels: str = "dual"
+
+
+Event: TypeAlias = (
+    LegInitiated
+    | LegAnswered
+    | MediaStarted
+    | MediaStopped
+    | DtmfReceived
+    | LegHungUp
+    | ProviderFailed
+    | TimerFired
+    | PlaybackEnded
+    | RecordingSaved
+)

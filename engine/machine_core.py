@@ -1,0 +1,149 @@
+"""The machine's state and the primitives every handler uses.
+
+``Core`` holds every leg, room and queue of one engine, plus the effects of the input being
+handled. Handlers (``engine.machine_legs``, ``engine.machine_queue``, ``engine.machine_media``)
+follow one discipline: check everything first (raising before any change), then apply through
+the primitives here, which cannot fail. That is what makes a refused command change nothing.
+
+Two effects are never emitted by hand but derived from the change of a leg in ``Core.put``, so
+they cannot drift from the state: mixer membership (``JoinRoom``/``LeaveRoom``: a leg is mixed
+exactly while it is a room member with live media) and ``SetDtmfMute``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.effects import (
+    CancelTimer,
+    Effect,
+    EmitWebhook,
+    JoinRoom,
+    LeaveRoom,
+    SetDtmfMute,
+    StartTimer,
+)
+from engine.model import Leg, LegState, Queue, Room, TimerKey, TimerKind
+from engine.transitions import TRANSITIONS, Trigger
+
+
+def iso(t: float) -> str:
+    """ISO-8601 with microseconds and Z, as Call Control v2 writes times. A conversion of a
+    time passed in, not a clock read."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def mixer_room(leg: Leg | None) -> str | None:
+    """The mixer room a leg must be in: its room, once its media is live, until it ends."""
+    if leg is None or not leg.media_started or leg.state is LegState.HANGUP:
+        return None
+    return leg.room_id
+
+
+class Core:
+    def __init__(self) -> None:
+        self.legs: dict[str, Leg] = {}
+        self.rooms: dict[str, Room] = {}
+        self.queues: dict[tuple[int, str], Queue] = {}
+        self.room_counter = 0
+        self.now = 0.0
+        self.out: list[Effect] = []
+
+    # Input framing.
+    def begin(self, now: float) -> None:
+        self.now = now
+        self.out = []
+
+    def finish(self) -> list[Effect]:
+        out, self.out = self.out, []
+        return out
+
+    def emit(self, *effects: Effect) -> None:
+        self.out.extend(effects)
+
+    # Legs.
+    def live(self, call_control_id: str) -> Leg | None:
+        leg = self.legs.get(call_control_id)
+        return leg if leg is not None and leg.is_alive else None
+
+    def put(self, leg: Leg) -> Leg:
+        """Store `leg` and emit the effects derived from what changed."""
+        old = self.legs.get(leg.call_control_id)
+        self.legs[leg.call_control_id] = leg
+        before, after = mixer_room(old), mixer_room(leg)
+        if before != after:
+            if before is not None:
+                self.emit(LeaveRoom(leg.call_control_id, before))
+            if after is not None:
+                self.emit(JoinRoom(leg.call_control_id, after))
+        if (old.dtmf_muted if old else False) != leg.dtmf_muted:
+            self.emit(SetDtmfMute(leg.call_control_id, leg.dtmf_muted))
+        return leg
+
+    def update(self, leg: Leg, **changes: Any) -> Leg:
+        return self.put(replace(leg, **changes))
+
+    def move(self, leg: Leg, trigger: Trigger, **changes: Any) -> Leg:
+        """Apply a transition the handler has already checked. A missing pair is a bug in the
+        handler, not a user error, so it raises KeyError."""
+        target = TRANSITIONS[(leg.state, trigger)]
+        return self.put(replace(leg, state=target, **changes))
+
+    def with_client_state(self, leg: Leg, client_state: str | None) -> Leg:
+        """A command's client_state applies to every webhook of the leg from now on."""
+        if client_state is None or client_state == leg.client_state:
+            return leg
+        return self.update(leg, client_state=client_state)
+
+    # Rooms.
+    def new_room_id(self) -> str:
+        self.room_counter += 1
+        return f"bridge-{self.room_counter}"
+
+    def peers(self, leg: Leg) -> list[Leg]:
+        room = self.rooms.get(leg.room_id) if leg.room_id else None
+        if room is None:
+            return []
+        ids = [m for m in room.members if m != leg.call_control_id]
+        return [self.legs[m] for m in ids]
+
+    # Timers.
+    def start_timer(self, leg: Leg, kind: TimerKind, delay_s: float, tag: str = "") -> Leg:
+        key = TimerKey(leg.call_control_id, kind, tag)
+        self.emit(StartTimer(key, delay_s))
+        return self.update(leg, timers=leg.timers | {key})
+
+    def cancel_timers(self, leg: Leg, *kinds: TimerKind) -> Leg:
+        """Cancel the leg's timers of `kinds` (all of them when none is named)."""
+        doomed = {k for k in leg.timers if not kinds or k.kind in kinds}
+        for key in sorted(doomed, key=lambda k: (k.kind.value, k.tag)):
+            self.emit(CancelTimer(key))
+        return self.update(leg, timers=leg.timers - doomed) if doomed else leg
+
+    # Webhooks.
+    def webhook(self, leg: Leg, event_type: str, **extra: object) -> None:
+        """Emit a Call Control v2 event for `leg`, unless nobody listens (default routing)."""
+        if leg.webhook_url is None:
+            return
+        payload: dict[str, object] = {
+            "call_control_id": leg.call_control_id,
+            "call_leg_id": leg.call_leg_id,
+            "call_session_id": leg.call_session_id,
+            "connection_id": leg.connection_id,
+            "client_state": leg.client_state,
+            "from": leg.from_,
+            "to": leg.to,
+            "direction": leg.direction.value,
+        }
+        payload.update(extra)
+        self.emit(
+            EmitWebhook(
+                call_control_id=leg.call_control_id,
+                webhook_url=leg.webhook_url,
+                event_type=event_type,
+                payload=payload,
+                occurred_at=self.now,
+            )
+        )

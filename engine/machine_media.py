@@ -1,0 +1,202 @@
+"""What a leg hears and sends besides its room's mix: media streams, DTMF, playback, recording.
+
+- DTMF: every digit yields ``call.dtmf.received`` for its leg. An in-band digit is in the audio
+  already, so the mix carries it; listeners with ``dtmf_muted`` get it stripped by the mixer
+  (``SetDtmfMute``, derived in ``Core.put``). An out-of-band digit is not in the audio, so it is
+  relayed to each room peer that may hear DTMF with ``SendDtmf``.
+- Playback: a ``SetOverlay`` per listener under the playback's id; ``call.playback.started`` at
+  once, ``call.playback.ended`` when the runtime reports the end, when stopped ("cancelled"), when
+  replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
+  Call Control v2 queues a non-overlay playback behind the current one; callbridge replaces it.
+- Recording: one at a time per leg; ``call.recording.saved`` when the runtime has written the
+  file, even after the leg ended.
+"""
+
+from __future__ import annotations
+
+from engine import effects as fx
+from engine.commands import PlaybackStart, PlaybackStop, RecordStart, RecordStop, SendDtmf
+from engine.errors import InvalidState
+from engine.events import DtmfReceived, MediaStarted, PlaybackEnded, RecordingSaved
+from engine.machine_core import Core, iso
+from engine.model import (
+    INVALID_STATE_CODE,
+    ActivePlayback,
+    DtmfSource,
+    Leg,
+    OverlaySource,
+    RecordingOptions,
+    TargetLegs,
+    TimerKind,
+)
+
+RINGBACK_TAG = "ringback"
+
+
+# Media streams and DTMF (events).
+def media_started(core: Core, leg: Leg, event: MediaStarted) -> None:
+    if leg.media_started:
+        return  # a duplicate start frame
+    leg = core.update(leg, media_started=True, media_format=event.media_format)
+    core.webhook(leg, "streaming.started", stream_url=event.stream_url)
+
+
+def media_stopped(core: Core, leg: Leg) -> None:
+    if leg.media_started:
+        leg = core.update(leg, media_started=False)
+        core.webhook(leg, "streaming.stopped")
+
+
+def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> None:
+    core.webhook(leg, "call.dtmf.received", digit=event.digit)
+    if event.source is DtmfSource.OUT_OF_BAND:
+        for peer in core.peers(leg):
+            if not peer.dtmf_muted:
+                core.emit(fx.SendDtmf(peer.call_control_id, event.digit))
+
+
+def send_dtmf(core: Core, leg: Leg, command: SendDtmf) -> None:
+    core.emit(fx.SendDtmf(leg.call_control_id, command.digits, command.duration_millis))
+
+
+# Playback.
+def _listeners(core: Core, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
+    peers = tuple(p.call_control_id for p in core.peers(leg))
+    if target is TargetLegs.SELF:
+        return (leg.call_control_id,)
+    if target is TargetLegs.OPPOSITE:
+        return peers
+    return (leg.call_control_id, *peers)
+
+
+def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
+    if not _listeners(core, leg, command.target_legs):
+        raise InvalidState(
+            "target_legs names no leg: this leg is in no room",
+            field="target_legs",
+            code=INVALID_STATE_CODE,
+        )
+
+
+def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
+    for old in leg.playbacks:
+        if old.overlay == command.overlay:
+            leg = end_playback(core, leg, old, "cancelled")
+    playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
+    if command.audio_url is not None:
+        source = OverlaySource("file", command.audio_url.removeprefix("file://"))
+    else:
+        source = OverlaySource("media", command.media_name or "")
+    listeners = _listeners(core, leg, command.target_legs)
+    for listener in listeners:
+        core.emit(fx.SetOverlay(listener, playback_id, source, command.loop))
+    playback = ActivePlayback(
+        playback_id, listeners, command.audio_url, command.media_name, command.overlay
+    )
+    leg = core.update(leg, seq=leg.seq + 1, playbacks=(*leg.playbacks, playback))
+    core.webhook(leg, "call.playback.started", **_playback_fields(playback))
+
+
+def _playback_fields(playback: ActivePlayback) -> dict[str, object]:
+    return {
+        "media_url": playback.media_url,
+        "media_name": playback.media_name,
+        "overlay": playback.overlay,
+    }
+
+
+def end_playback(core: Core, leg: Leg, playback: ActivePlayback, status: str) -> Leg:
+    for listener in playback.listeners:
+        core.emit(fx.ClearOverlay(listener, playback.playback_id))
+    leg = core.update(
+        leg, playbacks=tuple(p for p in leg.playbacks if p.playback_id != playback.playback_id)
+    )
+    core.webhook(leg, "call.playback.ended", status=status, **_playback_fields(playback))
+    return leg
+
+
+def playback_stop(core: Core, leg: Leg, command: PlaybackStop) -> None:
+    """Stop this leg's playbacks of the named kind. With no queue, current and all agree."""
+    for playback in leg.playbacks:
+        if playback.overlay == command.overlay:
+            leg = end_playback(core, leg, playback, "cancelled")
+
+
+def playback_ended(core: Core, leg: Leg, event: PlaybackEnded) -> None:
+    for playback in leg.playbacks:
+        if playback.playback_id == event.playback_id:
+            end_playback(core, leg, playback, event.status)
+            return
+
+
+# Recording.
+def check_record_start(leg: Leg, command: RecordStart) -> None:
+    if leg.recording_id is not None:
+        raise InvalidState("a recording is already in progress", code=INVALID_STATE_CODE)
+
+
+def start_recording(core: Core, leg: Leg, options: RecordingOptions) -> Leg:
+    recording_id = f"{leg.call_control_id}/recording/{leg.seq + 1}"
+    core.emit(fx.StartRecording(leg.call_control_id, recording_id, options))
+    leg = core.update(
+        leg,
+        seq=leg.seq + 1,
+        recording_id=recording_id,
+        recordings_unsaved=(*leg.recordings_unsaved, recording_id),
+    )
+    if options.max_length_secs:
+        leg = core.start_timer(leg, TimerKind.RECORD_LIMIT, options.max_length_secs, recording_id)
+    return leg
+
+
+def check_record_stop(leg: Leg, command: RecordStop) -> None:
+    if leg.recording_id is None:
+        raise InvalidState("no recording is in progress", code=INVALID_STATE_CODE)
+    if command.recording_id not in (None, leg.recording_id):
+        raise InvalidState(
+            "no such recording in progress", field="recording_id", code=INVALID_STATE_CODE
+        )
+
+
+def stop_recording(core: Core, leg: Leg) -> Leg:
+    if leg.recording_id is None:
+        return leg
+    core.emit(fx.StopRecording(leg.call_control_id, leg.recording_id))
+    leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
+    return core.update(leg, recording_id=None)
+
+
+def recording_saved(core: Core, leg: Leg, event: RecordingSaved) -> None:
+    if event.recording_id not in leg.recordings_unsaved:
+        return  # unknown, or already reported
+    unsaved = tuple(r for r in leg.recordings_unsaved if r != event.recording_id)
+    leg = core.update(leg, recordings_unsaved=unsaved)
+    core.webhook(
+        leg,
+        "call.recording.saved",
+        recording_id=event.recording_id,
+        channels=event.channels,
+        recording_started_at=iso(event.started_at),
+        recording_ended_at=iso(event.ended_at),
+        recording_urls={event.format: event.url},
+        public_recording_urls={event.format: event.url},
+    )
+
+
+def set_ringback(leg: Leg, source: OverlaySource) -> fx.SetOverlay:
+    """Ringback to a leg whose bridge waits for its ringing peer; plays until cleared."""
+    return fx.SetOverlay(leg.call_control_id, RINGBACK_TAG, source, None)
+
+
+def clear_ringback(leg: Leg) -> fx.ClearOverlay:
+    return fx.ClearOverlay(leg.call_control_id, RINGBACK_TAG)
+
+
+def stop_all(core: Core, leg: Leg) -> Leg:
+    """Everything a leg plays or records stops: it is ending."""
+    if leg.ringback:
+        core.emit(clear_ringback(leg))
+        leg = core.update(leg, ringback=False)
+    for playback in leg.playbacks:
+        leg = end_playback(core, leg, playback, "call_hangup")
+    return stop_recording(core, leg)

@@ -1,0 +1,255 @@
+"""The engine's side of the media: mixer membership, overlays, recordings, per-leg outputs.
+
+The runtime drives it from effects (``JoinRoom``, ``SetOverlay``, ``StartRecording`` ...) and
+from the media streams the adapters accept (``attach``, ``frame_in``, ``detach``); ``tick``
+runs one mixer pass and hands every leg its frame. It reports what the machine must hear
+about (a playback that ended, a recording that was written) as events, never acting on them.
+
+The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
+its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, cast
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.events import Event, PlaybackEnded
+from engine.logs import get_logger
+from engine.model import OverlaySource, RecordingOptions
+from media.codecs import AudioFormat, Resampler
+from media.dtmf import DtmfSequence
+from media.errors import MediaError
+from media.mixer import Mixer
+from media.recorder import Recorder, RecordingResult
+from media.tones import Playback, Ringback
+
+log = get_logger("callbridge.media")
+Source = Callable[[int], NDArray[np.int16]]
+
+
+class MediaOutput(Protocol):
+    """Where a leg's outgoing audio goes: one encoded frame at a time, never blocking."""
+
+    def send_frame(self, payload: bytes) -> None: ...
+
+
+class OverlayError(MediaError):
+    """An overlay could not be made (missing file, unknown tone); carries a playback status."""
+
+    def __init__(self, detail: str, status: str = "failed") -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+@dataclass(slots=True)
+class ActiveRecording:
+    recording_id: str
+    recorder: Recorder
+    options: RecordingOptions
+    started_at: float
+
+
+@dataclass(slots=True)
+class LegMedia:
+    fmt: AudioFormat
+    output: MediaOutput
+    overlays: dict[str, Source] = field(default_factory=dict)
+
+
+def load_wav(path: Path, rate: int) -> NDArray[np.int16]:
+    """A local 16-bit mono WAV as int16 at ``rate`` (8 or 16 kHz sources are resampled)."""
+    if not path.is_file():
+        raise OverlayError(f"no such audio file: {path}", status="file_not_found")
+    try:
+        with wave.open(str(path), "rb") as reader:
+            if reader.getsampwidth() != 2 or reader.getnchannels() != 1:
+                raise OverlayError(f"{path} must be 16-bit mono PCM WAV")
+            source_rate = reader.getframerate()
+            samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    except (wave.Error, EOFError) as exc:
+        raise OverlayError(f"{path} is not a readable WAV file: {exc}") from None
+    samples = samples.astype(np.int16)
+    if source_rate != rate:
+        if {source_rate, rate} != {8000, 16000}:
+            raise OverlayError(f"{path} has a sample rate of {source_rate} Hz; use 8 or 16 kHz")
+        samples = Resampler(source_rate, rate).process(samples)
+    return samples
+
+
+def builtin_source(name: str) -> Source:
+    """``media_name`` values callbridge knows: ``ringback-<country>``, ``tone-<hz>``."""
+    kind, _, arg = name.partition("-")
+    if kind == "ringback" and arg:
+        try:
+            return Ringback(arg)
+        except MediaError as exc:
+            raise OverlayError(str(exc), status="file_not_found") from None
+    if kind == "tone" and arg.isdigit() and 20 <= int(arg) <= 3900:
+        frequency = int(arg)
+        phase = [0]
+
+        def tone(n: int) -> NDArray[np.int16]:
+            t = np.arange(phase[0], phase[0] + n)
+            phase[0] += n
+            return (np.sin(2 * np.pi * frequency * t / 8000) * 8000).astype(np.int16)
+
+        return tone
+    raise OverlayError(f"unknown media_name {name!r}", status="file_not_found")
+
+
+class MediaPlane:
+    def __init__(self, mixer: Mixer, recordings_dir: Path) -> None:
+        self.mixer = mixer
+        self.recordings_dir = recordings_dir
+        self._legs: dict[str, LegMedia] = {}
+        self._recordings: dict[str, ActiveRecording] = {}  # by leg
+        self._pending: list[Event] = []
+
+    # streams
+    def attach(self, leg_id: str, fmt: AudioFormat, output: MediaOutput) -> None:
+        self.mixer.add_leg(leg_id, fmt)
+        self._legs[leg_id] = LegMedia(fmt, output)
+
+    def detach(self, leg_id: str) -> None:
+        if self._legs.pop(leg_id, None) is not None:
+            self.mixer.remove_leg(leg_id)
+
+    def is_attached(self, leg_id: str) -> bool:
+        return leg_id in self._legs
+
+    def frame_in(self, leg_id: str, payload: bytes) -> None:
+        for peer, data in self.mixer.put_frame(leg_id, payload):
+            media = self._legs.get(peer)
+            if media is not None:
+                media.output.send_frame(data)
+
+    # membership
+    def join(self, leg_id: str, room_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.join(leg_id, room_id)
+
+    def leave(self, leg_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.leave(leg_id)
+
+    # overlays
+    def set_overlay(self, leg_id: str, tag: str, source: OverlaySource, loop: int | None) -> None:
+        media = self._legs.get(leg_id)
+        if media is None:
+            return
+        try:
+            made = self._make_source(leg_id, tag, source, loop)
+        except OverlayError as exc:
+            log.info("overlay refused", leg_id=leg_id, tag=tag, reason=str(exc))
+            self._playback_ended(tag, exc.status, str(exc))
+            return
+        media.overlays[tag] = made
+        self._refresh_overlay(leg_id, media)
+
+    def clear_overlay(self, leg_id: str, tag: str) -> None:
+        media = self._legs.get(leg_id)
+        if media is not None and media.overlays.pop(tag, None) is not None:
+            self._refresh_overlay(leg_id, media)
+
+    def play_dtmf(self, leg_id: str, digits: str, duration_millis: int) -> None:
+        media = self._legs.get(leg_id)
+        if media is None:
+            return
+        tag = f"dtmf/{len(media.overlays)}/{digits}"
+        sequence = DtmfSequence(
+            digits, tone_ms=duration_millis, on_end=lambda: self.clear_overlay(leg_id, tag)
+        )
+        media.overlays[tag] = sequence
+        self._refresh_overlay(leg_id, media)
+
+    def _make_source(
+        self, leg_id: str, tag: str, source: OverlaySource, loop: int | None
+    ) -> Source:
+        if source.kind == "ringback":
+            return Ringback(source.name)
+        loops = None if loop is None or loop <= 0 else loop
+
+        def ended() -> None:
+            self.clear_overlay(leg_id, tag)
+            self._playback_ended(tag, "completed", None)
+
+        if source.kind == "file":
+            samples = load_wav(Path(source.name), self.mixer.sample_rate)
+            return Playback(samples, loops=loops, on_end=ended)
+        return builtin_source(source.name)
+
+    def _playback_ended(self, tag: str, status: str, detail: str | None) -> None:
+        commander, sep, _ = tag.partition("/playback/")
+        if sep:
+            self._pending.append(PlaybackEnded(commander, tag, status, detail))
+
+    def _refresh_overlay(self, leg_id: str, media: LegMedia) -> None:
+        sources = list(media.overlays.values())
+        if not sources:
+            self.mixer.set_overlay(leg_id, None)
+        elif len(sources) == 1:
+            self.mixer.set_overlay(leg_id, sources[0])
+        else:
+
+            def mixed(n: int) -> NDArray[np.int16]:
+                total = np.zeros(n, dtype=np.int32)
+                for play in sources:
+                    total += play(n)
+                return np.clip(total, -32768, 32767).astype(np.int16)
+
+            self.mixer.set_overlay(leg_id, mixed)
+
+    # recordings
+    def start_recording(
+        self, leg_id: str, recording_id: str, options: RecordingOptions, now: float
+    ) -> None:
+        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        name = options.custom_file_name or recording_id.replace("/", "-")
+        path = self.recordings_dir / f"{name}.{options.format}"
+        recorder = Recorder(
+            path,
+            channels=cast(Literal["single", "dual"], options.channels),
+            track=cast(Literal["both", "inbound", "outbound"], options.track),
+            max_length_s=float(options.max_length_secs),
+            trim_silence=options.trim == "trim-silence",
+            fmt=cast(Literal["wav", "mp3"], options.format),
+            sample_rate=self.mixer.sample_rate,
+        )
+        self._recordings[leg_id] = ActiveRecording(recording_id, recorder, options, now)
+        if leg_id in self._legs:
+            self.mixer.set_tap(leg_id, True)
+
+    def take_recording(self, leg_id: str) -> ActiveRecording | None:
+        """Stop feeding a recording and hand it over to be closed (off the media path)."""
+        active = self._recordings.pop(leg_id, None)
+        if active is not None and leg_id in self._legs:
+            self.mixer.set_tap(leg_id, False)
+        return active
+
+    # the tick
+    def tick(self) -> list[Event]:
+        """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
+        result = self.mixer.tick()
+        legs = self._legs
+        for leg_id, payload in result.frames:
+            media = legs.get(leg_id)
+            if media is not None:
+                media.output.send_frame(payload)
+        for leg_id, heard, spoken in result.taps:
+            active = self._recordings.get(leg_id)
+            if active is not None:
+                active.recorder.write(spoken, heard)
+        events, self._pending = self._pending, []
+        return events
+
+
+def close_recording(active: ActiveRecording) -> RecordingResult:
+    """Blocking: finish the file (flush, trim, header). Run it in an executor."""
+    return active.recorder.close()

@@ -1,0 +1,305 @@
+"""The asyncio shell around the call machine: it feeds inputs in and carries effects out.
+
+Inputs (provider events from adapters, commands from the API, timers, media-stream news) are
+handled one at a time under a lock, and the local effects of each input (webhooks into the
+outbox, mixer membership, overlays, timers) are carried out in emission order before the next
+input is taken, so each leg's webhooks leave in order. Provider calls (answer, hang up, reject,
+dial) go into a lane per leg: in order for that leg, without holding up other legs. A provider
+call that fails ends its leg through the machine (``ProviderFailed``), never leaving it dangling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from engine import effects as fx
+from engine import events as ev
+from engine.commands import Command, Dial
+from engine.gateway import GatewayResolver, ProviderGateway
+from engine.live import LiveLegIndex
+from engine.logs import get_logger
+from engine.machine import CallMachine, DialResult
+from engine.media_plane import MediaOutput, MediaPlane, close_recording
+from engine.model import DtmfSource, NewLegIds, TimerKey
+from engine.webhooks import WebhookOutbox
+from media.clock import TickClock, run_ticks
+from media.codecs import AudioFormat
+
+log = get_logger("callbridge.runtime")
+
+
+class LoopTimers:
+    """Timers on the running event loop; each fires once unless cancelled first."""
+
+    def __init__(self) -> None:
+        self._handles: dict[TimerKey, asyncio.TimerHandle] = {}
+
+    def start(self, key: TimerKey, delay_s: float, fire: Callable[[TimerKey], None]) -> None:
+        self.cancel(key)
+        loop = asyncio.get_running_loop()
+        self._handles[key] = loop.call_later(delay_s, self._fired, key, fire)
+
+    def _fired(self, key: TimerKey, fire: Callable[[TimerKey], None]) -> None:
+        self._handles.pop(key, None)
+        fire(key)
+
+    def cancel(self, key: TimerKey) -> None:
+        handle = self._handles.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    def pending(self) -> list[TimerKey]:
+        return list(self._handles)
+
+    def cancel_all(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+
+
+def new_leg_ids() -> NewLegIds:
+    return NewLegIds(
+        call_control_id="v3:" + uuid.uuid4().hex,
+        call_leg_id=str(uuid.uuid4()),
+        call_session_id=str(uuid.uuid4()),
+    )
+
+
+class CallRuntime:
+    def __init__(
+        self,
+        *,
+        machine: CallMachine,
+        plane: MediaPlane,
+        outbox: WebhookOutbox,
+        live: LiveLegIndex,
+        resolver: GatewayResolver,
+        clock: Callable[[], float] = time.time,
+        timers: LoopTimers | None = None,
+    ) -> None:
+        self.machine = machine
+        self.plane = plane
+        self.outbox = outbox
+        self.live = live
+        self._resolver = resolver
+        self._clock = clock
+        self.timers = timers if timers is not None else LoopTimers()
+        self._lock = asyncio.Lock()
+        self._gateways: dict[str, ProviderGateway] = {}
+        self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.tick_clock = TickClock()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # ---- inputs -------------------------------------------------------------------------
+    def bind(
+        self,
+        call_control_id: str,
+        gateway: ProviderGateway,
+        *,
+        bridge_id: int | None = None,
+        number: str | None = None,
+    ) -> None:
+        """Say which gateway carries a leg (and, for inbound legs, which bridge and number)."""
+        self._gateways[call_control_id] = gateway
+        if bridge_id is not None and number is not None:
+            self.live.leg_started(call_control_id, bridge_id, number)
+
+    async def event(self, event: ev.Event) -> None:
+        async with self._lock:
+            effects = self.machine.handle_event(event, self._clock())
+            await self._apply(effects)
+
+    async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
+        """Carry out an API command; typed errors propagate having changed nothing."""
+        async with self._lock:
+            effects = self.machine.handle_command(call_control_id, org_id, command, self._clock())
+            await self._apply(effects)
+
+    async def dial(
+        self, org_id: int, command: Dial, *, default_webhook_url: str | None = None
+    ) -> DialResult:
+        gateway = await self._resolver.for_dial(org_id, command.connection_id, command.to)
+        ids = new_leg_ids()
+        async with self._lock:
+            result = self.machine.dial(
+                ids, org_id, command, self._clock(), default_webhook_url=default_webhook_url
+            )
+            if not result.duplicate:
+                self._gateways[ids.call_control_id] = gateway
+            await self._apply(result.effects)
+        return result
+
+    # ---- media streams (called by the adapters' stream handlers) ------------------------
+    async def media_started(
+        self,
+        call_control_id: str,
+        fmt: AudioFormat,
+        output: MediaOutput,
+        stream_url: str | None = None,
+    ) -> None:
+        async with self._lock:
+            self.plane.attach(call_control_id, fmt, output)
+        label = f"{fmt.encoding.value}/{fmt.sample_rate}"
+        await self.event(ev.MediaStarted(call_control_id, label, stream_url))
+
+    def media_frame(self, call_control_id: str, payload: bytes) -> None:
+        """Hot path: no lock, no await; the mixer takes or forwards the frame."""
+        self.plane.frame_in(call_control_id, payload)
+
+    async def media_dtmf(self, call_control_id: str, digit: str) -> None:
+        await self.event(ev.DtmfReceived(call_control_id, digit, DtmfSource.OUT_OF_BAND))
+
+    async def media_stopped(self, call_control_id: str) -> None:
+        async with self._lock:
+            self.plane.detach(call_control_id)
+        await self.event(ev.MediaStopped(call_control_id))
+
+    # ---- effects ------------------------------------------------------------------------
+    async def _apply(self, effects: list[fx.Effect]) -> None:
+        for effect in effects:
+            try:
+                await self._apply_one(effect)
+            except Exception:
+                # One effect failing must not strand the ones after it (e.g. a webhook).
+                log.exception("effect failed", effect=type(effect).__name__)
+
+    async def _apply_one(self, effect: fx.Effect) -> None:
+        match effect:
+            case fx.EmitWebhook():
+                await self._publish(effect)
+            case fx.JoinRoom(leg_id, room_id):
+                self.plane.join(leg_id, room_id)
+            case fx.LeaveRoom(leg_id, _room):
+                self.plane.leave(leg_id)
+            case fx.SetOverlay(leg_id, tag, source, loop):
+                self.plane.set_overlay(leg_id, tag, source, loop)
+            case fx.ClearOverlay(leg_id, tag):
+                self.plane.clear_overlay(leg_id, tag)
+            case fx.SendDtmf(leg_id, digits, duration):
+                self.plane.play_dtmf(leg_id, digits, duration)
+            case fx.SetDtmfMute(leg_id, muted):
+                # In-band DTMF stripping is not in the mixer yet; say so where it matters.
+                log.info("dtmf mute requested", leg_id=leg_id, muted=muted)
+            case fx.StartRecording(leg_id, recording_id, options):
+                self.plane.start_recording(leg_id, recording_id, options, self._clock())
+            case fx.StopRecording(leg_id, _recording_id):
+                self._spawn(self._finish_recording(leg_id))
+            case fx.StartTimer(key, delay):
+                self.timers.start(key, delay, self._timer_fired)
+            case fx.CancelTimer(key):
+                self.timers.cancel(key)
+            case fx.AnswerCall(leg_id):
+                self._lane(leg_id, "answer", lambda g: g.answer(leg_id))
+            case fx.HangupCall(leg_id):
+                self._lane(leg_id, "hangup", lambda g: g.hangup(leg_id), final=True)
+            case fx.RejectCall(leg_id, cause):
+                self._lane(leg_id, "reject", lambda g: g.reject(leg_id, cause), final=True)
+            case fx.DialCall():
+                dial = effect
+                self._lane(dial.call_control_id, "dial", lambda g: g.dial(dial))
+
+    async def _publish(self, effect: fx.EmitWebhook) -> None:
+        leg = self.machine.leg(effect.call_control_id)
+        if effect.event_type == "call.hangup":
+            self.live.leg_ended(effect.call_control_id)
+        await self.outbox.publish(
+            org_id=leg.org_id,
+            leg_id=effect.call_control_id,
+            url=effect.webhook_url,
+            event_type=effect.event_type,
+            payload=effect.payload,
+        )
+
+    def _timer_fired(self, key: TimerKey) -> None:
+        self._spawn(self.event(ev.TimerFired(key)))
+
+    async def _finish_recording(self, leg_id: str) -> None:
+        active = self.plane.take_recording(leg_id)
+        if active is None:
+            return
+        result = await asyncio.get_running_loop().run_in_executor(None, close_recording, active)
+        await self.event(
+            ev.RecordingSaved(
+                leg_id,
+                active.recording_id,
+                url=result.path.resolve().as_uri(),
+                started_at=active.started_at,
+                ended_at=self._clock(),
+                format=active.options.format,
+                channels=active.options.channels,
+            )
+        )
+
+    def _lane(
+        self,
+        leg_id: str,
+        operation: str,
+        call: Callable[[ProviderGateway], Awaitable[None]],
+        *,
+        final: bool = False,
+    ) -> None:
+        """Run a provider call after the leg's earlier ones; report a failure to the machine."""
+        previous = self._lanes.get(leg_id)
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            gateway = self._gateways.get(leg_id)
+            if gateway is None:
+                log.warning("no gateway for leg", leg_id=leg_id, operation=operation)
+                return
+            try:
+                await call(gateway)
+            except Exception as exc:
+                log.warning(
+                    "provider call failed", leg_id=leg_id, operation=operation, error=str(exc)
+                )
+                if not final:
+                    await self.event(ev.ProviderFailed(leg_id, operation, str(exc)))
+            finally:
+                if final:
+                    gateway.forget(leg_id)
+                    self.live.leg_ended(leg_id)
+                if self._lanes.get(leg_id) is task:
+                    del self._lanes[leg_id]
+
+        task = asyncio.ensure_future(run())
+        self._lanes[leg_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- background work ----------------------------------------------------------------
+    def _on_tick(self, _tick: int) -> None:
+        for event in self.plane.tick():
+            self._spawn(self.event(event))
+
+    async def run_media(self, stop: asyncio.Event) -> None:
+        await run_ticks(self.tick_clock, self._on_tick, stop)
+
+    async def settle(self) -> None:
+        """Wait until every provider call and follow-up started so far has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        self.timers.cancel_all()
+        await self.settle()
+
+
+def recordings_dir_for(database_url: str, fallback: Path) -> Path:
+    from engine.config import sqlite_path
+
+    db_file = sqlite_path(database_url)
+    return db_file.parent / "recordings" if db_file is not None else fallback

@@ -1,0 +1,213 @@
+"""Schema migrations: an ordered list of versions, each applied once, in its own transaction.
+
+A migration is history. Version 1 below spells out the tables as they were at version 1
+instead of reusing ``engine.store.schema``: when a later version adds a column to a table in
+``schema``, a fresh database still runs version 1 first and the new version's ``ALTER TABLE``
+after it, which could not work if version 1 already created the newest shape.
+
+To change the schema: edit ``schema`` to the new shape, then append a ``Migration`` whose
+``apply`` brings a version-(n-1) database to it (e.g. ``ALTER TABLE ... ADD COLUMN``, through
+``Connection.execute``). The test that compares a migrated database with ``schema`` says when
+the two disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    true,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from engine.errors import StorageError
+from engine.store.schema import NAMING_CONVENTION, schema_version
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]  # runs inside the migration's transaction
+
+
+def _v1_initial_tables(conn: Connection) -> None:
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    # Frozen copies of the version-1 types (see the module docstring).
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    stamp = DateTime(timezone=True)
+    Table(
+        "organizations",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("domain_handle", String(255), nullable=False, unique=True),
+        Column("name", String(255), nullable=False),
+        Column("created", stamp, nullable=False),
+        Column("modified", stamp, nullable=False),
+    )
+    Table(
+        "api_tokens",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False, index=True),
+        Column("token_sha256", String(64), nullable=False, unique=True),
+        Column("created", stamp, nullable=False),
+    )
+    Table(
+        "provider_configs",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False),
+        Column("provider", String(32), nullable=False),
+        Column("name", String(255), nullable=False),
+        Column("account_sid", String(255), nullable=False),
+        Column("auth_token_ciphertext", Text(), nullable=False),
+        Column("public_key", Text(), nullable=True),
+        Column("api_base_url", String(2048), nullable=True),
+        Column("active", Boolean(), nullable=False, server_default=true()),
+        Column("created_at", stamp, nullable=False),
+        Column("modified", stamp, nullable=False),
+        UniqueConstraint("org_id", "provider", "account_sid"),
+    )
+    Table(
+        "bridges",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False, index=True),
+        Column("slug", String(255), nullable=False, unique=True),
+        Column("name", String(255), nullable=False),
+        Column("description", Text(), nullable=False, server_default=""),
+        Column("status", String(16), nullable=False),
+        Column("documents_status", String(32), nullable=False, server_default="pending"),
+        Column("hub", Integer(), nullable=False, server_default="1"),
+        Column("region", String(16), nullable=False, server_default="US"),
+        Column("webhook_url", String(2048), nullable=True),
+        Column(
+            "provider_config_id",
+            ident,
+            ForeignKey("provider_configs.id"),
+            nullable=True,
+            index=True,
+        ),
+        Column("created", stamp, nullable=False),
+        Column("modified", stamp, nullable=False),
+    )
+    Table(
+        "phone_numbers",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("number", String(32), nullable=False, unique=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False),
+        Column(
+            "provider_config_id",
+            ident,
+            ForeignKey("provider_configs.id"),
+            nullable=False,
+            index=True,
+        ),
+        Column("created", stamp, nullable=False),
+    )
+    Table(
+        "number_assignments",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column(
+            "phone_number_id", ident, ForeignKey("phone_numbers.id"), nullable=False, unique=True
+        ),
+        Column("bridge_id", ident, ForeignKey("bridges.id"), nullable=False, index=True),
+        Column("state", String(16), nullable=False, server_default="ASSIGNED"),
+        Column("active", Boolean(), nullable=False, server_default=true()),
+        Column("channels_count", Integer(), nullable=False, server_default="1"),
+        Column("status", String(16), nullable=False, server_default="active"),
+        Column("created", stamp, nullable=False),
+    )
+    Table(
+        "webhook_outbox",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, nullable=False),
+        Column("leg_id", String(128), nullable=False),
+        Column("url", String(2048), nullable=False),
+        Column("body", Text(), nullable=False),
+        Column("headers", Text(), nullable=False),
+        Column("attempt", Integer(), nullable=False, server_default="0"),
+        Column("next_attempt_at", Double(), nullable=True),
+        Column("created", Double(), nullable=False),
+        Column("delivered_at", Double(), nullable=True),
+        Column("last_error", Text(), nullable=True),
+        Index(None, "delivered_at", "next_attempt_at"),
+        Index(None, "leg_id", "delivered_at"),
+    )
+    # checkfirst=False: tables that exist without a recorded version belong to something else,
+    # and failing loudly beats adopting them.
+    md.create_all(conn, checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _v1_initial_tables),)
+
+
+def _create_version_table(conn: Connection) -> None:
+    schema_version.create(conn, checkfirst=True)
+
+
+async def _current_version(conn: AsyncConnection) -> int:
+    version = await conn.scalar(select(func.max(schema_version.c.version)))
+    return int(version) if version is not None else 0
+
+
+async def migrate(engine: AsyncEngine, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply every migration newer than the database's version; return the version reached.
+
+    Each migration and its ``schema_version`` row commit together, so a failed migration
+    leaves the database at the previous version. Raises ``StorageError`` when the database
+    is newer than the code (an older callbridge must not write to it) and lets database
+    errors through for the caller to map.
+    """
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1, 2, 3, ... in order, got {versions}")
+    latest = len(versions)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(_create_version_table)
+        current = await _current_version(conn)
+    if current > latest:
+        raise StorageError(
+            f"the database is at schema version {current}, newer than this callbridge "
+            f"knows ({latest}); upgrade callbridge"
+        )
+
+    for migration in migrations[current:]:
+        async with engine.begin() as conn:
+            # Another process may have migrated since the check above; on SQLite the
+            # transaction holds the write lock, so this second look is authoritative.
+            if await _current_version(conn) >= migration.version:
+                continue
+            await conn.run_sync(migration.apply)
+            await conn.execute(
+                insert(schema_version).values(
+                    version=migration.version,
+                    description=migration.description,
+                    applied_at=datetime.now(UTC),
+                )
+            )
+    return latest

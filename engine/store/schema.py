@@ -1,0 +1,196 @@
+"""The current shape of callbridge's tables, as SQLAlchemy Core ``Table`` objects.
+
+The queries in ``engine.store.sql`` are built from these tables. How the database gets to this
+shape is ``engine.store.migrations``' business: its migrations are history and never change,
+while this module always describes the newest version. A test checks that a freshly migrated
+database matches these definitions, so the two cannot drift apart unnoticed.
+
+Only portable types are used here, so that PostgreSQL can take the same metadata.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    true,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names: a later migration on PostgreSQL can only drop or alter a
+# constraint it can name, and SQLite would otherwise leave them anonymous. Existing databases
+# carry these names, so the convention is fixed (the migrations use it too).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on servers (the outbox alone can pass 2**31 rows in a long-lived install);
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid alias, never BIGINT.
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always a timezone-aware UTC ``datetime`` in Python.
+
+    PostgreSQL's ``timestamptz`` keeps the zone, SQLite's text timestamps drop it; normalising
+    on both sides gives every record the same aware values whichever database is underneath.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            # A naive value has no defined instant; storing it would silently shift it.
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# Which migrations have been applied. Created before any migration runs (so it is not itself
+# a migration) and therefore never changes shape.
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer(), primary_key=True, autoincrement=False),
+    Column("description", String(255), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=False),
+)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("domain_handle", String(255), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("modified", UTCDateTime(), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created", UTCDateTime(), nullable=False),
+)
+
+provider_configs = Table(
+    "provider_configs",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("account_sid", String(255), nullable=False),
+    Column("auth_token_ciphertext", Text(), nullable=False),
+    Column("public_key", Text(), nullable=True),
+    Column("api_base_url", String(2048), nullable=True),
+    Column("active", Boolean(), nullable=False, default=True, server_default=true()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("modified", UTCDateTime(), nullable=False),
+    # Also serves the org_id lookups (it is the index's leading column).
+    UniqueConstraint("org_id", "provider", "account_sid"),
+)
+
+bridges = Table(
+    "bridges",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("slug", String(255), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("description", Text(), nullable=False, default="", server_default=""),
+    Column("status", String(16), nullable=False),
+    Column(
+        "documents_status", String(32), nullable=False, default="pending", server_default="pending"
+    ),
+    Column("hub", Integer(), nullable=False, default=1, server_default="1"),
+    Column("region", String(16), nullable=False, default="US", server_default="US"),
+    Column("webhook_url", String(2048), nullable=True),
+    Column("provider_config_id", ID, ForeignKey("provider_configs.id"), nullable=True, index=True),
+    Column("created", UTCDateTime(), nullable=False),
+    Column("modified", UTCDateTime(), nullable=False),
+)
+
+# A row exists exactly as long as the number is assigned to a bridge: releasing the number
+# deletes it together with its assignment.
+phone_numbers = Table(
+    "phone_numbers",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("number", String(32), nullable=False, unique=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column(
+        "provider_config_id",
+        ID,
+        ForeignKey("provider_configs.id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created", UTCDateTime(), nullable=False),
+)
+
+number_assignments = Table(
+    "number_assignments",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("phone_number_id", ID, ForeignKey("phone_numbers.id"), nullable=False, unique=True),
+    Column("bridge_id", ID, ForeignKey("bridges.id"), nullable=False, index=True),
+    Column("state", String(16), nullable=False, default="ASSIGNED", server_default="ASSIGNED"),
+    Column("active", Boolean(), nullable=False, default=True, server_default=true()),
+    Column("channels_count", Integer(), nullable=False, default=1, server_default="1"),
+    Column("status", String(16), nullable=False, default="active", server_default="active"),
+    Column("created", UTCDateTime(), nullable=False),
+)
+
+# Call-control webhooks waiting for delivery. Times are epoch seconds (the runtime's clock),
+# not datetimes: they are compared with "now" on every poll and never shown to a user.
+# next_attempt_at is NULL once delivery has been given up.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, nullable=False),
+    Column("leg_id", String(128), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("body", Text(), nullable=False),
+    Column("headers", Text(), nullable=False),
+    Column("attempt", Integer(), nullable=False, default=0, server_default="0"),
+    Column("next_attempt_at", Double(), nullable=True),
+    Column("created", Double(), nullable=False),
+    Column("delivered_at", Double(), nullable=True),
+    Column("last_error", Text(), nullable=True),
+    # The due poll scans pending rows by time; the per-leg ordering check looks up a leg's
+    # pending rows.
+    Index(None, "delivered_at", "next_attempt_at"),
+    Index(None, "leg_id", "delivered_at"),
+)

@@ -1,0 +1,205 @@
+"""What legs hear besides the mix: mute_dtmf, DTMF relay, playback overlays, recordings."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import commands as cmd
+from engine import effects as fx
+from engine import events as ev
+from engine.errors import InvalidState
+from engine.model import (
+    DtmfSource,
+    HangupCause,
+    HangupSource,
+    OverlaySource,
+    RecordingOptions,
+    TargetLegs,
+    TimerKind,
+)
+from tests.test_machine_harness import Harness, hook, hooks, of_type
+
+OOB, IN_BAND = DtmfSource.OUT_OF_BAND, DtmfSource.IN_BAND
+
+
+# mute_dtmf, relative to A (the leg that sent the bridge): which listener must not hear DTMF.
+@pytest.mark.parametrize(
+    ("mute", "a_deaf", "b_deaf"),
+    [
+        ("none", False, False),
+        ("both", True, True),
+        ("self", True, False),
+        ("opposite", False, True),
+    ],
+)
+def test_mute_dtmf_keeps_digits_from_the_legs_it_names(
+    mute: str, a_deaf: bool, b_deaf: bool
+) -> None:
+    h = Harness()
+    h.incoming("a")
+    h.incoming("b")
+    out = h.command("a", cmd.parse_command("bridge", {"call_control_id": "b", "mute_dtmf": mute}))
+    # In-band digits are in the audio: the mixer strips them for muted listeners.
+    muted = {e.call_control_id for e in of_type(out, fx.SetDtmfMute) if e.muted}
+    assert muted == {leg for leg, deaf in (("a", a_deaf), ("b", b_deaf)) if deaf}
+    # Out-of-band digits are relayed to each listener that may hear them.
+    from_a = h.event(ev.DtmfReceived("a", "5", OOB))
+    from_b = h.event(ev.DtmfReceived("b", "#", OOB))
+    assert of_type(from_a, fx.SendDtmf) == ([] if b_deaf else [fx.SendDtmf("b", "5")])
+    assert of_type(from_b, fx.SendDtmf) == ([] if a_deaf else [fx.SendDtmf("a", "#")])
+    # The application hears every digit regardless.
+    assert hook(from_a, "a", "call.dtmf.received")["digit"] == "5"
+    assert hook(from_b, "b", "call.dtmf.received")["digit"] == "#"
+
+
+def test_in_band_dtmf_is_reported_but_not_relayed() -> None:
+    h = Harness()
+    h.bridged_pair()
+    out = h.event(ev.DtmfReceived("a", "7", IN_BAND))
+    assert of_type(out, fx.SendDtmf) == []
+    assert hooks(out) == ["call.dtmf.received"]
+
+
+def test_dtmf_mute_ends_with_the_bridge() -> None:
+    h = Harness()
+    h.bridged_pair(mute_dtmf="both", park_after_unbridge="self")
+    out = h.command("b", cmd.Unbridge())
+    assert sorted((e.call_control_id, e.muted) for e in of_type(out, fx.SetDtmfMute)) == [
+        ("a", False),
+        ("b", False),
+    ]
+
+
+def test_send_dtmf_sends_on_the_commanded_leg() -> None:
+    h = Harness()
+    h.incoming("a")
+    out = h.command("a", cmd.parse_command("send_dtmf", {"digits": "12w#", "duration_millis": 300}))
+    assert out == [fx.SendDtmf("a", "12w#", 300)]
+
+
+def test_playback_plays_to_its_targets_and_reports_start_and_end() -> None:
+    h = Harness()
+    h.bridged_pair()
+    body = {"audio_url": "file:///srv/prompts/hello.wav", "target_legs": "both", "loop": 2}
+    out = h.command("a", cmd.parse_command("playback_start", body))
+    overlays = of_type(out, fx.SetOverlay)
+    source = OverlaySource("file", "/srv/prompts/hello.wav")
+    assert [(o.call_control_id, o.source, o.loop) for o in overlays] == [
+        ("a", source, 2),
+        ("b", source, 2),
+    ]
+    started = hook(out, "a", "call.playback.started")
+    assert (started["media_url"], started["overlay"]) == ("file:///srv/prompts/hello.wav", False)
+    out = h.event(ev.PlaybackEnded("a", overlays[0].tag, "completed"))
+    assert hook(out, "a", "call.playback.ended")["status"] == "completed"
+    assert h.event(ev.PlaybackEnded("a", overlays[0].tag)) == []  # a duplicate end
+
+
+@pytest.mark.parametrize(
+    ("target", "listeners"),
+    [(TargetLegs.SELF, ["a"]), (TargetLegs.OPPOSITE, ["b"]), (TargetLegs.BOTH, ["a", "b"])],
+)
+def test_playback_target_legs(target: TargetLegs, listeners: list[str]) -> None:
+    h = Harness()
+    h.bridged_pair()
+    out = h.command("a", cmd.PlaybackStart(media_name="beep", target_legs=target))
+    assert [o.call_control_id for o in of_type(out, fx.SetOverlay)] == listeners
+
+
+def test_playback_to_the_opposite_leg_needs_one() -> None:
+    h = Harness()
+    h.incoming("a")
+    before = h.m.snapshot()
+    with pytest.raises(InvalidState) as refused:
+        h.command("a", cmd.PlaybackStart(media_name="beep", target_legs=TargetLegs.OPPOSITE))
+    assert refused.value.field == "target_legs"
+    assert h.m.snapshot() == before
+
+
+def test_a_new_playback_replaces_the_current_one_and_stop_cancels() -> None:
+    h = Harness()
+    h.incoming("a")
+    first = h.command("a", cmd.PlaybackStart(media_name="one"))
+    second = h.command("a", cmd.PlaybackStart(media_name="two"))
+    assert hooks(second) == ["call.playback.ended", "call.playback.started"]
+    assert hook(second, "a", "call.playback.ended")["status"] == "cancelled"
+    assert of_type(second, fx.ClearOverlay)[0].tag == of_type(first, fx.SetOverlay)[0].tag
+    overlay = h.command("a", cmd.PlaybackStart(media_name="three", overlay=True))
+    assert hooks(overlay) == ["call.playback.started"]  # overlays play on top
+    stopped = h.command("a", cmd.PlaybackStop())
+    assert [p["media_name"] for p in _ended(stopped)] == ["two"]
+    assert len(h.m.leg("a").playbacks) == 1
+
+
+def _ended(effects: list[fx.Effect]) -> list[dict[str, object]]:
+    return [
+        e.payload for e in of_type(effects, fx.EmitWebhook) if e.event_type == "call.playback.ended"
+    ]
+
+
+def test_hangup_ends_playback_with_call_hangup_before_the_hangup_webhook() -> None:
+    h = Harness()
+    h.bridged_pair(park_after_unbridge="self")
+    h.command("a", cmd.PlaybackStart(media_name="music", target_legs=TargetLegs.OPPOSITE))
+    out = h.command("a", cmd.Hangup())
+    assert hooks(out, "a") == ["call.playback.ended", "call.hangup"]
+    assert _ended(out)[0]["status"] == "call_hangup"
+    assert [c.call_control_id for c in of_type(out, fx.ClearOverlay)] == ["b"]
+
+
+def test_recording_start_stop_and_saved_after_hangup() -> None:
+    h = Harness()
+    h.incoming("a")
+    options = RecordingOptions(format="wav", channels="single", max_length_secs=30)
+    out = h.command("a", cmd.RecordStart(options=options))
+    (start,) = of_type(out, fx.StartRecording)
+    assert start.options == options
+    assert TimerKind.RECORD_LIMIT in h.timers("a")
+    with pytest.raises(InvalidState):
+        h.command("a", cmd.RecordStart(options=options))
+    out = h.command("a", cmd.Hangup())
+    assert fx.StopRecording("a", start.recording_id) in out
+    saved = ev.RecordingSaved("a", start.recording_id, "/rec/a.wav", h.now - 5, h.now, "wav")
+    out = h.event(saved)
+    payload = hook(out, "a", "call.recording.saved")
+    assert payload["recording_urls"] == {"wav": "/rec/a.wav"}
+    assert h.event(saved) == []  # reported once
+
+
+def test_record_max_length_stops_the_recording() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.command("a", cmd.RecordStart(options=RecordingOptions(max_length_secs=10)))
+    recording = h.m.leg("a").recording_id
+    out = h.fire("a", TimerKind.RECORD_LIMIT)
+    assert out == [fx.StopRecording("a", recording or "")]
+    with pytest.raises(InvalidState):
+        h.command("a", cmd.RecordStop())
+
+
+def test_bridge_record_from_answer_starts_when_the_bridge_completes() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.dial("b")
+    body = {"call_control_id": "b", "record": "record-from-answer", "record_format": "wav"}
+    out = h.command("a", cmd.parse_command("bridge", body))
+    assert of_type(out, fx.StartRecording) == []
+    out = h.event(ev.LegAnswered("b"))
+    (start,) = of_type(out, fx.StartRecording)
+    assert (start.call_control_id, start.options.format) == ("a", "wav")
+
+
+def test_media_stream_webhooks_and_duplicates() -> None:
+    h = Harness()
+    h.incoming("a", media=False)
+    out = h.event(ev.MediaStarted("a", "PCMU/8000", "wss://cb.example/media"))
+    assert hook(out, "a", "streaming.started")["stream_url"] == "wss://cb.example/media"
+    assert h.event(ev.MediaStarted("a", "PCMU/8000")) == []
+    assert h.m.leg("a").media_format == "PCMU/8000"
+
+
+def test_dtmf_after_hangup_is_ignored() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.event(ev.LegHungUp("a", HangupCause.NORMAL_CLEARING, HangupSource.CALLER))
+    assert h.event(ev.DtmfReceived("a", "1", OOB)) == []
