@@ -1,18 +1,21 @@
 """The composition root: one function builds the whole application.
 
-It wires settings, the store, the secret box, metrics, the live-leg index and the routes;
-nothing else constructs these, and no module keeps mutable state of its own.
+It wires settings, the store, the secret box, metrics, the live-leg index, the runtime, the
+provider adapters and the routes; nothing else constructs these, and no module keeps mutable
+state of its own. It is the one module of ``engine`` that imports ``adapters``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from adapters import wiring
 from engine.api import bridges, calls, ops, provider_configs
 from engine.api.keys import (
     LIVE_LEGS,
@@ -27,12 +30,12 @@ from engine.api.keys import (
 from engine.api.middleware import error_envelopes, request_context
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
-from engine.gateway import GatewayResolver, NoGateways
+from engine.gateway import GatewayResolver
 from engine.live import LiveLegIndex
 from engine.machine import CallMachine
 from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
-from engine.provisioning import LocalOnlyProvisioner, NumberProvisioner
+from engine.provisioning import NumberProvisioner
 from engine.runtime import CallRuntime
 from engine.signing import public_key_b64, signing_key_from_secret
 from engine.store.base import Store
@@ -58,16 +61,29 @@ def create_app(
     app[SECRET_BOX] = SecretBox(secret_key)
     app[METRICS] = Metrics()
     app[LIVE_LEGS] = LiveLegIndex()
-    app[PROVISIONER] = provisioner if provisioner is not None else LocalOnlyProvisioner()
+    if provisioner is not None:
+        app[PROVISIONER] = provisioner
     signing_key = signing_key_from_secret(secret_key)
     app[SIGNING_PUBLIC_KEY] = public_key_b64(signing_key)
+    # The one place that knows the adapters: they depend on the engine, never the reverse.
+    context, directory = wiring.adapter_context(
+        settings=settings,
+        store=app[STORE],
+        secret_box=app[SECRET_BOX],
+        live=app[LIVE_LEGS],
+        secret_key=secret_key,
+        clock=time.time,
+    )
+    if provisioner is None:
+        app[PROVISIONER] = directory
     app[RUNTIME] = CallRuntime(
         machine=CallMachine(),
         plane=MediaPlane(Mixer(), recordings_dir(settings)),
         outbox=WebhookOutbox(app[STORE], signing_key),
         live=app[LIVE_LEGS],
-        resolver=resolver if resolver is not None else NoGateways(),
+        resolver=resolver if resolver is not None else directory,
     )
+    wiring.install(app, context, app[RUNTIME])
     app.cleanup_ctx.append(_store_lifetime)
     app.cleanup_ctx.append(_runtime_lifetime)
     ops.add_routes(app)

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from engine.app import create_app
 from engine.config import Settings
+from engine.provisioning import LocalOnlyProvisioner
 from tests.platform_client import Org, make_org
 
 SECRET_KEY = "test-secret-key-" + "k" * 32
@@ -24,7 +25,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings) -> web.Application:
-    return create_app(settings)
+    # Platform tests run callbridge in its local-only numbers mode: no provider is asked.
+    return create_app(settings, provisioner=LocalOnlyProvisioner())
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from engine.app import create_app
 from engine.config import Settings
+from engine.provisioning import LocalOnlyProvisioner
 from engine.logs import configure_logging
 from tests.platform_client import BRIDGES, CONFIGS, make_org
 
@@ -24,7 +25,7 @@ def json_logging():  # type: ignore[no-untyped-def]
 
 
 async def test_state_survives_a_restart(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    first = await aiohttp_client(create_app(settings))
+    first = await aiohttp_client(create_app(settings, provisioner=LocalOnlyProvisioner()))
     org = await make_org(first, "acme")
     config = await org.create_config("twilio", auth_token=SECRET)
     bridge = await org.create_bridge("Persistent", webhook_url="https://app.example/hook")
@@ -35,7 +36,7 @@ async def test_state_survives_a_restart(aiohttp_client, settings: Settings) -> N
     )
     await first.close()
 
-    second = await aiohttp_client(create_app(settings))
+    second = await aiohttp_client(create_app(settings, provisioner=LocalOnlyProvisioner()))
     org.client = second
     got = await org.call("GET", f"{BRIDGES}{bridge['slug']}/")
     assert got.status == 200, "the token must still authenticate after a restart"
@@ -55,7 +56,7 @@ async def test_auth_token_never_in_responses_or_logs(
     json_logging: None,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, provisioner=LocalOnlyProvisioner()))
     org = await make_org(client, "acme")
     bodies: list[str] = []
 

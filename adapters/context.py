@@ -1,0 +1,128 @@
+"""What every provider adapter gets from the composition root, and the directory of gateways.
+
+``AdapterContext`` carries the shared pieces (settings, store, secrets, live legs, leg tokens,
+media stream sessions, an HTTP client session, the runtime once built). ``ProviderDirectory``
+is the one dispatch point on provider: each adapter registers a ``ProviderKit`` under its
+catalog slug (``"twilio"``, ``"telnyx"``), and the directory finds the kit for a configuration
+when the engine dials out or connects a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+
+from adapters.leg_tokens import LegTokens
+from adapters.media_session import StreamSessions
+from engine.config import Settings
+from engine.crypto import SecretBox
+from engine.errors import ValidationError
+from engine.gateway import ProviderGateway
+from engine.live import LiveLegIndex
+from engine.runtime import CallRuntime
+from engine.store.base import BridgeRecord, ProviderConfigRecord, Store
+
+
+class ProviderKit(Protocol):
+    """One provider's adapter, as the directory uses it."""
+
+    def gateway(self, config: ProviderConfigRecord) -> ProviderGateway:
+        """The gateway that places and controls calls through this configuration."""
+
+    async def attach_number(
+        self, config: ProviderConfigRecord, auth_token: str, number: str, bridge: BridgeRecord
+    ) -> None: ...
+
+    async def detach_number(
+        self, config: ProviderConfigRecord, auth_token: str, number: str
+    ) -> None: ...
+
+
+@dataclass
+class AdapterContext:
+    settings: Settings
+    store: Store
+    secret_box: SecretBox
+    live: LiveLegIndex
+    tokens: LegTokens
+    clock: Callable[[], float]
+    runtime: CallRuntime | None = None
+    sessions: StreamSessions | None = None
+    http: aiohttp.ClientSession | None = None
+    kits: dict[str, ProviderKit] = field(default_factory=dict)
+    websocket_kit: Callable[[], ProviderGateway] | None = None
+
+    def require_runtime(self) -> CallRuntime:
+        if self.runtime is None:
+            raise RuntimeError("the runtime is not wired yet")
+        return self.runtime
+
+    def require_sessions(self) -> StreamSessions:
+        if self.sessions is None:
+            raise RuntimeError("the media sessions are not wired yet")
+        return self.sessions
+
+    def require_http(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            raise RuntimeError("the HTTP client session is not open (the app is not running)")
+        return self.http
+
+    def auth_token(self, config: ProviderConfigRecord) -> str:
+        return self.secret_box.decrypt(config.auth_token_ciphertext)
+
+    def public_url(self, path: str) -> str:
+        return self.settings.public_url.rstrip("/") + path
+
+    def public_ws_url(self, path: str) -> str:
+        base = self.settings.public_url.rstrip("/")
+        if base.startswith("https://"):
+            return "wss://" + base.removeprefix("https://") + path
+        return "ws://" + base.removeprefix("http://") + path
+
+
+class ProviderDirectory:
+    """The engine's ``GatewayResolver`` and ``NumberProvisioner``, dispatching on provider."""
+
+    def __init__(self, context: AdapterContext) -> None:
+        self._context = context
+
+    def kit(self, config: ProviderConfigRecord) -> ProviderKit:
+        kit = self._context.kits.get(config.provider)
+        if kit is None:
+            raise ValidationError(f"provider {config.provider!r} has no adapter", field="provider")
+        return kit
+
+    async def for_dial(self, org_id: int, connection_id: str, to: str) -> ProviderGateway:
+        if to.startswith(("ws://", "wss://")):
+            if self._context.websocket_kit is None:
+                raise ValidationError("websocket agent legs are not available", field="to")
+            return self._context.websocket_kit()
+        bridge = await self._context.store.get_bridge(org_id, connection_id)
+        if bridge is None:
+            raise ValidationError(
+                f"connection_id {connection_id!r} names no bridge of this organization",
+                field="connection_id",
+            )
+        if bridge.provider_config_id is None:
+            raise ValidationError(
+                f"bridge {bridge.slug} has no provider configuration connected",
+                field="connection_id",
+            )
+        config = await self._context.store.get_provider_config(org_id, bridge.provider_config_id)
+        if config is None or not config.active:
+            raise ValidationError(
+                f"the provider configuration of bridge {bridge.slug} is not active",
+                field="connection_id",
+            )
+        return self.kit(config).gateway(config)
+
+    async def attach(
+        self, config: ProviderConfigRecord, auth_token: str, number: str, bridge: BridgeRecord
+    ) -> None:
+        await self.kit(config).attach_number(config, auth_token, number, bridge)
+
+    async def detach(self, config: ProviderConfigRecord, auth_token: str, number: str) -> None:
+        await self.kit(config).detach_number(config, auth_token, number)

@@ -1,0 +1,209 @@
+"""The media websocket seam: what the engine needs from one stream's socket, and two sockets.
+
+The engine's per-leg media coroutine reads frames and sends text through ``MediaSocket`` only, so
+the media port can move to another server library without touching it. Two implementations:
+
+- ``AiohttpMediaSocket``: the server side, over aiohttp's ``WebSocketResponse``; providers dial
+  in to ``/media/twilio`` and ``/media/telnyx``.
+- ``WebsocketsClientSocket``: the client side, over ``websockets``; callbridge dials out to a
+  websocket voice-bot leg.
+
+Contract shared by both: ``receive()`` returns a text frame as ``str``, a binary frame as
+``bytes`` and ``None`` once the socket is closed (by either side; ping/pong are handled inside);
+``send_text`` on a closed socket raises ``ConnectionResetError``; ``close`` is idempotent and cuts
+an over-long reason to the 123 bytes a close frame can carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from aiohttp import WSMsgType, web
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+__all__ = ["AiohttpMediaSocket", "MediaSocket", "WebsocketsClientSocket"]
+
+# Provider media frames are a few hundred bytes; Telnyx's largest (30 s of L16/16k in base64)
+# is ~1.3 MB. Anything past this is not a media stream.
+DEFAULT_MAX_MESSAGE = 2 * 1024 * 1024
+
+# RFC 6455: a close frame carries at most 125 bytes, two of which are the code.
+_MAX_REASON_BYTES = 123
+
+
+class MediaSocket(Protocol):
+    """One media stream's websocket, as the engine sees it."""
+
+    @property
+    def remote(self) -> str:
+        """The peer's address, for logs."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Handshake headers (the request's on a server socket, the response's on a client
+        socket); lookups are case-insensitive."""
+        ...
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the socket is closed, else None."""
+        ...
+
+    @property
+    def close_reason(self) -> str | None:
+        """The reason the peer gave when it closed the socket, if it did."""
+        ...
+
+    async def receive(self) -> str | bytes | None: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+def _reason_bytes(reason: str) -> bytes:
+    # Cut on a character boundary so the peer gets valid UTF-8 (it must close on invalid UTF-8).
+    return reason.encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+
+
+class AiohttpMediaSocket:
+    """Server-side media socket over an aiohttp ``WebSocketResponse``."""
+
+    __slots__ = ("_close_reason", "_headers", "_remote", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
+        self._ws = ws
+        self._headers: Mapping[str, str] = request.headers
+        self._remote = request.remote or ""
+        self._close_reason: str | None = None
+
+    @classmethod
+    async def accept(
+        cls,
+        request: web.BaseRequest,
+        *,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        heartbeat: float | None = None,
+    ) -> AiohttpMediaSocket:
+        """Complete the upgrade (HTTP 101) and wrap the socket.
+
+        Refuse a stream (bad signature, unknown token) before calling this, with a plain HTTP
+        error; after it, refuse with ``close``. Raises ``aiohttp.web.HTTPBadRequest`` if the
+        request is not a websocket upgrade.
+        """
+        ws = web.WebSocketResponse(max_msg_size=max_message, heartbeat=heartbeat)
+        await ws.prepare(request)
+        return cls(ws, request)
+
+    @property
+    def response(self) -> web.WebSocketResponse:
+        """The aiohttp response, for the handler to return once the stream is over."""
+        return self._ws
+
+    @property
+    def remote(self) -> str:
+        return self._remote
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def close_code(self) -> int | None:
+        return int(self._ws.close_code) if self._ws.close_code is not None else None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._close_reason
+
+    async def receive(self) -> str | bytes | None:
+        ws = self._ws
+        # aiohttp raises after a few reads of a closed socket; answer None without reading.
+        if ws.closed:
+            return None
+        msg = await ws.receive()
+        if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+            data: str | bytes = msg.data
+            return data
+        if msg.type is WSMsgType.CLOSE:
+            # aiohttp has already answered the close (autoclose); keep the peer's reason.
+            self._close_reason = msg.extra or None
+        # CLOSE, CLOSING, CLOSED and ERROR all mean the stream is over. Ping and pong never
+        # reach here: the response answers them itself (autoping).
+        return None
+
+    async def send_text(self, text: str) -> None:
+        if self._ws.closed:
+            raise ConnectionResetError("media socket is closed")
+        await self._ws.send_str(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=_reason_bytes(reason))
+
+
+class WebsocketsClientSocket:
+    """Client-side media socket over a ``websockets`` connection (a dialled voice-bot leg)."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        open_timeout: float = 10.0,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> WebsocketsClientSocket:
+        """Open a websocket to ``url`` with extra handshake ``headers``."""
+        connection = await connect(
+            url,
+            additional_headers=headers,
+            open_timeout=open_timeout,
+            max_size=max_message,
+            # Frames are base64 audio in JSON: deflate would spend CPU on every 20 ms frame of
+            # every leg for a small saving, and the providers do not negotiate it either.
+            compression=None,
+        )
+        return cls(connection)
+
+    @property
+    def remote(self) -> str:
+        address = self._connection.remote_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{address[0]}:{address[1]}"
+        return str(address)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        response = self._connection.response
+        return response.headers if response is not None else {}
+
+    @property
+    def close_code(self) -> int | None:
+        return self._connection.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._connection.close_reason or None
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            return await self._connection.recv()
+        except ConnectionClosed:
+            return None
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self._connection.send(text)
+        except ConnectionClosed as exc:
+            raise ConnectionResetError("media socket is closed") from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._connection.close(code, _reason_bytes(reason).decode("utf-8"))

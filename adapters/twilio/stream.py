@@ -1,0 +1,120 @@
+"""Twilio Media Streams wire format (bidirectional ``<Connect><Stream>``), PROTOCOLS.md section 5.
+
+Twilio sends camelCase JSON text frames whose counters are decimal strings. What we send back
+must have exactly the documented keys: Twilio answers any extra key with error 31951 and drops
+the message, so the renderers build fixed shapes and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pybase64
+
+from adapters.streams import (
+    StreamConnected,
+    StreamDtmf,
+    StreamMark,
+    StreamMedia,
+    StreamMessage,
+    StreamProtocolError,
+    StreamStart,
+    StreamStop,
+    audio_format,
+    counter,
+    load_frame,
+    optional_text,
+    payload_bytes,
+    section,
+    string_map,
+    text_field,
+)
+
+__all__ = ["TwilioStreamCodec", "parse_message", "render_clear", "render_mark", "render_media"]
+
+
+def parse_message(text: str | bytes) -> StreamMessage:
+    """Parse one frame Twilio sent on a media stream."""
+    event, frame = load_frame(text)
+    # Media is ~50 frames a second per leg, everything else a handful per call: test it first.
+    if event == "media":
+        media = section(frame, "media", event)
+        return StreamMedia(
+            payload=payload_bytes(media, event),
+            sequence=counter(frame, "sequenceNumber", event),
+            chunk=counter(media, "chunk", event),
+            timestamp=counter(media, "timestamp", event),
+            track=optional_text(media, "track", event) or "inbound",
+        )
+    if event == "mark":
+        return StreamMark(text_field(section(frame, "mark", event), "name", event))
+    if event == "dtmf":
+        return StreamDtmf(text_field(section(frame, "dtmf", event), "digit", event))
+    if event == "start":
+        return _parse_start(frame)
+    if event == "connected":
+        return StreamConnected(version=optional_text(frame, "version", event))
+    if event == "stop":
+        return StreamStop()
+    raise StreamProtocolError(f"unknown Twilio stream event {event[:40]!r}")
+
+
+def _parse_start(frame: dict[str, Any]) -> StreamStart:
+    start = section(frame, "start", "start")
+    # Twilio repeats streamSid at the top level; the copy inside ``start`` is the documented one.
+    stream_id = optional_text(start, "streamSid", "start") or optional_text(
+        frame, "streamSid", "start"
+    )
+    if stream_id is None:
+        raise StreamProtocolError("start frame lacks the 'streamSid' string")
+    tracks = start.get("tracks", ["inbound"])
+    if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+        raise StreamProtocolError("start frame has 'tracks' that is not a list of strings")
+    return StreamStart(
+        stream_id=stream_id,
+        call_id=text_field(start, "callSid", "start"),
+        fmt=audio_format(section(start, "mediaFormat", "start"), "sampleRate", "start"),
+        custom_parameters=string_map(start.get("customParameters"), "customParameters", "start"),
+        client_state=None,
+        tracks=tuple(tracks),
+    )
+
+
+def render_media(stream_sid: str, payload: bytes) -> str:
+    """Outbound audio: raw mu-law 8 kHz bytes, no header, any length."""
+    return orjson.dumps(
+        {
+            "event": "media",
+            "streamSid": stream_sid,
+            "media": {"payload": pybase64.b64encode_as_string(payload)},
+        }
+    ).decode()
+
+
+def render_mark(stream_sid: str, name: str) -> str:
+    """A mark Twilio echoes once the audio sent before it has played (or been cleared)."""
+    return orjson.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}).decode()
+
+
+def render_clear(stream_sid: str) -> str:
+    """Flush Twilio's playback queue at once; pending marks come back."""
+    return orjson.dumps({"event": "clear", "streamSid": stream_sid}).decode()
+
+
+class TwilioStreamCodec:
+    """The ``StreamCodec`` for a Twilio leg; stateless, one instance can serve every leg."""
+
+    __slots__ = ()
+
+    def parse(self, text: str | bytes) -> StreamMessage:
+        return parse_message(text)
+
+    def render_media(self, stream_id: str, payload: bytes) -> str:
+        return render_media(stream_id, payload)
+
+    def render_mark(self, stream_id: str, name: str) -> str:
+        return render_mark(stream_id, name)
+
+    def render_clear(self, stream_id: str) -> str:
+        return render_clear(stream_id)

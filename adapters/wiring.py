@@ -1,0 +1,62 @@
+"""How the adapters plug into the app: shared context, provider kits, routes, HTTP session.
+
+The composition root (``engine.app.create_app``) calls ``adapter_context`` before it builds the
+runtime (the directory is the runtime's gateway resolver) and ``install`` after, which lets each
+provider register its kit and its routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from adapters.context import AdapterContext, ProviderDirectory
+from adapters.leg_tokens import LegTokens
+from adapters.media_session import StreamSessions
+from engine.config import Settings
+from engine.crypto import SecretBox
+from engine.live import LiveLegIndex
+from engine.runtime import CallRuntime
+from engine.store.base import Store
+
+ADAPTERS = web.AppKey("adapters", AdapterContext)
+
+
+def adapter_context(
+    *,
+    settings: Settings,
+    store: Store,
+    secret_box: SecretBox,
+    live: LiveLegIndex,
+    secret_key: str,
+    clock: Callable[[], float],
+) -> tuple[AdapterContext, ProviderDirectory]:
+    context = AdapterContext(
+        settings=settings,
+        store=store,
+        secret_box=secret_box,
+        live=live,
+        tokens=LegTokens(secret_key, clock),
+        clock=clock,
+    )
+    return context, ProviderDirectory(context)
+
+
+def install(app: web.Application, context: AdapterContext, runtime: CallRuntime) -> None:
+    context.runtime = runtime
+    context.sessions = StreamSessions(runtime)
+    app[ADAPTERS] = context
+    app.cleanup_ctx.append(_http_session)
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    context = app[ADAPTERS]
+    timeout = aiohttp.ClientTimeout(total=15.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        context.http = session
+        yield
+        if context.sessions is not None:
+            context.sessions.close()
+        context.http = None

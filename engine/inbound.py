@@ -1,0 +1,42 @@
+"""Admission of an inbound call: the provider-neutral rules of routing through bridges.
+
+An inbound call to a number on an ACTIVE bridge is admitted; a number on no bridge, a bridge
+that is DRAFT or INACTIVE, or a number already carrying ``channels_count`` live legs is refused
+(busy). The adapters call this before creating a leg and map the refusal to their provider's
+way of rejecting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.live import LiveLegIndex
+from engine.model import RejectCause
+from engine.store.base import Route, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    cause: RejectCause
+    reason: str
+
+
+async def admit(store: Store, live: LiveLegIndex, number: str) -> Route | Refusal:
+    route = await store.route_for_number(number)
+    if route is None:
+        return Refusal(RejectCause.NOT_FOUND, f"{number} is not connected to any bridge")
+    if route.bridge.status != "ACTIVE":
+        return Refusal(
+            RejectCause.USER_BUSY, f"bridge {route.bridge.slug} is {route.bridge.status}"
+        )
+    if not route.number.active or not route.provider_config.active:
+        return Refusal(RejectCause.USER_BUSY, f"{number} is not active")
+    limit = route.number.channels_count
+    if live.count_for_number(number) >= limit:
+        return Refusal(RejectCause.USER_BUSY, f"{number} already carries {limit} live leg(s)")
+    return route
+
+
+def conference_room(bridge_id: int) -> str:
+    """The room where a bridge without ``webhook_url`` gathers its callers."""
+    return f"bridge-{bridge_id}"
