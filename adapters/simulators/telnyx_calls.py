@@ -1,0 +1,430 @@
+"""The call side of the Telnyx simulator: one ``TelnyxCall`` per leg, incoming or dialled.
+
+An incoming call sends ``call.initiated`` (``direction: incoming``, ``state: parked``) to the
+webhook URL of its number's connection and then waits for commands, as Telnyx does; a dialled
+call sends ``call.initiated`` (``outgoing``, ``bridging``) and rings its callee per the
+configured ``Callee``. Commands arrive through the REST server as ``answer``, ``hangup``,
+``reject``, ``streaming_start`` and ``streaming_stop``; each checks the leg's state first and
+raises ``CommandError`` with Telnyx's status and code (422 ``90018`` once the leg has ended).
+
+Webhooks are Ed25519-signed over ``"{timestamp}|{body}"`` and delivered in the order they happen,
+one at a time per leg, unless ``WebhookFaults`` says otherwise: an event type can be delivered
+twice (the second as ``meta.attempt`` 2, as a retry is), held back so later events overtake it,
+or signed with a stale timestamp; ``replay_webhook`` re-sends a delivered one later.
+
+``hangup_source`` follows Telnyx's meaning, the party that ended the call: the remote party
+hanging up is the ``caller`` of an incoming leg and the ``callee`` of a dialled one; a hangup
+the application commands over the API comes from our side of the leg, so the opposite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import aiohttp
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.simulators.audio import AudioSource
+from adapters.simulators.common import Callee, CallState, SimulatedCall, WebhookRecord
+from adapters.simulators.pacing import Impairments
+from adapters.simulators.streaming import StreamEnd, StreamOpenError
+from adapters.simulators.telnyx_stream import StreamConfig, StreamConfigError, TelnyxStream
+from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from adapters.telnyx.webhooks import build_event, format_occurred_at
+from media.codecs import ByteOrder
+
+__all__ = ["CommandError", "TelnyxAccount", "TelnyxCall", "TelnyxConnection", "WebhookFaults"]
+
+DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+# Telnyx ignores a repeated command_id on one leg within this window (PROTOCOLS.md 1.4).
+COMMAND_ID_WINDOW_S: Final = 60.0
+_REJECT_CAUSES: Final = {
+    "CALL_REJECTED": ("call_rejected", "603"),
+    "USER_BUSY": ("user_busy", "486"),
+    "NOT_FOUND": ("not_found", "404"),
+    "TEMPORARILY_UNAVAILABLE": ("unspecified", "480"),
+}
+# How a dialled call ends when the callee does not answer: (hangup_cause, source, SIP code).
+_UNANSWERED: Final = {
+    "busy": ("user_busy", "callee", "486"),
+    "no-answer": ("no_answer", "callee", "480"),
+    "failed": ("unspecified", "unknown", "503"),
+    "timeout": ("timeout", "unknown", "487"),
+}
+
+
+class CommandError(Exception):
+    """A command Telnyx refuses; rendered as ``{"errors": [{code, title, detail}]}``."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+
+
+def _not_answered() -> CommandError:
+    return CommandError(422, "10015", "Bad Request", "Call must be answered first")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookFaults:
+    """Delivery faults for one leg's webhooks, by event type (``call.answered``, ...)."""
+
+    duplicate: frozenset[str] = frozenset()
+    delay_ms: Mapping[str, int] = field(default_factory=dict)
+    stale: frozenset[str] = frozenset()
+    stale_age_s: int = 600
+
+
+NO_FAULTS: Final = WebhookFaults()
+
+
+@dataclass(slots=True)
+class TelnyxConnection:
+    """A Call Control application: where its legs' webhooks go."""
+
+    id: str
+    webhook_event_url: str | None = None
+    application_name: str = "callbridge-sim"
+
+
+@dataclass(slots=True)
+class TelnyxAccount:
+    private_key: Ed25519PrivateKey
+    session: aiohttp.ClientSession
+    connections: dict[str, TelnyxConnection]
+    webhook_timeout_s: float = 10.0
+    l16_byte_order: ByteOrder = "big"
+
+
+class TelnyxCall(SimulatedCall):
+    def __init__(
+        self,
+        account: TelnyxAccount,
+        *,
+        direction: Literal["inbound", "outbound"],
+        from_: str,
+        to: str,
+        connection_id: str,
+        source: AudioSource,
+        impairments: Impairments,
+        faults: WebhookFaults = NO_FAULTS,
+        webhook_url: str | None = None,
+        client_state: str | None = None,
+        timeout_secs: int = 30,
+        callee: Callee | None = None,
+        stream: StreamConfig | None = None,
+    ) -> None:
+        super().__init__(
+            direction=direction, from_=from_, to=to, source=source, impairments=impairments
+        )
+        self.account = account
+        self.call_control_id = "v3:" + secrets.token_urlsafe(24)
+        self.call_leg_id = str(uuid.uuid4())
+        self.call_session_id = str(uuid.uuid4())
+        self.connection_id = connection_id
+        self.faults = faults
+        self.webhook_url = webhook_url
+        self.client_state = client_state
+        self.timeout_secs = timeout_secs
+        self.callee = callee
+        self.dial_stream = stream
+        self.start_time = datetime.now(UTC)
+        self.hangup: tuple[str, str, str] | None = None  # (hangup_cause, source, SIP code)
+        self._commands: dict[str, float] = {}
+        self._outbox: asyncio.Queue[tuple[str, dict[str, Any], str, datetime]] = asyncio.Queue()
+        self._ringing_over = asyncio.Event()
+        self._media: TelnyxStream | None = None
+        self._media_task: asyncio.Task[None] | None = None
+        self.spawn(self._deliver_loop())
+
+    @property
+    def id(self) -> str:
+        return self.call_control_id
+
+    @property
+    def telnyx_direction(self) -> str:
+        return "incoming" if self.direction == "inbound" else "outgoing"
+
+    def start(self) -> None:
+        if self.direction == "inbound":
+            self.emit("call.initiated", direction="incoming", state="parked")
+        else:
+            self.spawn(self._run_outbound())
+
+    # --- test controls ---------------------------------------------------------------------------
+
+    async def hang_up(self) -> None:
+        """The remote party hangs up: the caller of an incoming leg, the callee of a dialled one."""
+        answered = self.state >= CallState.ANSWERED
+        if self.direction == "inbound":
+            await self.end(*(("normal_clearing", "caller", "200") if answered
+                             else ("originator_cancel", "caller", "487")))  # fmt: skip
+        else:
+            await self.end(*(("normal_clearing", "callee", "200") if answered
+                             else ("call_rejected", "callee", "603")))  # fmt: skip
+
+    async def send_dtmf(self, digit: str) -> None:
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        if self.state is CallState.ENDED or self.state < CallState.ANSWERED:
+            raise RuntimeError("DTMF needs an answered, live call")
+        if self.stream is not None:
+            await self.stream.send_dtmf(digit)
+        self.emit("call.dtmf.received", digit=digit)
+
+    async def replay_webhook(
+        self, record: WebhookRecord, *, age_s: int = 600, corrupt_signature: bool = False
+    ) -> WebhookRecord:
+        """Send a delivered webhook's exact body again, signed ``age_s`` seconds in the past
+        (a captured request replayed), or with a signature that does not verify."""
+        return await self._post(
+            f"replay:{record.kind}", record.url, record.body, int(time.time()) - age_s,
+            corrupt=corrupt_signature,
+        )  # fmt: skip
+
+    # --- commands (from the REST server) -------------------------------------------------------
+
+    def repeated_command(self, command_id: object) -> bool:
+        """True if ``command_id`` was already used on this leg within the last 60 s."""
+        if not isinstance(command_id, str):
+            return False
+        now = time.monotonic()
+        seen = self._commands.get(command_id)
+        if seen is not None and now - seen < COMMAND_ID_WINDOW_S:
+            return True
+        self._commands[command_id] = now
+        return False
+
+    def answer(self, body: Mapping[str, Any]) -> None:
+        if self.direction != "inbound":
+            raise CommandError(422, "10015", "Bad Request", "Only incoming calls can be answered")
+        if self.state >= CallState.ANSWERED:
+            raise CommandError(422, "10015", "Bad Request", "Call has already been answered")
+        config = _stream_config(body, with_token=False)
+        self._answered()
+        if config is not None:
+            self.open_stream(config)
+
+    def api_hangup(self) -> None:
+        answered = self.state >= CallState.ANSWERED
+        if self.direction == "inbound":
+            ended = self.mark_ended("normal_clearing", "callee", "200")
+        elif answered:
+            ended = self.mark_ended("normal_clearing", "caller", "200")
+        else:
+            ended = self.mark_ended("originator_cancel", "caller", "487")
+        if ended:
+            self.spawn(self.tear_down())
+
+    def reject(self, body: Mapping[str, Any]) -> None:
+        if self.direction != "inbound" or self.state >= CallState.ANSWERED:
+            raise CommandError(422, "10015", "Bad Request", "Only unanswered incoming calls")
+        cause = _REJECT_CAUSES.get(str(body.get("cause")))
+        if cause is None:
+            raise CommandError(422, "10004", "Missing required parameter",
+                               f"cause must be one of {sorted(_REJECT_CAUSES)}")  # fmt: skip
+        if self.mark_ended(cause[0], "callee", cause[1]):
+            self.spawn(self.tear_down())
+
+    def streaming_start(self, body: Mapping[str, Any]) -> None:
+        if self.state < CallState.ANSWERED:
+            raise _not_answered()
+        config = _stream_config(body, with_token=True)
+        if config is None:
+            raise CommandError(422, "10004", "Missing required parameter", "stream_url")
+        if self._media_task is not None and not self._media_task.done():
+            raise CommandError(
+                422,
+                "10015",
+                "Bad Request",
+                "A stream is already active (the simulator runs one at a time)",
+            )
+        self.open_stream(config)
+
+    def streaming_stop(self, body: Mapping[str, Any]) -> None:
+        if self.state < CallState.ANSWERED:
+            raise _not_answered()
+        stream = self._media
+        wanted = body.get("stream_id")
+        if stream is not None and wanted in (None, stream.stream_id):
+            self.spawn(stream.stop())
+
+    # --- the leg's life --------------------------------------------------------------------------
+
+    async def _run_outbound(self) -> None:
+        self.emit("call.initiated", direction="outgoing", state="bridging")
+        callee = self.callee or Callee()
+        ring_s, outcome = callee.ring_ms / 1000, str(callee.outcome)
+        if ring_s >= self.timeout_secs and outcome in ("answer", "no-answer"):
+            ring_s, outcome = float(self.timeout_secs), "timeout"
+        try:
+            await asyncio.wait_for(self._ringing_over.wait(), ring_s)
+            return  # ended while ringing
+        except TimeoutError:
+            pass
+        if outcome != "answer":
+            await self.end(*_UNANSWERED[outcome])
+            return
+        self.source = callee.source()
+        self.impairments = callee.impairments
+        self._answered()
+        if self.dial_stream is not None:
+            self.open_stream(self.dial_stream)
+
+    def _answered(self) -> None:
+        self.set_state(CallState.ANSWERED)
+        self.emit("call.answered", state="answered")
+
+    def open_stream(self, config: StreamConfig) -> None:
+        self._media_task = self.spawn(self._run_stream(config))
+
+    async def _run_stream(self, config: StreamConfig) -> None:
+        stream = TelnyxStream(self, config, self.account.l16_byte_order)
+        self._media = stream
+        try:
+            await stream.open()
+        except StreamOpenError as exc:
+            self.emit("streaming.failed", failure_reason=exc.reason, stream_id=stream.stream_id,
+                      stream_type="websocket",
+                      stream_params={"stream_url": config.url, "track": config.track})  # fmt: skip
+            return
+        if self.state is CallState.ENDED:
+            await stream.abort()
+            return
+        self.emit("streaming.started", stream_url=config.url)
+        end = await stream.run()
+        if end is StreamEnd.DROPPED:
+            self.emit("streaming.failed", failure_reason="websocket connection lost",
+                      stream_id=stream.stream_id, stream_type="websocket",
+                      stream_params={"stream_url": config.url, "track": config.track})  # fmt: skip
+        else:
+            self.emit("streaming.stopped", stream_url=config.url)
+
+    async def end(self, cause: str, source: str, sip: str) -> None:
+        if self.mark_ended(cause, source, sip):
+            await self.tear_down()
+
+    def mark_ended(self, cause: str, source: str, sip: str) -> bool:
+        """The call is over from now on (False if it already was); ``tear_down`` follows."""
+        if not self.finish(cause):
+            return False
+        self.hangup = (cause, source, sip)
+        self._ringing_over.set()
+        return True
+
+    async def tear_down(self) -> None:
+        """Stop the stream (``stop`` frame, ``streaming.stopped``), then send ``call.hangup``."""
+        if self._media is not None:
+            await self._media.stop()
+        task = self._media_task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(Exception):
+                await task
+        assert self.hangup is not None
+        cause, source, sip = self.hangup
+        # Telnyx's "inbound" is what came from the caller: the frames the simulator sent.
+        stats = {
+            "inbound": {"packet_count": str(self.media_frames_sent), "skip_packet_count": "0"},
+            "outbound": {"packet_count": str(self.media_frames_received), "skip_packet_count": "0"},
+        }
+        self.emit("call.hangup", hangup_cause=cause, hangup_source=source, sip_hangup_cause=sip,
+                  state="hangup", call_quality_stats=stats)  # fmt: skip
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    def emit(self, event_type: str, **extra: Any) -> None:
+        payload: dict[str, Any] = {
+            "call_control_id": self.call_control_id,
+            "call_leg_id": self.call_leg_id,
+            "call_session_id": self.call_session_id,
+            "connection_id": self.connection_id,
+            "client_state": self.client_state,
+            "from": self.from_,
+            "to": self.to,
+            "start_time": format_occurred_at(self.start_time),
+            **extra,
+        }
+        self._outbox.put_nowait((event_type, payload, str(uuid.uuid4()), datetime.now(UTC)))
+
+    def _webhook_url(self) -> str | None:
+        connection = self.account.connections.get(self.connection_id)
+        return self.webhook_url or (connection.webhook_event_url if connection else None)
+
+    async def _deliver_loop(self) -> None:
+        while True:
+            event = await self._outbox.get()
+            delay = self.faults.delay_ms.get(event[0])
+            if delay:
+                self.spawn(self._deliver_later(delay / 1000, *event))
+            else:
+                await self._deliver(*event)
+
+    async def _deliver_later(self, delay_s: float, *event: Any) -> None:
+        await asyncio.sleep(delay_s)
+        await self._deliver(*event)
+
+    async def _deliver(
+        self, event_type: str, payload: dict[str, Any], event_id: str, occurred: datetime
+    ) -> None:
+        url = self._webhook_url()
+        if url is None:
+            return
+        faults = self.faults
+        age = faults.stale_age_s if event_type in faults.stale else 0
+        for attempt in (1, 2) if event_type in faults.duplicate else (1,):
+            body = orjson.dumps(build_event(event_type, payload, event_id, occurred, attempt, url))
+            await self._post(event_type, url, body, int(time.time()) - age)
+
+    async def _post(
+        self, kind: str, url: str, body: bytes, timestamp: int, *, corrupt: bool = False
+    ) -> WebhookRecord:
+        signature = sign_webhook(self.account.private_key, body, timestamp)
+        if corrupt:
+            # Same length and alphabet, different bytes: only the verification can tell.
+            signature = ("A" if signature[0] != "A" else "B") + signature[1:]
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "telnyx-webhooks",
+            SIGNATURE_HEADER: signature,
+            TIMESTAMP_HEADER: str(timestamp),
+        }
+        record = WebhookRecord(kind, url, "POST", headers, body, time.monotonic())
+        timeout = aiohttp.ClientTimeout(total=self.account.webhook_timeout_s)
+        try:
+            async with self.account.session.post(
+                url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                record.status = response.status
+                record.response = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        self.events.append(record)
+        self.notify()
+        return record
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call_control_id": self.call_control_id,
+            "call_leg_id": self.call_leg_id,
+            "call_session_id": self.call_session_id,
+            "client_state": self.client_state,
+            "is_alive": self.state is not CallState.ENDED and self.state >= CallState.ANSWERED,
+            "record_type": "call",
+            "start_time": format_occurred_at(self.start_time),
+        }
+
+
+def _stream_config(body: Mapping[str, Any], *, with_token: bool) -> StreamConfig | None:
+    try:
+        return StreamConfig.parse(body, with_token=with_token)
+    except StreamConfigError as exc:
+        raise CommandError(422, exc.code, exc.title, exc.detail) from None

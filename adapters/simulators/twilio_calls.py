@@ -1,0 +1,396 @@
+"""The call side of the Twilio simulator: one ``TwilioCall`` per call, inbound or REST-dialled.
+
+An inbound call POSTs the voice webhook to its number's ``VoiceUrl`` exactly as Twilio does
+(form-encoded PascalCase fields, ``X-Twilio-Signature`` over the URL and sorted fields with the
+account's auth token) and follows the TwiML it gets back; an outbound call rings its callee per
+the configured ``Callee`` and, once answered, fetches its ``Url`` (or runs its ``Twiml``) the
+same way. TwiML is followed verb by verb:
+
+- ``<Reject>`` first: never answered; ends ``busy`` (reason busy) or ``no-answer`` (rejected);
+- ``<Hangup>``: answered, then completed;
+- ``<Connect><Stream>``: answered; opens the bidirectional media stream (``TwilioStream``) and
+  moves on to the next verb only when the server closes it; nothing left ends the call.
+
+Status callbacks go to the number's (or the dial's) ``StatusCallback`` for the configured events,
+in order, with ``SequenceNumber`` from 0 and ``CallDuration`` on ``completed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+from adapters.simulators.audio import AudioSource
+from adapters.simulators.common import Callee, CallState, SimulatedCall, WebhookRecord
+from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
+from adapters.simulators.streaming import StreamOpenError
+from adapters.simulators.twilio_stream import MAX_QUEUED_SAMPLES, TwilioStream
+from adapters.twilio.signature import compute_signature
+from adapters.twilio.twiml import ConnectStream, Hangup, Reject, TwimlVerb, parse_twiml
+
+__all__ = ["TwilioAccount", "TwilioCall", "TwilioNumber", "new_sid", "rfc2822"]
+
+API_VERSION: Final = "2010-04-01"
+DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+# SIP final response Twilio reports in SipResponseCode for each terminal status.
+_SIP_CODES: Final = {"completed": 200, "busy": 486, "no-answer": 487, "canceled": 487,
+                     "failed": 500}  # fmt: skip
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio SID: two-letter prefix and 32 hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def rfc2822(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+@dataclass(slots=True)
+class TwilioNumber:
+    """An IncomingPhoneNumber on the simulated account."""
+
+    sid: str
+    phone_number: str
+    voice_url: str | None = None
+    voice_method: str = "POST"
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    # A number's StatusCallback reports the end of each call unless told more.
+    status_callback_events: tuple[str, ...] = ("completed",)
+    date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(slots=True)
+class TwilioAccount:
+    """What a call needs from its simulator: the credentials and an HTTP client."""
+
+    account_sid: str
+    auth_token: str
+    session: aiohttp.ClientSession
+    webhook_timeout_s: float = 15.0
+
+
+class TwilioCall(SimulatedCall):
+    """One Twilio call. ``status`` is Twilio's CallStatus (queued, ringing, in-progress, ...)."""
+
+    def __init__(
+        self,
+        account: TwilioAccount,
+        *,
+        direction: Literal["inbound", "outbound"],
+        from_: str,
+        to: str,
+        source: AudioSource,
+        impairments: Impairments = NO_IMPAIRMENTS,
+        number: TwilioNumber | None = None,
+        url: str | None = None,
+        method: str = "POST",
+        twiml: str | None = None,
+        status_callback: str | None = None,
+        status_callback_method: str = "POST",
+        status_callback_events: tuple[str, ...] = ("completed",),
+        timeout_s: float = 60.0,
+        callee: Callee | None = None,
+        extra_params: Mapping[str, str] | None = None,
+    ) -> None:
+        if impairments.reorder:
+            raise ValueError("a Twilio stream is one TCP connection: it cannot reorder frames")
+        super().__init__(
+            direction=direction,
+            from_=from_,
+            to=to,
+            source=source,
+            impairments=impairments,
+            max_queued_samples=MAX_QUEUED_SAMPLES,
+        )
+        self.account = account
+        self.sid = new_sid("CA")
+        self.number = number
+        self.status = "queued" if direction == "outbound" else "ringing"
+        self.url, self.method, self.twiml = url, method, twiml
+        self.timeout_s = timeout_s
+        self.callee = callee
+        self.extra_params = dict(extra_params or {})
+        if number is not None:
+            status_callback = number.status_callback
+            status_callback_method = number.status_callback_method
+            status_callback_events = number.status_callback_events
+        self.status_callback = status_callback
+        self.status_callback_method = status_callback_method
+        self.status_callback_events = status_callback_events
+        self.date_created = datetime.now(UTC)
+        self.start_time: datetime | None = None
+        self.end_time: datetime | None = None
+        self._status_seq = 0
+        self._callbacks: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
+        self._ringing_over = asyncio.Event()
+        self.spawn(self._deliver_callbacks())
+
+    @property
+    def id(self) -> str:
+        return self.sid
+
+    @property
+    def duration_s(self) -> int:
+        if self.answered_at is None:
+            return 0
+        return int((self.ended_at or time.monotonic()) - self.answered_at)
+
+    def start(self) -> None:
+        self.spawn(self._run_inbound() if self.direction == "inbound" else self._run_outbound())
+
+    # --- test controls ---------------------------------------------------------------------------
+
+    async def send_dtmf(self, digit: str) -> None:
+        if digit not in DTMF_DIGITS:
+            raise ValueError(f"not a DTMF digit: {digit!r}")
+        if self.stream is None:
+            raise RuntimeError("DTMF travels on the media stream, and none is open")
+        await self.stream.send_dtmf(digit)
+
+    async def hang_up(self) -> None:
+        """The caller (or callee of an outbound call) hangs up."""
+        await self.end(
+            "completed" if self.state >= CallState.ANSWERED else "canceled",
+        )
+
+    # --- the call flow ---------------------------------------------------------------------------
+
+    def _base_params(self) -> dict[str, str]:
+        direction = "inbound" if self.direction == "inbound" else "outbound-api"
+        return {
+            "AccountSid": self.account.account_sid,
+            "ApiVersion": API_VERSION,
+            "CallSid": self.sid,
+            "CallStatus": self.status,
+            "Called": self.to,
+            "Caller": self.from_,
+            "Direction": direction,
+            "From": self.from_,
+            "To": self.to,
+            **self.extra_params,
+        }
+
+    async def _run_inbound(self) -> None:
+        self._status("initiated")
+        self._status("ringing")
+        assert self.number is not None
+        assert self.number.voice_url is not None
+        verbs = await self._fetch_twiml(self.number.voice_url, self.number.voice_method)
+        if verbs is not None:
+            await self._follow(verbs)
+
+    async def _run_outbound(self) -> None:
+        callee = self.callee or Callee()
+        self._status("initiated")
+        self.status = "ringing"
+        self._status("ringing")
+        ring_s = callee.ring_ms / 1000
+        if callee.outcome == "no-answer":
+            ring_s = min(ring_s, self.timeout_s)
+        elif ring_s > self.timeout_s:
+            callee = Callee("no-answer")
+            ring_s = self.timeout_s
+        try:
+            await asyncio.wait_for(self._ringing_over.wait(), ring_s)
+            return  # hung up (canceled) while ringing
+        except TimeoutError:
+            pass
+        if self.state is CallState.ENDED:
+            return
+        if callee.outcome != "answer":
+            await self.end(callee.outcome)
+            return
+        self.source = callee.source()
+        self.impairments = callee.impairments
+        self._answer()
+        if self.twiml is not None:
+            verbs = self._parse(self.twiml.encode())
+            if verbs is None:
+                await self.end("failed")
+        else:
+            assert self.url is not None
+            verbs = await self._fetch_twiml(self.url, self.method)
+        if verbs is not None:
+            await self._follow(verbs)
+
+    def _answer(self) -> None:
+        if self.state >= CallState.ANSWERED:
+            return
+        self.status = "in-progress"
+        self.start_time = datetime.now(UTC)
+        self.set_state(CallState.ANSWERED)
+        self._status("answered")
+
+    async def _follow(self, verbs: tuple[TwimlVerb, ...]) -> None:
+        for verb in verbs:
+            if self.state is CallState.ENDED:
+                return
+            if isinstance(verb, Reject):
+                if self.state < CallState.ANSWERED:
+                    await self.end("busy" if verb.reason == "busy" else "no-answer")
+                else:
+                    await self.end("completed")
+                return
+            self._answer()
+            if isinstance(verb, Hangup):
+                break
+            if isinstance(verb, ConnectStream):
+                await self._connect_stream(verb)
+        await self.end("completed")
+
+    async def _connect_stream(self, verb: ConnectStream) -> None:
+        split = urlsplit(verb.url)
+        if split.scheme not in ("wss", "ws") or split.query or "?" in verb.url:
+            # Twilio refuses such a URL (31920) and moves on to the next verb.
+            self.add_protocol_error("31920", "Stream URL must be wss:// with no query", verb.url)
+            return
+        stream = TwilioStream(self, verb.url, new_sid("MZ"), verb.parameters)
+        try:
+            await stream.open()
+        except StreamOpenError as exc:
+            self.add_protocol_error("31920", f"Stream - WebSocket - Handshake Error: {exc}", "")
+            return
+        await stream.run()
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    def _parse(self, document: bytes) -> tuple[TwimlVerb, ...] | None:
+        try:
+            return parse_twiml(document)
+        except ValueError as exc:
+            self.add_protocol_error("12100", f"Document parse failure: {exc}", document[:200])
+            return None
+
+    async def _fetch_twiml(self, url: str, method: str) -> tuple[TwimlVerb, ...] | None:
+        """Ask ``url`` for TwiML as Twilio does; on failure the call fails (None)."""
+        record = await self.post_webhook("voice", url, method, self._base_params())
+        if record.status is None:
+            self.add_protocol_error("11205", f"HTTP connection failure: {record.error}", "")
+        elif not record.ok:
+            self.add_protocol_error("11200", f"HTTP retrieval failure: {record.status}", "")
+        else:
+            verbs = self._parse(record.response)
+            if verbs is not None:
+                return verbs
+        await self.end("failed")
+        return None
+
+    async def post_webhook(
+        self, kind: str, url: str, method: str, params: Mapping[str, str]
+    ) -> WebhookRecord:
+        """Send one signed webhook and record it with its response."""
+        headers = {
+            "User-Agent": "TwilioProxy/1.1",
+            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+        }
+        body = b""
+        if method.upper() == "GET":
+            # GET carries the fields in the query, which the signature covers as part of the URL.
+            url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(sorted(params.items()))}"
+            headers["X-Twilio-Signature"] = compute_signature(self.account.auth_token, url, None)
+        else:
+            body = urlencode(sorted(params.items())).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers["X-Twilio-Signature"] = compute_signature(self.account.auth_token, url, params)
+        record = WebhookRecord(kind, url, method.upper(), headers, body, time.monotonic())
+        timeout = aiohttp.ClientTimeout(total=self.account.webhook_timeout_s)
+        try:
+            async with self.account.session.request(
+                method.upper(), url, data=body or None, headers=headers, timeout=timeout
+            ) as response:
+                record.status = response.status
+                record.response = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+        self.events.append(record)
+        self.notify()
+        return record
+
+    def _status(self, event: str) -> None:
+        """Queue the status callback for ``event`` if the call asked for it."""
+        if self.status_callback is None or event not in self.status_callback_events:
+            return
+        params = self._base_params()
+        params["CallStatus"] = {"initiated": "initiated", "ringing": "ringing"}.get(
+            event, self.status
+        )
+        params["CallbackSource"] = "call-progress-events"
+        params["SequenceNumber"] = str(self._status_seq)
+        params["Timestamp"] = rfc2822(datetime.now(UTC))
+        self._status_seq += 1
+        if event == "completed":
+            params["CallDuration"] = str(self.duration_s)
+            params["Duration"] = str(-(-self.duration_s // 60))
+            params["SipResponseCode"] = str(_SIP_CODES.get(self.status, 200))
+        self._callbacks.put_nowait((event, params))
+
+    async def _deliver_callbacks(self) -> None:
+        while True:
+            event, params = await self._callbacks.get()
+            assert self.status_callback is not None
+            await self.post_webhook(
+                event, self.status_callback, self.status_callback_method, params
+            )
+
+    async def end(self, status: str) -> None:
+        """End the call with Twilio status ``status``: close the stream with ``stop``, then
+        send the ``completed`` callback. Does nothing if the call has already ended."""
+        if self.mark_ended(status):
+            await self.tear_down()
+
+    def mark_ended(self, status: str) -> bool:
+        """The synchronous half of ``end``: the call is over from now on (False if it was)."""
+        if self.state is CallState.ENDED:
+            return False
+        self.status = status
+        self.end_time = datetime.now(UTC)
+        self.finish(status)
+        self._ringing_over.set()
+        return True
+
+    async def tear_down(self) -> None:
+        """The asynchronous half of ``end``: ``stop`` the stream, report ``completed``."""
+        stream = self.stream
+        if stream is not None:
+            await stream.stop()
+        self._status("completed")
+
+    def to_json(self, base_path: str) -> dict[str, Any]:
+        """The Call resource as Twilio's REST API renders it."""
+        uri = f"{base_path}/Calls/{self.sid}.json"
+        return {
+            "sid": self.sid,
+            "account_sid": self.account.account_sid,
+            "api_version": API_VERSION,
+            "direction": "inbound" if self.direction == "inbound" else "outbound-api",
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "to": self.to,
+            "to_formatted": self.to,
+            "status": self.status,
+            "parent_call_sid": None,
+            "phone_number_sid": self.number.sid if self.number else None,
+            "date_created": rfc2822(self.date_created),
+            "date_updated": rfc2822(datetime.now(UTC)),
+            "start_time": rfc2822(self.start_time) if self.start_time else None,
+            "end_time": rfc2822(self.end_time) if self.end_time else None,
+            "duration": str(self.duration_s) if self.state is CallState.ENDED else None,
+            "price": None,
+            "price_unit": "USD",
+            "answered_by": None,
+            "caller_name": None,
+            "forwarded_from": None,
+            "queue_time": "0",
+            "uri": uri,
+            "subresource_uris": {"streams": uri.replace(".json", "/Streams.json")},
+        }

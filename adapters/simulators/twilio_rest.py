@@ -1,0 +1,410 @@
+"""A Twilio account on 127.0.0.1: the REST subset callbridge calls, and the calls it places.
+
+Start it, configure numbers, point callbridge's Twilio ``api_base_url`` at ``sim.base_url``::
+
+    async with TwilioSimulator() as sim:
+        sim.add_number("+15550001111", voice_url=f"{callbridge}/webhooks/twilio/voice")
+        call = await sim.place_inbound_call("+15557654321", "+15550001111",
+                                            source=ToneSource(440))
+        await call.wait_for(CallState.STREAMING)
+
+REST (HTTP Basic ``AccountSid:AuthToken``; else 401 with Twilio's JSON error, code 20003):
+
+- ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json``: dial (``To``, ``From``, ``Url`` or
+  ``Twiml``, ``Method``, ``StatusCallback``, ``StatusCallbackMethod``, ``StatusCallbackEvent``,
+  ``Timeout``); 201 with the call, ``status: queued``; the callee then behaves as
+  ``set_callee`` says (``Callee``, default: answers after 50 ms, silent);
+- ``GET|POST .../Calls/{CallSid}.json``: read; ``Status=completed|canceled`` or
+  ``Twiml=<Response><Hangup/></Response>`` hangs up (404, code 20404, once the call has ended);
+- ``GET .../IncomingPhoneNumbers.json?PhoneNumber=``,
+  ``GET|POST .../IncomingPhoneNumbers/{sid}.json`` (``VoiceUrl``, ``VoiceMethod``,
+  ``StatusCallback``, ``StatusCallbackMethod``).
+
+Every request is kept in ``requests`` (``RecordedRequest``) whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from adapters.simulators.audio import AudioSource, SilenceSource
+from adapters.simulators.common import Callee, LocalServer, RecordedRequest, record_request
+from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
+from adapters.simulators.twilio_calls import (
+    TwilioAccount,
+    TwilioCall,
+    TwilioNumber,
+    new_sid,
+    rfc2822,
+)
+from adapters.twilio.twiml import Hangup, parse_twiml
+
+__all__ = ["TwilioSimulator"]
+
+STATUS_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
+MAX_TIMEOUT_S: Final = 600
+_PREFIX: Final = "/2010-04-01/Accounts/{account}"
+_NUMBER_FIELDS: Final = ("VoiceUrl", "VoiceMethod", "StatusCallback", "StatusCallbackMethod")
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response(
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        status=status,
+    )
+
+
+def _not_found(request: web.Request) -> web.Response:
+    return _error(404, 20404, f"The requested resource {request.path} was not found")
+
+
+def _field(form: Mapping[str, object], key: str) -> str | None:
+    """A form field as text (None if absent); repeated fields give their first value."""
+    value = form.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    # A file upload is not a field Twilio takes; its name is as good as any text here.
+    return value if isinstance(value, str) else str(getattr(value, "filename", ""))
+
+
+def _http_url(value: str) -> bool:
+    split = urlsplit(value)
+    return split.scheme in ("http", "https") and bool(split.netloc)
+
+
+class TwilioSimulator:
+    """One simulated Twilio account (REST server + call side)."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        webhook_timeout_s: float = 15.0,
+        default_callee: Callee | None = None,
+        allow_any_from: bool = False,
+    ) -> None:
+        self.account_sid = account_sid or new_sid("AC")
+        self.auth_token = auth_token or secrets.token_hex(16)
+        self.webhook_timeout_s = webhook_timeout_s
+        self.default_callee = default_callee or Callee()
+        # Twilio only dials from the account's numbers or verified caller ids (error 21210).
+        self.allow_any_from = allow_any_from
+        self.verified_caller_ids: set[str] = set()
+        self.numbers: dict[str, TwilioNumber] = {}
+        self.callees: dict[str, Callee] = {}
+        self.calls: dict[str, TwilioCall] = {}
+        self.requests: list[RecordedRequest] = []
+        self.base_url = ""
+        self._server: LocalServer | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._account: TwilioAccount | None = None
+        self._changed = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> TwilioSimulator:
+        self._session = aiohttp.ClientSession()
+        self._account = TwilioAccount(
+            self.account_sid, self.auth_token, self._session, self.webhook_timeout_s
+        )
+        self._server = LocalServer(self._app())
+        self.base_url = await self._server.start()
+        return self
+
+    async def close(self) -> None:
+        for call in list(self.calls.values()):
+            if call.stream is not None:
+                await call.stream.abort()
+            await call.close()
+        if self._server is not None:
+            await self._server.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> TwilioSimulator:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def add_number(
+        self,
+        phone_number: str,
+        *,
+        voice_url: str | None = None,
+        voice_method: str = "POST",
+        status_callback: str | None = None,
+        status_callback_method: str = "POST",
+        status_callback_events: tuple[str, ...] = ("completed",),
+    ) -> TwilioNumber:
+        number = TwilioNumber(
+            new_sid("PN"), phone_number, voice_url, voice_method, status_callback,
+            status_callback_method, status_callback_events,
+        )  # fmt: skip
+        self.numbers[phone_number] = number
+        self.verified_caller_ids.add(phone_number)
+        return number
+
+    def set_callee(self, phone_number: str, callee: Callee) -> None:
+        """How ``phone_number`` answers when callbridge dials it."""
+        self.callees[phone_number] = callee
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    async def place_inbound_call(
+        self,
+        from_: str,
+        to: str,
+        *,
+        source: AudioSource | None = None,
+        impairments: Impairments = NO_IMPAIRMENTS,
+        extra_params: dict[str, str] | None = None,
+    ) -> TwilioCall:
+        """Someone dials ``to`` (a number on this account with a ``voice_url``). Returns at once;
+        the webhook, TwiML and stream follow in the background."""
+        number = self.numbers.get(to)
+        if number is None or not number.voice_url:
+            raise ValueError(f"{to} is not on the simulated account or has no voice_url")
+        call = TwilioCall(
+            self._require_account(),
+            direction="inbound",
+            from_=from_,
+            to=to,
+            source=source or SilenceSource(),
+            impairments=impairments,
+            number=number,
+            extra_params=extra_params,
+        )
+        self._add(call)
+        call.start()
+        return call
+
+    async def wait_for_call(
+        self, predicate: Callable[[TwilioCall], bool] | None = None, timeout_s: float = 5.0
+    ) -> TwilioCall:
+        """The first call (oldest first) matching ``predicate``, waiting for one to appear."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for call in self.calls.values():
+                    if predicate is None or predicate(call):
+                        return call
+                await self._next_change()
+
+    async def wait_for_request(
+        self, predicate: Callable[[RecordedRequest], bool], timeout_s: float = 5.0
+    ) -> RecordedRequest:
+        """The first recorded REST request matching ``predicate``, waiting for one to come."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for request in self.requests:
+                    if predicate(request):
+                        return request
+                await self._next_change()
+
+    async def _next_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _add(self, call: TwilioCall) -> None:
+        self.calls[call.sid] = call
+        self._changed.set()
+
+    def _require_account(self) -> TwilioAccount:
+        if self._account is None:
+            raise RuntimeError("start the simulator first")
+        return self._account
+
+    # --- REST ------------------------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post(f"{_PREFIX}/Calls.json", self._create_call)
+        app.router.add_route("*", f"{_PREFIX}/Calls/{{sid}}.json", self._call)
+        app.router.add_get(f"{_PREFIX}/IncomingPhoneNumbers.json", self._list_numbers)
+        app.router.add_route("*", f"{_PREFIX}/IncomingPhoneNumbers/{{sid}}.json", self._number)
+        return app
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        recorded = await record_request(request)
+        self.requests.append(recorded)
+        auth = recorded.auth
+        if auth != ("basic", self.account_sid, self.auth_token):
+            response: web.StreamResponse = _error(401, 20003, "Authenticate")
+            response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+        elif request.match_info.get("account") != self.account_sid:
+            response = _not_found(request)
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status != 404:
+                    raise
+                response = _not_found(request)
+        recorded.status = response.status
+        self._changed.set()
+        return response
+
+    def _base_path(self) -> str:
+        return f"/2010-04-01/Accounts/{self.account_sid}"
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        to, from_ = _field(form, "To") or "", _field(form, "From") or ""
+        url, twiml = _field(form, "Url"), _field(form, "Twiml")
+        callback = _field(form, "StatusCallback")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return _error(400, 21213, "No 'From' number is specified")
+        if not self.allow_any_from and from_ not in self.verified_caller_ids:
+            return _error(400, 21210, f"The source phone number provided, {from_}, is not yet "
+                          "verified for your account.")  # fmt: skip
+        if (url is None) == (twiml is None):
+            return _error(400, 21205, "Url parameter is required (or Twiml, not both).")
+        if url is not None and not _http_url(url):
+            return _error(400, 21205, f"Url is not a valid URL: {url}")
+        if twiml is not None:
+            try:
+                parse_twiml(twiml)
+            except ValueError as exc:
+                return _error(400, 12100, f"Twiml is not valid TwiML: {exc}")
+        if callback is not None and not _http_url(callback):
+            return _error(400, 21609, f"StatusCallback is not a valid URL: {callback}")
+        # Twilio takes the events repeated, or space-separated in one field.
+        events = tuple(
+            part for value in form.getall("StatusCallbackEvent", []) for part in str(value).split()
+        )
+        if any(event not in STATUS_EVENTS for event in events):
+            return _error(400, 21626, f"Invalid StatusCallbackEvent: {' '.join(events)}")
+        method = (_field(form, "Method") or "POST").upper()
+        callback_method = (_field(form, "StatusCallbackMethod") or "POST").upper()
+        if method not in ("GET", "POST") or callback_method not in ("GET", "POST"):
+            return _error(400, 21608, "Method and StatusCallbackMethod must be GET or POST")
+        timeout = _field(form, "Timeout") or "60"
+        if not timeout.isdigit() or int(timeout) < 1:
+            return _error(400, 21621, f"Timeout must be a positive integer, not {timeout!r}")
+        callee = self.callees.get(to, self.default_callee)
+        call = TwilioCall(
+            self._require_account(),
+            direction="outbound",
+            from_=from_,
+            to=to,
+            source=SilenceSource(),
+            impairments=callee.impairments,
+            url=url,
+            method=method,
+            twiml=twiml,
+            status_callback=callback,
+            status_callback_method=callback_method,
+            status_callback_events=events or ("completed",),
+            timeout_s=min(int(timeout), MAX_TIMEOUT_S),
+            callee=callee,
+        )
+        self._add(call)
+        body = call.to_json(self._base_path())
+        call.start()
+        return web.json_response(body, status=201)
+
+    async def _call(self, request: web.Request) -> web.Response:
+        call = self.calls.get(request.match_info["sid"])
+        if call is None or request.method not in ("GET", "POST"):
+            raise web.HTTPNotFound()
+        if request.method == "GET":
+            return web.json_response(call.to_json(self._base_path()))
+        if call.end_reason is not None:
+            raise web.HTTPNotFound()
+        form = await request.post()
+        status, twiml = _field(form, "Status"), _field(form, "Twiml")
+        if twiml is not None:
+            try:
+                verbs = parse_twiml(twiml)
+            except ValueError as exc:
+                return _error(400, 12100, f"Twiml is not valid TwiML: {exc}")
+            if not verbs or not isinstance(verbs[0], Hangup):
+                # The simulator runs only the update callbridge sends; see the module docstring.
+                return _error(400, 21220, "the simulator only runs <Response><Hangup/></Response>")
+            status = "completed"
+        if status not in ("completed", "canceled"):
+            return _error(400, 21218, f"Invalid Status: {status}")
+        answered = call.status == "in-progress"
+        # "canceled" only ends a call that is not yet answered; Twilio ignores it otherwise.
+        ends = status == "completed" or not answered
+        if ends and call.mark_ended("completed" if answered else "canceled"):
+            call.spawn(call.tear_down())
+        return web.json_response(call.to_json(self._base_path()))
+
+    def _number_json(self, number: TwilioNumber) -> dict[str, Any]:
+        return {
+            "sid": number.sid,
+            "account_sid": self.account_sid,
+            "phone_number": number.phone_number,
+            "friendly_name": number.phone_number,
+            "voice_url": number.voice_url or "",
+            "voice_method": number.voice_method,
+            "status_callback": number.status_callback or "",
+            "status_callback_method": number.status_callback_method,
+            "api_version": "2010-04-01",
+            "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
+            "date_created": rfc2822(number.date_created),
+            "date_updated": rfc2822(datetime.now(UTC)),
+            "uri": f"{self._base_path()}/IncomingPhoneNumbers/{number.sid}.json",
+        }
+
+    async def _list_numbers(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("PhoneNumber")
+        found = [n for n in self.numbers.values() if wanted is None or n.phone_number == wanted]
+        uri = f"{self._base_path()}/IncomingPhoneNumbers.json"
+        return web.json_response({
+            "incoming_phone_numbers": [self._number_json(n) for n in found],
+            "start": 0, "end": max(len(found) - 1, 0), "page": 0, "page_size": 50,
+            "uri": uri, "first_page_uri": uri, "next_page_uri": None, "previous_page_uri": None,
+        })  # fmt: skip
+
+    async def _number(self, request: web.Request) -> web.Response:
+        sid = request.match_info["sid"]
+        number = next((n for n in self.numbers.values() if n.sid == sid), None)
+        if number is None or request.method not in ("GET", "POST"):
+            raise web.HTTPNotFound()
+        if request.method == "POST":
+            form = await request.post()
+            fields = {key: _field(form, key) for key in _NUMBER_FIELDS if key in form}
+            for key in ("VoiceMethod", "StatusCallbackMethod"):
+                if (fields.get(key) or "POST").upper() not in ("GET", "POST"):
+                    return _error(400, 21608, f"{key} must be GET or POST")
+            for key in ("VoiceUrl", "StatusCallback"):
+                value = fields.get(key)
+                if value and not _http_url(value):
+                    return _error(400, 21502, f"{key} is not a valid URL: {value}")
+            if "VoiceUrl" in fields:
+                number.voice_url = fields["VoiceUrl"] or None
+            if "VoiceMethod" in fields:
+                number.voice_method = (fields["VoiceMethod"] or "POST").upper()
+            if "StatusCallback" in fields:
+                number.status_callback = fields["StatusCallback"] or None
+            if "StatusCallbackMethod" in fields:
+                number.status_callback_method = (fields["StatusCallbackMethod"] or "POST").upper()
+        return web.json_response(self._number_json(number))
