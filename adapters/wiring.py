@@ -49,6 +49,7 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
     context.sessions = StreamSessions(runtime)
     app[ADAPTERS] = context
     app.cleanup_ctx.append(_http_session)
+    # Each provider adapter registers its kit and routes here, one import and one call each.
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
