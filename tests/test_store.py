@@ -18,9 +18,10 @@ from sqlalchemy.engine import make_url
 
 from engine.errors import Conflict, NotFound, StorageError
 from engine.store.base import BridgeRecord, OrganizationRecord, ProviderConfigRecord, Store
+from engine.store.connect import normalize_database_url, open_engine
 from engine.store.migrations import MIGRATIONS, Migration, migrate
 from engine.store.schema import metadata
-from engine.store.sql import SqlStore, normalize_database_url, open_engine
+from engine.store.sql import SqlStore
 
 A_NUMBER = "+14155550100"
 B_NUMBER = "+14155550101"

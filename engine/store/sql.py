@@ -8,42 +8,44 @@ translated into the ``engine.errors`` tree before it leaves this module.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import json
-from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    ColumnElement,
-    CursorResult,
-    Select,
     delete,
-    event,
-    exists,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.engine import URL, Connection, RowMapping, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
-from engine.errors import Conflict, NotFound, StorageError
+from engine.errors import Conflict, NotFound
 from engine.store.base import (
     BridgeRecord,
-    NumberRecord,
     OrganizationRecord,
-    OutboxRecord,
     ProviderConfigRecord,
     Route,
 )
-from engine.store.migrations import migrate
+from engine.store.outbox import SqlOutbox
+from engine.store.rows import (
+    _BRIDGE_UPDATABLE,
+    _CONFIG_UPDATABLE,
+    _bridge_where,
+    _bridges_where,
+    _check_page,
+    _checked_changes,
+    _config_where,
+    _exists,
+    _new_id,
+    _now,
+    _organization_where,
+    _own_bridge,
+    _own_config,
+    _provider_config,
+    _release_numbers,
+    _require_organization,
+    _touch_bridge,
+)
 from engine.store.schema import (
     api_tokens,
     bridges,
@@ -51,415 +53,19 @@ from engine.store.schema import (
     organizations,
     phone_numbers,
     provider_configs,
-    webhook_outbox,
 )
 
 if TYPE_CHECKING:
     from engine.store.base import Store
 
-DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite connection waits for another's write lock
 
-# Execution option marking the engine view used for reads (see _configure_sqlite).
-_READ_ONLY = "callbridge_read_only"
-
-_CONFIG_UPDATABLE = frozenset(
-    {
-        "provider",
-        "name",
-        "account_sid",
-        "auth_token_ciphertext",
-        "public_key",
-        "api_base_url",
-        "active",
-    }
-)
-_BRIDGE_UPDATABLE = frozenset(
-    {"slug", "name", "description", "status", "documents_status", "hub", "region", "webhook_url"}
-)
-
-
-_MEMORY_URL = "sqlite+aiosqlite:///:memory:"
-
-
-def _is_memory(database: str | None) -> bool:
-    return not database or database == ":memory:"
-
-
-def normalize_database_url(url_or_path: str) -> str:
-    """Turn a database URL or a plain file path into the URL the async engine needs.
-
-    A path (``data/callbridge.db``, ``~/cb.db``, ``:memory:``) becomes a ``sqlite+aiosqlite``
-    URL; ``sqlite://`` URLs get the aiosqlite driver. For SQLite files the parent directory
-    is created, so a fresh install can point at a path that does not exist yet. Any other URL
-    (``postgresql+asyncpg://...``) is returned unchanged. ValueError for an empty or
-    unparsable value.
-    """
-    text = url_or_path.strip()
-    if not text:
-        raise ValueError("the database URL is empty")
-    if "://" not in text:
-        if text == ":memory:":
-            return _MEMORY_URL
-        path = Path(text).expanduser().absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return URL.create("sqlite+aiosqlite", database=str(path)).render_as_string(
-            hide_password=False
-        )
-    try:
-        url = make_url(text)
-    except ArgumentError as exc:
-        raise ValueError(f"cannot parse the database URL: {exc}") from exc
-    if url.get_backend_name() != "sqlite":
-        return text
-    database = url.database
-    if _is_memory(database) and not url.query:
-        # Spelled out: rendering would percent-escape the colons.
-        return _MEMORY_URL
-    if database is not None and not _is_memory(database) and not database.startswith("file:"):
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    # Rendering escapes '?' and '#' in the path, so the result parses back to the same file.
-    return url.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-
-
-def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout: float) -> None:
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # The sqlite3 module would emit BEGIN itself, but only before DML: reads would not
-        # share a snapshot and migrations' DDL would autocommit. on_begin takes over instead.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA foreign_keys=ON")  # per connection, off by default
-            cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
-            if wal:
-                # Readers no longer block the writer nor it them; stored in the file.
-                cursor.execute("PRAGMA journal_mode=WAL")
-        finally:
-            cursor.close()
-
-    def on_begin(conn: Connection) -> None:
-        if conn.get_execution_options().get(_READ_ONLY):
-            conn.exec_driver_sql("BEGIN")
-        else:
-            # Writers take the write lock up front. A deferred transaction that reads and
-            # then writes can fail at once with "database is locked" (busy_timeout does not
-            # cover a lock upgrade), and IMMEDIATE also makes each write's checks (does the
-            # slug exist? is the config in use?) atomic with the write itself.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    event.listen(engine.sync_engine, "connect", on_connect)
-    event.listen(engine.sync_engine, "begin", on_begin)
-
-
-def open_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> AsyncEngine:
-    """An async engine for ``url`` (normalised first). The one place with dialect specifics."""
-    parsed = make_url(normalize_database_url(url))
-    try:
-        if parsed.get_backend_name() != "sqlite":
-            return create_async_engine(parsed)
-        memory = _is_memory(parsed.database)
-        if memory:
-            # One connection for everything: each new connection to ":memory:" would be a
-            # new, empty database.
-            engine = create_async_engine(parsed, poolclass=StaticPool)
-        else:
-            engine = create_async_engine(parsed)
-    except SQLAlchemyError as exc:  # unknown dialect, no async driver, ...
-        shown = parsed.render_as_string(hide_password=True)
-        raise ValueError(f"cannot use database URL {shown}: {exc}") from exc
-    _configure_sqlite(engine, wal=not memory, busy_timeout=busy_timeout)
-    return engine
-
-
-# What a database failure can surface as: SQLAlchemy's wrappers, or the OSError of a network
-# driver that could not reach its server.
-_DATABASE_FAILURES = (SQLAlchemyError, OSError)
-
-
-def _storage_error(exc: Exception) -> StorageError:
-    # The driver's own message only: SQLAlchemy's rendering appends the statement and its
-    # parameters, which include token digests and secret ciphertexts.
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        reason = str(exc.orig)
-    elif isinstance(exc, OSError):
-        reason = str(exc)
-    else:
-        reason = type(exc).__name__
-    return StorageError(f"database failure: {reason}")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_id(result: CursorResult[Any]) -> int:
-    key = result.inserted_primary_key
-    if key is None:  # only for statements other than a single-row INSERT
-        raise StorageError("the database returned no id for the new row")
-    return int(key[0])
-
-
-def _check_page(offset: int, limit: int) -> None:
-    if offset < 0 or limit < 0:
-        raise ValueError(f"offset and limit must not be negative (got {offset}, {limit})")
-
-
-def _checked_changes(
-    changes: Mapping[str, Any], record: type[Any], updatable: frozenset[str]
-) -> dict[str, Any]:
-    known = {field.name for field in dataclasses.fields(record)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise ValueError(f"{record.__name__} has no field(s) {', '.join(unknown)}")
-    fixed = sorted(set(changes) - updatable)
-    if fixed:
-        raise ValueError(f"{record.__name__} field(s) {', '.join(fixed)} cannot be updated")
-    return dict(changes)
-
-
-# --- rows to records -------------------------------------------------------------------------
-
-
-def _organization(row: RowMapping) -> OrganizationRecord:
-    return OrganizationRecord(
-        id=row["id"],
-        domain_handle=row["domain_handle"],
-        name=row["name"],
-        created=row["created"],
-        modified=row["modified"],
-    )
-
-
-def _provider_config(row: RowMapping) -> ProviderConfigRecord:
-    return ProviderConfigRecord(
-        id=row["id"],
-        org_id=row["org_id"],
-        provider=row["provider"],
-        name=row["name"],
-        account_sid=row["account_sid"],
-        auth_token_ciphertext=row["auth_token_ciphertext"],
-        public_key=row["public_key"],
-        api_base_url=row["api_base_url"],
-        active=bool(row["active"]),
-        created_at=row["created_at"],
-        modified=row["modified"],
-    )
-
-
-def _number(row: RowMapping) -> NumberRecord:
-    return NumberRecord(
-        id=row["id"],
-        number_id=row["number_id"],
-        number=row["number"],
-        bridge_id=row["bridge_id"],
-        provider_config_id=row["provider_config_id"],
-        state=row["state"],
-        active=bool(row["active"]),
-        channels_count=row["channels_count"],
-        status=row["status"],
-        created=row["created"],
-    )
-
-
-def _bridge(row: RowMapping, numbers: tuple[NumberRecord, ...]) -> BridgeRecord:
-    return BridgeRecord(
-        id=row["id"],
-        org_id=row["org_id"],
-        slug=row["slug"],
-        name=row["name"],
-        description=row["description"],
-        status=row["status"],
-        documents_status=row["documents_status"],
-        hub=row["hub"],
-        region=row["region"],
-        webhook_url=row["webhook_url"],
-        provider_config_id=row["provider_config_id"],
-        numbers=numbers,
-        created=row["created"],
-        modified=row["modified"],
-    )
-
-
-def _outbox(row: RowMapping) -> OutboxRecord:
-    return OutboxRecord(
-        id=row["id"],
-        org_id=row["org_id"],
-        leg_id=row["leg_id"],
-        url=row["url"],
-        body=row["body"],
-        headers=json.loads(row["headers"]),
-        attempt=row["attempt"],
-        next_attempt_at=row["next_attempt_at"],
-        created=row["created"],
-        delivered_at=row["delivered_at"],
-        last_error=row["last_error"],
-    )
-
-
-def _numbers_query() -> Select[Any]:
-    """Assignments joined with their phone numbers, as ``NumberRecord`` columns."""
-    na, pn = number_assignments, phone_numbers
-    return (
-        select(
-            na.c.id,
-            pn.c.id.label("number_id"),
-            pn.c.number,
-            na.c.bridge_id,
-            pn.c.provider_config_id,
-            na.c.state,
-            na.c.active,
-            na.c.channels_count,
-            na.c.status,
-            na.c.created,
-        )
-        .select_from(na.join(pn, na.c.phone_number_id == pn.c.id))
-        .order_by(na.c.id)
-    )
-
-
-# --- queries shared by several methods (each runs on the caller's connection) ----------------
-
-
-async def _exists(conn: AsyncConnection, *criteria: ColumnElement[bool]) -> bool:
-    return bool(await conn.scalar(select(exists().where(*criteria))))
-
-
-async def _require_organization(conn: AsyncConnection, org_id: int) -> None:
-    if not await _exists(conn, organizations.c.id == org_id):
-        raise NotFound(f"organization {org_id} not found")
-
-
-async def _organization_where(
-    conn: AsyncConnection, *criteria: ColumnElement[bool]
-) -> OrganizationRecord | None:
-    query = select(organizations).where(*criteria)
-    row = (await conn.execute(query)).mappings().first()
-    return None if row is None else _organization(row)
-
-
-async def _config_where(
-    conn: AsyncConnection, *criteria: ColumnElement[bool]
-) -> ProviderConfigRecord | None:
-    row = (await conn.execute(select(provider_configs).where(*criteria))).mappings().first()
-    return None if row is None else _provider_config(row)
-
-
-async def _own_config(conn: AsyncConnection, org_id: int, config_id: int) -> ProviderConfigRecord:
-    config = await _config_where(
-        conn, provider_configs.c.org_id == org_id, provider_configs.c.id == config_id
-    )
-    if config is None:
-        raise NotFound(f"provider configuration {config_id} not found", field="provider_config_id")
-    return config
-
-
-async def _bridges_where(conn: AsyncConnection, query: Select[Any]) -> list[BridgeRecord]:
-    rows = (await conn.execute(query)).mappings().all()
-    if not rows:
-        return []
-    by_bridge: dict[int, list[NumberRecord]] = {row["id"]: [] for row in rows}
-    numbers = _numbers_query().where(number_assignments.c.bridge_id.in_(list(by_bridge)))
-    for number_row in (await conn.execute(numbers)).mappings():
-        by_bridge[number_row["bridge_id"]].append(_number(number_row))
-    return [_bridge(row, tuple(by_bridge[row["id"]])) for row in rows]
-
-
-async def _bridge_where(
-    conn: AsyncConnection, *criteria: ColumnElement[bool]
-) -> BridgeRecord | None:
-    found = await _bridges_where(conn, select(bridges).where(*criteria))
-    return found[0] if found else None
-
-
-async def _own_bridge(conn: AsyncConnection, org_id: int, slug: str) -> BridgeRecord:
-    bridge = await _bridge_where(conn, bridges.c.org_id == org_id, bridges.c.slug == slug)
-    if bridge is None:
-        raise NotFound(f"bridge {slug} not found")
-    return bridge
-
-
-async def _release_numbers(conn: AsyncConnection, *criteria: ColumnElement[bool]) -> None:
-    """Delete the assignments matching ``criteria`` and their phone-number rows."""
-    na = number_assignments
-    query = (
-        select(na.c.id, na.c.phone_number_id)
-        .select_from(na.join(phone_numbers, na.c.phone_number_id == phone_numbers.c.id))
-        .where(*criteria)
-    )
-    rows = (await conn.execute(query)).all()
-    if not rows:
-        return
-    # Assignments first: they reference the phone numbers.
-    await conn.execute(delete(na).where(na.c.id.in_([row.id for row in rows])))
-    await conn.execute(
-        delete(phone_numbers).where(phone_numbers.c.id.in_([row.phone_number_id for row in rows]))
-    )
-
-
-async def _touch_bridge(conn: AsyncConnection, bridge_id: int, **values: Any) -> None:
-    await conn.execute(
-        update(bridges).where(bridges.c.id == bridge_id).values(modified=_now(), **values)
-    )
-
-
-class SqlStore:
+class SqlStore(SqlOutbox):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);
     ``sqlite:///:memory:`` keeps everything in one connection and is meant for tests.
     ValueError for a URL SQLAlchemy cannot use. Nothing is opened before ``start()``.
     """
-
-    def __init__(self, url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
-        self._engine = open_engine(url, busy_timeout=busy_timeout)
-        self._reader = self._engine.execution_options(**{_READ_ONLY: True})
-        sqlite = self._engine.dialect.name == "sqlite"
-        # SQLite admits one writer at a time anyway. Queueing this process's writers here
-        # instead of in SQLite's busy handler (which polls with sleeps of up to 100 ms) keeps
-        # write latency low and leaves busy_timeout for other processes.
-        self._writers = asyncio.Lock() if sqlite else None
-        # An in-memory database has a single connection, and one connection holds one
-        # transaction: reads must queue behind writes too, or one would begin inside another.
-        self._serial_reads = isinstance(self._engine.pool, StaticPool)
-
-    def _write_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._writers if self._writers is not None else contextlib.nullcontext()
-
-    def _read_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self._write_turn() if self._serial_reads else contextlib.nullcontext()
-
-    @contextlib.asynccontextmanager
-    async def _write(self, conflict: str) -> AsyncIterator[AsyncConnection]:
-        """One write transaction. ``conflict`` is the detail for a uniqueness violation that
-        the method's own checks did not catch first (only a concurrent writer on a database
-        without SQLite's write lock can get past them)."""
-        async with self._write_turn():
-            try:
-                async with self._engine.begin() as conn:
-                    yield conn
-            except IntegrityError as exc:
-                raise Conflict(conflict) from exc
-            except _DATABASE_FAILURES as exc:
-                raise _storage_error(exc) from exc
-
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """One read transaction: every query in it sees the same snapshot."""
-        async with self._read_turn():
-            try:
-                async with self._reader.connect() as conn:
-                    yield conn
-            except _DATABASE_FAILURES as exc:
-                raise _storage_error(exc) from exc
-
-    async def start(self) -> None:
-        async with self._write_turn():
-            try:
-                await migrate(self._engine)
-            except _DATABASE_FAILURES as exc:
-                raise _storage_error(exc) from exc
-
-    async def close(self) -> None:
-        await self._engine.dispose()
 
     # --- organizations and tokens ----------------------------------------------------------
 
@@ -803,78 +409,6 @@ class SqlStore:
             return Route(bridge=bridge, number=assignment, provider_config=config)
 
     # --- webhook outbox --------------------------------------------------------------------
-
-    async def enqueue_webhook(
-        self,
-        *,
-        org_id: int,
-        leg_id: str,
-        url: str,
-        body: str,
-        headers: Mapping[str, str],
-        now: float,
-    ) -> int:
-        async with self._write("the webhook could not be queued") as conn:
-            result = await conn.execute(
-                insert(webhook_outbox).values(
-                    org_id=org_id,
-                    leg_id=leg_id,
-                    url=url,
-                    body=body,
-                    headers=json.dumps(dict(headers), sort_keys=True),
-                    attempt=0,
-                    next_attempt_at=now,
-                    created=now,
-                )
-            )
-            return _new_id(result)
-
-    async def due_webhooks(self, now: float, limit: int) -> list[OutboxRecord]:
-        _check_page(0, limit)
-        wo = webhook_outbox
-        earlier = wo.alias("earlier")
-        query = (
-            select(wo)
-            .where(
-                wo.c.delivered_at.is_(None),
-                wo.c.next_attempt_at.is_not(None),
-                wo.c.next_attempt_at <= now,
-                ~exists().where(
-                    earlier.c.leg_id == wo.c.leg_id,
-                    earlier.c.id < wo.c.id,
-                    earlier.c.delivered_at.is_(None),
-                    earlier.c.next_attempt_at.is_not(None),
-                ),
-            )
-            .order_by(wo.c.id)
-            .limit(limit)
-        )
-        async with self._read() as conn:
-            return [_outbox(row) for row in (await conn.execute(query)).mappings()]
-
-    async def mark_webhook_delivered(self, webhook_id: int, now: float) -> None:
-        wo = webhook_outbox
-        async with self._write("the webhook could not be updated") as conn:
-            if not await _exists(conn, wo.c.id == webhook_id):
-                raise NotFound(f"webhook {webhook_id} not found")
-            await conn.execute(
-                update(wo)
-                .where(wo.c.id == webhook_id, wo.c.delivered_at.is_(None))
-                .values(delivered_at=now)
-            )
-
-    async def reschedule_webhook(
-        self, webhook_id: int, *, attempt: int, next_attempt_at: float | None, error: str
-    ) -> None:
-        wo = webhook_outbox
-        async with self._write("the webhook could not be updated") as conn:
-            result = await conn.execute(
-                update(wo)
-                .where(wo.c.id == webhook_id)
-                .values(attempt=attempt, next_attempt_at=next_attempt_at, last_error=error)
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"webhook {webhook_id} not found")
 
 
 if TYPE_CHECKING:
