@@ -5,6 +5,10 @@ from the media streams the adapters accept (``attach``, ``frame_in``, ``detach``
 runs one mixer pass and hands every leg its frame. It reports what the machine must hear
 about (a playback that ended, a recording that was written) as events, never acting on them.
 
+A leg's media can start after the machine asked for an overlay (ringback, playback) or a
+recording: those wait for it and begin when its stream attaches (again from the start if the
+stream re-attaches), until they are cleared.
+
 The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
 its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
 """
@@ -110,12 +114,18 @@ class MediaPlane:
         self.recordings_dir = recordings_dir
         self._legs: dict[str, LegMedia] = {}
         self._recordings: dict[str, ActiveRecording] = {}  # by leg
+        # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
+        self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
         self._pending: list[Event] = []
 
     # streams
     def attach(self, leg_id: str, fmt: AudioFormat, output: MediaOutput) -> None:
         self.mixer.add_leg(leg_id, fmt)
         self._legs[leg_id] = LegMedia(fmt, output)
+        if leg_id in self._recordings:
+            self.mixer.set_tap(leg_id, True)
+        for tag, (source, loop) in list(self._overlay_specs.get(leg_id, {}).items()):
+            self._start_overlay(leg_id, tag, source, loop)
 
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
@@ -141,19 +151,33 @@ class MediaPlane:
 
     # overlays
     def set_overlay(self, leg_id: str, tag: str, source: OverlaySource, loop: int | None) -> None:
-        media = self._legs.get(leg_id)
-        if media is None:
-            return
+        self._overlay_specs.setdefault(leg_id, {})[tag] = (source, loop)
+        if leg_id in self._legs:
+            self._start_overlay(leg_id, tag, source, loop)
+
+    def _start_overlay(
+        self, leg_id: str, tag: str, source: OverlaySource, loop: int | None
+    ) -> None:
+        media = self._legs[leg_id]
         try:
             made = self._make_source(leg_id, tag, source, loop)
         except OverlayError as exc:
             log.info("overlay refused", leg_id=leg_id, tag=tag, reason=str(exc))
+            self._forget_overlay(leg_id, tag)
             self._playback_ended(tag, exc.status, str(exc))
             return
         media.overlays[tag] = made
         self._refresh_overlay(leg_id, media)
 
+    def _forget_overlay(self, leg_id: str, tag: str) -> None:
+        specs = self._overlay_specs.get(leg_id)
+        if specs is not None:
+            specs.pop(tag, None)
+            if not specs:
+                del self._overlay_specs[leg_id]
+
     def clear_overlay(self, leg_id: str, tag: str) -> None:
+        self._forget_overlay(leg_id, tag)
         media = self._legs.get(leg_id)
         if media is not None and media.overlays.pop(tag, None) is not None:
             self._refresh_overlay(leg_id, media)

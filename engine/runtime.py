@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 from engine import effects as fx
 from engine import events as ev
@@ -30,6 +31,18 @@ from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
 
 log = get_logger("callbridge.runtime")
+ENDED_LEG_RETENTION_S = 3600.0
+PRUNE_EVERY_TICKS = 3000  # once a minute on the 20 ms media tick
+
+
+class Timers(Protocol):
+    """What the runtime needs of timers: ``LoopTimers`` in production, a manual fake in tests."""
+
+    def start(self, key: TimerKey, delay_s: float, fire: Callable[[TimerKey], None]) -> None: ...
+
+    def cancel(self, key: TimerKey) -> None: ...
+
+    def cancel_all(self) -> None: ...
 
 
 class LoopTimers:
@@ -79,7 +92,7 @@ class CallRuntime:
         live: LiveLegIndex,
         resolver: GatewayResolver,
         clock: Callable[[], float] = time.time,
-        timers: LoopTimers | None = None,
+        timers: Timers | None = None,
     ) -> None:
         self.machine = machine
         self.plane = plane
@@ -87,7 +100,7 @@ class CallRuntime:
         self.live = live
         self._resolver = resolver
         self._clock = clock
-        self.timers = timers if timers is not None else LoopTimers()
+        self.timers: Timers = timers if timers is not None else LoopTimers()
         self._lock = asyncio.Lock()
         self._gateways: dict[str, ProviderGateway] = {}
         self._lanes: dict[str, asyncio.Task[None]] = {}
@@ -115,6 +128,10 @@ class CallRuntime:
         async with self._lock:
             effects = self.machine.handle_event(event, self._clock())
             await self._apply(effects)
+            if isinstance(event, ev.LegHungUp):
+                # The far end's hangup needs no provider call, and a leg with no webhook URL
+                # (default routing) has no call.hangup to publish: free its channel here.
+                self.live.leg_ended(event.call_control_id)
 
     async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
         """Carry out an API command; typed errors propagate having changed nothing."""
@@ -281,9 +298,19 @@ class CallRuntime:
         task.add_done_callback(self._tasks.discard)
 
     # ---- background work ----------------------------------------------------------------
-    def _on_tick(self, _tick: int) -> None:
+    def _on_tick(self, tick: int) -> None:
         for event in self.plane.tick():
             self._spawn(self.event(event))
+        if tick % PRUNE_EVERY_TICKS == PRUNE_EVERY_TICKS - 1:
+            self.prune()
+
+    def prune(self, retention_s: float = ENDED_LEG_RETENTION_S) -> list[str]:
+        """Forget legs that ended more than ``retention_s`` ago (until then a command on one
+        gets 90018, after it 404), so a long-running engine does not keep every leg it saw."""
+        gone = self.machine.prune(self._clock(), retention_s)
+        for leg_id in gone:
+            self._gateways.pop(leg_id, None)
+        return gone
 
     async def run_media(self, stop: asyncio.Event) -> None:
         await run_ticks(self.tick_clock, self._on_tick, stop)
