@@ -5,7 +5,8 @@ way to find the leg from the stream's ``start`` (a leg token). From then on this
 provider-neutral: it refuses a stream without a valid token or for a leg that already has one,
 feeds media, DTMF and the stream's end to the runtime, and writes the engine's frames back in
 order through one writer per stream. A stream that drops without ``stop`` leaves its leg a grace
-period to reconnect before the leg is ended.
+period to reconnect before the leg is ended. Inbound media that arrives out of order (Telnyx does
+not promise order) is put back in order by ``MediaOrder`` before the engine sees it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,68 @@ CLOSE_POLICY = 1008
 # Output beyond this many queued frames (one second) is latency nobody wants: drop the oldest.
 MAX_QUEUED_FRAMES = 50
 
+# A frame that overtakes another waits at most this many frames for the gap to fill.
+REORDER_WINDOW = 2
+# A counter this far behind the playout point is a restarted counter, not a late frame.
+_COUNTER_RESTART = 50
+
 LegFinder = Callable[[StreamStart], str]
+
+
+class MediaOrder:
+    """Puts one stream's inbound media back in counter order without delaying an ordered stream.
+
+    The counter is the media's own (``chunk``) when the provider sends one, else the message's
+    ``sequence`` (which also counts marks and DTMF, so a gap alone proves nothing). Until a frame
+    arrives behind one already released, every frame passes straight through, gaps included: a
+    stream in order (Twilio's, on one TCP connection) is never held. From the first late frame on,
+    the stream is known to reorder, and a frame after a gap waits for the gap to fill, at most
+    ``window`` frames, after which the gap counts as lost. A frame behind the playout point
+    (``late``) or seen already is dropped. This is a push-side reorder window, not a jitter
+    buffer: the mixer's own input queue absorbs bursts, and released frames go to it at once.
+    """
+
+    __slots__ = ("_held", "_next", "_reorders", "_window", "late")
+
+    def __init__(self, window: int = REORDER_WINDOW) -> None:
+        self._window = window
+        self._next: int | None = None
+        self._held: dict[int, bytes] = {}
+        self._reorders = False
+        self.late = 0
+
+    def push(self, counter: int | None, payload: bytes) -> list[bytes]:
+        """The frames to play now, in order (often just this one, sometimes none)."""
+        nxt = self._next
+        if counter is None:
+            return [payload]
+        if nxt is not None and counter < nxt:
+            if nxt - counter <= _COUNTER_RESTART:
+                self.late += 1
+                self._reorders = True
+                return []
+            self._held.clear()
+            nxt = None
+        if counter in self._held:
+            return []
+        if nxt is None or counter == nxt or not self._reorders:
+            self._next = counter + 1
+            return [payload, *self._drain()] if self._held else [payload]
+        self._held[counter] = payload
+        if len(self._held) <= self._window:
+            return []
+        self._next = min(self._held)
+        return self._drain()
+
+    def _drain(self) -> list[bytes]:
+        out: list[bytes] = []
+        nxt = self._next
+        assert nxt is not None
+        while (payload := self._held.pop(nxt, None)) is not None:
+            out.append(payload)
+            nxt += 1
+        self._next = nxt
+        return out
 
 
 class StreamOutput:
@@ -107,6 +169,7 @@ class StreamSessions:
         """Run one stream to its end; every refusal is a close with a reason, and logged."""
         leg_id: str | None = None
         output: StreamOutput | None = None
+        order = MediaOrder()
         stopped = False
         try:
             while True:
@@ -124,7 +187,9 @@ class StreamSessions:
                     if leg_id is None:
                         raise StreamProtocolError("media before start")
                     if message.track == "inbound":
-                        self._runtime.media_frame(leg_id, message.payload)
+                        counter = message.chunk if message.chunk is not None else message.sequence
+                        for payload in order.push(counter, message.payload):
+                            self._runtime.media_frame(leg_id, payload)
                 elif isinstance(message, StreamDtmf):
                     if leg_id is not None:
                         await self._runtime.media_dtmf(leg_id, message.digit)

@@ -1,0 +1,287 @@
+"""Telnyx's REST side: the HTTP client, the leg map, and the engine's gateway (PROTOCOLS.md 1).
+
+- ``TelnyxRest`` sends one ``TelnyxRequest`` (built by ``adapters.telnyx.webhooks``) with
+  ``Authorization: Bearer <API key>`` to the configuration's ``api_base_url``. The builders' paths
+  start with ``/v2``, so a base that already ends in ``/v2`` (Telnyx's documented base,
+  ``https://api.telnyx.com/v2``) has it removed first: both spellings reach the same URL.
+- ``TelnyxLegs`` maps callbridge's ``call_control_id`` to Telnyx's one, both ways, with the
+  configuration that carries the leg (its webhooks are verified with that configuration's key).
+- ``TelnyxGateway`` is the engine's ``ProviderGateway`` for one configuration: answer with the
+  leg's media stream, reject, hang up, dial. Any refusal or failure of Telnyx is a
+  ``ProviderError`` (the runtime then ends the leg); 422 ``90018`` ("call has already ended") is
+  success for hangup and reject.
+
+The media stream's leg token travels in the ``stream_url`` query string (``?token=...``): Telnyx's
+answer takes no ``stream_auth_token`` (PROTOCOLS.md 3.1), and one mechanism for answer and dial
+keeps the media endpoint simple. The endpoint also accepts the token from the
+``x-telnyx-streaming-auth-token`` header or the ``connected`` frame (streaming_start's way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.context import AdapterContext
+from adapters.telnyx import webhooks as wire
+from adapters.telnyx.webhooks import TelnyxRequest, is_already_ended
+from engine.effects import DialCall
+from engine.errors import ProviderError
+from engine.logs import get_logger
+from engine.model import RejectCause
+from engine.store.base import ProviderConfigRecord
+
+__all__ = [
+    "DEFAULT_API_BASE_URL",
+    "MEDIA_PATH",
+    "WEBHOOK_PATH",
+    "TelnyxGateway",
+    "TelnyxLeg",
+    "TelnyxLegs",
+    "TelnyxReply",
+    "TelnyxRest",
+]
+
+log = get_logger("callbridge.telnyx")
+
+DEFAULT_API_BASE_URL = "https://api.telnyx.com/v2"
+WEBHOOK_PATH = "/webhooks/telnyx"
+MEDIA_PATH = "/media/telnyx"
+# What callbridge asks Telnyx to stream: the caller's audio only, and PCMU back (the mixer's
+# native codec, which every Telnyx call can carry).
+STREAM_TRACK = "inbound_track"
+STREAM_CODEC = "PCMU"
+_REJECT_CAUSES: dict[RejectCause, wire.RejectCause] = {
+    RejectCause.CALL_REJECTED: "CALL_REJECTED",
+    RejectCause.USER_BUSY: "USER_BUSY",
+    RejectCause.NOT_FOUND: "NOT_FOUND",
+    RejectCause.TEMPORARILY_UNAVAILABLE: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TelnyxReply:
+    status: int
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def error_text(self) -> str:
+        """Telnyx's first error (``title: detail``), or the bare status."""
+        try:
+            document = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return f"HTTP {self.status}"
+        errors = document.get("errors") if isinstance(document, dict) else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            parts = [str(first.get(k)) for k in ("code", "title", "detail") if first.get(k)]
+            return f"HTTP {self.status} " + ": ".join(parts)
+        return f"HTTP {self.status}"
+
+    def data(self) -> dict[str, Any]:
+        """The ``data`` object of a success; ``ProviderError`` if there is none."""
+        try:
+            document = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            raise ProviderError("Telnyx answered with invalid JSON") from None
+        data = document.get("data") if isinstance(document, dict) else None
+        if not isinstance(data, dict):
+            raise ProviderError("Telnyx's answer lacks the 'data' object")
+        return data
+
+
+def api_url(base_url: str | None, path: str) -> str:
+    """The full URL of a builder path (``/v2/...``) under a configuration's base URL."""
+    base = (base_url or DEFAULT_API_BASE_URL).rstrip("/")
+    return base.removesuffix("/v2") + path
+
+
+class TelnyxRest:
+    """One configuration's REST client over the app's shared aiohttp session."""
+
+    def __init__(self, context: AdapterContext, base_url: str | None, api_key: str) -> None:
+        self._context = context
+        self._base_url = base_url
+        self._api_key = api_key
+
+    async def send(self, request: TelnyxRequest, operation: str) -> TelnyxReply:
+        """Send the request; ``ProviderError`` only when Telnyx cannot be reached."""
+        http = self._context.require_http()
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        body = None
+        if request.body is not None:
+            headers["Content-Type"] = "application/json"
+            body = orjson.dumps(request.body)
+        url = api_url(self._base_url, request.path)
+        try:
+            async with http.request(request.method, url, data=body, headers=headers) as response:
+                return TelnyxReply(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ProviderError(
+                f"Telnyx {operation}: cannot reach the API: {type(exc).__name__}: {exc}"
+            ) from None
+
+    async def expect_ok(self, request: TelnyxRequest, operation: str) -> TelnyxReply:
+        reply = await self.send(request, operation)
+        if not reply.ok:
+            raise ProviderError(f"Telnyx refused {operation}: {reply.error_text()}")
+        return reply
+
+
+@dataclass(frozen=True, slots=True)
+class TelnyxLeg:
+    leg_id: str  # callbridge's call_control_id
+    telnyx_id: str  # Telnyx's call_control_id
+    config: ProviderConfigRecord
+
+
+class TelnyxLegs:
+    """callbridge leg <-> Telnyx call, for every live Telnyx leg of this process.
+
+    A dialled leg is known only once Telnyx has answered the dial request, but Telnyx may send the
+    new call's first webhooks before that answer reaches us: ``find`` waits for dials in flight
+    before it calls a Telnyx id unknown.
+    """
+
+    def __init__(self) -> None:
+        self._by_leg: dict[str, TelnyxLeg] = {}
+        self._by_telnyx: dict[str, TelnyxLeg] = {}
+        self._dials: set[asyncio.Future[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._by_leg)
+
+    def add(self, leg_id: str, telnyx_id: str, config: ProviderConfigRecord) -> TelnyxLeg:
+        leg = TelnyxLeg(leg_id, telnyx_id, config)
+        self._by_leg[leg_id] = leg
+        self._by_telnyx[telnyx_id] = leg
+        return leg
+
+    def of_leg(self, leg_id: str) -> TelnyxLeg | None:
+        return self._by_leg.get(leg_id)
+
+    def of_telnyx(self, telnyx_id: str | None) -> TelnyxLeg | None:
+        return self._by_telnyx.get(telnyx_id) if telnyx_id is not None else None
+
+    async def find(self, telnyx_id: str | None, wait_s: float = 5.0) -> TelnyxLeg | None:
+        """The leg of a Telnyx call id, waiting for dials in flight if it is not known yet."""
+        leg = self.of_telnyx(telnyx_id)
+        if leg is not None or telnyx_id is None or not self._dials:
+            return leg
+        await asyncio.wait(set(self._dials), timeout=wait_s)
+        return self.of_telnyx(telnyx_id)
+
+    def forget(self, leg_id: str) -> None:
+        leg = self._by_leg.pop(leg_id, None)
+        if leg is not None and self._by_telnyx.get(leg.telnyx_id) is leg:
+            del self._by_telnyx[leg.telnyx_id]
+
+    def dialling(self) -> asyncio.Future[None]:
+        """Mark a dial in flight; resolve the future (``dialled``) when its answer is handled."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._dials.add(future)
+        return future
+
+    def dialled(self, future: asyncio.Future[None]) -> None:
+        self._dials.discard(future)
+        if not future.done():
+            future.set_result(None)
+
+
+class TelnyxGateway:
+    """The engine's gateway for the legs of one Telnyx configuration."""
+
+    name = "telnyx"
+
+    def __init__(
+        self, context: AdapterContext, config: ProviderConfigRecord, legs: TelnyxLegs
+    ) -> None:
+        self._context = context
+        self._config = config
+        self._legs = legs
+        self.rest = TelnyxRest(context, config.api_base_url, context.auth_token(config))
+
+    @property
+    def config(self) -> ProviderConfigRecord:
+        return self._config
+
+    def stream_url(self, leg_id: str) -> str:
+        """The media websocket URL for a leg, its token in the query string."""
+        token = self._context.tokens.issue(leg_id)
+        return f"{self._context.public_ws_url(MEDIA_PATH)}?token={token}"
+
+    def _telnyx_id(self, leg_id: str, operation: str) -> str:
+        leg = self._legs.of_leg(leg_id)
+        if leg is None:
+            raise ProviderError(f"Telnyx {operation}: leg {leg_id} has no Telnyx call")
+        return leg.telnyx_id
+
+    async def answer(self, call_control_id: str) -> None:
+        telnyx_id = self._telnyx_id(call_control_id, "answer")
+        request = wire.answer(
+            telnyx_id,
+            stream_url=self.stream_url(call_control_id),
+            stream_track=STREAM_TRACK,
+            stream_bidirectional_codec=STREAM_CODEC,
+        )
+        await self.rest.expect_ok(request, "answer")
+        log.info("telnyx call answered", leg_id=call_control_id, telnyx_id=telnyx_id)
+
+    async def hangup(self, call_control_id: str) -> None:
+        leg = self._legs.of_leg(call_control_id)
+        if leg is None:
+            # Its call.hangup has been handled already: nothing is left to end at Telnyx.
+            log.info("telnyx hangup skipped: the call has ended", leg_id=call_control_id)
+            return
+        await self._ending(wire.hangup(leg.telnyx_id), "hangup", call_control_id)
+
+    async def reject(self, call_control_id: str, cause: RejectCause) -> None:
+        telnyx_id = self._telnyx_id(call_control_id, "reject")
+        await self._ending(wire.reject(telnyx_id, _REJECT_CAUSES[cause]), "reject", call_control_id)
+
+    async def reject_call(self, telnyx_id: str, cause: RejectCause) -> None:
+        """Reject a Telnyx call that never became a callbridge leg (refused at admission)."""
+        await self._ending(wire.reject(telnyx_id, _REJECT_CAUSES[cause]), "reject", None)
+
+    async def _ending(self, request: TelnyxRequest, operation: str, leg_id: str | None) -> None:
+        reply = await self.rest.send(request, operation)
+        if reply.ok:
+            return
+        if is_already_ended(reply.status, reply.body):
+            log.info("telnyx call had already ended", operation=operation, leg_id=leg_id)
+            return
+        raise ProviderError(f"Telnyx refused {operation}: {reply.error_text()}")
+
+    async def dial(self, dial: DialCall) -> None:
+        request = wire.dial(
+            self._config.account_sid,
+            dial.to,
+            dial.from_,
+            stream_url=self.stream_url(dial.call_control_id),
+            stream_track=STREAM_TRACK,
+            stream_bidirectional_codec=STREAM_CODEC,
+            timeout_secs=dial.timeout_secs,
+            webhook_url=self._context.public_url(WEBHOOK_PATH),
+            # Telnyx places one call per command_id: a retried dial cannot ring twice.
+            command_id=dial.call_control_id,
+        )
+        pending = self._legs.dialling()
+        try:
+            reply = await self.rest.expect_ok(request, "dial")
+            telnyx_id = reply.data().get("call_control_id")
+            if not isinstance(telnyx_id, str) or not telnyx_id:
+                raise ProviderError("Telnyx's dial answer lacks the call_control_id")
+            self._legs.add(dial.call_control_id, telnyx_id, self._config)
+        finally:
+            self._legs.dialled(pending)
+        log.info("telnyx call dialled", leg_id=dial.call_control_id, telnyx_id=telnyx_id)
+
+    def forget(self, call_control_id: str) -> None:
+        self._legs.forget(call_control_id)

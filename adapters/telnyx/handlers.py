@@ -1,0 +1,343 @@
+"""The Telnyx endpoints: ``POST /webhooks/telnyx`` and the ``GET /media/telnyx`` websocket.
+
+Webhook, in this order, nothing changing until the signature holds:
+
+1. parse the raw body (malformed -> 400);
+2. find the configuration that must have signed it: an incoming ``call.initiated`` by the route
+   of its ``to`` number, any other event by the leg its Telnyx ``call_control_id`` belongs to
+   (unknown call -> 200, logged: there is nothing to verify it with, and nothing to change;
+   an unknown call's ``call.hangup`` is remembered ten minutes, so that call's late
+   ``call.initiated`` starts no leg - forging one would need a Telnyx call id not yet issued);
+3. verify ``telnyx-signature-ed25519`` over ``timestamp|raw body`` with that configuration's
+   public key, 300 s either way (missing headers, bad signature, stale or future timestamp, a
+   configuration without a public key -> 403, logged);
+4. drop a delivery whose ``data.id`` was already handled (200): Telnyx retries and duplicates;
+5. translate: ``call.initiated`` (incoming) -> admission, then ``LegInitiated`` or a REST
+   reject; ``call.answered`` -> ``LegAnswered``; ``call.hangup`` -> ``LegHungUp``; the rest is
+   logged. Events out of order are facts the machine ignores when they do not fit.
+
+Media: the socket is accepted and handed to the provider-neutral ``StreamSessions``; the leg is
+the one named by the token (query string ``token``, else the ``x-telnyx-streaming-auth-token``
+header, else the ``connected`` frame), and the ``start`` frame must be for that leg's Telnyx call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from adapters.leg_tokens import InvalidLegToken
+from adapters.streams import StreamConnected, StreamMessage, StreamStart
+from adapters.telnyx.gateway import TelnyxLeg
+from adapters.telnyx.signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureError,
+    verify_webhook,
+)
+from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
+from adapters.telnyx.webhooks import TelnyxEvent, parse_event
+from adapters.transport import AiohttpMediaSocket
+from engine import events as ev
+from engine.inbound import Refusal, admit, conference_room
+from engine.logs import get_logger
+from engine.model import HangupCause, HangupSource
+from engine.store.base import ProviderConfigRecord, Route
+
+if TYPE_CHECKING:
+    from adapters.telnyx.kit import TelnyxKit
+
+__all__ = ["RecentEvents", "TelnyxHandlers"]
+
+log = get_logger("callbridge.telnyx")
+
+# Telnyx retries for at most 60 s and a replay older than 300 s fails the signature check, so
+# ten minutes of event ids is enough memory; the count cap bounds it under a flood.
+DEDUPE_TTL_S = 600.0
+DEDUPE_MAX_IDS = 100_000
+
+_HANGUP_CAUSES = {cause.value: cause for cause in HangupCause}
+_HANGUP_SOURCES = {source.value: source for source in HangupSource}
+
+
+class RecentEvents:
+    """Webhook event ids seen lately: bounded in count and in age."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        ttl_s: float = DEDUPE_TTL_S,
+        max_ids: int = DEDUPE_MAX_IDS,
+    ) -> None:
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._max_ids = max_ids
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def claim(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is seen (within the memory), False after."""
+        now = self._clock()
+        seen = self._seen
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if now - at < self._ttl_s and len(seen) < self._max_ids:
+                break
+            del seen[oldest]
+        if event_id in seen:
+            return False
+        seen[event_id] = now
+        return True
+
+    def __contains__(self, event_id: str) -> bool:
+        at = self._seen.get(event_id)
+        return at is not None and self._clock() - at < self._ttl_s
+
+    def release(self, event_id: str) -> None:
+        """Forget a claim whose handling failed, so Telnyx's retry is handled."""
+        self._seen.pop(event_id, None)
+
+
+class _WatchedCodec(TelnyxStreamCodec):
+    """Telnyx's stream codec, keeping the token a ``connected`` frame may carry."""
+
+    __slots__ = ("connected_token",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected_token: str | None = None
+
+    def parse(self, text: str | bytes) -> StreamMessage:
+        message = super().parse(text)
+        if isinstance(message, StreamConnected) and message.auth_token:
+            self.connected_token = message.auth_token
+        return message
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text)
+
+
+class TelnyxHandlers:
+    def __init__(self, kit: TelnyxKit) -> None:
+        self._kit = kit
+        self._context = kit.context
+        self._seen = RecentEvents(kit.context.clock)
+        # Telnyx calls known to be over, so a call.initiated that arrives after its own
+        # call.hangup (delivery order is not guaranteed) does not start a leg nobody will end.
+        self._ended = RecentEvents(kit.context.clock)
+        # Admission counts a number's live legs and then binds the new one: one at a time.
+        self._admission = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- webhooks ------------------------------------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            event = parse_event(raw)
+        except ValueError as exc:
+            log.warning("telnyx webhook refused: malformed", reason=str(exc), remote=request.remote)
+            return _text(400, "malformed webhook")
+        owner = await self._owner(event)
+        if isinstance(owner, web.Response):
+            return owner
+        config, route, leg = owner
+        refusal = self._verify(request, raw, config, event)
+        if refusal is not None:
+            log.warning(
+                "telnyx webhook refused",
+                reason=refusal,
+                event_type=event.event_type,
+                event_id=event.event_id,
+                config_id=config.id,
+                remote=request.remote,
+            )
+            return _text(403, "signature refused")
+        if not self._seen.claim(event.event_id):
+            log.info(
+                "telnyx webhook duplicate ignored",
+                event_type=event.event_type,
+                event_id=event.event_id,
+                attempt=event.attempt,
+            )
+            return _text(200, "duplicate")
+        try:
+            if route is not None:
+                await self._incoming(event, route)
+            elif leg is not None:
+                await self._leg_event(event, leg)
+        except Exception:
+            self._seen.release(event.event_id)
+            log.exception("telnyx webhook failed", event_type=event.event_type)
+            return _text(500, "failed")
+        return _text(200, "ok")
+
+    async def _owner(
+        self, event: TelnyxEvent
+    ) -> tuple[ProviderConfigRecord, Route | None, TelnyxLeg | None] | web.Response:
+        """The configuration that must have signed ``event``, with the route of an incoming
+        call or the leg of any other event; a response when there is none."""
+        if event.event_type == "call.initiated" and event.direction == "incoming":
+            route = await self._context.store.route_for_number(event.to) if event.to else None
+            if route is None:
+                # No configuration owns the number: nothing can verify or reject the call.
+                log.warning(
+                    "telnyx call to a number on no bridge ignored",
+                    to=event.to,
+                    telnyx_id=event.call_control_id,
+                )
+                return _text(200, "ignored: number on no bridge")
+            return route.provider_config, route, None
+        leg = await self._kit.legs.find(event.call_control_id)
+        if leg is None:
+            if event.event_type == "call.hangup" and event.call_control_id is not None:
+                self._ended.claim(event.call_control_id)
+            log.info(
+                "telnyx webhook for an unknown call ignored",
+                event_type=event.event_type,
+                telnyx_id=event.call_control_id,
+            )
+            return _text(200, "ignored: unknown call")
+        return leg.config, None, leg
+
+    def _verify(
+        self, request: web.Request, raw: bytes, config: ProviderConfigRecord, event: TelnyxEvent
+    ) -> str | None:
+        if config.provider != "telnyx":
+            return f"the number's configuration is {config.provider}, not telnyx"
+        if not config.public_key:
+            return "the configuration has no public_key to verify Telnyx webhooks with"
+        try:
+            verify_webhook(
+                config.public_key,
+                raw,
+                request.headers.get(SIGNATURE_HEADER),
+                request.headers.get(TIMESTAMP_HEADER),
+                now=self._context.clock(),
+            )
+        except SignatureError as exc:
+            return exc.reason
+        return None
+
+    async def _incoming(self, event: TelnyxEvent, route: Route) -> None:
+        telnyx_id = event.call_control_id
+        number = event.to
+        if telnyx_id is None or number is None:
+            log.warning("telnyx call.initiated without call_control_id or to ignored")
+            return
+        runtime = self._context.require_runtime()
+        gateway = self._kit.gateway(route.provider_config)
+        async with self._admission:
+            if self._kit.legs.of_telnyx(telnyx_id) is not None or telnyx_id in self._ended:
+                # The same call again under another event id, or one that has ended already.
+                log.info("telnyx call.initiated for a known call ignored", telnyx_id=telnyx_id)
+                return
+            decision = await admit(self._context.store, self._context.live, number)
+            if isinstance(decision, Refusal):
+                log.info(
+                    "telnyx call refused",
+                    to=number,
+                    reason=decision.reason,
+                    cause=decision.cause.value,
+                    telnyx_id=telnyx_id,
+                )
+                self._spawn(gateway.reject_call(telnyx_id, decision.cause), "reject")
+                return
+            bridge = decision.bridge
+            leg_id = "v3:" + uuid.uuid4().hex
+            self._kit.legs.add(leg_id, telnyx_id, decision.provider_config)
+            runtime.bind(leg_id, gateway, bridge_id=bridge.id, number=number)
+        log.info("telnyx call admitted", leg_id=leg_id, telnyx_id=telnyx_id, bridge=bridge.slug)
+        await runtime.event(
+            ev.LegInitiated(
+                call_control_id=leg_id,
+                call_leg_id=str(uuid.uuid4()),
+                call_session_id=str(uuid.uuid4()),
+                org_id=bridge.org_id,
+                connection_id=bridge.slug,
+                from_=event.from_ or "",
+                to=number,
+                webhook_url=bridge.webhook_url,
+                default_room=None if bridge.webhook_url else conference_room(bridge.id),
+            )
+        )
+
+    async def _leg_event(self, event: TelnyxEvent, leg: TelnyxLeg) -> None:
+        runtime = self._context.require_runtime()
+        kind = event.event_type
+        if kind == "call.answered":
+            await runtime.event(ev.LegAnswered(leg.leg_id))
+        elif kind == "call.hangup":
+            # The call is over at Telnyx: later webhooks for it are for an unknown call.
+            self._kit.legs.forget(leg.leg_id)
+            self._ended.claim(leg.telnyx_id)
+            await runtime.event(
+                ev.LegHungUp(
+                    leg.leg_id,
+                    _HANGUP_CAUSES.get(event.hangup_cause or "", HangupCause.UNSPECIFIED),
+                    _HANGUP_SOURCES.get(event.hangup_source or "", HangupSource.UNKNOWN),
+                    _sip_cause(event.payload.get("sip_hangup_cause")),
+                )
+            )
+        elif kind == "streaming.failed":
+            log.warning(
+                "telnyx media stream failed",
+                leg_id=leg.leg_id,
+                failure_reason=event.payload.get("failure_reason"),
+            )
+        else:
+            # call.initiated (outgoing: the leg exists since the dial), streaming.started and
+            # .stopped (the media socket says the same), call.dtmf.received (the stream carries
+            # the digits), and anything else Telnyx sends.
+            log.info("telnyx webhook", event_type=kind, leg_id=leg.leg_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], operation: str) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                log.warning("telnyx call failed", operation=operation, error=str(exc))
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the background REST calls (rejects) started so far."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # --- media ---------------------------------------------------------------------------
+
+    async def media(self, request: web.Request) -> web.StreamResponse:
+        query_token = request.query.get("token")
+        header_token = request.headers.get(AUTH_TOKEN_HEADER)
+        socket = await AiohttpMediaSocket.accept(request)
+        codec = _WatchedCodec()
+
+        def find_leg(start: StreamStart) -> str:
+            token = query_token or header_token or codec.connected_token
+            if not token:
+                raise InvalidLegToken("missing media token")
+            leg_id = self._context.tokens.leg_of(token)
+            leg = self._kit.legs.of_leg(leg_id)
+            if leg is None or leg.telnyx_id != start.call_id:
+                raise InvalidLegToken("the media token is not for this call")
+            return leg_id
+
+        await self._context.require_sessions().serve(
+            socket, codec, find_leg, context={"provider": "telnyx"}
+        )
+        return socket.response
+
+
+def _sip_cause(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
