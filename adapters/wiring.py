@@ -16,6 +16,7 @@ from adapters.context import AdapterContext, ProviderDirectory
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from adapters.telnyx import kit as telnyx_kit
+from adapters.twilio import kit as twilio_kit
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
@@ -52,6 +53,7 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
     app.cleanup_ctx.append(_http_session)
     # Each provider adapter registers its kit and routes here, one import and one call each.
     telnyx_kit.install(app, context)
+    twilio_kit.install(app, context)
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

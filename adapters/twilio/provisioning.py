@@ -1,0 +1,97 @@
+"""Connecting a Twilio number to callbridge, and undoing it (PROTOCOLS.md 4.2).
+
+Attaching finds the number on the configuration's account
+(``GET .../IncomingPhoneNumbers.json?PhoneNumber=``; an empty list means it is not there, which
+is the user's mistake: ``ValidationError``, a 400) and points its voice webhook and status
+callbacks at callbridge (``POST .../IncomingPhoneNumbers/{PNsid}.json``). Detaching clears them,
+but only while the voice webhook still points at callbridge: a number the user has meanwhile
+pointed elsewhere is left alone. Twilio unreachable or refusing: ``ProviderError`` (a 502).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.twilio.gateway import RestReply, TwilioRest
+from adapters.twilio.webhooks import lookup_phone_number, update_phone_number
+from engine.errors import ProviderError, ValidationError
+from engine.logs import get_logger
+
+__all__ = ["IncomingNumber", "attach", "detach", "find_number"]
+
+log = get_logger("callbridge.twilio")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingNumber:
+    sid: str
+    voice_url: str
+
+
+def _refused(reply: RestReply, what: str) -> Exception:
+    if reply.status in (401, 403):
+        return ValidationError(
+            f"Twilio refused the configuration's credentials while {what} ({reply.detail()}); "
+            "check its account_sid and auth_token",
+            field="provider_config_id",
+        )
+    return ProviderError(f"Twilio refused {what}: {reply.detail()}")
+
+
+async def find_number(rest: TwilioRest, number: str) -> IncomingNumber | None:
+    """The IncomingPhoneNumber for ``number`` on the account, or None if it is not there."""
+    reply = await rest.send(lookup_phone_number(rest.account_sid, number, base_url=rest.base_url))
+    if not reply.ok:
+        raise _refused(reply, f"looking up phone number {number}")
+    document = reply.json()
+    numbers = document.get("incoming_phone_numbers") if isinstance(document, dict) else None
+    if not isinstance(numbers, list):
+        raise ProviderError("Twilio's phone number lookup lacks incoming_phone_numbers")
+    for entry in numbers:
+        if isinstance(entry, dict) and entry.get("phone_number", number) == number:
+            sid = entry.get("sid")
+            if not isinstance(sid, str):
+                raise ProviderError("Twilio's phone number lookup entry lacks its sid")
+            voice_url = entry.get("voice_url")
+            return IncomingNumber(sid, voice_url if isinstance(voice_url, str) else "")
+    return None
+
+
+async def attach(rest: TwilioRest, number: str, *, voice_url: str, status_url: str) -> None:
+    found = await find_number(rest, number)
+    if found is None:
+        raise ValidationError(
+            f"phone number {number} is not on this Twilio account", field="phone_number"
+        )
+    request = update_phone_number(
+        rest.account_sid,
+        found.sid,
+        voice_url=voice_url,
+        status_callback=status_url,
+        base_url=rest.base_url,
+    )
+    reply = await rest.send(request)
+    if not reply.ok:
+        raise _refused(reply, f"updating phone number {number}")
+    log.info("twilio number points at callbridge", number=number, number_sid=found.sid)
+
+
+async def detach(rest: TwilioRest, number: str, *, voice_url: str) -> None:
+    found = await find_number(rest, number)
+    if found is None:
+        log.info("twilio number already gone from the account", number=number)
+        return
+    if found.voice_url != voice_url:
+        log.info(
+            "twilio number no longer points at callbridge; left as it is",
+            number=number,
+            voice_url=found.voice_url,
+        )
+        return
+    request = update_phone_number(
+        rest.account_sid, found.sid, voice_url="", status_callback="", base_url=rest.base_url
+    )
+    reply = await rest.send(request)
+    if not reply.ok:
+        raise _refused(reply, f"resetting phone number {number}")
+    log.info("twilio number released", number=number, number_sid=found.sid)
