@@ -17,6 +17,7 @@ from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
+from adapters.wsagent import kit as wsagent_kit
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
@@ -54,6 +55,7 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
     # Each provider adapter registers its kit and routes here, one import and one call each.
     telnyx_kit.install(app, context)
     twilio_kit.install(app, context)
+    wsagent_kit.install(app, context)
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

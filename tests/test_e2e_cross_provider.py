@@ -1,0 +1,194 @@
+"""End to end across providers: a Twilio caller and a Telnyx caller bridged on real audio.
+
+One callbridge app serves both simulators: a Twilio account (440 Hz caller) and a Telnyx
+account (1000 Hz caller) whose numbers sit on a bridge with a ``webhook_url``. The application
+behind it uses the official ``telnyx`` SDK against callbridge's Call Control API to answer both
+legs and bridge them. Then the Telnyx caller hangs up: the Twilio leg is parked when it was
+bridged with ``park_after_unbridge: "self"`` (and hears nothing of the gone leg), otherwise the
+Twilio simulator receives the REST hangup for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import telnyx
+from aiohttp.test_utils import TestClient, TestServer, unused_port
+
+from adapters.simulators import (
+    CallState,
+    SimulatedCall,
+    TelnyxSimulator,
+    ToneSource,
+    TwilioSimulator,
+)
+from adapters.simulators.audio import FRAME_SAMPLES, tone_level_db
+from engine.api.keys import RUNTIME
+from engine.app import create_app
+from engine.config import Settings
+from engine.runtime import CallRuntime
+from tests.platform_client import BRIDGES, Org, make_org
+from tests.telnyx_harness import AppServer, tone_margins
+
+SECRET_KEY = "cross-provider-secret-" + "x" * 32
+TWILIO_NUMBER, TELNYX_NUMBER = "+15550101010", "+15550202020"
+TWILIO_TONE, TELNYX_TONE = 440.0, 1000.0
+SETTLE, LISTEN = 10, 40  # frames
+
+
+@dataclass
+class World:
+    twilio: TwilioSimulator
+    telnyx: TelnyxSimulator
+    client: TestClient  # type: ignore[type-arg]
+    org: Org
+    app_server: AppServer
+    base_url: str
+
+    @property
+    def runtime(self) -> CallRuntime:
+        assert self.client.app is not None
+        return self.client.app[RUNTIME]
+
+    async def connect(self, slug: str, config_id: int, number: str) -> None:
+        reply = await self.org.call(
+            "POST",
+            f"{BRIDGES}{slug}/connect-provider/",
+            {"provider_config_id": config_id, "phone_number": number},
+        )
+        assert reply.status == 200, reply.text
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    port = unused_port()
+    base_url = f"http://127.0.0.1:{port}"
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
+        secret_key=SECRET_KEY,
+        public_url=base_url,
+        recordings_dir=str(tmp_path / "recordings"),
+    )
+    client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
+    app_server = AppServer()
+    async with TwilioSimulator() as twilio_sim, TelnyxSimulator() as telnyx_sim:
+        try:
+            await client.start_server()
+            await app_server.start()
+            org = await make_org(client, "acme", "Acme")
+            twilio_cfg = await org.create_config(
+                "twilio",
+                account_sid=twilio_sim.account_sid,
+                auth_token=twilio_sim.auth_token,
+                api_base_url=twilio_sim.base_url,
+            )
+            connection = telnyx_sim.add_connection(webhook_url=None)
+            telnyx_cfg = await org.create_config(
+                "telnyx",
+                account_sid=connection,
+                auth_token=telnyx_sim.api_key,
+                public_key=telnyx_sim.public_key,
+                api_base_url=telnyx_sim.base_url,
+            )
+            w = World(twilio_sim, telnyx_sim, client, org, app_server, base_url)
+            bridge = await org.create_bridge("Cross", webhook_url=app_server.url)
+            twilio_sim.add_number(TWILIO_NUMBER)
+            telnyx_sim.add_number(TELNYX_NUMBER, connection)
+            await w.connect(bridge["slug"], twilio_cfg["id"], TWILIO_NUMBER)
+            await w.connect(bridge["slug"], telnyx_cfg["id"], TELNYX_NUMBER)
+            yield w
+        finally:
+            await app_server.close()
+            await client.close()
+
+
+def heard(call: SimulatedCall, start: int, frames: int) -> Any:
+    return call.received_audio()[start * FRAME_SAMPLES : (start + frames) * FRAME_SAMPLES]
+
+
+async def listen(calls: list[SimulatedCall]) -> list[Any]:
+    starts = [call.playout_tick + SETTLE for call in calls]
+    for call, start in zip(calls, starts, strict=True):
+        await call.wait_until(lambda c, s=start: c.playout_tick >= s + LISTEN, 5)
+    return [heard(c, s, LISTEN) for c, s in zip(calls, starts, strict=True)]
+
+
+async def bridged_pair(w: World, bridge_body: dict[str, Any]) -> tuple[Any, Any, str, str]:
+    """Both callers in, answered and bridged by the application through the telnyx SDK."""
+    sdk = telnyx.AsyncTelnyx(api_key=w.org.token, base_url=w.base_url + "/v2", max_retries=0)
+    legs: dict[str, str] = {}  # "to" number -> leg
+    both = asyncio.Event()
+
+    async def application(data: dict[str, Any]) -> None:
+        payload = data["payload"]
+        if data["event_type"] == "call.initiated":
+            await sdk.calls.actions.answer(payload["call_control_id"])
+        elif data["event_type"] == "call.answered":
+            legs[payload["to"]] = payload["call_control_id"]
+            if len(legs) == 2:
+                await sdk.calls.actions.bridge(
+                    legs[TWILIO_NUMBER],
+                    call_control_id_to_bridge_with=legs[TELNYX_NUMBER],
+                    **bridge_body,
+                )
+                both.set()
+
+    w.app_server.on_event = application
+    try:
+        twilio_call = await w.twilio.place_inbound_call(
+            "+15557770001", TWILIO_NUMBER, source=ToneSource(TWILIO_TONE)
+        )
+        telnyx_call = await w.telnyx.place_inbound_call(
+            "+15557770002", TELNYX_NUMBER, source=ToneSource(TELNYX_TONE)
+        )
+        async with asyncio.timeout(8):
+            await both.wait()
+        for leg in legs.values():
+            await w.app_server.wait_for("call.bridged", leg)
+        await twilio_call.wait_for(CallState.STREAMING)
+        await telnyx_call.wait_for(CallState.STREAMING)
+    finally:
+        await sdk.close()
+    return twilio_call, telnyx_call, legs[TWILIO_NUMBER], legs[TELNYX_NUMBER]
+
+
+async def test_twilio_and_telnyx_callers_bridged_by_the_sdk_hear_each_other(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        twilio_call, telnyx_call, twilio_leg, telnyx_leg = await bridged_pair(w, {})
+        assert (
+            w.runtime.machine.leg(twilio_leg).room_id == w.runtime.machine.leg(telnyx_leg).room_id
+        )
+        heard_twilio, heard_telnyx = await listen([twilio_call, telnyx_call])
+    assert min(tone_margins(heard_twilio, [TELNYX_TONE], [TWILIO_TONE])) >= 20
+    assert min(tone_margins(heard_telnyx, [TWILIO_TONE], [TELNYX_TONE])) >= 20
+
+
+@pytest.mark.parametrize("park", [True, False])
+async def test_telnyx_hangup_parks_or_hangs_up_the_twilio_leg(tmp_path: Path, park: bool) -> None:
+    body = {"park_after_unbridge": "self"} if park else {}
+    async with world(tmp_path) as w:
+        twilio_call, telnyx_call, twilio_leg, telnyx_leg = await bridged_pair(w, body)
+        await telnyx_call.hang_up()
+        await w.app_server.wait_for("call.hangup", telnyx_leg)
+        if park:
+            # The machine parks the survivor in the same step that emits the peer's call.hangup.
+            assert w.runtime.machine.leg(twilio_leg).state.value == "parked"
+            assert w.runtime.machine.leg(twilio_leg).is_alive
+            (after,) = await listen([twilio_call])
+            # The gone Telnyx caller's tone must not reach the parked Twilio leg.
+            assert tone_level_db(after, TELNYX_TONE) < -60
+            assert not [r for r in w.twilio.requests if r.form.get("Status") == ["completed"]]
+        else:
+            await w.app_server.wait_for("call.hangup", twilio_leg)
+            request = await w.twilio.wait_for_request(
+                lambda r: r.method == "POST" and r.form.get("Status") == ["completed"]
+            )
+            assert twilio_call.sid in request.path
