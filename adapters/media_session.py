@@ -150,7 +150,7 @@ class StreamSessions:
 
     def __init__(self, runtime: CallRuntime, *, grace_s: float = 5.0) -> None:
         self._runtime = runtime
-        self._grace_s = grace_s
+        self.grace_s = grace_s
         self._active: dict[str, asyncio.Task[None] | None] = {}
         self._grace: dict[str, asyncio.TimerHandle] = {}
         self.refused = 0
@@ -256,10 +256,10 @@ class StreamSessions:
             log.info(
                 "media stream dropped; waiting for a reconnect",
                 leg_id=leg_id,
-                grace_s=self._grace_s,
+                grace_s=self.grace_s,
             )
             loop = asyncio.get_running_loop()
-            self._grace[leg_id] = loop.call_later(self._grace_s, self._give_up, leg_id)
+            self._grace[leg_id] = loop.call_later(self.grace_s, self._give_up, leg_id)
 
     def _give_up(self, leg_id: str) -> None:
         self._grace.pop(leg_id, None)
