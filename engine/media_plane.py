@@ -11,6 +11,20 @@ stream re-attaches), until they are cleared.
 
 The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
 its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
+
+In-band DTMF: the mixer detects digits in what every attached leg says (``detect_dtmf``; Telnyx
+detects on every call-control leg too, so it is on by default, and off only for load tests) and
+``tick`` reports each key press once as ``DtmfReceived(leg, digit, IN_BAND)``. The tone itself
+is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: from
+the tick after a digit is detected on speaker S, every DTMF-muted listener in S's room stops
+hearing S (``Mixer.mute_for``, a hear-matrix gain of 0; a passthrough room is mixed meanwhile)
+until the detector releases the digit and ``DTMF_HANGOVER_TICKS`` more ticks have passed.
+Limit, by design: the detector names a digit after three 10 ms windows of it (about 40 ms of
+tone), and the frame that completes them has been mixed and sent by then, so the first 40-60 ms
+of every digit still reach a muted listener (in passthrough they left as they arrived); the
+mute cuts in from the next frame. A human hears a short blip; a DTMF receiver at the far end
+that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still decode that onset.
+``tests/test_inband_dtmf.py`` pins the leak to the frames up to the detecting one.
 """
 
 from __future__ import annotations
@@ -24,9 +38,9 @@ from typing import Literal, Protocol, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.events import Event, PlaybackEnded
+from engine.events import DtmfReceived, Event, PlaybackEnded
 from engine.logs import get_logger
-from engine.model import OverlaySource, RecordingOptions
+from engine.model import DtmfSource, OverlaySource, RecordingOptions
 from media.codecs import AudioFormat, Resampler
 from media.dtmf import DtmfSequence
 from media.errors import MediaError
@@ -36,6 +50,8 @@ from media.tones import Playback, Ringback
 
 log = get_logger("callbridge.media")
 Source = Callable[[int], NDArray[np.int16]]
+#: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
+DTMF_HANGOVER_TICKS = 2
 
 
 class MediaOutput(Protocol):
@@ -109,10 +125,16 @@ def builtin_source(name: str) -> Source:
 
 
 class MediaPlane:
-    def __init__(self, mixer: Mixer, recordings_dir: Path) -> None:
+    def __init__(self, mixer: Mixer, recordings_dir: Path, *, detect_dtmf: bool = True) -> None:
         self.mixer = mixer
         self.recordings_dir = recordings_dir
+        self.detect_dtmf = detect_dtmf
         self._legs: dict[str, LegMedia] = {}
+        # Listeners that must not hear DTMF (SetDtmfMute), whether or not their media is live.
+        self._dtmf_muted: set[str] = set()
+        # Speakers pressing a digit -> ticks DTMF-muted listeners will still not hear them once
+        # it is released (their media is live: detach forgets them).
+        self._dtmf_hangover: dict[str, int] = {}
         self._recordings: dict[str, ActiveRecording] = {}  # by leg
         # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
         self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
@@ -122,6 +144,8 @@ class MediaPlane:
     def attach(self, leg_id: str, fmt: AudioFormat, output: MediaOutput) -> None:
         self.mixer.add_leg(leg_id, fmt)
         self._legs[leg_id] = LegMedia(fmt, output)
+        if self.detect_dtmf:
+            self.mixer.set_detect(leg_id, True)
         if leg_id in self._recordings:
             self.mixer.set_tap(leg_id, True)
         for tag, (source, loop) in list(self._overlay_specs.get(leg_id, {}).items()):
@@ -130,6 +154,7 @@ class MediaPlane:
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
             self.mixer.remove_leg(leg_id)
+            self._dtmf_hangover.pop(leg_id, None)
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
@@ -257,10 +282,52 @@ class MediaPlane:
             self.mixer.set_tap(leg_id, False)
         return active
 
+    # in-band DTMF
+    def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
+        """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
+        if muted:
+            self._dtmf_muted.add(leg_id)
+        else:
+            self._dtmf_muted.discard(leg_id)
+        for speaker in list(self._dtmf_hangover):
+            self._silence_dtmf(speaker)
+
+    def _dtmf_tick(self, digits: list[tuple[str, str]]) -> list[Event]:
+        """Report new digits; keep DTMF-muted listeners from hearing the ones being pressed."""
+        events: list[Event] = []
+        for leg_id, digit in digits:
+            events.append(DtmfReceived(leg_id, digit, DtmfSource.IN_BAND))
+            self._dtmf_hangover[leg_id] = DTMF_HANGOVER_TICKS
+        for speaker, left in list(self._dtmf_hangover.items()):
+            if self.mixer.dtmf_held(speaker) is not None:
+                left = DTMF_HANGOVER_TICKS  # still pressed: the hangover starts at the release
+            elif left == 0:
+                del self._dtmf_hangover[speaker]
+                self.mixer.mute_for(speaker, frozenset())
+                continue
+            else:
+                left -= 1
+            self._dtmf_hangover[speaker] = left
+            self._silence_dtmf(speaker)
+        return events
+
+    def _silence_dtmf(self, speaker: str) -> None:
+        """The DTMF-muted listeners in the speaker's room stop hearing it (from the next tick)."""
+        room = self.mixer.room_of(speaker)
+        listeners: frozenset[str] = frozenset()
+        if room is not None and self._dtmf_muted:
+            members = self.mixer.members(room)
+            listeners = frozenset(m for m in members if m in self._dtmf_muted and m != speaker)
+        self.mixer.mute_for(speaker, listeners)
+
     # the tick
     def tick(self) -> list[Event]:
         """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
         result = self.mixer.tick()
+        events, self._pending = self._pending, []
+        if result.digits or self._dtmf_hangover:
+            # Before any frame goes out: a frame that arrives meanwhile meets the new mutes.
+            events += self._dtmf_tick(result.digits)
         legs = self._legs
         for leg_id, payload in result.frames:
             media = legs.get(leg_id)
@@ -270,7 +337,6 @@ class MediaPlane:
             active = self._recordings.get(leg_id)
             if active is not None:
                 active.recorder.write(spoken, heard)
-        events, self._pending = self._pending, []
         return events
 
 

@@ -202,8 +202,7 @@ class CallRuntime:
             case fx.SendDtmf(leg_id, digits, duration):
                 self.plane.play_dtmf(leg_id, digits, duration)
             case fx.SetDtmfMute(leg_id, muted):
-                # In-band DTMF stripping is not in the mixer yet; say so where it matters.
-                log.info("dtmf mute requested", leg_id=leg_id, muted=muted)
+                self.plane.set_dtmf_mute(leg_id, muted)
             case fx.StartRecording(leg_id, recording_id, options):
                 self.plane.start_recording(leg_id, recording_id, options, self._clock())
             case fx.StopRecording(leg_id, _recording_id):

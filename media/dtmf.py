@@ -4,7 +4,8 @@ Detection runs the Goertzel algorithm over all legs in one pass. The Goertzel st
 of ``N`` samples is linear in the samples, ``s[N-1] = sum x[n] * sin((N-n)w) / sin w`` and
 ``s[N-2] = sum x[n] * sin((N-1-n)w) / sin w``, so for a block of legs the recurrence collapses into
 one matrix product (legs x samples) @ (samples x 2 per frequency); the power is the usual
-``s1² + s2² - 2cos(w)·s1·s2``. Same numbers as the sample-by-sample loop, without a Python loop.
+``s1² + s2² - 2cos(w)·s1·s2``. Same numbers as the sample-by-sample loop, without a Python loop
+(``goertzel_power``; the detector does the same per half frame, in float32, see ``DtmfDetector``).
 
 Each 20 ms frame is analysed as two 20 ms windows, one straddling the previous frame, so decisions
 come every 10 ms. A window names a digit when: both tones are above a floor, each is the clear
@@ -159,9 +160,15 @@ def goertzel_power(
 class DtmfDetector:
     """In-band DTMF detection for many legs at once, one 20 ms frame per leg per tick.
 
-    Row ``i`` of every block is the same leg slot; the detector grows when a block has more rows
-    than it has seen, and ``reset_row`` clears a slot for its next leg. Rows past the end of a
-    block keep their state untouched.
+    Row ``i`` of the detector's state is one leg slot. ``process(frames)`` feeds rows
+    ``0 .. len(frames)-1``; ``process(frames, rows)`` feeds the named rows only (the mixer passes
+    the slots of the legs it detects on). The detector grows to the highest row it is fed; rows
+    not fed keep their state untouched, and ``reset_row`` clears a slot for its next leg.
+
+    Each half frame (10 ms) is reduced once to its Goertzel states and energy, in float32; a
+    20 ms window is the earlier half's states carried over the later half (the recurrence with
+    no input is a 2x2 rotation per frequency) plus the later half's, so the two windows of a
+    frame cost one (2 * legs, 80) x (80, 16) product instead of two of twice the size.
     """
 
     def __init__(self, sample_rate: int = 8000) -> None:
@@ -169,13 +176,24 @@ class DtmfDetector:
             raise ValueError(f"sample_rate must be a positive multiple of 100, got {sample_rate}")
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate // 50
-        self._half = self.frame_samples // 2
-        self._freqs = ROW_HZ + COLUMN_HZ
-        self._weights = _goertzel_weights(self.frame_samples, self._freqs, sample_rate)
-        # Goertzel power -> mean square of the sinusoid it measures (A²/2 for amplitude A).
-        self._power_scale = 2.0 / self.frame_samples**2
-        self._min_tone = dbfs_to_amplitude(MIN_TONE_DBFS) ** 2 / 2.0
-        self._history = np.zeros((0, self._half))
+        self._half = half = self.frame_samples // 2
+        freqs = ROW_HZ + COLUMN_HZ
+        w = 2.0 * np.pi * np.asarray(freqs) / sample_rate
+        self._weights = _goertzel_weights(half, freqs, sample_rate).astype(np.float32)
+        # Carrying states over `half` samples of no input: s' = U(h)·s1 - U(h-1)·s2 and
+        # s2' = U(h-1)·s1 - U(h-2)·s2, with U(k) = sin((k+1)w) / sin(w).
+        carry = [np.sin((k + 1) * w) / np.sin(w) for k in (half, half - 1, half - 2)]
+        self._carry = np.stack([carry[0], -carry[1], carry[1], -carry[2]])[:, :, None].astype(
+            np.float32
+        )
+        self._coeff = (2.0 * np.cos(w))[:, None].astype(np.float32)
+        # Goertzel power P of a sinusoid of amplitude A over N samples is about (A*N/2)², so its
+        # mean square A²/2 is 2P/N²: the thresholds below are in units of P.
+        power_per_mean_square = self.frame_samples**2 / 2.0
+        self._floor = dbfs_to_amplitude(MIN_TONE_DBFS) ** 2 / 2.0 * power_per_mean_square
+        self._share = TONE_ENERGY_RATIO * power_per_mean_square / self.frame_samples
+        # Per row: the last half frame's 16 states and its energy, then the debounce.
+        self._last = np.zeros((17, 0), dtype=np.float32)
         self._held = np.zeros(0, dtype=np.int8)  # digit index being held, -1 for none
         self._candidate = np.zeros(0, dtype=np.int8)  # what the last window named
         self._hits = np.zeros(0, dtype=np.int32)  # windows in a row naming _candidate
@@ -190,7 +208,7 @@ class DtmfDetector:
         extra = rows - self.capacity
         if extra <= 0:
             return
-        self._history = np.concatenate([self._history, np.zeros((extra, self._half))])
+        self._last = np.concatenate([self._last, np.zeros((17, extra), dtype=np.float32)], axis=1)
         self._held = np.concatenate([self._held, np.full(extra, -1, dtype=np.int8)])
         self._candidate = np.concatenate([self._candidate, np.full(extra, -1, dtype=np.int8)])
         self._hits = np.concatenate([self._hits, np.zeros(extra, dtype=np.int32)])
@@ -200,60 +218,93 @@ class DtmfDetector:
         """Forget everything about ``row`` (its leg left; the slot will carry another)."""
         if not 0 <= row < self.capacity:
             raise IndexError(f"row {row} out of range (capacity {self.capacity})")
-        self._history[row] = 0.0
+        self._last[:, row] = 0.0
         self._held[row] = -1
         self._candidate[row] = -1
         self._hits[row] = 0
         self._misses[row] = 0
 
-    def process(self, frames: NDArray[np.int16]) -> list[tuple[int, str]]:
-        """Feed one frame per row; return ``(row, digit)`` for each digit that starts now."""
+    def held(self, row: int) -> str | None:
+        """The digit ``row`` is in the middle of (accepted, not yet released), if any."""
+        if not 0 <= row < self.capacity or self._held[row] < 0:
+            return None
+        return KEYPAD[self._held[row]]
+
+    def process(
+        self, frames: NDArray[np.int16], rows: NDArray[np.intp] | None = None
+    ) -> list[tuple[int, str]]:
+        """Feed one frame per row; return ``(row, digit)`` for each digit that starts now.
+
+        ``rows`` (distinct) says which row each frame belongs to; by default frame i is row i.
+        """
         if frames.ndim != 2 or frames.shape[1] != self.frame_samples:
             raise ValueError(
                 f"frames must be (rows, {self.frame_samples}), got shape {frames.shape}"
             )
-        rows = frames.shape[0]
-        self.ensure_capacity(rows)
-        current = frames.astype(np.float64)
-        straddling = np.concatenate([self._history[:rows], current[:, : self._half]], axis=1)
-        self._history[:rows] = current[:, self._half :]
-        candidates = self._classify(np.concatenate([straddling, current])).reshape(2, rows)
+        n = frames.shape[0]
+        if rows is not None and rows.shape != (n,):
+            raise ValueError(f"rows must name one row per frame, got shape {rows.shape}")
+        index: slice | NDArray[np.intp] = slice(0, n) if rows is None else rows
+        self.ensure_capacity(n if rows is None else int(rows.max(initial=-1)) + 1)
+        halves = frames.reshape(2 * n, self._half).astype(np.float32)
+        state = np.empty((17, 2 * n), dtype=np.float32)  # states and energy of each half
+        state[:16] = (halves @ self._weights).T
+        np.einsum("ij,ij->i", halves, halves, out=state[16])
+        first, second = state[:, 0::2], state[:, 1::2]  # (17, n) each
+        earlier = np.concatenate([self._last[:, index], first], axis=1)  # (17, 2n)
+        later = np.concatenate([first, second], axis=1)
+        self._last[:, index] = second
+        named = self._classify(earlier, later).reshape(2, n)
+        return self._debounce(named, index, rows)
 
-        detected: list[tuple[int, str]] = []
-        for window in candidates:
-            for row in np.flatnonzero(self._advance(window, rows)):
-                detected.append((int(row), KEYPAD[window[row]]))
-        return detected
-
-    def _classify(self, windows: NDArray[np.float64]) -> NDArray[np.int8]:
-        """Digit index named by each window, or -1."""
-        tones = _power(windows @ self._weights, self._freqs, self.sample_rate) * self._power_scale
-        mean_square = np.einsum("ij,ij->i", windows, windows) / self.frame_samples
-        low, high = tones[:, :4], tones[:, 4:]
-        row, column = low.argmax(axis=1), high.argmax(axis=1)
-        low_peak, high_peak = low.max(axis=1), high.max(axis=1)
-        low_second = np.partition(low, 2, axis=1)[:, 2]
-        high_second = np.partition(high, 2, axis=1)[:, 2]
+    def _classify(
+        self, earlier: NDArray[np.float32], later: NDArray[np.float32]
+    ) -> NDArray[np.int8]:
+        """Digit index named by each window (earlier half + later half), or -1."""
+        carry, a1, a2 = self._carry, earlier[:8], earlier[8:16]
+        s1 = later[:8] + carry[0] * a1 + carry[1] * a2
+        s2 = later[8:16] + carry[2] * a1 + carry[3] * a2
+        tones = s1 * s1 + s2 * s2 - self._coeff * s1 * s2  # (8, windows)
+        energy = earlier[16] + later[16]
+        low, high = tones[:4], tones[4:]
+        low_peak, high_peak = low.max(axis=0), high.max(axis=0)
         valid = (
-            (low_peak >= self._min_tone)
-            & (high_peak >= self._min_tone)
+            (low_peak >= self._floor)
+            & (high_peak >= self._floor)
             & (high_peak <= low_peak * MAX_TWIST)
             & (low_peak <= high_peak * MAX_TWIST)
-            & (low_peak >= low_second * RELATIVE_PEAK)
-            & (high_peak >= high_second * RELATIVE_PEAK)
-            & (low_peak + high_peak >= TONE_ENERGY_RATIO * mean_square)
+            & (low_peak + high_peak >= self._share * energy)
+            # Each peak is the only tone of its group within RELATIVE_PEAK of it.
+            & ((low * RELATIVE_PEAK > low_peak).sum(axis=0) == 1)
+            & ((high * RELATIVE_PEAK > high_peak).sum(axis=0) == 1)
         )
-        return np.where(valid, 4 * row + column, -1).astype(np.int8)
+        named = np.full(valid.size, -1, dtype=np.int8)
+        at = np.flatnonzero(valid)
+        if at.size:
+            named[at] = 4 * low[:, at].argmax(axis=0) + high[:, at].argmax(axis=0)
+        return named
 
-    def _advance(self, named: NDArray[np.int8], rows: int) -> NDArray[np.bool_]:
-        """Run one window through each row's debounce; True where a digit is accepted."""
-        candidate, hits = self._candidate[:rows], self._hits[:rows]
-        held, misses = self._held[:rows], self._misses[:rows]
-        hits[:] = np.where(named == candidate, hits + 1, 1)
-        candidate[:] = named
-        misses[:] = np.where(named == held, 0, misses + 1)
-        held[misses >= MISSES_TO_RELEASE] = -1
-        accepted: NDArray[np.bool_] = (named >= 0) & (hits >= HITS_TO_ACCEPT) & (named != held)
-        held[accepted] = named[accepted]
-        misses[accepted] = 0
-        return accepted
+    def _debounce(
+        self,
+        named: NDArray[np.int8],
+        index: slice | NDArray[np.intp],
+        rows: NDArray[np.intp] | None,
+    ) -> list[tuple[int, str]]:
+        """Run both windows of the frame through each row's debounce, in order."""
+        candidate, hits = self._candidate[index], self._hits[index]
+        held, misses = self._held[index], self._misses[index]
+        detected: list[tuple[int, str]] = []
+        for window in named:
+            hits = np.where(window == candidate, hits + 1, 1)
+            candidate = window
+            misses = np.where(window == held, 0, misses + 1)
+            held = np.where(misses >= MISSES_TO_RELEASE, -1, held).astype(np.int8)
+            accepted = (window >= 0) & (hits >= HITS_TO_ACCEPT) & (window != held)
+            held[accepted] = window[accepted]
+            misses[accepted] = 0
+            for position in np.flatnonzero(accepted).tolist():
+                row = position if rows is None else int(rows[position])
+                detected.append((row, KEYPAD[window[position]]))
+        self._candidate[index], self._hits[index] = candidate, hits
+        self._held[index], self._misses[index] = held, misses
+        return detected

@@ -24,6 +24,13 @@ counted in ``counters.bytes_dropped``.
 Passthrough: a two-party room with one format and nothing else to do (see ``media.rooms``) is
 skipped by the tick; ``put_frame`` returns ``[(peer, payload)]`` with the caller's bytes, untouched.
 
+In-band DTMF (``set_detect``): the tick runs ``media.dtmf.DtmfDetector`` over the decoded input of
+every leg with detection on, in one vectorised call, after mixing, and reports each new digit in
+``TickResult.digits``. Legs in a mixed room or in none are decoded anyway; a passthrough leg with
+detection is *sniffed*: ``put_frame`` forwards its bytes and also queues them, and the tick decodes
+them without mixing (so turning detection on costs a passthrough leg the queue write and its share
+of one decode). ``mute_for`` silences a leg toward chosen listeners (the DTMF mute's tool).
+
 Legs in no room, or alone in one, hear silence (plus their overlay, e.g. a hold tone): the tick
 still sends them a frame every 20 ms. Taps report int16 frames at the mixer's rate: what the leg
 hears (after clipping, before encoding) and what it said (silence when its frame was missing).
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -48,6 +55,7 @@ from media.codecs import (
     decode,
     encode,
 )
+from media.dtmf import DtmfDetector
 from media.rooms import (
     DuplicateLeg,
     FormatGroup,
@@ -86,6 +94,7 @@ _LO, _HI = -32768, 32767
 class TickResult:
     frames: list[tuple[str, bytes]]  # (leg id, one encoded frame), every mixed leg, any order
     taps: list[Tap]  # (leg id, heard, spoken), int16 at the mixer's rate, copies
+    digits: list[tuple[str, str]] = field(default_factory=list)  # (leg id, DTMF digit) starting
 
 
 @dataclass(slots=True)
@@ -121,7 +130,9 @@ class Mixer:
         self.counters = MixerCounters()
         self._queue_frames = queue_frames
         self._rooms = Rooms(passthrough=passthrough)
-        self._peers = self._rooms.peers  # the same dict, read on every put_frame
+        self._peers = self._rooms.peers  # the same dicts, read on every put_frame
+        self._forward = self._rooms.forward
+        self._detector: DtmfDetector | None = None  # made when a leg first turns detection on
         self._slot_of: dict[str, int] = {}
         self._overlays: dict[str, Overlay] = {}
         self._resamplers: dict[str, tuple[Resampler, Resampler]] = {}
@@ -131,6 +142,7 @@ class Mixer:
         self._free: list[int] = []
         self._frame_bytes: list[int] = []
         self._queue_bytes: list[int] = []
+        self._leg_at: list[str] = []  # slot -> leg id (stale for free slots)
         self._allocate(max(1, capacity), queue_frames * 2 * self.samples)
 
     # -- buffers ----------------------------------------------------------------------------
@@ -153,6 +165,7 @@ class Mixer:
         heapq.heapify(self._free)
         self._frame_bytes.extend([0] * (capacity - old))
         self._queue_bytes.extend([0] * (capacity - old))
+        self._leg_at.extend([""] * (capacity - old))
         self._capacity = capacity
         self._width = width
 
@@ -177,6 +190,7 @@ class Mixer:
         self._slot_of[leg_id] = slot
         self._frame_bytes[slot] = frame_bytes
         self._queue_bytes[slot] = queue_bytes
+        self._leg_at[slot] = leg_id
         self._fill[slot] = 0
         if resamplers is not None:
             self._resamplers[leg_id] = resamplers
@@ -235,6 +249,35 @@ class Mixer:
         """Plain mix-minus again: pair gains dropped, members unmuted and undeafened."""
         self._rooms.reset_gains(room_id)
 
+    def mute_for(self, leg_id: str, listeners: frozenset[str]) -> None:
+        """From the next tick, exactly ``listeners`` do not hear the leg (frozenset() for none).
+
+        It follows the leg and applies in any room it shares with a listener; while it names
+        anyone, the leg's room is mixed, never passthrough.
+        """
+        self._rooms.mute_for(leg_id, listeners)
+
+    # -- in-band DTMF -----------------------------------------------------------------------
+
+    def set_detect(self, leg_id: str, on: bool) -> None:
+        """Run in-band DTMF detection on what the leg says; new digits come in TickResult."""
+        state = self._rooms.leg(leg_id)
+        if on and self._detector is None:
+            if self.frame_ms != 20:
+                raise ValueError(f"DTMF detection needs 20 ms frames, not {self.frame_ms} ms")
+            self._detector = DtmfDetector(self.sample_rate)
+        if self._detector is not None and state.detect != on:
+            self._detector.ensure_capacity(self._capacity)
+            self._detector.reset_row(state.slot)  # a leg starts, or ends, with no digit held
+        self._rooms.set_flag(leg_id, "detect", on)
+
+    def dtmf_held(self, leg_id: str) -> str | None:
+        """The digit the leg is in the middle of, as the detector last saw it; None if none."""
+        state = self._rooms.leg(leg_id)
+        if self._detector is None or not state.detect:
+            return None
+        return self._detector.held(state.slot)
+
     # -- overlays and taps ------------------------------------------------------------------
 
     def set_overlay(self, leg_id: str, source: Overlay | None) -> None:
@@ -253,7 +296,7 @@ class Mixer:
 
     def put_frame(self, leg_id: str, payload: bytes) -> list[tuple[str, bytes]]:
         """Queue audio from a leg; in passthrough, return what to send to its peer now."""
-        peer = self._peers.get(leg_id)
+        peer = self._forward.get(leg_id)
         if peer is not None:
             return [(peer, payload)]
         slot = self._slot_of.get(leg_id)
@@ -267,7 +310,8 @@ class Mixer:
             self._fillview[slot] = fill + size
         else:
             self._overflow(slot, payload)
-        return []
+        peer = self._peers.get(leg_id)  # a sniffed leg: queued for detection, and forwarded
+        return [] if peer is None else [(peer, payload)]
 
     def _overflow(self, slot: int, payload: bytes) -> None:
         frame = self._frame_bytes[slot]
@@ -291,6 +335,7 @@ class Mixer:
             return TickResult([], [])
         self._take_input(layout)
         self._mix(layout)
+        digits = self._detect(layout.detect) if layout.detect.size else []
         frames: list[tuple[str, bytes]] = []
         for group in layout.groups:
             if group.kind is Kind.RESAMPLED:
@@ -301,7 +346,15 @@ class Mixer:
             (leg_id, self._clipped(self._acc[slot]), self._pcm[slot].copy())
             for leg_id, slot in layout.taps
         ]
-        return TickResult(frames, taps)
+        return TickResult(frames, taps, digits)
+
+    def _detect(self, slots: NDArray[np.intp]) -> list[tuple[str, str]]:
+        assert self._detector is not None  # set_detect made it
+        if slots[-1] == slots.size - 1:  # ascending and unique: exactly slots 0 .. n-1
+            found = self._detector.process(self._pcm[: slots.size])
+        else:
+            found = self._detector.process(np.take(self._pcm, slots, axis=0), slots)
+        return [(self._leg_at[slot], digit) for slot, digit in found]
 
     def _relayout(self) -> Layout:
         previous = self._layout
@@ -314,9 +367,15 @@ class Mixer:
         for group in layout.groups:
             if group.kind is not Kind.RESAMPLED or previous is None:
                 continue
-            returning = ~np.isin(group.slots, previous.active)
-            for leg_id in np.array(group.leg_ids)[returning].tolist():
-                self._resamplers[leg_id] = self._new_resamplers(group.fmt)
+            mixed = [g.slots for g in previous.groups]
+            returning = ~np.isin(group.slots, np.concatenate(mixed) if mixed else [])
+            decoded = np.isin(group.slots, previous.active)  # sniffed: its decoder kept going
+            legs = np.array(group.leg_ids)[returning].tolist()
+            for leg_id, kept in zip(legs, decoded[returning].tolist(), strict=True):
+                fresh = self._new_resamplers(group.fmt)
+                self._resamplers[leg_id] = (
+                    (self._resamplers[leg_id][0], fresh[1]) if kept else fresh
+                )
         self._layout = layout
         return layout
 
@@ -324,7 +383,7 @@ class Mixer:
         """Decode one frame per active slot into ``_pcm``; silence where none is queued."""
         pcm, inbuf = self._pcm, self._inbuf
         has = self._fill[layout.active] >= layout.active_frame_bytes
-        for group in layout.groups:
+        for group in layout.groups + layout.sniffed:
             slots, size = group.slots, group.frame_bytes
             if group.kind is Kind.ULAW:
                 pcm[slots] = np.take(ULAW_DECODE, inbuf[slots, :size])

@@ -11,11 +11,16 @@ mix-minus (1 off the diagonal, 0 on it: everyone hears everyone else, nobody hea
 ``set_gain`` overrides one entry for as long as both legs stay in the room. Two flags live on the
 leg, not the room, so they follow it from room to room: a *muted* leg's column is zero (nobody
 hears it), a *deaf* leg's row is zero (it hears no one). Whisper/coach, monitor and barge are
-patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out.
+patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out. ``mute_for`` also
+lives on the leg: the listeners named there do not hear it (in-band DTMF muting sets it for the
+length of a digit).
 
 A room is *passthrough* when it has exactly two legs with the same ``AudioFormat``, the default
 matrix, no tap and no overlay on either leg, and the mixer was built with passthrough allowed.
-Such a room skips the tick; each frame is forwarded to the peer as it arrives.
+Such a room skips the tick's mixing; each frame is forwarded to the peer as it arrives. A leg
+with in-band DTMF detection on (``detect``) still needs its audio decoded every tick, so in
+passthrough it is *sniffed*: its frames are forwarded and also queued, and the tick decodes them
+without mixing; a leg without detection is forwarded only (``forward``, the hot path).
 
 Errors (all ``MediaError``)::
 
@@ -92,7 +97,7 @@ def kind_of(fmt: AudioFormat, mix_rate: int) -> Kind:
     return Kind.L16
 
 
-Flag = Literal["muted", "deaf", "tapped", "overlaid"]
+Flag = Literal["muted", "deaf", "tapped", "overlaid", "detect"]
 
 
 @dataclass(slots=True)
@@ -105,6 +110,8 @@ class LegState:
     deaf: bool = False
     tapped: bool = False
     overlaid: bool = False
+    detect: bool = False  # in-band DTMF detection: the tick needs this leg's audio decoded
+    muted_for: frozenset[str] = frozenset()  # listeners that do not hear this leg
 
 
 @dataclass(slots=True)
@@ -130,14 +137,16 @@ class Layout:
     """Everything the tick needs, as arrays; immutable, rebuilt when membership or gains change."""
 
     version: int
-    active: NDArray[np.intp]  # slots the tick decodes and mixes (not in passthrough)
+    active: NDArray[np.intp]  # slots the tick decodes: those of ``groups``, then of ``sniffed``
     active_frame_bytes: NDArray[np.int64]
     silent: NDArray[np.intp]  # hear nothing from a room (alone, or in no room)
     swap_dst: NDArray[np.intp]  # default two-party rooms: dst hears src
     swap_src: NDArray[np.intp]
     sums: tuple[NDArray[np.intp], ...]  # default rooms of k >= 3, one (R, k) array per k
     weighted: tuple[tuple[NDArray[np.intp], NDArray[np.float32]], ...]  # (R, k), (R, k, k)
-    groups: tuple[FormatGroup, ...]
+    groups: tuple[FormatGroup, ...]  # mixed legs: decoded, mixed, encoded
+    sniffed: tuple[FormatGroup, ...]  # passthrough legs with detection: decoded only
+    detect: NDArray[np.intp]  # slots with in-band DTMF detection on (all decoded), ascending
     taps: tuple[tuple[str, int], ...]
     overlays: tuple[tuple[str, int], ...]
 
@@ -163,9 +172,11 @@ class Rooms:
         self._passthrough = passthrough
         self._legs: dict[str, LegState] = {}
         self._rooms: dict[str, RoomState] = {}
-        # Passthrough partner of each leg in a passthrough room; the mixer's put_frame reads it
-        # on every frame, so it is kept up to date eagerly, on every change.
+        # Passthrough partner of each leg in a passthrough room, and of those of them whose
+        # input the tick does not need (no detection): the mixer's put_frame reads ``forward``
+        # on every frame, so both are kept up to date eagerly, on every change.
         self.peers: dict[str, str] = {}
+        self.forward: dict[str, str] = {}
         self.version = 0
         self._frame_bytes: dict[AudioFormat, int] = {}
         self._solo: dict[str, int] = {}  # legs in no room -> slot
@@ -173,8 +184,15 @@ class Rooms:
         self._weighted: dict[str, tuple[tuple[int, ...], NDArray[np.float32]]] = {}
         self._filed: dict[str, int] = {}  # room -> k in _default, or 0 when in _weighted
         self._active: defaultdict[AudioFormat, dict[str, int]] = defaultdict(dict)
+        self._sniffed: defaultdict[AudioFormat, dict[str, int]] = defaultdict(dict)
         self._tapped: dict[str, int] = {}
         self._overlaid: dict[str, int] = {}
+        self._detect: dict[str, int] = {}
+        self._filed_flags = {
+            "tapped": self._tapped,
+            "overlaid": self._overlaid,
+            "detect": self._detect,
+        }
 
     # -- legs -------------------------------------------------------------------------------
 
@@ -199,8 +217,8 @@ class Rooms:
         del self._legs[leg_id]
         del self._solo[leg_id]
         del self._active[state.fmt][leg_id]
-        self._tapped.pop(leg_id, None)
-        self._overlaid.pop(leg_id, None)
+        for filed in self._filed_flags.values():
+            filed.pop(leg_id, None)
         self.version += 1
         return state
 
@@ -288,12 +306,22 @@ class Rooms:
         if getattr(state, name) == on:
             return
         setattr(state, name, on)
-        if name in ("tapped", "overlaid"):
-            filed = self._tapped if name == "tapped" else self._overlaid
+        filed = self._filed_flags.get(name)
+        if filed is not None:
             if on:
                 filed[leg_id] = state.slot
             else:
                 del filed[leg_id]
+        self._leg_changed(state)
+
+    def mute_for(self, leg_id: str, listeners: frozenset[str]) -> None:
+        """Exactly ``listeners`` do not hear the leg (in whatever room they share with it)."""
+        state = self.leg(leg_id)
+        if state.muted_for != listeners:
+            state.muted_for = listeners
+            self._leg_changed(state)
+
+    def _leg_changed(self, state: LegState) -> None:
         self.version += 1
         if state.room is not None:
             self._changed(state.room)
@@ -312,12 +340,16 @@ class Rooms:
                 matrix[i, :] = 0.0
             if state.muted:
                 matrix[:, i] = 0.0
+            for listener in state.muted_for:
+                if listener in position:
+                    matrix[position[listener], i] = 0.0
         return matrix
 
     def _is_default(self, room: RoomState) -> bool:
         if room.gains:
             return False
-        return not any(self._legs[m].muted or self._legs[m].deaf for m in room.members)
+        legs = self._legs
+        return not any(legs[m].muted or legs[m].deaf or legs[m].muted_for for m in room.members)
 
     # -- filing: passthrough, mix-minus by size, weighted -----------------------------------
 
@@ -336,10 +368,13 @@ class Rooms:
             self._unpeer(leg_id)
         if self._forwards(room):
             a, b = (self._legs[m] for m in room.members)
-            self.peers[a.leg_id] = b.leg_id
-            self.peers[b.leg_id] = a.leg_id
-            del self._active[a.fmt][a.leg_id]
-            del self._active[b.fmt][b.leg_id]
+            for leg, peer in ((a, b), (b, a)):
+                self.peers[leg.leg_id] = peer.leg_id
+                del self._active[leg.fmt][leg.leg_id]
+                if leg.detect:
+                    self._sniffed[leg.fmt][leg.leg_id] = leg.slot
+                else:
+                    self.forward[leg.leg_id] = peer.leg_id
             return
         slots = tuple(self._legs[m].slot for m in room.members)
         if self._is_default(room):
@@ -354,6 +389,8 @@ class Rooms:
         if peer is not None:
             del self.peers[peer]
             for state in (self._legs[leg_id], self._legs[peer]):
+                self.forward.pop(state.leg_id, None)
+                self._sniffed[state.fmt].pop(state.leg_id, None)
                 self._active[state.fmt][state.leg_id] = state.slot
 
     def _forwards(self, room: RoomState) -> bool:
@@ -374,24 +411,17 @@ class Rooms:
             rows, matrices = weighted.setdefault(len(slots), ([], []))
             rows.append(slots)
             matrices.append(matrix)
-        groups = tuple(
-            FormatGroup(
-                fmt=fmt,
-                kind=kind_of(fmt, mix_rate),
-                frame_bytes=self._frame_bytes[fmt],
-                slots=np.fromiter(legs.values(), dtype=np.intp, count=len(legs)),
-                leg_ids=tuple(legs),
-            )
-            for fmt, legs in self._active.items()
-            if legs
-        )
-        active = [g.slots for g in groups]
+        groups = self._groups(self._active, mix_rate)
+        sniffed = self._groups(self._sniffed, mix_rate)
+        decoded = groups + sniffed
+        active = [g.slots for g in decoded]
+        detect = self._detect
         return Layout(
             version=self.version,
             active=np.concatenate(active) if active else _EMPTY,
             active_frame_bytes=np.repeat(
-                np.array([g.frame_bytes for g in groups], dtype=np.int64),
-                [g.slots.size for g in groups],
+                np.array([g.frame_bytes for g in decoded], dtype=np.int64),
+                [g.slots.size for g in decoded],
             ),
             silent=silent,
             swap_dst=pairs.ravel(),
@@ -402,6 +432,23 @@ class Rooms:
                 for rows, matrices in weighted.values()
             ),
             groups=groups,
+            sniffed=sniffed,
+            detect=np.sort(np.fromiter(detect.values(), dtype=np.intp, count=len(detect))),
             taps=tuple(self._tapped.items()),
             overlays=tuple(self._overlaid.items()),
+        )
+
+    def _groups(
+        self, by_format: dict[AudioFormat, dict[str, int]], mix_rate: int
+    ) -> tuple[FormatGroup, ...]:
+        return tuple(
+            FormatGroup(
+                fmt=fmt,
+                kind=kind_of(fmt, mix_rate),
+                frame_bytes=self._frame_bytes[fmt],
+                slots=np.fromiter(legs.values(), dtype=np.intp, count=len(legs)),
+                leg_ids=tuple(legs),
+            )
+            for fmt, legs in by_format.items()
+            if legs
         )

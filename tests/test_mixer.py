@@ -19,6 +19,7 @@ from media.codecs import (
     decode,
     encode,
 )
+from media.dtmf import dtmf_tone
 from media.errors import MediaError
 from media.mixer import (
     DuplicateLeg,
@@ -317,6 +318,11 @@ TOGGLES = {
     "gain": lambda m, on: m.set_gain("call", "b", "a", 0.5 if on else 1.0),
     "sidetone": lambda m, on: m.set_gain("call", "a", "a", 0.25 if on else 0.0),
     "mute": lambda m, on: m.mute("a", on),
+    "mute for": lambda m, on: m.mute_for("a", frozenset({"b"} if on else ())),
+    "mute for, with detection": lambda m, on: (
+        m.set_detect("a", True),
+        m.mute_for("a", frozenset({"b"} if on else ())),
+    ),
     "deaf": lambda m, on: m.deafen("b", on),
     "third leg": _third_leg,
     "other codec": _other_codec,
@@ -775,6 +781,93 @@ def test_reset_gains_restores_plain_mix_minus() -> None:
     assert mixer.is_passthrough("r")
     assert mixer.gain("r", "a", "b") == 1.0
     assert mixer.gain("r", "b", "a") == 1.0
+
+
+def test_mute_for_silences_a_leg_toward_chosen_listeners_and_follows_it() -> None:
+    mixer = room_of_pcm("a", "b", "c")
+    room_of_pcm("d", mixer=mixer, room="s")
+    mixer.mute_for("a", frozenset({"b", "d"}))  # d is elsewhere: it applies once they meet
+    say(mixer, a=100, b=10, c=1)
+    out = heard(mixer)
+    assert [int(out[leg][0]) for leg in "abc"] == [11, 1, 110]
+    assert (mixer.gain("r", "b", "a"), mixer.gain("r", "c", "a")) == (0.0, 1.0)
+    mixer.join("a", "s")
+    assert mixer.gain("s", "d", "a") == 0.0
+    mixer.mute_for("a", frozenset())
+    assert mixer.gain("s", "d", "a") == 1.0
+    assert mixer.is_passthrough("s")
+
+
+# -- in-band DTMF --------------------------------------------------------------------------------
+
+
+def dtmf_frames(digits: str, fmt: AudioFormat = PCMU_8K) -> list[bytes]:
+    """20 ms frames of 60 ms of silence, then each digit for 100 ms followed by 100 ms of
+    silence."""
+    parts = [tone(0, 480)]
+    for digit in digits:
+        parts += [dtmf_tone(digit, 100), tone(0, 800)]
+    samples = np.concatenate(parts)
+    samples = np.concatenate([samples, tone(0, -samples.size % N)])
+    return [encode(fmt, frame) for frame in samples.reshape(-1, N)]
+
+
+@pytest.mark.parametrize("room", ["none", "mixed", "passthrough"])
+def test_digits_are_detected_on_legs_with_detection_on(room: str) -> None:
+    mixer = Mixer()
+    mixer.add_leg("a", PCMU_8K)
+    mixer.add_leg("b", PCMA_8K if room == "mixed" else PCMU_8K)
+    mixer.add_leg("quiet", PCMU_8K)
+    if room != "none":
+        mixer.join("a", "call")
+        mixer.join("b", "call")
+    assert mixer.is_passthrough("call") == (room == "passthrough")
+    for leg in ("a", "quiet"):
+        mixer.set_detect(leg, True)
+    digits = []
+    for frame in dtmf_frames("4#"):
+        forwarded = mixer.put_frame("a", frame)
+        # A detecting leg in passthrough still has its bytes forwarded untouched.
+        assert forwarded == ([("b", frame)] if room == "passthrough" else [])
+        digits += mixer.tick().digits
+    assert digits == [("a", "4"), ("a", "#")]
+    assert mixer.dtmf_held("a") is None and mixer.dtmf_held("b") is None
+
+
+def test_detection_off_finds_nothing_and_held_digits_are_seen() -> None:
+    mixer = Mixer()
+    mixer.add_leg("a", PCMU_8K)
+    frames = dtmf_frames("7")
+    held = []
+    for frame in frames:
+        mixer.put_frame("a", frame)
+        assert mixer.tick().digits == []
+    mixer.set_detect("a", True)
+    for frame in frames:
+        mixer.put_frame("a", frame)
+        mixer.tick()
+        held.append(mixer.dtmf_held("a"))
+    assert "7" in held and held[-1] is None
+    mixer.set_detect("a", False)
+    assert mixer.dtmf_held("a") is None
+
+
+def test_a_sniffed_legs_forwarded_frames_are_not_mixed_again_when_passthrough_ends() -> None:
+    mixer = room_of_pcm("a", "b")
+    mixer.set_detect("a", True)
+    assert mixer.is_passthrough("r")
+    frame = encode(L16_8K, tone(1000))
+    assert mixer.put_frame("a", frame) == [("b", frame)]
+    assert mixer.tick().frames == []  # decoded for detection only
+    room_of_pcm("c", mixer=mixer)
+    assert not heard(mixer)["b"].any(), "a's frame was heard already"
+
+
+def test_detection_needs_20_ms_frames() -> None:
+    mixer = Mixer(frame_ms=10)
+    mixer.add_leg("a", PCMU_8K)
+    with pytest.raises(ValueError, match="20 ms"):
+        mixer.set_detect("a", True)
 
 
 # -- overlays and taps ---------------------------------------------------------------------------
