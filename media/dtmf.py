@@ -245,7 +245,7 @@ class DtmfDetector:
         if rows is not None and rows.shape != (n,):
             raise ValueError(f"rows must name one row per frame, got shape {rows.shape}")
         index: slice | NDArray[np.intp] = slice(0, n) if rows is None else rows
-        self.ensure_capacity(n if rows is None else int(rows.max(initial=-1)) + 1)
+        self.ensure_capacity(n if rows is None or rows.size == 0 else int(np.max(rows)) + 1)
         halves = frames.reshape(2 * n, self._half).astype(np.float32)
         state = np.empty((17, 2 * n), dtype=np.float32)  # states and energy of each half
         state[:16] = (halves @ self._weights).T
