@@ -39,5 +39,14 @@ check: test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks
 
+# Synthetic legs through the provider simulators; see BENCHMARKS.md. Override, e.g.
+# make loadtest LOADTEST="--spawn-engine --ramp --ramp-step 50 --duration 20"
+LOADTEST ?= --spawn-engine --legs 200 --duration 30
+loadtest: $(VENV)/.installed-test
+	$(BIN)/callbridge loadtest $(LOADTEST)
+
+demo: $(VENV)/.installed-test
+	$(BIN)/python -m benchmarks.demo
+
 clean:
 	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache

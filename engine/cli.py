@@ -1,9 +1,10 @@
-"""The ``callbridge`` command: ``serve``, ``org create`` (and, later, ``loadtest``)."""
+"""The ``callbridge`` command: ``serve``, ``org create`` and ``loadtest``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import signal
 import stat
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--handle", required=True, help="domain handle (the Org-Handle header)")
     create.add_argument("--name", required=True)
     create.add_argument("--database", dest="database_url")
+    commands.add_parser(
+        "loadtest", help="synthetic-leg load test (callbridge loadtest --help)", add_help=False
+    )
     return parser
 
 
@@ -164,7 +168,19 @@ def org_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def loadtest(argv: Sequence[str]) -> int:
+    """The load generator lives in ``benchmarks.loadtest``, beside the engine in the project."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    cli = importlib.import_module("benchmarks.loadtest.cli")
+    return int(cli.main(argv))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:
+        return loadtest(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":

@@ -1,0 +1,96 @@
+"""Short load-test runs through the real engine and both provider simulators: every received
+frame checked on the audio, in pairs bridged through the Call Control API and in conferences.
+
+The runs are real time (the legs stream 20 ms frames for a few seconds); nothing here waits on a
+clock of its own. Latency is measured but not asserted: the machine running the suite is shared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adapters.simulators import TelnyxCall, TwilioCall
+from benchmarks.loadtest.checker import AudioChecker
+from benchmarks.loadtest.generator import LoadConfig, LoadTest, RunResult
+from engine.cli import main as callbridge
+
+SECONDS = 2.5
+
+
+def quick(**fields: object) -> LoadConfig:
+    base: dict[str, object] = {
+        "provider": "mixed",
+        "duration_s": SECONDS,
+        "settle_s": 0.3,
+        "setup_rate": 200.0,
+        "setup_timeout_s": 15.0,
+        # Latency is not asserted, and the generator's own event-loop lag (which a busy shared
+        # machine inflates) must not invalidate a run: a generous budget.
+        "budget_ms": 250.0,
+    }
+    return LoadConfig(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def assert_clean(result: RunResult, legs: int) -> None:
+    (step,) = result.steps
+    tally = step.tally
+    assert step.legs == legs
+    assert tally.unarmed_legs == [], step.failures
+    assert tally.misrouted_frames == 0, tally.examples
+    assert tally.speaker_frames_lost <= 0.001 * tally.speaker_frames_expected, step.failures
+    # Every leg was heard for most of the window, and its audio numbered and timed.
+    assert tally.frames_received >= legs * SECONDS * 50 * 0.9
+    assert tally.markers >= legs * (SECONDS / 0.4 - 2) * (result.config.room_size - 1)
+    assert tally.latencies().size >= tally.frames_received * 0.5
+    assert result.passed
+    assert result.app_errors == []
+    kinds = {type(call) for call in result.calls.values()}
+    assert kinds == {TwilioCall, TelnyxCall}
+
+
+async def test_twenty_legs_in_cross_provider_pairs_pass_their_audio_checks() -> None:
+    result = await LoadTest(quick(legs=20, room_size=2)).run()
+    assert_clean(result, 20)
+    # Pairs are bridged by the application: every leg got call.bridged.
+    bridged = {e.leg for e in result.events if e.event_type == "call.bridged"}
+    assert bridged == set(range(20))
+
+
+async def test_rooms_of_three_in_conferences_pass_their_audio_checks() -> None:
+    result = await LoadTest(quick(legs=21, room_size=3)).run()
+    assert_clean(result, 21)
+    # Conferences need no application: callbridge answers callers into the bridge's room.
+    assert not [e for e in result.events if e.event_type == "call.bridged"]
+
+
+async def test_a_checker_expecting_other_rooms_fails_the_run() -> None:
+    """The same engine and calls, but the ear expects each leg to be paired with another one:
+    what callbridge (rightly) delivers must now read as misrouted, and fail the run."""
+    test = LoadTest(
+        quick(legs=8, room_size=2, provider="twilio", duration_s=1.0, setup_timeout_s=2.0)
+    )
+    plan = test.plan
+    swapped = [(0, 2), (1, 3), (4, 6), (5, 7)]
+    test.checker = AudioChecker(
+        plan.speakers(),
+        swapped,
+        test.log,
+        marker_period=plan.marker_period,
+        budget_s=test.config.budget_s,
+        thresholds=plan.thresholds(),
+    )
+    result = await test.run()
+    (step,) = result.steps
+    assert not result.passed
+    assert step.tally.misrouted_frames > 0
+    assert set(step.tally.misrouted_by_reason) <= {"foreign-tone", "own", "level"}
+    assert sorted(step.tally.unarmed_legs) == list(range(8))
+    assert np.isnan(step.tally.percentiles_ms()["p99"])
+
+
+def test_callbridge_loadtest_refuses_a_run_without_a_room(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert callbridge(["loadtest", "--legs", "2", "--room-size", "3"]) == 2
+    assert "not even one room of 3 legs" in capsys.readouterr().out
