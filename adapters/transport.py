@@ -124,7 +124,11 @@ class AiohttpMediaSocket:
         # aiohttp raises after a few reads of a closed socket; answer None without reading.
         if ws.closed:
             return None
-        msg = await ws.receive()
+        try:
+            msg = await ws.receive()
+        except ConnectionResetError:
+            # Answering a ping while the peer is closing: the stream is over, not an error.
+            return None
         if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
             data: str | bytes = msg.data
             return data

@@ -9,7 +9,7 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 
 import orjson
@@ -21,6 +21,7 @@ from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import new_api_token, token_digest
 from engine.errors import CallbridgeError
 from engine.logs import configure_logging, get_logger
+from engine.signing import public_key_b64, signing_key_from_secret
 from engine.store.base import Store
 from engine.store.sql import SqlStore
 
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "loadtest", help="synthetic-leg load test (callbridge loadtest --help)", add_help=False
     )
+    key = commands.add_parser(
+        "public-key", help="print the Ed25519 public key that verifies callbridge's webhooks"
+    )
+    key.add_argument("--database", dest="database_url")
     return parser
 
 
@@ -110,7 +115,28 @@ def serve(args: argparse.Namespace) -> int:
             "CALLBRIDGE_SECRET_KEY is not set; using the key kept in a file",
             key_file=str(key_file),
         )
-    asyncio.run(run_server(settings, dev=args.dev))
+    run_event_loop(run_server(settings, dev=args.dev))
+    return 0
+
+
+def run_event_loop(main_coroutine: Coroutine[None, None, None]) -> None:
+    """uvloop when it is installed (the media path's socket work is cheaper on it)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+        return
+    uvloop.run(main_coroutine)
+
+
+def webhook_public_key(settings: Settings) -> str:
+    secret_key, _file = resolve_secret_key(settings)
+    return public_key_b64(signing_key_from_secret(secret_key))
+
+
+def public_key(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(database_url=args.database_url)
+    print(orjson.dumps({"public_key": webhook_public_key(settings)}).decode())
     return 0
 
 
@@ -128,6 +154,7 @@ async def run_server(settings: Settings, *, dev: bool) -> None:
         await site.start()
         log.info(
             "listening",
+            webhook_public_key=webhook_public_key(settings),
             host=settings.host,
             port=settings.port,
             public_url=settings.public_url,
@@ -153,6 +180,7 @@ async def print_dev_organization(app: web.Application) -> None:
         f"  URL:        {base}\n"
         f"  Org-Handle: {handle}\n"
         f"  Token:      {token}\n"
+        f"  Webhook public key (Ed25519): {webhook_public_key(settings)}\n"
         f"  try: curl -H 'Authorization: Token {token}' -H 'Org-Handle: {handle}' "
         f"{base}/api/v2/platform/telephony/bridges/\n",
         flush=True,
@@ -169,10 +197,7 @@ def org_create(args: argparse.Namespace) -> int:
 
 
 def loadtest(argv: Sequence[str]) -> int:
-    """The load generator lives in ``benchmarks.loadtest``, beside the engine in the project."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.append(root)
+    """The load generator lives in ``benchmarks.loadtest`` (installed with the project)."""
     cli = importlib.import_module("benchmarks.loadtest.cli")
     return int(cli.main(argv))
 
@@ -185,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "public-key":
+            return public_key(args)
         return org_create(args)
     except CallbridgeError as exc:
         print(f"callbridge: {exc.detail}", file=sys.stderr)

@@ -97,11 +97,17 @@ class TickResult:
     digits: list[tuple[str, str]] = field(default_factory=list)  # (leg id, DTMF digit) starting
 
 
+# How long a whole extra frame may stand in a leg's input queue before one is dropped: long
+# enough to ride out arrival jitter, short enough that a burst's latency does not stay.
+SHED_AFTER_TICKS = 25
+
+
 @dataclass(slots=True)
 class MixerCounters:
     ticks: int = 0
     frames_mixed: int = 0  # leg frames consumed by ticks
     frames_missing: int = 0  # leg-ticks with less than a frame queued (played as silence)
+    frames_shed: int = 0  # frames dropped because they stood queued too long (latency)
     bytes_dropped: int = 0  # queued input discarded because a queue overflowed
 
 
@@ -143,6 +149,7 @@ class Mixer:
         self._frame_bytes: list[int] = []
         self._queue_bytes: list[int] = []
         self._leg_at: list[str] = []  # slot -> leg id (stale for free slots)
+        self._standing: list[int] = []  # ticks in a row a slot kept a whole extra frame queued
         self._allocate(max(1, capacity), queue_frames * 2 * self.samples)
 
     # -- buffers ----------------------------------------------------------------------------
@@ -166,6 +173,7 @@ class Mixer:
         self._frame_bytes.extend([0] * (capacity - old))
         self._queue_bytes.extend([0] * (capacity - old))
         self._leg_at.extend([""] * (capacity - old))
+        self._standing.extend([0] * (capacity - old))
         self._capacity = capacity
         self._width = width
 
@@ -192,6 +200,7 @@ class Mixer:
         self._queue_bytes[slot] = queue_bytes
         self._leg_at[slot] = leg_id
         self._fill[slot] = 0
+        self._standing[slot] = 0
         if resamplers is not None:
             self._resamplers[leg_id] = resamplers
 
@@ -401,9 +410,25 @@ class Mixer:
         self.counters.frames_mixed += got.size
         self.counters.frames_missing += missing.size
         # Slots that had more than one frame queued: move the rest to the front of the row.
+        standing = self._standing
         for slot in got[self._fill[got] > 0].tolist():
             frame, rest = self._frame_bytes[slot], self._fillview[slot]
-            inbuf[slot, :rest] = inbuf[slot, frame : frame + rest].copy()
+            skip = frame
+            if rest < frame:
+                standing[slot] = 0
+            elif standing[slot] + 1 < SHED_AFTER_TICKS:
+                standing[slot] += 1
+            else:
+                # A whole frame has stood in this queue for SHED_AFTER_TICKS ticks: a burst
+                # left it behind, and it would add 20 ms to everything this leg says for the
+                # rest of the call. Drop the oldest frame to get back to real time.
+                standing[slot] = 0
+                skip += frame
+                rest -= frame
+                self._fillview[slot] = rest
+                self.counters.frames_shed += 1
+            if rest:
+                inbuf[slot, :rest] = inbuf[slot, skip : skip + rest].copy()
 
     def _decode_resampled(self, group: FormatGroup) -> None:
         n = self.samples

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from engine.cli import main
+from engine.signing import public_key_b64, signing_key_from_secret
 
 
 def test_org_create_prints_json_and_refuses_a_duplicate(
@@ -56,7 +57,7 @@ async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: P
     try:
         assert proc.stdout is not None
         lines: dict[str, str] = {}
-        while "Token" not in lines:
+        while "Webhook public key (Ed25519)" not in lines:
             raw = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
             assert raw, "serve exited before printing the development token"
             key, _, value = raw.decode().strip().partition(":")
@@ -68,6 +69,10 @@ async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: P
             url = f"http://127.0.0.1:{port}/api/v2/platform/telephony/bridges/"
             async with session.get(url, headers=headers) as resp:
                 assert resp.status == 200
+            key_url = f"http://127.0.0.1:{port}/v2/public_key"
+            async with session.get(key_url) as resp:
+                served = (await resp.json())["data"]["public_key"]
+        assert lines["Webhook public key (Ed25519)"] == served
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=15) == 0
         assert (tmp_path / "dev.db.secret").exists(), "a secret key is kept beside the database"
@@ -76,3 +81,13 @@ async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: P
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_public_key_command_prints_the_webhook_signing_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "cli-public-key-secret-" + "q" * 32
+    monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", secret)
+    assert main(["public-key", "--database", f"sqlite:///{tmp_path / 'k.db'}"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"public_key": public_key_b64(signing_key_from_secret(secret))}

@@ -942,3 +942,26 @@ def test_errors_are_typed_media_errors() -> None:
             mixer.set_gain("r", "a", "b", bad)
     assert issubclass(UnknownLeg, MediaError)
     assert issubclass(InvalidGain, MediaError)
+
+
+def test_a_burst_does_not_leave_standing_latency() -> None:
+    """Frames a burst left queued are shed one at a time, so the leg returns to real time."""
+    from media.mixer import SHED_AFTER_TICKS
+
+    mixer = Mixer(passthrough=False)
+    for leg in ("a", "b"):
+        mixer.add_leg(leg, PCMU_8K)
+        mixer.join(leg, "room")
+    frames = [bytes([n]) * 160 for n in range(200)]
+    for frame in frames[:2]:  # a burst: with each tick's own frame, two more than it takes
+        mixer.put_frame("a", frame)
+    heard = []
+    for n in range(2, 2 + 3 * SHED_AFTER_TICKS):
+        mixer.put_frame("a", frames[n])
+        result = dict(mixer.tick().frames)
+        heard.append(result["b"])
+    assert mixer.counters.frames_shed == 2
+    # Back in step: what b hears now is the frame a sent this very tick.
+    last_sent = frames[1 + 3 * SHED_AFTER_TICKS]
+    expected = encode(PCMU_8K, decode(PCMU_8K, last_sent))
+    assert heard[-1] == expected
