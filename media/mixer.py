@@ -97,8 +97,8 @@ class TickResult:
     digits: list[tuple[str, str]] = field(default_factory=list)  # (leg id, DTMF digit) starting
 
 
-# How long a whole extra frame may stand in a leg's input queue before one is dropped: long
-# enough to ride out arrival jitter, short enough that a burst's latency does not stay.
+# How long two whole extra frames may stand in a leg's input queue before one is dropped:
+# long enough to ride out arrival jitter, short enough that a burst's latency does not stay.
 SHED_AFTER_TICKS = 25
 
 
@@ -414,14 +414,15 @@ class Mixer:
         for slot in got[self._fill[got] > 0].tolist():
             frame, rest = self._frame_bytes[slot], self._fillview[slot]
             skip = frame
-            if rest < frame:
+            if rest < 2 * frame:
+                # One spare frame is the cushion that rides out arrival jitter: keep it.
                 standing[slot] = 0
             elif standing[slot] + 1 < SHED_AFTER_TICKS:
                 standing[slot] += 1
             else:
-                # A whole frame has stood in this queue for SHED_AFTER_TICKS ticks: a burst
-                # left it behind, and it would add 20 ms to everything this leg says for the
-                # rest of the call. Drop the oldest frame to get back to real time.
+                # Two whole frames have stood in this queue for SHED_AFTER_TICKS ticks: a burst
+                # left them behind, and they would add 40 ms to everything this leg says for
+                # the rest of the call. Drop the oldest frame to get back near real time.
                 standing[slot] = 0
                 skip += frame
                 rest -= frame

@@ -945,7 +945,7 @@ def test_errors_are_typed_media_errors() -> None:
 
 
 def test_a_burst_does_not_leave_standing_latency() -> None:
-    """Frames a burst left queued are shed one at a time, so the leg returns to real time."""
+    """Frames a burst left queued are shed down to a one-frame jitter cushion."""
     from media.mixer import SHED_AFTER_TICKS
 
     mixer = Mixer(passthrough=False)
@@ -953,15 +953,15 @@ def test_a_burst_does_not_leave_standing_latency() -> None:
         mixer.add_leg(leg, PCMU_8K)
         mixer.join(leg, "room")
     frames = [bytes([n]) * 160 for n in range(200)]
-    for frame in frames[:2]:  # a burst: with each tick's own frame, two more than it takes
+    for frame in frames[:3]:  # a burst: with each tick's own frame, three more than it takes
         mixer.put_frame("a", frame)
     heard = []
-    for n in range(2, 2 + 3 * SHED_AFTER_TICKS):
+    for n in range(3, 3 + 3 * SHED_AFTER_TICKS):
         mixer.put_frame("a", frames[n])
         result = dict(mixer.tick().frames)
         heard.append(result["b"])
     assert mixer.counters.frames_shed == 2
-    # Back in step: what b hears now is the frame a sent this very tick.
+    # Back to one frame behind: what b hears now is the frame a sent the tick before.
     last_sent = frames[1 + 3 * SHED_AFTER_TICKS]
     expected = encode(PCMU_8K, decode(PCMU_8K, last_sent))
     assert heard[-1] == expected
