@@ -195,7 +195,7 @@ class Tally:
         values, at = self.latencies(), self.arrivals()
         if not values.size:
             return []
-        second = np.floor(at - at.min()).astype(np.int64)
+        second = np.floor(at - np.min(at)).astype(np.int64)
         return [
             (float(t), float(np.percentile(values[second == t], 99) * 1000),
              int((second == t).sum()))
@@ -208,7 +208,7 @@ class Tally:
             return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
         p50, p95, p99 = np.percentile(values, [50, 95, 99]) * 1000
         return {"p50": float(p50), "p95": float(p95), "p99": float(p99),
-                "max": float(values.max() * 1000)}  # fmt: skip
+                "max": float(np.max(values) * 1000)}  # fmt: skip
 
 
 MAX_EXAMPLES: Final = 20

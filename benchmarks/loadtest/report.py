@@ -178,7 +178,7 @@ def _latency_plot(result: RunResult, path: Path) -> Path:
     )
     budget = result.config.budget_s * 1000
     steps = result.steps[-4:]  # the last few steps of a ramp, or the one step of a run
-    top = max((float(s.tally.latencies().max()) * 1000 for s in steps
+    top = max((float(np.max(s.tally.latencies())) * 1000 for s in steps
                if s.tally.latencies().size), default=budget)  # fmt: skip
     bins = np.linspace(0, max(top, budget) * 1.05, 80).tolist()
     for step in steps:
