@@ -27,7 +27,7 @@ lint: $(VENV)/.installed-test
 
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy --strict engine media
-	$(BIN)/mypy adapters benchmarks
+	$(BIN)/mypy adapters benchmarks tests
 
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,10 +112,14 @@ def heard(call: SimulatedCall, start: int, frames: int) -> Any:
     return call.received_audio()[start * FRAME_SAMPLES : (start + frames) * FRAME_SAMPLES]
 
 
+def played_past(tick: int) -> Callable[[SimulatedCall], bool]:
+    return lambda call: call.playout_tick >= tick
+
+
 async def listen(calls: list[SimulatedCall]) -> list[Any]:
     starts = [call.playout_tick + SETTLE for call in calls]
     for call, start in zip(calls, starts, strict=True):
-        await call.wait_until(lambda c, s=start: c.playout_tick >= s + LISTEN, 5)
+        await call.wait_until(played_past(start + LISTEN), 5)
     return [heard(c, s, LISTEN) for c, s in zip(calls, starts, strict=True)]
 
 

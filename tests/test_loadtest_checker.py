@@ -75,9 +75,8 @@ class Scene:
         """The frames ``listener`` receives; ``spoil(n, audio)`` may change or drop (None) one."""
         legs, arrivals, frames = [], [], []
         for n in range(FRAMES):
-            audio: npt.NDArray[np.float64] | None = self.heard(listener, n)
-            if spoil is not None:
-                audio = spoil(n, audio)
+            clean: npt.NDArray[np.float64] = self.heard(listener, n)
+            audio = clean if spoil is None else spoil(n, clean)
             if audio is None:
                 continue
             legs.append(listener)

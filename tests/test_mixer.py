@@ -312,6 +312,11 @@ def _other_codec(mixer: Mixer, on: bool) -> None:
     mixer.join("b", "call")
 
 
+def _mute_for_with_detection(mixer: Mixer, on: bool) -> None:
+    mixer.set_detect("a", True)
+    mixer.mute_for("a", frozenset({"b"} if on else ()))
+
+
 TOGGLES = {
     "tap": lambda m, on: m.set_tap("a", on),
     "overlay": lambda m, on: m.set_overlay("a", (lambda n: tone(100, n)) if on else None),
@@ -319,10 +324,7 @@ TOGGLES = {
     "sidetone": lambda m, on: m.set_gain("call", "a", "a", 0.25 if on else 0.0),
     "mute": lambda m, on: m.mute("a", on),
     "mute for": lambda m, on: m.mute_for("a", frozenset({"b"} if on else ())),
-    "mute for, with detection": lambda m, on: (
-        m.set_detect("a", True),
-        m.mute_for("a", frozenset({"b"} if on else ())),
-    ),
+    "mute for, with detection": lambda m, on: _mute_for_with_detection(m, on),
     "deaf": lambda m, on: m.deafen("b", on),
     "third leg": _third_leg,
     "other codec": _other_codec,
