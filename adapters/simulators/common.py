@@ -18,7 +18,7 @@ import enum
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -114,6 +114,48 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int | None = None
+
+
+CallT = TypeVar("CallT")
+
+
+class Observatory(Generic[CallT]):
+    """What a simulator has seen (its calls and REST requests) and waiting for the next one."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallT] = {}
+        self.requests: list[RecordedRequest] = []
+        self._changed = asyncio.Event()
+
+    async def wait_for_call(
+        self, predicate: Callable[[CallT], bool] | None = None, timeout_s: float = 5.0
+    ) -> CallT:
+        """The first call (oldest first) matching ``predicate``, waiting for one to appear."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for call in self.calls.values():
+                    if predicate is None or predicate(call):
+                        return call
+                await self._next_change()
+
+    async def wait_for_request(
+        self, predicate: Callable[[RecordedRequest], bool], timeout_s: float = 5.0
+    ) -> RecordedRequest:
+        """The first recorded REST request matching ``predicate``, waiting for one to come."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                for request in self.requests:
+                    if predicate(request):
+                        return request
+                await self._next_change()
+
+    async def _next_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    def _record_call(self, key: str, call: CallT) -> None:
+        self.calls[key] = call
+        self._changed.set()
 
 
 def _auth(header: str | None) -> tuple[str, ...] | None:

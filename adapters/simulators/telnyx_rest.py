@@ -21,7 +21,6 @@ Every request is kept in ``requests``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import secrets
@@ -41,7 +40,7 @@ from adapters.simulators.common import (
     Callee,
     CallState,
     LocalServer,
-    RecordedRequest,
+    Observatory,
     record_request,
 )
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
@@ -90,7 +89,7 @@ def _valid_base64(value: object) -> bool:
     return isinstance(value, str)
 
 
-class TelnyxSimulator:
+class TelnyxSimulator(Observatory[TelnyxCall]):
     """One simulated Telnyx account (REST server + call side)."""
 
     def __init__(
@@ -102,6 +101,7 @@ class TelnyxSimulator:
         default_callee: Callee | None = None,
         l16_byte_order: ByteOrder = "big",
     ) -> None:
+        super().__init__()
         self.api_key = api_key or "KEY" + secrets.token_hex(16)
         self.private_key = private_key or Ed25519PrivateKey.generate()
         self.public_key = public_key_b64(self.private_key)
@@ -111,13 +111,10 @@ class TelnyxSimulator:
         self.connections: dict[str, TelnyxConnection] = {}
         self.numbers: dict[str, TelnyxNumber] = {}
         self.callees: dict[str, Callee] = {}
-        self.calls: dict[str, TelnyxCall] = {}
-        self.requests: list[RecordedRequest] = []
         self.base_url = ""
         self._dial_commands: dict[str, TelnyxCall] = {}
         self._server: LocalServer | None = None
         self._account: TelnyxAccount | None = None
-        self._changed = asyncio.Event()
 
     async def start(self) -> TelnyxSimulator:
         session = aiohttp.ClientSession()
@@ -188,33 +185,8 @@ class TelnyxSimulator:
         call.start()
         return call
 
-    async def wait_for_call(
-        self, predicate: Callable[[TelnyxCall], bool] | None = None, timeout_s: float = 5.0
-    ) -> TelnyxCall:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for call in self.calls.values():
-                    if predicate is None or predicate(call):
-                        return call
-                await self._next_change()
-
-    async def wait_for_request(
-        self, predicate: Callable[[RecordedRequest], bool], timeout_s: float = 5.0
-    ) -> RecordedRequest:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for request in self.requests:
-                    if predicate(request):
-                        return request
-                await self._next_change()
-
-    async def _next_change(self) -> None:
-        self._changed.clear()
-        await self._changed.wait()
-
     def _add(self, call: TelnyxCall) -> None:
-        self.calls[call.call_control_id] = call
-        self._changed.set()
+        self._record_call(call.call_control_id, call)
 
     def _require_account(self) -> TelnyxAccount:
         if self._account is None:

@@ -25,7 +25,6 @@ Every request is kept in ``requests`` (``RecordedRequest``) whatever its outcome
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -37,7 +36,12 @@ import aiohttp
 from aiohttp import web
 
 from adapters.simulators.audio import AudioSource, SilenceSource
-from adapters.simulators.common import Callee, LocalServer, RecordedRequest, record_request
+from adapters.simulators.common import (
+    Callee,
+    LocalServer,
+    Observatory,
+    record_request,
+)
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
 from adapters.simulators.twilio_calls import (
     TwilioAccount,
@@ -88,7 +92,7 @@ def _http_url(value: str) -> bool:
     return split.scheme in ("http", "https") and bool(split.netloc)
 
 
-class TwilioSimulator:
+class TwilioSimulator(Observatory[TwilioCall]):
     """One simulated Twilio account (REST server + call side)."""
 
     def __init__(
@@ -100,6 +104,7 @@ class TwilioSimulator:
         default_callee: Callee | None = None,
         allow_any_from: bool = False,
     ) -> None:
+        super().__init__()
         self.account_sid = account_sid or new_sid("AC")
         self.auth_token = auth_token or secrets.token_hex(16)
         self.webhook_timeout_s = webhook_timeout_s
@@ -109,13 +114,10 @@ class TwilioSimulator:
         self.verified_caller_ids: set[str] = set()
         self.numbers: dict[str, TwilioNumber] = {}
         self.callees: dict[str, Callee] = {}
-        self.calls: dict[str, TwilioCall] = {}
-        self.requests: list[RecordedRequest] = []
         self.base_url = ""
         self._server: LocalServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._account: TwilioAccount | None = None
-        self._changed = asyncio.Event()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -200,35 +202,8 @@ class TwilioSimulator:
         call.start()
         return call
 
-    async def wait_for_call(
-        self, predicate: Callable[[TwilioCall], bool] | None = None, timeout_s: float = 5.0
-    ) -> TwilioCall:
-        """The first call (oldest first) matching ``predicate``, waiting for one to appear."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for call in self.calls.values():
-                    if predicate is None or predicate(call):
-                        return call
-                await self._next_change()
-
-    async def wait_for_request(
-        self, predicate: Callable[[RecordedRequest], bool], timeout_s: float = 5.0
-    ) -> RecordedRequest:
-        """The first recorded REST request matching ``predicate``, waiting for one to come."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for request in self.requests:
-                    if predicate(request):
-                        return request
-                await self._next_change()
-
-    async def _next_change(self) -> None:
-        self._changed.clear()
-        await self._changed.wait()
-
     def _add(self, call: TwilioCall) -> None:
-        self.calls[call.sid] = call
-        self._changed.set()
+        self._record_call(call.sid, call)
 
     def _require_account(self) -> TwilioAccount:
         if self._account is None:
