@@ -17,12 +17,22 @@ half to even; gains of 0 and 1, and dyadic gains such as 0.5, stay exact.
 Frame-size policy: providers do not promise 20 ms chunks, so ``put_frame`` accepts any length and
 appends to the leg's queue; each tick consumes exactly one frame (``AudioFormat.frame_bytes``) from
 every queue that holds one. A leg with less than a frame queued is silent for that tick and keeps
-its partial bytes; the tick after, they complete. A queue holds at most ``queue_frames`` frames;
+its partial bytes; the tick after, they complete. With ``cushion_at_start`` a leg's input is first
+consumed once two frames are queued (and again whenever it returns from passthrough): the one-frame
+cushion that rides out arrival jitter then exists from the start, where otherwise the first frame
+to arrive a little late would build it, after a silent frame. A queue holds at most
+``queue_frames`` frames;
 beyond that the oldest whole frames are dropped (bounded latency, sample alignment kept) and
 counted in ``counters.bytes_dropped``.
 
-Passthrough: a two-party room with one format and nothing else to do (see ``media.rooms``) is
-skipped by the tick; ``put_frame`` returns ``[(peer, payload)]`` with the caller's bytes, untouched.
+Formats per direction: ``add_leg`` takes the format a leg sends (input, decoded per tick) and,
+when it differs, the format it decodes (output, what the tick encodes for it). Providers declare
+the two separately (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``), and encoding a
+leg's output in its input codec garbles a call whose two differ (A-law heard as mu-law).
+
+Passthrough: a two-party room whose legs each speak the other's output format, with nothing else
+to do (see ``media.rooms``), is skipped by the tick; ``put_frame`` returns ``[(peer, payload)]``
+with the caller's bytes, untouched.
 
 In-band DTMF (``set_detect``): the tick runs ``media.dtmf.DtmfDetector`` over the decoded input of
 every leg with detection on, in one vectorised call, after mixing, and reports each new digit in
@@ -62,6 +72,7 @@ from media.rooms import (
     InvalidGain,
     Kind,
     Layout,
+    LegFormats,
     NotInRoom,
     Rooms,
     UnknownLeg,
@@ -120,6 +131,7 @@ class Mixer:
 
     _inbuf: NDArray[np.uint8]  # (capacity, width): each slot's queued input bytes
     _fill: NDArray[np.int64]  # bytes queued per slot
+    _primed: NDArray[np.bool_]  # input consumed since the slot became active (cushion_at_start)
 
     def __init__(
         self,
@@ -129,19 +141,23 @@ class Mixer:
         *,
         passthrough: bool = True,
         queue_frames: int = 4,
+        cushion_at_start: bool = False,
     ) -> None:
         self.frame_ms = frame_ms
         self.sample_rate = sample_rate
         self.samples = sample_rate * frame_ms // 1000
         self.counters = MixerCounters()
         self._queue_frames = queue_frames
+        self._cushion_at_start = cushion_at_start
         self._rooms = Rooms(passthrough=passthrough)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
         self._detector: DtmfDetector | None = None  # made when a leg first turns detection on
         self._slot_of: dict[str, int] = {}
         self._overlays: dict[str, Overlay] = {}
-        self._resamplers: dict[str, tuple[Resampler, Resampler]] = {}
+        # Per-leg filter state for legs whose input or output rate is not the mixer's.
+        self._in_resamplers: dict[str, Resampler] = {}
+        self._out_resamplers: dict[str, Resampler] = {}
         self._layout: Layout | None = None
         self._capacity = 0
         self._width = 0
@@ -159,9 +175,12 @@ class Mixer:
         old = self._capacity
         inbuf = np.zeros((capacity, width), dtype=np.uint8)
         fill = np.zeros(capacity, dtype=np.int64)
+        primed = np.zeros(capacity, dtype=bool)  # input consumed since it became active
         if old:
             inbuf[:old, : self._width] = self._inbuf
             fill[:old] = self._fill
+            primed[:old] = self._primed
+        self._primed = primed
         self._inbuf = inbuf
         self._fill = fill
         self._inview = inbuf.data.cast("B")  # flat, for cheap writes in put_frame
@@ -183,39 +202,50 @@ class Mixer:
 
     # -- membership (the seam) --------------------------------------------------------------
 
-    def add_leg(self, leg_id: str, fmt: AudioFormat) -> None:
+    def add_leg(self, leg_id: str, fmt: AudioFormat, out: AudioFormat | None = None) -> None:
+        """Know a leg that sends ``fmt`` and decodes ``out`` (``fmt`` when None); in no room."""
         if leg_id in self._slot_of:
             raise DuplicateLeg(leg_id)
+        formats = LegFormats(fmt, fmt if out is None else out)
         frame_bytes = fmt.frame_bytes(self.frame_ms)
-        resampled = kind_of(fmt, self.sample_rate) is Kind.RESAMPLED
-        resamplers = self._new_resamplers(fmt) if resampled else None  # may refuse the format
+        # Made first: they refuse a rate they cannot convert before anything is changed.
+        in_resampler = self._in_resampler(formats.inbound)
+        out_resampler = self._out_resampler(formats.outbound)
         queue_bytes = self._queue_frames * frame_bytes
         if not self._free or queue_bytes > self._width:
             capacity = self._capacity * 2 if not self._free else self._capacity
             self._allocate(capacity, max(self._width, queue_bytes))
         slot = heapq.heappop(self._free)
-        self._rooms.add(leg_id, fmt, slot, frame_bytes)
+        self._rooms.add(leg_id, formats, slot, self.frame_ms)
         self._slot_of[leg_id] = slot
         self._frame_bytes[slot] = frame_bytes
         self._queue_bytes[slot] = queue_bytes
         self._leg_at[slot] = leg_id
         self._fill[slot] = 0
+        self._primed[slot] = False
         self._standing[slot] = 0
-        if resamplers is not None:
-            self._resamplers[leg_id] = resamplers
+        if in_resampler is not None:
+            self._in_resamplers[leg_id] = in_resampler
+        if out_resampler is not None:
+            self._out_resamplers[leg_id] = out_resampler
 
-    def _new_resamplers(self, fmt: AudioFormat) -> tuple[Resampler, Resampler]:
-        return (
-            Resampler(fmt.sample_rate, self.sample_rate),
-            Resampler(self.sample_rate, fmt.sample_rate),
-        )
+    def _in_resampler(self, fmt: AudioFormat) -> Resampler | None:
+        if kind_of(fmt, self.sample_rate) is not Kind.RESAMPLED:
+            return None
+        return Resampler(fmt.sample_rate, self.sample_rate)
+
+    def _out_resampler(self, fmt: AudioFormat) -> Resampler | None:
+        if kind_of(fmt, self.sample_rate) is not Kind.RESAMPLED:
+            return None
+        return Resampler(self.sample_rate, fmt.sample_rate)
 
     def remove_leg(self, leg_id: str) -> None:
         """Forget the leg; it also leaves its room."""
         state = self._rooms.remove(leg_id)
         del self._slot_of[leg_id]
         self._overlays.pop(leg_id, None)
-        self._resamplers.pop(leg_id, None)
+        self._in_resamplers.pop(leg_id, None)
+        self._out_resamplers.pop(leg_id, None)
         heapq.heappush(self._free, state.slot)
 
     def join(self, leg_id: str, room_id: str) -> None:
@@ -347,7 +377,7 @@ class Mixer:
         digits = self._detect(layout.detect) if layout.detect.size else []
         frames: list[tuple[str, bytes]] = []
         for group in layout.groups:
-            if group.kind is Kind.RESAMPLED:
+            if group.out_kind is Kind.RESAMPLED:
                 self._encode_resampled(group, frames)
             else:
                 self._encode(group, frames)
@@ -373,25 +403,40 @@ class Mixer:
         idle = np.ones(self._capacity, dtype=bool)
         idle[layout.active] = False
         self._fill[idle] = 0
+        self._primed[idle] = False
         for group in layout.groups:
-            if group.kind is not Kind.RESAMPLED or previous is None:
+            resampled_in = group.kind is Kind.RESAMPLED
+            resampled_out = group.out_kind is Kind.RESAMPLED
+            if not (resampled_in or resampled_out) or previous is None:
                 continue
             mixed = [g.slots for g in previous.groups]
             returning = ~np.isin(group.slots, np.concatenate(mixed) if mixed else [])
             decoded = np.isin(group.slots, previous.active)  # sniffed: its decoder kept going
             legs = np.array(group.leg_ids)[returning].tolist()
             for leg_id, kept in zip(legs, decoded[returning].tolist(), strict=True):
-                fresh = self._new_resamplers(group.fmt)
-                self._resamplers[leg_id] = (
-                    (self._resamplers[leg_id][0], fresh[1]) if kept else fresh
-                )
+                if resampled_out:
+                    self._out_resamplers[leg_id] = Resampler(
+                        self.sample_rate, group.fmt.outbound.sample_rate
+                    )
+                if resampled_in and not kept:
+                    self._in_resamplers[leg_id] = Resampler(
+                        group.fmt.inbound.sample_rate, self.sample_rate
+                    )
         self._layout = layout
         return layout
 
     def _take_input(self, layout: Layout) -> None:
         """Decode one frame per active slot into ``_pcm``; silence where none is queued."""
         pcm, inbuf = self._pcm, self._inbuf
-        has = self._fill[layout.active] >= layout.active_frame_bytes
+        active, need = layout.active, layout.active_frame_bytes
+        if self._cushion_at_start:
+            # Mixed legs only (``active`` lists them first): a sniffed leg is only listened to
+            # for DTMF, and a cushion there would just delay detection.
+            mixed = np.zeros(active.size, dtype=bool)
+            mixed[: sum(g.slots.size for g in layout.groups)] = True
+            need = np.where(mixed & ~self._primed[active], 2 * need, need)
+        has = self._fill[active] >= need
+        self._primed[active[has]] = True
         for group in layout.groups + layout.sniffed:
             slots, size = group.slots, group.frame_bytes
             if group.kind is Kind.ULAW:
@@ -399,7 +444,7 @@ class Mixer:
             elif group.kind is Kind.ALAW:
                 pcm[slots] = np.take(ALAW_DECODE, inbuf[slots, :size])
             elif group.kind is Kind.L16:
-                pcm[slots] = inbuf[slots, :size].view(_l16_dtype(group.fmt))
+                pcm[slots] = inbuf[slots, :size].view(_l16_dtype(group.fmt.inbound))
             else:
                 self._decode_resampled(group)
         missing = layout.active[~has]
@@ -434,11 +479,11 @@ class Mixer:
     def _decode_resampled(self, group: FormatGroup) -> None:
         n = self.samples
         for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
-            if self._fillview[slot] < group.frame_bytes:
+            if not self._primed[slot] or self._fillview[slot] < group.frame_bytes:
                 continue  # zeroed with the other missing frames
             start = slot * self._width
             raw = self._inview[start : start + group.frame_bytes].tobytes()
-            samples = self._resamplers[leg_id][0].process(decode(group.fmt, raw))[:n]
+            samples = self._in_resamplers[leg_id].process(decode(group.fmt.inbound, raw))[:n]
             self._pcm[slot, : samples.size] = samples
             self._pcm[slot, samples.size :] = 0
 
@@ -469,17 +514,17 @@ class Mixer:
     def _encode(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
         heard = np.take(self._acc, group.slots, axis=0)
         samples = np.clip(heard, _LO, _HI, out=heard).astype(np.int16)
-        if group.kind is Kind.ULAW:
+        if group.out_kind is Kind.ULAW:
             data = np.take(ULAW_ENCODE, samples.view(np.uint16)).tobytes()
-        elif group.kind is Kind.ALAW:
+        elif group.out_kind is Kind.ALAW:
             data = np.take(ALAW_ENCODE, samples.view(np.uint16)).tobytes()
         else:
-            data = samples.astype(_l16_dtype(group.fmt)).tobytes()
-        size = group.frame_bytes
+            data = samples.astype(_l16_dtype(group.fmt.outbound)).tobytes()
+        size = group.out_frame_bytes
         starts = zip(group.leg_ids, range(0, len(data), size), strict=True)
         frames += [(leg_id, data[at : at + size]) for leg_id, at in starts]
 
     def _encode_resampled(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
         for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
-            samples = self._resamplers[leg_id][1].process(self._clipped(self._acc[slot]))
-            frames.append((leg_id, encode(group.fmt, samples)))
+            samples = self._out_resamplers[leg_id].process(self._clipped(self._acc[slot]))
+            frames.append((leg_id, encode(group.fmt.outbound, samples)))

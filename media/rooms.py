@@ -15,8 +15,12 @@ patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out. `
 lives on the leg: the listeners named there do not hear it (in-band DTMF muting sets it for the
 length of a digit).
 
-A room is *passthrough* when it has exactly two legs with the same ``AudioFormat``, the default
-matrix, no tap and no overlay on either leg, and the mixer was built with passthrough allowed.
+A leg's input and output formats are separate (``LegFormats``): a provider may stream one codec to
+us and decode another from us (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``). A room
+is *passthrough* when it has exactly two legs, each speaking the very format the other listens in
+(speaker's input == listener's output, both ways, so the bytes can be forwarded untouched), the
+default matrix, no tap and no overlay on either leg, and the mixer was built with passthrough
+allowed.
 Such a room skips the tick's mixing; each frame is forwarded to the peer as it arrives. A leg
 with in-band DTMF detection on (``detect``) still needs its audio decoded every tick, so in
 passthrough it is *sniffed*: its frames are forwarded and also queued, and the tick decodes them
@@ -87,6 +91,14 @@ class Kind(enum.Enum):
     RESAMPLED = "resampled"  # another sample rate: per-leg codec call and stateful Resampler
 
 
+@dataclass(frozen=True, slots=True)
+class LegFormats:
+    """A leg's two directions: what it sends us (``inbound``) and what it decodes (``outbound``)."""
+
+    inbound: AudioFormat
+    outbound: AudioFormat
+
+
 def kind_of(fmt: AudioFormat, mix_rate: int) -> Kind:
     if fmt.sample_rate != mix_rate:
         return Kind.RESAMPLED
@@ -103,7 +115,7 @@ Flag = Literal["muted", "deaf", "tapped", "overlaid", "detect"]
 @dataclass(slots=True)
 class LegState:
     leg_id: str
-    fmt: AudioFormat
+    fmt: LegFormats
     slot: int
     room: str | None = None
     muted: bool = False
@@ -123,11 +135,14 @@ class RoomState:
 
 @dataclass(frozen=True, slots=True)
 class FormatGroup:
-    """Active legs sharing one AudioFormat: decoded and encoded together."""
+    """Active legs sharing both formats: decoded together (``kind``, ``frame_bytes``, input) and
+    encoded together (``out_kind``, ``out_frame_bytes``, output)."""
 
-    fmt: AudioFormat
+    fmt: LegFormats
     kind: Kind
     frame_bytes: int
+    out_kind: Kind
+    out_frame_bytes: int
     slots: NDArray[np.intp]
     leg_ids: tuple[str, ...]  # in the order of ``slots``
 
@@ -178,13 +193,13 @@ class Rooms:
         self.peers: dict[str, str] = {}
         self.forward: dict[str, str] = {}
         self.version = 0
-        self._frame_bytes: dict[AudioFormat, int] = {}
+        self._frame_bytes: dict[AudioFormat, int] = {}  # per format, at the mixer's frame length
         self._solo: dict[str, int] = {}  # legs in no room -> slot
         self._default: defaultdict[int, dict[str, tuple[int, ...]]] = defaultdict(dict)
         self._weighted: dict[str, tuple[tuple[int, ...], NDArray[np.float32]]] = {}
         self._filed: dict[str, int] = {}  # room -> k in _default, or 0 when in _weighted
-        self._active: defaultdict[AudioFormat, dict[str, int]] = defaultdict(dict)
-        self._sniffed: defaultdict[AudioFormat, dict[str, int]] = defaultdict(dict)
+        self._active: defaultdict[LegFormats, dict[str, int]] = defaultdict(dict)
+        self._sniffed: defaultdict[LegFormats, dict[str, int]] = defaultdict(dict)
         self._tapped: dict[str, int] = {}
         self._overlaid: dict[str, int] = {}
         self._detect: dict[str, int] = {}
@@ -202,11 +217,12 @@ class Rooms:
         except KeyError:
             raise UnknownLeg(leg_id) from None
 
-    def add(self, leg_id: str, fmt: AudioFormat, slot: int, frame_bytes: int) -> None:
+    def add(self, leg_id: str, fmt: LegFormats, slot: int, frame_ms: int) -> None:
         if leg_id in self._legs:
             raise DuplicateLeg(leg_id)
         self._legs[leg_id] = LegState(leg_id, fmt, slot)
-        self._frame_bytes[fmt] = frame_bytes
+        for one in (fmt.inbound, fmt.outbound):
+            self._frame_bytes[one] = one.frame_bytes(frame_ms)
         self._solo[leg_id] = slot
         self._active[fmt][leg_id] = slot
         self.version += 1
@@ -397,7 +413,8 @@ class Rooms:
         if not self._passthrough or len(room.members) != 2 or not self._is_default(room):
             return False
         a, b = (self._legs[m] for m in room.members)
-        return a.fmt == b.fmt and not (a.tapped or b.tapped or a.overlaid or b.overlaid)
+        speaks_as_heard = a.fmt.inbound == b.fmt.outbound and b.fmt.inbound == a.fmt.outbound
+        return speaks_as_heard and not (a.tapped or b.tapped or a.overlaid or b.overlaid)
 
     # -- layout -----------------------------------------------------------------------------
 
@@ -439,13 +456,15 @@ class Rooms:
         )
 
     def _groups(
-        self, by_format: dict[AudioFormat, dict[str, int]], mix_rate: int
+        self, by_format: dict[LegFormats, dict[str, int]], mix_rate: int
     ) -> tuple[FormatGroup, ...]:
         return tuple(
             FormatGroup(
                 fmt=fmt,
-                kind=kind_of(fmt, mix_rate),
-                frame_bytes=self._frame_bytes[fmt],
+                kind=kind_of(fmt.inbound, mix_rate),
+                frame_bytes=self._frame_bytes[fmt.inbound],
+                out_kind=kind_of(fmt.outbound, mix_rate),
+                out_frame_bytes=self._frame_bytes[fmt.outbound],
                 slots=np.fromiter(legs.values(), dtype=np.intp, count=len(legs)),
                 leg_ids=tuple(legs),
             )
