@@ -77,8 +77,9 @@ def create_app(
     if provisioner is None:
         app[PROVISIONER] = directory
     app[RUNTIME] = CallRuntime(
-        machine=CallMachine(),
-        plane=MediaPlane(Mixer(), recordings_dir(settings)),
+        machine=CallMachine(media_wait_s=settings.media_wait_s),
+        # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
+        plane=MediaPlane(Mixer(cushion_at_start=True), recordings_dir(settings)),
         outbox=WebhookOutbox(app[STORE], signing_key),
         live=app[LIVE_LEGS],
         resolver=resolver if resolver is not None else directory,

@@ -34,6 +34,9 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 256 * 1024
     recordings_dir: str | None = None  # default: "recordings" beside the SQLite file
+    # How long an answered leg may be without a media stream (never started, failed or dropped)
+    # before callbridge asks the provider for a new stream, and again before it hangs up.
+    media_wait_s: float = 5.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +51,9 @@ class Settings:
         port = settings.port
         if "CALLBRIDGE_PORT" in env:
             port = _parse_port(env["CALLBRIDGE_PORT"])
+        media_wait_s = settings.media_wait_s
+        if "CALLBRIDGE_MEDIA_WAIT_S" in env:
+            media_wait_s = _parse_seconds("CALLBRIDGE_MEDIA_WAIT_S", env["CALLBRIDGE_MEDIA_WAIT_S"])
         return replace(
             settings,
             host=env.get("CALLBRIDGE_HOST", settings.host),
@@ -59,6 +65,7 @@ class Settings:
             log_format=fmt,  # type: ignore[arg-type]  # checked just above
             log_level=env.get("CALLBRIDGE_LOG_LEVEL", settings.log_level).lower(),
             recordings_dir=env.get("CALLBRIDGE_RECORDINGS_DIR") or None,
+            media_wait_s=media_wait_s,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -69,6 +76,16 @@ class Settings:
         if "public_url" not in given and ("host" in given or "port" in given) and derived_url:
             updated = replace(updated, public_url=f"http://{updated.host}:{updated.port}")
         return replace(updated, public_url=updated.public_url.rstrip("/"))
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0.05 <= seconds <= 600:
+        raise ValidationError(f"{name} must be a number of seconds from 0.05 to 600", field=name)
+    return seconds
 
 
 def _parse_port(raw: str) -> int:

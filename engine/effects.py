@@ -7,7 +7,8 @@ one leg leave in emission order. Four families:
   (out-of-band digits on a leg, as its far end will hear them);
 - media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
   (ringback and playback to one listener), ``SetDtmfMute`` (strip DTMF from what one listener
-  hears), ``StartRecording``/``StopRecording``;
+  hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
+  ``StopRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
 
@@ -22,11 +23,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from engine.model import OverlaySource, RecordingOptions, RejectCause, TimerKey
+from engine.model import DtmfSource, OverlaySource, RecordingOptions, RejectCause, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
 class AnswerCall:
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartMedia:
+    """Ask the provider to open the leg's media stream again (the first one never came, failed,
+    or dropped). How is the provider's business (a new stream command, new call instructions)."""
+
     call_control_id: str
 
 
@@ -58,6 +67,21 @@ class SendDtmf:
     call_control_id: str
     digits: str
     duration_millis: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDtmf:
+    """A room peer of this listener pressed ``digit``: let the listener learn of it.
+
+    Provider-neutral: the media plane tells a listener whose media carries key presses as
+    messages (a websocket agent: Media Streams ``dtmf``) with a message, whatever the source;
+    any other listener gets regenerated tones for an ``OUT_OF_BAND`` digit only, since an
+    ``IN_BAND`` one is in the audio it hears already.
+    """
+
+    call_control_id: str
+    digit: str
+    source: DtmfSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +162,12 @@ class CancelTimer:
 
 Effect: TypeAlias = (
     AnswerCall
+    | RestartMedia
     | HangupCall
     | RejectCall
     | DialCall
     | SendDtmf
+    | RelayDtmf
     | JoinRoom
     | LeaveRoom
     | SetDtmfMute

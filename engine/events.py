@@ -52,6 +52,18 @@ class MediaStopped:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaFailed:
+    """The leg's media stream could not be established or cannot be used: the provider reported
+    a failure (a ``streaming.failed`` webhook) or the stream announced a codec callbridge cannot
+    decode. ``reason`` is a short slug (``stream_failed``, ``unsupported_codec``); ``detail``
+    says more, for the log and the application."""
+
+    call_control_id: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfReceived:
     call_control_id: str
     digit: str
@@ -109,6 +121,7 @@ Event: TypeAlias = (
     | LegAnswered
     | MediaStarted
     | MediaStopped
+    | MediaFailed
     | DtmfReceived
     | LegHungUp
     | ProviderFailed

@@ -20,6 +20,9 @@ class ProviderGateway(Protocol):
 
     async def answer(self, call_control_id: str) -> None: ...
 
+    async def restart_media(self, call_control_id: str) -> None:
+        """Ask the provider to open the answered leg's media stream to callbridge again."""
+
     async def hangup(self, call_control_id: str) -> None: ...
 
     async def reject(self, call_control_id: str, cause: RejectCause) -> None: ...

@@ -26,6 +26,7 @@ from engine import machine_commands as commands
 from engine import machine_legs as legs
 from engine import machine_media as media
 from engine import machine_queue as queues
+from engine import machine_streams as streams
 from engine.errors import Conflict, NotFound
 from engine.machine_core import Core, iso
 from engine.model import (
@@ -63,10 +64,21 @@ class Snapshot:
 
 
 class CallMachine:
-    def __init__(self) -> None:
-        self._core = Core()
+    def __init__(self, *, media_wait_s: float = 5.0) -> None:
+        """``media_wait_s``: how long an answered leg may go without a media stream before a new
+        one is asked for, and again before the leg is hung up (``machine_streams``)."""
+        self._core = Core(media_wait_s=media_wait_s)
         self._command_ids: dict[str, dict[str, float]] = {}  # leg -> command_id -> when
         self._dial_ids: dict[tuple[int, str], tuple[str, float]] = {}  # (org, id) -> leg
+
+    @property
+    def media_wait_s(self) -> float:
+        return self._core.media_wait_s
+
+    @media_wait_s.setter
+    def media_wait_s(self, seconds: float) -> None:
+        """Applies to waits started from now on."""
+        self._core.media_wait_s = seconds
 
     # Read-only accessors.
     def leg(self, call_control_id: str, org_id: int | None = None) -> Leg:
@@ -167,11 +179,17 @@ class CallMachine:
                     HangupCause.UNSPECIFIED,
                     HangupSource.UNKNOWN,
                     provider=fx.HangupCall(leg.call_control_id),
+                    reason=f"provider_failed:{event.operation}",
+                    detail=event.reason,
                 )
         elif isinstance(event, ev.MediaStarted):
             media.media_started(core, leg, event)
+            streams.media_flowing(core, core.legs[leg.call_control_id])
         elif isinstance(event, ev.MediaStopped):
             media.media_stopped(core, leg)
+            streams.expect_media(core, core.legs[leg.call_control_id])
+        elif isinstance(event, ev.MediaFailed):
+            streams.media_failed(core, leg, event)
         elif isinstance(event, ev.DtmfReceived):
             media.dtmf_received(core, leg, event)
         elif isinstance(event, ev.PlaybackEnded):
@@ -211,6 +229,7 @@ class CallMachine:
         leg = core.cancel_timers(leg, TimerKind.RING_TIMEOUT)
         leg = core.move(leg, Trigger.LEG_ANSWERED, answered_at=core.now)
         leg = core.start_timer(leg, TimerKind.TIME_LIMIT, leg.time_limit_secs)
+        leg = streams.expect_media(core, leg)
         core.webhook(leg, "call.answered", state="answered", start_time=iso(leg.start_time))
         legs.after_answer(core, leg)
 
@@ -229,6 +248,8 @@ class CallMachine:
             queues.queue_timed_out(core, leg)
         elif kind is TimerKind.RECORD_LIMIT and leg.recording_id == event.key.tag:
             media.stop_recording(core, leg)
+        elif kind is TimerKind.MEDIA_WAIT:
+            streams.wait_expired(core, leg)
 
     def _end_by_timer(self, leg: Leg, trigger: Trigger, cause: HangupCause) -> None:
         hangup = fx.HangupCall(leg.call_control_id)

@@ -43,7 +43,8 @@ def mixer_room(leg: Leg | None) -> str | None:
 
 
 class Core:
-    def __init__(self) -> None:
+    def __init__(self, *, media_wait_s: float = 5.0) -> None:
+        self.media_wait_s = media_wait_s  # see machine_streams
         self.legs: dict[str, Leg] = {}
         self.rooms: dict[str, Room] = {}
         self.queues: dict[tuple[int, str], Queue] = {}

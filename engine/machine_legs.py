@@ -124,9 +124,16 @@ def end_leg(
     *,
     sip_code: str = "unspecified",
     provider: Effect | None = None,
+    reason: str | None = None,
+    detail: str = "",
 ) -> None:
     """End a leg: provider call, timers, media, queue and room, then call.hangup, then the
-    legs it leaves behind."""
+    legs it leaves behind.
+
+    ``reason`` (a slug) and ``detail`` say why callbridge itself ended the leg when the Call
+    Control API's closed ``hangup_cause`` set cannot: they go out as the ``callbridge_reason`` and
+    ``callbridge_reason_detail`` extension fields of ``call.hangup``.
+    """
     if provider is not None:
         core.emit(provider)
     leg = core.cancel_timers(leg)
@@ -148,8 +155,16 @@ def end_leg(
         hangup_cause=cause.value,
         hangup_source=source.value,
         sip_hangup_cause=sip_code,
+        **_reason_fields(reason, detail),
     )
     left_behind(core, orphans)
+
+
+def _reason_fields(reason: str | None, detail: str) -> dict[str, object]:
+    if reason is None:
+        return {}
+    # Bounded: the detail may quote a provider's error text.
+    return {"callbridge_reason": reason, "callbridge_reason_detail": detail[:300]}
 
 
 # Bridge.

@@ -1,9 +1,14 @@
 """What a leg hears and sends besides its room's mix: media streams, DTMF, playback, recording.
 
-- DTMF: every digit yields ``call.dtmf.received`` for its leg. An in-band digit is in the audio
-  already, so the mix carries it; listeners with ``dtmf_muted`` get it stripped by the mixer
-  (``SetDtmfMute``, derived in ``Core.put``). An out-of-band digit is not in the audio, so it is
-  relayed to each room peer that may hear DTMF with ``SendDtmf``.
+- DTMF: every key press yields one ``call.dtmf.received`` for its leg, and a ``RelayDtmf`` to
+  each room peer that may hear DTMF (the media plane turns it into a key-press message for a
+  peer whose media carries them, regenerated tones for an out-of-band digit, or nothing for an
+  in-band digit, which the mix carries already). Listeners with ``dtmf_muted`` get no relay and
+  have in-band tones stripped by the mixer (``SetDtmfMute``, derived in ``Core.put``).
+  One press can be reported twice, out-of-band by the provider and in-band by the media core's
+  detector: a report from the other source of the same digit, within ``DTMF_SAME_PRESS_S`` of
+  one not yet matched, is that same press and yields nothing. Two reports from one source are
+  always two presses, however quick.
 - Playback: a ``SetOverlay`` per listener under the playback's id; ``call.playback.started`` at
   once, ``call.playback.ended`` when the runtime reports the end, when stopped ("cancelled"), when
   replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
@@ -22,7 +27,7 @@ from engine.machine_core import Core, iso
 from engine.model import (
     INVALID_STATE_CODE,
     ActivePlayback,
-    DtmfSource,
+    DtmfPress,
     Leg,
     OverlaySource,
     RecordingOptions,
@@ -31,6 +36,21 @@ from engine.model import (
 )
 
 RINGBACK_TAG = "ringback"
+
+# How far apart the two reports of one key press may arrive. In-band detection names a digit
+# 40-60 ms after its tone starts (three 10 ms Goertzel windows, plus the frame and tick that
+# carry them: engine/media_plane.py). When the provider sends its out-of-band report is not
+# documented (a provider's stream `dtmf` message may carry no time at all; an RFC 4733 sender
+# may report at the start or only at the end of the press, and a human press lasts 100-300 ms),
+# and the two travel different paths (a webhook or stream message vs. the audio, through a
+# jitter buffer). 500 ms covers a long press reported at its end plus that skew. Two real
+# presses stay two: only reports from *different* sources are paired, a pair is used once, and
+# a second press of the same key needs a release and a new tone (ITU-T Q.24: at least 40 ms of
+# each), which yields its own report from each source. They merge only if each source missed
+# the press the other saw, within the window.
+DTMF_SAME_PRESS_S = 0.5
+# Unmatched reports kept per leg: a stream that floods digits must not grow the leg without end.
+_MAX_UNMATCHED_DTMF = 16
 
 
 # Media streams and DTMF (events).
@@ -48,11 +68,22 @@ def media_stopped(core: Core, leg: Leg) -> None:
 
 
 def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> None:
+    # Reports older than the window can match nothing any more.
+    recent = [p for p in leg.dtmf_unmatched if core.now - p.at <= DTMF_SAME_PRESS_S]
+    # The oldest report of this digit from the other source is this press's first report.
+    twin = next(
+        (p for p in recent if p.digit == event.digit and p.source is not event.source), None
+    )
+    if twin is not None:
+        recent.remove(twin)
+        core.update(leg, dtmf_unmatched=tuple(recent))
+        return
+    recent.append(DtmfPress(event.digit, event.source, core.now))
+    leg = core.update(leg, dtmf_unmatched=tuple(recent[-_MAX_UNMATCHED_DTMF:]))
     core.webhook(leg, "call.dtmf.received", digit=event.digit)
-    if event.source is DtmfSource.OUT_OF_BAND:
-        for peer in core.peers(leg):
-            if not peer.dtmf_muted:
-                core.emit(fx.SendDtmf(peer.call_control_id, event.digit))
+    for peer in core.peers(leg):
+        if not peer.dtmf_muted:
+            core.emit(fx.RelayDtmf(peer.call_control_id, event.digit, event.source))
 
 
 def send_dtmf(core: Core, leg: Leg, command: SendDtmf) -> None:

@@ -12,6 +12,12 @@ stream re-attaches), until they are cleared.
 The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
 its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
 
+A peer's key press reaches a listener (``relay_dtmf``, from the machine's ``RelayDtmf``) the way
+the listener's media carries key presses: an output that is also a ``KeyPressOutput`` (a
+websocket agent, whose bot reads Media Streams ``dtmf`` messages and not tones in the audio)
+gets a message for every digit; any other gets regenerated tones for an out-of-band digit, and
+nothing for an in-band one, which is in the audio it hears already.
+
 In-band DTMF: the mixer detects digits in what every attached leg says (``detect_dtmf``; Telnyx
 detects on every call-control leg too, so it is on by default, and off only for load tests) and
 ``tick`` reports each key press once as ``DtmfReceived(leg, digit, IN_BAND)``. The tone itself
@@ -33,7 +39,7 @@ import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,12 +58,22 @@ log = get_logger("callbridge.media")
 Source = Callable[[int], NDArray[np.int16]]
 #: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
 DTMF_HANGOVER_TICKS = 2
+#: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
+RELAYED_DTMF_MS = 250
 
 
 class MediaOutput(Protocol):
     """Where a leg's outgoing audio goes: one encoded frame at a time, never blocking."""
 
     def send_frame(self, payload: bytes) -> None: ...
+
+
+@runtime_checkable
+class KeyPressOutput(MediaOutput, Protocol):
+    """An output whose far end reads key presses as messages, not as tones in the audio."""
+
+    def send_key_press(self, digit: str) -> None:
+        """Tell the far end a peer pressed ``digit``; never blocking."""
 
 
 class OverlayError(MediaError):
@@ -141,8 +157,15 @@ class MediaPlane:
         self._pending: list[Event] = []
 
     # streams
-    def attach(self, leg_id: str, fmt: AudioFormat, output: MediaOutput) -> None:
-        self.mixer.add_leg(leg_id, fmt)
+    def attach(
+        self,
+        leg_id: str,
+        fmt: AudioFormat,
+        output: MediaOutput,
+        out_fmt: AudioFormat | None = None,
+    ) -> None:
+        """The leg's stream is live: it sends ``fmt`` and decodes ``out_fmt`` (``fmt`` if None)."""
+        self.mixer.add_leg(leg_id, fmt, out_fmt)
         self._legs[leg_id] = LegMedia(fmt, output)
         if self.detect_dtmf:
             self.mixer.set_detect(leg_id, True)
@@ -217,6 +240,16 @@ class MediaPlane:
         )
         media.overlays[tag] = sequence
         self._refresh_overlay(leg_id, media)
+
+    def relay_dtmf(self, leg_id: str, digit: str, source: DtmfSource) -> None:
+        """A peer of this leg pressed ``digit`` (see the module docstring)."""
+        media = self._legs.get(leg_id)
+        if media is None:
+            return  # no live media: nothing could carry it
+        if isinstance(media.output, KeyPressOutput):
+            media.output.send_key_press(digit)
+        elif source is DtmfSource.OUT_OF_BAND:
+            self.play_dtmf(leg_id, digit, RELAYED_DTMF_MS)
 
     def _make_source(
         self, leg_id: str, tag: str, source: OverlaySource, loop: int | None

@@ -24,6 +24,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
         )
+        # Exposed as callbridge_media_frames_dropped_total (prometheus_client adds _total).
+        # ``reason`` takes only adapters.streams.DROP_REASONS, so the label set stays bounded.
+        self.media_frames_dropped = Counter(
+            "callbridge_media_frames_dropped",
+            "Media-stream frames dropped unread (unknown events included), by provider and reason",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

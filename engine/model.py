@@ -132,6 +132,7 @@ class TimerKind(enum.Enum):
     TIME_LIMIT = "time_limit"  # time_limit_secs: answered duration cap
     QUEUE_WAIT = "queue_wait"  # enqueue's max_wait_time_secs
     RECORD_LIMIT = "record_limit"  # a recording's max_length
+    MEDIA_WAIT = "media_wait"  # an answered leg without a media stream (machine_streams.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,16 @@ class ActivePlayback:
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfPress:
+    """A reported digit that no report from the other source has matched yet (see
+    ``engine.machine_media.dtmf_received``): ``at`` is when it was reported."""
+
+    digit: str
+    source: DtmfSource
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Leg:
     """One live call party. Replaced, never mutated; see the module docstring."""
 
@@ -215,7 +226,9 @@ class Leg:
     # Media.
     media_started: bool = False
     media_format: str | None = None
+    media_restarted_at: float | None = None  # when callbridge last asked for a new stream
     dtmf_muted: bool = False  # this leg must not hear its peers' DTMF
+    dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
     recording_id: str | None = None  # the recording in progress

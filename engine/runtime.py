@@ -160,11 +160,20 @@ class CallRuntime:
         fmt: AudioFormat,
         output: MediaOutput,
         stream_url: str | None = None,
+        *,
+        out_fmt: AudioFormat | None = None,
+        label: str | None = None,
     ) -> None:
+        """The leg's stream is live: it sends ``fmt`` and decodes ``out_fmt`` (``fmt`` when
+        None); ``label`` names the format as the provider announced it (e.g. "G722/16000")."""
         async with self._lock:
-            self.plane.attach(call_control_id, fmt, output)
-        label = f"{fmt.encoding.value}/{fmt.sample_rate}"
+            self.plane.attach(call_control_id, fmt, output, out_fmt)
+        label = label or f"{fmt.encoding.value}/{fmt.sample_rate}"
         await self.event(ev.MediaStarted(call_control_id, label, stream_url))
+
+    async def media_failed(self, call_control_id: str, reason: str, detail: str = "") -> None:
+        """The leg's stream failed or cannot be used; the machine retries or ends the leg."""
+        await self.event(ev.MediaFailed(call_control_id, reason, detail))
 
     def media_frame(self, call_control_id: str, payload: bytes) -> None:
         """Hot path: no lock, no await; the mixer takes or forwards the frame."""
@@ -201,6 +210,8 @@ class CallRuntime:
                 self.plane.clear_overlay(leg_id, tag)
             case fx.SendDtmf(leg_id, digits, duration):
                 self.plane.play_dtmf(leg_id, digits, duration)
+            case fx.RelayDtmf(leg_id, digit, source):
+                self.plane.relay_dtmf(leg_id, digit, source)
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
             case fx.StartRecording(leg_id, recording_id, options):
@@ -213,6 +224,8 @@ class CallRuntime:
                 self.timers.cancel(key)
             case fx.AnswerCall(leg_id):
                 self._lane(leg_id, "answer", lambda g: g.answer(leg_id))
+            case fx.RestartMedia(leg_id):
+                self._lane(leg_id, "restart_media", lambda g: g.restart_media(leg_id))
             case fx.HangupCall(leg_id):
                 self._lane(leg_id, "hangup", lambda g: g.hangup(leg_id), final=True)
             case fx.RejectCall(leg_id, cause):

@@ -88,6 +88,9 @@ class RecordingGateway:
     async def answer(self, call_control_id: str) -> None:
         self._record("answer", call_control_id)
 
+    async def restart_media(self, call_control_id: str) -> None:
+        self._record("restart_media", call_control_id)
+
     async def hangup(self, call_control_id: str) -> None:
         self._record("hangup", call_control_id)
 

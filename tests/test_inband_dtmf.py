@@ -22,7 +22,12 @@ from numpy.typing import NDArray
 
 from engine.config import Settings
 from engine.events import DtmfReceived, Event
-from engine.media_plane import DTMF_HANGOVER_TICKS, MediaPlane
+from engine.media_plane import (
+    DTMF_HANGOVER_TICKS,
+    RELAYED_DTMF_MS,
+    KeyPressOutput,
+    MediaPlane,
+)
 from engine.model import DtmfSource
 from media.codecs import PCMA_8K, PCMU_8K, AudioFormat, decode, encode
 from media.dtmf import COLUMN_HZ, KEYPAD, ROW_HZ, dtmf_tone
@@ -246,6 +251,44 @@ def test_the_mute_follows_set_dtmf_mute_at_any_time(tmp_path: Path) -> None:
     assert mixer.gain("call", "b", "a") == 1.0 and mixer.is_passthrough("call")
 
 
+class KeyPressTickOutput(TickOutput):
+    """An output that reads key presses as messages, as a websocket agent's does."""
+
+    def __init__(self, clock: list[int]) -> None:
+        super().__init__(clock)
+        self.key_presses: list[tuple[int, str]] = []
+
+    def send_key_press(self, digit: str) -> None:
+        self.key_presses.append((self.clock[0], digit))
+
+
+@pytest.mark.parametrize("source", [DtmfSource.OUT_OF_BAND, DtmfSource.IN_BAND])
+def test_a_relayed_digit_reaches_each_listener_the_way_its_media_carries_key_presses(
+    tmp_path: Path, source: DtmfSource
+) -> None:
+    scene = Scene(tmp_path)
+    scene.leg("a")
+    scene.leg("phone")
+    bot = KeyPressTickOutput(scene.clock)
+    scene.plane.attach("bot", PCMU_8K, bot)
+    scene.plane.join("bot", "call")
+    assert isinstance(bot, KeyPressOutput)
+    assert not isinstance(scene.outputs["phone"], KeyPressOutput)
+    for listener in ("phone", "bot", "gone"):  # "gone" has no media: nothing to carry it
+        scene.plane.relay_dtmf(listener, "5", source)
+    scene.run({"a": frames(np.zeros(20 * N, dtype=np.int16))}, extra_ticks=0)
+    phone = [tone_dbfs(scene.outputs["phone"].at(t), "5") for t in range(20)]
+    if source is DtmfSource.OUT_OF_BAND:
+        # Not in anyone's audio: the phone hears regenerated tones, for RELAYED_DTMF_MS.
+        assert sum(level > HEARD_DBFS for level in phone) >= RELAYED_DTMF_MS // 20 - 1
+    else:
+        # In the speaker's audio already (here the speaker is silent): nothing is added.
+        assert max(phone) < SILENT_DBFS
+    # The bot gets the message, whatever the source, and no tones added to its audio.
+    assert bot.key_presses == [(0, "5")]
+    assert max(tone_dbfs(bot.at(t), "5") for t in range(20)) < SILENT_DBFS
+
+
 # ---- through the Call Control API --------------------------------------------------------------
 @pytest.fixture
 async def h(aiohttp_server, aiohttp_client, settings: Settings) -> Harness:  # type: ignore[no-untyped-def]
@@ -295,3 +338,40 @@ async def test_mute_dtmf_keeps_in_band_digits_from_the_peer(h: Harness, mute_dtm
             assert with_digit >= TONE_MS // 20 - 1, (digit, with_digit)
     assert sum(np.abs(f.astype(np.int32)).max() > 1000 for f in heard[-8:]) >= 5, "a is heard"
     assert h.runtime.plane.mixer.is_passthrough(room), "back to passthrough after the digits"
+
+
+async def test_a_key_press_heard_in_band_and_reported_out_of_band_is_one_webhook(
+    h: Harness,
+) -> None:
+    a, b, metronome = await h.up(), await h.up(), await h.up()
+    await h.bridged(a, b)
+    sequence = ONE_HASH + frames(voice(200))
+    # The provider reports each key as its tone starts (out-of-band, e.g. Twilio's `dtmf`
+    # message); the media core detects the same tone a few ticks later (in-band).
+    starts = {SPANS[digit][0]: digit for digit in "1#"}
+    frames_left = iter(enumerate(sequence))
+    reports: list[asyncio.Future[None]] = []
+    done = asyncio.Event()
+
+    def next_frame() -> None:
+        item = next(frames_left, None)
+        if item is None:
+            done.set()
+            return
+        index, frame = item
+        if index in starts:
+            reports.append(asyncio.ensure_future(h.runtime.media_dtmf(a, starts[index])))
+        h.runtime.media_frame(a, frame)
+
+    h.outputs[metronome].on_frame = next_frame
+    async with asyncio.timeout(5):
+        await done.wait()
+    await asyncio.gather(*reports)
+    await h.outputs[metronome].collect(DTMF_HANGOVER_TICKS + 2)  # every tone has been judged
+    await h.barrier(a)
+    digits = [
+        hook.payload["digit"]
+        for hook in h.receiver.of(a)
+        if hook.event_type == "call.dtmf.received" and hook.payload["digit"] != "D"
+    ]
+    assert digits == ["1", "#"]

@@ -15,6 +15,7 @@ from engine.model import (
     HangupSource,
     LegState,
     OverlaySource,
+    TimerKey,
     TimerKind,
 )
 from tests.test_machine_harness import OTHER_ORG, Harness, hook, hooks, of_type, webhook_order
@@ -289,7 +290,9 @@ def test_default_routing_answers_and_joins_the_conference() -> None:
     assert out == [fx.AnswerCall("in")]  # no webhook URL: nobody to tell
     h.event(ev.LegAnswered("in"))
     out = h.event(ev.MediaStarted("in", "PCMU/8000"))
-    assert out == [fx.JoinRoom("in", "conf-bridge-9")]
+    # Media is flowing: the wait for it (machine_streams) is over.
+    media_wait = TimerKey("in", TimerKind.MEDIA_WAIT)
+    assert out == [fx.JoinRoom("in", "conf-bridge-9"), fx.CancelTimer(media_wait)]
     assert h.state("in") is S.BRIDGED
 
 

@@ -165,4 +165,5 @@ def test_dialled_leg_rings_until_answered() -> None:
     assert h.timers("b") == {TimerKind.RING_TIMEOUT}
     h.event(ev.LegAnswered("b"))
     assert h.state("b") is LegState.ANSWERED
-    assert h.timers("b") == {TimerKind.TIME_LIMIT}
+    # Answered, no media yet: the leg also waits for its stream (machine_streams).
+    assert h.timers("b") == {TimerKind.TIME_LIMIT, TimerKind.MEDIA_WAIT}

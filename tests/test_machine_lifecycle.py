@@ -332,6 +332,7 @@ CORE = [
     "machine_legs",
     "machine_media",
     "machine_queue",
+    "machine_streams",
 ]
 CORE += ["transitions", "model", "events", "effects", "commands", "diagram"]
 FORBIDDEN = {"asyncio", "aiohttp", "socket", "time", "random", "uuid", "secrets", "os", "threading"}

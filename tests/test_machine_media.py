@@ -8,6 +8,7 @@ from engine import commands as cmd
 from engine import effects as fx
 from engine import events as ev
 from engine.errors import InvalidState
+from engine.machine_media import DTMF_SAME_PRESS_S
 from engine.model import (
     DtmfSource,
     HangupCause,
@@ -42,22 +43,99 @@ def test_mute_dtmf_keeps_digits_from_the_legs_it_names(
     # In-band digits are in the audio: the mixer strips them for muted listeners.
     muted = {e.call_control_id for e in of_type(out, fx.SetDtmfMute) if e.muted}
     assert muted == {leg for leg, deaf in (("a", a_deaf), ("b", b_deaf)) if deaf}
-    # Out-of-band digits are relayed to each listener that may hear them.
+    # Digits are relayed to each listener that may hear them.
     from_a = h.event(ev.DtmfReceived("a", "5", OOB))
     from_b = h.event(ev.DtmfReceived("b", "#", OOB))
-    assert of_type(from_a, fx.SendDtmf) == ([] if b_deaf else [fx.SendDtmf("b", "5")])
-    assert of_type(from_b, fx.SendDtmf) == ([] if a_deaf else [fx.SendDtmf("a", "#")])
+    assert of_type(from_a, fx.RelayDtmf) == ([] if b_deaf else [fx.RelayDtmf("b", "5", OOB)])
+    assert of_type(from_b, fx.RelayDtmf) == ([] if a_deaf else [fx.RelayDtmf("a", "#", OOB)])
     # The application hears every digit regardless.
     assert hook(from_a, "a", "call.dtmf.received")["digit"] == "5"
     assert hook(from_b, "b", "call.dtmf.received")["digit"] == "#"
 
 
-def test_in_band_dtmf_is_reported_but_not_relayed() -> None:
+def test_in_band_dtmf_is_relayed_with_its_source_and_regenerates_nothing() -> None:
     h = Harness()
     h.bridged_pair()
     out = h.event(ev.DtmfReceived("a", "7", IN_BAND))
+    # The media plane decides what an in-band relay becomes (a message for a websocket agent,
+    # nothing for a phone: the tone is in its audio); the machine never asks for new tones.
+    assert of_type(out, fx.RelayDtmf) == [fx.RelayDtmf("b", "7", IN_BAND)]
     assert of_type(out, fx.SendDtmf) == []
     assert hooks(out) == ["call.dtmf.received"]
+
+
+def test_only_the_pressers_room_peers_learn_of_a_digit() -> None:
+    h = Harness()
+    h.bridged_pair()
+    h.incoming("c")  # answered, in no room
+    out = h.event(ev.DtmfReceived("a", "9", OOB))
+    assert of_type(out, fx.RelayDtmf) == [fx.RelayDtmf("b", "9", OOB)]
+    assert of_type(h.event(ev.DtmfReceived("c", "9", OOB)), fx.RelayDtmf) == []
+
+
+# One key press, reported by both sources, is one webhook; each source's reports are presses.
+# Rows: (source, digit, seconds after the previous report) per report, and the digits the
+# application hears, in order. W is the same-press window.
+W = DTMF_SAME_PRESS_S
+DTMF_REPORTS = [
+    pytest.param([(OOB, "5", 0.0), (IN_BAND, "5", 0.05)], ["5"], id="oob-then-in-band"),
+    pytest.param([(IN_BAND, "5", 0.0), (OOB, "5", 0.2)], ["5"], id="in-band-then-oob"),
+    pytest.param([(IN_BAND, "5", 0.0), (OOB, "5", W)], ["5"], id="at-the-window-edge"),
+    pytest.param([(IN_BAND, "5", 0.0), (OOB, "5", W + 0.01)], ["5", "5"], id="past-the-window"),
+    pytest.param([(OOB, "5", 0.0), (OOB, "5", 0.08)], ["5", "5"], id="two-quick-oob-presses"),
+    pytest.param(
+        [(IN_BAND, "5", 0.0), (IN_BAND, "5", 0.08)], ["5", "5"], id="two-quick-in-band-presses"
+    ),
+    pytest.param(
+        [(OOB, "5", 0.0), (IN_BAND, "5", 0.05), (OOB, "5", 0.1), (IN_BAND, "5", 0.05)],
+        ["5", "5"],
+        id="two-quick-presses-both-sources",
+    ),
+    pytest.param(
+        # In-band detects each press early, Twilio reports each at its release.
+        [(IN_BAND, "5", 0.0), (OOB, "5", 0.2), (IN_BAND, "5", 0.1), (OOB, "5", 0.2)],
+        ["5", "5"],
+        id="late-oob-reports",
+    ),
+    pytest.param(
+        # Fast dialling: the out-of-band reports of two digits arrive before either tone is heard.
+        [(OOB, "1", 0.0), (OOB, "2", 0.1), (IN_BAND, "1", 0.02), (IN_BAND, "2", 0.1)],
+        ["1", "2"],
+        id="interleaved-digits",
+    ),
+    pytest.param([(OOB, "5", 0.0), (IN_BAND, "6", 0.05)], ["5", "6"], id="different-digits"),
+    pytest.param(
+        # A pair is used once: the third report starts a new press.
+        [(OOB, "5", 0.0), (IN_BAND, "5", 0.05), (IN_BAND, "5", 0.05)],
+        ["5", "5"],
+        id="a-pair-is-used-once",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reports", "heard"), DTMF_REPORTS)
+def test_one_key_press_is_one_webhook_however_many_sources_report_it(
+    reports: list[tuple[DtmfSource, str, float]], heard: list[str]
+) -> None:
+    h = Harness()
+    h.bridged_pair()
+    webhooks: list[str] = []
+    relays: list[str] = []
+    for source, digit, after in reports:
+        h.tick(after)
+        out = h.event(ev.DtmfReceived("a", digit, source))
+        webhooks += [str(e.payload["digit"]) for e in of_type(out, fx.EmitWebhook)]
+        relays += [e.digit for e in of_type(out, fx.RelayDtmf)]
+    assert webhooks == heard
+    assert relays == heard  # the peer learns of each press once, too
+
+
+def test_a_flood_of_unmatched_digits_keeps_the_leg_bounded() -> None:
+    h = Harness()
+    h.incoming("a")
+    for _ in range(1000):
+        h.event(ev.DtmfReceived("a", "1", OOB))
+    assert len(h.m.leg("a").dtmf_unmatched) <= 16
 
 
 def test_dtmf_mute_ends_with_the_bridge() -> None:
