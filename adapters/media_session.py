@@ -4,19 +4,27 @@ The provider endpoints accept the websocket and hand it here with their ``Stream
 way to find the leg from the stream's ``start`` (a leg token). From then on this module is
 provider-neutral: it refuses a stream without a valid token or for a leg that already has one,
 feeds media, DTMF and the stream's end to the runtime, and writes the engine's frames back in
-order through one writer per stream. A stream that drops without ``stop`` leaves its leg a grace
-period to reconnect before the leg is ended. Inbound media that arrives out of order (Telnyx does
-not promise order) is put back in order by ``MediaOrder`` before the engine sees it.
+order through one writer per stream. The ``start`` frame's announced format is judged once the
+stream is bound to its leg (``media.inbound``): G.722 is decoded here, at the edge; a codec
+callbridge cannot decode is reported to the machine, which asks for a new stream or ends the leg.
+When a stream ends, clean or not, the machine decides what the leg does next
+(``engine/machine_streams.py``: wait for a reconnect, ask for a new stream, or hang up).
+Inbound media that arrives out of order (Telnyx does not promise order) is put back in order by
+``MediaOrder`` before the engine sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
 from adapters.leg_tokens import InvalidLegToken
+from adapters.stream_drops import FrameDrops
 from adapters.streams import (
+    CLOSE_UNSUPPORTED_DATA,
+    BadFrame,
     StreamCodec,
     StreamConnected,
     StreamDtmf,
@@ -26,12 +34,15 @@ from adapters.streams import (
     StreamProtocolError,
     StreamStart,
     StreamStop,
+    StreamUnknown,
 )
 from adapters.transport import MediaSocket
-from engine import events as ev
 from engine.errors import NotFound
 from engine.logs import get_logger
+from engine.metrics import Metrics
 from engine.runtime import CallRuntime
+from media.errors import UnsupportedEncoding
+from media.inbound import InboundDecoder, inbound_decoder
 
 log = get_logger("callbridge.media_session")
 
@@ -148,11 +159,18 @@ class StreamOutput:
 class StreamSessions:
     """Every live media stream of this process, one per leg."""
 
-    def __init__(self, runtime: CallRuntime, *, grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        runtime: CallRuntime,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._runtime = runtime
-        self.grace_s = grace_s
+        self._dropped_frames = metrics.media_frames_dropped
+        # Times the flood window and the rate limit of drop warnings; injectable for tests.
+        self._clock = clock
         self._active: dict[str, asyncio.Task[None] | None] = {}
-        self._grace: dict[str, asyncio.TimerHandle] = {}
         self.refused = 0
 
     def has_stream(self, leg_id: str) -> bool:
@@ -169,27 +187,58 @@ class StreamSessions:
         """Run one stream to its end; every refusal is a close with a reason, and logged."""
         leg_id: str | None = None
         output: StreamOutput | None = None
+        convert: Callable[[bytes], bytes] | None = None
         order = MediaOrder()
         stopped = False
+        drops = FrameDrops(
+            codec.provider,
+            self._dropped_frames,
+            self._clock,
+            {**(context or {}), "remote": socket.remote},
+        )
         try:
             while True:
                 raw = await socket.receive()
                 if raw is None:
                     break
-                message = codec.parse(raw)
+                try:
+                    message = codec.parse(raw)
+                except BadFrame as exc:
+                    # A bad start stays fatal: without its identity the stream has no leg.
+                    if exc.event == "start" and leg_id is None:
+                        raise
+                    drops.drop(exc.kind, exc.reason, leg_id)  # raises once it is a flood
+                    continue
                 if isinstance(message, StreamStart):
                     if leg_id is not None:
-                        raise StreamProtocolError("a second start on one stream")
+                        drops.drop("repeated_start", "a second start on one stream", leg_id)
+                        continue
                     leg_id = self._admit(message, find_leg)
+                    decoder = await self._decoder(leg_id, message)
+                    if decoder is None:
+                        leg_id = None  # refused: the machine retries the stream or ends the leg
+                        raise StreamProtocolError(
+                            f"cannot decode {message.fmt.label()}", CLOSE_UNSUPPORTED_DATA
+                        )
+                    convert = decoder.convert
                     output = StreamOutput(socket, codec, message.stream_id)
-                    await self._runtime.media_started(leg_id, message.fmt, output)
+                    await self._runtime.media_started(
+                        leg_id,
+                        decoder.mixer_format,
+                        output,
+                        out_fmt=codec.outbound,
+                        label=message.fmt.label(),
+                    )
                 elif isinstance(message, StreamMedia):
                     if leg_id is None:
-                        raise StreamProtocolError("media before start")
+                        drops.drop("before_start", "media before start", leg_id)
+                        continue
                     if message.track == "inbound":
                         counter = message.chunk if message.chunk is not None else message.sequence
                         for payload in order.push(counter, message.payload):
-                            self._runtime.media_frame(leg_id, payload)
+                            self._runtime.media_frame(
+                                leg_id, payload if convert is None else convert(payload)
+                            )
                 elif isinstance(message, StreamDtmf):
                     if leg_id is not None:
                         await self._runtime.media_dtmf(leg_id, message.digit)
@@ -197,13 +246,9 @@ class StreamSessions:
                     stopped = True
                     break
                 elif isinstance(message, StreamError):
-                    log.warning(
-                        "provider stream error",
-                        leg_id=leg_id,
-                        code=message.code,
-                        title=message.title,
-                        detail=message.detail,
-                    )
+                    drops.provider_error(message, leg_id)
+                elif isinstance(message, StreamUnknown):
+                    drops.unknown(message.event, leg_id)
                 elif isinstance(message, StreamConnected | StreamMark):
                     continue
         except StreamProtocolError as exc:
@@ -217,11 +262,19 @@ class StreamSessions:
             )
             await socket.close(exc.close_code, exc.reason)
         finally:
-            if output is not None:
-                await output.close()
-            if leg_id is not None:
-                await self._ended(leg_id, stopped)
+            # Shielded: a server that cancels handlers when the peer's TCP goes away (aiohttp's
+            # handler_cancellation, on in its TestServer) would otherwise skip _ended and leave
+            # the leg holding a stream that is gone.
+            await asyncio.shield(self._close_stream(output, leg_id, stopped))
         await socket.close(CLOSE_NORMAL, "stream ended")
+
+    async def _close_stream(
+        self, output: StreamOutput | None, leg_id: str | None, stopped: bool
+    ) -> None:
+        if output is not None:
+            await output.close()
+        if leg_id is not None:
+            await self._ended(leg_id, stopped)
 
     def _admit(self, start: StreamStart, find_leg: LegFinder) -> str:
         try:
@@ -237,40 +290,27 @@ class StreamSessions:
         if leg_id in self._active:
             raise StreamProtocolError("the leg already has a media stream", CLOSE_POLICY)
         self._active[leg_id] = None
-        handle = self._grace.pop(leg_id, None)
-        if handle is not None:
-            handle.cancel()
-            log.info("media stream reconnected", leg_id=leg_id)
         return leg_id
 
-    async def _ended(self, leg_id: str, stopped: bool) -> None:
-        self._active.pop(leg_id, None)
-        await self._runtime.media_stopped(leg_id)
-        if stopped:
-            return
+    async def _decoder(self, leg_id: str, start: StreamStart) -> InboundDecoder | None:
+        """How to take the stream's announced format; None (and the machine told) if we cannot.
+
+        Judged only now that the stream is bound to its leg, so a codec callbridge cannot decode
+        (Telnyx streams OPUS or AMR-WB calls in their own codec) retries or ends that leg rather
+        than leaving it answered and silent.
+        """
         try:
-            alive = self._runtime.machine.leg(leg_id).is_alive
-        except NotFound:
-            alive = False
-        if alive:
-            log.info(
-                "media stream dropped; waiting for a reconnect",
-                leg_id=leg_id,
-                grace_s=self.grace_s,
-            )
-            loop = asyncio.get_running_loop()
-            self._grace[leg_id] = loop.call_later(self.grace_s, self._give_up, leg_id)
+            return inbound_decoder(start.fmt)
+        except UnsupportedEncoding as exc:
+            self._active.pop(leg_id, None)
+            log.warning("media stream codec refused", leg_id=leg_id, reason=str(exc))
+            await self._runtime.media_failed(leg_id, "unsupported_codec", str(exc))
+            return None
 
-    def _give_up(self, leg_id: str) -> None:
-        self._grace.pop(leg_id, None)
-        if leg_id in self._active:
-            return
-        log.warning("media stream did not come back; ending the leg", leg_id=leg_id)
-        failed = ev.ProviderFailed(leg_id, "media", "media stream lost")
-        task = asyncio.ensure_future(self._runtime.event(failed))
-        task.add_done_callback(lambda t: t.exception())
-
-    def close(self) -> None:
-        for handle in self._grace.values():
-            handle.cancel()
-        self._grace.clear()
+    async def _ended(self, leg_id: str, stopped: bool) -> None:
+        """The stream is over. Whether the leg waits for another, asks for one or ends is the
+        machine's decision (``engine/machine_streams.py``), clean ``stop`` or not."""
+        self._active.pop(leg_id, None)
+        if not stopped:
+            log.info("media stream dropped without stop", leg_id=leg_id)
+        await self._runtime.media_stopped(leg_id)

@@ -2,8 +2,15 @@
 
 Each provider's stream module (``adapters.twilio.stream``, ``adapters.telnyx.stream``) turns its
 JSON text frames into the messages below and renders outbound frames; the engine holds a
-``StreamCodec`` per leg and never names a provider. Parsing is strict: anything malformed raises
-``StreamProtocolError``, whose ``reason`` and ``close_code`` are ready to close the websocket with.
+``StreamCodec`` per leg and never names a provider.
+
+Parsing is forward compatible, because both providers add events and fields over time
+(PROTOCOLS.md gotcha 13): unknown fields are ignored and an unknown event becomes
+``StreamUnknown``. A frame that cannot be read raises ``BadFrame``, which names one of the fixed
+``DROP_REASONS`` and the frame's event; the media session drops such a frame and carries on
+(``adapters.stream_drops``), except a bad ``start``, without which the stream cannot be bound to
+a leg. ``StreamProtocolError`` is the stream-level refusal: its ``reason`` and ``close_code`` are
+ready to close the websocket with.
 
 The small helpers at the bottom (``load_frame``, ``counter``, ...) are the shared toolkit of the
 provider codecs; they sit on the media hot path, so they avoid anything slower than a dict lookup
@@ -13,17 +20,20 @@ besides the orjson parse and the pybase64 decode.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, get_args
 
 import orjson
 import pybase64
 
-from media.codecs import AudioFormat, ByteOrder, parse_format
-from media.errors import UnsupportedEncoding
+from media.codecs import AudioFormat, ByteOrder
+from media.inbound import MediaFormat
 
 __all__ = [
     "CLOSE_INVALID_DATA",
     "CLOSE_UNSUPPORTED_DATA",
+    "DROP_REASONS",
+    "BadFrame",
+    "DropReason",
     "StreamCodec",
     "StreamConnected",
     "StreamDtmf",
@@ -34,6 +44,7 @@ __all__ = [
     "StreamProtocolError",
     "StreamStart",
     "StreamStop",
+    "StreamUnknown",
 ]
 
 # RFC 6455 close codes: 1007 = frame content inconsistent with the message type (bad JSON, bad
@@ -43,6 +54,21 @@ CLOSE_UNSUPPORTED_DATA = 1003
 
 # A close frame's reason must fit in 123 bytes (125-byte control payload minus the 2-byte code).
 _MAX_REASON_BYTES = 119
+
+# Why a frame was dropped: a fixed set, because each is a Prometheus label value (raw frame text
+# never is). ``before_start`` and ``repeated_start`` are readable frames at the wrong moment.
+DropReason: TypeAlias = Literal[
+    "bad_json",  # not JSON at all (or not UTF-8)
+    "not_object",  # JSON, but not an object
+    "missing_event",  # an object without an "event" string
+    "missing_field",  # a field this event needs is absent or of the wrong type
+    "bad_field",  # a field is present but unusable (a counter that is not a number, ...)
+    "bad_base64",  # a media payload that is not base64
+    "unknown_event",  # an event this version does not know (not an error: newer protocol)
+    "before_start",  # media before the stream's start frame
+    "repeated_start",  # a second start frame on one stream
+]
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +81,15 @@ class StreamConnected:
 
 @dataclass(frozen=True, slots=True)
 class StreamStart:
-    """The stream's identity and audio format; arrives once, before any media."""
+    """The stream's identity and announced audio format; arrives once, before any media.
+
+    ``fmt`` is what the provider says it streams, not yet judged: a codec callbridge cannot take
+    must not stop the stream from being bound to its leg, or nobody would end that leg.
+    """
 
     stream_id: str
     call_id: str
-    fmt: AudioFormat
+    fmt: MediaFormat
     custom_parameters: dict[str, str]
     client_state: str | None
     tracks: tuple[str, ...]
@@ -102,16 +132,34 @@ class StreamError:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamUnknown:
+    """A frame whose event this version does not know; ignored, because providers add events.
+
+    ``event`` is cut to 40 characters so a hostile frame cannot inflate what is logged.
+    """
+
+    event: str
+
+
 StreamMessage: TypeAlias = (
-    StreamConnected | StreamStart | StreamMedia | StreamDtmf | StreamMark | StreamStop | StreamError
+    StreamConnected
+    | StreamStart
+    | StreamMedia
+    | StreamDtmf
+    | StreamMark
+    | StreamStop
+    | StreamError
+    | StreamUnknown
 )
 
 
 class StreamProtocolError(ValueError):
-    """A frame that breaks the provider's stream protocol.
+    """A stream callbridge closes: a ``start`` it cannot bind, a flood of unusable frames.
 
-    ``reason`` is short enough for a websocket close frame; ``close_code`` is the RFC 6455 code
-    to close with (1007 malformed data, 1003 unsupported media format).
+    One unusable frame is a ``BadFrame``, which the session drops instead. ``reason`` is short
+    enough for a websocket close frame; ``close_code`` is the RFC 6455 code to close with (1007
+    malformed data, 1003 unsupported media format).
     """
 
     def __init__(self, reason: str, close_code: int = CLOSE_INVALID_DATA) -> None:
@@ -124,8 +172,34 @@ class StreamProtocolError(ValueError):
         self.close_code = close_code
 
 
+class BadFrame(StreamProtocolError):
+    """One frame that cannot be read: the session drops it, and closes only for a flood.
+
+    ``kind`` is one of ``DROP_REASONS`` (a metric label); ``event`` is the frame's event name
+    when the frame got that far (``None`` for bad JSON), so a bad ``start`` can stay fatal.
+    """
+
+    def __init__(self, kind: DropReason, reason: str, event: str | None = None) -> None:
+        super().__init__(reason, CLOSE_INVALID_DATA)
+        self.kind: DropReason = kind
+        self.event = event
+
+
 class StreamCodec(Protocol):
-    """One provider's stream wire format: the engine's only dispatch point for media frames."""
+    """One provider's stream wire format: the engine's only dispatch point for media frames.
+
+    ``outbound`` is the format the provider decodes what we send in. It is declared by us (Telnyx's
+    ``stream_bidirectional_codec``) or fixed by the provider (Twilio: mu-law), and it is
+    independent of the format the provider streams to us, which the ``start`` frame announces.
+    """
+
+    @property
+    def outbound(self) -> AudioFormat: ...
+
+    @property
+    def provider(self) -> str:
+        """The provider's catalog slug (``"twilio"``, ``"telnyx"``): a bounded metric label."""
+        ...
 
     def parse(self, text: str | bytes) -> StreamMessage: ...
 
@@ -150,12 +224,13 @@ def load_frame(text: str | bytes) -> tuple[str, dict[str, Any]]:
     try:
         frame = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise StreamProtocolError("frame is not valid JSON") from None
+        # orjson also refuses bytes that are not UTF-8 with this error.
+        raise BadFrame("bad_json", "frame is not valid JSON") from None
     if not isinstance(frame, dict):
-        raise StreamProtocolError("frame is not a JSON object")
+        raise BadFrame("not_object", "frame is not a JSON object")
     event = frame.get("event")
     if not isinstance(event, str):
-        raise StreamProtocolError("frame has no 'event' string")
+        raise BadFrame("missing_event", "frame has no 'event' string")
     return event, frame
 
 
@@ -163,7 +238,7 @@ def section(frame: dict[str, Any], key: str, event: str) -> dict[str, Any]:
     """The nested object ``frame[key]`` that an event of this kind must carry."""
     value = frame.get(key)
     if not isinstance(value, dict):
-        raise StreamProtocolError(f"{event} frame lacks the '{key}' object")
+        raise BadFrame("missing_field", f"{event} frame lacks the '{key}' object", event)
     return value
 
 
@@ -171,7 +246,7 @@ def text_field(obj: dict[str, Any], key: str, event: str) -> str:
     """A required string field."""
     value = obj.get(key)
     if not isinstance(value, str):
-        raise StreamProtocolError(f"{event} frame lacks the '{key}' string")
+        raise BadFrame("missing_field", f"{event} frame lacks the '{key}' string", event)
     return value
 
 
@@ -181,8 +256,21 @@ def optional_text(obj: dict[str, Any], key: str, event: str) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise StreamProtocolError(f"{event} frame has a non-string '{key}'")
+        raise BadFrame("bad_field", f"{event} frame has a non-string '{key}'", event)
     return value
+
+
+def loose_text(value: object, limit: int = 200) -> str | None:
+    """A string from a frame that is only informative (a version, an error's title): anything
+    but a string or a number reads as absent, and it is cut to ``limit`` characters, so an
+    unexpected shape never costs the frame and a hostile one cannot inflate the logs."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:limit]
 
 
 def counter(obj: dict[str, Any], key: str, event: str) -> int | None:
@@ -196,18 +284,19 @@ def counter(obj: dict[str, Any], key: str, event: str) -> int | None:
     # Tolerate a JSON number too, but never a bool (bool is an int subclass).
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    raise StreamProtocolError(f"{event} frame has a non-numeric '{key}': {_short(value)}")
+    raise BadFrame("bad_field", f"{event} frame has a non-numeric '{key}': {_short(value)}", event)
 
 
 def payload_bytes(media: dict[str, Any], event: str) -> bytes:
     """The base64 ``payload`` of a media object, strictly decoded."""
     encoded = media.get("payload")
     if not isinstance(encoded, str):
-        raise StreamProtocolError(f"{event} frame lacks the 'payload' string")
+        raise BadFrame("missing_field", f"{event} frame lacks the 'payload' string", event)
     try:
         return pybase64.b64decode(encoded, validate=True)
     except ValueError:
-        raise StreamProtocolError(f"{event} payload is not valid base64") from None
+        # binascii.Error, what a bad alphabet or padding raises, is a ValueError.
+        raise BadFrame("bad_base64", f"{event} payload is not valid base64", event) from None
 
 
 def string_map(value: object, key: str, event: str) -> dict[str, str]:
@@ -215,14 +304,20 @@ def string_map(value: object, key: str, event: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise StreamProtocolError(f"{event} frame has a '{key}' that is not a string map")
+        raise BadFrame("bad_field", f"{event} frame has a '{key}' that is not a string map", event)
     return value
+
+
+def unknown(event: str) -> StreamUnknown:
+    """The message for an event this version does not know."""
+    return StreamUnknown(event[:40])
 
 
 def audio_format(
     media_format: dict[str, Any], rate_key: str, event: str, byte_order: ByteOrder = "big"
-) -> AudioFormat:
-    """Turn a start frame's media-format object into an AudioFormat, or refuse the stream.
+) -> MediaFormat:
+    """A start frame's media-format object as announced; whether callbridge can decode it is
+    decided after the stream is bound to its leg (``media.inbound.inbound_decoder``).
 
     ``byte_order`` applies to L16 only and comes from the leg's settings, not the wire.
     """
@@ -236,8 +331,4 @@ def audio_format(
     for name, number in ((rate_key, sample_rate), ("channels", channels)):
         if not isinstance(number, int) or isinstance(number, bool):
             raise StreamProtocolError(f"{event} media format has a non-integer '{name}'")
-    try:
-        return parse_format(encoding, sample_rate, channels, byte_order=byte_order)
-    except UnsupportedEncoding as exc:
-        # The media error already names the encoding, rate or channel count at fault.
-        raise StreamProtocolError(str(exc), CLOSE_UNSUPPORTED_DATA) from None
+    return MediaFormat(encoding[:40], sample_rate, channels, byte_order)

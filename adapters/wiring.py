@@ -18,6 +18,7 @@ from adapters.media_session import StreamSessions
 from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
 from adapters.wsagent import kit as wsagent_kit
+from engine.api.keys import METRICS
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
@@ -49,7 +50,7 @@ def adapter_context(
 
 def install(app: web.Application, context: AdapterContext, runtime: CallRuntime) -> None:
     context.runtime = runtime
-    context.sessions = StreamSessions(runtime)
+    context.sessions = StreamSessions(runtime, app[METRICS])
     app[ADAPTERS] = context
     app.cleanup_ctx.append(_http_session)
     # Each provider adapter registers its kit and routes here, one import and one call each.
@@ -64,6 +65,4 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         context.http = session
         yield
-        if context.sessions is not None:
-            context.sessions.close()
         context.http = None

@@ -17,6 +17,8 @@ import pytest
 from multidict import MultiDict
 
 from adapters.streams import (
+    DROP_REASONS,
+    BadFrame,
     StreamCodec,
     StreamConnected,
     StreamDtmf,
@@ -25,6 +27,7 @@ from adapters.streams import (
     StreamProtocolError,
     StreamStart,
     StreamStop,
+    StreamUnknown,
 )
 from adapters.twilio import signature, twiml, webhooks
 from adapters.twilio.stream import (
@@ -34,7 +37,7 @@ from adapters.twilio.stream import (
     render_mark,
     render_media,
 )
-from media.codecs import PCMU_8K
+from media.inbound import MediaFormat
 
 # --- X-Twilio-Signature --------------------------------------------------------------------
 
@@ -304,7 +307,7 @@ def test_parse_start() -> None:
     assert parse_message(frame(START)) == StreamStart(
         stream_id=STREAM_SID,
         call_id=CALL_SID,
-        fmt=PCMU_8K,
+        fmt=MediaFormat("audio/x-mulaw", 8000, 1),
         custom_parameters={"leg_token": "t0k"},
         client_state=None,
         tracks=("inbound",),
@@ -347,33 +350,88 @@ def with_media(**changes: object) -> str:
 
 
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    ("text", "kind", "reason"),
     [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "not a JSON object"),
-        ('{"streamSid": "MZ"}', "no 'event'"),
-        ('{"event": "hello"}', "unknown Twilio stream event 'hello'"),
-        ('{"event": "media"}', "lacks the 'media' object"),
-        (with_media(payload="@@@"), "not valid base64"),
-        (with_media(payload=None), "lacks the 'payload'"),
-        (with_media(chunk="two"), "non-numeric 'chunk'"),
-        (with_media(timestamp="-5"), "non-numeric 'timestamp'"),
-        (with_media(timestamp=True), "non-numeric 'timestamp'"),
-        (frame({**MEDIA, "sequenceNumber": "3.0"}), "non-numeric 'sequenceNumber'"),
-        ('{"event": "mark", "mark": {}}', "lacks the 'name'"),
-        ('{"event": "dtmf", "dtmf": {"digit": 1}}', "lacks the 'digit'"),
-        (with_start(callSid=None), "lacks the 'callSid'"),
-        (with_start(mediaFormat=None), "lacks the 'mediaFormat'"),
-        (with_start(customParameters={"a": 1}), "not a string map"),
-        (with_start(tracks="inbound"), "'tracks'"),
-        (with_start(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "8000"}), "sampleRate"),
+        ("{not json", "bad_json", "not valid JSON"),
+        (b"\xff\xfe{}", "bad_json", "not valid JSON"),
+        ("[1, 2]", "not_object", "not a JSON object"),
+        ('"media"', "not_object", "not a JSON object"),
+        ('{"streamSid": "MZ"}', "missing_event", "no 'event'"),
+        ('{"event": 7}', "missing_event", "no 'event'"),
+        ('{"event": "media"}', "missing_field", "lacks the 'media' object"),
+        (with_media(payload="@@@"), "bad_base64", "not valid base64"),
+        (with_media(payload="AAA"), "bad_base64", "not valid base64"),
+        (with_media(payload=None), "missing_field", "lacks the 'payload'"),
+        (with_media(chunk="two"), "bad_field", "non-numeric 'chunk'"),
+        (with_media(timestamp="-5"), "bad_field", "non-numeric 'timestamp'"),
+        (with_media(timestamp=True), "bad_field", "non-numeric 'timestamp'"),
+        (with_media(track=1), "bad_field", "non-string 'track'"),
+        (frame({**MEDIA, "sequenceNumber": "3.0"}), "bad_field", "non-numeric 'sequenceNumber'"),
+        ('{"event": "mark", "mark": {}}', "missing_field", "lacks the 'name'"),
+        ('{"event": "mark"}', "missing_field", "lacks the 'mark' object"),
+        ('{"event": "dtmf", "dtmf": {"digit": 1}}', "missing_field", "lacks the 'digit'"),
+        (with_start(callSid=None), "missing_field", "lacks the 'callSid'"),
+        (frame({"event": "start", "start": {**START["start"], "streamSid": None}}),
+         "missing_field", "lacks the 'streamSid'"),
+        (with_start(mediaFormat=None), "missing_field", "lacks the 'mediaFormat'"),
+        (with_start(customParameters={"a": 1}), "bad_field", "not a string map"),
+        (with_start(tracks="inbound"), "bad_field", "'tracks'"),
     ],
-)
-def test_malformed_frames_raise_protocol_error(text: str, reason: str) -> None:
-    with pytest.raises(StreamProtocolError, match=reason) as caught:
+)  # fmt: skip
+def test_unreadable_frames_raise_bad_frame_with_a_drop_reason(
+    text: str | bytes, kind: str, reason: str
+) -> None:
+    with pytest.raises(BadFrame, match=reason) as caught:
         parse_message(text)
+    assert caught.value.kind == kind
+    assert caught.value.kind in DROP_REASONS
     assert caught.value.close_code == 1007
     assert len(caught.value.reason.encode()) < 120
+    # The event is known once the frame got that far: the session keeps a bad start fatal.
+    unnamed = kind in ("bad_json", "not_object", "missing_event")
+    assert caught.value.event == (None if unnamed else orjson.loads(text)["event"])
+
+
+def test_start_format_errors_stay_refusals() -> None:
+    # The media format is read before the stream is bound, so what it cannot say is fatal.
+    with pytest.raises(StreamProtocolError, match="sampleRate") as caught:
+        parse_message(with_start(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "8000"}))
+    assert caught.value.close_code == 1007
+
+
+@pytest.mark.parametrize(
+    ("text", "event"),
+    [
+        ('{"event": "hello"}', "hello"),
+        ('{"event": "transcription", "transcription": {"text": "hi"}, "sequenceNumber": "9"}',
+         "transcription"),
+        ('{"event": "error", "error": {"code": 31951}}', "error"),  # Twilio documents no error
+        (frame({"event": "é" * 500}), "é" * 40),
+    ],
+)  # fmt: skip
+def test_unknown_events_are_ignored_not_refused(text: str, event: str) -> None:
+    assert parse_message(text) == StreamUnknown(event)
+
+
+def test_unknown_fields_are_ignored_everywhere() -> None:
+    extra = {"newField": {"nested": [1, 2]}, "anotherOne": None}
+    media = {**MEDIA, **extra, "media": {**MEDIA["media"], **extra}}
+    assert parse_message(frame(media)) == parse_message(frame(MEDIA))
+    start = {**START, **extra, "start": {**START["start"], **extra}}
+    assert parse_message(frame(start)) == parse_message(frame(START))
+    mark = {"event": "mark", "streamSid": STREAM_SID, "mark": {"name": "m", **extra}, **extra}
+    assert parse_message(frame(mark)) == StreamMark("m")
+    dtmf = {"event": "dtmf", "dtmf": {"digit": "5", "duration": "100", **extra}, **extra}
+    assert parse_message(frame(dtmf)) == StreamDtmf("5")
+    stop = {"event": "stop", "stop": "not even an object", **extra}
+    assert parse_message(frame(stop)) == StreamStop()
+
+
+@pytest.mark.parametrize("version", [None, 2, 1.5, True, [], {"v": 1}, ""])
+def test_connected_with_an_odd_version_is_still_read(version: object) -> None:
+    message = parse_message(frame({"event": "connected", "protocol": "Call", "version": version}))
+    expected = str(version) if isinstance(version, int | float) and version is not True else None
+    assert message == StreamConnected(version=expected)
 
 
 @pytest.mark.parametrize(
@@ -384,19 +442,24 @@ def test_malformed_frames_raise_protocol_error(text: str, reason: str) -> None:
         {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 2},
     ],
 )
-def test_unsupported_media_format_is_refused_with_1003(media_format: dict[str, object]) -> None:
-    with pytest.raises(StreamProtocolError) as caught:
-        parse_message(with_start(mediaFormat=media_format))
-    assert caught.value.close_code == 1003
-    assert "unsupported encoding" in caught.value.reason
-    assert str(media_format["encoding"]) in caught.value.reason
+def test_the_start_reports_the_format_as_announced(media_format: dict[str, object]) -> None:
+    # Whether callbridge can decode it is judged once the stream is bound to its leg
+    # (media.inbound), so a format it cannot take ends that leg cleanly, not the parse.
+    message = parse_message(with_start(mediaFormat=media_format))
+    assert isinstance(message, StreamStart)
+    assert message.fmt == MediaFormat(
+        str(media_format["encoding"]), int(str(media_format["sampleRate"])),
+        int(str(media_format["channels"])),
+    )  # fmt: skip
 
 
 def test_protocol_error_reason_fits_a_close_frame() -> None:
-    with pytest.raises(StreamProtocolError) as caught:
-        parse_message(frame({"event": "é" * 500}))
-    assert len(caught.value.reason.encode()) < 120
-    caught.value.reason.encode("utf-8").decode("utf-8")
+    error = StreamProtocolError("é" * 500)
+    assert len(error.reason.encode()) < 120
+    error.reason.encode("utf-8").decode("utf-8")
+    bad = BadFrame("bad_field", "é" * 500, "media")
+    assert len(bad.reason.encode()) < 120
+    bad.reason.encode("utf-8").decode("utf-8")
 
 
 def test_render_media_has_exactly_twilios_keys() -> None:
@@ -419,6 +482,7 @@ def test_render_mark_and_clear() -> None:
 
 def test_codec_is_the_stream_codec_seam() -> None:
     codec: StreamCodec = TwilioStreamCodec()
+    assert codec.provider == "twilio"
     assert codec.parse(frame(MEDIA)) == parse_message(frame(MEDIA))
     assert codec.render_media("MZ1", b"\xff") == render_media("MZ1", b"\xff")
     assert codec.render_mark("MZ1", "x") == render_mark("MZ1", "x")

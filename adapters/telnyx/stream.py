@@ -16,25 +16,27 @@ import orjson
 import pybase64
 
 from adapters.streams import (
+    BadFrame,
     StreamConnected,
     StreamDtmf,
     StreamError,
     StreamMark,
     StreamMedia,
     StreamMessage,
-    StreamProtocolError,
     StreamStart,
     StreamStop,
     audio_format,
     counter,
     load_frame,
+    loose_text,
     optional_text,
     payload_bytes,
     section,
     string_map,
     text_field,
+    unknown,
 )
-from media.codecs import ByteOrder
+from media.codecs import PCMU_8K, AudioFormat, ByteOrder
 
 __all__ = [
     "AUTH_TOKEN_HEADER",
@@ -72,24 +74,39 @@ def parse_message(text: str | bytes, l16_byte_order: ByteOrder = "big") -> Strea
     if event == "start":
         return _parse_start(frame, l16_byte_order)
     if event == "connected":
-        connected = frame.get("connected")
-        token = (
-            optional_text(connected, AUTH_TOKEN_HEADER, event)
-            if isinstance(connected, dict)
-            else None
-        )
-        return StreamConnected(version=optional_text(frame, "version", event), auth_token=token)
+        return _parse_connected(frame)
     if event == "stop":
         return StreamStop()
     if event == "error":
-        error = section(frame, "error", event)
-        # Error frames are diagnostics: a missing part should not hide the rest of the report.
-        return StreamError(
-            code=optional_text(error, "code", event) or "",
-            title=optional_text(error, "title", event) or "",
-            detail=optional_text(error, "detail", event) or "",
-        )
-    raise StreamProtocolError(f"unknown Telnyx stream event {event[:40]!r}")
+        return _parse_error(frame)
+    # The AsyncAPI page (developers.telnyx.com/api-reference/websockets/
+    # stream-call-media-over-websocket) lists connected, start, media, stop, mark, dtmf and
+    # error; anything else is newer than us.
+    return unknown(event)
+
+
+def _parse_connected(frame: dict[str, Any]) -> StreamConnected:
+    """The first frame; nothing in it is worth a frame, so odd shapes read as absent."""
+    connected = frame.get("connected")
+    token = connected.get(AUTH_TOKEN_HEADER) if isinstance(connected, dict) else None
+    return StreamConnected(
+        version=loose_text(frame.get("version")),
+        # Only a string can be the token we issued; anything else is no token (find_leg says so).
+        auth_token=token if isinstance(token, str) and token else None,
+    )
+
+
+def _parse_error(frame: dict[str, Any]) -> StreamError:
+    """Error frames are diagnostics, read as far as they go and never refused: a code sent as a
+    number, extra keys or a missing part must not hide the rest of the report."""
+    error = frame.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    return StreamError(
+        code=loose_text(error.get("code")) or "",
+        title=loose_text(error.get("title")) or "",
+        detail=loose_text(error.get("detail")) or "",
+    )
 
 
 def _parse_start(frame: dict[str, Any], l16_byte_order: ByteOrder) -> StreamStart:
@@ -98,7 +115,7 @@ def _parse_start(frame: dict[str, Any], l16_byte_order: ByteOrder) -> StreamStar
         start, "stream_id", "start"
     )
     if stream_id is None:
-        raise StreamProtocolError("start frame lacks the 'stream_id' string")
+        raise BadFrame("missing_field", "start frame lacks the 'stream_id' string", "start")
     return StreamStart(
         stream_id=stream_id,
         call_id=text_field(start, "call_control_id", "start"),
@@ -125,7 +142,8 @@ def _custom_parameters(value: object) -> dict[str, str]:
                 and isinstance(item.get("name"), str)
                 and isinstance(item.get("value"), str)
             ):
-                raise StreamProtocolError("start frame has a malformed 'custom_parameters' entry")
+                reason = "start frame has a malformed 'custom_parameters' entry"
+                raise BadFrame("bad_field", reason, "start")
             pairs[item["name"]] = item["value"]
         return pairs
     return string_map(value, "custom_parameters", "start")
@@ -149,15 +167,25 @@ def render_clear() -> str:
 
 
 class TelnyxStreamCodec:
-    """The ``StreamCodec`` for a Telnyx leg; ``l16_byte_order`` is the leg's L16 setting."""
+    """The ``StreamCodec`` for a Telnyx leg; ``l16_byte_order`` is the leg's L16 setting and
+    ``outbound`` the format declared as the stream's ``stream_bidirectional_codec``."""
 
-    __slots__ = ("l16_byte_order",)
+    __slots__ = ("_outbound", "l16_byte_order")
 
-    def __init__(self, l16_byte_order: ByteOrder = "big") -> None:
+    def __init__(self, l16_byte_order: ByteOrder = "big", outbound: AudioFormat = PCMU_8K) -> None:
         # Checked here so a bad leg setting fails when the leg is set up, not on its first frame.
         if l16_byte_order not in ("big", "little"):
             raise ValueError(f"l16_byte_order must be 'big' or 'little', not {l16_byte_order!r}")
         self.l16_byte_order: ByteOrder = l16_byte_order
+        self._outbound = outbound
+
+    @property
+    def outbound(self) -> AudioFormat:
+        return self._outbound
+
+    @property
+    def provider(self) -> str:
+        return "telnyx"
 
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text, self.l16_byte_order)

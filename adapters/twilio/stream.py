@@ -13,23 +13,26 @@ import orjson
 import pybase64
 
 from adapters.streams import (
+    BadFrame,
     StreamConnected,
     StreamDtmf,
     StreamMark,
     StreamMedia,
     StreamMessage,
-    StreamProtocolError,
     StreamStart,
     StreamStop,
     audio_format,
     counter,
     load_frame,
+    loose_text,
     optional_text,
     payload_bytes,
     section,
     string_map,
     text_field,
+    unknown,
 )
+from media.codecs import PCMU_8K, AudioFormat
 
 __all__ = ["TwilioStreamCodec", "parse_message", "render_clear", "render_mark", "render_media"]
 
@@ -54,10 +57,13 @@ def parse_message(text: str | bytes) -> StreamMessage:
     if event == "start":
         return _parse_start(frame)
     if event == "connected":
-        return StreamConnected(version=optional_text(frame, "version", event))
+        # Informative only: an odd "version" must not cost the stream its first frame.
+        return StreamConnected(version=loose_text(frame.get("version")))
     if event == "stop":
         return StreamStop()
-    raise StreamProtocolError(f"unknown Twilio stream event {event[:40]!r}")
+    # Twilio documents connected, start, media, dtmf, stop and mark
+    # (twilio.com/docs/voice/media-streams/websocket-messages); anything else is newer than us.
+    return unknown(event)
 
 
 def _parse_start(frame: dict[str, Any]) -> StreamStart:
@@ -67,10 +73,11 @@ def _parse_start(frame: dict[str, Any]) -> StreamStart:
         frame, "streamSid", "start"
     )
     if stream_id is None:
-        raise StreamProtocolError("start frame lacks the 'streamSid' string")
+        raise BadFrame("missing_field", "start frame lacks the 'streamSid' string", "start")
     tracks = start.get("tracks", ["inbound"])
     if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
-        raise StreamProtocolError("start frame has 'tracks' that is not a list of strings")
+        reason = "start frame has 'tracks' that is not a list of strings"
+        raise BadFrame("bad_field", reason, "start")
     return StreamStart(
         stream_id=stream_id,
         call_id=text_field(start, "callSid", "start"),
@@ -106,6 +113,18 @@ class TwilioStreamCodec:
     """The ``StreamCodec`` for a Twilio leg; stateless, one instance can serve every leg."""
 
     __slots__ = ()
+
+    @property
+    def provider(self) -> str:
+        return "twilio"
+
+    @property
+    def outbound(self) -> AudioFormat:
+        # Twilio plays what a bidirectional stream sends as mu-law at 8 kHz, whatever it streams
+        # to us (twilio.com/docs/voice/media-streams/websocket-messages, "media" message sent to
+        # Twilio: "audio/x-mulaw with a sample rate of 8000"; PROTOCOLS.md 5.2). callbridge never
+        # sets <Stream audio_format>, the "HD codec" attribute of twilio 9.13.
+        return PCMU_8K
 
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text)
