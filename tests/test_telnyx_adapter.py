@@ -111,11 +111,22 @@ def requests_to(stack: Stack, call: TelnyxCall, action: str) -> list[Any]:
 async def test_connecting_a_number_points_it_and_its_connection_at_callbridge(
     stack: Stack,
 ) -> None:
+    connection = stack.sim.connections[stack.connection_id]
+    connection.application_name = "Acme support line"
     slug = await stack.bridge(NUMBER)
     number = stack.sim.numbers[NUMBER]
     assert number.connection_id == stack.connection_id
-    connection = stack.sim.connections[stack.connection_id]
     assert connection.webhook_event_url == stack.base_url + WEBHOOK
+    # The application update repeats the name it read (the SDK's update params require both
+    # application_name and webhook_event_url), so the application is not renamed.
+    application = f"/v2/call_control_applications/{stack.connection_id}"
+    update = next(r for r in stack.sim.requests if r.path == application and r.method == "PATCH")
+    assert update.json == {
+        "application_name": "Acme support line",
+        "webhook_event_url": stack.base_url + WEBHOOK,
+        "webhook_api_version": "2",
+    }
+    assert connection.application_name == "Acme support line"
     lookup = next(r for r in stack.sim.requests if r.path == "/v2/phone_numbers")
     assert lookup.query == {"filter[phone_number]": [NUMBER[1:]]}
     patch = next(r for r in stack.sim.requests if r.path == f"/v2/phone_numbers/{number.id}")
@@ -368,14 +379,31 @@ async def test_bad_media_sockets_are_closed_with_a_reason_and_disturb_no_call(
         (f"?token={expired}", [CONNECTED, start_a], 1008, "media token expired"),
         (f"?token={good}", [CONNECTED, start_b], 1008, "the media token is not for this call"),
         (f"?token={good}", [CONNECTED, start_a], 1008, "the leg already has a media stream"),
-        (f"?token={good}", ["{not json"], 1007, "frame is not valid JSON"),
+        # Junk before start is dropped and counted, never fatal (issue 10 point 4): this stream
+        # is refused for its start, a call that is not the token's, not for the junk before it.
         (
             f"?token={good}",
-            ['{"event": "media", "media": {"payload": "%%%"}}'],
-            1007,
-            "media payload is not valid base64",
+            [
+                "{not json",
+                '{"event": "media", "media": {"payload": "%%%"}}',
+                '{"event": "hello"}',
+                start_b,
+            ],
+            1008,
+            "the media token is not for this call",
         ),
-        (f"?token={good}", ['{"event": "hello"}'], 1007, "unknown Telnyx stream event 'hello'"),
+        (
+            f"?token={good}",
+            ['{"event": "start", "start": {}}'],
+            1007,
+            "start frame lacks the 'stream_id' string",
+        ),
+        (
+            f"?token={good}",
+            ["{not json"] * 51,
+            1007,
+            "flood: more than 50 unusable frames within 1 s",
+        ),
     ]
     tick = b.playout_tick
     for query, frames, code, reason in cases:

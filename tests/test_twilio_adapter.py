@@ -24,6 +24,7 @@ from adapters.simulators import Callee, CallState, ToneSource, TwilioCall, Twili
 from adapters.twilio.gateway import MEDIA_PATH, STATUS_PATH, VOICE_PATH
 from adapters.twilio.signature import compute_signature
 from adapters.twilio.twiml import Hangup, Reject, parse_twiml
+from adapters.twilio.webhooks import CallbackOrder, TwilioStatus
 from tests.platform_client import BRIDGES
 from tests.twilio_env import (
     SECRET_KEY,
@@ -115,6 +116,42 @@ async def test_connecting_a_number_points_it_at_callbridge_and_disconnecting_res
     assert reply.status == 200, reply.text
     assert number.voice_url is None
     assert number.status_callback is None
+
+
+async def test_connecting_a_number_with_a_twiml_app_clears_it_and_calls_then_arrive(
+    env: TwilioEnv,
+) -> None:
+    # Twilio ignores VoiceUrl while the number has a VoiceApplicationSid: calls would go to
+    # the app (here one without a voice URL, so they fail) however connect had set VoiceUrl.
+    app_sid = env.sim.add_application()
+    number = env.sim.add_number(NUMBER, voice_application_sid=app_sid)
+    await env.bridge("Support", (NUMBER,))
+    update = next(
+        r for r in env.sim.requests if r.method == "POST" and r.path.endswith(f"/{number.sid}.json")
+    )
+    assert update.form["VoiceApplicationSid"] == [""]
+    assert number.voice_application_sid is None
+    assert number.voice_url == env.public_url + VOICE_PATH
+    call = await env.sim.place_inbound_call(CALLER, NUMBER, source=ToneSource(440))
+    await call.wait_for(CallState.STREAMING)
+    assert call.routed_to == "voice_url"
+    assert call.protocol_errors == []
+
+
+async def test_a_number_on_a_sip_trunk_is_refused_and_left_as_it_was(env: TwilioEnv) -> None:
+    trunk = "TK" + "7" * 32
+    number = env.sim.add_number(NUMBER, voice_url="https://pbx.example/voice", trunk_sid=trunk)
+    bridge = await env.org.create_bridge("Support")
+    reply = await env.connect(bridge["slug"], NUMBER)
+    assert reply.status == 400, reply.text
+    assert reply.body["status_code"] == 400
+    assert f"phone number {NUMBER} is on Twilio SIP trunk {trunk}" in reply.text
+    assert "remove the number from the trunk" in reply.text
+    # Looked up, never changed, and not connected on callbridge's side either.
+    assert [r.method for r in env.sim.requests if "IncomingPhoneNumbers" in r.path] == ["GET"]
+    assert (number.trunk_sid, number.voice_url) == (trunk, "https://pbx.example/voice")
+    got = await env.org.call("GET", f"{BRIDGES}{bridge['slug']}/")
+    assert got.body["data"]["numbers"] == []
 
 
 async def test_a_number_not_on_the_account_cannot_be_connected(env: TwilioEnv) -> None:
@@ -360,6 +397,90 @@ async def test_an_outbound_dial_is_placed_answered_streamed_and_hung_up_through_
     assert len(env.kit.legs) == 0
 
 
+async def test_out_of_order_status_callbacks_never_move_a_leg_backwards(
+    env: TwilioEnv, hooks: AppHooks
+) -> None:
+    bridge = await env.bridge("Support", (NUMBER,), webhook_url=hooks.url)
+    # initiated(0), ringing(1) and in-progress(2) reach callbridge as 2, 1, 0.
+    env.sim.callback_order = "reversed"
+    env.sim.set_callee(CALLEE, Callee("answer", ring_ms=100))
+    with capture_logs() as logs:
+        status, reply = await env.api(
+            "POST", "/v2/calls", {"connection_id": bridge["slug"], "from": NUMBER, "to": CALLEE}
+        )
+        assert status == 200, reply
+        leg = reply["data"]["call_control_id"]
+        callee = await env.sim.wait_for_call(lambda c: c.direction == "outbound")
+        await hooks.next("call.answered", leg)
+        await callee.wait_until(
+            lambda c: any(r.kind == "initiated" and r.status == 200 for r in c.events)
+        )
+    delivered = [r.kind for r in callee.events if r.kind in ("initiated", "ringing", "answered")]
+    assert delivered == ["answered", "ringing", "initiated"], "the simulator reordered them"
+    late = [e for e in logs if e["event"] == "late twilio status callback ignored"]
+    assert [(e["call_status"], e["sequence_number"]) for e in late] == [
+        ("ringing", 1),
+        ("initiated", 0),
+    ]
+    assert {e["latest_status"] for e in late} == {"in-progress"}
+    twilio_leg = env.kit.legs.by_id(leg)
+    assert twilio_leg is not None and twilio_leg.callbacks.status == "in-progress"
+    assert env.state(leg) == "answered"
+    assert "call.hangup" not in [h.event_type for h in hooks.hooks if h.leg == leg]
+
+    # A terminal status ends the call even when it seems older than the newest one seen: a
+    # call reports exactly one, and nothing after it could bring the call back.
+    completed = voice_form(
+        env,
+        CallSid=callee.sid,
+        CallStatus="completed",
+        SequenceNumber="1",
+        Direction="outbound-api",
+    )
+    path = f"{STATUS_PATH}?leg={leg}"
+    assert (await post_form(env, path, completed, sign(env, path, completed)))[0] == 200
+    hangup = await hooks.next("call.hangup", leg)
+    assert hangup.payload["hangup_cause"] == "normal_clearing"
+    assert env.kit.legs.by_id(leg) is None
+    await callee.end("completed")  # Twilio's own completed then finds no leg: acknowledged
+    await completed_delivered(callee)
+    assert callee.protocol_errors == []
+
+
+def callback(status: str, seq: int | None = None, at: str | None = None) -> TwilioStatus:
+    return TwilioStatus("CA1", "AC1", status, sequence_number=seq, timestamp=at)
+
+
+T1, T2 = "Tue, 01 Dec 2026 10:00:01 +0000", "Tue, 01 Dec 2026 10:00:02 +0000"
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "admitted", "latest"),
+    [
+        pytest.param([("in-progress", 2, T2), ("ringing", 1, T1)], [True, False], "in-progress",
+                     id="late-ringing-by-sequence"),
+        pytest.param([("ringing", 1, T2), ("in-progress", 2, T1)], [True, True], "in-progress",
+                     id="sequence-wins-over-timestamp"),
+        pytest.param([("in-progress", None, T2), ("ringing", None, T1)], [True, False],
+                     "in-progress", id="late-ringing-by-timestamp"),
+        pytest.param([("ringing", None, T1), ("in-progress", None, T1)], [True, True],
+                     "in-progress", id="same-second-is-not-older"),
+        pytest.param([("in-progress", 2, None), ("ringing", None, None)], [True, True], "ringing",
+                     id="no-way-to-tell-is-new"),
+        pytest.param([("in-progress", 2, T2), ("in-progress", 2, T2)], [True, False],
+                     "in-progress", id="a-retried-callback"),
+        pytest.param([("ringing", 1, "not a date"), ("initiated", 0, None)], [True, False],
+                     "ringing", id="bad-timestamp-ignored"),
+    ],
+)  # fmt: skip
+def test_callback_order_admits_only_the_newest_callback(
+    arrivals: list[tuple[str, int | None, str | None]], admitted: list[bool], latest: str
+) -> None:
+    order = CallbackOrder()
+    assert [order.admit(callback(*arrival)) for arrival in arrivals] == admitted
+    assert order.status == latest
+
+
 async def test_a_busy_callee_ends_the_dialled_leg_with_user_busy(
     env: TwilioEnv, hooks: AppHooks
 ) -> None:
@@ -466,15 +587,23 @@ async def test_bad_media_sockets_are_closed_with_a_reason_and_other_calls_keep_t
             1008,
             "already has a media stream",
         ),
-        (["{not json"], {}, 1007, "not valid JSON"),
+        # Junk before start is dropped and counted, never fatal (issue 10 point 4): this stream
+        # is refused for its start, a call that is not the leg's, not for the junk before it.
         (
-            [{"event": "media", "streamSid": "MZ1", "media": {"payload": "%%%not base64"}}],
+            [
+                CONNECTED,
+                "{not json",
+                {"event": "media", "streamSid": "MZ1", "media": {"payload": "%%%not base64"}},
+                {"event": "hello", "streamSid": "MZ1"},
+                {"event": "media", "media": {"payload": ""}},
+                start_frame(token_a, "CA" + "7" * 32),
+            ],
             {},
-            1007,
-            "not valid base64",
+            1008,
+            "callSid is not",
         ),
-        ([{"event": "hello", "streamSid": "MZ1"}], {}, 1007, "unknown Twilio stream event"),
-        ([CONNECTED, {"event": "media", "media": {"payload": ""}}], {}, 1007, "before start"),
+        ([CONNECTED, {"event": "start", "start": {}}], {}, 1007, "lacks the 'streamSid'"),
+        (["{not json"] * 51, {}, 1007, "flood: more than 50 unusable frames"),
     ]
     with capture_logs() as logs:
         for frames, headers, code, reason in cases:

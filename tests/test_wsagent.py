@@ -38,10 +38,13 @@ from adapters.wsagent.protocol import (
     Playout,
     StreamIds,
 )
+from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
 from engine.effects import DialCall
 from engine.errors import ProviderError
+from engine.events import DtmfReceived
+from engine.model import DtmfSource
 from media.codecs import PCMU_8K, encode
 from tests.platform_client import Org, make_org
 from tests.wsagent_bot import WAIT_S, AgentBot, BotSession
@@ -96,6 +99,22 @@ def test_callbridge_renders_twilios_frames_exactly() -> None:
         "streamSid": SID,
         "stop": {"accountSid": IDS.account_sid, "callSid": IDS.call_sid},
     }
+
+
+def test_a_peers_key_press_is_rendered_as_twilio_reports_one() -> None:
+    stream = AgentStream(IDS)
+    stream.start({})
+    dtmf = orjson.loads(stream.dtmf("5"))
+    # PROTOCOLS.md 5.1, key order included; pipecat's TwilioFrameSerializer reads
+    # message["dtmf"]["digit"] from exactly this message.
+    assert list(dtmf) == ["event", "streamSid", "sequenceNumber", "dtmf"]
+    assert dtmf == {
+        "event": "dtmf",
+        "streamSid": SID,
+        "sequenceNumber": "2",
+        "dtmf": {"track": "inbound_track", "digit": "5"},
+    }
+    assert orjson.loads(stream.media(b"\xff", 20))["sequenceNumber"] == "3"
 
 
 def test_stream_ids_are_twilio_shaped_stable_per_leg_and_checked() -> None:
@@ -412,6 +431,44 @@ async def test_two_bridged_bots_hear_each_other_and_a_bot_closing_ends_its_leg(
     assert session_b.events()[-1] == "stop"
     await env.hooks.wait(leg_b, "call.hangup")
     assert env.gateway.leg(leg_a) is None and env.gateway.leg(leg_b) is None
+
+
+async def test_a_peers_key_press_reaches_a_bridged_bot_as_a_dtmf_message(
+    env: Env, aiohttp_server: Any
+) -> None:
+    bot_a = await AgentBot.start(aiohttp_server, tone_hz=440)
+    bot_b = await AgentBot.start(aiohttp_server, tone_hz=None)
+    leg_a, session_a = await env.answered_bot(bot_a)
+    leg_b, session_b = await env.answered_bot(bot_b)
+    await env.act(leg_a, "bridge", call_control_id=leg_b)
+    await env.hooks.wait(leg_b, "call.bridged")
+    begin, _ = await session_b.listen(0, frames=1)  # B hears A talking
+    runtime = env.client.app[RUNTIME]
+    # As a provider leg's stream reports a key (out-of-band), then as the media core hears one.
+    await runtime.media_dtmf(leg_a, "5")
+    await runtime.event(DtmfReceived(leg_a, "#", DtmfSource.IN_BAND))
+    await session_b.wait_event("dtmf", 2)
+    first, second = session_b.of("dtmf")
+    assert first == {
+        "event": "dtmf",
+        "streamSid": session_b.stream_sid,
+        "sequenceNumber": first["sequenceNumber"],
+        "dtmf": {"track": "inbound_track", "digit": "5"},
+    }
+    assert second["dtmf"] == {"track": "inbound_track", "digit": "#"}
+    # In the stream's one sequence, and no tones regenerated into the bot's audio (a relayed
+    # digit sounds for 250 ms: 25 frames cover it).
+    heard_from = len(session_b.media())
+    await session_b.wait_media(heard_from + 25)
+    sequence = [int(m["sequenceNumber"]) for m in session_b.messages[1:]]
+    assert sequence == list(range(1, len(sequence) + 1))
+    heard = session_b.heard(from_frame=begin)
+    assert tone_level_db(heard, 440) > -25, "B hears A"
+    for hz in (770, 1336, 941, 1477):  # the tones of "5" and "#"
+        assert tone_level_db(heard, hz) < -50, f"the bot heard a {hz} Hz DTMF tone"
+    # The presser's own bot hears nothing of its key presses; the application hears of them.
+    assert (await env.hooks.wait(leg_a, "call.dtmf.received")).payload["digit"] == "5"
+    assert session_a.of("dtmf") == []
 
 
 async def test_a_bot_that_refuses_or_cannot_be_reached_ends_the_leg(

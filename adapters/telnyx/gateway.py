@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 import orjson
@@ -51,16 +51,30 @@ log = get_logger("callbridge.telnyx")
 DEFAULT_API_BASE_URL = "https://api.telnyx.com/v2"
 WEBHOOK_PATH = "/webhooks/telnyx"
 MEDIA_PATH = "/media/telnyx"
-# What callbridge asks Telnyx to stream: the caller's audio only, and PCMU back (the mixer's
-# native codec, which every Telnyx call can carry).
+# What callbridge asks Telnyx to stream: the caller's audio only, in PCMU both ways (the mixer's
+# native codec). The two directions are independent at Telnyx (PROTOCOLS.md 3.4): without
+# ``stream_codec`` Telnyx streams the call's own codec (PCMA on most UK/EU/Indian calls) while
+# still decoding what we send as ``stream_bidirectional_codec``. Telnyx transcodes PCMU<->PCMA, so
+# asking for PCMU gets PCMU on every G.711 call; a G722/OPUS call still streams its own codec, which
+# the media session reads from the ``start`` frame.
 STREAM_TRACK = "inbound_track"
 STREAM_CODEC = "PCMU"
+STREAM_BIDIRECTIONAL_CODEC = "PCMU"
+STREAM_TARGET_LEGS = "self"
 _REJECT_CAUSES: dict[RejectCause, wire.RejectCause] = {
     RejectCause.CALL_REJECTED: "CALL_REJECTED",
     RejectCause.USER_BUSY: "USER_BUSY",
     RejectCause.NOT_FOUND: "NOT_FOUND",
     RejectCause.TEMPORARILY_UNAVAILABLE: "TEMPORARILY_UNAVAILABLE",
 }
+
+
+class StreamFields(TypedDict):
+    stream_url: str
+    stream_track: str
+    stream_codec: str
+    stream_bidirectional_codec: str
+    stream_bidirectional_target_legs: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +231,16 @@ class TelnyxGateway:
         token = self._context.tokens.issue(leg_id)
         return f"{self._context.public_ws_url(MEDIA_PATH)}?token={token}"
 
+    def _stream_fields(self, leg_id: str) -> StreamFields:
+        """The stream callbridge asks for on answer, dial and streaming_start alike."""
+        return {
+            "stream_url": self.stream_url(leg_id),
+            "stream_track": STREAM_TRACK,
+            "stream_codec": STREAM_CODEC,
+            "stream_bidirectional_codec": STREAM_BIDIRECTIONAL_CODEC,
+            "stream_bidirectional_target_legs": STREAM_TARGET_LEGS,
+        }
+
     def _telnyx_id(self, leg_id: str, operation: str) -> str:
         leg = self._legs.of_leg(leg_id)
         if leg is None:
@@ -225,14 +249,24 @@ class TelnyxGateway:
 
     async def answer(self, call_control_id: str) -> None:
         telnyx_id = self._telnyx_id(call_control_id, "answer")
-        request = wire.answer(
-            telnyx_id,
-            stream_url=self.stream_url(call_control_id),
-            stream_track=STREAM_TRACK,
-            stream_bidirectional_codec=STREAM_CODEC,
-        )
+        request = wire.answer(telnyx_id, **self._stream_fields(call_control_id))
         await self.rest.expect_ok(request, "answer")
         log.info("telnyx call answered", leg_id=call_control_id, telnyx_id=telnyx_id)
+
+    async def restart_media(self, call_control_id: str) -> None:
+        """Open the leg's stream again: stop whatever stream Telnyx still has (one refused for
+        its codec is still running at Telnyx), then start a new one asking for PCMU, which is the
+        documented recovery (PROTOCOLS.md 3.4). A call Telnyx has ended is a ``ProviderError``."""
+        telnyx_id = self._telnyx_id(call_control_id, "streaming_start")
+        stopped = await self.rest.send(wire.streaming_stop(telnyx_id), "streaming_stop")
+        if not stopped.ok:
+            # Nothing to stop is not a reason to give up: the start below says whether the
+            # call can still stream.
+            log.info("telnyx streaming_stop refused", leg_id=call_control_id,
+                     error=stopped.error_text())  # fmt: skip
+        request = wire.streaming_start(telnyx_id, **self._stream_fields(call_control_id))
+        await self.rest.expect_ok(request, "streaming_start")
+        log.info("telnyx media stream restarted", leg_id=call_control_id, telnyx_id=telnyx_id)
 
     async def hangup(self, call_control_id: str) -> None:
         leg = self._legs.of_leg(call_control_id)
@@ -264,9 +298,7 @@ class TelnyxGateway:
             self._config.account_sid,
             dial.to,
             dial.from_,
-            stream_url=self.stream_url(dial.call_control_id),
-            stream_track=STREAM_TRACK,
-            stream_bidirectional_codec=STREAM_CODEC,
+            **self._stream_fields(dial.call_control_id),
             timeout_secs=dial.timeout_secs,
             webhook_url=self._context.public_url(WEBHOOK_PATH),
             # Telnyx places one call per command_id: a retried dial cannot ring twice.

@@ -288,11 +288,13 @@ class TelnyxHandlers:
                 )
             )
         elif kind == "streaming.failed":
-            log.warning(
-                "telnyx media stream failed",
-                leg_id=leg.leg_id,
-                failure_reason=event.payload.get("failure_reason"),
-            )
+            # The stream could not be established (SDK ``StreamingFailedWebhookEvent``:
+            # ``failure_reason``); the call itself stays up, so the machine asks for a new
+            # stream once and otherwise ends the leg: never an answered leg in silence.
+            reason = event.payload.get("failure_reason")
+            detail = reason[:200] if isinstance(reason, str) else "streaming.failed"
+            log.warning("telnyx media stream failed", leg_id=leg.leg_id, failure_reason=detail)
+            await runtime.media_failed(leg.leg_id, "stream_failed", detail)
         else:
             # call.initiated (outgoing: the leg exists since the dial), streaming.started and
             # .stopped (the media socket says the same), call.dtmf.received (the stream carries

@@ -10,6 +10,11 @@ attach a number, callbridge:
 3. points the connection's webhooks at callbridge (``PATCH /v2/call_control_applications/{id}``
    ``webhook_event_url``) unless they already are: on Telnyx the webhook URL belongs to the
    connection, not the number, and the connection named by the configuration is callbridge's.
+   The update repeats the application's own ``application_name``, read with
+   ``GET /v2/call_control_applications/{id}`` just before: the telnyx SDK's
+   ``CallControlApplicationUpdateParams``
+   (``telnyx/types/call_control_application_update_params.py``) marks both
+   ``application_name`` and ``webhook_event_url`` ``Required``.
 
 Detaching sets the number's ``connection_id`` back to null if it still names callbridge's
 connection. Telnyx documents no "unset" for that field, so a refusal is logged and the
@@ -119,9 +124,21 @@ async def _point_connection(rest: TelnyxRest, connection_id: str, webhook_url: s
         )
     if not reply.ok:
         raise ProviderError(f"Telnyx refused the connection lookup: {reply.error_text()}")
-    if reply.data().get("webhook_event_url") == webhook_url:
+    application = reply.data()
+    if application.get("webhook_event_url") == webhook_url:
         return
-    body = {"webhook_event_url": webhook_url, "webhook_api_version": "2"}
+    name = application.get("application_name")
+    if not isinstance(name, str) or not name:
+        # The update must repeat it (see the module docstring); inventing one would rename
+        # the user's application.
+        raise ProviderError(
+            f"Telnyx's Call Control application {connection_id} has no application_name"
+        )
+    body = {
+        "application_name": name,
+        "webhook_event_url": webhook_url,
+        "webhook_api_version": "2",
+    }
     reply = await rest.send(_application(connection_id, body), "connection update")
     if not reply.ok:
         raise ProviderError(f"Telnyx refused the connection update: {reply.error_text()}")

@@ -47,6 +47,13 @@ RejectCause = Literal["CALL_REJECTED", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE", "
 # Codecs callbridge can produce for ``stream_bidirectional_codec`` (the mixer's codecs).
 _BIDIRECTIONAL_CODECS = frozenset({"PCMU", "PCMA", "L16"})
 _STREAM_TRACKS = frozenset({"inbound_track", "outbound_track", "both_tracks"})
+# What Telnyx may stream to us (SDK 4.189 ``types/stream_codec.py``); "default" is the call's own
+# codec, also what Telnyx streams when it cannot transcode (it transcodes PCMU<->PCMA only).
+_STREAM_CODECS = frozenset({"PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16", "default"})
+# Which legs hear what we send (SDK ``types/stream_bidirectional_target_legs.py``). Telnyx's default
+# is "opposite" (OpenAPI ``StreamBidirectionalTargetLegs``), which reaches nobody on callbridge's
+# legs: they are standalone call-control legs, never bridged at Telnyx, so they have no opposite.
+_TARGET_LEGS = frozenset({"self", "opposite", "both"})
 _REJECT_CAUSES = frozenset({"CALL_REJECTED", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE", "USER_BUSY"})
 _MAX_STREAM_AUTH_TOKEN = 4000
 # Telnyx's error code for a command on a call that has already ended (HTTP 422).
@@ -214,12 +221,22 @@ def _stream(
     stream_track: str,
     stream_codec: str | None,
     bidirectional_codec: str,
+    target_legs: str,
 ) -> None:
-    """The media-stream fields shared by dial, answer and streaming_start."""
+    """The media-stream fields shared by dial, answer and streaming_start.
+
+    Both directions are declared explicitly, because they are independent at Telnyx
+    (PROTOCOLS.md 3.4): ``stream_codec`` is what Telnyx sends us, ``stream_bidirectional_codec``
+    what it decodes from us, and ``stream_bidirectional_target_legs`` who hears it.
+    """
     if stream_url is None:
         return
     if stream_track not in _STREAM_TRACKS:
         raise ValueError(f"unknown stream_track {stream_track!r}")
+    if stream_codec is not None and stream_codec not in _STREAM_CODECS:
+        raise ValueError(f"stream_codec must be one of {sorted(_STREAM_CODECS)}")
+    if target_legs not in _TARGET_LEGS:
+        raise ValueError(f"stream_bidirectional_target_legs must be one of {sorted(_TARGET_LEGS)}")
     if bidirectional_codec not in _BIDIRECTIONAL_CODECS:
         raise ValueError(
             f"stream_bidirectional_codec must be one of {sorted(_BIDIRECTIONAL_CODECS)}"
@@ -231,6 +248,7 @@ def _stream(
     # "rtp" streams raw codec bytes both ways; the alternative ("mp3") is one file per second.
     body["stream_bidirectional_mode"] = "rtp"
     body["stream_bidirectional_codec"] = bidirectional_codec
+    body["stream_bidirectional_target_legs"] = target_legs
 
 
 def _auth_token(body: dict[str, Any], stream_auth_token: str | None) -> None:
@@ -249,6 +267,7 @@ def dial(
     stream_track: str = "inbound_track",
     stream_codec: str | None = None,
     stream_bidirectional_codec: str = "PCMU",
+    stream_bidirectional_target_legs: str = "self",
     stream_bidirectional_sampling_rate: int | None = None,
     stream_auth_token: str | None = None,
     timeout_secs: int | None = None,
@@ -258,7 +277,14 @@ def dial(
 ) -> TelnyxRequest:
     """``POST /v2/calls``: an outbound leg; the answer arrives later as ``call.answered``."""
     body: dict[str, Any] = {"connection_id": connection_id, "to": to, "from": from_}
-    _stream(body, stream_url, stream_track, stream_codec, stream_bidirectional_codec)
+    _stream(
+        body,
+        stream_url,
+        stream_track,
+        stream_codec,
+        stream_bidirectional_codec,
+        stream_bidirectional_target_legs,
+    )
     if stream_url is not None and stream_bidirectional_sampling_rate is not None:
         body["stream_bidirectional_sampling_rate"] = stream_bidirectional_sampling_rate
     _auth_token(body, stream_auth_token)
@@ -279,6 +305,7 @@ def answer(
     stream_track: str = "inbound_track",
     stream_codec: str | None = None,
     stream_bidirectional_codec: str = "PCMU",
+    stream_bidirectional_target_legs: str = "self",
     client_state: str | None = None,
     command_id: str | None = None,
 ) -> TelnyxRequest:
@@ -288,7 +315,14 @@ def answer(
     without ``stream_url`` and then send ``streaming_start``.
     """
     body: dict[str, Any] = {}
-    _stream(body, stream_url, stream_track, stream_codec, stream_bidirectional_codec)
+    _stream(
+        body,
+        stream_url,
+        stream_track,
+        stream_codec,
+        stream_bidirectional_codec,
+        stream_bidirectional_target_legs,
+    )
     _common(body, client_state, command_id)
     return TelnyxRequest("POST", _action(call_control_id, "answer"), body)
 
@@ -326,13 +360,21 @@ def streaming_start(
     stream_track: str = "inbound_track",
     stream_codec: str | None = None,
     stream_bidirectional_codec: str = "PCMU",
+    stream_bidirectional_target_legs: str = "self",
     stream_bidirectional_sampling_rate: int | None = None,
     client_state: str | None = None,
     command_id: str | None = None,
 ) -> TelnyxRequest:
     """Open a media stream on an answered leg; the token comes back in the ``connected`` frame."""
     body: dict[str, Any] = {}
-    _stream(body, stream_url, stream_track, stream_codec, stream_bidirectional_codec)
+    _stream(
+        body,
+        stream_url,
+        stream_track,
+        stream_codec,
+        stream_bidirectional_codec,
+        stream_bidirectional_target_legs,
+    )
     if stream_bidirectional_sampling_rate is not None:
         body["stream_bidirectional_sampling_rate"] = stream_bidirectional_sampling_rate
     _auth_token(body, stream_auth_token)
@@ -342,6 +384,16 @@ def streaming_start(
         ]
     _common(body, client_state, command_id)
     return TelnyxRequest("POST", _action(call_control_id, "streaming_start"), body)
+
+
+def streaming_stop(
+    call_control_id: str, *, client_state: str | None = None, command_id: str | None = None
+) -> TelnyxRequest:
+    """Stop every media stream of the leg (no ``stream_id``: all of them; SDK 4.189
+    ``ActionStopStreamingParams``); Telnyx confirms with ``streaming.stopped``."""
+    body: dict[str, Any] = {}
+    _common(body, client_state, command_id)
+    return TelnyxRequest("POST", _action(call_control_id, "streaming_stop"), body)
 
 
 def lookup_phone_number(phone_number: str) -> TelnyxRequest:

@@ -20,7 +20,7 @@ the call is up (or for an outbound call), hangups and rejects go through REST
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, urlencode
 
@@ -31,10 +31,12 @@ from adapters.context import AdapterContext
 from adapters.twilio import twiml
 from adapters.twilio.webhooks import (
     API_BASE,
+    CallbackOrder,
     TwilioRequest,
     create_call,
     hangup_call,
     is_call_gone,
+    update_call_twiml,
 )
 from engine.effects import DialCall
 from engine.errors import ProviderError
@@ -155,6 +157,8 @@ class TwilioLeg:
     answered: bool = False
     # Inbound only: the held voice webhook's answer, resolved by the gateway or the timeout.
     decision: asyncio.Future[Decision] | None = None
+    # The newest status callback seen, so a late one cannot move the leg backwards (handlers).
+    callbacks: CallbackOrder = field(default_factory=CallbackOrder)
 
     def decide(self, decision: Decision) -> bool:
         """Resolve the held voice webhook; False if none is waiting (anymore)."""
@@ -257,6 +261,21 @@ class TwilioGateway:
         if leg is not None and leg.decide(Decision(False, twiml.reject(reason))):
             return
         await self._complete(call_control_id)
+
+    async def restart_media(self, call_control_id: str) -> None:
+        """Open the leg's stream again by updating the live call with fresh stream TwiML (a new
+        leg token); Twilio then runs it in place of what it was running."""
+        leg = self._legs.by_id(call_control_id)
+        if leg is None or leg.call_sid is None:
+            raise ProviderError("the Twilio call is not known: its stream cannot be reopened")
+        document = stream_twiml(self._context, call_control_id)
+        request = update_call_twiml(
+            self.config.account_sid, leg.call_sid, document, base_url=self._base()
+        )
+        reply = await self.rest().send(request)
+        if not reply.ok:
+            raise ProviderError(f"Twilio refused the stream update: {reply.detail()}")
+        log.info("twilio media stream restarted", leg_id=call_control_id, call_sid=leg.call_sid)
 
     async def hangup(self, call_control_id: str) -> None:
         leg = self._legs.by_id(call_control_id)

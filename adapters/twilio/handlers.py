@@ -17,8 +17,13 @@ bad signature is a 403 and nothing happens.
   An outbound call's voice webhook (the callee answered) gets ``<Connect><Stream>`` at once.
 - ``POST /webhooks/twilio/status``. Terminal statuses end the leg (``LegHungUp``); the others are
   information only (the answer comes from the voice webhook, with the stream). A callback for a
-  call callbridge does not track is acknowledged and logged. Events never fail, so late or
-  reordered callbacks are harmless.
+  call callbridge does not track is acknowledged and logged. Callbacks can arrive out of order:
+  each leg keeps the newest one seen (``CallbackOrder``, by ``SequenceNumber``), and an older
+  non-terminal one (a ``ringing`` after ``in-progress``) is ignored and logged, never moving the
+  leg backwards. A terminal status ends the leg whatever its order: a call reports exactly one,
+  after every other, so a terminal callback that seems older than the newest one seen still
+  means the call is over (a leg kept up for it would be a leg with no call behind it); the
+  first end the engine hears wins, as the engine ignores events for an ended leg.
 - ``GET /media/twilio``. Media Streams, served by the provider-neutral ``StreamSessions``; the
   leg is found from the ``leg_token`` custom parameter of ``start``, which must name a live
   Twilio leg whose ``CallSid`` is the stream's; a signed upgrade must carry a valid signature.
@@ -349,8 +354,16 @@ class TwilioHandlers:
             return self._forbidden(
                 request, "CallSid is not the leg's call", leg_id=leg.call_control_id
             )
+        latest = leg.callbacks.status
+        newest = leg.callbacks.admit(status)
         hangup = hangup_of(leg.call_control_id, status, leg.outbound)
         if hangup is None:
+            if not newest:
+                log.info(
+                    "late twilio status callback ignored",
+                    leg_id=leg.call_control_id, call_status=status.call_status,
+                    sequence_number=status.sequence_number, latest_status=latest,
+                )  # fmt: skip
             return web.Response()
         log.info(
             "twilio call ended",

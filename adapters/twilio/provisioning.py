@@ -6,6 +6,17 @@ is the user's mistake: ``ValidationError``, a 400) and points its voice webhook 
 callbacks at callbridge (``POST .../IncomingPhoneNumbers/{PNsid}.json``). Detaching clears them,
 but only while the voice webhook still points at callbridge: a number the user has meanwhile
 pointed elsewhere is left alone. Twilio unreachable or refusing: ``ProviderError`` (a 502).
+
+Two number settings override ``VoiceUrl`` at Twilio (the twilio SDK's ``IncomingPhoneNumber``
+resource, ``twilio/rest/api/v2010/account/incoming_phone_number/__init__.py``: "If a
+`voice_application_sid` is present, we ignore all of the voice urls"; "If a `trunk_sid` is
+present, we ignore all of the voice urls and voice applications"):
+
+- ``voice_application_sid`` (a TwiML App): attaching clears it (an empty ``VoiceApplicationSid``
+  in the same update), else calls would keep going to the App while connect reported success;
+- ``trunk_sid`` (an Elastic SIP Trunk): attaching refuses with a ``ValidationError`` (400) and
+  changes nothing. The trunk is the user's routing decision, possibly serving other numbers and
+  a PBX; taking the number off it is theirs to make, not a side effect of connect.
 """
 
 from __future__ import annotations
@@ -26,6 +37,14 @@ log = get_logger("callbridge.twilio")
 class IncomingNumber:
     sid: str
     voice_url: str
+    voice_application_sid: str | None = None  # a TwiML App that overrides voice_url
+    trunk_sid: str | None = None  # a SIP trunk that takes every call to the number
+
+
+def _text(entry: dict[str, object], name: str) -> str | None:
+    """A string field of a lookup entry; Twilio writes null (or "") for an unset one."""
+    value = entry.get(name)
+    return value if isinstance(value, str) and value else None
 
 
 def _refused(reply: RestReply, what: str) -> Exception:
@@ -52,8 +71,12 @@ async def find_number(rest: TwilioRest, number: str) -> IncomingNumber | None:
             sid = entry.get("sid")
             if not isinstance(sid, str):
                 raise ProviderError("Twilio's phone number lookup entry lacks its sid")
-            voice_url = entry.get("voice_url")
-            return IncomingNumber(sid, voice_url if isinstance(voice_url, str) else "")
+            return IncomingNumber(
+                sid,
+                _text(entry, "voice_url") or "",
+                voice_application_sid=_text(entry, "voice_application_sid"),
+                trunk_sid=_text(entry, "trunk_sid"),
+            )
     return None
 
 
@@ -63,17 +86,31 @@ async def attach(rest: TwilioRest, number: str, *, voice_url: str, status_url: s
         raise ValidationError(
             f"phone number {number} is not on this Twilio account", field="phone_number"
         )
+    if found.trunk_sid is not None:
+        raise ValidationError(
+            f"phone number {number} is on Twilio SIP trunk {found.trunk_sid}, so Twilio sends "
+            "its calls to the trunk and never to callbridge; remove the number from the trunk "
+            "first, then connect it again",
+            field="phone_number",
+        )
     request = update_phone_number(
         rest.account_sid,
         found.sid,
         voice_url=voice_url,
         status_callback=status_url,
+        # Sent even when the lookup showed none: it costs nothing and closes the window in
+        # which someone sets an App between our lookup and this update.
+        clear_voice_application=True,
         base_url=rest.base_url,
     )
     reply = await rest.send(request)
     if not reply.ok:
         raise _refused(reply, f"updating phone number {number}")
-    log.info("twilio number points at callbridge", number=number, number_sid=found.sid)
+    log.info(
+        "twilio number points at callbridge",
+        number=number, number_sid=found.sid,
+        cleared_voice_application=found.voice_application_sid,
+    )  # fmt: skip
 
 
 async def detach(rest: TwilioRest, number: str, *, voice_url: str) -> None:

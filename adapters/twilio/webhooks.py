@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 from urllib.parse import quote, urlencode
 
@@ -21,6 +22,7 @@ import orjson
 __all__ = [
     "API_BASE",
     "STATUS_EVENTS",
+    "CallbackOrder",
     "TwilioRequest",
     "TwilioStatus",
     "TwilioVoiceCall",
@@ -126,6 +128,49 @@ def parse_status(params: Mapping[str, str]) -> TwilioStatus:
     )
 
 
+def _timestamp(value: str | None) -> float | None:
+    """A callback's ``Timestamp`` (RFC 2822, e.g. ``Tue, 01 Dec 2026 10:00:00 +0000``)."""
+    if value is None:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+class CallbackOrder:
+    """Which status callbacks of one call are the newest so far, in Twilio's own order.
+
+    Twilio fires a call's status callbacks in order but delivers each as a separate request
+    with no arrival-order guarantee, numbering them with ``SequenceNumber`` (0, 1, 2, ...) and
+    stamping each with ``Timestamp`` (PROTOCOLS.md 4.2). ``admit`` says whether a callback is
+    newer than every one seen before (and remembers it): by ``SequenceNumber`` when both carry
+    one, else by ``Timestamp`` (one-second resolution, so an equal one is not older). When
+    neither can tell, the callback counts as new: an unknown order is no reason to drop it.
+    """
+
+    __slots__ = ("_sequence", "_time", "status")
+
+    def __init__(self) -> None:
+        self._sequence: int | None = None
+        self._time: float | None = None
+        self.status: str | None = None  # the CallStatus of the newest callback seen
+
+    def admit(self, callback: TwilioStatus) -> bool:
+        sequence, at = callback.sequence_number, _timestamp(callback.timestamp)
+        if sequence is not None and self._sequence is not None:
+            newer = sequence > self._sequence
+        elif at is not None and self._time is not None:
+            newer = at >= self._time
+        else:
+            newer = True
+        if newer:
+            self._sequence = sequence if sequence is not None else self._sequence
+            self._time = at if at is not None else self._time
+            self.status = callback.call_status
+        return newer
+
+
 # --- REST requests ---------------------------------------------------------------------------
 
 
@@ -184,6 +229,15 @@ def hangup_call(account_sid: str, call_sid: str, *, base_url: str = API_BASE) ->
     return TwilioRequest("POST", url, {"Status": "completed"})
 
 
+def update_call_twiml(
+    account_sid: str, call_sid: str, document: str, *, base_url: str = API_BASE
+) -> TwilioRequest:
+    """Replace what a live call runs with ``document`` (twilio-python ``CallInstance.update``,
+    form field ``Twiml``); a 404 with code 20404 means the call is gone."""
+    url = _account_url(base_url, account_sid, f"Calls/{quote(call_sid, safe='')}.json")
+    return TwilioRequest("POST", url, {"Twiml": document})
+
+
 def lookup_phone_number(
     account_sid: str, phone_number: str, *, base_url: str = API_BASE
 ) -> TwilioRequest:
@@ -201,10 +255,19 @@ def update_phone_number(
     *,
     voice_url: str,
     status_callback: str | None = None,
+    clear_voice_application: bool = False,
     base_url: str = API_BASE,
 ) -> TwilioRequest:
-    """Point a number's voice webhook (and status callbacks) at callbridge."""
+    """Point a number's voice webhook (and status callbacks) at callbridge.
+
+    ``clear_voice_application`` also sends an empty ``VoiceApplicationSid``: Twilio ignores
+    ``VoiceUrl`` while the number has one (the twilio SDK's ``IncomingPhoneNumberContext.update``
+    docstring: "The `voice_url` will not be called if a `voice_application_sid` or a `trunk_sid`
+    is set"; it posts the field as ``VoiceApplicationSid``), and an empty value removes it.
+    """
     form: dict[str, str | list[str]] = {"VoiceUrl": voice_url, "VoiceMethod": "POST"}
+    if clear_voice_application:
+        form["VoiceApplicationSid"] = ""
     if status_callback is not None:
         form["StatusCallback"] = status_callback
         form["StatusCallbackMethod"] = "POST"

@@ -7,8 +7,9 @@ and its media live (mu-law 8 kHz), and from then on one ``AgentLeg`` per bot run
 
 - its **writer** is the leg's ``MediaOutput``: the engine's frames go to the bot as ``media``
   messages as the engine produces them (one per tick, or per peer frame in passthrough), through
-  a bounded queue that drops the oldest frame rather than grow latency; echoed marks and
-  ``stop`` go through the same writer, so ``sequenceNumber`` follows the wire order;
+  a bounded queue that drops the oldest frame rather than grow latency; echoed marks, a peer's
+  key presses (``dtmf`` messages: the leg is a ``KeyPressOutput``) and ``stop`` go through the
+  same writer, ahead of queued audio, so ``sequenceNumber`` follows the wire order;
 - its **reader** parses the bot's frames strictly (``adapters.wsagent.protocol``): media goes
   into the leg's ``Playout``, marks queue behind it, ``clear`` flushes it. A frame Twilio would
   refuse is counted, logged (the first few per leg, then every hundredth) and ignored; a binary
@@ -84,6 +85,13 @@ class _Stop:
 _STOP: Final = _Stop()
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyPress:
+    """The writer's "send a ``dtmf`` message" entry (a plain string is a mark echo)."""
+
+    digit: str
+
+
 @dataclass(slots=True)
 class AgentCounters:
     """Totals over every agent leg of one gateway, ended legs included."""
@@ -138,7 +146,7 @@ class AgentLeg:
         self._clock = clock
         self._origin = clock()
         self._media: deque[tuple[bytes, int]] = deque()
-        self._control: deque[str | _Stop] = deque()
+        self._control: deque[str | _KeyPress | _Stop] = deque()
         self._ready = asyncio.Event()
         self._writing = True
         self._ending = False  # we are closing the stream: the bot did not hang up
@@ -167,7 +175,11 @@ class AgentLeg:
         self._media.append((bytes(payload), timestamp))
         self._ready.set()
 
-    def _send_control(self, item: str | _Stop) -> None:
+    def send_key_press(self, digit: str) -> None:
+        """A peer pressed ``digit``: the bot gets a ``dtmf`` message (``KeyPressOutput``)."""
+        self._send_control(_KeyPress(digit))
+
+    def _send_control(self, item: str | _KeyPress | _Stop) -> None:
         if self._writing:
             self._control.append(item)
             self._ready.set()
@@ -184,7 +196,10 @@ class AgentLeg:
                         if isinstance(item, _Stop):
                             await socket.send_text(stream.stop())
                             return
-                        await socket.send_text(stream.mark(item))
+                        if isinstance(item, _KeyPress):
+                            await socket.send_text(stream.dtmf(item.digit))
+                        else:
+                            await socket.send_text(stream.mark(item))
                     else:
                         payload, timestamp = self._media.popleft()
                         await socket.send_text(stream.media(payload, timestamp))
@@ -345,6 +360,11 @@ class WebsocketAgentGateway:
             leg_id=call_control_id,
             cause=cause.value,
         )
+
+    async def restart_media(self, call_control_id: str) -> None:
+        # The agent's socket IS the leg: callbridge dialled it, and a peer that went away has
+        # hung up. Refusing here lets the runtime end the leg with call.hangup at once.
+        raise ProviderError("a websocket agent leg whose socket closed cannot be reopened")
 
     async def hangup(self, call_control_id: str) -> None:
         agent = self._legs.get(call_control_id)

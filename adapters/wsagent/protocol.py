@@ -1,11 +1,12 @@
 """Twilio's side of Media Streams, for a websocket agent leg: a voice bot callbridge dials.
 
 callbridge plays Twilio here (PROTOCOLS.md section 5, the mirror image of
-``adapters.twilio.stream``): it sends ``connected``, ``start``, ``media``, echoed ``mark`` and
-``stop`` exactly as Twilio shapes them (camelCase, counters as decimal strings, the
-``mediaFormat`` numbers as numbers), and it reads the bot's ``media``, ``mark`` and ``clear`` as
-strictly as Twilio does: an unknown event, a missing or extra key, a wrong ``streamSid`` or a
-payload that is not base64 is ``AgentProtocolError`` (Twilio's 31951 "Invalid Message").
+``adapters.twilio.stream``): it sends ``connected``, ``start``, ``media``, ``dtmf`` (a peer's
+key press), echoed ``mark`` and ``stop`` exactly as Twilio shapes them (camelCase, counters as
+decimal strings, the ``mediaFormat`` numbers as numbers), and it reads the bot's ``media``,
+``mark`` and ``clear`` as strictly as Twilio does: an unknown event, a missing or extra key, a
+wrong ``streamSid`` or a payload that is not base64 is ``AgentProtocolError`` (Twilio's 31951
+"Invalid Message").
 
 Nothing here does I/O or reads a clock:
 
@@ -169,6 +170,21 @@ class AgentStream:
                     "timestamp": str(max(0, timestamp_ms)),
                     "payload": pybase64.b64encode_as_string(payload),
                 },
+            }
+        )
+
+    def dtmf(self, digit: str) -> str:
+        """A key press on the caller side, as Twilio reports one on a bidirectional stream
+        (PROTOCOLS.md 5.1: ``{"event", "streamSid", "sequenceNumber", "dtmf": {"track":
+        "inbound_track", "digit"}}``). Bot frameworks read the digit from here and only here:
+        pipecat's ``TwilioFrameSerializer.deserialize`` turns ``message["dtmf"]["digit"]`` into
+        an ``InputDTMFFrame`` and ignores tones in the audio."""
+        return _dumps(
+            {
+                "event": "dtmf",
+                "streamSid": self.ids.stream_sid,
+                "sequenceNumber": self._next(),
+                "dtmf": {"track": "inbound_track", "digit": digit},
             }
         )
 
