@@ -19,10 +19,12 @@ from adapters.simulators.audio import (
     ToneSource,
     WavSource,
     dominant_frequencies,
+    dtmf_frames,
     noise_floor_db,
     rms_dbfs,
     tone_level_db,
 )
+from adapters.simulators.codecs import Resampler, decoder, encoder, resample
 from adapters.simulators.pacing import Impairments, PacedSender, Playout, run_ticks
 from media.codecs import PCMU_8K, decode, encode
 
@@ -299,3 +301,81 @@ async def test_playout_ticks_catch_up_without_skipping() -> None:
         await run_ticks(on_tick, origin=origin, now=clock.now, sleep=clock.sleep)
     assert [k for k, _ in ticks] == list(range(13))
     assert ticks[12][1] == pytest.approx(origin + 12 * 0.020)
+
+
+# --- the simulators' own codecs ------------------------------------------------------------------
+
+
+def test_g711_matches_the_standards_reference_points() -> None:
+    # ITU-T G.711 tables: silence is 0xFF in mu-law and 0xD5 in A-law (even bits inverted);
+    # the largest positive sample is 0x80 and 0xAA.
+    samples = np.array([0, 32767, -32768], dtype=np.int16)
+    assert encoder("PCMU").encode(samples) == bytes([0xFF, 0x80, 0x00])
+    assert encoder("PCMA").encode(samples) == bytes([0xD5, 0xAA, 0x2A])
+    assert decoder("PCMU").decode(bytes([0xFF, 0x80])).tolist() == [0, 32124]
+    assert decoder("PCMA").decode(bytes([0xD5, 0xAA])).tolist() == [8, 32256]
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA", "L16"])
+def test_8_khz_codecs_round_trip_a_tone(codec: str) -> None:
+    audio = frames(ToneSource(440), 50)
+    back = decoder(codec).decode(encoder(codec).encode(audio))
+    assert tone_level_db(back, 440) == pytest.approx(-12, abs=0.1)
+
+
+def test_l16_byte_order_is_honoured() -> None:
+    samples = np.array([1, -2], dtype=np.int16)
+    assert encoder("L16", "big").encode(samples) == b"\x00\x01\xff\xfe"
+    assert encoder("L16", "little").encode(samples) == b"\x01\x00\xfe\xff"
+    assert decoder("L16", "little").decode(b"\x01\x00\xfe\xff").tolist() == [1, -2]
+    with pytest.raises(ValueError, match="odd"):
+        decoder("L16").decode(b"\x00")
+
+
+def test_g722_streams_keep_state_across_frames() -> None:
+    wide = resample(frames(ToneSource(1000), 50), 8000, 16000)
+    encode, decode = encoder("G722"), decoder("G722")
+    chunks = [encode.encode(wide[i : i + 320]) for i in range(0, len(wide), 320)]
+    assert {len(chunk) for chunk in chunks} == {160}  # 64 kbit/s: 8 bytes a millisecond
+    back = np.concatenate([decode.decode(chunk) for chunk in chunks])
+    assert tone_level_db(back[1600:], 1000, 16000) == pytest.approx(-12, abs=0.5)
+
+
+def test_opus_is_opaque_and_not_decodable() -> None:
+    assert encoder("OPUS").encode(np.zeros(160, dtype=np.int16)).startswith(b"SIMULATED")
+    with pytest.raises(ValueError, match="cannot decode"):
+        decoder("OPUS")
+
+
+def test_resampling_keeps_the_band_and_stops_images() -> None:
+    tone = frames(ToneSource(1000), 50)
+    up = resample(tone, 8000, 16000)
+    assert len(up) == 2 * len(tone)
+    assert tone_level_db(up, 1000, 16000) == pytest.approx(-12, abs=0.2)
+    assert tone_level_db(up, 7000, 16000) < -80  # the image of 1 kHz at 8 kHz
+    back = resample(up, 16000, 8000)
+    # No delay and no loss away from the clip's edges (where the filter meets silence).
+    assert np.abs(back[100:-100].astype(int) - tone[100:-100]).max() <= 2
+
+
+def test_streaming_resampler_matches_the_whole_clip() -> None:
+    tone = frames(ToneSource(440), 20)
+    streaming = Resampler(8000, 16000)
+    pieces = np.concatenate([streaming.process(tone[i : i + 160]) for i in range(0, 3200, 160)])
+    whole = Resampler(8000, 16000).process(tone)
+    assert np.array_equal(pieces, whole)
+    down = Resampler(16000, 8000)
+    odd = [down.process(pieces[i : i + 161]) for i in range(0, len(pieces), 161)]
+    assert np.array_equal(np.concatenate(odd), Resampler(16000, 8000).process(pieces))
+
+
+def test_dtmf_frames_hold_the_two_tones_of_the_key() -> None:
+    press = np.concatenate(dtmf_frames("9", 100))
+    assert len(press) == 5 * FRAME_SAMPLES
+    assert tone_level_db(press, 852) == pytest.approx(-10, abs=0.5)
+    assert tone_level_db(press, 1477) == pytest.approx(-10, abs=0.5)
+    assert tone_level_db(press, 697) < -40
+    last = dtmf_frames("9", 90)[-1]
+    assert not last[80:].any()  # 90 ms: the last frame ends in silence
+    with pytest.raises(ValueError, match="not a DTMF digit"):
+        dtmf_frames("E", 100)

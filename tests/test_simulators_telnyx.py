@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import G722
 import numpy as np
 import orjson
 import pybase64
@@ -21,13 +22,13 @@ import pytest
 from aiohttp import web
 
 from adapters.simulators.audio import ToneSource, noise_floor_db, tone_level_db
-from adapters.simulators.common import Callee, CallState
+from adapters.simulators.common import JUNK_KINDS, Callee, CallState
 from adapters.simulators.pacing import Impairments
 from adapters.simulators.telnyx_calls import TelnyxCall, WebhookFaults
 from adapters.simulators.telnyx_rest import TelnyxSimulator
 from adapters.telnyx.signature import SignatureError, verify_webhook
 from adapters.telnyx.webhooks import parse_event
-from media.codecs import L16_8K, PCMU_8K, decode, encode
+from media.codecs import L16_8K, PCMA_8K, PCMU_8K, decode, encode
 
 NUMBER = "+15550002222"
 CALLER = "+15557654321"
@@ -41,6 +42,7 @@ class Peer:
     log: list[dict[str, Any]] = field(default_factory=list)
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    junk_text: list[str] = field(default_factory=list)  # text frames that are not JSON
 
     async def next(self, event: str) -> dict[str, Any]:
         async with asyncio.timeout(5):
@@ -106,7 +108,11 @@ class App:
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
-                    frame = orjson.loads(message.data)
+                    try:
+                        frame = orjson.loads(message.data)
+                    except orjson.JSONDecodeError:
+                        peer.junk_text.append(message.data)
+                        continue
                     peer.log.append(frame)
                     peer.queue.put_nowait(frame)
         finally:
@@ -168,6 +174,7 @@ def rtp(app: App, **extra: Any) -> dict[str, Any]:
         "stream_track": "inbound_track",
         "stream_bidirectional_mode": "rtp",
         "stream_bidirectional_codec": "PCMU",
+        "stream_bidirectional_target_legs": "self",
         **extra,
     }
 
@@ -500,3 +507,335 @@ async def test_dial_unanswered_ends_with_no_answer(env: Env) -> None:
     assert (hangup["hangup_cause"], hangup["sip_hangup_cause"]) == ("no_answer", "480")
     call = sim.calls[reply["data"]["call_control_id"]]
     assert CallState.ANSWERED not in call.history
+
+
+# --- the Call Control application ----------------------------------------------------------------
+
+
+async def test_application_update_needs_name_and_webhook_url(env: Env) -> None:
+    sim, _ = env
+    connection = sim.add_connection(application_name="my app")
+    path = f"/v2/call_control_applications/{connection}"
+    status, body = await api(sim, "GET", path)
+    assert (status, body["data"]["application_name"]) == (200, "my app")
+    for bad, pointer in [
+        ({"webhook_event_url": "https://cb.test/hooks"}, "/application_name"),
+        ({"application_name": "my app"}, "/webhook_event_url"),
+        (
+            {"application_name": "my app", "webhook_event_url": "cb.test/hooks"},
+            "/webhook_event_url",
+        ),
+    ]:
+        status, body = await api(sim, "PATCH", path, bad)
+        (error,) = body["errors"]
+        assert (status, error["source"]["pointer"]) == (422, pointer)
+        assert set(error) == {"code", "title", "detail", "source"}
+    assert sim.connections[connection].webhook_event_url is None
+    status, body = await api(
+        sim,
+        "PATCH",
+        path,
+        {"application_name": "renamed", "webhook_event_url": "https://cb.test/hooks"},
+    )
+    assert status == 200
+    assert body["data"]["application_name"] == "renamed"
+    assert body["data"]["webhook_event_url"] == "https://cb.test/hooks"
+
+
+# --- junk on a live stream ----------------------------------------------------------------------
+
+
+async def test_junk_frames_between_media(env: Env) -> None:
+    call, peer = await answered_call(env)
+    await peer.next("media")
+    assert await call.inject_junk() == len(JUNK_KINDS)
+    await peer.next("error")
+    await peer.next("media")
+    await call.hang_up()
+    await peer.closed.wait()
+    assert len(peer.junk_text) == 1
+    bad = [m for m in peer.log if m["event"] == "media" and "%" in m["media"]["payload"]]
+    assert len(bad) == 1 and bad[0]["stream_id"] == call.streams[0].stream_id
+    assert next(m for m in peer.log if m["event"] == "mark")["mark"] == {}
+    assert any(m["event"] == "x-future-event" for m in peer.log)
+
+
+# --- codecs: negotiated, streamed, decoded -------------------------------------------------------
+
+
+async def start_of(env: Env, call: TelnyxCall, **fields: Any) -> tuple[Peer, dict[str, Any]]:
+    sim, app = env
+    await app.webhook("call.initiated")
+    status, reply = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer",
+                              rtp(app, **fields))  # fmt: skip
+    assert status == 200, reply
+    peer = await app.next_peer()
+    return peer, (await peer.next("start"))["start"]
+
+
+def payloads(frames: list[dict[str, Any]]) -> list[bytes]:
+    return [pybase64.b64decode(frame["media"]["payload"]) for frame in frames]
+
+
+@pytest.mark.parametrize(
+    ("call_codec", "asked", "streamed"),
+    [
+        ("PCMU", None, "PCMU"),
+        ("PCMA", None, "PCMA"),
+        ("PCMA", "PCMU", "PCMU"),  # Telnyx transcodes between the G.711 laws
+        ("PCMU", "PCMA", "PCMA"),
+        ("PCMA", "default", "PCMA"),
+        ("PCMA", "L16", "L16"),
+        ("G722", "PCMU", "G722"),  # no transcoding from G.722: the call's codec streams
+        ("OPUS", "PCMA", "OPUS"),
+    ],
+)
+async def test_stream_codec_follows_the_call_and_transcodes_only_g711(
+    env: Env, call_codec: str, asked: str | None, streamed: str
+) -> None:
+    sim, _ = env
+    call = await sim.place_inbound_call(CALLER, NUMBER, codec=call_codec, source=ToneSource(440))
+    peer, start = await start_of(env, call, **({"stream_codec": asked} if asked else {}))
+    rate = {"G722": 16000, "OPUS": 48000}.get(streamed, 8000)
+    assert start["media_format"] == {"encoding": streamed, "sample_rate": rate, "channels": 1}
+    raw = payloads([await peer.next("media") for _ in range(25)])
+    if streamed == "OPUS":
+        assert raw[0].startswith(b"SIMULATED-NOT-ENCODED")  # opaque: Opus is not encoded
+        return
+    if streamed == "G722":
+        codec = G722.G722(16000, 64000)  # one decoder for the whole stream: G.722 is stateful
+        audio = np.concatenate([np.asarray(codec.decode(chunk), dtype=np.int16) for chunk in raw])
+        assert {len(chunk) for chunk in raw} == {160}  # 20 ms at 64 kbit/s
+        assert tone_level_db(audio[1600:], 440, 16000) == pytest.approx(-12, abs=1.0)
+        return
+    fmt = {"PCMU": PCMU_8K, "PCMA": PCMA_8K, "L16": L16_8K}[streamed]
+    audio = np.concatenate([decode(fmt, chunk) for chunk in raw])
+    assert tone_level_db(audio, 440) == pytest.approx(-12, abs=0.5)
+
+
+async def test_what_comes_back_is_decoded_as_the_declared_codec(env: Env) -> None:
+    sim, _ = env
+    # A PCMA call: the stream carries A-law, but callbridge declared (by default) PCMU.
+    call = await sim.place_inbound_call(CALLER, NUMBER, codec="PCMA")
+    peer, start = await start_of(env, call)
+    assert start["media_format"]["encoding"] == "PCMA"
+    await peer.send_audio(tone(440, 1.0), PCMA_8K)  # wrong: A-law back, as the start frame said
+    await peer.send({"event": "mark", "mark": {"name": "alaw"}})
+    await peer.next("mark")
+    garbled = call.received_audio()[-8000:]
+    await peer.send_audio(tone(440, 1.0), PCMU_8K)  # right: the declared codec
+    await peer.send({"event": "mark", "mark": {"name": "ulaw"}})
+    await peer.next("mark")
+    clean = call.received_audio()[-8000:]
+    assert tone_level_db(clean, 440) == pytest.approx(-12, abs=0.5)
+    assert tone_level_db(clean, 1320) < -50
+    # A-law read as mu-law: the level is off by about 9 dB and odd harmonics are strong.
+    assert abs(tone_level_db(garbled, 440) + 12) > 6
+    assert tone_level_db(garbled, 1320) > -20
+
+
+async def test_g722_and_l16_at_16_khz_come_back_as_declared(env: Env) -> None:
+    sim, _ = env
+    for codec, rate in (("G722", 8000), ("L16", 16000)):
+        call = await sim.place_inbound_call(CALLER, NUMBER)
+        peer, _ = await start_of(env, call, stream_bidirectional_codec=codec,
+                                 stream_bidirectional_sampling_rate=rate)  # fmt: skip
+        source = ToneSource(440)
+        wide = np.concatenate([source.next_frame() for _ in range(50)])
+        wide = np.repeat(wide, 2)  # a crude 16 kHz copy: the tone is still there at 440 Hz
+        payload = (G722.G722(16000, 64000).encode(wide) if codec == "G722"
+                   else wide.astype(">i2").tobytes())  # fmt: skip
+        await peer.send({"event": "media", "media": {"payload": pybase64.b64encode_as_string(
+            payload)}})  # fmt: skip
+        await peer.send({"event": "mark", "mark": {"name": "done"}})
+        await peer.next("mark")
+        assert tone_level_db(call.received_audio()[-4000:], 440) > -14, codec
+        await call.hang_up()
+
+
+async def test_codecs_the_simulator_cannot_decode_are_refused_as_its_limit(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER)
+    await app.webhook("call.initiated")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"stream_bidirectional_codec": "OPUS"}, "/stream_bidirectional_codec"),
+        ({"stream_bidirectional_codec": "AMR-WB"}, "/stream_bidirectional_codec"),
+        ({"stream_bidirectional_codec": "pcmu"}, "/stream_bidirectional_codec"),
+        ({"stream_codec": "MP3"}, "/stream_codec"),
+        ({"stream_bidirectional_sampling_rate": 16000}, "/stream_bidirectional_sampling_rate"),
+    ]
+    for fields, pointer in cases:
+        status, body = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer",
+                                 rtp(app, **fields))  # fmt: skip
+        (error,) = body["errors"]
+        assert (status, error["source"]["pointer"]) == (422, pointer), fields
+    _, body = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer",
+                        rtp(app, stream_bidirectional_codec="OPUS"))  # fmt: skip
+    assert "simulator" in body["errors"][0]["detail"]
+    # Codecs Telnyx takes for what it streams are all accepted.
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer",
+                          rtp(app, stream_codec="AMR-WB"))  # fmt: skip
+    assert status == 200
+
+
+async def test_a_call_codec_outside_telnyx_offers_is_refused(env: Env) -> None:
+    sim, _ = env
+    with pytest.raises(ValueError, match="negotiates one of"):
+        await sim.place_inbound_call(CALLER, NUMBER, codec="G729")
+    assert not sim.calls
+
+
+# --- who hears what callbridge sends -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("legs", "heard"), [("self", True), ("both", True), ("opposite", False)])
+async def test_target_legs_decide_who_hears_the_stream(env: Env, legs: str, heard: bool) -> None:
+    sim, _ = env
+    call = await sim.place_inbound_call(CALLER, NUMBER)
+    peer, _ = await start_of(env, call, stream_bidirectional_target_legs=legs)
+    await peer.send_audio(tone(1000, 0.5))
+    await peer.send({"event": "mark", "mark": {"name": "sent"}})
+    await peer.next("mark")
+    await call.wait_until(lambda c: len(c.received_audio()) >= 8000)
+    level = tone_level_db(call.received_audio(), 1000)
+    assert call.media_frames_received == 1
+    if heard:
+        assert level > -18 and call.media_frames_discarded == 0
+    else:
+        # A standalone leg has no opposite leg: accepted, counted, heard by nobody.
+        assert not call.received_audio().any() and call.media_frames_discarded == 1
+        assert call.protocol_errors == []
+
+
+async def test_target_legs_default_to_opposite_and_are_validated(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER)
+    await app.webhook("call.initiated")
+    fields = rtp(app)
+    del fields["stream_bidirectional_target_legs"]
+    status, body = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer",
+                             {**fields, "stream_bidirectional_target_legs": "caller"})  # fmt: skip
+    assert (status, body["errors"][0]["source"]["pointer"]) == (
+        422, "/stream_bidirectional_target_legs",
+    )  # fmt: skip
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer", fields)
+    peer = await app.next_peer()
+    await peer.next("start")
+    assert call.stream is not None and call.stream.config.target_legs == "opposite"  # type: ignore[attr-defined]
+
+
+# --- streams that fail, stop and start again ----------------------------------------------------
+
+
+async def test_stream_fault_fail_sends_streaming_failed_and_the_call_stays(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER, stream_fault="fail")
+    await app.webhook("call.initiated")
+    await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer", rtp(app))
+    failed = (await app.webhook("streaming.failed")).body["data"]["payload"]
+    assert failed["stream_type"] == "websocket" and failed["failure_reason"]
+    assert failed["stream_params"] == {"stream_url": app.ws_url, "track": "inbound_track"}
+    assert UUID.fullmatch(failed["stream_id"])
+    assert call.state is CallState.ANSWERED and not call.streams
+    call.stream_fault = None  # the application retries; this time it connects
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/streaming_start", rtp(app))
+    assert status == 200
+    await (await app.next_peer()).next("start")
+    await app.webhook("streaming.started")
+
+
+async def test_stream_fault_never_connects_and_says_nothing(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER, stream_fault="never")
+    await app.webhook("call.initiated")
+    await api(sim, "POST", f"/v2/calls/{call.id}/actions/answer", rtp(app))
+    await app.webhook("call.answered")
+    await call.wait_until(lambda c: c.streams_attempted == 1)
+    assert app.peers.empty() and not call.streams
+    assert not [e for e in app.events(call) if e.startswith("streaming.")]
+
+
+async def test_streaming_stop_then_start_with_new_params(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER, codec="PCMA")
+    peer, start = await start_of(env, call)
+    assert start["media_format"]["encoding"] == "PCMA"
+    await api(sim, "POST", f"/v2/calls/{call.id}/actions/streaming_stop", {})
+    stop = await peer.next("stop")
+    assert stop["stream_id"] == start_id(peer)
+    await peer.closed.wait()
+    await app.webhook("streaming.stopped")
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/streaming_start",
+                          rtp(app, stream_codec="PCMU"))  # fmt: skip
+    assert status == 200
+    second = await app.next_peer()
+    restarted = await second.next("start")
+    assert restarted["start"]["media_format"]["encoding"] == "PCMU"
+    assert restarted["stream_id"] != stop["stream_id"]
+    await app.webhook("streaming.started", index=1)
+    assert len(call.streams) == 2
+
+
+def start_id(peer: Peer) -> str:
+    return str(peer.log[1]["stream_id"])
+
+
+async def test_refused_rest_requests_are_recorded(env: Env) -> None:
+    sim, app = env
+    call, _ = await answered_call(env)
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/streaming_start",
+                          rtp(app, stream_track="sideways"))  # fmt: skip
+    assert status == 422
+    (error,) = sim.protocol_errors
+    assert error.code == "10015" and "stream_track" in error.reason
+    await api(sim, "POST", f"/v2/calls/{call.id}/actions/hangup", {})
+    await call.wait_for(CallState.ENDED)
+    status, _ = await api(sim, "POST", f"/v2/calls/{call.id}/actions/hangup", {})
+    assert status == 422  # 90018, a race every application meets: not recorded
+    assert len(sim.protocol_errors) == 1
+
+
+async def test_streaming_start_right_after_stop_waits_for_the_old_stream(env: Env) -> None:
+    sim, app = env
+    call = await sim.place_inbound_call(CALLER, NUMBER, codec="G722")
+    peer, start = await start_of(env, call)
+    assert start["media_format"]["encoding"] == "G722"
+    path = f"/v2/calls/{call.id}/actions"
+    status, _ = await api(sim, "POST", f"{path}/streaming_stop", {})
+    assert status == 200
+    status, reply = await api(sim, "POST", f"{path}/streaming_start",
+                              rtp(app, stream_codec="PCMU"))  # fmt: skip
+    assert status == 200, reply
+    second = await app.next_peer()
+    await second.next("start")
+    assert peer.closed.is_set() and any(m["event"] == "stop" for m in peer.log)
+    await app.webhook("streaming.started", index=1)
+    assert app.events(call)[-2:] == ["streaming.stopped", "streaming.started"]
+    status, body = await api(sim, "POST", f"{path}/streaming_start", rtp(app))
+    assert (status, body["errors"][0]["code"]) == (422, "10015")  # one live stream at a time
+
+
+async def test_a_dialled_callee_streams_its_own_codec(env: Env) -> None:
+    sim, app = env
+    sim.set_callee("+15559990003", Callee(ring_ms=10, source=lambda: ToneSource(600), codec="PCMA"))
+    connection = sim.numbers[NUMBER].connection_id
+    body = {"connection_id": connection, "from": NUMBER, "to": "+15559990003", **rtp(app)}
+    status, _ = await api(sim, "POST", "/v2/calls", body)
+    assert status == 200
+    peer = await app.next_peer()
+    start = await peer.next("start")
+    assert start["start"]["media_format"]["encoding"] == "PCMA"
+    media = await peer.next("media")
+    assert tone_level_db(decode(PCMA_8K, pybase64.b64decode(media["media"]["payload"])), 600) > -15
+
+
+async def test_junk_flood_on_a_telnyx_stream_keeps_media_flowing(env: Env) -> None:
+    call, peer = await answered_call(env)
+    await peer.next("media")
+    await call.inject_junk(kinds=("bad_json", "unknown_event"), count=100, within_s=0.4)
+    await peer.next("media")
+    await call.hang_up()
+    await peer.closed.wait()
+    assert len(peer.junk_text) == 50
+    assert sum(m["event"] == "x-future-event" for m in peer.log) == 50
+    assert sum(m["event"] == "media" for m in peer.log) >= 20

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from adapters.simulators.audio import ToneSource, noise_floor_db, tone_level_db
-from adapters.simulators.common import Callee, CallState
+from adapters.simulators.common import JUNK_KINDS, Callee, CallState
 from adapters.simulators.pacing import Impairments
 from adapters.simulators.twilio_calls import TwilioCall
 from adapters.simulators.twilio_rest import TwilioSimulator
@@ -44,6 +44,8 @@ class Peer:
     arrivals: list[float] = field(default_factory=list)
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    junk_text: list[str] = field(default_factory=list)  # text frames that are not JSON
+    binary: int = 0
 
     async def next(self, event: str) -> dict[str, Any]:
         async with asyncio.timeout(5):
@@ -78,6 +80,7 @@ class Bridge:
         self.voice: list[tuple[str, dict[str, str], bool]] = []
         self.status: list[dict[str, str]] = []
         self.status_signed = True
+        self.status_arrived = asyncio.Event()
         self.peers: asyncio.Queue[Peer] = asyncio.Queue()
 
     @property
@@ -114,6 +117,7 @@ class Bridge:
         fields, signed = await self._form(request)
         self.status_signed &= signed
         self.status.append(fields)
+        self.status_arrived.set()
         return web.Response()
 
     async def _media(self, request: web.Request) -> web.WebSocketResponse:
@@ -126,8 +130,14 @@ class Bridge:
         self.peers.put_nowait(peer)
         try:
             async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    frame = orjson.loads(message.data)
+                if message.type is aiohttp.WSMsgType.BINARY:
+                    peer.binary += 1
+                elif message.type is aiohttp.WSMsgType.TEXT:
+                    try:
+                        frame = orjson.loads(message.data)
+                    except orjson.JSONDecodeError:
+                        peer.junk_text.append(message.data)
+                        continue
                     peer.log.append(frame)
                     peer.arrivals.append(time.monotonic())
                     peer.queue.put_nowait(frame)
@@ -139,13 +149,15 @@ class Bridge:
         async with asyncio.timeout(5):
             return await self.peers.get()
 
-    async def wait_status(self, status: str) -> dict[str, str]:
+    async def wait_status(self, status: str, count: int = 1) -> dict[str, str]:
+        """The first callback with ``status``, once ``count`` callbacks have arrived."""
         async with asyncio.timeout(5):
             while True:
                 for fields in self.status:
-                    if fields["CallStatus"] == status:
+                    if fields["CallStatus"] == status and len(self.status) >= count:
                         return fields
-                await asyncio.sleep(0.01)
+                self.status_arrived.clear()
+                await self.status_arrived.wait()
 
 
 @pytest.fixture
@@ -522,3 +534,200 @@ async def test_voice_webhook_by_get_is_signed_over_the_query(
     method, fields, signed = bridge.voice[0]
     assert (method, signed) == ("GET", True)
     assert fields["CallSid"] == call.sid
+
+
+# --- numbers routed to an application or a trunk ------------------------------------------------
+
+
+async def test_number_with_an_application_never_fetches_its_voice_url(
+    env: tuple[TwilioSimulator, Bridge],
+) -> None:
+    sim, bridge = env
+    app_sid = sim.add_application()
+    sim.numbers[NUMBER].voice_application_sid = app_sid
+    call = await sim.place_inbound_call(CALLER, NUMBER)
+    await call.wait_for(CallState.ENDED)
+    assert (call.routed_to, call.status) == (f"application:{app_sid}", "failed")
+    # Nothing reached the number's VoiceUrl or StatusCallback.
+    assert (bridge.voice, bridge.status, call.events) == ([], [], [])
+
+
+async def test_number_with_an_application_calls_the_applications_url(
+    env: tuple[TwilioSimulator, Bridge],
+) -> None:
+    sim, bridge = env
+    app_sid = sim.add_application(voice_url=f"{bridge.base_url}/voice?app=1")
+    sim.numbers[NUMBER].voice_application_sid = app_sid
+    call, _ = await answered_call(env)
+    assert call.events[0].url.endswith("/voice?app=1")
+    assert bridge.voice[0][2]  # signed
+
+
+async def test_number_with_a_trunk_goes_to_the_trunk(env: tuple[TwilioSimulator, Bridge]) -> None:
+    sim, bridge = env
+    sim.numbers[NUMBER].trunk_sid = "TK" + "0" * 32
+    call = await sim.place_inbound_call(CALLER, NUMBER)
+    await call.wait_for(CallState.ENDED)
+    assert call.routed_to == "trunk:TK" + "0" * 32
+    assert (bridge.voice, bridge.status) == ([], [])
+
+
+async def test_rest_number_shows_and_sets_application_and_trunk(
+    env: tuple[TwilioSimulator, Bridge],
+) -> None:
+    sim, bridge = env
+    app_sid = sim.add_application(voice_url=f"{bridge.base_url}/voice")
+    sid = sim.numbers[NUMBER].sid
+    status, body = await rest(sim, "GET", f"IncomingPhoneNumbers/{sid}.json")
+    assert (status, body["voice_application_sid"], body["trunk_sid"]) == (200, None, None)
+    path = f"IncomingPhoneNumbers/{sid}.json"
+    _, body = await rest(sim, "POST", path, data={"VoiceApplicationSid": app_sid})
+    assert (body["voice_application_sid"], body["trunk_sid"]) == (app_sid, None)
+    # Setting a trunk deletes the application and vice versa (twilio SDK docstrings).
+    _, body = await rest(sim, "POST", path, data={"TrunkSid": "TK" + "1" * 32})
+    assert (body["voice_application_sid"], body["trunk_sid"]) == (None, "TK" + "1" * 32)
+    _, body = await rest(sim, "POST", path, data={"VoiceApplicationSid": app_sid})
+    assert (body["voice_application_sid"], body["trunk_sid"]) == (app_sid, None)
+    _, body = await rest(sim, "POST", path, data={"VoiceApplicationSid": ""})
+    assert body["voice_application_sid"] is None
+    _, body = await rest(sim, "POST", path, data={"TrunkSid": "TK" + "1" * 32})
+    _, body = await rest(sim, "POST", path, data={"TrunkSid": ""})
+    assert body["trunk_sid"] is None
+    call, _ = await answered_call(env)
+    assert call.routed_to == "voice_url"
+
+
+def test_add_number_refuses_both_application_and_trunk() -> None:
+    sim = TwilioSimulator()
+    with pytest.raises(ValueError, match="only one"):
+        sim.add_number(NUMBER, voice_application_sid="AP" + "0" * 32, trunk_sid="TK" + "0" * 32)
+
+
+# --- status callbacks out of order --------------------------------------------------------------
+
+
+async def hung_up_call(env: tuple[TwilioSimulator, Bridge], **kwargs: Any) -> list[dict[str, str]]:
+    _, bridge = env
+    call, _ = await answered_call(env, **kwargs)
+    await call.hang_up()
+    await bridge.wait_status("completed", count=4)
+    return bridge.status
+
+
+async def test_status_callbacks_in_order_by_default(env: tuple[TwilioSimulator, Bridge]) -> None:
+    status = await hung_up_call(env)
+    assert [s["CallStatus"] for s in status] == ["initiated", "ringing", "in-progress", "completed"]
+    assert [s["SequenceNumber"] for s in status] == ["0", "1", "2", "3"]
+
+
+async def test_status_callbacks_reversed(env: tuple[TwilioSimulator, Bridge]) -> None:
+    status = await hung_up_call(env, callback_order="reversed")
+    # The setup callbacks arrive together once answered, newest first: a late "ringing".
+    assert [s["CallStatus"] for s in status] == ["in-progress", "ringing", "initiated", "completed"]
+    assert [s["SequenceNumber"] for s in status] == ["2", "1", "0", "3"]
+    assert all(s["Timestamp"].endswith("+0000") for s in status)
+
+
+async def test_status_callbacks_shuffled(env: tuple[TwilioSimulator, Bridge]) -> None:
+    sim, _ = env
+    sim.callback_order, sim.callback_seed = "shuffled", 3
+    status = await hung_up_call(env)
+    numbers = [s["SequenceNumber"] for s in status]
+    assert sorted(numbers) == ["0", "1", "2", "3"]
+    assert numbers[:3] != ["0", "1", "2"]  # seed 3 gives a real shuffle
+    assert {s["CallStatus"] for s in status} == {"initiated", "ringing", "in-progress", "completed"}
+
+
+# --- key presses ---------------------------------------------------------------------------------
+
+
+async def test_dtmf_message_and_tones_for_one_press(env: tuple[TwilioSimulator, Bridge]) -> None:
+    call, peer = await answered_call(env)
+    await call.send_dtmf("5", tones_ms=200)
+    message = await peer.next("dtmf")
+    assert message["dtmf"] == {"track": "inbound_track", "digit": "5"}
+    assert message["streamSid"] == peer.stream_sid
+    audio = np.concatenate([
+        decode(PCMU_8K, pybase64.b64decode((await peer.next("media"))["media"]["payload"]))
+        for _ in range(10)
+    ])  # fmt: skip
+    # Key 5 is 770 Hz + 1336 Hz (ITU-T Q.23), each at -10 dBFS.
+    assert tone_level_db(audio, 770) == pytest.approx(-10, abs=1.5)
+    assert tone_level_db(audio, 1336) == pytest.approx(-10, abs=1.5)
+
+
+async def test_dtmf_tones_without_a_message(env: tuple[TwilioSimulator, Bridge]) -> None:
+    call, peer = await answered_call(env)
+    await call.send_dtmf("1", message=False, tones_ms=100)
+    audio = np.concatenate([
+        decode(PCMU_8K, pybase64.b64decode((await peer.next("media"))["media"]["payload"]))
+        for _ in range(5)
+    ])  # fmt: skip
+    assert tone_level_db(audio, 697) > -13
+    await call.hang_up()
+    await peer.closed.wait()
+    assert not [m for m in peer.log if m["event"] == "dtmf"]
+
+
+# --- junk on a live stream ----------------------------------------------------------------------
+
+
+async def test_junk_frames_between_media(env: tuple[TwilioSimulator, Bridge]) -> None:
+    call, peer = await answered_call(env, source=ToneSource(440))
+    await peer.next("media")
+    sent = await call.inject_junk(kinds=(*JUNK_KINDS, "binary"))
+    assert sent == call.junk_frames_sent == 6
+    await peer.next("error")
+    await peer.next("media")  # media keeps flowing after the junk
+    await call.hang_up()
+    await peer.closed.wait()
+    kinds = {m["event"] for m in peer.log}
+    assert {"x-future-event", "error", "mark"} <= kinds
+    bad_media = [m for m in peer.log if m["event"] == "media" and "%" in m["media"]["payload"]]
+    assert len(bad_media) == 1
+    assert peer.junk_text and peer.binary == 1
+    nameless = next(m for m in peer.log if m["event"] == "mark")
+    assert nameless["mark"] == {} and nameless["streamSid"] == peer.stream_sid
+    error = next(m for m in peer.log if m["event"] == "error")
+    assert "x_extra" in error and "x_extra" in error["error"]
+
+
+async def test_junk_flood_keeps_media_flowing(env: tuple[TwilioSimulator, Bridge]) -> None:
+    call, peer = await answered_call(env)
+    await peer.next("media")
+    started = time.monotonic()
+    await call.inject_junk(kinds=("unknown_event",), count=100, within_s=0.5)
+    elapsed = time.monotonic() - started
+    await peer.next("media")
+    await call.hang_up()
+    await peer.closed.wait()
+    assert 0.45 < elapsed < 1.0
+    junk = [m for m in peer.log if m["event"] == "x-future-event"]
+    assert len(junk) == 100
+    first = peer.log.index(junk[0])
+    last = peer.log.index(junk[-1])
+    # About 25 media frames went out while the 0.5 s flood lasted.
+    assert sum(m["event"] == "media" for m in peer.log[first:last]) >= 15
+    # Counters stay one per frame across junk and media.
+    numbers = [int(m["sequenceNumber"]) for m in peer.log[1:] if m["event"] != "stop"]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_junk_needs_a_live_stream(env: tuple[TwilioSimulator, Bridge]) -> None:
+    call, _ = await answered_call(env)
+    with pytest.raises(ValueError, match="junk kinds"):
+        await call.inject_junk(kinds=("nonsense",))
+    await call.hang_up()
+    with pytest.raises(RuntimeError, match="none is open"):
+        await call.inject_junk()
+
+
+async def test_refused_rest_requests_are_recorded(env: tuple[TwilioSimulator, Bridge]) -> None:
+    sim, _ = env
+    status, _ = await rest(sim, "POST", "Calls.json", data={"From": NUMBER})
+    assert status == 400
+    (error,) = sim.protocol_errors
+    assert (error.code, error.frame) == ("21201", f"POST /2010-04-01/Accounts/{sim.account_sid}"
+                                                  "/Calls.json")  # fmt: skip
+    await rest(sim, "GET", "IncomingPhoneNumbers/PN404.json")  # a 404 is an answer, not a refusal
+    assert len(sim.protocol_errors) == 1

@@ -2,7 +2,11 @@
 
 Each simulator is a real HTTP server on 127.0.0.1 (the provider's REST subset callbridge calls)
 plus a call side that sends the provider's signed webhooks and dials the media websocket exactly
-as the provider does. Nothing here stands in for callbridge's own code.
+as the provider does. Nothing here stands in for callbridge's own code, and nothing here uses
+it: signatures, webhook envelopes, TwiML and codecs are the simulators' own (``wire``, ``twiml``,
+``codecs``), checked against the providers' SDKs (tests/test_simulator_sdk_crosscheck.py) and
+kept apart by tests/test_simulator_independence.py, so a mistake in callbridge cannot hide by
+being made twice.
 """
 
 from adapters.simulators.audio import (
@@ -10,11 +14,12 @@ from adapters.simulators.audio import (
     ToneSource,
     WavSource,
     dominant_frequencies,
+    dtmf_frames,
     noise_floor_db,
     rms_dbfs,
     tone_level_db,
 )
-from adapters.simulators.common import Callee, CallEnded, CallState, SimulatedCall
+from adapters.simulators.common import JUNK_KINDS, Callee, CallEnded, CallState, SimulatedCall
 from adapters.simulators.pacing import Impairments
 from adapters.simulators.telnyx_calls import TelnyxCall, WebhookFaults
 from adapters.simulators.telnyx_rest import TelnyxSimulator
@@ -22,6 +27,7 @@ from adapters.simulators.twilio_calls import TwilioCall
 from adapters.simulators.twilio_rest import TwilioSimulator
 
 __all__ = [
+    "JUNK_KINDS",
     "CallEnded",
     "CallState",
     "Callee",
@@ -36,6 +42,7 @@ __all__ = [
     "WavSource",
     "WebhookFaults",
     "dominant_frequencies",
+    "dtmf_frames",
     "noise_floor_db",
     "rms_dbfs",
     "tone_level_db",

@@ -27,9 +27,10 @@ from typing import Final, NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from media.codecs import resample
+from adapters.simulators.codecs import resample
 
 __all__ = [
+    "DTMF_FREQS",
     "FLOOR_DB",
     "FRAME_MS",
     "FRAME_SAMPLES",
@@ -40,6 +41,7 @@ __all__ = [
     "ToneSource",
     "WavSource",
     "dominant_frequencies",
+    "dtmf_frames",
     "noise_floor_db",
     "rms_dbfs",
     "tone_level_db",
@@ -124,6 +126,35 @@ class WavSource:
             filled += take
             self._position += take
         return frame
+
+
+# DTMF: each key is one low-group and one high-group frequency (ITU-T Q.23).
+DTMF_FREQS: Final = {
+    "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
+    "4": (770, 1209), "5": (770, 1336), "6": (770, 1477), "B": (770, 1633),
+    "7": (852, 1209), "8": (852, 1336), "9": (852, 1477), "C": (852, 1633),
+    "*": (941, 1209), "0": (941, 1336), "#": (941, 1477), "D": (941, 1633),
+}  # fmt: skip
+
+
+def dtmf_frames(digit: str, duration_ms: int, level_dbfs: float = -10.0) -> list[Samples]:
+    """The key press ``digit`` as whole 20 ms frames covering ``duration_ms`` (the last frame
+    padded with silence), each of the two tones at ``level_dbfs``."""
+    if digit not in DTMF_FREQS:
+        raise ValueError(f"not a DTMF digit: {digit!r}")
+    if duration_ms <= 0:
+        raise ValueError("a key press lasts a positive number of milliseconds")
+    n = np.arange(duration_ms * SAMPLE_RATE // 1000, dtype=np.float64)
+    amplitude = FULL_SCALE * 10 ** (level_dbfs / 20)
+    low, high = DTMF_FREQS[digit]
+    press = amplitude * (
+        np.sin(2 * math.pi * low / SAMPLE_RATE * n) + np.sin(2 * math.pi * high / SAMPLE_RATE * n)
+    )
+    frames = -(-len(n) // FRAME_SAMPLES)
+    padded = np.zeros(frames * FRAME_SAMPLES, dtype=np.float64)
+    padded[: len(n)] = press
+    clipped = np.clip(np.rint(padded), -32768, 32767).astype(np.int16)
+    return list(clipped.reshape(frames, FRAME_SAMPLES))
 
 
 # --- analysis -----------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import base64
 import binascii
 import enum
 import time
-from collections.abc import Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from urllib.parse import parse_qs
@@ -24,13 +25,14 @@ from urllib.parse import parse_qs
 import numpy as np
 from aiohttp import web
 
-from adapters.simulators.audio import AudioSource, Samples, SilenceSource
+from adapters.simulators.audio import AudioSource, Samples, SilenceSource, dtmf_frames
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments, Playout, run_ticks
 
 if TYPE_CHECKING:
     from adapters.simulators.streaming import MediaStream
 
 __all__ = [
+    "JUNK_KINDS",
     "CallEnded",
     "CallState",
     "Callee",
@@ -44,6 +46,11 @@ __all__ = [
 
 # Longest text kept of a refused frame: enough to recognise it in a failing test's output.
 _FRAME_EXCERPT = 200
+
+#: What ``SimulatedCall.inject_junk`` can send on a live stream (``binary`` only when asked).
+JUNK_KINDS: tuple[str, ...] = (
+    "bad_json", "bad_base64", "unknown_event", "mark_without_name", "error_extra_fields",
+)  # fmt: skip
 
 
 class CallState(enum.IntEnum):
@@ -70,6 +77,9 @@ class Callee:
     ring_ms: int = 50
     source: Callable[[], AudioSource] = SilenceSource
     impairments: Impairments = NO_IMPAIRMENTS
+    #: The codec the callee's side negotiates (Telnyx: PCMU, PCMA, G722 or OPUS; Twilio
+    #: streams mu-law whatever it is).
+    codec: str = "PCMU"
 
 
 @dataclass(slots=True)
@@ -125,7 +135,14 @@ class Observatory(Generic[CallT]):
     def __init__(self) -> None:
         self.calls: dict[str, CallT] = {}
         self.requests: list[RecordedRequest] = []
+        #: REST requests the provider refused as invalid (400/422), frame = "METHOD path".
+        #: Not the benign races (a command to a call that has just ended).
+        self.protocol_errors: list[ProtocolError] = []
         self._changed = asyncio.Event()
+
+    def record_refusal(self, request: RecordedRequest, code: str, detail: str) -> None:
+        frame = f"{request.method} {request.path}"
+        self.protocol_errors.append(ProtocolError(code, detail, frame[:_FRAME_EXCERPT]))
 
     async def wait_for_call(
         self, predicate: Callable[[CallT], bool] | None = None, timeout_s: float = 5.0
@@ -256,6 +273,10 @@ class SimulatedCall:
         self.playout_tick = 0  # the playout tick running now
         self._stream: MediaStream | None = None
         self._playout_task: asyncio.Task[None] | None = None
+        # Frames that replace the caller's voice next (a key press's tones), oldest first.
+        self._overlay: deque[Samples] = deque()
+        self.voice = _CallVoice(self)
+        self.junk_frames_sent = 0
         # Exceptions that ended a background task: a simulator bug, surfaced by ``wait_until``.
         self.failures: list[BaseException] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -293,6 +314,44 @@ class SimulatedCall:
 
     async def send_dtmf(self, digit: str) -> None:
         raise RuntimeError("this call type cannot send DTMF")
+
+    def next_voice_frame(self) -> Samples:
+        """The caller's next 20 ms: its source, or a key press's tones while one is down."""
+        voice = self.source.next_frame()
+        # The source advances even under a key press, so the voice resumes in real time.
+        return self._overlay.popleft() if self._overlay else voice
+
+    def press_tones(self, digit: str, duration_ms: int = 100) -> None:
+        """Put ``digit``'s DTMF tones in the caller's audio for ``duration_ms``, replacing its
+        voice from the next frame (a handset mutes the microphone while a key is down)."""
+        self._overlay.extend(dtmf_frames(digit, duration_ms))
+
+    async def inject_junk(
+        self, kinds: Sequence[str] = JUNK_KINDS, *, count: int | None = None,
+        within_s: float = 0.0,
+    ) -> int:  # fmt: skip
+        """Send junk frames on the live media stream, between the media frames (which keep
+        flowing): ``count`` frames (default one of each kind) cycling through ``kinds``, spread
+        evenly over ``within_s`` seconds (0: back to back). Returns how many were sent."""
+        stream = self._stream
+        if stream is None:
+            raise RuntimeError("junk goes on a media stream, and none is open")
+        unknown = set(kinds) - {*JUNK_KINDS, "binary"}
+        if unknown or not kinds:
+            raise ValueError(f"junk kinds are {(*JUNK_KINDS, 'binary')}, not {sorted(unknown)}")
+        if (count is not None and count < 0) or within_s < 0:
+            raise ValueError("count and within_s cannot be negative")
+        total = len(kinds) if count is None else count
+        loop = asyncio.get_running_loop()
+        origin = loop.time()
+        for i in range(total):
+            delay = origin + within_s * i / total - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await stream.send_junk(kinds[i % len(kinds)])
+            self.junk_frames_sent += 1
+        self.notify()
+        return total
 
     async def hang_up(self) -> None:
         raise RuntimeError("this call type cannot hang up")
@@ -376,3 +435,13 @@ class SimulatedCall:
                 self.marks_returned.append((name, k))
             await stream.send_marks(marks)
         self.notify()
+
+
+class _CallVoice:
+    """What the caller says next: a key press's tones while one is down, else its source."""
+
+    def __init__(self, call: SimulatedCall) -> None:
+        self._call = call
+
+    def next_frame(self) -> Samples:
+        return self._call.next_voice_frame()

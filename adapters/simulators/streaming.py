@@ -103,6 +103,8 @@ class MediaStream(abc.ABC):
         self.sender: PacedSender | None = None
         self._ws: ClientConnection | None = None
         self._seq = 0
+        # The latest media frame's ``media`` object: junk copies its counters.
+        self._last_media: dict[str, Any] = {"track": "inbound", "chunk": "0", "timestamp": "0"}
         self._send_lock = asyncio.Lock()
         self._stopping = False
         self._running = False
@@ -127,6 +129,10 @@ class MediaStream(abc.ABC):
 
     @abc.abstractmethod
     def stop_message(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def id_fields(self) -> dict[str, str]:
+        """The keys naming this stream on every frame after ``connected``."""
 
     @abc.abstractmethod
     def parse_inbound(self, data: str | bytes) -> Inbound:
@@ -184,7 +190,7 @@ class MediaStream(abc.ABC):
         await self.send(self.start_message())
         call.stream_started(self, self.origin)
         self.sender = PacedSender(
-            call.source, self.media_message, self._send_media, call.impairments, origin=self.origin
+            call.voice, self.media_message, self._send_media, call.impairments, origin=self.origin
         )
         sender = asyncio.ensure_future(self.sender.run())
         reader = asyncio.ensure_future(self._read())
@@ -233,6 +239,7 @@ class MediaStream(abc.ABC):
                 return
 
     async def _send_media(self, message: dict[str, Any]) -> None:
+        self._last_media = message["media"]
         await self.send(message)
         self.call.media_frames_sent += 1
 
@@ -242,6 +249,40 @@ class MediaStream(abc.ABC):
 
     async def send_dtmf(self, digit: str) -> None:
         await self.send(self.dtmf_message(digit))
+
+    async def send_junk(self, kind: str) -> None:
+        """One frame of junk of ``kind`` (see ``common.JUNK_KINDS``): what a buggy or newer
+        provider could put on the socket. Frames that carry a counter get the next one."""
+        ids = self.id_fields()
+        if kind == "bad_json":
+            await self.send_raw(orjson.dumps({"event": "media", **ids}).decode()[:-1] + ', "me')
+        elif kind == "binary":
+            await self.send_raw(b"\x00\x01 not a text frame")
+        elif kind == "bad_base64":
+            # A copy of the last media frame whose payload cannot be decoded.
+            media = {**self._last_media, "payload": "%%not*base64%%"}
+            await self.send({"event": "media", **ids, "media": media})
+        elif kind == "unknown_event":
+            await self.send({"event": "x-future-event", **ids, "x-future-event": {"n": 1}})
+        elif kind == "mark_without_name":
+            await self.send({"event": "mark", **ids, "mark": {}})
+        elif kind == "error_extra_fields":
+            error = {"code": "100002", "title": "unknown_error", "detail": "simulated",
+                     "x_extra": {"nested": True}}  # fmt: skip
+            await self.send({"event": "error", **ids, "error": error, "x_extra": "field"})
+        else:
+            raise ValueError(f"unknown junk kind {kind!r}")
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send ``data`` as it is (a text frame for str, binary for bytes)."""
+        ws = self._ws
+        if ws is None:
+            return
+        async with self._send_lock:
+            try:
+                await ws.send(data)
+            except ConnectionClosed:
+                return
 
     # --- receiving -----------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ configured ``Callee``. Commands arrive through the REST server as ``answer``, ``
 ``reject``, ``streaming_start`` and ``streaming_stop``; each checks the leg's state first and
 raises ``CommandError`` with Telnyx's status and code (422 ``90018`` once the leg has ended).
 
+A call has a negotiated ``codec`` (PCMU by default, PCMA, G722 or OPUS) that its streams carry
+unless transcoded (see ``telnyx_stream``), and a ``stream_fault`` can make its streams fail:
+``streaming.failed`` instead of a connection, or no connection and no word at all.
+
 Webhooks are Ed25519-signed over ``"{timestamp}|{body}"`` and delivered in the order they happen,
 one at a time per leg, unless ``WebhookFaults`` says otherwise: an event type can be delivered
 twice (the second as ``meta.attempt`` 2, as a retry is), held back so later events overtake it,
@@ -34,17 +38,41 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.simulators.audio import AudioSource
+from adapters.simulators.codecs import ByteOrder
 from adapters.simulators.common import Callee, CallState, SimulatedCall, WebhookRecord
 from adapters.simulators.pacing import Impairments
 from adapters.simulators.streaming import StreamEnd, StreamOpenError
-from adapters.simulators.telnyx_stream import StreamConfig, StreamConfigError, TelnyxStream
-from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
-from adapters.telnyx.webhooks import build_event, format_occurred_at
-from media.codecs import ByteOrder
+from adapters.simulators.telnyx_stream import (
+    CALL_CODECS,
+    StreamConfig,
+    StreamConfigError,
+    TelnyxStream,
+)
+from adapters.simulators.wire import (
+    TELNYX_SIGNATURE_HEADER,
+    TELNYX_TIMESTAMP_HEADER,
+    telnyx_event,
+    telnyx_sign,
+    telnyx_time,
+)
 
-__all__ = ["CommandError", "TelnyxAccount", "TelnyxCall", "TelnyxConnection", "WebhookFaults"]
+__all__ = [
+    "CommandError",
+    "StreamFault",
+    "TelnyxAccount",
+    "TelnyxCall",
+    "TelnyxConnection",
+    "WebhookFaults",
+]
+
+#: How a call's media streams fail: ``fail`` sends ``streaming.failed`` instead of connecting;
+#: ``never`` never connects and sends nothing (a stream lost inside Telnyx).
+StreamFault = Literal["fail", "never"]
 
 DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+# Events whose SDK payload models carry ``start_time`` (telnyx types/call_initiated.py,
+# call_answered.py, call_hangup.py).
+_TIMED_EVENTS: Final = frozenset({"call.initiated", "call.answered", "call.hangup"})
 # Telnyx ignores a repeated command_id on one leg within this window (PROTOCOLS.md 1.4).
 COMMAND_ID_WINDOW_S: Final = 60.0
 _REJECT_CAUSES: Final = {
@@ -65,9 +93,13 @@ _UNANSWERED: Final = {
 class CommandError(Exception):
     """A command Telnyx refuses; rendered as ``{"errors": [{code, title, detail}]}``."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, code: str, title: str, detail: str, pointer: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
+        #: JSON pointer to the offending field (Telnyx's ``source.pointer``), if one is.
+        self.pointer = pointer
 
 
 def _not_answered() -> CommandError:
@@ -122,7 +154,11 @@ class TelnyxCall(SimulatedCall):
         timeout_secs: int = 30,
         callee: Callee | None = None,
         stream: StreamConfig | None = None,
+        codec: str = "PCMU",
+        stream_fault: StreamFault | None = None,
     ) -> None:
+        if codec not in CALL_CODECS:
+            raise ValueError(f"a simulated Telnyx call negotiates one of {sorted(CALL_CODECS)}")
         super().__init__(
             direction=direction, from_=from_, to=to, source=source, impairments=impairments
         )
@@ -137,12 +173,21 @@ class TelnyxCall(SimulatedCall):
         self.timeout_secs = timeout_secs
         self.callee = callee
         self.dial_stream = stream
+        #: The codec negotiated with the caller's side; streams carry it unless transcoded.
+        self.codec = codec
+        #: While set, every stream this call opens fails this way (tests may change it).
+        self.stream_fault: StreamFault | None = stream_fault
+        #: Media frames callbridge sent that nobody heard (target legs ``opposite``).
+        self.media_frames_discarded = 0
+        #: Streams this call set out to open (faulted or not).
+        self.streams_attempted = 0
         self.start_time = datetime.now(UTC)
         self.hangup: tuple[str, str, str] | None = None  # (hangup_cause, source, SIP code)
         self._commands: dict[str, float] = {}
         self._outbox: asyncio.Queue[tuple[str, dict[str, Any], str, datetime]] = asyncio.Queue()
         self._ringing_over = asyncio.Event()
         self._media: TelnyxStream | None = None
+        self._stopped: set[TelnyxStream] = set()  # streams told to stop by streaming_stop
         self._media_task: asyncio.Task[None] | None = None
         self.spawn(self._deliver_loop())
 
@@ -172,11 +217,15 @@ class TelnyxCall(SimulatedCall):
             await self.end(*(("normal_clearing", "callee", "200") if answered
                              else ("call_rejected", "callee", "603")))  # fmt: skip
 
-    async def send_dtmf(self, digit: str) -> None:
+    async def send_dtmf(self, digit: str, *, tones_ms: int | None = None) -> None:
+        """The caller presses ``digit``: a ``dtmf`` frame on the stream and
+        ``call.dtmf.received``, plus, with ``tones_ms``, the key's tones in its audio."""
         if digit not in DTMF_DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
         if self.state is CallState.ENDED or self.state < CallState.ANSWERED:
             raise RuntimeError("DTMF needs an answered, live call")
+        if tones_ms is not None:
+            self.press_tones(digit, tones_ms)
         if self.stream is not None:
             await self.stream.send_dtmf(digit)
         self.emit("call.dtmf.received", digit=digit)
@@ -241,14 +290,16 @@ class TelnyxCall(SimulatedCall):
         config = _stream_config(body, with_token=True)
         if config is None:
             raise CommandError(422, "10004", "Missing required parameter", "stream_url")
-        if self._media_task is not None and not self._media_task.done():
+        previous = self._media_task
+        if previous is not None and not previous.done() and self._media not in self._stopped:
             raise CommandError(
                 422,
                 "10015",
                 "Bad Request",
                 "A stream is already active (the simulator runs one at a time)",
             )
-        self.open_stream(config)
+        # A stream told to stop finishes closing (``stop`` frame, ``streaming.stopped``) first.
+        self._media_task = self.spawn(self._run_stream(config, after=previous))
 
     def streaming_stop(self, body: Mapping[str, Any]) -> None:
         if self.state < CallState.ANSWERED:
@@ -256,6 +307,7 @@ class TelnyxCall(SimulatedCall):
         stream = self._media
         wanted = body.get("stream_id")
         if stream is not None and wanted in (None, stream.stream_id):
+            self._stopped.add(stream)
             self.spawn(stream.stop())
 
     # --- the leg's life --------------------------------------------------------------------------
@@ -287,9 +339,25 @@ class TelnyxCall(SimulatedCall):
     def open_stream(self, config: StreamConfig) -> None:
         self._media_task = self.spawn(self._run_stream(config))
 
-    async def _run_stream(self, config: StreamConfig) -> None:
+    async def _run_stream(
+        self, config: StreamConfig, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            with contextlib.suppress(Exception):
+                await after
+            if self.state is CallState.ENDED:
+                return
         stream = TelnyxStream(self, config, self.account.l16_byte_order)
         self._media = stream
+        self.streams_attempted += 1
+        self.notify()
+        if self.stream_fault == "never":
+            return
+        if self.stream_fault == "fail":
+            self.emit("streaming.failed", failure_reason="simulated: stream could not connect",
+                      stream_id=stream.stream_id, stream_type="websocket",
+                      stream_params={"stream_url": config.url, "track": config.track})  # fmt: skip
+            return
         try:
             await stream.open()
         except StreamOpenError as exc:
@@ -348,11 +416,14 @@ class TelnyxCall(SimulatedCall):
             "call_session_id": self.call_session_id,
             "connection_id": self.connection_id,
             "client_state": self.client_state,
-            "from": self.from_,
-            "to": self.to,
-            "start_time": format_occurred_at(self.start_time),
-            **extra,
         }
+        if event_type.startswith("call."):
+            # The SDK's streaming.* payloads have no parties or start time
+            # (types/call_streaming_started.py and siblings); call.* payloads do.
+            payload.update({"from": self.from_, "to": self.to})
+        if event_type in _TIMED_EVENTS:
+            payload["start_time"] = telnyx_time(self.start_time)
+        payload.update(extra)
         self._outbox.put_nowait((event_type, payload, str(uuid.uuid4()), datetime.now(UTC)))
 
     def _webhook_url(self) -> str | None:
@@ -381,21 +452,21 @@ class TelnyxCall(SimulatedCall):
         faults = self.faults
         age = faults.stale_age_s if event_type in faults.stale else 0
         for attempt in (1, 2) if event_type in faults.duplicate else (1,):
-            body = orjson.dumps(build_event(event_type, payload, event_id, occurred, attempt, url))
+            body = orjson.dumps(telnyx_event(event_type, payload, event_id, occurred, attempt, url))
             await self._post(event_type, url, body, int(time.time()) - age)
 
     async def _post(
         self, kind: str, url: str, body: bytes, timestamp: int, *, corrupt: bool = False
     ) -> WebhookRecord:
-        signature = sign_webhook(self.account.private_key, body, timestamp)
+        signature = telnyx_sign(self.account.private_key, body, timestamp)
         if corrupt:
             # Same length and alphabet, different bytes: only the verification can tell.
             signature = ("A" if signature[0] != "A" else "B") + signature[1:]
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "telnyx-webhooks",
-            SIGNATURE_HEADER: signature,
-            TIMESTAMP_HEADER: str(timestamp),
+            TELNYX_SIGNATURE_HEADER: signature,
+            TELNYX_TIMESTAMP_HEADER: str(timestamp),
         }
         record = WebhookRecord(kind, url, "POST", headers, body, time.monotonic())
         timeout = aiohttp.ClientTimeout(total=self.account.webhook_timeout_s)
@@ -419,7 +490,7 @@ class TelnyxCall(SimulatedCall):
             "client_state": self.client_state,
             "is_alive": self.state is not CallState.ENDED and self.state >= CallState.ANSWERED,
             "record_type": "call",
-            "start_time": format_occurred_at(self.start_time),
+            "start_time": telnyx_time(self.start_time),
         }
 
 
@@ -427,4 +498,4 @@ def _stream_config(body: Mapping[str, Any], *, with_token: bool) -> StreamConfig
     try:
         return StreamConfig.parse(body, with_token=with_token)
     except StreamConfigError as exc:
-        raise CommandError(422, exc.code, exc.title, exc.detail) from None
+        raise CommandError(422, exc.code, exc.title, exc.detail, exc.pointer) from None

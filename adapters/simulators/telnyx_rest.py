@@ -15,8 +15,10 @@ REST (``Authorization: Bearer <api_key>``; else 401 ``{"errors": [{"code": "1000
 hangup, reject, streaming_start, streaming_stop}`` (422 ``90018`` "Call has already ended" once
 the leg has ended, 404 for an unknown id or action),
 ``GET /v2/phone_numbers?filter[phone_number]=``, ``GET|PATCH /v2/phone_numbers/{id}``,
-``GET|PATCH /v2/call_control_applications/{id}``.
-Every request is kept in ``requests``.
+``GET|PATCH /v2/call_control_applications/{id}`` (a PATCH needs ``application_name`` and
+``webhook_event_url``, as the SDK's update params say).
+Every request is kept in ``requests``; those refused as invalid (400/422, but not the 90018
+race) also in ``protocol_errors``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.simulators.audio import AudioSource, SilenceSource
+from adapters.simulators.codecs import ByteOrder
 from adapters.simulators.common import (
     Callee,
     CallState,
@@ -47,15 +50,14 @@ from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
 from adapters.simulators.telnyx_calls import (
     NO_FAULTS,
     CommandError,
+    StreamFault,
     TelnyxAccount,
     TelnyxCall,
     TelnyxConnection,
     WebhookFaults,
 )
 from adapters.simulators.telnyx_stream import StreamConfig, StreamConfigError
-from adapters.telnyx.signature import public_key_b64
-from adapters.telnyx.webhooks import format_occurred_at
-from media.codecs import ByteOrder
+from adapters.simulators.wire import telnyx_public_key, telnyx_time
 
 __all__ = ["TelnyxNumber", "TelnyxSimulator"]
 
@@ -70,10 +72,13 @@ class TelnyxNumber:
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _errors(status: int, code: str, title: str, detail: str) -> web.Response:
-    return web.json_response(
-        {"errors": [{"code": code, "title": title, "detail": detail}]}, status=status
-    )
+def _errors(
+    status: int, code: str, title: str, detail: str, pointer: str | None = None
+) -> web.Response:
+    error: dict[str, Any] = {"code": code, "title": title, "detail": detail}
+    if pointer is not None:
+        error["source"] = {"pointer": pointer}
+    return web.json_response({"errors": [error]}, status=status)
 
 
 def _numeric_id() -> str:
@@ -104,7 +109,7 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
         super().__init__()
         self.api_key = api_key or "KEY" + secrets.token_hex(16)
         self.private_key = private_key or Ed25519PrivateKey.generate()
-        self.public_key = public_key_b64(self.private_key)
+        self.public_key = telnyx_public_key(self.private_key)
         self.webhook_timeout_s = webhook_timeout_s
         self.default_callee = default_callee or Callee()
         self.l16_byte_order: ByteOrder = l16_byte_order
@@ -146,9 +151,11 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
 
     # --- configuration ---------------------------------------------------------------------------
 
-    def add_connection(self, webhook_url: str | None = None) -> str:
+    def add_connection(
+        self, webhook_url: str | None = None, *, application_name: str = "callbridge-sim"
+    ) -> str:
         """A Call Control application whose legs' webhooks go to ``webhook_url``; its id."""
-        connection = TelnyxConnection(_numeric_id(), webhook_url)
+        connection = TelnyxConnection(_numeric_id(), webhook_url, application_name)
         self.connections[connection.id] = connection
         return connection.id
 
@@ -170,16 +177,19 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
         source: AudioSource | None = None,
         impairments: Impairments = NO_IMPAIRMENTS,
         faults: WebhookFaults = NO_FAULTS,
+        codec: str = "PCMU",
+        stream_fault: StreamFault | None = None,
     ) -> TelnyxCall:
         """Someone dials ``to`` (a number on a connection). Returns at once; ``call.initiated``
-        follows in the background and the leg waits for commands."""
+        follows in the background and the leg waits for commands. ``codec`` is what the caller's
+        side negotiated (PCMU, PCMA, G722 or OPUS); ``stream_fault`` makes its streams fail."""
         number = self.numbers.get(to)
         if number is None or number.connection_id not in self.connections:
             raise ValueError(f"{to} is not on the simulated account or has no connection")
         call = TelnyxCall(
             self._require_account(), direction="inbound", from_=from_, to=to,
             connection_id=number.connection_id, source=source or SilenceSource(),
-            impairments=impairments, faults=faults,
+            impairments=impairments, faults=faults, codec=codec, stream_fault=stream_fault,
         )  # fmt: skip
         self._add(call)
         call.start()
@@ -221,11 +231,15 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
             response = _errors(
                 400, "10023", "Invalid JSON", "The request body is not a JSON object"
             )
+            self.record_refusal(recorded, "10023", "The request body is not a JSON object")
         else:
             try:
                 response = await handler(request)
             except CommandError as exc:
-                response = _errors(exc.status, exc.code, exc.title, exc.detail)
+                response = _errors(exc.status, exc.code, exc.title, exc.detail, exc.pointer)
+                # 90018 "already ended" is a race any application meets, not a mistake.
+                if exc.status in (400, 422) and exc.code != "90018":
+                    self.record_refusal(recorded, exc.code, exc.detail)
             except web.HTTPException as exc:
                 if exc.status not in (404, 405):
                     raise
@@ -270,13 +284,13 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
         try:
             stream = StreamConfig.parse(body, with_token=True)
         except StreamConfigError as exc:
-            raise CommandError(422, exc.code, exc.title, exc.detail) from None
+            raise CommandError(422, exc.code, exc.title, exc.detail, exc.pointer) from None
         callee = self.callees.get(to, self.default_callee)
         call = TelnyxCall(
             self._require_account(), direction="outbound", from_=str(body["from"]), to=to,
             connection_id=connection_id, source=SilenceSource(), impairments=callee.impairments,
             webhook_url=webhook_url, client_state=body.get("client_state"),
-            timeout_secs=timeout, callee=callee, stream=stream,
+            timeout_secs=timeout, callee=callee, stream=stream, codec=callee.codec,
         )  # fmt: skip
         if isinstance(command_id, str):
             self._dial_commands[command_id] = call
@@ -333,8 +347,8 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
             "connection_id": number.connection_id,
             "connection_name": connection.application_name if connection else None,
             "tags": [],
-            "created_at": format_occurred_at(number.created_at),
-            "updated_at": format_occurred_at(datetime.now(UTC)),
+            "created_at": telnyx_time(number.created_at),
+            "updated_at": telnyx_time(datetime.now(UTC)),
         }
 
     async def _list_numbers(self, request: web.Request) -> web.Response:
@@ -376,8 +390,9 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
             raise CommandError(404, "10005", "Resource not found", "Application not found")
         if request.method == "PATCH":
             body = await _json(request)
-            if "webhook_event_url" in body:
-                connection.webhook_event_url = body["webhook_event_url"] or None
+            _check_application_update(body)
+            connection.application_name = body["application_name"]
+            connection.webhook_event_url = body["webhook_event_url"]
         return web.json_response({"data": {
             "id": connection.id, "record_type": "call_control_application",
             "application_name": connection.application_name,
@@ -410,3 +425,22 @@ def _check_client_state(body: dict[str, Any]) -> None:
     state = body.get("client_state")
     if state is not None and not _valid_base64(state):
         raise CommandError(422, "10015", "Bad Request", "client_state must be base64")
+
+
+def _check_application_update(body: dict[str, Any]) -> None:
+    """Telnyx's SDK marks ``application_name`` and ``webhook_event_url`` ``Required`` in
+    ``CallControlApplicationUpdateParams`` (telnyx 4.189, types/
+    call_control_application_update_params.py): a PATCH without either is refused."""
+    for key in ("application_name", "webhook_event_url"):
+        value = body.get(key)
+        if value is None:
+            raise CommandError(422, "10004", "Missing required parameter",
+                               f"{key} is required", f"/{key}")  # fmt: skip
+        if not isinstance(value, str) or not value:
+            raise CommandError(422, "10015", "Bad Request", f"{key} must be a non-empty string",
+                               f"/{key}")  # fmt: skip
+    url = urlsplit(body["webhook_event_url"])
+    # The SDK's docstring: "Must include a scheme, such as 'https'."
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise CommandError(422, "10003", "Invalid URL", "webhook_event_url must be an http(s) URL",
+                           "/webhook_event_url")  # fmt: skip

@@ -2,8 +2,21 @@
 frames Telnyx sends and accepts (PROTOCOLS.md section 3).
 
 ``StreamConfig.parse`` reads and checks the ``stream_*`` fields of dial, answer and
-``streaming_start``, refusing with Telnyx's 422 shape what Telnyx refuses and, explicitly, what
-the simulator cannot play (G.722, Opus, AMR-WB, rates other than 8 kHz, or 16 kHz L16).
+``streaming_start``, refusing with Telnyx's 422 shape what Telnyx refuses (values outside the
+telnyx SDK's enums: ``types/stream_codec.py``, ``stream_bidirectional_codec.py``,
+``stream_bidirectional_sampling_rate.py``, ``stream_bidirectional_target_legs.py``) and,
+explicitly as the simulator's own limit, a bidirectional codec it cannot decode (Opus, AMR-WB)
+or a rate it cannot play.
+
+What the stream carries follows the call's negotiated codec (``TelnyxCall.codec``): Telnyx
+streams the call's codec unless ``stream_codec`` asks for one it can transcode to, which is only
+PCMU <-> PCMA (and linear L16 from either G.711 law); otherwise the call's codec is used and the
+``start`` frame's ``media_format`` says so (PROTOCOLS.md 3.4). The two directions are
+independent: what callbridge sends back is decoded as ``stream_bidirectional_codec`` (default
+PCMU) whatever the stream carries, so A-law sent to a stream declared PCMU plays garbled, as on
+Telnyx. ``stream_bidirectional_target_legs`` (default ``opposite``, Telnyx's OpenAPI) decides who
+hears it: a simulated leg is a standalone call-control leg with no opposite leg, so with
+``opposite`` the audio is accepted, counted and heard by nobody.
 
 ``TelnyxStream`` stamps ``sequence_number`` on media when the frame is captured, so a reordered
 frame arrives with its original number, as Telnyx's unordered delivery does. Received frames
@@ -25,24 +38,37 @@ from urllib.parse import urlsplit
 import orjson
 import pybase64
 
-from adapters.simulators.audio import FRAME_MS, Samples
+from adapters.simulators.audio import FRAME_MS, SAMPLE_RATE, Samples
+from adapters.simulators.codecs import CODEC_RATES, ByteOrder, Resampler, decoder, encoder
 from adapters.simulators.streaming import Inbound, InClear, InMark, InMedia, MediaStream, Refused
-from adapters.telnyx.webhooks import format_occurred_at
-from media.codecs import AudioFormat, ByteOrder, Encoding, Resampler, decode, encode
+from adapters.simulators.wire import telnyx_time
 
 if TYPE_CHECKING:
     from adapters.simulators.telnyx_calls import TelnyxCall
 
-__all__ = ["AUTH_TOKEN_HEADER", "StreamConfig", "StreamConfigError", "TelnyxStream"]
+__all__ = [
+    "AUTH_TOKEN_HEADER",
+    "CALL_CODECS",
+    "StreamConfig",
+    "StreamConfigError",
+    "TelnyxStream",
+    "streamed_codec",
+]
 
 AUTH_TOKEN_HEADER: Final = "x-telnyx-streaming-auth-token"
 TRACKS: Final = frozenset({"inbound_track", "outbound_track", "both_tracks"})
-# Codecs Telnyx offers that the simulator cannot encode or decode (no G.722/Opus/AMR-WB codec).
-_UNPLAYABLE: Final = frozenset({"G722", "OPUS", "AMR-WB"})
+#: Codecs a simulated call can have negotiated with the caller's side.
+CALL_CODECS: Final = frozenset({"PCMU", "PCMA", "G722", "OPUS"})
+# The telnyx SDK's enums (types/stream_codec.py, stream_bidirectional_codec.py).
+_CODECS: Final = frozenset({"PCMU", "PCMA", "G722", "OPUS", "AMR-WB", "L16"})
+# What the simulator can decode from callbridge: Opus and AMR-WB it cannot.
+_DECODABLE: Final = frozenset({"PCMU", "PCMA", "G722", "L16"})
+_TARGET_LEGS: Final = frozenset({"self", "opposite", "both"})
 _RATES: Final = frozenset({8000, 16000, 22050, 24000, 48000})
 _MAX_AUTH_TOKEN: Final = 4000
 # rtp mode takes 20 ms to 30 s of audio per media frame (PROTOCOLS.md 3.3).
 _MIN_MS, _MAX_MS = 20, 30_000
+_G711: Final = frozenset({"PCMU", "PCMA"})
 
 
 class StreamConfigError(ValueError):
@@ -59,23 +85,33 @@ def _bad(field_name: str, detail: str, code: str = "10015", title: str = "Bad Re
 
 def _codec(body: Mapping[str, Any], key: str, default: str, allow_default: bool) -> str:
     value = body.get(key, default)
-    known = {"PCMU", "PCMA", "L16"} | _UNPLAYABLE | ({"default"} if allow_default else set())
+    known = _CODECS | ({"default"} if allow_default else set())
     if not isinstance(value, str) or value not in known:
         _bad(key, f"{key} must be one of {sorted(known)}")
-    if value in _UNPLAYABLE:
-        _bad(key, f"the simulator cannot play {value}; use PCMU, PCMA or L16")
-    # "default" is the call's own codec, which is PCMU for every simulated call.
-    return "PCMU" if value == "default" else str(value)
+    return str(value)
+
+
+def streamed_codec(call_codec: str, asked: str) -> str:
+    """What Telnyx streams for a call in ``call_codec`` asked for ``stream_codec`` ``asked``:
+    transcoding only between PCMU and PCMA (TeXML stream docs, PROTOCOLS.md 3.4), plus linear
+    L16 from either G.711 law; otherwise the call's own codec."""
+    if asked == "default" or asked == call_codec:
+        return call_codec
+    if call_codec in _G711 and (asked in _G711 or asked == "L16"):
+        return asked
+    return call_codec
 
 
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
     url: str
     track: str = "inbound_track"
-    codec: str = "PCMU"
+    #: ``stream_codec`` as asked (``default``: the call's codec); see ``streamed_codec``.
+    codec: str = "default"
     bidirectional_mode: str | None = None
     bidirectional_codec: str = "PCMU"
     bidirectional_rate: int = 8000
+    target_legs: str = "opposite"
     auth_token: str | None = None
     custom_parameters: dict[str, str] = field(default_factory=dict)
 
@@ -96,33 +132,53 @@ class StreamConfig:
         mode = body.get("stream_bidirectional_mode")
         if mode not in (None, "rtp", "mp3"):
             _bad("stream_bidirectional_mode", "stream_bidirectional_mode must be rtp or mp3")
-        rate = body.get("stream_bidirectional_sampling_rate", 8000)
-        if rate not in _RATES:
-            _bad("stream_bidirectional_sampling_rate", f"must be one of {sorted(_RATES)}")
-        bidi_codec = _codec(body, "stream_bidirectional_codec", "PCMU", allow_default=False)
-        if rate != 8000 and not (rate == 16000 and bidi_codec == "L16"):
-            _bad("stream_bidirectional_sampling_rate", "the simulator plays 8 kHz, or 16 kHz L16")
+        legs = body.get("stream_bidirectional_target_legs", "opposite")
+        if legs not in _TARGET_LEGS:
+            _bad("stream_bidirectional_target_legs", f"must be one of {sorted(_TARGET_LEGS)}")
+        bidi_codec, rate = _bidirectional(body)
         token = body.get("stream_auth_token") if with_token else None
         if token is not None and (not isinstance(token, str) or len(token) > _MAX_AUTH_TOKEN):
             _bad("stream_auth_token", "stream_auth_token is a string of at most 4000 characters")
-        parameters: dict[str, str] = {}
-        items = (body.get("custom_parameters") or []) if with_token else []
-        if not isinstance(items, list):
-            _bad("custom_parameters", "custom_parameters is a list of {name, value}")
-        for item in items:
-            if not (isinstance(item, dict) and isinstance(item.get("name"), str)):
-                _bad("custom_parameters", "custom_parameters is a list of {name, value}")
-            parameters[item["name"]] = str(item.get("value", ""))
         return cls(
             url=str(url),
             track=str(track),
             codec=_codec(body, "stream_codec", "default", allow_default=True),
             bidirectional_mode=mode,
             bidirectional_codec=bidi_codec,
-            bidirectional_rate=int(rate),
+            bidirectional_rate=rate,
+            target_legs=str(legs),
             auth_token=token,
-            custom_parameters=parameters,
+            custom_parameters=_parameters(body) if with_token else {},
         )
+
+
+def _bidirectional(body: Mapping[str, Any]) -> tuple[str, int]:
+    rate = body.get("stream_bidirectional_sampling_rate", 8000)
+    if rate not in _RATES:
+        _bad("stream_bidirectional_sampling_rate", f"must be one of {sorted(_RATES)}")
+    codec = _codec(body, "stream_bidirectional_codec", "PCMU", allow_default=False)
+    if codec not in _DECODABLE:
+        _bad("stream_bidirectional_codec",
+             f"the simulator cannot decode {codec} (a limit of the simulator, not of Telnyx); "
+             f"use one of {sorted(_DECODABLE)}")  # fmt: skip
+    # G.711 is 8 kHz audio and G.722 16 kHz whatever the field says; L16 is played at 8 or 16.
+    playable = {8000, 16000} if codec in ("L16", "G722") else {8000}
+    if rate not in playable:
+        _bad("stream_bidirectional_sampling_rate",
+             f"the simulator plays {codec} at {sorted(playable)} Hz only (its limit)")  # fmt: skip
+    return codec, int(rate)
+
+
+def _parameters(body: Mapping[str, Any]) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    items = body.get("custom_parameters") or []
+    if not isinstance(items, list):
+        _bad("custom_parameters", "custom_parameters is a list of {name, value}")
+    for item in items:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)):
+            _bad("custom_parameters", "custom_parameters is a list of {name, value}")
+        parameters[item["name"]] = str(item.get("value", ""))
+    return parameters
 
 
 def _refuse_frame(detail: str) -> Refused:
@@ -143,11 +199,16 @@ class TelnyxStream(MediaStream):
         self.telnyx_call = call
         self.config = config
         self.user_id = str(uuid.uuid4())
-        self.send_format = AudioFormat(Encoding(config.codec), 8000, l16_byte_order)
-        self.receive_format = AudioFormat(
-            Encoding(config.bidirectional_codec), config.bidirectional_rate, l16_byte_order
-        )
-        self._resampler = Resampler(config.bidirectional_rate, 8000)
+        #: What this stream carries to callbridge, and at what rate.
+        self.codec = streamed_codec(call.codec, config.codec)
+        self.sample_rate = CODEC_RATES.get(self.codec, SAMPLE_RATE)
+        # Per stream: G.722 is a stateful (ADPCM) codec in both directions.
+        self._encoder = encoder(self.codec, l16_byte_order)
+        self._upsampler = Resampler(SAMPLE_RATE, 16000) if self.codec == "G722" else None
+        self._decoder = decoder(config.bidirectional_codec, l16_byte_order)
+        receive_rate = 16000 if config.bidirectional_codec == "G722" else config.bidirectional_rate
+        self._receive_bytes_per_ms = _bytes_per_ms(config.bidirectional_codec, receive_rate)
+        self._resampler = Resampler(receive_rate, SAMPLE_RATE)
         self._chunk = 0
 
     def connected_message(self) -> dict[str, Any]:
@@ -170,9 +231,11 @@ class TelnyxStream(MediaStream):
                 "tags": [],
                 "client_state": call.client_state,
                 "custom_parameters": self.config.custom_parameters,
+                # UNCONFIRMED for G722 and OPUS: the docs found show media_format only for
+                # G.711; the simulator reports each codec's audio rate (G.722 16000, Opus 48000).
                 "media_format": {
-                    "encoding": self.config.codec,
-                    "sample_rate": 8000,
+                    "encoding": self.codec,
+                    "sample_rate": self.sample_rate,
                     "channels": 1,
                 },
             },
@@ -189,9 +252,14 @@ class TelnyxStream(MediaStream):
                 "chunk": str(self._chunk),
                 # Units are not documented by Telnyx; the simulator uses milliseconds.
                 "timestamp": str(n * FRAME_MS),
-                "payload": pybase64.b64encode_as_string(encode(self.send_format, samples)),
+                "payload": pybase64.b64encode_as_string(self._encode(samples)),
             },
         }
+
+    def _encode(self, samples: Samples) -> bytes:
+        if self._upsampler is not None:
+            samples = self._upsampler.process(samples)
+        return self._encoder.encode(samples)
 
     def mark_message(self, name: str) -> dict[str, Any]:
         return {"event": "mark", "stream_id": self.stream_id, "mark": {"name": name}}
@@ -200,9 +268,12 @@ class TelnyxStream(MediaStream):
         return {
             "event": "dtmf",
             "stream_id": self.stream_id,
-            "occurred_at": format_occurred_at(datetime.now(UTC)),
+            "occurred_at": telnyx_time(datetime.now(UTC)),
             "dtmf": {"digit": digit},
         }
+
+    def id_fields(self) -> dict[str, str]:
+        return {"stream_id": self.stream_id}
 
     def stop_message(self) -> dict[str, Any]:
         return {
@@ -247,8 +318,21 @@ class TelnyxStream(MediaStream):
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise _refuse_media("media.payload is not valid base64") from None
-        fmt = self.receive_format
-        per_ms = fmt.frame_bytes(1)
-        if len(raw) % fmt.bytes_per_sample or not _MIN_MS * per_ms <= len(raw) <= _MAX_MS * per_ms:
-            raise _refuse_media(f"media must hold 20 ms to 30 s of {fmt.encoding.value} audio")
-        return InMedia(self._resampler.process(decode(fmt, raw)))
+        per_ms = self._receive_bytes_per_ms
+        codec = self.config.bidirectional_codec
+        whole = len(raw) % 2 == 0 if codec == "L16" else True
+        if not whole or not _MIN_MS * per_ms <= len(raw) <= _MAX_MS * per_ms:
+            raise _refuse_media(f"media must hold 20 ms to 30 s of {codec} audio")
+        return InMedia(self._resampler.process(self._decoder.decode(raw)))
+
+    def queue_audio(self, samples: Samples) -> None:
+        if self.config.target_legs == "opposite":
+            # A standalone call-control leg has no opposite leg: the audio reaches nobody.
+            self.telnyx_call.media_frames_discarded += 1
+            return
+        super().queue_audio(samples)
+
+
+def _bytes_per_ms(codec: str, rate: int) -> int:
+    # G.711: 8 bits at 8 kHz; G.722: 64 kbit/s (ITU-T G.722 mode 1); L16: 2 bytes a sample.
+    return 2 * rate // 1000 if codec == "L16" else 8

@@ -4,27 +4,37 @@ An inbound call POSTs the voice webhook to its number's ``VoiceUrl`` exactly as 
 (form-encoded PascalCase fields, ``X-Twilio-Signature`` over the URL and sorted fields with the
 account's auth token) and follows the TwiML it gets back; an outbound call rings its callee per
 the configured ``Callee`` and, once answered, fetches its ``Url`` (or runs its ``Twiml``) the
-same way. TwiML is followed verb by verb:
+same way. TwiML (read by the simulator's own strict ``twiml.parse``) is followed verb by verb:
 
 - ``<Reject>`` first: never answered; ends ``busy`` (reason busy) or ``no-answer`` (rejected);
 - ``<Hangup>``: answered, then completed;
-- ``<Connect><Stream>``: answered; opens the bidirectional media stream (``TwilioStream``) and
-  moves on to the next verb only when the server closes it; nothing left ends the call.
+- ``<Pause length>``: silence for that long; as the first verb it delays the answer;
+- ``<Redirect method>URL``: fetches (signed) and runs new TwiML; a failed fetch ends the call;
+- ``<Connect action method><Stream>``: answered; opens the bidirectional media stream
+  (``TwilioStream``) and moves on only when it closes: to the TwiML ``action`` returns, else to
+  the next verb; nothing left ends the call.
+
+A document Twilio would refuse, or one the simulator cannot run, is a protocol error (12100,
+12200 or ``sim-unsupported``) and the call fails. A number with a ``TrunkSid`` or a
+``VoiceApplicationSid`` routes the call there (``routed_to``); the number's URLs are not used.
 
 Status callbacks go to the number's (or the dial's) ``StatusCallback`` for the configured events,
-in order, with ``SequenceNumber`` from 0 and ``CallDuration`` on ``completed``.
+with ``SequenceNumber`` from 0 and ``CallDuration`` on ``completed``: in order, or, with
+``callback_order``, reversed or shuffled as Twilio's separate requests may arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import aiohttp
 
@@ -33,10 +43,29 @@ from adapters.simulators.common import Callee, CallState, SimulatedCall, Webhook
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
 from adapters.simulators.streaming import StreamOpenError
 from adapters.simulators.twilio_stream import MAX_QUEUED_SAMPLES, TwilioStream
-from adapters.twilio.signature import compute_signature
-from adapters.twilio.twiml import ConnectStream, Hangup, Reject, TwimlVerb, parse_twiml
+from adapters.simulators.twiml import (
+    Connect,
+    Hangup,
+    Pause,
+    Redirect,
+    Reject,
+    TwimlError,
+    Verb,
+)
+from adapters.simulators.twiml import parse as parse_twiml
+from adapters.simulators.wire import twilio_signature
 
-__all__ = ["TwilioAccount", "TwilioCall", "TwilioNumber", "new_sid", "rfc2822"]
+__all__ = [
+    "CallbackOrder",
+    "TwilioAccount",
+    "TwilioApplication",
+    "TwilioCall",
+    "TwilioNumber",
+    "new_sid",
+    "rfc2822",
+]
+
+CallbackOrder = Literal["in-order", "reversed", "shuffled"]
 
 API_VERSION: Final = "2010-04-01"
 DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
@@ -67,6 +96,24 @@ class TwilioNumber:
     # A number's StatusCallback reports the end of each call unless told more.
     status_callback_events: tuple[str, ...] = ("completed",)
     date_created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Twilio ignores the voice URLs while either is set; setting one clears the other (twilio
+    # SDK 9.13, rest/api/v2010/account/incoming_phone_number/__init__.py, ``trunk_sid`` and
+    # ``voice_application_sid`` docstrings).
+    voice_application_sid: str | None = None
+    trunk_sid: str | None = None
+
+
+@dataclass(slots=True)
+class TwilioApplication:
+    """A TwiML App (``AP...``): a number whose ``VoiceApplicationSid`` names it sends its calls
+    to the application's ``voice_url`` (never the number's own) and its status callbacks to the
+    application's ``status_callback``."""
+
+    sid: str
+    voice_url: str | None = None
+    voice_method: str = "POST"
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
 
 
 @dataclass(slots=True)
@@ -77,6 +124,7 @@ class TwilioAccount:
     auth_token: str
     session: aiohttp.ClientSession
     webhook_timeout_s: float = 15.0
+    applications: dict[str, TwilioApplication] = field(default_factory=dict)
 
 
 class TwilioCall(SimulatedCall):
@@ -101,6 +149,8 @@ class TwilioCall(SimulatedCall):
         timeout_s: float = 60.0,
         callee: Callee | None = None,
         extra_params: Mapping[str, str] | None = None,
+        callback_order: CallbackOrder = "in-order",
+        callback_seed: int = 0,
     ) -> None:
         if impairments.reorder:
             raise ValueError("a Twilio stream is one TCP connection: it cannot reorder frames")
@@ -120,9 +170,11 @@ class TwilioCall(SimulatedCall):
         self.timeout_s = timeout_s
         self.callee = callee
         self.extra_params = dict(extra_params or {})
+        #: Where the call went: ``voice_url``, ``application:AP...`` or ``trunk:TK...``.
+        self.routed_to = "voice_url"
+        self.application: TwilioApplication | None = None
         if number is not None:
-            status_callback = number.status_callback
-            status_callback_method = number.status_callback_method
+            status_callback, status_callback_method = self._route(number)
             status_callback_events = number.status_callback_events
         self.status_callback = status_callback
         self.status_callback_method = status_callback_method
@@ -131,13 +183,29 @@ class TwilioCall(SimulatedCall):
         self.start_time: datetime | None = None
         self.end_time: datetime | None = None
         self._status_seq = 0
+        self.callback_order: CallbackOrder = callback_order
+        self._callback_rng = random.Random(callback_seed)
         self._callbacks: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
         self._ringing_over = asyncio.Event()
+        self._flow: asyncio.Task[Any] | None = None  # the task running the call's TwiML
         self.spawn(self._deliver_callbacks())
 
     @property
     def id(self) -> str:
         return self.sid
+
+    def _route(self, number: TwilioNumber) -> tuple[str | None, str]:
+        """Where a call to ``number`` goes; its status callback URL and method."""
+        if number.trunk_sid is not None:
+            # The trunk handles the call: nothing reaches the number's URLs.
+            self.routed_to = f"trunk:{number.trunk_sid}"
+            return None, "POST"
+        if number.voice_application_sid is not None:
+            self.routed_to = f"application:{number.voice_application_sid}"
+            app = self.account.applications.get(number.voice_application_sid)
+            self.application = app
+            return (app.status_callback, app.status_callback_method) if app else (None, "POST")
+        return number.status_callback, number.status_callback_method
 
     @property
     def duration_s(self) -> int:
@@ -150,12 +218,20 @@ class TwilioCall(SimulatedCall):
 
     # --- test controls ---------------------------------------------------------------------------
 
-    async def send_dtmf(self, digit: str) -> None:
+    async def send_dtmf(
+        self, digit: str, *, message: bool = True, tones_ms: int | None = None
+    ) -> None:
+        """The caller presses ``digit``: a Media Streams ``dtmf`` message (``message``) and/or,
+        with ``tones_ms``, the key's tones in its audio for that long. A real phone through
+        Twilio can produce both for one press."""
         if digit not in DTMF_DIGITS:
             raise ValueError(f"not a DTMF digit: {digit!r}")
         if self.stream is None:
             raise RuntimeError("DTMF travels on the media stream, and none is open")
-        await self.stream.send_dtmf(digit)
+        if tones_ms is not None:
+            self.press_tones(digit, tones_ms)
+        if message:
+            await self.stream.send_dtmf(digit)
 
     async def hang_up(self) -> None:
         """The caller (or callee of an outbound call) hangs up."""
@@ -183,11 +259,22 @@ class TwilioCall(SimulatedCall):
     async def _run_inbound(self) -> None:
         self._status("initiated")
         self._status("ringing")
-        assert self.number is not None
-        assert self.number.voice_url is not None
-        verbs = await self._fetch_twiml(self.number.voice_url, self.number.voice_method)
+        number = self.number
+        assert number is not None
+        if self.routed_to == "voice_url":
+            url, method = number.voice_url, number.voice_method
+        elif self.application is not None:
+            url, method = self.application.voice_url, self.application.voice_method
+        else:
+            url, method = None, "POST"
+        if url is None:
+            # A trunk, or an application the simulator does not know: nobody simulated takes
+            # the call, and the number's VoiceUrl is never fetched.
+            await self.end("failed")
+            return
+        verbs = await self._fetch_twiml(url, method)
         if verbs is not None:
-            await self._follow(verbs)
+            await self._follow(verbs, url)
 
     async def _run_outbound(self) -> None:
         callee = self.callee or Callee()
@@ -221,7 +308,7 @@ class TwilioCall(SimulatedCall):
             assert self.url is not None
             verbs = await self._fetch_twiml(self.url, self.method)
         if verbs is not None:
-            await self._follow(verbs)
+            await self._follow(verbs, self.url or "")
 
     def _answer(self) -> None:
         if self.state >= CallState.ANSWERED:
@@ -231,24 +318,74 @@ class TwilioCall(SimulatedCall):
         self.set_state(CallState.ANSWERED)
         self._status("answered")
 
-    async def _follow(self, verbs: tuple[TwimlVerb, ...]) -> None:
-        for verb in verbs:
-            if self.state is CallState.ENDED:
-                return
-            if isinstance(verb, Reject):
-                if self.state < CallState.ANSWERED:
-                    await self.end("busy" if verb.reason == "busy" else "no-answer")
-                else:
-                    await self.end("completed")
-                return
-            self._answer()
-            if isinstance(verb, Hangup):
-                break
-            if isinstance(verb, ConnectStream):
+    async def _follow(self, verbs: tuple[Verb, ...], document_url: str) -> None:
+        """Run TwiML verb by verb, as Twilio does. ``<Redirect>`` and a ``<Connect action>``
+        replace the document with the one their URL returns (relative URLs resolve against the
+        current document's); running out of verbs ends the call."""
+        self._flow = asyncio.current_task()
+        current: tuple[Verb, ...] | None = verbs
+        while current is not None:
+            following: tuple[Verb, ...] | None = None
+            for index, verb in enumerate(current):
+                if self.state is CallState.ENDED:
+                    return
+                if isinstance(verb, Reject):
+                    await self._reject(verb)
+                    return
+                if isinstance(verb, Pause):
+                    # "If <Pause> is the first verb in a TwiML document, Twilio will wait the
+                    # specified number of seconds before picking up the call"
+                    # (twilio.com/docs/voice/twiml/pause); later it holds the caller in silence.
+                    if index or self.state >= CallState.ANSWERED:
+                        self._answer()
+                    await self._wait_or_end(verb.length_s)
+                    continue
+                self._answer()
+                if isinstance(verb, Hangup):
+                    break
+                if isinstance(verb, Redirect):
+                    document_url = urljoin(document_url, verb.url)
+                    following = await self._fetch_twiml(document_url, verb.method, "redirect")
+                    if following is None:
+                        return  # the fetch failed and ended the call
+                    break
                 await self._connect_stream(verb)
+                if verb.action is not None and self.state is not CallState.ENDED:
+                    document_url = urljoin(document_url, verb.action)
+                    following = await self._fetch_twiml(document_url, verb.method, "action")
+                    if following is None:
+                        return
+                    break
+            current = following
         await self.end("completed")
 
-    async def _connect_stream(self, verb: ConnectStream) -> None:
+    async def run_instead(self, verbs: tuple[Verb, ...]) -> None:
+        """A call update with ``Twiml``: what the call was running stops, a stream with a
+        ``stop`` message and a normal close, and ``verbs`` run in its place (twilio-python
+        ``CallInstance.update(twiml=...)``: "TwiML instructions for the call Twilio will use
+        without fetching Twiml from url"; Twilio's "Modify live calls" guide: the call leaves
+        what it is doing at once)."""
+        stream = self.stream  # taken first: the cancelled flow lets go of it
+        flow, self._flow = self._flow, None
+        if flow is not None and flow is not asyncio.current_task() and not flow.done():
+            flow.cancel()
+            await asyncio.gather(flow, return_exceptions=True)
+        if stream is not None:
+            await stream.stop()
+        if self.state is not CallState.ENDED:
+            self.spawn(self._follow(verbs, ""))
+
+    async def _reject(self, verb: Reject) -> None:
+        if self.state < CallState.ANSWERED:
+            await self.end("busy" if verb.reason == "busy" else "no-answer")
+        else:
+            await self.end("completed")
+
+    async def _wait_or_end(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ringing_over.wait(), seconds)
+
+    async def _connect_stream(self, verb: Connect) -> None:
         split = urlsplit(verb.url)
         if split.scheme not in ("wss", "ws") or split.query or "?" in verb.url:
             # Twilio refuses such a URL (31920) and moves on to the next verb.
@@ -264,16 +401,18 @@ class TwilioCall(SimulatedCall):
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    def _parse(self, document: bytes) -> tuple[TwimlVerb, ...] | None:
+    def _parse(self, document: bytes) -> tuple[Verb, ...] | None:
         try:
             return parse_twiml(document)
-        except ValueError as exc:
-            self.add_protocol_error("12100", f"Document parse failure: {exc}", document[:200])
+        except TwimlError as exc:
+            self.add_protocol_error(exc.code, exc.detail, document[:200])
             return None
 
-    async def _fetch_twiml(self, url: str, method: str) -> tuple[TwimlVerb, ...] | None:
+    async def _fetch_twiml(
+        self, url: str, method: str, kind: str = "voice"
+    ) -> tuple[Verb, ...] | None:
         """Ask ``url`` for TwiML as Twilio does; on failure the call fails (None)."""
-        record = await self.post_webhook("voice", url, method, self._base_params())
+        record = await self.post_webhook(kind, url, method, self._base_params())
         if record.status is None:
             self.add_protocol_error("11205", f"HTTP connection failure: {record.error}", "")
         elif not record.ok:
@@ -297,11 +436,11 @@ class TwilioCall(SimulatedCall):
         if method.upper() == "GET":
             # GET carries the fields in the query, which the signature covers as part of the URL.
             url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(sorted(params.items()))}"
-            headers["X-Twilio-Signature"] = compute_signature(self.account.auth_token, url, None)
+            headers["X-Twilio-Signature"] = twilio_signature(self.account.auth_token, url, None)
         else:
             body = urlencode(sorted(params.items())).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
-            headers["X-Twilio-Signature"] = compute_signature(self.account.auth_token, url, params)
+            headers["X-Twilio-Signature"] = twilio_signature(self.account.auth_token, url, params)
         record = WebhookRecord(kind, url, method.upper(), headers, body, time.monotonic())
         timeout = aiohttp.ClientTimeout(total=self.account.webhook_timeout_s)
         try:
@@ -335,12 +474,31 @@ class TwilioCall(SimulatedCall):
         self._callbacks.put_nowait((event, params))
 
     async def _deliver_callbacks(self) -> None:
+        """Deliver status callbacks one at a time. Out of order (``callback_order`` reversed or
+        shuffled), the callbacks up to the first ``answered`` or ``completed`` are held and then
+        sent together in that order, so a ``ringing`` can arrive after ``in-progress``; later
+        ones go as they come. Each keeps the ``SequenceNumber`` and ``Timestamp`` it was fired
+        with: Twilio sends them as separate requests with no arrival-order guarantee
+        (PROTOCOLS.md 4.2)."""
+        held: list[tuple[str, dict[str, str]]] = []
+        holding = self.callback_order != "in-order"
         while True:
             event, params = await self._callbacks.get()
-            assert self.status_callback is not None
-            await self.post_webhook(
-                event, self.status_callback, self.status_callback_method, params
-            )
+            if holding:
+                held.append((event, params))
+                if event not in ("answered", "completed"):
+                    continue
+                holding = False
+                if self.callback_order == "reversed":
+                    held.reverse()
+                else:
+                    self._callback_rng.shuffle(held)
+            batch, held = held or [(event, params)], []
+            for kind, fields in batch:
+                assert self.status_callback is not None
+                await self.post_webhook(
+                    kind, self.status_callback, self.status_callback_method, fields
+                )
 
     async def end(self, status: str) -> None:
         """End the call with Twilio status ``status``: close the stream with ``stop``, then

@@ -16,9 +16,15 @@ REST (HTTP Basic ``AccountSid:AuthToken``; else 401 with Twilio's JSON error, co
   ``set_callee`` says (``Callee``, default: answers after 50 ms, silent);
 - ``GET|POST .../Calls/{CallSid}.json``: read; ``Status=completed|canceled`` or
   ``Twiml=<Response><Hangup/></Response>`` hangs up (404, code 20404, once the call has ended);
+  other ``Twiml`` replaces what an answered call runs (its stream gets ``stop`` and closes);
 - ``GET .../IncomingPhoneNumbers.json?PhoneNumber=``,
   ``GET|POST .../IncomingPhoneNumbers/{sid}.json`` (``VoiceUrl``, ``VoiceMethod``,
-  ``StatusCallback``, ``StatusCallbackMethod``).
+  ``StatusCallback``, ``StatusCallbackMethod``, ``VoiceApplicationSid``, ``TrunkSid``: an empty
+  value clears one, setting one clears the other). A number with an application or a trunk
+  sends its calls there, never to its ``VoiceUrl`` (``add_application``, ``call.routed_to``).
+
+``callback_order`` delivers each call's status callbacks reversed or shuffled (see
+``TwilioCall``). Requests refused as invalid (400) are also kept in ``protocol_errors``.
 
 Every request is kept in ``requests`` (``RecordedRequest``) whatever its outcome.
 """
@@ -33,6 +39,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from adapters.simulators.audio import AudioSource, SilenceSource
@@ -44,20 +51,30 @@ from adapters.simulators.common import (
 )
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
 from adapters.simulators.twilio_calls import (
+    CallbackOrder,
     TwilioAccount,
+    TwilioApplication,
     TwilioCall,
     TwilioNumber,
     new_sid,
     rfc2822,
 )
-from adapters.twilio.twiml import Hangup, parse_twiml
+from adapters.simulators.twiml import Hangup, TwimlError
+from adapters.simulators.twiml import parse as parse_twiml
 
 __all__ = ["TwilioSimulator"]
 
 STATUS_EVENTS: Final = ("initiated", "ringing", "answered", "completed")
 MAX_TIMEOUT_S: Final = 600
 _PREFIX: Final = "/2010-04-01/Accounts/{account}"
-_NUMBER_FIELDS: Final = ("VoiceUrl", "VoiceMethod", "StatusCallback", "StatusCallbackMethod")
+_NUMBER_FIELDS: Final = (
+    "VoiceUrl",
+    "VoiceMethod",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "VoiceApplicationSid",
+    "TrunkSid",
+)
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
@@ -103,6 +120,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
         webhook_timeout_s: float = 15.0,
         default_callee: Callee | None = None,
         allow_any_from: bool = False,
+        callback_order: CallbackOrder = "in-order",
+        callback_seed: int = 0,
     ) -> None:
         super().__init__()
         self.account_sid = account_sid or new_sid("AC")
@@ -113,6 +132,10 @@ class TwilioSimulator(Observatory[TwilioCall]):
         self.allow_any_from = allow_any_from
         self.verified_caller_ids: set[str] = set()
         self.numbers: dict[str, TwilioNumber] = {}
+        self.applications: dict[str, TwilioApplication] = {}
+        # The order every call's status callbacks are delivered in (see TwilioCall).
+        self.callback_order: CallbackOrder = callback_order
+        self.callback_seed = callback_seed
         self.callees: dict[str, Callee] = {}
         self.base_url = ""
         self._server: LocalServer | None = None
@@ -124,8 +147,9 @@ class TwilioSimulator(Observatory[TwilioCall]):
     async def start(self) -> TwilioSimulator:
         self._session = aiohttp.ClientSession()
         self._account = TwilioAccount(
-            self.account_sid, self.auth_token, self._session, self.webhook_timeout_s
-        )
+            self.account_sid, self.auth_token, self._session, self.webhook_timeout_s,
+            self.applications,
+        )  # fmt: skip
         self._server = LocalServer(self._app())
         self.base_url = await self._server.start()
         return self
@@ -159,14 +183,34 @@ class TwilioSimulator(Observatory[TwilioCall]):
         status_callback: str | None = None,
         status_callback_method: str = "POST",
         status_callback_events: tuple[str, ...] = ("completed",),
+        voice_application_sid: str | None = None,
+        trunk_sid: str | None = None,
     ) -> TwilioNumber:
+        """A number on the account. With ``voice_application_sid`` or ``trunk_sid`` its calls go
+        to that application or trunk, not to ``voice_url`` (Twilio allows one of the two)."""
+        if voice_application_sid is not None and trunk_sid is not None:
+            raise ValueError("Twilio keeps only one of voice_application_sid and trunk_sid")
         number = TwilioNumber(
             new_sid("PN"), phone_number, voice_url, voice_method, status_callback,
             status_callback_method, status_callback_events,
+            voice_application_sid=voice_application_sid, trunk_sid=trunk_sid,
         )  # fmt: skip
         self.numbers[phone_number] = number
         self.verified_caller_ids.add(phone_number)
         return number
+
+    def add_application(
+        self,
+        *,
+        voice_url: str | None = None,
+        voice_method: str = "POST",
+        status_callback: str | None = None,
+    ) -> str:
+        """A TwiML App; its ``AP...`` sid. Calls to numbers naming it fetch ``voice_url``
+        (none: the call fails without any webhook)."""
+        application = TwilioApplication(new_sid("AP"), voice_url, voice_method, status_callback)
+        self.applications[application.sid] = application
+        return application.sid
 
     def set_callee(self, phone_number: str, callee: Callee) -> None:
         """How ``phone_number`` answers when callbridge dials it."""
@@ -182,11 +226,15 @@ class TwilioSimulator(Observatory[TwilioCall]):
         source: AudioSource | None = None,
         impairments: Impairments = NO_IMPAIRMENTS,
         extra_params: dict[str, str] | None = None,
+        callback_order: CallbackOrder | None = None,
     ) -> TwilioCall:
-        """Someone dials ``to`` (a number on this account with a ``voice_url``). Returns at once;
-        the webhook, TwiML and stream follow in the background."""
+        """Someone dials ``to`` (a number on this account with a ``voice_url``, an application
+        or a trunk). Returns at once; the webhook, TwiML and stream follow in the background.
+        ``call.routed_to`` says where the call went. ``callback_order`` overrides the
+        simulator's for this call."""
         number = self.numbers.get(to)
-        if number is None or not number.voice_url:
+        routed = number is not None and (number.voice_application_sid or number.trunk_sid)
+        if number is None or not (number.voice_url or routed):
             raise ValueError(f"{to} is not on the simulated account or has no voice_url")
         call = TwilioCall(
             self._require_account(),
@@ -197,6 +245,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
             impairments=impairments,
             number=number,
             extra_params=extra_params,
+            callback_order=callback_order or self.callback_order,
+            callback_seed=self.callback_seed,
         )
         self._add(call)
         call.start()
@@ -240,6 +290,10 @@ class TwilioSimulator(Observatory[TwilioCall]):
                     raise
                 response = _not_found(request)
         recorded.status = response.status
+        body = response.body if isinstance(response, web.Response) else None
+        if response.status == 400 and isinstance(body, bytes):
+            error = orjson.loads(body)
+            self.record_refusal(recorded, str(error["code"]), str(error["message"]))
         self._changed.set()
         return response
 
@@ -265,7 +319,7 @@ class TwilioSimulator(Observatory[TwilioCall]):
         if twiml is not None:
             try:
                 parse_twiml(twiml)
-            except ValueError as exc:
+            except TwimlError as exc:
                 return _error(400, 12100, f"Twiml is not valid TwiML: {exc}")
         if callback is not None and not _http_url(callback):
             return _error(400, 21609, f"StatusCallback is not a valid URL: {callback}")
@@ -298,6 +352,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
             status_callback_events=events or ("completed",),
             timeout_s=min(int(timeout), MAX_TIMEOUT_S),
             callee=callee,
+            callback_order=self.callback_order,
+            callback_seed=self.callback_seed,
         )
         self._add(call)
         body = call.to_json(self._base_path())
@@ -317,11 +373,14 @@ class TwilioSimulator(Observatory[TwilioCall]):
         if twiml is not None:
             try:
                 verbs = parse_twiml(twiml)
-            except ValueError as exc:
+            except TwimlError as exc:
                 return _error(400, 12100, f"Twiml is not valid TwiML: {exc}")
-            if not verbs or not isinstance(verbs[0], Hangup):
-                # The simulator runs only the update callbridge sends; see the module docstring.
-                return _error(400, 21220, "the simulator only runs <Response><Hangup/></Response>")
+            if verbs and not isinstance(verbs[0], Hangup):
+                if call.status != "in-progress":
+                    # Twilio can also redirect a ringing call; the simulator does not model it.
+                    return _error(400, 21220, "the simulator runs new TwiML on answered calls")
+                await call.run_instead(verbs)
+                return web.json_response(call.to_json(self._base_path()))
             status = "completed"
         if status not in ("completed", "canceled"):
             return _error(400, 21218, f"Invalid Status: {status}")
@@ -342,6 +401,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
             "voice_method": number.voice_method,
             "status_callback": number.status_callback or "",
             "status_callback_method": number.status_callback_method,
+            "voice_application_sid": number.voice_application_sid,
+            "trunk_sid": number.trunk_sid,
             "api_version": "2010-04-01",
             "capabilities": {"voice": True, "sms": True, "mms": True, "fax": False},
             "date_created": rfc2822(number.date_created),
@@ -382,4 +443,18 @@ class TwilioSimulator(Observatory[TwilioCall]):
                 number.status_callback = fields["StatusCallback"] or None
             if "StatusCallbackMethod" in fields:
                 number.status_callback_method = (fields["StatusCallbackMethod"] or "POST").upper()
+            _route_number(number, fields)
         return web.json_response(self._number_json(number))
+
+
+def _route_number(number: TwilioNumber, fields: Mapping[str, str | None]) -> None:
+    """Apply ``VoiceApplicationSid`` / ``TrunkSid``: an empty value clears it, and setting one
+    deletes the other (twilio SDK 9.13, incoming_phone_number/__init__.py ``update``)."""
+    if "VoiceApplicationSid" in fields:
+        number.voice_application_sid = fields["VoiceApplicationSid"] or None
+        if number.voice_application_sid is not None:
+            number.trunk_sid = None
+    if "TrunkSid" in fields:
+        number.trunk_sid = fields["TrunkSid"] or None
+        if number.trunk_sid is not None:
+            number.voice_application_sid = None

@@ -18,9 +18,9 @@ import orjson
 import pybase64
 
 from adapters.simulators.audio import FRAME_MS, Samples
+from adapters.simulators.codecs import decoder, encoder
 from adapters.simulators.streaming import Inbound, InClear, InMark, InMedia, MediaStream, Refused
-from adapters.twilio.signature import compute_signature
-from media.codecs import PCMU_8K, decode, encode
+from adapters.simulators.wire import twilio_signature
 
 if TYPE_CHECKING:
     from adapters.simulators.twilio_calls import TwilioCall
@@ -44,11 +44,14 @@ class TwilioStream(MediaStream):
         self, call: TwilioCall, url: str, stream_sid: str, parameters: Mapping[str, str]
     ) -> None:
         # Twilio signs the upgrade over the stream URL with no parameters (PROTOCOLS.md 4.3).
-        signature = compute_signature(call.account.auth_token, url, None)
+        signature = twilio_signature(call.account.auth_token, url, None)
         super().__init__(call, url, {"X-Twilio-Signature": signature}, stream_sid)
         self.twilio_call = call
         self.parameters = dict(parameters)
         self._chunk = 0
+        # Media Streams carry mu-law at 8 kHz both ways (PROTOCOLS.md 5.1, 5.2).
+        self._encoder = encoder("PCMU")
+        self._decoder = decoder("PCMU")
 
     def connected_message(self) -> dict[str, Any]:
         return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
@@ -79,7 +82,7 @@ class TwilioStream(MediaStream):
                 "track": "inbound",
                 "chunk": str(self._chunk),
                 "timestamp": str(n * FRAME_MS),
-                "payload": pybase64.b64encode_as_string(encode(PCMU_8K, samples)),
+                "payload": pybase64.b64encode_as_string(self._encoder.encode(samples)),
             },
         }
 
@@ -92,6 +95,9 @@ class TwilioStream(MediaStream):
             "streamSid": self.stream_id,
             "dtmf": {"track": "inbound_track", "digit": digit},
         }
+
+    def id_fields(self) -> dict[str, str]:
+        return {"streamSid": self.stream_id}
 
     def stop_message(self) -> dict[str, Any]:
         call = self.twilio_call
@@ -139,7 +145,7 @@ class TwilioStream(MediaStream):
             raw = pybase64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise _invalid("media payload is not valid base64") from None
-        return InMedia(decode(PCMU_8K, raw))
+        return InMedia(self._decoder.decode(raw))
 
     async def refused(self, error: Refused) -> None:
         # Twilio sends nothing back on the socket: errors show only in its console.
