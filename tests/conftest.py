@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,10 @@ from aiohttp import web
 from engine.app import create_app
 from engine.config import Settings
 from engine.provisioning import LocalOnlyProvisioner
+from tests.e2e_checks import check_protocol_errors
 from tests.platform_client import Org, make_org
+
+pytest_plugins = ("pytester",)  # tests/test_e2e_checks.py runs small suites of its own
 
 SECRET_KEY = "test-secret-key-" + "k" * 32
 
@@ -42,3 +46,13 @@ async def org(client) -> Org:  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def other_org(client) -> Org:  # type: ignore[no-untyped-def]
     return await make_org(client, "globex", "Globex")
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_protocol_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test (and its other fixtures' teardown, since autouse fixtures are set up
+    first): no simulator passed to ``tests.e2e_checks.watch`` recorded a protocol error, unless
+    the test's ``expect_protocol_errors`` marker names its code; a marked test must record one."""
+    yield
+    marker = request.node.get_closest_marker("expect_protocol_errors")
+    check_protocol_errors(None if marker is None else marker.args)

@@ -37,6 +37,7 @@ from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
 from engine.runtime import CallRuntime
+from tests.e2e_checks import watch
 from tests.platform_client import BRIDGES, CONFIGS, Org, Reply, make_org
 
 SECRET_KEY = "telnyx-test-secret-" + "s" * 32
@@ -190,6 +191,7 @@ async def telnyx_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     app = create_app(settings)
     sim = TelnyxSimulator()
     await sim.start()
+    watch(sim)
     client = TestClient(TestServer(app, host="127.0.0.1", port=port))
     app_server = AppServer()
     try:

@@ -36,6 +36,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow_family  # a real serve process, stopped: once per CI run
 async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "CALLBRIDGE_LOG_FORMAT": "json"}

@@ -18,7 +18,10 @@ from benchmarks.loadtest.checker import (
     AudioChecker,
     SendLog,
     Tally,
+    Voice,
+    VoiceSource,
     amplitude_for,
+    judge,
     marker_sign,
     tone_frame,
 )
@@ -285,3 +288,119 @@ def test_the_loudest_mix_of_a_room_stays_below_full_scale() -> None:
 
 def _levels(plan: Plan) -> Sequence[float]:
     return sorted({leg.level_dbfs for leg in plan.legs})
+
+
+# --- judge: one listener's frames, no clock (what the end-to-end tests use) --------------------
+
+ME = Voice(bin=9, level_dbfs=-18.0)  # 450 Hz
+PEERS = (Voice(bin=14, level_dbfs=-18.0, marker_offset=3), Voice(bin=34, level_dbfs=-18.0))
+JUDGED = 200
+
+
+def received(
+    voices: Sequence[Voice] = PEERS,
+    spoil: Callable[[int, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None] | None = None,
+) -> list[Frame]:
+    """What a listener of ``voices`` receives: their mix per frame through G.711, ``spoil(n,
+    audio)`` changing or dropping (None) frame n."""
+    sources = [VoiceSource(v) for v in voices]
+    frames: list[Frame] = []
+    for n in range(JUDGED):
+        audio: npt.NDArray[np.float64] | None = sum(
+            (s.next_frame().astype(np.float64) for s in sources), np.zeros(160)
+        )
+        if spoil is not None and audio is not None:
+            audio = spoil(n, audio)
+        if audio is not None:
+            frames.append(wire(audio))
+    return frames
+
+
+def without(voice: Voice, n: int, audio: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Frame ``n`` of ``audio`` with ``voice``'s frame n taken out."""
+    sign = marker_sign(n, voice.marker_offset, voice.marker_period)
+    return audio - sign * tone_frame(voice.bin, voice.amplitude).astype(np.float64)
+
+
+def test_judge_passes_a_clean_mix_and_counts_its_markers() -> None:
+    hearing = judge(received(), PEERS, ME)
+    assert hearing.problems() == []
+    assert hearing.established_at == 0
+    # Every marker turn of each speaker is heard: one per 20 frames.
+    assert hearing.markers == (JUDGED // 20, JUDGED // 20 - 1)
+
+
+def test_judge_finds_silence_before_the_room_is_established_harmless() -> None:
+    late = received(spoil=lambda n, audio: np.zeros(160) if n < 30 else audio)
+    hearing = judge(late, PEERS, ME)
+    assert hearing.established_at == 30
+    assert hearing.problems() == []
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda n, a: a + tone_frame(ME.bin, ME.amplitude) if n == 40 else a, "1 misrouted"),
+        (lambda n, a: a + tone_frame(50, amplitude_for(-30)) if n == 40 else a, "1 misrouted"),
+        (lambda n, a: a * 10 ** (2 / 20) if n == 40 else a, "1 misrouted"),
+        (lambda n, a: without(PEERS[1], n, a) if n == 40 else a, "1 frames"),
+        # A frame never delivered loses both voices' frame, here and on a marker frame.
+        (lambda n, a: None if n == 40 else a, "2 speaker frames lost"),
+        (lambda n, a: None if n == 60 else a, "2 speaker frames lost"),
+    ],
+    ids=["own-tone", "foreign-tone", "level-2dB", "gap", "dropped", "dropped-marker"],
+)
+def test_judge_flags_one_spoilt_frame(
+    spoil: Callable[[int, npt.NDArray[np.float64]], npt.NDArray[np.float64] | None],
+    expected: str,
+) -> None:
+    problems = judge(received(spoil=spoil), PEERS, ME).problems()
+    assert [p for p in problems if p.startswith(expected)], problems
+
+
+def test_judge_flags_a_duplicated_frame() -> None:
+    frames = received()
+    frames.insert(45, frames[44])
+    hearing = judge(frames, PEERS, ME)
+    assert hearing.duplicated == 2  # both voices of the frame
+    assert hearing.lost == 0
+    assert [p for p in hearing.problems() if "duplicated" in p]
+
+
+def test_judge_without_every_voice_is_never_established() -> None:
+    hearing = judge(received(PEERS[:1]), PEERS, ME)
+    assert hearing.established_at is None
+    assert hearing.gaps == () and hearing.duplicated == hearing.lost == 0
+    assert hearing.problems() == [f"never heard every expected speaker cleanly in {JUDGED} frames"]
+
+
+def test_judge_of_a_listener_who_should_hear_nobody_flags_any_voice() -> None:
+    silence = [np.zeros(160, dtype=np.int16)] * 50
+    assert judge(silence, [], ME).problems() == []
+    problems = judge(received(PEERS[:1]), [], ME).problems()
+    assert problems and problems[0].startswith(f"{JUDGED} misrouted frames")
+
+
+def test_judge_tolerates_only_the_gaps_and_loss_it_is_told_to() -> None:
+    short = frames_in(50, 53)  # 60 ms without the second voice
+    long = frames_in(120, 127)  # 140 ms without it
+    gapped = received(spoil=lambda n, a: without(PEERS[1], n, a) if short(n) or long(n) else a)
+    hearing = judge(gapped, PEERS, ME)
+    assert (len(hearing.gaps), hearing.longest_gap) == (10, 7)
+    assert hearing.problems(max_gap_run=7, max_lost=10) == []
+    (gap,) = hearing.problems(max_gap_run=6, max_lost=10)
+    assert gap.startswith("10 frames missing a speaker") and "up to 7 in a row" in gap
+    assert hearing.problems(max_gap_run=7, max_lost=9) == ["10 speaker frames lost"]
+    duplicated = received()
+    duplicated.insert(45, duplicated[44])
+    assert judge(duplicated, PEERS, ME).problems(max_gap_run=99, max_lost=99) != []
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [({"bin": 0}, "bin 0"), ({"bin": 80}, "bin 80"), ({"bin": 9, "marker_period": 1}, "period")],
+    ids=["dc", "nyquist", "period"],
+)
+def test_a_voice_must_be_a_tone_with_markers(fields: dict[str, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Voice(level_dbfs=-12.0, **fields)

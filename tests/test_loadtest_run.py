@@ -2,7 +2,10 @@
 frame checked on the audio, in pairs bridged through the Call Control API and in conferences.
 
 The runs are real time (the legs stream 20 ms frames for a few seconds); nothing here waits on a
-clock of its own. Latency is measured but not asserted: the machine running the suite is shared.
+clock of its own. What is asserted is routing and audio identity: every leg heard its whole room
+and nothing else (no own tone, no other room, no foreign audio). Latency, loss and whether the
+generator kept up depend on how busy the machine is; they are measured, not asserted here (that
+is ``callbridge loadtest``'s job, see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from benchmarks.loadtest.generator import LoadConfig, LoadTest, RunResult
 from engine.cli import main as callbridge
 
 SECONDS = 2.5
+# Real-time runs of tens of legs: once per CI run, not again under the second Python.
+slow_family = pytest.mark.slow_family
 
 
 def quick(**fields: object) -> LoadConfig:
@@ -25,45 +30,45 @@ def quick(**fields: object) -> LoadConfig:
         "settle_s": 0.3,
         "setup_rate": 200.0,
         "setup_timeout_s": 15.0,
-        # Latency is not asserted, and the generator's own event-loop lag (which a busy shared
-        # machine inflates) must not invalidate a run: a generous budget.
-        "budget_ms": 250.0,
     }
     return LoadConfig(**{**base, **fields})  # type: ignore[arg-type]
 
 
-def assert_clean(result: RunResult, legs: int) -> None:
+def assert_routed(result: RunResult, legs: int) -> None:
+    """Every leg heard exactly its room, and enough audio was judged to say so."""
     (step,) = result.steps
     tally = step.tally
     assert step.legs == legs
     assert tally.unarmed_legs == [], step.failures
     assert tally.misrouted_frames == 0, tally.examples
-    assert tally.speaker_frames_lost <= 0.001 * tally.speaker_frames_expected, step.failures
-    # Every leg was heard for most of the window, and its audio numbered and timed.
-    assert tally.frames_received >= legs * SECONDS * 50 * 0.9
-    assert tally.markers >= legs * (SECONDS / 0.4 - 2) * (result.config.room_size - 1)
-    assert tally.latencies().size >= tally.frames_received * 0.5
-    assert result.passed
+    assert result.misrouted == 0
+    # Not a loss budget: only that the window judged most of its frames and saw the markers
+    # of every speaker, so "nothing misrouted" is a statement about real audio.
+    assert tally.frames_checked >= legs * SECONDS * 50 * 0.5
+    assert tally.markers >= legs * (result.config.room_size - 1)
     assert result.app_errors == []
     kinds = {type(call) for call in result.calls.values()}
     assert kinds == {TwilioCall, TelnyxCall}
 
 
+@slow_family
 async def test_twenty_legs_in_cross_provider_pairs_pass_their_audio_checks() -> None:
     result = await LoadTest(quick(legs=20, room_size=2)).run()
-    assert_clean(result, 20)
+    assert_routed(result, 20)
     # Pairs are bridged by the application: every leg got call.bridged.
     bridged = {e.leg for e in result.events if e.event_type == "call.bridged"}
     assert bridged == set(range(20))
 
 
+@slow_family
 async def test_rooms_of_three_in_conferences_pass_their_audio_checks() -> None:
     result = await LoadTest(quick(legs=21, room_size=3)).run()
-    assert_clean(result, 21)
+    assert_routed(result, 21)
     # Conferences need no application: callbridge answers callers into the bridge's room.
     assert not [e for e in result.events if e.event_type == "call.bridged"]
 
 
+@slow_family
 async def test_a_checker_expecting_other_rooms_fails_the_run() -> None:
     """The same engine and calls, but the ear expects each leg to be paired with another one:
     what callbridge (rightly) delivers must now read as misrouted, and fail the run."""

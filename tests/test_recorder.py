@@ -181,6 +181,7 @@ sys.stdin.read()  # block until killed
 """
 
 
+@pytest.mark.slow_family  # a process killed: once per CI run
 def test_file_survives_kill_9_of_the_recording_process(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "killed.wav"
     child = subprocess.Popen(

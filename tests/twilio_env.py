@@ -29,6 +29,7 @@ from engine.app import create_app
 from engine.config import Settings
 from engine.live import LiveLegIndex
 from engine.runtime import CallRuntime
+from tests.e2e_checks import watch
 from tests.platform_client import BRIDGES, Org, make_org
 
 SECRET_KEY = "twilio-test-secret-key-" + "s" * 32
@@ -110,6 +111,7 @@ class TwilioEnv:
             public_url=f"http://127.0.0.1:{port}",
             recordings_dir=str(tmp_path / "recordings"),
         )
+        watch(sim)
         server = await aiohttp_server(create_app(settings), port=port)
         client = await aiohttp_client(server)
         org = await make_org(client, "acme", "Acme")

@@ -50,6 +50,12 @@ took longer than the budget.
 
 A listener is *armed* at its first frame holding every expected speaker cleanly (its room is
 complete); gaps, loss and latency count from then on. Misrouting counts from the first frame.
+
+``judge`` applies the same per-frame rules (``classify``) to one listener with no clock: the
+frames it received in order, the ``Voice``s it should hear and its own. Its room is established
+at the first frame holding every expected voice cleanly; loss and duplication are counted
+between marker turns alone. End-to-end tests use it with ``VoiceSource`` callers, judging which
+audio each caller received and never when.
 """
 
 from __future__ import annotations
@@ -67,12 +73,16 @@ __all__ = [
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
     "AudioChecker",
+    "Hearing",
     "Misroute",
     "SendLog",
     "Speaker",
     "Tally",
     "Thresholds",
+    "Voice",
+    "VoiceSource",
     "amplitude_for",
+    "judge",
     "marker_sign",
     "tone_frame",
 ]
@@ -215,6 +225,90 @@ MAX_EXAMPLES: Final = 20
 _REASONS: Final = ("own", "foreign-tone", "level", "foreign-energy")
 
 
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """Row i's expected speakers: their bins and peak amplitudes, ``valid`` False for padding."""
+
+    bins: Ints
+    amplitudes: Floats
+    valid: Bools
+
+
+@dataclass(frozen=True, slots=True)
+class FrameClasses:
+    """What ``classify`` found in each frame (row) and, per row and expected speaker, column."""
+
+    xe: npt.NDArray[np.complex128]  # each expected speaker's bin, as heard (for the markers)
+    clean: Bools  # (rows, speakers): within the level tolerance
+    absent: Bools  # (rows, speakers): more than absent_db below its level
+    level: Bools  # (rows, speakers): neither: someone else's audio on that bin
+    own: Bools  # (rows,): the listener's own bin is audible
+    foreign_tone: Bools  # (rows,): a bin nobody expected stands out
+    foreign_energy: Bools  # (rows,): broadband energy the expected tones do not explain
+    others: Floats  # (rows, bins): amplitudes left once the expected and own bins are removed
+
+    @property
+    def misrouted(self) -> Bools:
+        return self.own | self.foreign_tone | self.level.any(axis=1) | self.foreign_energy
+
+    def reasons(self) -> dict[str, Bools]:
+        """Each misrouted row under one reason, the first that applies in ``_REASONS`` order."""
+        level_any = self.level.any(axis=1)
+        return {
+            "own": self.own,
+            "foreign-tone": self.foreign_tone & ~self.own,
+            "level": level_any & ~self.own & ~self.foreign_tone,
+            "foreign-energy": self.foreign_energy & ~self.own & ~self.foreign_tone & ~level_any,
+        }
+
+    def foreign_detail(self, row: int) -> str:
+        peak = int(np.argmax(self.others[row]))
+        return f"strongest foreign bin {peak * BIN_HZ:.0f} Hz"
+
+
+def classify(
+    frames: npt.ArrayLike,
+    expected: Expected,
+    own_bins: Ints,
+    own_amplitudes: Floats,
+    t: Thresholds,
+) -> FrameClasses:
+    """Judge each 160-sample row against its listener's expected speakers and own tone (see
+    the module docstring): one ``rfft`` over every row, whoever's they are."""
+    pcm = np.asarray(frames).astype(np.float32)
+    if pcm.ndim != 2 or pcm.shape[1] != FRAME_SAMPLES:
+        raise ValueError(f"frames must be (n, {FRAME_SAMPLES}), not {pcm.shape}")
+    rows = np.arange(pcm.shape[0])
+    valid, ebin, eamp = expected.valid, expected.bins, expected.amplitudes
+    spectrum = np.fft.rfft(pcm, axis=1)
+    amp = np.abs(spectrum)
+    amp *= 2 / FRAME_SAMPLES
+    xe = np.take_along_axis(spectrum, ebin, axis=1).astype(np.complex128)
+    heard = np.abs(xe) * (2 / FRAME_SAMPLES)
+    ratio = heard / eamp
+    lo, hi = 10 ** (-t.level_tolerance_db / 20), 10 ** (t.level_tolerance_db / 20)
+    absent_ratio = 10 ** (-t.absent_db / 20)
+    clean = valid & (ratio >= lo) & (ratio <= hi)
+    absent = valid & (ratio < absent_ratio)
+    level = valid & ~clean & ~absent
+    own = amp[rows, own_bins] > own_amplitudes * absent_ratio
+    # What is left once the expected tones and the own bin are taken out: foreign tones.
+    others = amp
+    others[:, 0] = 0.0
+    others[:, -1] = 0.0
+    others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
+    others[rows, own_bins] = 0.0
+    foreign_tone = others.max(axis=1) > amplitude_for(t.foreign_floor_dbfs)
+    explained = np.where(valid, heard * heard / 2, 0.0).sum(axis=1)
+    residual = np.einsum("ij,ij->i", pcm, pcm) / FRAME_SAMPLES - explained
+    nominal = np.where(valid, eamp * eamp / 2, 0.0).sum(axis=1)
+    limit = np.maximum(
+        amplitude_for(t.residual_floor_dbfs) ** 2 / 2, nominal * 10 ** (t.residual_db / 10)
+    )
+    foreign_energy = residual > limit
+    return FrameClasses(xe, clean, absent, level, own, foreign_tone, foreign_energy, others)
+
+
 class AudioChecker:
     """Checks the frames every listener receives against its room; see the module docstring.
 
@@ -251,7 +345,6 @@ class AudioChecker:
         safe = np.where(self._evalid, self._espk, 0)
         self._ebin = np.where(self._evalid, self._own_bin[safe], 0)
         self._eamp = np.where(self._evalid, self._own_amp[safe], 1.0)
-        self._nominal_ms = np.where(self._evalid, self._eamp**2 / 2, 0.0).sum(axis=1)
         shape = (legs, width)
         self.armed = np.zeros(legs, dtype=bool)
         self.armed_at = np.full(legs, np.nan)
@@ -338,45 +431,19 @@ class AudioChecker:
         order = np.argsort(legs, kind="stable")
         legs = legs[order]
         at = np.asarray(arrivals, dtype=np.float64)[order]
-        pcm = np.asarray(frames)[order].astype(np.float32)
-        if pcm.shape[1:] != (FRAME_SAMPLES,):
-            raise ValueError(f"frames must be (n, {FRAME_SAMPLES}), not {pcm.shape}")
-        rows = np.arange(legs.size)
-        spectrum = np.fft.rfft(pcm, axis=1)
-        amp = np.abs(spectrum)
-        amp *= 2 / FRAME_SAMPLES
+        pcm = np.asarray(frames)[order]
         valid = self._evalid[legs]
-        ebin = self._ebin[legs]
-        xe = np.take_along_axis(spectrum, ebin, axis=1).astype(np.complex128)
-        heard = np.abs(xe) * (2 / FRAME_SAMPLES)
-        ratio = heard / self._eamp[legs]
-        t = self.t
-        lo, hi = 10 ** (-t.level_tolerance_db / 20), 10 ** (t.level_tolerance_db / 20)
-        absent_ratio = 10 ** (-t.absent_db / 20)
-        clean = valid & (ratio >= lo) & (ratio <= hi)
-        absent = valid & (ratio < absent_ratio)
-        level = valid & ~clean & ~absent
-        own_bin = self._own_bin[legs]
-        own = amp[rows, own_bin] > self._own_amp[legs] * absent_ratio
-        # What is left once the expected tones and the own bin are taken out: foreign tones.
-        others = amp
-        others[:, 0] = 0.0
-        others[:, -1] = 0.0
-        others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
-        others[rows, own_bin] = 0.0
-        foreign_tone = others.max(axis=1) > amplitude_for(t.foreign_floor_dbfs)
-        explained = np.where(valid, heard * heard / 2, 0.0).sum(axis=1)
-        residual = np.einsum("ij,ij->i", pcm, pcm) / FRAME_SAMPLES - explained
-        limit = np.maximum(
-            amplitude_for(t.residual_floor_dbfs) ** 2 / 2,
-            self._nominal_ms[legs] * 10 ** (t.residual_db / 10),
+        classes = classify(
+            pcm,
+            Expected(self._ebin[legs], self._eamp[legs], valid),
+            self._own_bin[legs],
+            self._own_amp[legs],
+            self.t,
         )
-        foreign_energy = residual > limit
         starts, ends = _groups(legs)
-        armed_rows = self._arm(legs, at, clean, valid, starts, ends)
-        self._count_frames(legs, at, armed_rows, absent, own, foreign_tone, level,
-                           foreign_energy, others)  # fmt: skip
-        self._markers(legs, at, xe, clean, armed_rows, starts, ends)
+        armed_rows = self._arm(legs, at, classes.clean, valid, starts, ends)
+        self._count_frames(legs, at, armed_rows, classes)
+        self._markers(legs, at, classes.xe, classes.clean, armed_rows, starts, ends)
 
     def _arm(
         self, legs: Ints, at: Floats, clean: Bools, valid: Bools, starts: Ints, ends: Ints
@@ -393,36 +460,16 @@ class AudioChecker:
         self.armed_at[group_legs[newly]] = at[first[newly]]
         return rows >= np.repeat(from_row, ends - starts)
 
-    def _count_frames(
-        self,
-        legs: Ints,
-        at: Floats,
-        armed: Bools,
-        absent: Bools,
-        own: Bools,
-        foreign_tone: Bools,
-        level: Bools,
-        foreign_energy: Bools,
-        others: Floats,
-    ) -> None:
+    def _count_frames(self, legs: Ints, at: Floats, armed: Bools, classes: FrameClasses) -> None:
         tally = self.tally
         tally.frames_checked += legs.size
         tally.frames_received += int(armed.sum())
-        tally.gap_frames += int((armed & absent.any(axis=1)).sum())
-        level_any = level.any(axis=1)
-        reasons = (
-            ("own", own),
-            ("foreign-tone", foreign_tone & ~own),
-            ("level", level_any & ~own & ~foreign_tone),
-            ("foreign-energy", foreign_energy & ~own & ~foreign_tone & ~level_any),
-        )
-        misrouted = own | foreign_tone | level_any | foreign_energy
-        tally.misrouted_frames += int(misrouted.sum())
-        for name, mask in reasons:
+        tally.gap_frames += int((armed & classes.absent.any(axis=1)).sum())
+        tally.misrouted_frames += int(classes.misrouted.sum())
+        for name, mask in classes.reasons().items():
             self._reasons[name] += int(mask.sum())
             for i in np.flatnonzero(mask)[: MAX_EXAMPLES - len(tally.examples)].tolist():
-                peak = int(np.argmax(others[i]))
-                detail = f"strongest foreign bin {peak * BIN_HZ:.0f} Hz"
+                detail = classes.foreign_detail(i)
                 tally.examples.append(Misroute(int(legs[i]), float(at[i]), name, detail))
 
     def _markers(
@@ -557,6 +604,166 @@ class AudioChecker:
         # A frame is late when any of its speakers' audio is.
         late_rows = np.unique(r[known][latency > self.budget_s])
         self.tally.late_frames += int(late_rows.size)
+
+
+# --- one listener, no clock: for end-to-end tests ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """One leg's voice as ``judge`` knows it: a tone on an exact bin of a 20 ms frame, at
+    ``level_dbfs``, its sign flipped every ``marker_period`` frames from ``marker_offset``."""
+
+    bin: int
+    level_dbfs: float
+    marker_offset: int = 0
+    marker_period: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.bin < _NBINS - 1:
+            raise ValueError(f"bin {self.bin} is not strictly between 0 and {_NBINS - 1}")
+        if self.marker_period < 2:
+            raise ValueError("markers need a period of at least 2 frames")
+
+    @property
+    def freq_hz(self) -> float:
+        return self.bin * BIN_HZ
+
+    @property
+    def amplitude(self) -> float:
+        return amplitude_for(self.level_dbfs)
+
+
+class VoiceSource:
+    """A ``Voice`` as an audio source (``next_frame``, one 20 ms frame per call), for the
+    provider simulators' callers."""
+
+    def __init__(self, voice: Voice) -> None:
+        frame = tone_frame(voice.bin, voice.amplitude)
+        self._frames = {1: frame, -1: (-frame.astype(np.int32)).astype(np.int16)}
+        self.voice = voice
+        self.sent = 0
+
+    def next_frame(self) -> npt.NDArray[np.int16]:
+        n = self.sent
+        self.sent += 1
+        return self._frames[marker_sign(n, self.voice.marker_offset, self.voice.marker_period)]
+
+
+@dataclass(frozen=True, slots=True)
+class Hearing:
+    """What one listener heard, frame by frame (indices into the frames judged).
+
+    ``established_at``: the first frame with every expected speaker clean (None: never).
+    ``gaps``: frames from then on missing an expected speaker. ``misrouted``: (frame, reason,
+    detail) for every frame with the own tone, a foreign tone, a wrong level or foreign energy,
+    from the first frame. ``markers``: per expected speaker, the marker turns heard once
+    established; between two of them a speaker must be heard in exactly ``marker_period``
+    frames: more is ``duplicated``, fewer ``lost``.
+    """
+
+    frames: int
+    established_at: int | None
+    gaps: tuple[int, ...]
+    misrouted: tuple[tuple[int, str, str], ...]
+    markers: tuple[int, ...]
+    duplicated: int
+    lost: int
+
+    @property
+    def longest_gap(self) -> int:
+        """The longest run of consecutive frames missing a speaker."""
+        longest = run = 0
+        previous = -2
+        for frame in self.gaps:
+            run = run + 1 if frame == previous + 1 else 1
+            longest, previous = max(longest, run), frame
+        return longest
+
+    def problems(self, *, max_gap_run: int = 0, max_lost: int = 0) -> list[str]:
+        """Everything wrong with what was heard, in words; empty when it was all clean.
+
+        Strict by default. ``max_gap_run`` and ``max_lost`` let a caller whose engine shares a
+        busy machine accept what late arrivals explain: a speaker missing for at most that many
+        consecutive frames, at most ``max_lost`` speaker frames dropped to catch up. Misrouted
+        and duplicated frames are never accepted."""
+        found: list[str] = []
+        if self.established_at is None:
+            found.append(f"never heard every expected speaker cleanly in {self.frames} frames")
+        if self.misrouted:
+            found.append(f"{len(self.misrouted)} misrouted frames, first {self.misrouted[:3]}")
+        if self.longest_gap > max_gap_run:
+            found.append(
+                f"{len(self.gaps)} frames missing a speaker after frame {self.established_at}"
+                f" (up to {self.longest_gap} in a row): {list(self.gaps[:10])}"
+            )
+        if self.duplicated:
+            found.append(f"{self.duplicated} speaker frames duplicated")
+        if self.lost > max_lost:
+            found.append(f"{self.lost} speaker frames lost")
+        return found
+
+
+def judge(
+    frames: npt.ArrayLike,
+    hears: Sequence[Voice],
+    own: Voice,
+    thresholds: Thresholds = Thresholds(),  # frozen: safe to share
+) -> Hearing:
+    """Judge the frames one listener received, in order (rows of 160 samples), against the
+    voices it should hear and its own; no timing is involved, only what each frame holds."""
+    pcm = np.asarray(frames).reshape(-1, FRAME_SAMPLES)
+    rows, width = pcm.shape[0], len(hears)
+    expected = Expected(
+        np.tile(np.array([v.bin for v in hears], dtype=np.int64), (rows, 1)),
+        np.tile(np.array([v.amplitude for v in hears], dtype=np.float64), (rows, 1)),
+        np.ones((rows, width), dtype=bool),
+    )
+    classes = classify(
+        pcm,
+        expected,
+        np.full(rows, own.bin, dtype=np.int64),
+        np.full(rows, own.amplitude, dtype=np.float64),
+        thresholds,
+    )
+    complete = np.flatnonzero(classes.clean.all(axis=1))  # with no voice expected: every row
+    established = int(complete[0]) if complete.size else None
+    misrouted = sorted(
+        (int(i), reason, classes.foreign_detail(int(i)))
+        for reason, mask in classes.reasons().items()
+        for i in np.flatnonzero(mask)
+    )
+    if established is None:
+        return Hearing(rows, None, (), tuple(misrouted), (0,) * width, 0, 0)
+    gaps = np.flatnonzero(classes.absent[established:].any(axis=1)) + established
+    counts = [
+        _marker_segments(classes.xe[established:, s], classes.clean[established:, s], voice)
+        for s, voice in enumerate(hears)
+    ]
+    return Hearing(
+        frames=rows,
+        established_at=established,
+        gaps=tuple(int(g) for g in gaps),
+        misrouted=tuple(misrouted),
+        markers=tuple(c[0] for c in counts),
+        duplicated=sum(c[1] for c in counts),
+        lost=sum(c[2] for c in counts),
+    )
+
+
+def _marker_segments(
+    x: npt.NDArray[np.complex128], clean: Bools, voice: Voice
+) -> tuple[int, int, int]:
+    """(marker turns, frames duplicated, frames lost) of one speaker: its clean frames are
+    numbered between sign turns of its bin (as in ``AudioChecker._markers``)."""
+    heard = np.flatnonzero(clean)
+    values = x[heard]
+    turns = np.flatnonzero((values[1:] * np.conj(values[:-1])).real < 0) + 1
+    between = np.diff(turns)  # clean frames from one turn to the next
+    period = voice.marker_period
+    duplicated = int(np.maximum(between - period, 0).sum())
+    lost = int(np.maximum(period - between, 0).sum())
+    return int(turns.size), duplicated, lost
 
 
 def _groups(legs: Ints) -> tuple[Ints, Ints]:
