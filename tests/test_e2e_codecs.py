@@ -51,8 +51,9 @@ UNMARKED_TELNYX_VOICE = Voice(TELNYX_VOICE.bin, TELNYX_VOICE.level_dbfs, marker_
 # A frame the mixer drops to bound latency after a burst (media/mixer.py, counted as shed) is a
 # jump in a waveform that G.722's ADPCM keeps only nearly frame-periodic, and the filters after it
 # smear the jump over a frame: seen above the checker's -42 dBFS floor on a neighbouring bin, where
-# the steady path stays below -56 dBFS (measured offline through the same codecs and filters). The foreign-tone floor for this path is raised to -36 dBFS: a voice routed
-# where it should not be is at -12 dBFS here, 24 dB above it, and still caught.
+# the steady path stays below -56 dBFS (measured offline through the same codecs and filters).
+# The foreign-tone floor for this path is raised to -36 dBFS: a voice routed where it should not
+# be is at -12 dBFS here, 24 dB above it, and still caught.
 G722_PATH = Thresholds(foreign_floor_dbfs=-36.0)
 
 
