@@ -11,10 +11,9 @@ A call has a negotiated ``codec`` (PCMU by default, PCMA, G722 or OPUS) that its
 unless transcoded (see ``telnyx_stream``), and a ``stream_fault`` can make its streams fail:
 ``streaming.failed`` instead of a connection, or no connection and no word at all.
 
-Webhooks are Ed25519-signed over ``"{timestamp}|{body}"`` and delivered in the order they happen,
-one at a time per leg, unless ``WebhookFaults`` says otherwise: an event type can be delivered
-twice (the second as ``meta.attempt`` 2, as a retry is), held back so later events overtake it,
-or signed with a stale timestamp; ``replay_webhook`` re-sends a delivered one later.
+This module owns the leg: its state, its commands, its streams' lifecycle and what each of its
+webhooks says (``emit``). Their delivery (signing, order, ``WebhookFaults``) is
+``telnyx_webhooks``'s; ``replay_webhook`` re-sends a delivered one later.
 
 ``hangup_source`` follows Telnyx's meaning, the party that ended the call: the remote party
 hanging up is the ``caller`` of an incoming leg and the ``callee`` of a dialled one; a hangup
@@ -29,12 +28,11 @@ import secrets
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import aiohttp
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.simulators.audio import AudioSource
@@ -48,15 +46,11 @@ from adapters.simulators.telnyx_stream import (
     StreamConfigError,
     TelnyxStream,
 )
-from adapters.simulators.wire import (
-    TELNYX_SIGNATURE_HEADER,
-    TELNYX_TIMESTAMP_HEADER,
-    telnyx_event,
-    telnyx_sign,
-    telnyx_time,
-)
+from adapters.simulators.telnyx_webhooks import NO_FAULTS, WebhookFaults, WebhookOutbox
+from adapters.simulators.wire import telnyx_time
 
 __all__ = [
+    "NO_FAULTS",
     "CommandError",
     "StreamFault",
     "TelnyxAccount",
@@ -104,19 +98,6 @@ class CommandError(Exception):
 
 def _not_answered() -> CommandError:
     return CommandError(422, "10015", "Bad Request", "Call must be answered first")
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookFaults:
-    """Delivery faults for one leg's webhooks, by event type (``call.answered``, ...)."""
-
-    duplicate: frozenset[str] = frozenset()
-    delay_ms: Mapping[str, int] = field(default_factory=dict)
-    stale: frozenset[str] = frozenset()
-    stale_age_s: int = 600
-
-
-NO_FAULTS: Final = WebhookFaults()
 
 
 @dataclass(slots=True)
@@ -184,12 +165,12 @@ class TelnyxCall(SimulatedCall):
         self.start_time = datetime.now(UTC)
         self.hangup: tuple[str, str, str] | None = None  # (hangup_cause, source, SIP code)
         self._commands: dict[str, float] = {}
-        self._outbox: asyncio.Queue[tuple[str, dict[str, Any], str, datetime]] = asyncio.Queue()
+        self._outbox = WebhookOutbox(self)
         self._ringing_over = asyncio.Event()
         self._media: TelnyxStream | None = None
         self._stopped: set[TelnyxStream] = set()  # streams told to stop by streaming_stop
         self._media_task: asyncio.Task[None] | None = None
-        self.spawn(self._deliver_loop())
+        self.spawn(self._outbox.run())
 
     @property
     def id(self) -> str:
@@ -235,7 +216,7 @@ class TelnyxCall(SimulatedCall):
     ) -> WebhookRecord:
         """Send a delivered webhook's exact body again, signed ``age_s`` seconds in the past
         (a captured request replayed), or with a signature that does not verify."""
-        return await self._post(
+        return await self._outbox.post(
             f"replay:{record.kind}", record.url, record.body, int(time.time()) - age_s,
             corrupt=corrupt_signature,
         )  # fmt: skip
@@ -410,6 +391,7 @@ class TelnyxCall(SimulatedCall):
     # --- webhooks --------------------------------------------------------------------------------
 
     def emit(self, event_type: str, **extra: Any) -> None:
+        """``event_type`` happened: its payload as Telnyx sends it, queued for delivery."""
         payload: dict[str, Any] = {
             "call_control_id": self.call_control_id,
             "call_leg_id": self.call_leg_id,
@@ -424,63 +406,7 @@ class TelnyxCall(SimulatedCall):
         if event_type in _TIMED_EVENTS:
             payload["start_time"] = telnyx_time(self.start_time)
         payload.update(extra)
-        self._outbox.put_nowait((event_type, payload, str(uuid.uuid4()), datetime.now(UTC)))
-
-    def _webhook_url(self) -> str | None:
-        connection = self.account.connections.get(self.connection_id)
-        return self.webhook_url or (connection.webhook_event_url if connection else None)
-
-    async def _deliver_loop(self) -> None:
-        while True:
-            event = await self._outbox.get()
-            delay = self.faults.delay_ms.get(event[0])
-            if delay:
-                self.spawn(self._deliver_later(delay / 1000, *event))
-            else:
-                await self._deliver(*event)
-
-    async def _deliver_later(self, delay_s: float, *event: Any) -> None:
-        await asyncio.sleep(delay_s)
-        await self._deliver(*event)
-
-    async def _deliver(
-        self, event_type: str, payload: dict[str, Any], event_id: str, occurred: datetime
-    ) -> None:
-        url = self._webhook_url()
-        if url is None:
-            return
-        faults = self.faults
-        age = faults.stale_age_s if event_type in faults.stale else 0
-        for attempt in (1, 2) if event_type in faults.duplicate else (1,):
-            body = orjson.dumps(telnyx_event(event_type, payload, event_id, occurred, attempt, url))
-            await self._post(event_type, url, body, int(time.time()) - age)
-
-    async def _post(
-        self, kind: str, url: str, body: bytes, timestamp: int, *, corrupt: bool = False
-    ) -> WebhookRecord:
-        signature = telnyx_sign(self.account.private_key, body, timestamp)
-        if corrupt:
-            # Same length and alphabet, different bytes: only the verification can tell.
-            signature = ("A" if signature[0] != "A" else "B") + signature[1:]
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "telnyx-webhooks",
-            TELNYX_SIGNATURE_HEADER: signature,
-            TELNYX_TIMESTAMP_HEADER: str(timestamp),
-        }
-        record = WebhookRecord(kind, url, "POST", headers, body, time.monotonic())
-        timeout = aiohttp.ClientTimeout(total=self.account.webhook_timeout_s)
-        try:
-            async with self.account.session.post(
-                url, data=body, headers=headers, timeout=timeout
-            ) as response:
-                record.status = response.status
-                record.response = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
-        self.events.append(record)
-        self.notify()
-        return record
+        self._outbox.put(event_type, payload)
 
     def to_json(self) -> dict[str, Any]:
         return {

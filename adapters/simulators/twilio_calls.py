@@ -4,19 +4,11 @@ An inbound call POSTs the voice webhook to its number's ``VoiceUrl`` exactly as 
 (form-encoded PascalCase fields, ``X-Twilio-Signature`` over the URL and sorted fields with the
 account's auth token) and follows the TwiML it gets back; an outbound call rings its callee per
 the configured ``Callee`` and, once answered, fetches its ``Url`` (or runs its ``Twiml``) the
-same way. TwiML (read by the simulator's own strict ``twiml.parse``) is followed verb by verb:
+same way. This module owns the call: its ringing and answer, its signed webhooks, its status
+callbacks and its REST resource; running the TwiML, verb by verb, is ``twilio_flow``'s.
 
-- ``<Reject>`` first: never answered; ends ``busy`` (reason busy) or ``no-answer`` (rejected);
-- ``<Hangup>``: answered, then completed;
-- ``<Pause length>``: silence for that long; as the first verb it delays the answer;
-- ``<Redirect method>URL``: fetches (signed) and runs new TwiML; a failed fetch ends the call;
-- ``<Connect action method><Stream>``: answered; opens the bidirectional media stream
-  (``TwilioStream``) and moves on only when it closes: to the TwiML ``action`` returns, else to
-  the next verb; nothing left ends the call.
-
-A document Twilio would refuse, or one the simulator cannot run, is a protocol error (12100,
-12200 or ``sim-unsupported``) and the call fails. A number with a ``TrunkSid`` or a
-``VoiceApplicationSid`` routes the call there (``routed_to``); the number's URLs are not used.
+A number with a ``TrunkSid`` or a ``VoiceApplicationSid`` routes the call there
+(``routed_to``); the number's URLs are not used.
 
 Status callbacks go to the number's (or the dial's) ``StatusCallback`` for the configured events,
 with ``SequenceNumber`` from 0 and ``CallDuration`` on ``completed``: in order, or, with
@@ -26,7 +18,6 @@ with ``SequenceNumber`` from 0 and ``CallDuration`` on ``completed``: in order, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import secrets
 import time
@@ -34,25 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
 from adapters.simulators.audio import AudioSource
 from adapters.simulators.common import Callee, CallState, SimulatedCall, WebhookRecord
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
-from adapters.simulators.streaming import StreamOpenError
-from adapters.simulators.twilio_stream import MAX_QUEUED_SAMPLES, TwilioStream
-from adapters.simulators.twiml import (
-    Connect,
-    Hangup,
-    Pause,
-    Redirect,
-    Reject,
-    TwimlError,
-    Verb,
-)
-from adapters.simulators.twiml import parse as parse_twiml
+from adapters.simulators.twilio_flow import TwimlFlow
+from adapters.simulators.twilio_stream import MAX_QUEUED_SAMPLES
+from adapters.simulators.twiml import Verb
 from adapters.simulators.wire import twilio_signature
 
 __all__ = [
@@ -186,8 +168,9 @@ class TwilioCall(SimulatedCall):
         self.callback_order: CallbackOrder = callback_order
         self._callback_rng = random.Random(callback_seed)
         self._callbacks: asyncio.Queue[tuple[str, dict[str, str]]] = asyncio.Queue()
-        self._ringing_over = asyncio.Event()
-        self._flow: asyncio.Task[Any] | None = None  # the task running the call's TwiML
+        #: Set once the call has ended: what ringing and a ``<Pause>`` wait on.
+        self.ended_event = asyncio.Event()
+        self._flow = TwimlFlow(self)
         self.spawn(self._deliver_callbacks())
 
     @property
@@ -241,7 +224,8 @@ class TwilioCall(SimulatedCall):
 
     # --- the call flow ---------------------------------------------------------------------------
 
-    def _base_params(self) -> dict[str, str]:
+    def webhook_params(self) -> dict[str, str]:
+        """The fields every request about the call carries (voice, redirect, action, status)."""
         direction = "inbound" if self.direction == "inbound" else "outbound-api"
         return {
             "AccountSid": self.account.account_sid,
@@ -272,9 +256,9 @@ class TwilioCall(SimulatedCall):
             # the call, and the number's VoiceUrl is never fetched.
             await self.end("failed")
             return
-        verbs = await self._fetch_twiml(url, method)
+        verbs = await self._flow.fetch(url, method)
         if verbs is not None:
-            await self._follow(verbs, url)
+            await self._flow.follow(verbs, url)
 
     async def _run_outbound(self) -> None:
         callee = self.callee or Callee()
@@ -288,7 +272,7 @@ class TwilioCall(SimulatedCall):
             callee = Callee("no-answer")
             ring_s = self.timeout_s
         try:
-            await asyncio.wait_for(self._ringing_over.wait(), ring_s)
+            await asyncio.wait_for(self.ended_event.wait(), ring_s)
             return  # hung up (canceled) while ringing
         except TimeoutError:
             pass
@@ -299,18 +283,19 @@ class TwilioCall(SimulatedCall):
             return
         self.source = callee.source()
         self.impairments = callee.impairments
-        self._answer()
+        self.answer()
         if self.twiml is not None:
-            verbs = self._parse(self.twiml.encode())
+            verbs = self._flow.parse(self.twiml.encode())
             if verbs is None:
                 await self.end("failed")
         else:
             assert self.url is not None
-            verbs = await self._fetch_twiml(self.url, self.method)
+            verbs = await self._flow.fetch(self.url, self.method)
         if verbs is not None:
-            await self._follow(verbs, self.url or "")
+            await self._flow.follow(verbs, self.url or "")
 
-    def _answer(self) -> None:
+    def answer(self) -> None:
+        """Pick up (once): ``in-progress``, and the ``answered`` status callback."""
         if self.state >= CallState.ANSWERED:
             return
         self.status = "in-progress"
@@ -318,111 +303,16 @@ class TwilioCall(SimulatedCall):
         self.set_state(CallState.ANSWERED)
         self._status("answered")
 
-    async def _follow(self, verbs: tuple[Verb, ...], document_url: str) -> None:
-        """Run TwiML verb by verb, as Twilio does. ``<Redirect>`` and a ``<Connect action>``
-        replace the document with the one their URL returns (relative URLs resolve against the
-        current document's); running out of verbs ends the call."""
-        self._flow = asyncio.current_task()
-        current: tuple[Verb, ...] | None = verbs
-        while current is not None:
-            following: tuple[Verb, ...] | None = None
-            for index, verb in enumerate(current):
-                if self.state is CallState.ENDED:
-                    return
-                if isinstance(verb, Reject):
-                    await self._reject(verb)
-                    return
-                if isinstance(verb, Pause):
-                    # "If <Pause> is the first verb in a TwiML document, Twilio will wait the
-                    # specified number of seconds before picking up the call"
-                    # (twilio.com/docs/voice/twiml/pause); later it holds the caller in silence.
-                    if index or self.state >= CallState.ANSWERED:
-                        self._answer()
-                    await self._wait_or_end(verb.length_s)
-                    continue
-                self._answer()
-                if isinstance(verb, Hangup):
-                    break
-                if isinstance(verb, Redirect):
-                    document_url = urljoin(document_url, verb.url)
-                    following = await self._fetch_twiml(document_url, verb.method, "redirect")
-                    if following is None:
-                        return  # the fetch failed and ended the call
-                    break
-                await self._connect_stream(verb)
-                if verb.action is not None and self.state is not CallState.ENDED:
-                    document_url = urljoin(document_url, verb.action)
-                    following = await self._fetch_twiml(document_url, verb.method, "action")
-                    if following is None:
-                        return
-                    break
-            current = following
-        await self.end("completed")
-
     async def run_instead(self, verbs: tuple[Verb, ...]) -> None:
-        """A call update with ``Twiml``: what the call was running stops, a stream with a
-        ``stop`` message and a normal close, and ``verbs`` run in its place (twilio-python
-        ``CallInstance.update(twiml=...)``: "TwiML instructions for the call Twilio will use
-        without fetching Twiml from url"; Twilio's "Modify live calls" guide: the call leaves
-        what it is doing at once)."""
-        stream = self.stream  # taken first: the cancelled flow lets go of it
-        flow, self._flow = self._flow, None
-        if flow is not None and flow is not asyncio.current_task() and not flow.done():
-            flow.cancel()
-            await asyncio.gather(flow, return_exceptions=True)
-        if stream is not None:
-            await stream.stop()
-        if self.state is not CallState.ENDED:
-            self.spawn(self._follow(verbs, ""))
+        """A call update with ``Twiml``: what the call was running stops and ``verbs`` run in
+        its place (see ``TwimlFlow.run_instead``)."""
+        await self._flow.run_instead(verbs)
 
-    async def _reject(self, verb: Reject) -> None:
-        if self.state < CallState.ANSWERED:
-            await self.end("busy" if verb.reason == "busy" else "no-answer")
-        else:
-            await self.end("completed")
-
-    async def _wait_or_end(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ringing_over.wait(), seconds)
-
-    async def _connect_stream(self, verb: Connect) -> None:
-        split = urlsplit(verb.url)
-        if split.scheme not in ("wss", "ws") or split.query or "?" in verb.url:
-            # Twilio refuses such a URL (31920) and moves on to the next verb.
-            self.add_protocol_error("31920", "Stream URL must be wss:// with no query", verb.url)
-            return
-        stream = TwilioStream(self, verb.url, new_sid("MZ"), verb.parameters)
-        try:
-            await stream.open()
-        except StreamOpenError as exc:
-            self.add_protocol_error("31920", f"Stream - WebSocket - Handshake Error: {exc}", "")
-            return
-        await stream.run()
+    def new_stream_sid(self) -> str:
+        """A SID for a media stream the call opens (``MZ...``)."""
+        return new_sid("MZ")
 
     # --- webhooks --------------------------------------------------------------------------------
-
-    def _parse(self, document: bytes) -> tuple[Verb, ...] | None:
-        try:
-            return parse_twiml(document)
-        except TwimlError as exc:
-            self.add_protocol_error(exc.code, exc.detail, document[:200])
-            return None
-
-    async def _fetch_twiml(
-        self, url: str, method: str, kind: str = "voice"
-    ) -> tuple[Verb, ...] | None:
-        """Ask ``url`` for TwiML as Twilio does; on failure the call fails (None)."""
-        record = await self.post_webhook(kind, url, method, self._base_params())
-        if record.status is None:
-            self.add_protocol_error("11205", f"HTTP connection failure: {record.error}", "")
-        elif not record.ok:
-            self.add_protocol_error("11200", f"HTTP retrieval failure: {record.status}", "")
-        else:
-            verbs = self._parse(record.response)
-            if verbs is not None:
-                return verbs
-        await self.end("failed")
-        return None
 
     async def post_webhook(
         self, kind: str, url: str, method: str, params: Mapping[str, str]
@@ -459,7 +349,7 @@ class TwilioCall(SimulatedCall):
         """Queue the status callback for ``event`` if the call asked for it."""
         if self.status_callback is None or event not in self.status_callback_events:
             return
-        params = self._base_params()
+        params = self.webhook_params()
         params["CallStatus"] = {"initiated": "initiated", "ringing": "ringing"}.get(
             event, self.status
         )
@@ -513,7 +403,7 @@ class TwilioCall(SimulatedCall):
         self.status = status
         self.end_time = datetime.now(UTC)
         self.finish(status)
-        self._ringing_over.set()
+        self.ended_event.set()
         return True
 
     async def tear_down(self) -> None:
