@@ -36,7 +36,7 @@ from engine.machine import CallMachine
 from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
 from engine.provisioning import NumberProvisioner
-from engine.runtime import CallRuntime
+from engine.runtime import CallRuntime, new_room_key
 from engine.signing import public_key_b64, signing_key_from_secret
 from engine.store.base import Store
 from engine.store.sql import SqlStore
@@ -77,7 +77,7 @@ def create_app(
     if provisioner is None:
         app[PROVISIONER] = directory
     app[RUNTIME] = CallRuntime(
-        machine=CallMachine(media_wait_s=settings.media_wait_s),
+        machine=CallMachine(media_wait_s=settings.media_wait_s, new_room_key=new_room_key),
         # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
         plane=MediaPlane(Mixer(cushion_at_start=True), recordings_dir(settings)),
         outbox=WebhookOutbox(app[STORE], signing_key),

@@ -17,8 +17,9 @@ from engine.model import DEFAULT_TIME_LIMIT_SECS, DtmfSource, HangupCause, Hangu
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LegInitiated:
     """An incoming call arrived. The adapter has already found the bridge of the dialled number:
-    `webhook_url` is that bridge's (None: default routing), `default_room` its conference room.
-    A leg with no webhook URL and a default room is answered and joins that room."""
+    `webhook_url` is that bridge's (None: default routing), `default_conference` its id. A leg
+    with no webhook URL and a default conference is answered and joins that bridge's conference
+    room, which the machine finds by organization and bridge (it names rooms itself)."""
 
     call_control_id: str
     call_leg_id: str
@@ -28,7 +29,7 @@ class LegInitiated:
     from_: str
     to: str
     webhook_url: str | None = None
-    default_room: str | None = None
+    default_conference: int | None = None  # the bridge whose conference the leg joins
     time_limit_secs: int = DEFAULT_TIME_LIMIT_SECS
 
 

@@ -36,7 +36,3 @@ async def admit(store: Store, live: LiveLegIndex, number: str) -> Route | Refusa
         return Refusal(RejectCause.USER_BUSY, f"{number} already carries {limit} live leg(s)")
     return route
 
-
-def conference_room(bridge_id: int) -> str:
-    """The room where a bridge without ``webhook_url`` gathers its callers."""
-    return f"bridge-{bridge_id}"

@@ -17,6 +17,7 @@ ids come from the caller or from counters. A leg of another organization is not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine import commands as cmd
@@ -60,14 +61,18 @@ class Snapshot:
     legs: tuple[Leg, ...]
     rooms: tuple[Room, ...]
     queues: tuple[Queue, ...]
-    room_counter: int
+    conferences: tuple[tuple[tuple[int, int], str], ...]  # (org, bridge) -> default conference
 
 
 class CallMachine:
-    def __init__(self, *, media_wait_s: float = 5.0) -> None:
+    def __init__(
+        self, *, media_wait_s: float = 5.0, new_room_key: Callable[[], str] | None = None
+    ) -> None:
         """``media_wait_s``: how long an answered leg may go without a media stream before a new
-        one is asked for, and again before the leg is hung up (``machine_streams``)."""
-        self._core = Core(media_wait_s=media_wait_s)
+        one is asked for, and again before the leg is hung up (``machine_streams``).
+        ``new_room_key``: where room ids get their unique part (random in production, so ids
+        stay unique across restarts and nodes; counted when None)."""
+        self._core = Core(media_wait_s=media_wait_s, new_key=new_room_key)
         self._command_ids: dict[str, dict[str, float]] = {}  # leg -> command_id -> when
         self._dial_ids: dict[tuple[int, str], tuple[str, float]] = {}  # (org, id) -> leg
 
@@ -120,7 +125,7 @@ class CallMachine:
             tuple(core.legs.values()),
             tuple(core.rooms.values()),
             tuple(core.queues.values()),
-            core.room_counter,
+            tuple(sorted(core.conferences.items())),
         )
 
     def prune(self, now: float, retention_s: float = 3600.0) -> list[str]:
@@ -216,11 +221,11 @@ class CallMachine:
             )
         )
         core.webhook(leg, "call.initiated", state="parked", start_time=iso(leg.start_time))
-        if event.webhook_url is None and event.default_room is not None:
+        if event.webhook_url is None and event.default_conference is not None:
             # Default routing: nobody will command this leg, so answer it and, once answered,
             # put it in its bridge's conference room.
             core.emit(fx.AnswerCall(leg.call_control_id))
-            core.move(leg, Trigger.ANSWER, join_room_on_answer=event.default_room)
+            core.move(leg, Trigger.ANSWER, join_conference_of=event.default_conference)
 
     def _answered(self, leg: Leg) -> None:
         core = self._core

@@ -12,9 +12,11 @@ exactly while it is a room member with live media) and ``SetDtmfMute``.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from engine.effects import (
     CancelTimer,
@@ -25,8 +27,10 @@ from engine.effects import (
     SetDtmfMute,
     StartTimer,
 )
-from engine.model import Leg, LegState, Queue, Room, TimerKey, TimerKind
+from engine.model import Leg, LegState, Queue, Room, RoomKind, TimerKey, TimerKind
 from engine.transitions import TRANSITIONS, Trigger
+
+_ROOM_PREFIX: Final = {RoomKind.BRIDGE: "room", RoomKind.CONFERENCE: "conf"}
 
 
 def iso(t: float) -> str:
@@ -42,13 +46,24 @@ def mixer_room(leg: Leg | None) -> str | None:
     return leg.room_id
 
 
+def counting_ids() -> Callable[[], str]:
+    """Room keys for a machine that is given none: unique within it, for tests. The composition
+    root gives the runtime's random ones, unique across restarts and nodes."""
+    numbers = itertools.count(1)
+    return lambda: f"{next(numbers):032x}"
+
+
 class Core:
-    def __init__(self, *, media_wait_s: float = 5.0) -> None:
+    def __init__(
+        self, *, media_wait_s: float = 5.0, new_key: Callable[[], str] | None = None
+    ) -> None:
         self.media_wait_s = media_wait_s  # see machine_streams
+        self._new_key = new_key if new_key is not None else counting_ids()
         self.legs: dict[str, Leg] = {}
         self.rooms: dict[str, Room] = {}
         self.queues: dict[tuple[int, str], Queue] = {}
-        self.room_counter = 0
+        # (organization, bridge) -> its default conference room, while the room has members.
+        self.conferences: dict[tuple[int, int], str] = {}
         self.now = 0.0
         self.out: list[Effect] = []
 
@@ -99,9 +114,18 @@ class Core:
         return self.update(leg, client_state=client_state)
 
     # Rooms.
-    def new_room_id(self) -> str:
-        self.room_counter += 1
-        return f"bridge-{self.room_counter}"
+    def new_room_id(self, kind: RoomKind) -> str:
+        """A room id nobody has: the machine is the one place that names rooms, one namespace
+        with the kind as prefix, so a bridge room can never take a conference's name."""
+        room_id = f"{_ROOM_PREFIX[kind]}:{self._new_key()}"
+        if room_id in self.rooms:
+            raise RuntimeError(f"room id {room_id} minted twice: the key source repeats itself")
+        return room_id
+
+    def conference_of(self, org_id: int, bridge_id: int) -> str:
+        """The id of a bridge's default conference: the live one, or a new one."""
+        room_id = self.conferences.get((org_id, bridge_id))
+        return room_id if room_id is not None else self.new_room_id(RoomKind.CONFERENCE)
 
     def peers(self, leg: Leg) -> list[Leg]:
         room = self.rooms.get(leg.room_id) if leg.room_id else None

@@ -72,6 +72,9 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
         if room.kind is RoomKind.CONFERENCE:
             if rest:
                 core.rooms[room.room_id] = replace(room, members=rest)
+            elif room.bridge_id is not None:
+                # An empty conference is gone; the bridge's next caller starts a new one.
+                core.conferences.pop((room.org_id, room.bridge_id), None)
         else:
             orphans += _empty(core, replace(room, members=rest))
         leg = core.update(leg, room_id=None, dtmf_muted=False)
@@ -217,7 +220,7 @@ def bridge(core: Core, a: Leg, b: Leg, trigger: Trigger, command: Bridge) -> Non
     a, orphans = detach(core, a, "bridged")
     b, more = detach(core, core.legs[b.call_control_id], "bridged")
     ringing = trigger is Trigger.BRIDGE_TO_RINGING
-    room_id = core.new_room_id()
+    room_id = core.new_room_id(RoomKind.BRIDGE)
     core.rooms[room_id] = Room(
         room_id,
         a.org_id,
@@ -306,11 +309,22 @@ def check_join_conference(core: Core, leg: Leg, command: JoinConference) -> None
         raise NotFound(f"no conference room '{command.room_id}'", field="room_id")
 
 
-def join_conference(core: Core, leg: Leg, room_id: str) -> None:
+def join_conference(
+    core: Core, leg: Leg, room_id: str, *, bridge_id: int | None = None
+) -> None:
+    """Put a checked leg in a conference room, making the room (a bridge's default conference
+    when ``bridge_id`` is given) if it has no members yet."""
     if leg.room_id == room_id:
         return  # already there
     leg, orphans = detach(core, leg, "bridged")
-    room = core.rooms.get(room_id) or Room(room_id, leg.org_id, RoomKind.CONFERENCE)
+    room = core.rooms.get(room_id) or Room(
+        room_id, leg.org_id, RoomKind.CONFERENCE, bridge_id=bridge_id
+    )
+    if room.org_id != leg.org_id:
+        # check_join_conference refuses this; a room can never hold two organizations' legs.
+        raise RuntimeError(f"leg of org {leg.org_id} joining room {room_id} of org {room.org_id}")
+    if bridge_id is not None:
+        core.conferences[(leg.org_id, bridge_id)] = room_id
     core.rooms[room_id] = replace(room, members=(*room.members, leg.call_control_id))
     core.move(leg, Trigger.JOIN_CONFERENCE, room_id=room_id)
     left_behind(core, orphans)
@@ -323,10 +337,11 @@ def after_answer(core: Core, leg: Leg) -> None:
         peer_answered(core, leg)
     elif leg.bridge_on_answer and leg.link_to is not None:
         bridge_on_answer(core, leg)
-    elif leg.join_room_on_answer is not None:
-        command = JoinConference(room_id=leg.join_room_on_answer)
+    elif leg.join_conference_of is not None:
+        bridge_id = leg.join_conference_of
+        command = JoinConference(room_id=core.conference_of(leg.org_id, bridge_id))
         try:
             check_join_conference(core, leg, command)
         except CallbridgeError:
-            return  # the name is taken by another kind of room: stay answered
-        join_conference(core, leg, command.room_id)
+            return  # the leg cannot join now (e.g. its state): it stays answered
+        join_conference(core, leg, command.room_id, bridge_id=bridge_id)

@@ -220,7 +220,7 @@ class Leg:
     link_to: str | None = None
     bridge_on_answer: bool = False
     prevent_double_bridge: bool = False
-    join_room_on_answer: str | None = None  # default routing: the conference to join
+    join_conference_of: int | None = None  # default routing: the bridge whose conference to join
     ring_timeout_secs: int | None = None
     time_limit_secs: int = DEFAULT_TIME_LIMIT_SECS
     # Media.
@@ -259,11 +259,12 @@ class Leg:
 class Room:
     """A live media group: the legs whose audio is mixed together."""
 
-    room_id: str
+    room_id: str  # minted by the machine: "room:<id>" (bridge) or "conf:<id>" (conference)
     org_id: int
     kind: RoomKind
     members: tuple[str, ...] = ()
     pending: str | None = None  # a ringing leg that joins on answer (bridge rooms only)
+    bridge_id: int | None = None  # the bridge whose default conference this is
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,6 +74,11 @@ class LoopTimers:
         self._handles.clear()
 
 
+def new_room_key() -> str:
+    """The unique part of a room id: random, so ids never repeat across restarts or nodes."""
+    return uuid.uuid4().hex
+
+
 def new_leg_ids() -> NewLegIds:
     return NewLegIds(
         call_control_id="v3:" + uuid.uuid4().hex,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import telnyx
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
@@ -116,6 +117,25 @@ class AppServer:
                     return found[0]
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def pairing_application(
+    sdk: telnyx.AsyncTelnyx, answered: list[str], bridged: asyncio.Event
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """An application (``AppServer.on_event``) that answers every call and, once two are
+    answered, bridges the first with the second through the official SDK."""
+
+    async def application(data: dict[str, Any]) -> None:
+        leg = data["payload"]["call_control_id"]
+        if data["event_type"] == "call.initiated":
+            await sdk.calls.actions.answer(leg)
+        elif data["event_type"] == "call.answered":
+            answered.append(leg)
+            if len(answered) == 2:
+                await sdk.calls.actions.bridge(answered[0], call_control_id_to_bridge_with=leg)
+                bridged.set()
+
+    return application
 
 
 @dataclass

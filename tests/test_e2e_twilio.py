@@ -50,8 +50,11 @@ async def test_three_callers_to_a_bridge_without_webhook_url_hear_exactly_the_ot
         tap(calls[-1])
     await asyncio.gather(*(call.wait_for(CallState.STREAMING) for call in calls))
     legs = [env.leg_of(call) for call in calls]
-    room = env.runtime.machine.room(f"bridge-{bridge['id']}")
-    assert room is not None and set(room.members) == set(legs)
+    machine = env.runtime.machine
+    room_id = machine.leg(legs[0]).room_id
+    assert room_id is not None and room_id.startswith("conf:")  # the bridge's conference
+    room = machine.room(room_id)
+    assert room is not None and set(room.members) == set(legs) and room.bridge_id == bridge["id"]
 
     await asyncio.gather(
         *(

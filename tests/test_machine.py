@@ -284,15 +284,17 @@ def test_default_routing_answers_and_joins_the_conference() -> None:
             from_="+15550001111",
             to="+15550002222",
             webhook_url=None,
-            default_room="conf-bridge-9",
+            default_conference=9,
         )
     )
     assert out == [fx.AnswerCall("in")]  # no webhook URL: nobody to tell
     h.event(ev.LegAnswered("in"))
+    room = h.m.leg("in").room_id
+    assert room is not None and room.startswith("conf:")  # named by the machine
     out = h.event(ev.MediaStarted("in", "PCMU/8000"))
     # Media is flowing: the wait for it (machine_streams) is over.
     media_wait = TimerKey("in", TimerKind.MEDIA_WAIT)
-    assert out == [fx.JoinRoom("in", "conf-bridge-9"), fx.CancelTimer(media_wait)]
+    assert out == [fx.JoinRoom("in", room), fx.CancelTimer(media_wait)]
     assert h.state("in") is S.BRIDGED
 
 

@@ -88,7 +88,7 @@ class Harness:
         media: bool = True,
         webhook_url: str | None = HOOK,
         org: int = ORG,
-        default_room: str | None = None,
+        default_conference: int | None = None,
     ) -> str:
         self.event(
             ev.LegInitiated(
@@ -100,7 +100,7 @@ class Harness:
                 from_="+15550001111",
                 to="+15550002222",
                 webhook_url=webhook_url,
-                default_room=default_room,
+                default_conference=default_conference,
             )
         )
         if answer:

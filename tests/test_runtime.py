@@ -108,7 +108,7 @@ async def test_default_routing_answers_and_mixes_calls_in_the_bridges_room(h: Ha
                 connection_id=h.bridge["slug"],
                 from_="+15550001111",
                 to="+15550002222",
-                default_room="conference-1",
+                default_conference=h.bridge["id"],
             )
         )
         await h.gateway.wait("answer", leg)
@@ -116,7 +116,8 @@ async def test_default_routing_answers_and_mixes_calls_in_the_bridges_room(h: Ha
         await h.media(leg, fmt)
         legs.append(leg)
     a, b = legs
-    assert h.room_of(a) == h.room_of(b) == "conference-1"
+    room = h.room_of(a)
+    assert room is not None and room.startswith("conf:") and h.room_of(b) == room
     h.speak(a, 440)
     h.speak(b, 1000)
     await h.outputs[a].collect(3)
@@ -124,7 +125,7 @@ async def test_default_routing_answers_and_mixes_calls_in_the_bridges_room(h: Ha
     live = h.client.app[LIVE_LEGS]
     assert live.count_for_bridge(h.bridge["id"]) == 2
     await h.hung_up(b)
-    assert h.state(a) == "bridged" and h.room_of(a) == "conference-1", "a conference stays"
+    assert h.state(a) == "bridged" and h.room_of(a) == room, "a conference stays"
     assert live.count_for_bridge(h.bridge["id"]) == 1, "the far end's hangup frees the channel"
     assert live.count_for_number("+15550002222") == 1
     assert h.receiver.hooks == [], "nobody listens: no webhooks"

@@ -44,7 +44,7 @@ from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
 from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
 from engine import events as ev
-from engine.inbound import Refusal, admit, conference_room
+from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource
 from engine.store.base import ProviderConfigRecord, Route
@@ -266,7 +266,7 @@ class TelnyxHandlers:
                 from_=event.from_ or "",
                 to=number,
                 webhook_url=bridge.webhook_url,
-                default_room=None if bridge.webhook_url else conference_room(bridge.id),
+                default_conference=None if bridge.webhook_url else bridge.id,
             )
         )
 

@@ -57,7 +57,7 @@ from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
 from engine import events as ev
 from engine.errors import NotFound
-from engine.inbound import Refusal, admit, conference_room
+from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource, RejectCause
 from engine.runtime import new_leg_ids
@@ -272,7 +272,7 @@ class TwilioHandlers:
                 from_=call.from_,
                 to=call.to,
                 webhook_url=bridge.webhook_url,
-                default_room=conference_room(bridge.id) if bridge.webhook_url is None else None,
+                default_conference=bridge.id if bridge.webhook_url is None else None,
             )
         )
         return await self._respond(leg, await self._decide(leg))
