@@ -25,8 +25,6 @@ end to end and takes the same queues.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +40,8 @@ from tests.test_e2e_cross_provider import (
     TWILIO_NUMBER,
     TWILIO_VOICE,
     World,
+    world,
 )
-from tests.test_e2e_cross_provider import world as cross_provider_world
 
 MEDIA_WAIT_S = 0.5
 # The same voice with no marker turn within any test's length (see the module docstring).
@@ -55,15 +53,6 @@ UNMARKED_TELNYX_VOICE = Voice(TELNYX_VOICE.bin, TELNYX_VOICE.level_dbfs, marker_
 # The foreign-tone floor for this path is raised to -36 dBFS: a voice routed where it should not
 # be is at -12 dBFS here, 24 dB above it, and still caught.
 G722_PATH = Thresholds(foreign_floor_dbfs=-36.0)
-
-
-@contextlib.asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    """The cross-provider world (one bridge with the test's application, a number of each
-    provider), its answered legs waiting ``MEDIA_WAIT_S`` for media."""
-    async with cross_provider_world(tmp_path) as w:
-        w.runtime.machine.media_wait_s = MEDIA_WAIT_S
-        yield w
 
 
 def sdk(w: World) -> AsyncTelnyx:
@@ -172,6 +161,8 @@ async def test_a_stream_that_fails_or_never_connects_ends_with_call_hangup(
 
 
 async def _leg_without_usable_media(w: World, *, reason: str, **call_options: Any) -> None:
+    # Short waits keep the test short; the streams that do start are judged with the default.
+    w.runtime.machine.media_wait_s = MEDIA_WAIT_S
     client = sdk(w)
 
     async def application(data: dict[str, Any]) -> None:
