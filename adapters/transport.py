@@ -16,6 +16,7 @@ an over-long reason to the 123 bytes a close frame can carry.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -164,10 +165,13 @@ class WebsocketsClientSocket:
         headers: Mapping[str, str] | None = None,
         open_timeout: float = 10.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        sock: socket.socket | None = None,
     ) -> WebsocketsClientSocket:
-        """Open a websocket to ``url`` with extra handshake ``headers``."""
+        """Open a websocket to ``url`` with extra handshake ``headers``, over ``sock`` when
+        given (a TCP socket already connected to the URL's host, e.g. by the URL policy)."""
         connection = await connect(
             url,
+            sock=sock,
             additional_headers=headers,
             open_timeout=open_timeout,
             max_size=max_message,

@@ -24,6 +24,7 @@ from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
 from engine.runtime import CallRuntime
 from engine.store.base import Store
+from engine.url_policy import http_connector
 
 ADAPTERS = web.AppKey("adapters", AdapterContext)
 
@@ -62,7 +63,9 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     context = app[ADAPTERS]
     timeout = aiohttp.ClientTimeout(total=15.0)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    # Provider API bases are set by tenants: the connector applies the URL policy at connect time.
+    connector = http_connector(allow_private=context.settings.allow_private_urls)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         context.http = session
         yield
         context.http = None

@@ -24,7 +24,7 @@ from engine.api.keys import (
     RUNTIME,
     SECRET_BOX,
     SETTINGS,
-    SIGNING_PUBLIC_KEY,
+    SIGNING_KEYS,
     STORE,
 )
 from engine.api.middleware import error_envelopes, request_context
@@ -37,9 +37,10 @@ from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
 from engine.provisioning import NumberProvisioner
 from engine.runtime import CallRuntime, new_room_key
-from engine.signing import public_key_b64, signing_key_from_secret
+from engine.signing import OrgSigningKeys
 from engine.store.base import Store
 from engine.store.sql import SqlStore
+from engine.url_policy import http_connector
 from engine.webhooks import WebhookOutbox
 from media.mixer import Mixer
 
@@ -63,8 +64,9 @@ def create_app(
     app[LIVE_LEGS] = LiveLegIndex()
     if provisioner is not None:
         app[PROVISIONER] = provisioner
-    signing_key = signing_key_from_secret(secret_key)
-    app[SIGNING_PUBLIC_KEY] = public_key_b64(signing_key)
+    app[SIGNING_KEYS] = OrgSigningKeys(
+        secret_key, app[STORE], grace_s=settings.signing_key_grace_s, clock=time.time
+    )
     # The one place that knows the adapters: they depend on the engine, never the reverse.
     context, directory = wiring.adapter_context(
         settings=settings,
@@ -80,7 +82,7 @@ def create_app(
         machine=CallMachine(media_wait_s=settings.media_wait_s, new_room_key=new_room_key),
         # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
         plane=MediaPlane(Mixer(cushion_at_start=True), recordings_dir(settings)),
-        outbox=WebhookOutbox(app[STORE], signing_key),
+        outbox=WebhookOutbox(app[STORE], app[SIGNING_KEYS]),
         live=app[LIVE_LEGS],
         resolver=resolver if resolver is not None else directory,
     )
@@ -113,7 +115,9 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     timers are cancelled and in-flight provider calls finish."""
     runtime = app[RUNTIME]
     stop = asyncio.Event()
-    async with aiohttp.ClientSession() as session:
+    # Webhook URLs are the tenants': the connector applies the URL policy at connect time.
+    connector = http_connector(allow_private=app[SETTINGS].allow_private_urls)
+    async with aiohttp.ClientSession(connector=connector) as session:
         workers = [
             asyncio.create_task(runtime.outbox.run(session, stop)),
             asyncio.create_task(runtime.run_media(stop)),

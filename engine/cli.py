@@ -15,13 +15,14 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from engine.api.keys import SETTINGS, STORE
+from engine.api.keys import SETTINGS, SIGNING_KEYS, STORE
+from engine.api.public_keys import keys_document
 from engine.app import create_app
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import new_api_token, token_digest
-from engine.errors import CallbridgeError
+from engine.errors import CallbridgeError, NotFound
 from engine.logs import configure_logging, get_logger
-from engine.signing import public_key_b64, signing_key_from_secret
+from engine.signing import OrgSigningKeys
 from engine.store.base import Store
 from engine.store.sql import SqlStore
 
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         "loadtest", help="synthetic-leg load test (callbridge loadtest --help)", add_help=False
     )
     key = commands.add_parser(
-        "public-key", help="print the Ed25519 public key that verifies callbridge's webhooks"
+        "public-key",
+        help="print the Ed25519 public keys that verify an organization's webhooks",
     )
+    key.add_argument("--handle", required=True, help="the organization's domain handle")
     key.add_argument("--database", dest="database_url")
     return parser
 
@@ -106,7 +109,12 @@ def write_token_file(token_file: Path, token: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_overrides(
-        host=args.host, port=args.port, database_url=args.database_url, public_url=args.public_url
+        host=args.host,
+        port=args.port,
+        database_url=args.database_url,
+        public_url=args.public_url,
+        # --dev runs bots, webhooks and simulators on this machine: private URLs are the point.
+        allow_private_urls=True if args.dev else None,
     )
     configure_logging(settings.log_format, settings.log_level)
     _key, key_file = resolve_secret_key(settings)
@@ -129,14 +137,26 @@ def run_event_loop(main_coroutine: Coroutine[None, None, None]) -> None:
     uvloop.run(main_coroutine)
 
 
-def webhook_public_key(settings: Settings) -> str:
+async def organization_keys(settings: Settings, handle: str) -> dict[str, object]:
+    """What ``GET /v2/public_key`` answers the organization ``handle`` (its ``data``)."""
     secret_key, _file = resolve_secret_key(settings)
-    return public_key_b64(signing_key_from_secret(secret_key))
+    store = SqlStore(settings.database_url)
+    await store.start()
+    try:
+        org = await store.organization_by_handle(handle)
+        if org is None:
+            raise NotFound(f"no organization has the handle {handle!r}")
+        keys = OrgSigningKeys(secret_key, store, grace_s=settings.signing_key_grace_s)
+        document = keys_document(await keys.published(org.id))
+    finally:
+        await store.close()
+    data: dict[str, object] = document["data"]
+    return data
 
 
 def public_key(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_overrides(database_url=args.database_url)
-    print(orjson.dumps({"public_key": webhook_public_key(settings)}).decode())
+    print(orjson.dumps(asyncio.run(organization_keys(settings, args.handle.strip()))).decode())
     return 0
 
 
@@ -154,11 +174,11 @@ async def run_server(settings: Settings, *, dev: bool) -> None:
         await site.start()
         log.info(
             "listening",
-            webhook_public_key=webhook_public_key(settings),
             host=settings.host,
             port=settings.port,
             public_url=settings.public_url,
             database=settings.database_url,
+            allow_private_urls=settings.allow_private_urls,
         )
         if dev:
             await print_dev_organization(app)
@@ -173,6 +193,10 @@ async def print_dev_organization(app: web.Application) -> None:
     db_file = sqlite_path(app[SETTINGS].database_url)
     token_file = db_file.with_name(db_file.name + ".dev-token") if db_file else None
     handle, token = await ensure_dev_organization(app[STORE], token_file)
+    org = await app[STORE].organization_by_handle(handle)
+    if org is None:  # ensure_dev_organization has just found or created it
+        raise NotFound(f"the development organization {handle!r} vanished")
+    current, *_retired = await app[SIGNING_KEYS].published(org.id)
     settings = app[SETTINGS]
     base = f"http://{settings.host}:{settings.port}"
     print(
@@ -180,7 +204,7 @@ async def print_dev_organization(app: web.Application) -> None:
         f"  URL:        {base}\n"
         f"  Org-Handle: {handle}\n"
         f"  Token:      {token}\n"
-        f"  Webhook public key (Ed25519): {webhook_public_key(settings)}\n"
+        f"  Webhook public key (Ed25519): {current.public_key}\n"
         f"  try: curl -H 'Authorization: Token {token}' -H 'Org-Handle: {handle}' "
         f"{base}/api/v2/platform/telephony/bridges/\n",
         flush=True,

@@ -31,6 +31,7 @@ from engine.model import (
     RejectCause,
     TargetLegs,
 )
+from engine.url_policy import check_url
 
 
 class ParameterError(ValidationError):
@@ -41,6 +42,7 @@ class ParameterError(ValidationError):
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 DTMF_DIGITS = re.compile(r"^[0-9A-D*#wW]+$")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 RECORD_FORMATS = ("wav", "mp3")
 RECORD_CHANNELS = ("single", "dual")
 RECORD_TRACKS = ("both", "inbound", "outbound")
@@ -181,8 +183,9 @@ class _Common(TypedDict):
 class _Body:
     """Typed, field-naming reads of a JSON body. Absent and null both mean "not given"."""
 
-    def __init__(self, body: Mapping[str, object]) -> None:
+    def __init__(self, body: Mapping[str, object], *, allow_private_urls: bool) -> None:
         self._body = body
+        self._allow_private_urls = allow_private_urls
 
     def has(self, name: str) -> bool:
         return self._body.get(name) is not None
@@ -205,6 +208,17 @@ class _Body:
             raise ParameterError(f"'{name}' must not be empty", field=name)
         if max_len is not None and not 1 <= len(value) <= max_len:
             raise ParameterError(f"'{name}' must be 1 to {max_len} characters", field=name)
+        return value
+
+    def file_name(self, name: str) -> str | None:
+        """A file name a tenant may choose: letters, digits, '.', '_' and '-', at most 40, never
+        '.' or '..': it can neither leave its directory nor name one."""
+        value = self.string(name, max_len=40)
+        if value is not None and (not _FILE_NAME.fullmatch(value) or value in (".", "..")):
+            raise ParameterError(
+                f"'{name}' may hold only letters, digits, '.', '_' and '-', and not be '.' or '..'",
+                field=name,
+            )
         return value
 
     def req_string(self, name: str) -> str:
@@ -268,7 +282,15 @@ class _Body:
         value = self.string(name)
         if value is not None and not value.startswith(schemes):
             raise ParameterError(f"'{name}' must be a {' or '.join(schemes)} URL", field=name)
-        return value
+        return self.reachable(name, value) if value is not None else None
+
+    def reachable(self, name: str, url: str) -> str:
+        """``url`` if callbridge may connect there for a tenant (engine/url_policy.py)."""
+        schemes = ("http", "https") if url.startswith("http") else ("ws", "wss")
+        try:
+            return check_url(url, name, schemes=schemes, allow_private=self._allow_private_urls)
+        except ValidationError as exc:
+            raise ParameterError(exc.detail, field=name) from None
 
     def common(self) -> _Common:
         return {
@@ -287,7 +309,7 @@ def _recording(body: _Body, prefix: str, max_length: int) -> RecordingOptions:
         max_length_secs=body.req_integer(f"{prefix}max_length", 0, max_length, 0),
         timeout_secs=body.req_integer(f"{prefix}timeout_secs", 0, None, 0),
         trim=body.opt_choice(f"{prefix}trim", ("trim-silence",)),
-        custom_file_name=body.string(f"{prefix}custom_file_name", max_len=40),
+        custom_file_name=body.file_name(f"{prefix}custom_file_name"),
         play_beep=body.flag("play_beep"),
     )
 
@@ -429,12 +451,17 @@ _PARSERS: dict[str, Callable[[_Body], Command]] = {
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)
 
 
-def parse_command(action: str, body: Mapping[str, object]) -> Command:
-    """The validated command for `action`; ``NotFound`` for an action callbridge lacks."""
+def parse_command(
+    action: str, body: Mapping[str, object], *, allow_private_urls: bool = False
+) -> Command:
+    """The validated command for `action`; ``NotFound`` for an action callbridge lacks.
+
+    URLs callbridge will connect to must pass the URL policy unless ``allow_private_urls``.
+    """
     parser = _PARSERS.get(action)
     if parser is None:
         raise NotFound(f"unknown action '{action}'", field="action")
-    return parser(_Body(body))
+    return parser(_Body(body, allow_private_urls=allow_private_urls))
 
 
 def _number(b: _Body, name: str, schemes: tuple[str, ...]) -> str:
@@ -444,16 +471,17 @@ def _number(b: _Body, name: str, schemes: tuple[str, ...]) -> str:
     text = b.req_string(name)
     if not (E164.match(text) or text.startswith(schemes)):
         raise ParameterError(f"'{name}' must be a +E.164 number", field=name, code="10016")
-    return text
+    return b.reachable(name, text) if text.startswith(("ws://", "wss://")) else text
 
 
-def parse_dial(body: Mapping[str, object]) -> Dial:
+def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) -> Dial:
     """The validated body of ``POST /v2/calls``.
 
     `to` is a +E.164 number, a SIP URI, or a ws:// / wss:// URL for a websocket agent leg.
     `link_to` is required by `bridge_intent`, `bridge_on_answer` and `park_after_unbridge`.
+    A websocket `to` and `webhook_url` must pass the URL policy unless ``allow_private_urls``.
     """
-    b = _Body(body)
+    b = _Body(body, allow_private_urls=allow_private_urls)
     dial = Dial(
         connection_id=b.req_string("connection_id"),
         from_=_number(b, "from", ("sip:", "sips:")),

@@ -21,6 +21,7 @@ LogFormat = Literal["json", "console"]
 
 DEFAULT_DATABASE_URL = "sqlite:///callbridge.db"
 MIN_SECRET_KEY_LENGTH = 32
+MAX_SIGNING_KEY_GRACE_S = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,13 @@ class Settings:
     # How long an answered leg may be without a media stream (never started, failed or dropped)
     # before callbridge asks the provider for a new stream, and again before it hangs up.
     media_wait_s: float = 5.0
+    # How long an organization's webhook-signing key stays published after a rotation replaced
+    # it, so that its receivers can switch to the new key (engine/signing.py).
+    signing_key_grace_s: float = 24 * 3600.0
+    # Whether tenant-given URLs (webhooks, audio, websocket agents, provider API bases) may reach
+    # loopback, private, link-local or metadata addresses (engine/url_policy.py). Off unless
+    # CALLBRIDGE_ALLOW_PRIVATE_URLS says so or ``serve --dev`` runs everything on one machine.
+    allow_private_urls: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +62,14 @@ class Settings:
         media_wait_s = settings.media_wait_s
         if "CALLBRIDGE_MEDIA_WAIT_S" in env:
             media_wait_s = _parse_seconds("CALLBRIDGE_MEDIA_WAIT_S", env["CALLBRIDGE_MEDIA_WAIT_S"])
+        allow_private_urls = settings.allow_private_urls
+        if "CALLBRIDGE_ALLOW_PRIVATE_URLS" in env:
+            allow_private_urls = _parse_bool(
+                "CALLBRIDGE_ALLOW_PRIVATE_URLS", env["CALLBRIDGE_ALLOW_PRIVATE_URLS"]
+            )
+        grace_s = settings.signing_key_grace_s
+        if "CALLBRIDGE_SIGNING_KEY_GRACE_S" in env:
+            grace_s = _parse_grace(env["CALLBRIDGE_SIGNING_KEY_GRACE_S"])
         return replace(
             settings,
             host=env.get("CALLBRIDGE_HOST", settings.host),
@@ -66,6 +82,8 @@ class Settings:
             log_level=env.get("CALLBRIDGE_LOG_LEVEL", settings.log_level).lower(),
             recordings_dir=env.get("CALLBRIDGE_RECORDINGS_DIR") or None,
             media_wait_s=media_wait_s,
+            signing_key_grace_s=grace_s,
+            allow_private_urls=allow_private_urls,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -76,6 +94,30 @@ class Settings:
         if "public_url" not in given and ("host" in given or "port" in given) and derived_url:
             updated = replace(updated, public_url=f"http://{updated.host}:{updated.port}")
         return replace(updated, public_url=updated.public_url.rstrip("/"))
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValidationError(f"{name} must be true or false, not {raw!r}", field=name)
+
+
+def _parse_grace(raw: str) -> float:
+    name = "CALLBRIDGE_SIGNING_KEY_GRACE_S"
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    # 0 retires a key at once; more than 30 days would keep a replaced key trusted for long.
+    if not 0 <= seconds <= MAX_SIGNING_KEY_GRACE_S:
+        raise ValidationError(
+            f"{name} must be a number of seconds from 0 to {MAX_SIGNING_KEY_GRACE_S:.0f}",
+            field=name,
+        )
+    return seconds
 
 
 def _parse_seconds(name: str, raw: str) -> float:

@@ -129,6 +129,7 @@ class StartRecording:
     call_control_id: str
     recording_id: str
     options: RecordingOptions
+    org_id: int  # whose recordings directory the file goes in
 
 
 @dataclass(frozen=True, slots=True)

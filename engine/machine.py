@@ -13,11 +13,15 @@
 
 Each returns the effects (``engine.effects``) to carry out, in order. Time is always passed in;
 ids come from the caller or from counters. A leg of another organization is not found.
+
+Each input applies wholly or not at all: an exception half-way (a bug, not a refusal) restores
+the state from before the input, drops its effects, and propagates (``CallMachine._input``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from engine import commands as cmd
@@ -143,22 +147,37 @@ class CallMachine:
 
     # Events.
     def handle_event(self, event: ev.Event, now: float) -> list[fx.Effect]:
+        with self._input(now) as core:
+            if isinstance(event, ev.LegInitiated):
+                self._initiated(event)
+            elif isinstance(event, ev.TimerFired):
+                self._timer(event.key.call_control_id, event)
+            elif isinstance(event, ev.RecordingSaved):
+                # Arrives after the leg ended too: ended legs still report their recordings.
+                leg = core.legs.get(event.call_control_id)
+                if leg is not None:
+                    media.recording_saved(core, leg, event)
+            else:
+                leg = core.live(event.call_control_id)
+                if leg is not None:
+                    self._live_event(leg, event)
+            return core.finish()
+
+    @contextmanager
+    def _input(self, now: float) -> Iterator[Core]:
+        """Frame one input so that it applies wholly or not at all: on any exception the state
+        goes back to what it was before the input, its effects are dropped, and the exception
+        propagates. Typed refusals are raised before any change, so for them this is a no-op;
+        it is what keeps a bug half-way through a handler from leaving legs, rooms, queues and
+        the mixer disagreeing."""
         core = self._core
+        saved = core.checkpoint()
         core.begin(now)
-        if isinstance(event, ev.LegInitiated):
-            self._initiated(event)
-        elif isinstance(event, ev.TimerFired):
-            self._timer(event.key.call_control_id, event)
-        elif isinstance(event, ev.RecordingSaved):
-            # Arrives after the leg ended too: ended legs still report their recordings.
-            leg = core.legs.get(event.call_control_id)
-            if leg is not None:
-                media.recording_saved(core, leg, event)
-        else:
-            leg = core.live(event.call_control_id)
-            if leg is not None:
-                self._live_event(leg, event)
-        return core.finish()
+        try:
+            yield core
+        except BaseException:
+            core.restore(saved)
+            raise
 
     def _live_event(self, leg: Leg, event: ev.Event) -> None:
         core = self._core
@@ -267,13 +286,14 @@ class CallMachine:
         leg = self.leg(call_control_id, org_id)
         if self._is_repeat(call_control_id, command.command_id, now):
             return []
-        core = self._core
-        core.begin(now)
-        apply = commands.check(core, leg, command)  # raises, having changed nothing
-        apply(core.with_client_state(leg, command.client_state))
+        with self._input(now) as core:
+            apply = commands.check(core, leg, command)  # raises, having changed nothing
+            apply(core.with_client_state(leg, command.client_state))
+            effects = core.finish()
+        # Only once the command has applied: a failed one may be retried under its command_id.
         if command.command_id is not None:
             self._command_ids.setdefault(call_control_id, {})[command.command_id] = now
-        return core.finish()
+        return effects
 
     def _is_repeat(self, call_control_id: str, command_id: str | None, now: float) -> bool:
         seen = self._command_ids.get(call_control_id)
@@ -302,51 +322,51 @@ class CallMachine:
         repeat = self._repeat_dial(org_id, command.command_id, now)
         if repeat is not None:
             return DialResult(repeat, [], duplicate=True)
-        core = self._core
-        if ids.call_control_id in core.legs:
+        if ids.call_control_id in self._core.legs:
             raise Conflict(f"call_control_id '{ids.call_control_id}' is already in use")
         linked = self._linked(command.link_to, org_id)
-        core.begin(now)
-        leg = core.put(
-            Leg(
-                call_control_id=ids.call_control_id,
-                call_leg_id=ids.call_leg_id,
-                call_session_id=linked.call_session_id if linked else ids.call_session_id,
-                org_id=org_id,
-                connection_id=command.connection_id,
-                direction=Direction.OUTGOING,
-                from_=linked.from_ if linked and command.bridge_intent else command.from_,
-                to=command.to,
-                state=TRANSITIONS[(None, Trigger.DIAL)],
-                start_time=now,
-                webhook_url=command.webhook_url
-                or default_webhook_url
-                or (linked.webhook_url if linked else None),
-                client_state=command.client_state,
-                link_to=command.link_to,
-                bridge_on_answer=command.bridge_on_answer,
-                park_after_unbridge=command.park_after_unbridge,
-                prevent_double_bridge=command.prevent_double_bridge,
-                ring_timeout_secs=command.timeout_secs,
-                time_limit_secs=command.time_limit_secs,
+        with self._input(now) as core:
+            leg = core.put(
+                Leg(
+                    call_control_id=ids.call_control_id,
+                    call_leg_id=ids.call_leg_id,
+                    call_session_id=linked.call_session_id if linked else ids.call_session_id,
+                    org_id=org_id,
+                    connection_id=command.connection_id,
+                    direction=Direction.OUTGOING,
+                    from_=linked.from_ if linked and command.bridge_intent else command.from_,
+                    to=command.to,
+                    state=TRANSITIONS[(None, Trigger.DIAL)],
+                    start_time=core.now,
+                    webhook_url=command.webhook_url
+                    or default_webhook_url
+                    or (linked.webhook_url if linked else None),
+                    client_state=command.client_state,
+                    link_to=command.link_to,
+                    bridge_on_answer=command.bridge_on_answer,
+                    park_after_unbridge=command.park_after_unbridge,
+                    prevent_double_bridge=command.prevent_double_bridge,
+                    ring_timeout_secs=command.timeout_secs,
+                    time_limit_secs=command.time_limit_secs,
+                )
             )
-        )
-        core.emit(
-            fx.DialCall(
-                call_control_id=leg.call_control_id,
-                org_id=org_id,
-                connection_id=leg.connection_id,
-                from_=leg.from_,
-                to=leg.to,
-                timeout_secs=command.timeout_secs,
+            core.emit(
+                fx.DialCall(
+                    call_control_id=leg.call_control_id,
+                    org_id=org_id,
+                    connection_id=leg.connection_id,
+                    from_=leg.from_,
+                    to=leg.to,
+                    timeout_secs=command.timeout_secs,
+                )
             )
-        )
-        leg = core.start_timer(leg, TimerKind.RING_TIMEOUT, command.timeout_secs)
-        state = "bridging" if command.link_to else "parked"
-        core.webhook(leg, "call.initiated", state=state, start_time=iso(leg.start_time))
+            leg = core.start_timer(leg, TimerKind.RING_TIMEOUT, command.timeout_secs)
+            state = "bridging" if command.link_to else "parked"
+            core.webhook(leg, "call.initiated", state=state, start_time=iso(leg.start_time))
+            effects = core.finish()
         if command.command_id is not None:
             self._dial_ids[(org_id, command.command_id)] = (leg.call_control_id, now)
-        return DialResult(leg, core.finish())
+        return DialResult(leg, effects)
 
     def _linked(self, link_to: str | None, org_id: int) -> Leg | None:
         if link_to is None:

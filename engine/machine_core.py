@@ -4,6 +4,8 @@
 handled. Handlers (``engine.machine_legs``, ``engine.machine_queue``, ``engine.machine_media``)
 follow one discipline: check everything first (raising before any change), then apply through
 the primitives here, which cannot fail. That is what makes a refused command change nothing.
+Should a handler fail anyway (a bug), ``checkpoint``/``restore`` take the machine back to where it
+was before the input, effects included: ``CallMachine`` frames every input with them.
 
 Two effects are never emitted by hand but derived from the change of a leg in ``Core.put``, so
 they cannot drift from the state: mixer membership (``JoinRoom``/``LeaveRoom``: a leg is mixed
@@ -16,7 +18,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from engine.effects import (
     CancelTimer,
@@ -31,6 +33,16 @@ from engine.model import Leg, LegState, Queue, Room, RoomKind, TimerKey, TimerKi
 from engine.transitions import TRANSITIONS, Trigger
 
 _ROOM_PREFIX: Final = {RoomKind.BRIDGE: "room", RoomKind.CONFERENCE: "conf"}
+
+
+class Checkpoint(NamedTuple):
+    """The machine's state at one moment: shallow copies of its dicts. Their values are frozen
+    dataclasses, replaced and never mutated, so copying the dicts copies the state exactly."""
+
+    legs: dict[str, Leg]
+    rooms: dict[str, Room]
+    queues: dict[tuple[int, str], Queue]
+    conferences: dict[tuple[int, int], str]
 
 
 def iso(t: float) -> str:
@@ -75,6 +87,22 @@ class Core:
     def finish(self) -> list[Effect]:
         out, self.out = self.out, []
         return out
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            dict(self.legs), dict(self.rooms), dict(self.queues), dict(self.conferences)
+        )
+
+    def restore(self, saved: Checkpoint) -> None:
+        """Back to ``saved``, dropping the effects of the input under way: an input that
+        failed half-way must leave neither state nor effects behind."""
+        self.legs, self.rooms, self.queues, self.conferences = (
+            dict(saved.legs),
+            dict(saved.rooms),
+            dict(saved.queues),
+            dict(saved.conferences),
+        )
+        self.out = []
 
     def emit(self, *effects: Effect) -> None:
         self.out.extend(effects)

@@ -168,7 +168,7 @@ def check_record_start(leg: Leg, command: RecordStart) -> None:
 
 def start_recording(core: Core, leg: Leg, options: RecordingOptions) -> Leg:
     recording_id = f"{leg.call_control_id}/recording/{leg.seq + 1}"
-    core.emit(fx.StartRecording(leg.call_control_id, recording_id, options))
+    core.emit(fx.StartRecording(leg.call_control_id, recording_id, options, leg.org_id))
     leg = core.update(
         leg,
         seq=leg.seq + 1,

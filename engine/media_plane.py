@@ -289,12 +289,31 @@ class MediaPlane:
             self.mixer.set_overlay(leg_id, mixed)
 
     # recordings
+    def _free_path(self, directory: Path, name: str, extension: str) -> Path:
+        taken = {active.recorder.path for active in self._recordings.values()}
+        path = directory / f"{name}.{extension}"
+        suffix = 1
+        while path.exists() or path in taken:
+            suffix += 1
+            path = directory / f"{name}-{suffix}.{extension}"
+        return path
+
     def start_recording(
-        self, leg_id: str, recording_id: str, options: RecordingOptions, now: float
+        self,
+        leg_id: str,
+        recording_id: str,
+        options: RecordingOptions,
+        now: float,
+        *,
+        org_id: int,
     ) -> None:
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        """Record into the organization's own directory (``org-<id>/`` under the recordings
+        directory), under the custom file name if one was given (checked to be a bare name by
+        the command), never over a file that exists: a name used again gets a suffix."""
+        directory = self.recordings_dir / f"org-{org_id}"
+        directory.mkdir(parents=True, exist_ok=True)
         name = options.custom_file_name or recording_id.replace("/", "-")
-        path = self.recordings_dir / f"{name}.{options.format}"
+        path = self._free_path(directory, name, options.format)
         recorder = Recorder(
             path,
             channels=cast(Literal["single", "dual"], options.channels),

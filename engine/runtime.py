@@ -6,20 +6,28 @@ outbox, mixer membership, overlays, timers) are carried out in emission order be
 input is taken, so each leg's webhooks leave in order. Provider calls (answer, hang up, reject,
 dial) go into a lane per leg: in order for that leg, without holding up other legs. A provider
 call that fails ends its leg through the machine (``ProviderFailed``), never leaving it dangling.
+
+An input the machine fails to apply (a bug, not a typed refusal) is rolled back by the machine,
+logged here with its traceback under a fault id, and raised to the caller as ``InputFailed``
+(the API answers 500 naming the fault id, a provider webhook 5xx so the provider retries or
+uses its failover URL); inputs of the engine's own (timers, media ticks, provider-call
+failures, saved recordings) are only logged. Either way every other call carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine import effects as fx
 from engine import events as ev
 from engine.commands import Command, Dial
+from engine.errors import CallbridgeError
 from engine.gateway import GatewayResolver, ProviderGateway
 from engine.live import LiveLegIndex
 from engine.logs import get_logger
@@ -31,7 +39,9 @@ from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
 
 log = get_logger("callbridge.runtime")
+T = TypeVar("T")
 ENDED_LEG_RETENTION_S = 3600.0
+TIMER_RETRY_S = 5.0  # a timer whose firing failed fires again after this long
 PRUNE_EVERY_TICKS = 3000  # once a minute on the 20 ms media tick
 
 
@@ -72,6 +82,21 @@ class LoopTimers:
         for handle in self._handles.values():
             handle.cancel()
         self._handles.clear()
+
+
+class InputFailed(CallbridgeError):
+    """The machine could not apply an input: nothing changed, and the traceback is logged under
+    ``fault_id`` (the one thing a client can quote to find it)."""
+
+    status = 500
+    code = "10007"
+    title = "Unexpected error"
+
+    def __init__(self, fault_id: str) -> None:
+        super().__init__(
+            f"An unexpected error occurred and nothing was changed (fault id {fault_id})"
+        )
+        self.fault_id = fault_id
 
 
 def new_room_key() -> str:
@@ -129,9 +154,24 @@ class CallRuntime:
         if bridge_id is not None and number is not None:
             self.live.leg_started(call_control_id, bridge_id, number)
 
+    def unbind(self, call_control_id: str) -> None:
+        """Undo ``bind`` for a leg whose first event failed: the provider's retry of that event
+        (or its failover delivery) starts the leg afresh."""
+        self._gateways.pop(call_control_id, None)
+        self.live.leg_ended(call_control_id)
+
     async def event(self, event: ev.Event) -> None:
+        """Raises ``InputFailed`` (logged) if the machine fails on it; an event is never refused,
+        so any exception here is a fault."""
         async with self._lock:
-            effects = self.machine.handle_event(event, self._clock())
+            effects = self._guarded(
+                type(event).__name__,
+                event.key.call_control_id
+                if isinstance(event, ev.TimerFired)
+                else event.call_control_id,
+                lambda: self.machine.handle_event(event, self._clock()),
+                passthrough=(),
+            )
             await self._apply(effects)
             if isinstance(event, ev.LegHungUp):
                 # The far end's hangup needs no provider call, and a leg with no webhook URL
@@ -141,7 +181,13 @@ class CallRuntime:
     async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
         """Carry out an API command; typed errors propagate having changed nothing."""
         async with self._lock:
-            effects = self.machine.handle_command(call_control_id, org_id, command, self._clock())
+            effects = self._guarded(
+                type(command).__name__,
+                call_control_id,
+                lambda: self.machine.handle_command(
+                    call_control_id, org_id, command, self._clock()
+                ),
+            )
             await self._apply(effects)
 
     async def dial(
@@ -150,13 +196,44 @@ class CallRuntime:
         gateway = await self._resolver.for_dial(org_id, command.connection_id, command.to)
         ids = new_leg_ids()
         async with self._lock:
-            result = self.machine.dial(
-                ids, org_id, command, self._clock(), default_webhook_url=default_webhook_url
+            result = self._guarded(
+                "Dial",
+                ids.call_control_id,
+                lambda: self.machine.dial(
+                    ids, org_id, command, self._clock(), default_webhook_url=default_webhook_url
+                ),
             )
             if not result.duplicate:
                 self._gateways[ids.call_control_id] = gateway
             await self._apply(result.effects)
         return result
+
+    @staticmethod
+    def _guarded(
+        name: str,
+        leg_id: str | None,
+        apply: Callable[[], T],
+        *,
+        passthrough: tuple[type[Exception], ...] = (CallbridgeError,),
+    ) -> T:
+        """Run one machine input; turn an unexpected exception into a logged ``InputFailed``.
+        The machine has already rolled the input back, so only this input fails."""
+        try:
+            return apply()
+        except passthrough:
+            raise  # a typed refusal: the API answers it in its envelope
+        except Exception as exc:
+            fault_id = str(uuid.uuid4())
+            log.exception(
+                "input failed and was rolled back", fault_id=fault_id, input=name, leg_id=leg_id
+            )
+            raise InputFailed(fault_id) from exc
+
+    async def _own_event(self, event: ev.Event) -> None:
+        """An input of the engine's own (timer, tick, provider-call failure, recording): nobody
+        to answer, and ``event`` has logged the fault already."""
+        with contextlib.suppress(InputFailed):
+            await self.event(event)
 
     # ---- media streams (called by the adapters' stream handlers) ------------------------
     async def media_started(
@@ -174,23 +251,26 @@ class CallRuntime:
         async with self._lock:
             self.plane.attach(call_control_id, fmt, output, out_fmt)
         label = label or f"{fmt.encoding.value}/{fmt.sample_rate}"
-        await self.event(ev.MediaStarted(call_control_id, label, stream_url))
+        # A stream has nobody to answer an error to: a fault here is logged, and the machine's
+        # wait for media (machine_streams) asks for a new stream if the leg is left without one.
+        await self._own_event(ev.MediaStarted(call_control_id, label, stream_url))
 
     async def media_failed(self, call_control_id: str, reason: str, detail: str = "") -> None:
         """The leg's stream failed or cannot be used; the machine retries or ends the leg."""
-        await self.event(ev.MediaFailed(call_control_id, reason, detail))
+        await self._own_event(ev.MediaFailed(call_control_id, reason, detail))
 
     def media_frame(self, call_control_id: str, payload: bytes) -> None:
         """Hot path: no lock, no await; the mixer takes or forwards the frame."""
         self.plane.frame_in(call_control_id, payload)
 
     async def media_dtmf(self, call_control_id: str, digit: str) -> None:
-        await self.event(ev.DtmfReceived(call_control_id, digit, DtmfSource.OUT_OF_BAND))
+        # A digit the machine fails on is lost (logged), not the stream that carried it.
+        await self._own_event(ev.DtmfReceived(call_control_id, digit, DtmfSource.OUT_OF_BAND))
 
     async def media_stopped(self, call_control_id: str) -> None:
         async with self._lock:
             self.plane.detach(call_control_id)
-        await self.event(ev.MediaStopped(call_control_id))
+        await self._own_event(ev.MediaStopped(call_control_id))
 
     # ---- effects ------------------------------------------------------------------------
     async def _apply(self, effects: list[fx.Effect]) -> None:
@@ -219,8 +299,10 @@ class CallRuntime:
                 self.plane.relay_dtmf(leg_id, digit, source)
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
-            case fx.StartRecording(leg_id, recording_id, options):
-                self.plane.start_recording(leg_id, recording_id, options, self._clock())
+            case fx.StartRecording(leg_id, recording_id, options, org_id):
+                self.plane.start_recording(
+                    leg_id, recording_id, options, self._clock(), org_id=org_id
+                )
             case fx.StopRecording(leg_id, _recording_id):
                 self._spawn(self._finish_recording(leg_id))
             case fx.StartTimer(key, delay):
@@ -252,14 +334,22 @@ class CallRuntime:
         )
 
     def _timer_fired(self, key: TimerKey) -> None:
-        self._spawn(self.event(ev.TimerFired(key)))
+        self._spawn(self._fire(key))
+
+    async def _fire(self, key: TimerKey) -> None:
+        try:
+            await self.event(ev.TimerFired(key))
+        except InputFailed:
+            # Rolled back, the machine still counts on this timer: fire it again later rather
+            # than leave a time limit or media wait that never comes.
+            self.timers.start(key, TIMER_RETRY_S, self._timer_fired)
 
     async def _finish_recording(self, leg_id: str) -> None:
         active = self.plane.take_recording(leg_id)
         if active is None:
             return
         result = await asyncio.get_running_loop().run_in_executor(None, close_recording, active)
-        await self.event(
+        await self._own_event(
             ev.RecordingSaved(
                 leg_id,
                 active.recording_id,
@@ -296,7 +386,7 @@ class CallRuntime:
                     "provider call failed", leg_id=leg_id, operation=operation, error=str(exc)
                 )
                 if not final:
-                    await self.event(ev.ProviderFailed(leg_id, operation, str(exc)))
+                    await self._own_event(ev.ProviderFailed(leg_id, operation, str(exc)))
             finally:
                 if final:
                     gateway.forget(leg_id)
@@ -317,7 +407,7 @@ class CallRuntime:
     # ---- background work ----------------------------------------------------------------
     def _on_tick(self, tick: int) -> None:
         for event in self.plane.tick():
-            self._spawn(self.event(event))
+            self._spawn(self._own_event(event))
         if tick % PRUNE_EVERY_TICKS == PRUNE_EVERY_TICKS - 1:
             self.prune()
 

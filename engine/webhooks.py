@@ -18,11 +18,11 @@ from typing import Any
 
 import aiohttp
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.logs import get_logger
-from engine.signing import sign
+from engine.signing import OrgSigningKeys, sign
 from engine.store.base import OutboxRecord, Store
+from engine.url_policy import ForbiddenAddress
 
 log = get_logger("callbridge.webhooks")
 DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -55,7 +55,7 @@ class WebhookOutbox:
     def __init__(
         self,
         store: Store,
-        signing_key: Ed25519PrivateKey,
+        keys: OrgSigningKeys,
         *,
         clock: Callable[[], float] = time.time,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
@@ -65,7 +65,7 @@ class WebhookOutbox:
         batch: int = 100,
     ) -> None:
         self._store = store
-        self._key = signing_key
+        self._keys = keys
         self._clock = clock
         self._backoff = tuple(backoff)
         self._max_attempts = max_attempts
@@ -75,6 +75,7 @@ class WebhookOutbox:
         self._wake = asyncio.Event()
         self.delivered = 0
         self.failed_attempts = 0
+        self.refused = 0  # attempts refused by the URL policy (each gives its webhook up)
 
     async def publish(
         self,
@@ -125,15 +126,20 @@ class WebhookOutbox:
     async def _attempt(self, session: aiohttp.ClientSession, record: OutboxRecord) -> None:
         attempt = record.attempt + 1
         body = framed(record.body.encode(), attempt, record.url)
-        headers = {"Content-Type": "application/json", **sign(self._key, body, int(self._clock()))}
-        error = await self._post(session, record.url, body, headers)
+        # Signed at each attempt with the organization's key current then: a retry after a
+        # rotation carries the new key's signature.
+        key = await self._keys.signing_key(record.org_id)
+        headers = {"Content-Type": "application/json", **sign(key, body, int(self._clock()))}
+        error, refused = await self._post(session, record.url, body, headers)
         if error is None:
             await self._store.mark_webhook_delivered(record.id, self._clock())
             self.delivered += 1
             return
         self.failed_attempts += 1
+        self.refused += refused
         retry_at: float | None = None
-        if attempt < self._max_attempts:
+        # An address the URL policy refuses stays refused: give up at once rather than retry.
+        if attempt < self._max_attempts and not refused:
             delay = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
             retry_at = self._clock() + delay
         log.warning(
@@ -144,6 +150,7 @@ class WebhookOutbox:
             attempt=attempt,
             error=error,
             gave_up=retry_at is None,
+            refused_by_url_policy=refused,
         )
         await self._store.reschedule_webhook(
             record.id, attempt=attempt, next_attempt_at=retry_at, error=error
@@ -151,12 +158,18 @@ class WebhookOutbox:
 
     async def _post(
         self, session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
-    ) -> str | None:
+    ) -> tuple[str | None, bool]:
+        """The error of one attempt (None when delivered), and whether the URL policy refused
+        the address (the session's connector is ``engine.url_policy.GuardedConnector``)."""
         try:
             async with session.post(url, data=body, headers=headers, timeout=self._timeout) as resp:
                 await resp.read()
                 if 200 <= resp.status < 300:
-                    return None
-                return f"HTTP {resp.status}"
+                    return None, False
+                return f"HTTP {resp.status}", False
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, ForbiddenAddress)
+            reason = str(exc.os_error) if refused else f"{type(exc).__name__}: {exc}"
+            return reason[:500], refused
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {exc}"[:500]
+            return f"{type(exc).__name__}: {exc}"[:500], False

@@ -24,6 +24,8 @@ def settings(tmp_path: Path) -> Settings:
         secret_key=SECRET_KEY,
         public_url="http://127.0.0.1:8080",
         max_body_bytes=64 * 1024,
+        # Simulators, bots and webhook receivers all listen on 127.0.0.1.
+        allow_private_urls=True,
     )
 
 

@@ -207,6 +207,8 @@ async def telnyx_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         secret_key=SECRET_KEY,
         public_url=base_url,
         recordings_dir=str(tmp_path / "recordings"),
+        # Simulators, bots and webhook receivers all listen on 127.0.0.1.
+        allow_private_urls=True,
     )
     app = create_app(settings)
     sim = TelnyxSimulator()

@@ -41,8 +41,9 @@ async def unwrap(sdk: telnyx.AsyncTelnyx, payload: str, headers: dict[str, str],
 
 
 async def public_key(h: Harness) -> str:
-    resp = await h.client.get("/v2/public_key")
-    return str((await resp.json())["data"]["public_key"])
+    reply = await h.request("GET", "/v2/public_key")
+    assert reply.status == 200, reply
+    return str(reply.body["data"]["public_key"])
 
 
 async def test_the_sdk_drives_every_command(

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from engine.cli import main
-from engine.signing import public_key_b64, signing_key_from_secret
+from engine.signing import org_signing_key, public_key_b64
 
 
 def test_org_create_prints_json_and_refuses_a_duplicate(
@@ -71,7 +71,8 @@ async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: P
             async with session.get(url, headers=headers) as resp:
                 assert resp.status == 200
             key_url = f"http://127.0.0.1:{port}/v2/public_key"
-            async with session.get(key_url) as resp:
+            bearer = {"Authorization": f"Bearer {token}"}
+            async with session.get(key_url, headers=bearer) as resp:
                 served = (await resp.json())["data"]["public_key"]
         assert lines["Webhook public key (Ed25519)"] == served
         proc.send_signal(signal.SIGTERM)
@@ -84,11 +85,29 @@ async def test_serve_dev_prints_a_working_token_and_stops_on_sigterm(tmp_path: P
             await proc.wait()
 
 
-def test_public_key_command_prints_the_webhook_signing_key(
+def test_public_key_command_prints_the_organizations_signing_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "cli-public-key-secret-" + "q" * 32
     monkeypatch.setenv("CALLBRIDGE_SECRET_KEY", secret)
-    assert main(["public-key", "--database", f"sqlite:///{tmp_path / 'k.db'}"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed == {"public_key": public_key_b64(signing_key_from_secret(secret))}
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    for handle in ("acme", "globex"):
+        assert main(["org", "create", "--handle", handle, "--name", handle, "--database", db]) == 0
+    org_ids = [json.loads(line)["org_id"] for line in capsys.readouterr().out.splitlines()]
+    for handle, org_id in zip(("acme", "globex"), org_ids, strict=True):
+        assert main(["public-key", "--handle", handle, "--database", db]) == 0
+        key = public_key_b64(org_signing_key(secret, org_id, 1))
+        assert json.loads(capsys.readouterr().out) == {
+            "public_key": key,
+            "keys": [
+                {
+                    "version": 1,
+                    "public_key": key,
+                    "status": "current",
+                    "retired_at": None,
+                    "valid_until": None,
+                }
+            ],
+        }
+    assert main(["public-key", "--handle", "nobody", "--database", db]) == 2
+    assert "nobody" in capsys.readouterr().err

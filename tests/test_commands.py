@@ -174,6 +174,12 @@ BAD: list[tuple[str, Mapping[str, object], str, str]] = [
         "record_custom_file_name",
         "10015",
     ),
+    (
+        "bridge",
+        {"call_control_id": "b", "record_custom_file_name": "../../etc/cron.d/x"},
+        "record_custom_file_name",
+        "10015",
+    ),
     ("bridge", {"call_control_id": "b", "video_room_id": "r"}, "video_room_id", "10015"),
     ("answer", {"webhook_url": "ftp://x"}, "webhook_url", "10015"),
     ("unbridge", {"park_after_unbridge": "them"}, "park_after_unbridge", "10015"),
@@ -222,6 +228,12 @@ BAD: list[tuple[str, Mapping[str, object], str, str]] = [
     ("client_state_update", {"client_state": ""}, "client_state", "10015"),
     ("hangup", {"command_id": 5}, "command_id", "10015"),
 ]
+# A recording's file name must stay a bare name in its directory (issue 11, point 3).
+BAD += [
+    ("record_start", {"format": "wav", "channels": "single", "custom_file_name": name},
+     "custom_file_name", "10015")
+    for name in ("../../x", "a/b", ".", "..", "a b", "x\\y", "/etc/passwd", "name\u00e9")
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -283,7 +295,7 @@ def test_dial_defaults() -> None:
     ["+442071838750", "sip:agent@pbx.example.com", "wss://bot.example/agent", "ws://10.0.0.2/x"],
 )
 def test_dial_destinations(to: str) -> None:
-    assert parse_dial(DIAL | {"to": to}).to == to
+    assert parse_dial(DIAL | {"to": to}, allow_private_urls=True).to == to
 
 
 def test_dial_every_field() -> None:

@@ -70,6 +70,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         secret_key=SECRET_KEY,
         public_url=base_url,
         recordings_dir=str(tmp_path / "recordings"),
+        # Simulators, bots and webhook receivers all listen on 127.0.0.1.
+        allow_private_urls=True,
     )
     client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
     app_server = AppServer()

@@ -117,6 +117,8 @@ async def test_connecting_a_number_points_it_and_its_connection_at_callbridge(
     number = stack.sim.numbers[NUMBER]
     assert number.connection_id == stack.connection_id
     assert connection.webhook_event_url == stack.base_url + WEBHOOK
+    # A webhook callbridge answers 5xx (an input it failed on) comes back through the failover.
+    assert connection.webhook_event_failover_url == stack.base_url + WEBHOOK
     # The application update repeats the name it read (the SDK's update params require both
     # application_name and webhook_event_url), so the application is not renamed.
     application = f"/v2/call_control_applications/{stack.connection_id}"
@@ -124,6 +126,7 @@ async def test_connecting_a_number_points_it_and_its_connection_at_callbridge(
     assert update.json == {
         "application_name": "Acme support line",
         "webhook_event_url": stack.base_url + WEBHOOK,
+        "webhook_event_failover_url": stack.base_url + WEBHOOK,
         "webhook_api_version": "2",
     }
     assert connection.application_name == "Acme support line"

@@ -105,6 +105,9 @@ async def test_connecting_a_number_points_it_at_callbridge_and_disconnecting_res
     number = env.sim.numbers[NUMBER]
     assert number.voice_url == env.public_url + VOICE_PATH
     assert number.voice_method == "POST"
+    # A voice webhook callbridge answers 5xx (an input it failed on) comes back as a fallback.
+    assert number.voice_fallback_url == env.public_url + VOICE_PATH
+    assert number.voice_fallback_method == "POST"
     assert number.status_callback == env.public_url + STATUS_PATH
     lookup = next(r for r in env.sim.requests if r.path.endswith("/IncomingPhoneNumbers.json"))
     assert lookup.query == {"PhoneNumber": [NUMBER]}
@@ -115,6 +118,7 @@ async def test_connecting_a_number_points_it_at_callbridge_and_disconnecting_res
     )
     assert reply.status == 200, reply.text
     assert number.voice_url is None
+    assert number.voice_fallback_url is None
     assert number.status_callback is None
 
 

@@ -12,11 +12,15 @@ import orjson
 import pytest
 from aiohttp import web
 
-from engine.signing import public_key_b64, signing_key_from_secret, verify
+from engine.signing import OrgSigningKeys, org_signing_key, public_key_b64, verify
 from engine.store.sql import SqlStore
 from engine.webhooks import WebhookOutbox
 
-KEY = signing_key_from_secret("webhook-test-secret-" + "x" * 32)
+SECRET = "webhook-test-secret-" + "x" * 32
+
+
+def keys(store: SqlStore) -> OrgSigningKeys:
+    return OrgSigningKeys(SECRET, store)
 
 
 class FakeClock:
@@ -62,7 +66,7 @@ async def test_envelope_and_signature(aiohttp_server, store) -> None:  # type: i
     receiver = Receiver()
     url = await serve(aiohttp_server, receiver)
     clock = FakeClock()
-    outbox = WebhookOutbox(store, KEY, clock=clock)
+    outbox = WebhookOutbox(store, keys(store), clock=clock)
     payload = {"call_control_id": "v3:abc", "client_state": "aGk=", "state": "parked"}
     event_id = await outbox.publish(
         org_id=1, leg_id="v3:abc", url=url, event_type="call.initiated", payload=payload
@@ -79,7 +83,7 @@ async def test_envelope_and_signature(aiohttp_server, store) -> None:  # type: i
         "payload": payload,
     }
     assert body["meta"] == {"attempt": 1, "delivered_to": url}
-    public = base64.b64decode(public_key_b64(KEY))
+    public = base64.b64decode(public_key_b64(org_signing_key(SECRET, 1, 1)))
     signature = base64.b64decode(headers["telnyx-signature-ed25519"])
     assert headers["telnyx-timestamp"] == str(int(clock.now))
     assert verify(public, raw, signature, headers["telnyx-timestamp"])
@@ -90,7 +94,7 @@ async def test_retries_with_backoff_then_gives_up(aiohttp_server, store) -> None
     receiver = Receiver(failures=100)
     url = await serve(aiohttp_server, receiver)
     clock = FakeClock()
-    outbox = WebhookOutbox(store, KEY, clock=clock, backoff=(1, 4), max_attempts=3)
+    outbox = WebhookOutbox(store, keys(store), clock=clock, backoff=(1, 4), max_attempts=3)
     await outbox.publish(org_id=1, leg_id="a", url=url, event_type="call.hangup", payload={})
     async with aiohttp.ClientSession() as session:
         assert await outbox.deliver_due(session) == 1
@@ -112,7 +116,7 @@ async def test_order_per_leg_is_kept_through_failures(aiohttp_server, store) -> 
     receiver = Receiver(failures=1)
     url = await serve(aiohttp_server, receiver)
     clock = FakeClock()
-    outbox = WebhookOutbox(store, KEY, clock=clock, backoff=(1,))
+    outbox = WebhookOutbox(store, keys(store), clock=clock, backoff=(1,))
     for event in ("call.initiated", "call.answered", "call.bridged"):
         await outbox.publish(org_id=1, leg_id="leg-a", url=url, event_type=event, payload={})
     async with aiohttp.ClientSession() as session:
@@ -125,7 +129,7 @@ async def test_order_per_leg_is_kept_through_failures(aiohttp_server, store) -> 
 
 async def test_unreachable_endpoint_is_retried(store) -> None:  # type: ignore[no-untyped-def]
     clock = FakeClock()
-    outbox = WebhookOutbox(store, KEY, clock=clock, backoff=(1,), max_attempts=2)
+    outbox = WebhookOutbox(store, keys(store), clock=clock, backoff=(1,), max_attempts=2)
     await outbox.publish(
         org_id=1, leg_id="a", url="http://127.0.0.1:9/none", event_type="call.hangup", payload={}
     )
@@ -142,7 +146,7 @@ async def test_a_restart_loses_no_event(aiohttp_server, tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'restart.db'}"
     first = SqlStore(database)
     await first.start()
-    await WebhookOutbox(first, KEY).publish(
+    await WebhookOutbox(first, keys(first)).publish(
         org_id=1, leg_id="a", url=url, event_type="call.answered", payload={"x": 1}
     )
     await first.close()  # the process "dies" before anything was sent
@@ -150,7 +154,7 @@ async def test_a_restart_loses_no_event(aiohttp_server, tmp_path: Path) -> None:
     await second.start()
     try:
         async with aiohttp.ClientSession() as session:
-            assert await WebhookOutbox(second, KEY).deliver_due(session) == 1
+            assert await WebhookOutbox(second, keys(second)).deliver_due(session) == 1
     finally:
         await second.close()
     assert receiver.received[0][0]["data"]["payload"] == {"x": 1}

@@ -110,6 +110,8 @@ class TwilioEnv:
             secret_key=SECRET_KEY,
             public_url=f"http://127.0.0.1:{port}",
             recordings_dir=str(tmp_path / "recordings"),
+            # Simulators, bots and webhook receivers all listen on 127.0.0.1.
+            allow_private_urls=True,
         )
         watch(sim)
         server = await aiohttp_server(create_app(settings), port=port)

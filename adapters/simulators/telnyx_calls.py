@@ -107,6 +107,8 @@ class TelnyxConnection:
     id: str
     webhook_event_url: str | None = None
     application_name: str = "callbridge-sim"
+    # Where a webhook the primary URL did not take (no 2xx) is sent again.
+    webhook_event_failover_url: str | None = None
 
 
 @dataclass(slots=True)

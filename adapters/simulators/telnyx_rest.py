@@ -16,7 +16,7 @@ hangup, reject, streaming_start, streaming_stop}`` (422 ``90018`` "Call has alre
 the leg has ended, 404 for an unknown id or action),
 ``GET /v2/phone_numbers?filter[phone_number]=``, ``GET|PATCH /v2/phone_numbers/{id}``,
 ``GET|PATCH /v2/call_control_applications/{id}`` (a PATCH needs ``application_name`` and
-``webhook_event_url``, as the SDK's update params say).
+``webhook_event_url``, as the SDK's update params say; ``webhook_event_failover_url`` is optional).
 Every request is kept in ``requests``; those refused as invalid (400/422, but not the 90018
 race) also in ``protocol_errors``.
 """
@@ -393,10 +393,13 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
             _check_application_update(body)
             connection.application_name = body["application_name"]
             connection.webhook_event_url = body["webhook_event_url"]
+            if "webhook_event_failover_url" in body:
+                connection.webhook_event_failover_url = body["webhook_event_failover_url"] or None
         return web.json_response({"data": {
             "id": connection.id, "record_type": "call_control_application",
             "application_name": connection.application_name,
             "webhook_event_url": connection.webhook_event_url, "webhook_api_version": "2",
+            "webhook_event_failover_url": connection.webhook_event_failover_url or "",
         }})  # fmt: skip
 
 
@@ -439,8 +442,13 @@ def _check_application_update(body: dict[str, Any]) -> None:
         if not isinstance(value, str) or not value:
             raise CommandError(422, "10015", "Bad Request", f"{key} must be a non-empty string",
                                f"/{key}")  # fmt: skip
-    url = urlsplit(body["webhook_event_url"])
-    # The SDK's docstring: "Must include a scheme, such as 'https'."
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise CommandError(422, "10003", "Invalid URL", "webhook_event_url must be an http(s) URL",
-                           "/webhook_event_url")  # fmt: skip
+    # The SDK's docstrings, of both: "Must include a scheme, such as 'https'." The failover URL
+    # is Optional[str] there: null (or "") clears it.
+    for key in ("webhook_event_url", "webhook_event_failover_url"):
+        value = body.get(key)
+        if key == "webhook_event_failover_url" and value in (None, ""):
+            continue
+        url = urlsplit(value) if isinstance(value, str) else None
+        if url is None or url.scheme not in ("http", "https") or not url.netloc:
+            raise CommandError(422, "10003", "Invalid URL", f"{key} must be an http(s) URL",
+                               f"/{key}")  # fmt: skip

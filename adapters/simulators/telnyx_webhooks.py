@@ -3,10 +3,11 @@ happen and delivers them to the webhook URL of the leg (else of its connection),
 Telnyx signs them; ``TelnyxCall`` decides what happens and what each event says.
 
 Webhooks are Ed25519-signed over ``"{timestamp}|{body}"`` and delivered in the order they happen,
-one at a time per leg, unless ``WebhookFaults`` says otherwise: an event type can be delivered
-twice (the second as ``meta.attempt`` 2, as a retry is), held back so later events overtake it,
-or signed with a stale timestamp. ``post`` also serves a replay: a delivered body sent again,
-signed in the past or with a signature that does not verify.
+one at a time per leg; a delivery the URL does not take with a 2xx goes again to the connection's
+``webhook_event_failover_url`` when it has one. ``WebhookFaults`` can change that: an event type
+can be delivered twice (the second as ``meta.attempt`` 2, as a retry is), held back so later
+events overtake it, or signed with a stale timestamp. ``post`` also serves a replay: a delivered
+body sent again, signed in the past or with a signature that does not verify.
 """
 
 from __future__ import annotations
@@ -91,7 +92,25 @@ class WebhookOutbox:
         age = faults.stale_age_s if event_type in faults.stale else 0
         for attempt in (1, 2) if event_type in faults.duplicate else (1,):
             body = orjson.dumps(telnyx_event(event_type, payload, event_id, occurred, attempt, url))
-            await self.post(event_type, url, body, int(time.time()) - age)
+            record = await self.post(event_type, url, body, int(time.time()) - age)
+            failover = self.failover_url()
+            if not record.ok and failover is not None:
+                # "If that URL does not resolve, or your application returns a non 200 OK
+                # response, the webhook will be delivered to the failover URL, if one has been
+                # specified" (developers.telnyx.com, receiving webhooks): the same event.
+                body = orjson.dumps(
+                    telnyx_event(event_type, payload, event_id, occurred, attempt, failover)
+                )
+                await self.post(event_type, failover, body, int(time.time()) - age)
+
+    def failover_url(self) -> str | None:
+        """The connection's failover URL, for a leg whose webhooks go to the connection's URL
+        (a leg given its own webhook URL has no failover here)."""
+        call = self.call
+        connection = call.account.connections.get(call.connection_id)
+        if call.webhook_url or connection is None:
+            return None
+        return connection.webhook_event_failover_url
 
     async def post(
         self, kind: str, url: str, body: bytes, timestamp: int, *, corrupt: bool = False

@@ -83,6 +83,9 @@ class TwilioNumber:
     # ``voice_application_sid`` docstrings).
     voice_application_sid: str | None = None
     trunk_sid: str | None = None
+    # Fetched when the voice URL cannot give TwiML (see ``TwimlFlow.fetch``).
+    voice_fallback_url: str | None = None
+    voice_fallback_method: str = "POST"
 
 
 @dataclass(slots=True)
@@ -245,8 +248,11 @@ class TwilioCall(SimulatedCall):
         self._status("ringing")
         number = self.number
         assert number is not None
+        fallback: tuple[str, str] | None = None
         if self.routed_to == "voice_url":
             url, method = number.voice_url, number.voice_method
+            if number.voice_fallback_url:
+                fallback = (number.voice_fallback_url, number.voice_fallback_method)
         elif self.application is not None:
             url, method = self.application.voice_url, self.application.voice_method
         else:
@@ -256,7 +262,7 @@ class TwilioCall(SimulatedCall):
             # the call, and the number's VoiceUrl is never fetched.
             await self.end("failed")
             return
-        verbs = await self._flow.fetch(url, method)
+        verbs = await self._flow.fetch(url, method, fallback=fallback)
         if verbs is not None:
             await self._flow.follow(verbs, url)
 

@@ -54,20 +54,47 @@ class TwimlFlow:
             self.call.add_protocol_error(exc.code, exc.detail, document[:200])
             return None
 
-    async def fetch(self, url: str, method: str, kind: str = "voice") -> tuple[Verb, ...] | None:
-        """Ask ``url`` for TwiML as Twilio does; on failure the call fails (None)."""
+    async def fetch(
+        self,
+        url: str,
+        method: str,
+        kind: str = "voice",
+        *,
+        fallback: tuple[str, str] | None = None,
+    ) -> tuple[Verb, ...] | None:
+        """Ask ``url`` for TwiML as Twilio does; on failure the call fails (None), unless a
+        ``fallback`` (URL, method: the number's ``VoiceFallbackUrl``) gives TwiML instead.
+
+        Twilio: "If Twilio is unable to retrieve or execute TwiML from your web server, a
+        request is immediately made to the number's Fallback URL. Twilio submits the
+        ``ErrorCode`` and ``ErrorUrl`` parameters" (twilio.com/docs/usage/security/
+        availability-reliability)."""
         call = self.call
-        record = await call.post_webhook(kind, url, method, call.webhook_params())
-        if record.status is None:
-            call.add_protocol_error("11205", f"HTTP connection failure: {record.error}", "")
-        elif not record.ok:
-            call.add_protocol_error("11200", f"HTTP retrieval failure: {record.status}", "")
-        else:
-            verbs = self.parse(record.response)
-            if verbs is not None:
-                return verbs
+        params = call.webhook_params()
+        got = await self._retrieve(kind, url, method, params)
+        if isinstance(got, str) and fallback is not None:
+            params |= {"ErrorCode": got, "ErrorUrl": url}
+            got = await self._retrieve("voice_fallback", *fallback, params)
+        if not isinstance(got, str):
+            return got
         await call.end("failed")
         return None
+
+    async def _retrieve(
+        self, kind: str, url: str, method: str, params: dict[str, str]
+    ) -> tuple[Verb, ...] | str:
+        """The TwiML at ``url``, or the code of Twilio's error for why there is none (recorded
+        as a protocol error, as Twilio's debugger logs it)."""
+        record = await self.call.post_webhook(kind, url, method, params)
+        if record.status is None:
+            code, detail = "11205", f"HTTP connection failure: {record.error}"
+        elif not record.ok:
+            code, detail = "11200", f"HTTP retrieval failure: {record.status}"
+        else:
+            verbs = self.parse(record.response)
+            return verbs if verbs is not None else "12100"  # parse() has recorded it
+        self.call.add_protocol_error(code, detail, "")
+        return code
 
     async def follow(self, verbs: tuple[Verb, ...], document_url: str) -> None:
         """Run TwiML verb by verb, as Twilio does. ``<Redirect>`` and a ``<Connect action>``

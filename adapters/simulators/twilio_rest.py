@@ -19,8 +19,10 @@ REST (HTTP Basic ``AccountSid:AuthToken``; else 401 with Twilio's JSON error, co
   other ``Twiml`` replaces what an answered call runs (its stream gets ``stop`` and closes);
 - ``GET .../IncomingPhoneNumbers.json?PhoneNumber=``,
   ``GET|POST .../IncomingPhoneNumbers/{sid}.json`` (``VoiceUrl``, ``VoiceMethod``,
-  ``StatusCallback``, ``StatusCallbackMethod``, ``VoiceApplicationSid``, ``TrunkSid``: an empty
-  value clears one, setting one clears the other). A number with an application or a trunk
+  ``VoiceFallbackUrl``, ``VoiceFallbackMethod`` (fetched, with ``ErrorCode`` and ``ErrorUrl``,
+  when the voice URL gives no TwiML), ``StatusCallback``, ``StatusCallbackMethod``,
+  ``VoiceApplicationSid``, ``TrunkSid``: an empty value clears one, setting one clears the
+  other). A number with an application or a trunk
   sends its calls there, never to its ``VoiceUrl`` (``add_application``, ``call.routed_to``).
 
 ``callback_order`` delivers each call's status callbacks reversed or shuffled (see
@@ -70,6 +72,8 @@ _PREFIX: Final = "/2010-04-01/Accounts/{account}"
 _NUMBER_FIELDS: Final = (
     "VoiceUrl",
     "VoiceMethod",
+    "VoiceFallbackUrl",
+    "VoiceFallbackMethod",
     "StatusCallback",
     "StatusCallbackMethod",
     "VoiceApplicationSid",
@@ -399,6 +403,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
             "friendly_name": number.phone_number,
             "voice_url": number.voice_url or "",
             "voice_method": number.voice_method,
+            "voice_fallback_url": number.voice_fallback_url or "",
+            "voice_fallback_method": number.voice_fallback_method,
             "status_callback": number.status_callback or "",
             "status_callback_method": number.status_callback_method,
             "voice_application_sid": number.voice_application_sid,
@@ -428,10 +434,10 @@ class TwilioSimulator(Observatory[TwilioCall]):
         if request.method == "POST":
             form = await request.post()
             fields = {key: _field(form, key) for key in _NUMBER_FIELDS if key in form}
-            for key in ("VoiceMethod", "StatusCallbackMethod"):
+            for key in ("VoiceMethod", "VoiceFallbackMethod", "StatusCallbackMethod"):
                 if (fields.get(key) or "POST").upper() not in ("GET", "POST"):
                     return _error(400, 21608, f"{key} must be GET or POST")
-            for key in ("VoiceUrl", "StatusCallback"):
+            for key in ("VoiceUrl", "VoiceFallbackUrl", "StatusCallback"):
                 value = fields.get(key)
                 if value and not _http_url(value):
                     return _error(400, 21502, f"{key} is not a valid URL: {value}")
@@ -439,6 +445,10 @@ class TwilioSimulator(Observatory[TwilioCall]):
                 number.voice_url = fields["VoiceUrl"] or None
             if "VoiceMethod" in fields:
                 number.voice_method = (fields["VoiceMethod"] or "POST").upper()
+            if "VoiceFallbackUrl" in fields:
+                number.voice_fallback_url = fields["VoiceFallbackUrl"] or None
+            if "VoiceFallbackMethod" in fields:
+                number.voice_fallback_method = (fields["VoiceFallbackMethod"] or "POST").upper()
             if "StatusCallback" in fields:
                 number.status_callback = fields["StatusCallback"] or None
             if "StatusCallbackMethod" in fields:

@@ -15,6 +15,9 @@ Webhook, in this order, nothing changing until the signature holds:
 5. translate: ``call.initiated`` (incoming) -> admission, then ``LegInitiated`` or a REST
    reject; ``call.answered`` -> ``LegAnswered``; ``call.hangup`` -> ``LegHungUp``; the rest is
    logged. Events out of order are facts the machine ignores when they do not fit.
+   An event the engine fails on (rolled back, logged with a fault id) is answered 500 and its
+   id forgotten, with nothing of it left in the adapter: Telnyx sends it again to the
+   connection's ``webhook_event_failover_url`` (callbridge's webhook, set at connect).
 
 Media: the socket is accepted and handed to the provider-neutral ``StreamSessions``; the leg is
 the one named by the token (query string ``token``, else the ``x-telnyx-streaming-auth-token``
@@ -47,6 +50,7 @@ from engine import events as ev
 from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource
+from engine.runtime import InputFailed
 from engine.store.base import ProviderConfigRecord, Route
 
 if TYPE_CHECKING:
@@ -174,6 +178,18 @@ class TelnyxHandlers:
                 await self._incoming(event, route)
             elif leg is not None:
                 await self._leg_event(event, leg)
+        except InputFailed as exc:
+            # Rolled back and logged with its traceback by the runtime. A 5xx makes Telnyx
+            # retry, to the connection's webhook_event_failover_url (callbridge too) after the
+            # first failure: forget the claim so that retry is handled.
+            self._seen.release(event.event_id)
+            log.warning(
+                "telnyx webhook failed; answered 500 for Telnyx to retry",
+                event_type=event.event_type,
+                event_id=event.event_id,
+                fault_id=exc.fault_id,
+            )
+            return _text(500, f"failed (fault id {exc.fault_id})")
         except Exception:
             self._seen.release(event.event_id)
             log.exception("telnyx webhook failed", event_type=event.event_type)
@@ -256,19 +272,25 @@ class TelnyxHandlers:
             self._kit.legs.add(leg_id, telnyx_id, decision.provider_config)
             runtime.bind(leg_id, gateway, bridge_id=bridge.id, number=number)
         log.info("telnyx call admitted", leg_id=leg_id, telnyx_id=telnyx_id, bridge=bridge.slug)
-        await runtime.event(
-            ev.LegInitiated(
-                call_control_id=leg_id,
-                call_leg_id=str(uuid.uuid4()),
-                call_session_id=str(uuid.uuid4()),
-                org_id=bridge.org_id,
-                connection_id=bridge.slug,
-                from_=event.from_ or "",
-                to=number,
-                webhook_url=bridge.webhook_url,
-                default_conference=None if bridge.webhook_url else bridge.id,
-            )
+        initiated = ev.LegInitiated(
+            call_control_id=leg_id,
+            call_leg_id=str(uuid.uuid4()),
+            call_session_id=str(uuid.uuid4()),
+            org_id=bridge.org_id,
+            connection_id=bridge.slug,
+            from_=event.from_ or "",
+            to=number,
+            webhook_url=bridge.webhook_url,
+            default_conference=None if bridge.webhook_url else bridge.id,
         )
+        try:
+            await runtime.event(initiated)
+        except InputFailed:
+            # The machine has no leg: neither may the adapter, or the retry would be taken for
+            # a call already known and ignored.
+            self._kit.legs.forget(leg_id)
+            runtime.unbind(leg_id)
+            raise
 
     async def _leg_event(self, event: TelnyxEvent, leg: TelnyxLeg) -> None:
         runtime = self._context.require_runtime()
@@ -276,9 +298,6 @@ class TelnyxHandlers:
         if kind == "call.answered":
             await runtime.event(ev.LegAnswered(leg.leg_id))
         elif kind == "call.hangup":
-            # The call is over at Telnyx: later webhooks for it are for an unknown call.
-            self._kit.legs.forget(leg.leg_id)
-            self._ended.claim(leg.telnyx_id)
             await runtime.event(
                 ev.LegHungUp(
                     leg.leg_id,
@@ -287,6 +306,10 @@ class TelnyxHandlers:
                     _sip_cause(event.payload.get("sip_hangup_cause")),
                 )
             )
+            # The call is over at Telnyx: later webhooks for it are for an unknown call. Only
+            # once the machine has taken the hangup, so a retry of a failed one finds the leg.
+            self._kit.legs.forget(leg.leg_id)
+            self._ended.claim(leg.telnyx_id)
         elif kind == "streaming.failed":
             # The stream could not be established (SDK ``StreamingFailedWebhookEvent``:
             # ``failure_reason``); the call itself stays up, so the machine asks for a new

@@ -8,8 +8,12 @@ attach a number, callbridge:
 2. points the number at the connection (``PATCH /v2/phone_numbers/{id}`` ``connection_id``)
    unless it already is;
 3. points the connection's webhooks at callbridge (``PATCH /v2/call_control_applications/{id}``
-   ``webhook_event_url``) unless they already are: on Telnyx the webhook URL belongs to the
-   connection, not the number, and the connection named by the configuration is callbridge's.
+   ``webhook_event_url`` and ``webhook_event_failover_url``) unless they already are: on Telnyx
+   the webhook URL belongs to the connection, not the number, and the connection named by the
+   configuration is callbridge's. The failover URL (``CallControlApplicationUpdateParams``:
+   "The failover URL where webhooks related to this connection will be sent if sending to the
+   primary URL fails") is callbridge's webhook too, so a webhook callbridge answered with a 5xx
+   (an input it failed on and rolled back) comes back and is handled afresh.
    The update repeats the application's own ``application_name``, read with
    ``GET /v2/call_control_applications/{id}`` just before: the telnyx SDK's
    ``CallControlApplicationUpdateParams``
@@ -125,7 +129,10 @@ async def _point_connection(rest: TelnyxRest, connection_id: str, webhook_url: s
     if not reply.ok:
         raise ProviderError(f"Telnyx refused the connection lookup: {reply.error_text()}")
     application = reply.data()
-    if application.get("webhook_event_url") == webhook_url:
+    if (
+        application.get("webhook_event_url") == webhook_url
+        and application.get("webhook_event_failover_url") == webhook_url
+    ):
         return
     name = application.get("application_name")
     if not isinstance(name, str) or not name:
@@ -137,6 +144,7 @@ async def _point_connection(rest: TelnyxRest, connection_id: str, webhook_url: s
     body = {
         "application_name": name,
         "webhook_event_url": webhook_url,
+        "webhook_event_failover_url": webhook_url,
         "webhook_api_version": "2",
     }
     reply = await rest.send(_application(connection_id, body), "connection update")

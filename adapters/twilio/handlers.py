@@ -15,6 +15,9 @@ bad signature is a 403 and nothing happens.
   call is rejected busy and the leg ends with hangup_cause ``timeout`` (sip 486, source callee):
   a caller hearing busy can redial, a silent ring cannot be told apart from a dead line.
   An outbound call's voice webhook (the callee answered) gets ``<Connect><Stream>`` at once.
+  A webhook the engine fails on (rolled back, logged with a fault id) is answered 500, with
+  nothing of it left in the adapter: Twilio then fetches the number's ``VoiceFallbackUrl``
+  (callbridge's voice webhook, set at connect), which handles the call afresh.
 - ``POST /webhooks/twilio/status``. Terminal statuses end the leg (``LegHungUp``); the others are
   information only (the answer comes from the voice webhook, with the stream). A callback for a
   call callbridge does not track is acknowledged and logged. Callbacks can arrive out of order:
@@ -60,7 +63,7 @@ from engine.errors import NotFound
 from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource, RejectCause
-from engine.runtime import new_leg_ids
+from engine.runtime import InputFailed, new_leg_ids
 from engine.store.base import ProviderConfigRecord
 
 if TYPE_CHECKING:
@@ -187,6 +190,20 @@ class TwilioHandlers:
     # --- voice webhook -----------------------------------------------------------------------
 
     async def voice(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._voice(request)
+        except InputFailed as exc:
+            return self._failed(request, exc)
+
+    @staticmethod
+    def _failed(request: web.Request, exc: InputFailed) -> web.Response:
+        """The engine failed on the webhook and rolled it back (logged with its traceback under
+        the fault id): a 5xx makes Twilio fetch the number's VoiceFallbackUrl, callbridge too,
+        which handles the call afresh."""
+        log.warning("twilio webhook failed; answered 500", path=request.path, fault_id=exc.fault_id)
+        return web.Response(status=500, text=f"failed (fault id {exc.fault_id})")
+
+    async def _voice(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         params = _params((await request.post()).items())
         fields = _first(params)
@@ -262,19 +279,25 @@ class TwilioHandlers:
             leg_id=ids.call_control_id, call_sid=call.call_sid, bridge=bridge.slug,
             routing="webhook" if bridge.webhook_url else "conference",
         )  # fmt: skip
-        await runtime.event(
-            ev.LegInitiated(
-                call_control_id=ids.call_control_id,
-                call_leg_id=ids.call_leg_id,
-                call_session_id=ids.call_session_id,
-                org_id=bridge.org_id,
-                connection_id=bridge.slug,
-                from_=call.from_,
-                to=call.to,
-                webhook_url=bridge.webhook_url,
-                default_conference=bridge.id if bridge.webhook_url is None else None,
-            )
+        initiated = ev.LegInitiated(
+            call_control_id=ids.call_control_id,
+            call_leg_id=ids.call_leg_id,
+            call_session_id=ids.call_session_id,
+            org_id=bridge.org_id,
+            connection_id=bridge.slug,
+            from_=call.from_,
+            to=call.to,
+            webhook_url=bridge.webhook_url,
+            default_conference=bridge.id if bridge.webhook_url is None else None,
         )
+        try:
+            await runtime.event(initiated)
+        except InputFailed:
+            # The machine has no leg: neither may the adapter, so the retry (to the fallback
+            # URL, with the same CallSid) is admitted as the new call it is for the machine.
+            self._kit.legs.forget(ids.call_control_id)
+            runtime.unbind(ids.call_control_id)
+            raise
         return await self._respond(leg, await self._decide(leg))
 
     @staticmethod
@@ -311,7 +334,11 @@ class TwilioHandlers:
         runtime = self._context.require_runtime()
         if not leg.answered:
             leg.answered = True
-            await runtime.event(ev.LegAnswered(leg.call_control_id))
+            try:
+                await runtime.event(ev.LegAnswered(leg.call_control_id))
+            except InputFailed:
+                leg.answered = False  # Twilio's retry of this webhook answers it again
+                raise
         if not self._alive(leg.call_control_id):
             return _xml(twiml.hangup())
         return _xml(stream_twiml(self._context, leg.call_control_id))
@@ -330,6 +357,12 @@ class TwilioHandlers:
     # --- status callbacks --------------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._status(request)
+        except InputFailed as exc:
+            return self._failed(request, exc)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         params = _params((await request.post()).items())
         fields = _first(params)

@@ -2,8 +2,11 @@
 
 Attaching finds the number on the configuration's account
 (``GET .../IncomingPhoneNumbers.json?PhoneNumber=``; an empty list means it is not there, which
-is the user's mistake: ``ValidationError``, a 400) and points its voice webhook and status
-callbacks at callbridge (``POST .../IncomingPhoneNumbers/{PNsid}.json``). Detaching clears them,
+is the user's mistake: ``ValidationError``, a 400) and points its voice webhook, its
+``VoiceFallbackUrl`` and status callbacks at callbridge (``POST .../IncomingPhoneNumbers/
+{PNsid}.json``). The fallback is the voice webhook itself: a voice webhook callbridge answers
+with a 5xx (an input it failed on and rolled back) is sent again there, and handled afresh.
+Detaching clears them,
 but only while the voice webhook still points at callbridge: a number the user has meanwhile
 pointed elsewhere is left alone. Twilio unreachable or refusing: ``ProviderError`` (a 502).
 
@@ -98,6 +101,7 @@ async def attach(rest: TwilioRest, number: str, *, voice_url: str, status_url: s
         found.sid,
         voice_url=voice_url,
         status_callback=status_url,
+        voice_fallback_url=voice_url,
         # Sent even when the lookup showed none: it costs nothing and closes the window in
         # which someone sets an App between our lookup and this update.
         clear_voice_application=True,
@@ -126,7 +130,12 @@ async def detach(rest: TwilioRest, number: str, *, voice_url: str) -> None:
         )
         return
     request = update_phone_number(
-        rest.account_sid, found.sid, voice_url="", status_callback="", base_url=rest.base_url
+        rest.account_sid,
+        found.sid,
+        voice_url="",
+        status_callback="",
+        voice_fallback_url="",
+        base_url=rest.base_url,
     )
     reply = await rest.send(request)
     if not reply.ok:

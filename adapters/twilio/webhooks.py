@@ -255,10 +255,16 @@ def update_phone_number(
     *,
     voice_url: str,
     status_callback: str | None = None,
+    voice_fallback_url: str | None = None,
     clear_voice_application: bool = False,
     base_url: str = API_BASE,
 ) -> TwilioRequest:
-    """Point a number's voice webhook (and status callbacks) at callbridge.
+    """Point a number's voice webhook (and status callbacks, and its fallback) at callbridge.
+
+    ``voice_fallback_url`` is the number's ``VoiceFallbackUrl`` (the twilio SDK's
+    ``IncomingPhoneNumberContext.update`` posts ``voice_fallback_url`` as ``VoiceFallbackUrl``
+    and ``voice_fallback_method`` as ``VoiceFallbackMethod``: "The URL that we should call when
+    an error occurs retrieving or executing the TwiML requested by `url`").
 
     ``clear_voice_application`` also sends an empty ``VoiceApplicationSid``: Twilio ignores
     ``VoiceUrl`` while the number has one (the twilio SDK's ``IncomingPhoneNumberContext.update``
@@ -271,6 +277,9 @@ def update_phone_number(
     if status_callback is not None:
         form["StatusCallback"] = status_callback
         form["StatusCallbackMethod"] = "POST"
+    if voice_fallback_url is not None:
+        form["VoiceFallbackUrl"] = voice_fallback_url
+        form["VoiceFallbackMethod"] = "POST"
     tail = f"IncomingPhoneNumbers/{quote(number_sid, safe='')}.json"
     return TwilioRequest("POST", _account_url(base_url, account_sid, tail), form)
 

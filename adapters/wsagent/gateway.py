@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from aiohttp.abc import AbstractResolver
+
 from adapters.context import AdapterContext
 from adapters.transport import WebsocketsClientSocket
 from adapters.wsagent.protocol import (
@@ -55,6 +57,7 @@ from engine.errors import NotFound, ProviderError
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource, RejectCause
 from engine.runtime import CallRuntime
+from engine.url_policy import ForbiddenAddress, open_guarded_socket
 from media.clock import TickClock, run_ticks
 from media.codecs import PCMU_8K
 
@@ -99,6 +102,7 @@ class AgentCounters:
     dialled: int = 0
     connected: int = 0
     protocol_errors: int = 0
+    refused: int = 0  # dials whose address the URL policy refused
 
 
 def _background(work: Coroutine[object, object, None]) -> asyncio.Task[None]:
@@ -329,8 +333,10 @@ class WebsocketAgentGateway:
 
     name = "wsagent"
 
-    def __init__(self, context: AdapterContext) -> None:
+    def __init__(self, context: AdapterContext, resolver: AbstractResolver | None = None) -> None:
         self._context = context
+        # Who resolves bot host names for the URL policy: the system's resolver unless given.
+        self._resolver = resolver
         self._legs: dict[str, AgentLeg] = {}
         self._pacer_stop: asyncio.Event | None = None
         self._pacers: set[asyncio.Task[None]] = set()
@@ -378,21 +384,37 @@ class WebsocketAgentGateway:
             task = _background(agent.end())
             task.add_done_callback(lambda t: t.exception())
 
+    async def _connect(
+        self, url: str, host: str, port: int | None, timeout_s: float
+    ) -> WebsocketsClientSocket:
+        """The bot's websocket; unless private URLs are allowed, over a TCP connection that
+        ``engine.url_policy`` opened to an address it checked (no lookup after the check)."""
+        async with asyncio.timeout(timeout_s):
+            sock = None
+            if not self._context.settings.allow_private_urls:
+                default_port = 443 if url.startswith("wss:") else 80
+                sock = await open_guarded_socket(host, port or default_port, self._resolver)
+            return await WebsocketsClientSocket.connect(
+                url, open_timeout=timeout_s, max_message=MAX_BOT_MESSAGE, sock=sock
+            )
+
     async def dial(self, dial: DialCall) -> None:
         url, leg_id = dial.to, dial.call_control_id
         self.counters.dialled += 1
         where = safe_url(url)
         try:
             parts = urlsplit(url)
-            scheme, host = parts.scheme, parts.hostname
-        except ValueError:
-            scheme, host = "", None
+            scheme, host, port = parts.scheme, parts.hostname, parts.port
+        except ValueError:  # also a port that is not a number or out of range
+            scheme, host, port = "", None, None
         if scheme not in ("ws", "wss") or not host:
             raise ProviderError(f"a websocket agent needs a ws:// or wss:// URL, not {where}")
         try:
-            socket = await WebsocketsClientSocket.connect(
-                url, open_timeout=float(dial.timeout_secs), max_message=MAX_BOT_MESSAGE
-            )
+            socket = await self._connect(url, host, port, float(dial.timeout_secs))
+        except ForbiddenAddress as exc:
+            self.counters.refused += 1
+            log.warning("websocket agent refused by the URL policy", leg_id=leg_id, url=where)
+            raise ProviderError(f"websocket agent at {where} refused: {exc}") from None
         except TimeoutError:
             raise ProviderError(
                 f"websocket agent at {where} did not answer within {dial.timeout_secs} s"

@@ -143,6 +143,8 @@ async def _in_process(base: Path) -> AsyncIterator[Engine]:
         secret_key=secrets.token_urlsafe(48),
         log_level="error",
         recordings_dir=str(base / "recordings"),
+        # Simulators, bots and webhook receivers all listen on 127.0.0.1.
+        allow_private_urls=True,
     )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
@@ -172,6 +174,8 @@ async def _spawned(base: Path, core: int | None, loop: str) -> AsyncIterator[Eng
         "CALLBRIDGE_LOG_LEVEL": "warning",
         "CALLBRIDGE_LOG_FORMAT": "json",
         "CALLBRIDGE_RECORDINGS_DIR": str(base / "recordings"),
+        # The load generator's bots and webhook receiver listen on 127.0.0.1.
+        "CALLBRIDGE_ALLOW_PRIVATE_URLS": "true",
     }
     org = await asyncio.to_thread(_create_org, database, env)
     with _free_socket() as probe:

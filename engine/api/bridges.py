@@ -12,13 +12,12 @@ from aiohttp import web
 
 from engine.api.auth import platform_organization
 from engine.api.envelopes import FAILURE_MESSAGE, platform_ok
-from engine.api.keys import LIVE_LEGS, PROVISIONER, SECRET_BOX, STORE
+from engine.api.keys import LIVE_LEGS, PROVISIONER, SECRET_BOX, SETTINGS, STORE
 from engine.api.validation import (
     e164,
     int_id,
     json_object,
     optional_str,
-    optional_url,
     query_int,
     required_str,
 )
@@ -26,6 +25,7 @@ from engine.api.views import bridge_summary, bridge_view, credential_view, organ
 from engine.errors import Conflict, NotFound, ValidationError
 from engine.logs import get_logger
 from engine.store.base import BridgeRecord, ProviderConfigRecord
+from engine.url_policy import optional_http_url
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUSES = ("ACTIVE", "DRAFT", "INACTIVE")
@@ -48,6 +48,11 @@ def fails_with(message: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
+def private_ok(request: web.Request) -> bool:
+    """Whether tenant-given URLs may reach private addresses (engine/url_policy.py)."""
+    return request.app[SETTINGS].allow_private_urls
+
+
 def bridge_not_found() -> NotFound:
     return NotFound("No bridge exists with the provided slug", message="Bridge not found.")
 
@@ -65,7 +70,8 @@ def status_value(body: dict[str, Any], default: str | None) -> str | None:
     status = body.get("status")
     if status is None:
         return default
-    if not isinstance(status, str) or status.upper() not in STATUSES:
+    # ASCII only: str.upper() makes "ACTIVE" of "actıve" (dotless i), which no schema allows.
+    if not isinstance(status, str) or not status.isascii() or status.upper() not in STATUSES:
         raise ValidationError("Invalid status value", field="status")
     return status.upper()
 
@@ -96,7 +102,7 @@ async def create_bridge(request: web.Request) -> web.StreamResponse:
         "description": optional_str(body, "description", max_len=2000, default="") or "",
         "status": status_value(body, "ACTIVE") or "ACTIVE",
         "region": optional_str(body, "region", max_len=16, default="US") or "US",
-        "webhook_url": optional_url(body, "webhook_url"),
+        "webhook_url": optional_http_url(body, "webhook_url", allow_private=private_ok(request)),
     }
     store = request.app[STORE]
     for _attempt in range(5):
@@ -119,7 +125,7 @@ async def list_bridges(request: web.Request) -> web.StreamResponse:
     page = query_int(request, "page", 1, lo=1, hi=1_000_000)
     page_size = query_int(request, "page_size", 20, lo=1, hi=100)
     status = request.query.get("status")
-    if status is not None and status.upper() not in STATUSES:
+    if status is not None and (not status.isascii() or status.upper() not in STATUSES):
         raise ValidationError("status must be one of ACTIVE, DRAFT, INACTIVE", field="status")
     rows, count = await request.app[STORE].list_bridges(
         org.id,
@@ -151,7 +157,9 @@ async def update_bridge(request: web.Request) -> web.StreamResponse:
             body, "region", missing="Region cannot be empty", max_len=16
         )
     if "webhook_url" in body:
-        changes["webhook_url"] = optional_url(body, "webhook_url")
+        changes["webhook_url"] = optional_http_url(
+            body, "webhook_url", allow_private=private_ok(request)
+        )
     if "status" in body:
         changes["status"] = status_value(body, None)
         if changes["status"] is None:

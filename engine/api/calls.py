@@ -16,9 +16,10 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.api import public_keys
 from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
-from engine.api.keys import RUNTIME, SIGNING_PUBLIC_KEY, STORE
+from engine.api.keys import RUNTIME, SETTINGS, STORE
 from engine.api.validation import json_object
 from engine.commands import parse_command, parse_dial
 from engine.model import CallStatus
@@ -49,7 +50,8 @@ def status_view(status: CallStatus) -> dict[str, Any]:
 
 async def dial(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
-    command = parse_dial(await json_object(request))
+    allow_private = request.app[SETTINGS].allow_private_urls
+    command = parse_dial(await json_object(request), allow_private_urls=allow_private)
     bridge = await request.app[STORE].get_bridge(org.id, command.connection_id)
     runtime = request.app[RUNTIME]
     result = await runtime.dial(
@@ -82,7 +84,7 @@ async def action(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
     name = request.match_info["action"]
     body = await json_object(request, allow_empty=True)
-    command = parse_command(name, body)
+    command = parse_command(name, body, allow_private_urls=request.app[SETTINGS].allow_private_urls)
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
 
@@ -94,15 +96,13 @@ async def client_state_update(request: web.Request) -> web.StreamResponse:
     return json_response(OK)
 
 
-async def public_key(request: web.Request) -> web.StreamResponse:
-    return json_response({"data": {"public_key": request.app[SIGNING_PUBLIC_KEY]}})
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/calls", dial)
     app.router.add_get("/v2/calls/{call_control_id}", call_status, allow_head=False)
-    app.router.add_put(
-        "/v2/calls/{call_control_id}/actions/client_state_update", client_state_update
-    )
+    state_update = "/v2/calls/{call_control_id}/actions/client_state_update"
+    app.router.add_put(state_update, client_state_update)
+    # POST as well, as the other actions take it: its own route, so that /openapi.json and the
+    # Allow header of this path name both methods (the {action} route below never sees it).
+    app.router.add_post(state_update, client_state_update)
     app.router.add_post("/v2/calls/{call_control_id}/actions/{action}", action)
-    app.router.add_get("/v2/public_key", public_key, allow_head=False)
+    public_keys.add_routes(app)

@@ -10,6 +10,7 @@ from engine.live import LiveLegIndex
 from engine.metrics import Metrics
 from engine.provisioning import NumberProvisioner
 from engine.runtime import CallRuntime
+from engine.signing import OrgSigningKeys
 from engine.store.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,4 +20,4 @@ LIVE_LEGS = web.AppKey("live_legs", LiveLegIndex)
 METRICS = web.AppKey("metrics", Metrics)
 PROVISIONER = web.AppKey("provisioner", NumberProvisioner)
 RUNTIME = web.AppKey("runtime", CallRuntime)
-SIGNING_PUBLIC_KEY = web.AppKey("signing_public_key", str)
+SIGNING_KEYS = web.AppKey("signing_keys", OrgSigningKeys)

@@ -83,7 +83,12 @@ async def error_envelopes(request: web.Request, handler: Handler) -> web.StreamR
         log.info("request refused", status=exc.status, reason=exc.reason)
         return http_error_response(request, exc)
     except Exception:
-        log.exception("unexpected error while handling request", path=request.path)
+        # The fault id ties the client's answer to the one log line with the traceback.
+        fault_id = str(uuid.uuid4())
+        log.exception(
+            "unexpected error while handling request", path=request.path, fault_id=fault_id
+        )
+        detail = f"An unexpected error occurred (fault id {fault_id})"
         if uses_telnyx_envelope(request.path):
-            return telnyx_error(500, "10007", "Unexpected error", "An unexpected error occurred")
-        return platform_error(500, "Internal server error.", "An unexpected error occurred")
+            return telnyx_error(500, "10007", "Unexpected error", detail)
+        return platform_error(500, "Internal server error.", detail)

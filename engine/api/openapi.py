@@ -64,6 +64,8 @@ def platform_errors(*statuses: int) -> dict[str, Schema]:
         404: "Not found",
         409: "Conflict",
         413: "Body too large",
+        # The provider's API could not be reached or refused the change (number attach/detach).
+        502: "Provider unreachable or refused the request",
     }
     return {str(s): response(names[s], ref("PlatformError")) for s in (401, 403, *statuses)}
 
@@ -96,6 +98,18 @@ def query_param(name: str, schema: Schema) -> Schema:
 
 
 STATUS = string(enum=["ACTIVE", "DRAFT", "INACTIVE"])
+
+
+def any_case(*words: str) -> Schema:
+    """A string equal to one of ``words`` in any ASCII case, as the API reads statuses."""
+    letters = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return string(pattern=f"^(?:{'|'.join(letters)})$")
+
+
+# What requests may send, as the handlers read it: a status in any case; null (and for URLs
+# "") meaning "not given"; a URL the URL policy then judges (engine/url_policy.py).
+STATUS_IN = any_case("ACTIVE", "DRAFT", "INACTIVE")
+OPTIONAL_URL = nullable({"anyOf": [string(format="uri"), string(maxLength=0)]})
 SLUG = path_param("slug", string())
 CONFIG_ID = path_param("config_id", {"type": "integer"})
 PAGING = [
@@ -211,18 +225,18 @@ SCHEMAS: dict[str, Schema] = {
 BRIDGE_CREATE = obj(
     ["name"],
     name=string(),
-    description=string(),
-    region=string(),
-    status=STATUS,
-    webhook_url=nullable(string(format="uri")),
+    description=nullable(string()),
+    region=nullable(string()),
+    status=nullable(STATUS_IN),
+    webhook_url=OPTIONAL_URL,
 )
 BRIDGE_UPDATE = obj(
     None,
     name=string(),
-    description=string(),
+    description=nullable(string()),
     region=string(),
-    status=STATUS,
-    webhook_url=nullable(string(format="uri")),
+    status=STATUS_IN,
+    webhook_url=OPTIONAL_URL,
 )
 CONNECT = obj(
     None,
@@ -236,9 +250,9 @@ CONFIG_CREATE = obj(
     provider={"anyOf": [string(), {"type": "integer"}]},
     account_sid=string(),
     auth_token=string(writeOnly=True),
-    name=string(),
-    public_key=string(),
-    api_base_url=string(format="uri"),
+    name=nullable(string()),
+    public_key=nullable(string()),
+    api_base_url=OPTIONAL_URL,
 )
 CONFIG_UPDATE = obj(
     None,
@@ -246,7 +260,7 @@ CONFIG_UPDATE = obj(
     account_sid=string(),
     auth_token=string(writeOnly=True),
     public_key=nullable(string()),
-    api_base_url=nullable(string(format="uri")),
+    api_base_url=OPTIONAL_URL,
     active={"type": "boolean"},
 )
 
@@ -265,7 +279,7 @@ def platform_paths() -> dict[str, Schema]:
                 200,
                 ok_envelope({"type": "array", "items": ref("BridgeSummary")}, counted=True),
                 400,
-                params=[*PAGING, query_param("status", STATUS)],
+                params=[*PAGING, query_param("status", STATUS_IN)],
             ),
         },
         b + "{slug}/": {
@@ -292,6 +306,7 @@ def platform_paths() -> dict[str, Schema]:
                 400,
                 404,
                 413,
+                502,
                 body=CONNECT,
                 params=[SLUG],
             ),
@@ -304,6 +319,7 @@ def platform_paths() -> dict[str, Schema]:
                 400,
                 404,
                 413,
+                502,
                 body=DISCONNECT,
                 params=[SLUG],
             ),

@@ -102,7 +102,28 @@ SCHEMAS: dict[str, Schema] = {
         "custom_file_name, recording_track), playback_start (audio_url file://, media_name, "
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis).",
     },
-    "PublicKey": obj(["data"], data=obj(["public_key"], public_key=string())),
+    "PublicKey": obj(
+        ["data"],
+        data=obj(
+            ["public_key", "keys"],
+            public_key=string(
+                contentEncoding="base64", description="the key signing webhooks now (Telnyx's)"
+            ),
+            keys={
+                "type": "array",
+                "description": "callbridge's addition: the current key first, then the keys a "
+                "rotation replaced, newest first, each listed until its valid_until",
+                "items": obj(
+                    ["version", "public_key", "status", "retired_at", "valid_until"],
+                    version=INT,
+                    public_key=string(contentEncoding="base64"),
+                    status=string(enum=["current", "retired"]),
+                    retired_at=nullable(string(format="date-time")),
+                    valid_until=nullable(string(format="date-time")),
+                ),
+            },
+        ),
+    ),
 }
 
 ERRORS = {
@@ -111,7 +132,13 @@ ERRORS = {
     "422": response(
         "Bad parameters, or the leg's state refuses the command (90018: ended)", ref("TelnyxErrors")
     ),
+    "500": response(
+        "The engine failed to apply the request and changed nothing; the detail names the fault"
+        " id under which the error is logged",
+        ref("TelnyxErrors"),
+    ),
 }
+KEYS = ref("PublicKey")
 CALL_ID = {"name": "call_control_id", "in": "path", "required": True, "schema": string()}
 SECURITY: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
@@ -157,18 +184,40 @@ def call_paths() -> dict[str, Schema]:
             }
         },
         "/v2/calls/{call_control_id}/actions/client_state_update": {
-            "put": {
+            method: {
                 "summary": "Replace the leg's client_state",
                 "security": SECURITY,
                 "parameters": [CALL_ID],
                 "requestBody": json_body(obj(["client_state"], **COMMON)),
                 "responses": {"200": response("Accepted", ref("CommandResult")), **ERRORS},
             }
+            for method in ("put", "post")  # PUT as Telnyx documents it; POST as other actions
         },
         "/v2/public_key": {
             "get": {
-                "summary": "callbridge's Ed25519 webhook-signing public key (base64)",
-                "responses": {"200": response("The key", ref("PublicKey"))},
+                "summary": "The organization's Ed25519 webhook-signing public keys (base64)",
+                "security": SECURITY,
+                "responses": {
+                    "200": response("The current key and those in their grace period", KEYS),
+                    "401": ERRORS["401"],
+                    "500": ERRORS["500"],
+                },
+            }
+        },
+        "/v2/public_key/actions/rotate": {
+            "post": {
+                "summary": "callbridge's extension: make a new webhook-signing key current; the "
+                "replaced one stays listed for the grace period (CALLBRIDGE_SIGNING_KEY_GRACE_S)",
+                "security": SECURITY,
+                "responses": {
+                    "200": response("The keys after the rotation", KEYS),
+                    "401": ERRORS["401"],
+                    "409": response(
+                        "Another rotation of this organization's key won the race",
+                        ref("TelnyxErrors"),
+                    ),
+                    "500": ERRORS["500"],
+                },
             }
         },
     }

@@ -13,14 +13,14 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.auth import platform_organization
-from engine.api.bridges import fails_with
+from engine.api.bridges import fails_with, private_ok
 from engine.api.envelopes import platform_ok
 from engine.api.keys import SECRET_BOX, STORE
 from engine.api.validation import (
+    digits,
     json_object,
     optional_bool,
     optional_str,
-    optional_url,
     query_int,
     required_str,
 )
@@ -29,6 +29,7 @@ from engine.errors import NotFound, ValidationError
 from engine.logs import get_logger
 from engine.providers import CATALOG, Provider, find_provider
 from engine.store.base import ProviderConfigRecord
+from engine.url_policy import optional_http_url
 
 BASE = "/api/v2/platform/telephony/providers-configurations/"
 log = get_logger("callbridge.provider_configs")
@@ -64,10 +65,11 @@ def public_key_value(body: dict[str, Any], provider: Provider) -> str | None:
 
 async def load_config(request: web.Request) -> ProviderConfigRecord:
     org = await platform_organization(request)
-    raw_id = request.match_info["config_id"]
-    if not raw_id.isdigit():
+    config_id = digits(request.match_info["config_id"])
+    # An id the store cannot hold (it keeps signed 64-bit integers) names no configuration.
+    if config_id is None or not 0 < config_id < 2**63:
         raise config_not_found()
-    config = await request.app[STORE].get_provider_config(org.id, int(raw_id))
+    config = await request.app[STORE].get_provider_config(org.id, config_id)
     if config is None:
         raise config_not_found()
     return config
@@ -94,7 +96,7 @@ async def create_config(request: web.Request) -> web.StreamResponse:
         account_sid=account_sid,
         auth_token_ciphertext=request.app[SECRET_BOX].encrypt(auth_token),
         public_key=public_key_value(body, provider),
-        api_base_url=optional_url(body, "api_base_url"),
+        api_base_url=optional_http_url(body, "api_base_url", allow_private=private_ok(request)),
     )
     log.info("provider configuration created", config_id=config.id, provider=provider.slug)
     return platform_ok(
@@ -141,7 +143,9 @@ async def update_config(request: web.Request) -> web.StreamResponse:
     if "public_key" in body:
         changes["public_key"] = public_key_value(body, provider)
     if "api_base_url" in body:
-        changes["api_base_url"] = optional_url(body, "api_base_url")
+        changes["api_base_url"] = optional_http_url(
+            body, "api_base_url", allow_private=private_ok(request)
+        )
     if "active" in body:
         changes["active"] = optional_bool(body, "active")
         if changes["active"] is None:

@@ -75,8 +75,8 @@ def int_id(value: Any, field: str) -> int:
         raise ValidationError(f"{field} must be an integer", field=field)
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
+    elif isinstance(value, str) and (parsed := digits(value.strip())) is not None:
+        number = parsed
     else:
         raise ValidationError(f"{field} must be an integer", field=field)
     if not 0 < number < 2**63:
@@ -112,6 +112,16 @@ def query_int(request: web.Request, name: str, default: int, *, lo: int, hi: int
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    number = digits(raw)
+    if number is None or not lo <= number <= hi:
         raise ValidationError(f"{name} must be an integer from {lo} to {hi}", field=name)
+    return number
+
+
+def digits(raw: str) -> int | None:
+    """A non-negative integer written in ASCII digits, None otherwise. ``str.isdigit`` alone
+    also accepts "²" and other Unicode digits that ``int`` refuses, and ``int`` refuses more
+    than 4300 digits: both would escape as 500s. No id or count needs more than 20 digits."""
+    if not raw or len(raw) > 20 or not (raw.isascii() and raw.isdigit()):
+        return None
     return int(raw)

@@ -97,6 +97,22 @@ class OutboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RetiredKeyRecord:
+    version: int
+    retired_at: float  # epoch seconds: when the next version replaced it
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeysRecord:
+    """Which of an organization's webhook-signing keys is current, and which were retired.
+
+    Only versions are kept; ``engine.signing`` derives each key from the secret key."""
+
+    version: int  # the current key's: 1 until the first rotation
+    retired: tuple[RetiredKeyRecord, ...]  # retired at or after the asked-for time, newest first
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """What inbound routing needs for one dialled number."""
 
@@ -128,6 +144,15 @@ class Store(Protocol):
     async def organization_for_token(self, token_sha256: str) -> OrganizationRecord | None: ...
 
     async def organization_by_handle(self, domain_handle: str) -> OrganizationRecord | None: ...
+
+    # webhook-signing key versions
+    async def signing_keys(self, org_id: int, *, retired_since: float) -> SigningKeysRecord:
+        """The organization's current key version and the versions retired at or after
+        ``retired_since``. An organization without rotations (or unknown) is at version 1."""
+
+    async def rotate_signing_key(self, org_id: int, now: float) -> int:
+        """Retire the current version at ``now`` and return the new current one. NotFound for
+        an unknown organization, Conflict when a concurrent rotation retired it first."""
 
     # provider configurations
     async def create_provider_config(

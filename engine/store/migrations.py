@@ -162,7 +162,26 @@ def _v1_initial_tables(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial tables", _v1_initial_tables),)
+def _v2_retired_signing_keys(conn: Connection) -> None:
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table("organizations", md, Column("id", ident, primary_key=True))  # for the foreign key
+    Table(
+        "retired_signing_keys",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False),
+        Column("version", Integer(), nullable=False),
+        Column("retired_at", Double(), nullable=False),
+        UniqueConstraint("org_id", "version"),
+    )
+    md.tables["retired_signing_keys"].create(conn, checkfirst=False)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables", _v1_initial_tables),
+    Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
+)
 
 
 def _create_version_table(conn: Connection) -> None:

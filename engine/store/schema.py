@@ -172,6 +172,22 @@ number_assignments = Table(
     Column("created", UTCDateTime(), nullable=False),
 )
 
+# Each organization's retired webhook-signing key versions (engine.signing derives the keys; no
+# key is stored). The current version is one past the highest retired one (1 before the first
+# rotation), and the unique pair makes two concurrent rotations conflict instead of skipping a
+# version. retired_at is epoch seconds (the runtime's clock), compared with "now" when the keys
+# still published are listed.
+retired_signing_keys = Table(
+    "retired_signing_keys",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("retired_at", Double(), nullable=False),
+    # Also serves the org_id lookups (it is the index's leading column).
+    UniqueConstraint("org_id", "version"),
+)
+
 # Call-control webhooks waiting for delivery. Times are epoch seconds (the runtime's clock),
 # not datetimes: they are compared with "now" on every poll and never shown to a user.
 # next_attempt_at is NULL once delivery has been given up.

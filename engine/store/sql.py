@@ -54,12 +54,13 @@ from engine.store.schema import (
     phone_numbers,
     provider_configs,
 )
+from engine.store.signing_keys import SqlSigningKeys
 
 if TYPE_CHECKING:
     from engine.store.base import Store
 
 
-class SqlStore(SqlOutbox):
+class SqlStore(SqlOutbox, SqlSigningKeys):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);
