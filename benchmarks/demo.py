@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
 import time
 import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import numpy as np
@@ -95,7 +93,7 @@ async def run(out: Path) -> dict[str, Any]:
                 return any(e.event_type == "call.recording.saved" for e in app.events)
 
             await app.wait_until(saved, WAIT_S)
-            found = _finish(out, app, twilio, telnyx)
+            found = _finish(out, await _recording(session, app), twilio, telnyx)
             found.update(
                 t0=t0, hung_up_at=hung_up_at, twilio=twilio, telnyx=telnyx, app=app,
                 first_heard={
@@ -114,18 +112,26 @@ def _first(ear: TimedPlayout, freq_hz: float) -> float | None:
     return next((at for at, s in ear.arrivals if tone_level_db(s, freq_hz) > -30), None)
 
 
+async def _recording(session: aiohttp.ClientSession, app: PairingApp) -> bytes | None:
+    """callbridge's recording, fetched through the signed URL of its webhook (no token needed),
+    before the engine goes; None if none was saved."""
+    saved = next((e for e in app.events if e.event_type == "call.recording.saved"), None)
+    if saved is None:
+        return None
+    async with session.get(saved.payload["recording_urls"]["wav"]) as response:
+        response.raise_for_status()
+        return await response.read()
+
+
 def _finish(
-    out: Path, app: PairingApp, twilio: SimulatedCall, telnyx: SimulatedCall
+    out: Path, recording: bytes | None, twilio: SimulatedCall, telnyx: SimulatedCall
 ) -> dict[str, Any]:
-    """Copy callbridge's recording (before the engine's folder goes), or fall back to what each
-    simulated caller heard, into ``out``."""
+    """callbridge's recording, or what each simulated caller heard, into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     wav = out / "bridged-call.wav"
-    saved = next((e for e in app.events if e.event_type == "call.recording.saved"), None)
     source = "callbridge's recording (record-from-answer, dual channel)"
-    if saved is not None:
-        url = saved.payload["recording_urls"]["wav"]
-        shutil.copyfile(unquote(urlsplit(url).path), wav)
+    if recording is not None:
+        wav.write_bytes(recording)
     else:
         source = "what each simulated caller heard (no recording was saved)"
         left, right = twilio.received_audio(), telnyx.received_audio()

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters import wiring
-from engine.api import bridges, calls, ops, provider_configs
+from engine.api import bridges, calls, ops, provider_configs, recordings
 from engine.api.keys import (
     LIVE_LEGS,
     METRICS,
@@ -28,14 +28,17 @@ from engine.api.keys import (
     STORE,
 )
 from engine.api.middleware import error_envelopes, request_context
+from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
 from engine.gateway import GatewayResolver
+from engine.limits import OrgRateLimiter
 from engine.live import LiveLegIndex
 from engine.machine import CallMachine
 from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
 from engine.provisioning import NumberProvisioner
+from engine.recordings import RecordingCatalog, RecordingUrls
 from engine.runtime import CallRuntime, new_room_key
 from engine.signing import OrgSigningKeys
 from engine.store.base import Store
@@ -55,13 +58,16 @@ def create_app(
     secret_key, _key_file = resolve_secret_key(settings)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_context, error_envelopes],
+        # Inside error_envelopes: a request over its organization's rate gets its envelope.
+        middlewares=[request_context, error_envelopes, org_rate_limit],
     )
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else SqlStore(settings.database_url)
     app[SECRET_BOX] = SecretBox(secret_key)
     app[METRICS] = Metrics()
     app[LIVE_LEGS] = LiveLegIndex()
+    # Monotonic: a wall-clock step must neither refill nor drain the buckets.
+    app[RATE_LIMITER] = OrgRateLimiter(time.monotonic)
     if provisioner is not None:
         app[PROVISIONER] = provisioner
     app[SIGNING_KEYS] = OrgSigningKeys(
@@ -81,10 +87,19 @@ def create_app(
     app[RUNTIME] = CallRuntime(
         machine=CallMachine(media_wait_s=settings.media_wait_s, new_room_key=new_room_key),
         # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
-        plane=MediaPlane(Mixer(cushion_at_start=True), recordings_dir(settings)),
+        plane=MediaPlane(
+            Mixer(cushion_at_start=True),
+            recordings_dir(settings),
+            media_dir=Path(settings.media_dir) if settings.media_dir else None,
+        ),
         outbox=WebhookOutbox(app[STORE], app[SIGNING_KEYS]),
         live=app[LIVE_LEGS],
         resolver=resolver if resolver is not None else directory,
+        recordings=RecordingCatalog(
+            app[STORE],
+            RecordingUrls(secret_key, settings.public_url, ttl_s=settings.recording_url_ttl_s),
+            recordings_dir(settings),
+        ),
     )
     wiring.install(app, context, app[RUNTIME])
     app.cleanup_ctx.append(_store_lifetime)
@@ -93,6 +108,7 @@ def create_app(
     bridges.add_routes(app)
     provider_configs.add_routes(app)
     calls.add_routes(app)
+    recordings.add_routes(app)
     return app
 
 

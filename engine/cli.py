@@ -1,4 +1,4 @@
-"""The ``callbridge`` command: ``serve``, ``org create`` and ``loadtest``."""
+"""The ``callbridge`` command: ``serve``, ``org create``, ``org limits`` and ``loadtest``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -18,15 +20,17 @@ from aiohttp import web
 from engine.api.keys import SETTINGS, SIGNING_KEYS, STORE
 from engine.api.public_keys import keys_document
 from engine.app import create_app
-from engine.config import Settings, resolve_secret_key, sqlite_path
+from engine.config import Settings, parse_count, parse_rate, resolve_secret_key, sqlite_path
 from engine.crypto import new_api_token, token_digest
 from engine.errors import CallbridgeError, NotFound
+from engine.limits import effective_limits
 from engine.logs import configure_logging, get_logger
 from engine.signing import OrgSigningKeys
-from engine.store.base import Store
+from engine.store.base import OrgLimitsRecord, Store
 from engine.store.sql import SqlStore
 
 DEV_HANDLE = "dev"
+_Limit = TypeVar("_Limit", int, float)
 log = get_logger("callbridge.cli")
 
 
@@ -49,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--handle", required=True, help="domain handle (the Org-Handle header)")
     create.add_argument("--name", required=True)
     create.add_argument("--database", dest="database_url")
+    limits = org_commands.add_parser(
+        "limits",
+        help="show or override an organization's limits ('default' clears an override)",
+    )
+    limits.add_argument("--handle", required=True, help="the organization's domain handle")
+    limits.add_argument("--max-legs", dest="max_legs", help="concurrent live legs")
+    limits.add_argument("--api-rate", dest="api_rate", help="API requests per second")
+    limits.add_argument("--api-burst", dest="api_burst", help="API requests at once")
+    limits.add_argument("--database", dest="database_url")
     commands.add_parser(
         "loadtest", help="synthetic-leg load test (callbridge loadtest --help)", add_help=False
     )
@@ -211,6 +224,52 @@ async def print_dev_organization(app: web.Application) -> None:
     )
 
 
+def _limit_change(
+    raw: str | None, current: _Limit | None, parse: Callable[[str], _Limit]
+) -> _Limit | None:
+    """Not given: keep the override; "default": drop it; otherwise the parsed value."""
+    if raw is None:
+        return current
+    return None if raw.strip().lower() == "default" else parse(raw)
+
+
+async def set_org_limits(settings: Settings, args: argparse.Namespace) -> dict[str, object]:
+    """Apply the given overrides and return the organization's limits in force."""
+    store = SqlStore(settings.database_url)
+    await store.start()
+    try:
+        org = await store.organization_by_handle(args.handle.strip())
+        if org is None:
+            raise NotFound(f"no organization has the handle {args.handle.strip()!r}")
+        old = await store.org_limits(org.id)
+        new = OrgLimitsRecord(
+            max_legs=_limit_change(
+                args.max_legs, old.max_legs, lambda v: parse_count("--max-legs", v)
+            ),
+            api_rate=_limit_change(
+                args.api_rate, old.api_rate, lambda v: parse_rate("--api-rate", v)
+            ),
+            api_burst=_limit_change(
+                args.api_burst, old.api_burst, lambda v: parse_count("--api-burst", v, minimum=1)
+            ),
+        )
+        if new != old:
+            await store.set_org_limits(org.id, new)
+    finally:
+        await store.close()
+    return {
+        "domain_handle": org.domain_handle,
+        **asdict(effective_limits(settings, new)),
+        "overrides": asdict(new),
+    }
+
+
+def org_limits(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(database_url=args.database_url)
+    print(orjson.dumps(asyncio.run(set_org_limits(settings, args))).decode())
+    return 0
+
+
 def org_create(args: argparse.Namespace) -> int:
     settings = Settings.from_env().with_overrides(database_url=args.database_url)
     result = asyncio.run(
@@ -236,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "public-key":
             return public_key(args)
+        if args.org_command == "limits":
+            return org_limits(args)
         return org_create(args)
     except CallbridgeError as exc:
         print(f"callbridge: {exc.detail}", file=sys.stderr)

@@ -20,7 +20,9 @@ import re
 from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TypeAlias, TypedDict
+from urllib.parse import unquote, urlsplit
 
 from engine.errors import NotFound, ValidationError
 from engine.model import (
@@ -183,9 +185,36 @@ class _Common(TypedDict):
 class _Body:
     """Typed, field-naming reads of a JSON body. Absent and null both mean "not given"."""
 
-    def __init__(self, body: Mapping[str, object], *, allow_private_urls: bool) -> None:
+    def __init__(
+        self,
+        body: Mapping[str, object],
+        *,
+        allow_private_urls: bool,
+        media_dir: str | None = None,
+    ) -> None:
         self._body = body
         self._allow_private_urls = allow_private_urls
+        self._media_dir = media_dir
+
+    def media_file(self, name: str) -> str | None:
+        """A ``file:///`` URL naming a file inside the media directory, else 422. The check is
+        on the path alone, so a file outside gets the same answer whether or not it exists
+        (the media plane checks again, after symlinks, when it opens the file)."""
+        url = self.string(name)
+        if url is None:
+            return None
+        refused = ParameterError(
+            f"'{name}' must be a file:/// URL of a file in the media directory"
+            " (CALLBRIDGE_MEDIA_DIR)",
+            field=name,
+        )
+        if self._media_dir is None or not url.startswith("file:///"):
+            raise refused
+        path = PurePosixPath(unquote(urlsplit(url).path))
+        root = PurePosixPath(self._media_dir)
+        if ".." in path.parts or not root.is_absolute() or root not in path.parents:
+            raise refused
+        return url
 
     def has(self, name: str) -> bool:
         return self._body.get(name) is not None
@@ -389,7 +418,7 @@ def _loop(b: _Body) -> int | None:
 
 
 def _playback_start(b: _Body) -> Command:
-    audio_url, media_name = b.string("audio_url"), b.string("media_name")
+    audio_url, media_name = b.media_file("audio_url"), b.string("media_name")
     if audio_url is not None and media_name is not None:
         raise ParameterError(
             "'audio_url' and 'media_name' cannot be used together", field="audio_url"
@@ -398,9 +427,6 @@ def _playback_start(b: _Body) -> Command:
         raise ParameterError(
             "'audio_url' or 'media_name' is required", field="audio_url", code="10004"
         )
-    # The engine fetches nothing from the network: only local files (or named media).
-    if audio_url is not None and not audio_url.startswith("file:///"):
-        raise ParameterError("'audio_url' must be a local file:/// URL", field="audio_url")
     return PlaybackStart(
         audio_url=audio_url,
         media_name=media_name,
@@ -452,16 +478,21 @@ ACTIONS: tuple[str, ...] = tuple(_PARSERS)
 
 
 def parse_command(
-    action: str, body: Mapping[str, object], *, allow_private_urls: bool = False
+    action: str,
+    body: Mapping[str, object],
+    *,
+    allow_private_urls: bool = False,
+    media_dir: str | None = None,
 ) -> Command:
     """The validated command for `action`; ``NotFound`` for an action callbridge lacks.
 
-    URLs callbridge will connect to must pass the URL policy unless ``allow_private_urls``.
+    URLs callbridge will connect to must pass the URL policy unless ``allow_private_urls``;
+    ``file://`` audio must be in ``media_dir`` (an absolute path; None: no file:// at all).
     """
     parser = _PARSERS.get(action)
     if parser is None:
         raise NotFound(f"unknown action '{action}'", field="action")
-    return parser(_Body(body, allow_private_urls=allow_private_urls))
+    return parser(_Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
 
 
 def _number(b: _Body, name: str, schemes: tuple[str, ...]) -> str:

@@ -35,6 +35,8 @@ class Settings:
     log_level: str = "info"
     max_body_bytes: int = 256 * 1024
     recordings_dir: str | None = None  # default: "recordings" beside the SQLite file
+    # The one directory file:// playback may read (CALLBRIDGE_MEDIA_DIR); None: no file://.
+    media_dir: str | None = None
     # How long an answered leg may be without a media stream (never started, failed or dropped)
     # before callbridge asks the provider for a new stream, and again before it hangs up.
     media_wait_s: float = 5.0
@@ -45,11 +47,20 @@ class Settings:
     # loopback, private, link-local or metadata addresses (engine/url_policy.py). Off unless
     # CALLBRIDGE_ALLOW_PRIVATE_URLS says so or ``serve --dev`` runs everything on one machine.
     allow_private_urls: bool = False
+    # Each organization's defaults (engine/limits.py; `callbridge org limits` overrides them per
+    # organization): concurrent live legs, and a token bucket of API requests per second.
+    # Generous enough for the load test's ramp on one organization.
+    org_max_legs: int = 1000
+    org_api_rate: float = 100.0
+    org_api_burst: int = 200
+    # How long a signed recording download URL works (engine/recordings.py): Telnyx's
+    # recording_urls last 10 minutes.
+    recording_url_ttl_s: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        settings = cls()
+        settings = _org_limit_defaults(env, cls())
         fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
         if fmt not in ("json", "console"):
             raise ValidationError(
@@ -81,8 +92,10 @@ class Settings:
             log_format=fmt,  # type: ignore[arg-type]  # checked just above
             log_level=env.get("CALLBRIDGE_LOG_LEVEL", settings.log_level).lower(),
             recordings_dir=env.get("CALLBRIDGE_RECORDINGS_DIR") or None,
+            media_dir=env.get("CALLBRIDGE_MEDIA_DIR") or None,
             media_wait_s=media_wait_s,
             signing_key_grace_s=grace_s,
+            recording_url_ttl_s=_recording_url_ttl(env, settings.recording_url_ttl_s),
             allow_private_urls=allow_private_urls,
         )
 
@@ -94,6 +107,68 @@ class Settings:
         if "public_url" not in given and ("host" in given or "port" in given) and derived_url:
             updated = replace(updated, public_url=f"http://{updated.host}:{updated.port}")
         return replace(updated, public_url=updated.public_url.rstrip("/"))
+
+
+def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with the per-organization limit defaults the environment gives, checked."""
+    if (raw := env.get("CALLBRIDGE_ORG_MAX_LEGS")) is not None:
+        settings = replace(settings, org_max_legs=parse_count("CALLBRIDGE_ORG_MAX_LEGS", raw))
+    if (raw := env.get("CALLBRIDGE_ORG_API_RATE")) is not None:
+        settings = replace(settings, org_api_rate=parse_rate("CALLBRIDGE_ORG_API_RATE", raw))
+    if (raw := env.get("CALLBRIDGE_ORG_API_BURST")) is not None:
+        burst = parse_count("CALLBRIDGE_ORG_API_BURST", raw, minimum=1)
+        settings = replace(settings, org_api_burst=burst)
+    return settings
+
+
+MAX_LIMIT = 1_000_000
+
+
+def parse_count(name: str, raw: str, *, minimum: int = 0) -> int:
+    """A limit that counts (legs, burst): a whole number from ``minimum`` to a million."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not minimum <= value <= MAX_LIMIT:
+        raise ValidationError(
+            f"{name} must be a whole number from {minimum} to {MAX_LIMIT}", field=name
+        )
+    return value
+
+
+def parse_rate(name: str, raw: str) -> float:
+    """Requests per second: above 0 (0 would shut an organization out for good)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_LIMIT:  # NaN fails this too
+        raise ValidationError(
+            f"{name} must be a number of requests per second above 0, up to {MAX_LIMIT}",
+            field=name,
+        )
+    return value
+
+
+MAX_RECORDING_URL_TTL_S = 7 * 24 * 3600.0
+
+
+def _recording_url_ttl(env: Mapping[str, str], default: float) -> float:
+    name = "CALLBRIDGE_RECORDING_URL_TTL_S"
+    if (raw := env.get(name)) is None:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    # A link that outlives a week is no longer a short-lived link; under a second is unusable.
+    if not 1 <= seconds <= MAX_RECORDING_URL_TTL_S:  # NaN fails this too
+        raise ValidationError(
+            f"{name} must be a number of seconds from 1 to {MAX_RECORDING_URL_TTL_S:.0f}",
+            field=name,
+        )
+    return seconds
 
 
 def _parse_bool(name: str, raw: str) -> bool:

@@ -13,8 +13,10 @@ errors for the wire.
     +-- NotFound               404  no such resource visible to the caller
     +-- Conflict               409  the request collides with current state
     +-- InvalidState           422  command not allowed in the leg's current state
+    +-- TooManyRequests        429  an organization over its limits (engine.limits), Retry-After
     +-- ProviderError          502  a provider's API refused or failed
     +-- StorageError           500  the database failed
+    +-- InputFailed            500  the machine failed on an input and rolled back (engine.runtime)
 """
 
 from __future__ import annotations

@@ -2,14 +2,18 @@
 
 An inbound call to a number on an ACTIVE bridge is admitted; a number on no bridge, a bridge
 that is DRAFT or INACTIVE, or a number already carrying ``channels_count`` live legs is refused
-(busy). The adapters call this before creating a leg and map the refusal to their provider's
-way of rejecting.
+(busy), and so is a call that would take its organization over its ``max_legs``
+(engine/limits.py). The adapters call this before creating a leg, map the refusal to their
+provider's way of rejecting, and count an admitted leg with ``LiveLegIndex.leg_started`` and
+``org_leg_started`` before letting another call through admission.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.config import Settings
+from engine.limits import limits_for
 from engine.live import LiveLegIndex
 from engine.model import RejectCause
 from engine.store.base import Route, Store
@@ -21,7 +25,9 @@ class Refusal:
     reason: str
 
 
-async def admit(store: Store, live: LiveLegIndex, number: str) -> Route | Refusal:
+async def admit(
+    store: Store, live: LiveLegIndex, number: str, settings: Settings
+) -> Route | Refusal:
     route = await store.route_for_number(number)
     if route is None:
         return Refusal(RejectCause.NOT_FOUND, f"{number} is not connected to any bridge")
@@ -34,5 +40,11 @@ async def admit(store: Store, live: LiveLegIndex, number: str) -> Route | Refusa
     limit = route.number.channels_count
     if live.count_for_number(number) >= limit:
         return Refusal(RejectCause.USER_BUSY, f"{number} already carries {limit} live leg(s)")
+    org_id = route.bridge.org_id
+    max_legs = (await limits_for(store, settings, org_id)).max_legs
+    if live.count_for_org(org_id) >= max_legs:
+        return Refusal(
+            RejectCause.USER_BUSY,
+            f"organization {org_id} already has {max_legs} live leg(s), its limit",
+        )
     return route
-

@@ -141,9 +141,19 @@ def builtin_source(name: str) -> Source:
 
 
 class MediaPlane:
-    def __init__(self, mixer: Mixer, recordings_dir: Path, *, detect_dtmf: bool = True) -> None:
+    def __init__(
+        self,
+        mixer: Mixer,
+        recordings_dir: Path,
+        *,
+        detect_dtmf: bool = True,
+        media_dir: Path | None = None,
+    ) -> None:
         self.mixer = mixer
         self.recordings_dir = recordings_dir
+        # The one directory file:// playback reads from (None: none); checked again here, after
+        # symlinks, because the API could only check the path it was given.
+        self.media_dir = media_dir.resolve() if media_dir is not None else None
         self.detect_dtmf = detect_dtmf
         self._legs: dict[str, LegMedia] = {}
         # Listeners that must not hear DTMF (SetDtmfMute), whether or not their media is live.
@@ -263,9 +273,16 @@ class MediaPlane:
             self._playback_ended(tag, "completed", None)
 
         if source.kind == "file":
-            samples = load_wav(Path(source.name), self.mixer.sample_rate)
+            samples = load_wav(self._media_file(source.name), self.mixer.sample_rate)
             return Playback(samples, loops=loops, on_end=ended)
         return builtin_source(source.name)
+
+    def _media_file(self, name: str) -> Path:
+        path = Path(name).resolve()
+        if self.media_dir is None or not path.is_relative_to(self.media_dir):
+            # The same status as a missing file: nothing outside the directory is confirmed.
+            raise OverlayError(f"no such audio file: {name}", status="file_not_found")
+        return path
 
     def _playback_ended(self, tag: str, status: str, detail: str | None) -> None:
         commander, sep, _ = tag.partition("/playback/")

@@ -32,11 +32,13 @@ from engine.gateway import GatewayResolver, ProviderGateway
 from engine.live import LiveLegIndex
 from engine.logs import get_logger
 from engine.machine import CallMachine, DialResult
-from engine.media_plane import MediaOutput, MediaPlane, close_recording
+from engine.media_plane import ActiveRecording, MediaOutput, MediaPlane, close_recording
 from engine.model import DtmfSource, NewLegIds, TimerKey
+from engine.recordings import FinishedRecording, RecordingCatalog
 from engine.webhooks import WebhookOutbox
 from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
+from media.recorder import RecordingResult
 
 log = get_logger("callbridge.runtime")
 T = TypeVar("T")
@@ -121,11 +123,13 @@ class CallRuntime:
         outbox: WebhookOutbox,
         live: LiveLegIndex,
         resolver: GatewayResolver,
+        recordings: RecordingCatalog,
         clock: Callable[[], float] = time.time,
         timers: Timers | None = None,
     ) -> None:
         self.machine = machine
         self.plane = plane
+        self.recordings = recordings
         self.outbox = outbox
         self.live = live
         self._resolver = resolver
@@ -251,9 +255,7 @@ class CallRuntime:
         async with self._lock:
             self.plane.attach(call_control_id, fmt, output, out_fmt)
         label = label or f"{fmt.encoding.value}/{fmt.sample_rate}"
-        # A stream has nobody to answer an error to: a fault here is logged, and the machine's
-        # wait for media (machine_streams) asks for a new stream if the leg is left without one.
-        await self._own_event(ev.MediaStarted(call_control_id, label, stream_url))
+        await self._until_taken(ev.MediaStarted(call_control_id, label, stream_url))
 
     async def media_failed(self, call_control_id: str, reason: str, detail: str = "") -> None:
         """The leg's stream failed or cannot be used; the machine retries or ends the leg."""
@@ -270,7 +272,17 @@ class CallRuntime:
     async def media_stopped(self, call_control_id: str) -> None:
         async with self._lock:
             self.plane.detach(call_control_id)
-        await self._own_event(ev.MediaStopped(call_control_id))
+        await self._until_taken(ev.MediaStopped(call_control_id))
+
+    async def _until_taken(self, event: ev.MediaStarted | ev.MediaStopped) -> None:
+        """A stream's news, which the media plane has acted on already: a stream has nobody to
+        answer an error to, and the machine must not stay believing the opposite of the plane,
+        so a fault (logged, rolled back) is followed by the same event again a little later."""
+        try:
+            await self.event(event)
+        except InputFailed:
+            loop = asyncio.get_running_loop()
+            loop.call_later(TIMER_RETRY_S, lambda: self._spawn(self._until_taken(event)))
 
     # ---- effects ------------------------------------------------------------------------
     async def _apply(self, effects: list[fx.Effect]) -> None:
@@ -349,16 +361,46 @@ class CallRuntime:
         if active is None:
             return
         result = await asyncio.get_running_loop().run_in_executor(None, close_recording, active)
+        ended_at = self._clock()
+        try:
+            url = await self.recordings.add(self._finished(leg_id, active, result, ended_at))
+        except CallbridgeError:
+            # The file is on disk but no API can reach it, so no webhook can point at it.
+            log.exception(
+                "recording saved but not catalogued", leg_id=leg_id, path=str(result.path)
+            )
+            return
         await self._own_event(
             ev.RecordingSaved(
                 leg_id,
                 active.recording_id,
-                url=result.path.resolve().as_uri(),
+                url=url,
                 started_at=active.started_at,
-                ended_at=self._clock(),
+                ended_at=ended_at,
                 format=active.options.format,
                 channels=active.options.channels,
             )
+        )
+
+    def _finished(
+        self, leg_id: str, active: ActiveRecording, result: RecordingResult, ended_at: float
+    ) -> FinishedRecording:
+        """What the catalogue keeps of a completed recording; NotFound if the leg is gone."""
+        leg = self.machine.leg(leg_id)
+        return FinishedRecording(
+            org_id=leg.org_id,
+            call_control_id=leg_id,
+            call_leg_id=leg.call_leg_id,
+            call_session_id=leg.call_session_id,
+            connection_id=leg.connection_id,
+            from_=leg.from_,
+            to=leg.to,
+            format=result.format,
+            channels=active.options.channels,
+            started_at=active.started_at,
+            ended_at=ended_at,
+            duration_s=result.duration_s,
+            path=result.path,
         )
 
     def _lane(

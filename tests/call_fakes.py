@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -31,7 +32,7 @@ from aiohttp.test_utils import TestClient
 from numpy.typing import NDArray
 
 from engine import events as ev
-from engine.api.keys import RUNTIME
+from engine.api.keys import RUNTIME, STORE
 from engine.app import create_app
 from engine.config import Settings
 from engine.effects import DialCall
@@ -292,6 +293,7 @@ def write_wav(path: Path, frequency: float, seconds: float, rate: int = 8000) ->
     """A 16-bit mono WAV of a sine."""
     n = int(seconds * rate)
     samples = (8000 * np.sin(2 * np.pi * frequency * np.arange(n) / rate)).astype("<i2")
+    path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)
         writer.setsampwidth(2)
@@ -348,6 +350,20 @@ class Harness:
         resp = await self.client.request(method, path, headers=headers, **kw)
         parsed = await resp.json() if resp.content_type == "application/json" else None
         return Reply(resp.status, parsed)
+
+    async def download(self, url: str) -> tuple[int, str, bytes]:
+        """Fetch a signed recording URL as its receiver would, without a token. The URL names
+        CALLBRIDGE_PUBLIC_URL; the test client serves the app elsewhere, so only the path and
+        query are taken."""
+        parts = urlsplit(url)
+        resp = await self.client.get(f"{parts.path}?{parts.query}")
+        return resp.status, resp.content_type, await resp.read()
+
+    async def recording_file(self, url: str) -> Path:
+        """The file behind a recording's signed URL (/v2/recordings/<id>/download?...)."""
+        record = await self.client.app[STORE].recording_by_id(urlsplit(url).path.split("/")[3])
+        assert record is not None, url
+        return self.runtime.recordings.file_of(record)
 
     async def act(self, leg: str, action: str, *, org: Org | None = None, **body: Any) -> Reply:
         return await self.request("POST", f"/v2/calls/{leg}/actions/{action}", body, org=org)

@@ -26,6 +26,8 @@ def settings(tmp_path: Path) -> Settings:
         max_body_bytes=64 * 1024,
         # Simulators, bots and webhook receivers all listen on 127.0.0.1.
         allow_private_urls=True,
+        # file:// playback reads from here only; recordings and the database stay outside it.
+        media_dir=str(tmp_path / "media"),
     )
 
 

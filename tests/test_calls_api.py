@@ -281,7 +281,7 @@ async def test_a_command_the_state_refuses_is_422_and_changes_nothing(h: Harness
 
 # ---- every command answers {"data": {"result": "ok"}} --------------------------------------
 async def test_every_action_answers_ok(h: Harness, tmp_path: Any) -> None:
-    wav = write_wav(tmp_path / "hello.wav", 440, 0.2)
+    wav = write_wav(tmp_path / "media" / "hello.wav", 440, 0.2)
     a, b = await h.incoming(), await h.incoming()
     done: set[str] = set()
 

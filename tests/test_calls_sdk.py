@@ -89,7 +89,7 @@ async def test_the_sdk_drives_every_command(
     assert h.room_of(a) == h.room_of(b) is not None
     # Media commands.
     await actions.send_dtmf(a, digits="1#", duration_millis=100)
-    wav = write_wav(tmp_path / "hi.wav", 500, 0.2)
+    wav = write_wav(tmp_path / "media" / "hi.wav", 500, 0.2)  # the media directory
     await actions.start_playback(a, audio_url=wav.as_uri(), target_legs="both", overlay=False)
     await h.receiver.next("call.playback.started", a)
     await actions.stop_playback(a)

@@ -8,9 +8,15 @@ from collections.abc import Mapping
 import pytest
 
 from engine import commands as cmd
-from engine.commands import ACTIONS, ParameterError, parse_command, parse_dial
+from engine.commands import ACTIONS, Command, ParameterError, parse_dial
 from engine.errors import NotFound, ValidationError
 from engine.model import RINGTONES, MuteDtmf, RecordingOptions, RejectCause, TargetLegs
+
+MEDIA_DIR = "/srv"  # where file:// playback may read from in these tests
+
+
+def parse_command(action: str, body: Mapping[str, object], **kw: bool) -> Command:
+    return cmd.parse_command(action, body, media_dir=MEDIA_DIR, **kw)
 
 # The minimal valid body of each action.
 MINIMAL: dict[str, dict[str, object]] = {

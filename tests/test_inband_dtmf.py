@@ -119,9 +119,9 @@ class TickOutput:
 
 
 class Scene:
-    def __init__(self, tmp_path: Path, **plane_args: bool) -> None:
+    def __init__(self, tmp_path: Path, *, detect_dtmf: bool = True) -> None:
         self.clock = [0]
-        self.plane = MediaPlane(Mixer(), tmp_path, **plane_args)
+        self.plane = MediaPlane(Mixer(), tmp_path, detect_dtmf=detect_dtmf)
         self.outputs: dict[str, TickOutput] = {}
         self.events: list[tuple[int, Event]] = []
         self.passthrough: list[bool] = []  # per tick, after it: is room "call" passthrough?

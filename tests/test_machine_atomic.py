@@ -154,14 +154,22 @@ class World:
             return  # refused before the runtime hears of it: one stream per live leg
         self.mixer.add_leg(leg, PCMU_8K)
         self.streams.add(leg)
-        self.event(ev.MediaStarted(leg, "PCMU/8000"), fault_at)
+        self.stream_news(ev.MediaStarted(leg, "PCMU/8000"), fault_at)
 
     def media_stopped(self, leg: str, fault_at: int | None) -> None:
         if leg not in self.streams:
             return
         self.mixer.remove_leg(leg)
         self.streams.discard(leg)
-        self.event(ev.MediaStopped(leg), fault_at)
+        self.stream_news(ev.MediaStopped(leg), fault_at)
+
+    def stream_news(self, event: ev.MediaStarted | ev.MediaStopped, fault_at: int | None) -> None:
+        """The plane has acted on the stream already, so the runtime gives a failed event to the
+        machine again later (CallRuntime._until_taken); here, at once."""
+        faults = self.faults
+        self.event(event, fault_at)
+        if self.faults > faults:
+            self.event(event, None)
 
 
 # ---- steps ------------------------------------------------------------------------------------

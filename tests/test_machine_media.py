@@ -159,7 +159,7 @@ def test_playback_plays_to_its_targets_and_reports_start_and_end() -> None:
     h = Harness()
     h.bridged_pair()
     body = {"audio_url": "file:///srv/prompts/hello.wav", "target_legs": "both", "loop": 2}
-    out = h.command("a", cmd.parse_command("playback_start", body))
+    out = h.command("a", cmd.parse_command("playback_start", body, media_dir="/srv"))
     overlays = of_type(out, fx.SetOverlay)
     source = OverlaySource("file", "/srv/prompts/hello.wav")
     assert [(o.call_control_id, o.source, o.loop) for o in overlays] == [

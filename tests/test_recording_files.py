@@ -7,8 +7,6 @@ outside it, and two organizations choosing the same name overwrote each other's 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import pytest
 
@@ -40,7 +38,7 @@ async def record(h: Harness, leg: str, org: Org, name: str) -> Path:
         reply = await h.act(leg, action, org=org, **body)
         assert reply.status == 200, reply.body
     saved = await h.receiver.next("call.recording.saved", leg)
-    return Path(url2pathname(urlsplit(saved.payload["recording_urls"]["wav"]).path))
+    return await h.recording_file(saved.payload["recording_urls"]["wav"])
 
 
 async def test_each_organization_records_in_its_own_directory_and_nothing_is_overwritten(

@@ -8,10 +8,9 @@ leg's output has received (asyncio events), never on sleeps, and judge audio by 
 from __future__ import annotations
 
 import asyncio
+import io
 import wave
 from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 import numpy as np
 import pytest
@@ -209,7 +208,7 @@ async def test_send_dtmf_plays_the_digits_on_the_leg(h: Harness) -> None:
 
 # ---- playback ---------------------------------------------------------------------------------
 async def test_playback_of_a_local_wav_to_its_end(h: Harness, tmp_path: Path) -> None:
-    wav = write_wav(tmp_path / "prompt.wav", 660, 0.3)
+    wav = write_wav(tmp_path / "media" / "prompt.wav", 660, 0.3)
     a = await h.up()
     await h.ok(a, "playback_start", audio_url=wav.as_uri())
     started = await h.receiver.next("call.playback.started", a)
@@ -225,7 +224,7 @@ async def test_playback_of_a_local_wav_to_its_end(h: Harness, tmp_path: Path) ->
 async def test_a_playback_started_before_the_media_plays_once_it_starts(
     h: Harness, tmp_path: Path
 ) -> None:
-    wav = write_wav(tmp_path / "early.wav", 660, 0.3)
+    wav = write_wav(tmp_path / "media" / "early.wav", 660, 0.3)
     a = await h.up(media=None)
     await h.ok(a, "playback_start", audio_url=wav.as_uri())
     await h.receiver.next("call.playback.started", a)
@@ -238,13 +237,13 @@ async def test_a_playback_started_before_the_media_plays_once_it_starts(
 async def test_playback_stop_cancels_and_a_missing_file_is_reported(
     h: Harness, tmp_path: Path
 ) -> None:
-    wav = write_wav(tmp_path / "long.wav", 660, 5.0)
+    wav = write_wav(tmp_path / "media" / "long.wav", 660, 5.0)
     a = await h.up()
     await h.ok(a, "playback_start", audio_url=wav.as_uri(), loop="infinity")
     await h.receiver.next("call.playback.started", a)
     await h.ok(a, "playback_stop")
     assert (await h.receiver.next("call.playback.ended", a)).payload["status"] == "cancelled"
-    missing = (tmp_path / "missing.wav").as_uri()
+    missing = (tmp_path / "media" / "missing.wav").as_uri()
     await h.ok(a, "playback_start", audio_url=missing)
     await h.receiver.next("call.playback.started", a)
     assert (await h.receiver.next("call.playback.ended", a)).payload["status"] == "file_not_found"
@@ -265,7 +264,7 @@ async def test_playback_to_the_opposite_leg_and_a_hangup_ends_it(h: Harness) -> 
 
 
 # ---- recording --------------------------------------------------------------------------------
-async def test_record_start_and_stop_write_a_wav(h: Harness) -> None:
+async def test_record_start_and_stop_write_a_wav(h: Harness, settings: Settings) -> None:
     a = await h.up(media=PCMU_8K)
     b = await h.up(media=PCMA_8K)
     h.speak(a, 440)
@@ -279,9 +278,11 @@ async def test_record_start_and_stop_write_a_wav(h: Harness) -> None:
     payload = saved.payload
     assert payload["channels"] == "dual" and payload["recording_id"]
     url = payload["recording_urls"]["wav"]
-    assert url.startswith("file://") and payload["public_recording_urls"] == {"wav": url}
-    path = Path(url2pathname(urlsplit(url).path))
-    with wave.open(str(path), "rb") as reader:
+    assert url.startswith(f"{settings.public_url}/v2/recordings/")
+    assert payload["public_recording_urls"] == {"wav": url}
+    status, content_type, body = await h.download(url)  # signed: no token needed
+    assert (status, content_type) == (200, "audio/wav")
+    with wave.open(io.BytesIO(body), "rb") as reader:
         assert (reader.getnchannels(), reader.getsampwidth(), reader.getframerate()) == (2, 2, 8000)
         samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
     assert samples.size >= 2 * 8000 * 0.3
@@ -297,7 +298,8 @@ async def test_a_recording_is_saved_when_the_leg_hangs_up(h: Harness) -> None:
     await h.outputs[a].collect(3)
     await h.hung_up(a, HangupCause.NORMAL_CLEARING)
     saved = await h.receiver.next("call.recording.saved", a)
-    assert saved.payload["recording_urls"]["wav"].endswith(".wav")
+    status, content_type, _ = await h.download(saved.payload["recording_urls"]["wav"])
+    assert (status, content_type) == (200, "audio/wav"), "the call is over, the link still works"
     assert h.receiver.types(a)[-2:] == ["call.hangup", "call.recording.saved"]
 
 
@@ -309,7 +311,7 @@ async def test_a_recording_started_before_the_media_records_it(h: Harness) -> No
     await h.outputs[a].collect(15)
     await h.ok(a, "record_stop")
     saved = await h.receiver.next("call.recording.saved", a)
-    path = Path(url2pathname(urlsplit(saved.payload["recording_urls"]["wav"]).path))
+    path = await h.recording_file(saved.payload["recording_urls"]["wav"])
     with wave.open(str(path), "rb") as reader:
         samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
     assert samples.size > 8000 * 0.1 and share(samples, 440) > 0.9

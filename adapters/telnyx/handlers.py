@@ -256,7 +256,8 @@ class TelnyxHandlers:
                 # The same call again under another event id, or one that has ended already.
                 log.info("telnyx call.initiated for a known call ignored", telnyx_id=telnyx_id)
                 return
-            decision = await admit(self._context.store, self._context.live, number)
+            context = self._context
+            decision = await admit(context.store, context.live, number, context.settings)
             if isinstance(decision, Refusal):
                 log.info(
                     "telnyx call refused",
@@ -271,6 +272,7 @@ class TelnyxHandlers:
             leg_id = "v3:" + uuid.uuid4().hex
             self._kit.legs.add(leg_id, telnyx_id, decision.provider_config)
             runtime.bind(leg_id, gateway, bridge_id=bridge.id, number=number)
+            context.live.org_leg_started(leg_id, bridge.org_id)
         log.info("telnyx call admitted", leg_id=leg_id, telnyx_id=telnyx_id, bridge=bridge.slug)
         initiated = ev.LegInitiated(
             call_control_id=leg_id,

@@ -264,7 +264,7 @@ class TwilioHandlers:
             return web.Response(status=400, text=str(exc))
         runtime = context.require_runtime()
         async with self._admission:
-            verdict = await admit(context.store, context.live, call.to)
+            verdict = await admit(context.store, context.live, call.to, context.settings)
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)
             bridge = verdict.bridge
@@ -274,6 +274,7 @@ class TwilioHandlers:
             runtime.bind(
                 ids.call_control_id, gateway, bridge_id=bridge.id, number=verdict.number.number
             )
+            context.live.org_leg_started(ids.call_control_id, bridge.org_id)
         log.info(
             "twilio call admitted",
             leg_id=ids.call_control_id, call_sid=call.call_sid, bridge=bridge.slug,

@@ -12,6 +12,7 @@ new leg's events unless the dial gives its own, and its provider configuration p
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from engine.api import public_keys
 from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
 from engine.api.keys import RUNTIME, SETTINGS, STORE
+from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
 from engine.commands import parse_command, parse_dial
 from engine.model import CallStatus
@@ -53,9 +55,8 @@ async def dial(request: web.Request) -> web.StreamResponse:
     allow_private = request.app[SETTINGS].allow_private_urls
     command = parse_dial(await json_object(request), allow_private_urls=allow_private)
     bridge = await request.app[STORE].get_bridge(org.id, command.connection_id)
-    runtime = request.app[RUNTIME]
-    result = await runtime.dial(
-        org.id, command, default_webhook_url=bridge.webhook_url if bridge else None
+    result = await dial_within_limit(
+        request, org.id, command, default_webhook_url=bridge.webhook_url if bridge else None
     )
     leg = result.leg
     return json_response(
@@ -84,9 +85,21 @@ async def action(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
     name = request.match_info["action"]
     body = await json_object(request, allow_empty=True)
-    command = parse_command(name, body, allow_private_urls=request.app[SETTINGS].allow_private_urls)
+    settings = request.app[SETTINGS]
+    command = parse_command(
+        name,
+        body,
+        allow_private_urls=settings.allow_private_urls,
+        media_dir=_media_dir(settings.media_dir),
+    )
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
+
+
+def _media_dir(configured: str | None) -> str | None:
+    # Absolute, because the command checks file:// paths against it; a string operation on the
+    # configured value and the working directory, nothing read from disk.
+    return os.path.abspath(configured) if configured else None
 
 
 async def client_state_update(request: web.Request) -> web.StreamResponse:

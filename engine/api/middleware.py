@@ -23,6 +23,7 @@ from engine.api.envelopes import (
 )
 from engine.api.keys import METRICS
 from engine.errors import CallbridgeError
+from engine.limits import TooManyRequests
 from engine.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -76,7 +77,10 @@ async def error_envelopes(request: web.Request, handler: Handler) -> web.StreamR
             detail=exc.detail,
             field=exc.field,
         )
-        return error_response(request, exc)
+        response = error_response(request, exc)
+        if isinstance(exc, TooManyRequests):
+            response.headers["Retry-After"] = exc.retry_after_header
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.api.envelopes import uses_telnyx_envelope
+from engine.api.rate_limit import LIMITED_PREFIXES
+
 Schema = dict[str, Any]
 
 PLATFORM = "/api/v2/platform/telephony"
@@ -403,6 +406,34 @@ def ops_paths() -> dict[str, Schema]:
     }
 
 
+def rate_limited(envelope: Schema) -> Schema:
+    return {
+        **response(
+            "Over the organization's limit: its API request rate, or (dial) its live legs",
+            envelope,
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    }
+
+
+def with_rate_limits(paths: dict[str, Schema]) -> dict[str, Schema]:
+    """Add the 429 of ``engine.api.rate_limit`` to every operation of both API families, in
+    the family's envelope; whatever else a path answers is its own document's business."""
+    for path, operations in paths.items():
+        if not path.startswith(LIMITED_PREFIXES):
+            continue
+        envelope = ref("TelnyxErrors") if uses_telnyx_envelope(path) else ref("PlatformError")
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:  # not "parameters"
+                operation["responses"].setdefault("429", rate_limited(envelope))
+    return paths
+
+
 def build_openapi(
     extra_paths: dict[str, Schema] | None = None, extra_schemas: dict[str, Schema] | None = None
 ) -> dict[str, Any]:
@@ -414,7 +445,7 @@ def build_openapi(
             "description": "Bridges platform API (Unpod-compatible), Call Control API "
             "(Telnyx-compatible), provider webhooks and operations.",
         },
-        "paths": {**platform_paths(), **ops_paths(), **(extra_paths or {})},
+        "paths": with_rate_limits({**platform_paths(), **ops_paths(), **(extra_paths or {})}),
         "components": {
             "schemas": {**SCHEMAS, **(extra_schemas or {})},
             "parameters": {

@@ -9,6 +9,8 @@ from engine.api.keys import METRICS
 from engine.api.openapi import build_openapi
 from engine.api.openapi_calls import SCHEMAS as CALL_SCHEMAS
 from engine.api.openapi_calls import call_paths
+from engine.api.openapi_recordings import SCHEMAS as RECORDING_SCHEMAS
+from engine.api.openapi_recordings import recording_paths
 from engine.metrics import CONTENT_TYPE_LATEST
 
 OPENAPI_DOC = web.AppKey("openapi_doc", dict)
@@ -28,7 +30,9 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app[OPENAPI_DOC] = build_openapi(call_paths(), CALL_SCHEMAS)
+    app[OPENAPI_DOC] = build_openapi(
+        {**call_paths(), **recording_paths()}, {**CALL_SCHEMAS, **RECORDING_SCHEMAS}
+    )
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)

@@ -113,6 +113,36 @@ class SigningKeysRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class OrgLimitsRecord:
+    """An organization's overrides of the process's default limits; None keeps the default."""
+
+    max_legs: int | None = None  # concurrent live legs, inbound and dialled
+    api_rate: float | None = None  # API requests per second, sustained
+    api_burst: int | None = None  # API requests allowed at once after a quiet spell
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRecord:
+    """A saved recording: which call it is of, and its file (relative to the recordings
+    directory). Times are epoch seconds from the runtime's clock."""
+
+    id: str  # the public id (a UUID), as the Call Control API shows it
+    org_id: int
+    call_control_id: str
+    call_leg_id: str
+    call_session_id: str
+    connection_id: str
+    from_: str
+    to: str
+    format: str  # wav | mp3
+    channels: str  # single | dual
+    started_at: float
+    ended_at: float
+    duration_ms: int
+    path: str  # e.g. "org-1/take.wav"
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """What inbound routing needs for one dialled number."""
 
@@ -153,6 +183,34 @@ class Store(Protocol):
     async def rotate_signing_key(self, org_id: int, now: float) -> int:
         """Retire the current version at ``now`` and return the new current one. NotFound for
         an unknown organization, Conflict when a concurrent rotation retired it first."""
+
+    # limits
+    async def org_limits(self, org_id: int) -> OrgLimitsRecord:
+        """The organization's overrides; all None for one without any (or unknown)."""
+
+    async def set_org_limits(self, org_id: int, limits: OrgLimitsRecord) -> None:
+        """Replace the organization's overrides with ``limits``. NotFound if it is unknown."""
+
+    # recordings
+    async def add_recording(self, record: RecordingRecord) -> None:
+        """Keep a saved recording. NotFound for an unknown organization; Conflict if its id
+        exists."""
+
+    async def list_recordings(
+        self, org_id: int, *, call_control_id: str | None = None, offset: int, limit: int
+    ) -> tuple[list[RecordingRecord], int]:
+        """One page of the organization's recordings (of one leg when ``call_control_id`` is
+        given), newest first, and the total count."""
+
+    async def get_recording(self, org_id: int, recording_id: str) -> RecordingRecord | None:
+        """None if unknown or another organization's."""
+
+    async def recording_by_id(self, recording_id: str) -> RecordingRecord | None:
+        """Any organization's: only for a download whose signed URL already names it."""
+
+    async def delete_recording(self, org_id: int, recording_id: str) -> None:
+        """Forget the recording (the caller removes its file). NotFound if absent or another
+        organization's."""
 
     # provider configurations
     async def create_provider_config(

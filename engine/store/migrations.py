@@ -178,9 +178,53 @@ def _v2_retired_signing_keys(conn: Connection) -> None:
     md.tables["retired_signing_keys"].create(conn, checkfirst=False)
 
 
+def _v3_recordings(conn: Connection) -> None:
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table("organizations", md, Column("id", ident, primary_key=True))  # for the foreign key
+    Table(
+        "recordings",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("public_id", String(36), nullable=False, unique=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False),
+        Column("call_control_id", String(128), nullable=False),
+        Column("call_leg_id", String(128), nullable=False),
+        Column("call_session_id", String(128), nullable=False),
+        Column("connection_id", String(255), nullable=False),
+        Column("from_number", String(2048), nullable=False),
+        Column("to_number", String(2048), nullable=False),
+        Column("format", String(8), nullable=False),
+        Column("channels", String(8), nullable=False),
+        Column("started_at", Double(), nullable=False),
+        Column("ended_at", Double(), nullable=False),
+        Column("duration_ms", Integer(), nullable=False),
+        Column("path", String(1024), nullable=False),
+        Index(None, "org_id", "id"),
+    )
+    md.tables["recordings"].create(conn, checkfirst=False)
+
+
+def _v4_org_limits(conn: Connection) -> None:
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table("organizations", md, Column("id", ident, primary_key=True))  # for the foreign key
+    Table(
+        "org_limits",
+        md,
+        Column("org_id", ident, ForeignKey("organizations.id"), primary_key=True),
+        Column("max_legs", Integer(), nullable=True),
+        Column("api_rate", Double(), nullable=True),
+        Column("api_burst", Integer(), nullable=True),
+    )
+    md.tables["org_limits"].create(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
+    Migration(3, "recordings of each organization", _v3_recordings),
+    Migration(4, "per-organization limits", _v4_org_limits),
 )
 
 

@@ -188,6 +188,32 @@ retired_signing_keys = Table(
     UniqueConstraint("org_id", "version"),
 )
 
+# Saved recordings (engine/recordings.py). public_id is the id the Call Control API shows (a
+# UUID, as Telnyx's); the integer id orders the list newest first. path is relative to the
+# recordings directory, so moving that directory (CALLBRIDGE_RECORDINGS_DIR) keeps the rows
+# good. Times are epoch seconds (the runtime's clock).
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("public_id", String(36), nullable=False, unique=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("call_control_id", String(128), nullable=False),
+    Column("call_leg_id", String(128), nullable=False),
+    Column("call_session_id", String(128), nullable=False),
+    Column("connection_id", String(255), nullable=False),
+    Column("from_number", String(2048), nullable=False),
+    Column("to_number", String(2048), nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("channels", String(8), nullable=False),
+    Column("started_at", Double(), nullable=False),
+    Column("ended_at", Double(), nullable=False),
+    Column("duration_ms", Integer(), nullable=False),
+    Column("path", String(1024), nullable=False),
+    # An organization's page, newest first.
+    Index(None, "org_id", "id"),
+)
+
 # Call-control webhooks waiting for delivery. Times are epoch seconds (the runtime's clock),
 # not datetimes: they are compared with "now" on every poll and never shown to a user.
 # next_attempt_at is NULL once delivery has been given up.
@@ -209,4 +235,15 @@ webhook_outbox = Table(
     # pending rows.
     Index(None, "delivered_at", "next_attempt_at"),
     Index(None, "leg_id", "delivered_at"),
+)
+
+# Per-organization overrides of the limits in ``Settings`` (engine/limits.py); NULL keeps the
+# process's default, and an organization without a row has every default.
+org_limits = Table(
+    "org_limits",
+    metadata,
+    Column("org_id", ID, ForeignKey("organizations.id"), primary_key=True),
+    Column("max_legs", Integer(), nullable=True),
+    Column("api_rate", Double(), nullable=True),
+    Column("api_burst", Integer(), nullable=True),
 )

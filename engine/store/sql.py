@@ -26,7 +26,9 @@ from engine.store.base import (
     ProviderConfigRecord,
     Route,
 )
+from engine.store.org_limits import SqlOrgLimits
 from engine.store.outbox import SqlOutbox
+from engine.store.recordings import SqlRecordings
 from engine.store.rows import (
     _BRIDGE_UPDATABLE,
     _CONFIG_UPDATABLE,
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
     from engine.store.base import Store
 
 
-class SqlStore(SqlOutbox, SqlSigningKeys):
+class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);

@@ -1,0 +1,85 @@
+"""The API request rate per organization (engine/limits.py), as a middleware; and dial's
+check of the organization's live legs.
+
+Both API families are limited, keyed by the organization that owns the request's token (any of
+its tokens share one bucket); a request without a known token passes on to its handler, which
+answers 401. Ops endpoints, provider webhooks and media streams are not limited here: they
+carry no organization's token, and refusing a provider's webhook would lose call events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from engine.api.keys import LIVE_LEGS, RUNTIME, SETTINGS, STORE
+from engine.commands import Dial
+from engine.crypto import token_digest
+from engine.limits import LEGS_RETRY_AFTER_S, OrgRateLimiter, TooManyRequests, limits_for
+from engine.logs import get_logger
+from engine.machine import DialResult
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RATE_LIMITER = web.AppKey("org_rate_limiter", OrgRateLimiter)
+LIMITED_PREFIXES = ("/api/v2/platform/", "/v2/")
+log = get_logger("callbridge.limits")
+
+
+async def _token_organization(request: web.Request) -> int | None:
+    """The id of the organization whose token the request carries, if it carries one."""
+    parts = request.headers.get("Authorization", "").split(None, 1)
+    if len(parts) != 2 or not parts[1].strip():
+        return None
+    org = await request.app[STORE].organization_for_token(token_digest(parts[1].strip()))
+    return None if org is None else org.id
+
+
+@web.middleware
+async def org_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spend one of the organization's requests; over its rate, 429 (``TooManyRequests``,
+    answered in the path's envelope with ``Retry-After`` by ``error_envelopes``)."""
+    if request.path.startswith(LIMITED_PREFIXES):
+        org_id = await _token_organization(request)
+        if org_id is not None:
+            app = request.app
+            limits = await limits_for(app[STORE], app[SETTINGS], org_id)
+            try:
+                app[RATE_LIMITER].check(org_id, limits)
+            except TooManyRequests as exc:
+                log.info("organization over its API rate", org_id=org_id, path=request.path,
+                         retry_after_s=round(exc.retry_after_s, 3))  # fmt: skip
+                raise
+    return await handler(request)
+
+
+async def dial_within_limit(
+    request: web.Request, org_id: int, command: Dial, *, default_webhook_url: str | None
+) -> DialResult:
+    """Place the dial unless the organization already has its ``max_legs`` live: then 429
+    (Telnyx's 10011) with ``Retry-After``. The new leg counts until the runtime ends it."""
+    app = request.app
+    live = app[LIVE_LEGS]
+    max_legs = (await limits_for(app[STORE], app[SETTINGS], org_id)).max_legs
+    # No await between the count and the placeholder, so two dials cannot both take the last
+    # leg; the placeholder holds it while the gateway is resolved and the leg is created.
+    if live.count_for_org(org_id) >= max_legs:
+        log.info("dial over the organization's leg limit", org_id=org_id, max_legs=max_legs)
+        raise TooManyRequests(
+            f"the organization already has {max_legs} live leg(s), its limit",
+            retry_after_s=LEGS_RETRY_AFTER_S,
+        )
+    placeholder = f"dialling:{uuid.uuid4().hex}"
+    live.org_leg_started(placeholder, org_id)
+    runtime = app[RUNTIME]
+    try:
+        result = await runtime.dial(org_id, command, default_webhook_url=default_webhook_url)
+    finally:
+        live.leg_ended(placeholder)
+    leg = runtime.machine.leg(result.leg.call_control_id)
+    # A repeated dial is the first one's leg, counted already; a leg that ended while being
+    # placed has had its leg_ended and must not be counted again.
+    if not result.duplicate and leg.ended_at is None:
+        live.org_leg_started(leg.call_control_id, org_id)
+    return result
