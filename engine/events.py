@@ -109,12 +109,13 @@ class PlaybackEnded:
 @dataclass(frozen=True, slots=True)
 class RecordingSaved:
     call_control_id: str
-    recording_id: str
+    recording_id: str  # the machine's, as in StartRecording
     url: str  # where the runtime stored it
     started_at: float
     ended_at: float
     format: str = "mp3"  # as in StartRecording's options
     channels: str = "dual"
+    public_id: str | None = None  # the id the recordings API knows it by, when catalogued
 
 
 Event: TypeAlias = (

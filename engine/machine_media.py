@@ -205,7 +205,8 @@ def recording_saved(core: Core, leg: Leg, event: RecordingSaved) -> None:
     core.webhook(
         leg,
         "call.recording.saved",
-        recording_id=event.recording_id,
+        # The id GET /v2/recordings/{id} answers to, so the application can fetch it again.
+        recording_id=event.public_id or event.recording_id,
         channels=event.channels,
         recording_started_at=iso(event.started_at),
         recording_ended_at=iso(event.ended_at),

@@ -113,9 +113,9 @@ class RecordingCatalog:
         self.urls = urls
         self.recordings_dir = recordings_dir
 
-    async def add(self, finished: FinishedRecording) -> str:
-        """Store the recording under a new id; return its signed download URL. Raises the
-        store's errors (nothing is kept then)."""
+    async def add(self, finished: FinishedRecording) -> tuple[str, str]:
+        """Store the recording under a new id; return that id and its signed download URL.
+        Raises the store's errors (nothing is kept then)."""
         record = RecordingRecord(
             id=str(uuid.uuid4()),
             org_id=finished.org_id,
@@ -134,7 +134,7 @@ class RecordingCatalog:
             path=finished.path.resolve().relative_to(self.recordings_dir.resolve()).as_posix(),
         )
         await self.store.add_recording(record)
-        return self.urls.download_url(record.id, record.format)
+        return record.id, self.urls.download_url(record.id, record.format)
 
     def file_of(self, record: RecordingRecord) -> Path:
         """The recording's file. A stored path that would leave the directory (callbridge never

@@ -363,7 +363,9 @@ class CallRuntime:
         result = await asyncio.get_running_loop().run_in_executor(None, close_recording, active)
         ended_at = self._clock()
         try:
-            url = await self.recordings.add(self._finished(leg_id, active, result, ended_at))
+            public_id, url = await self.recordings.add(
+                self._finished(leg_id, active, result, ended_at)
+            )
         except CallbridgeError:
             # The file is on disk but no API can reach it, so no webhook can point at it.
             log.exception(
@@ -375,6 +377,7 @@ class CallRuntime:
                 leg_id,
                 active.recording_id,
                 url=url,
+                public_id=public_id,
                 started_at=active.started_at,
                 ended_at=ended_at,
                 format=active.options.format,

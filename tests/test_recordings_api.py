@@ -58,6 +58,8 @@ async def record(h: Harness, leg: str, org: Org) -> str:
     saved = await h.receiver.next("call.recording.saved", leg)
     url: str = saved.payload["recording_urls"]["wav"]
     assert saved.payload["public_recording_urls"] == {"wav": url}
+    # The webhook names the recording by the id the recordings API knows it by.
+    assert saved.payload["recording_id"] == id_of(url)
     return url
 
 
