@@ -203,11 +203,7 @@ class _Body:
         url = self.string(name)
         if url is None:
             return None
-        refused = ParameterError(
-            f"'{name}' must be a file:/// URL of a file in the media directory"
-            " (CALLBRIDGE_MEDIA_DIR)",
-            field=name,
-        )
+        refused = not_a_media_file(name)
         if self._media_dir is None or not url.startswith("file:///"):
             raise refused
         path = PurePosixPath(unquote(urlsplit(url).path))
@@ -475,6 +471,16 @@ _PARSERS: dict[str, Callable[[_Body], Command]] = {
 }
 
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)
+
+
+def not_a_media_file(field: str = "audio_url") -> ParameterError:
+    """The one answer for audio that is not a file in the media directory: a path outside it, a
+    file that does not exist in it, or no media directory at all, so nobody learns which."""
+    return ParameterError(
+        f"'{field}' must be a file:/// URL of an existing file in the media directory"
+        " (CALLBRIDGE_MEDIA_DIR)",
+        field=field,
+    )
 
 
 def parse_command(

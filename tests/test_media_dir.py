@@ -66,7 +66,8 @@ async def test_the_answer_is_the_same_for_a_secret_an_existing_recording_and_a_m
     recording = recordings_dir(settings) / "org-2" / "theirs.wav"
     write_wav(recording, 440, 0.1)
     answers = []
-    for url in ("file:///etc/passwd", recording.as_uri(), (tmp_path / "nowhere.wav").as_uri()):
+    missing_inside = Path(settings.media_dir or "") / "missing.wav"
+    for url in ("file:///etc/passwd", recording.as_uri(), missing_inside.as_uri()):
         reply = await h.act(a, "playback_start", audio_url=url)
         assert reply.status == 422
         (error,) = reply.body["errors"]
@@ -74,7 +75,7 @@ async def test_the_answer_is_the_same_for_a_secret_an_existing_recording_and_a_m
     assert len(set(answers)) == 1, answers
 
 
-async def test_a_symlink_out_of_the_media_directory_does_not_play(
+async def test_a_symlink_out_of_the_media_directory_is_refused_like_a_missing_file(
     h: Harness, settings: Settings, tmp_path: Path
 ) -> None:
     outside = write_wav(tmp_path / "outside" / "secret.wav", 440, 0.3)
@@ -82,7 +83,20 @@ async def test_a_symlink_out_of_the_media_directory_does_not_play(
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(outside)
     a = await h.up()
-    await h.ok(a, "playback_start", audio_url=link.as_uri())  # the path alone is inside
+    reply = await h.act(a, "playback_start", audio_url=link.as_uri())  # the path is inside
+    assert reply.status == 422
+
+
+async def test_a_file_swapped_for_a_symlink_after_the_command_does_not_play(
+    h: Harness, settings: Settings, tmp_path: Path
+) -> None:
+    inside = write_wav(Path(settings.media_dir or "") / "prompt.wav", 440, 0.3)
+    outside = write_wav(tmp_path / "outside" / "secret.wav", 440, 0.3)
+    a = await h.up(media=None)
+    await h.ok(a, "playback_start", audio_url=inside.as_uri())
     await h.receiver.next("call.playback.started", a)
+    inside.unlink()
+    inside.symlink_to(outside)  # the plane opens the file when media starts: it checks again
+    await h.media(a)
     ended = await h.receiver.next("call.playback.ended", a)
     assert ended.payload["status"] == "file_not_found"  # as for a file that is not there

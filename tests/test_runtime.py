@@ -243,10 +243,15 @@ async def test_playback_stop_cancels_and_a_missing_file_is_reported(
     await h.receiver.next("call.playback.started", a)
     await h.ok(a, "playback_stop")
     assert (await h.receiver.next("call.playback.ended", a)).payload["status"] == "cancelled"
-    missing = (tmp_path / "media" / "missing.wav").as_uri()
-    await h.ok(a, "playback_start", audio_url=missing)
-    await h.receiver.next("call.playback.started", a)
-    assert (await h.receiver.next("call.playback.ended", a)).payload["status"] == "file_not_found"
+    # A file that is gone by the time the media plays (checked when the command came):
+    # call.playback.ended says file_not_found.
+    gone = write_wav(tmp_path / "media" / "gone.wav", 660, 0.3)
+    b = await h.up(media=None)
+    await h.ok(b, "playback_start", audio_url=gone.as_uri())
+    await h.receiver.next("call.playback.started", b)
+    gone.unlink()
+    await h.media(b)
+    assert (await h.receiver.next("call.playback.ended", b)).payload["status"] == "file_not_found"
 
 
 async def test_playback_to_the_opposite_leg_and_a_hangup_ends_it(h: Harness) -> None:

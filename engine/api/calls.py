@@ -13,7 +13,9 @@ new leg's events unless the dial gives its own, and its provider configuration p
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -23,7 +25,7 @@ from engine.api.envelopes import json_response
 from engine.api.keys import RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
-from engine.commands import parse_command, parse_dial
+from engine.commands import PlaybackStart, not_a_media_file, parse_command, parse_dial
 from engine.model import CallStatus
 from engine.store.base import OrganizationRecord
 from engine.webhooks import occurred_at
@@ -86,14 +88,23 @@ async def action(request: web.Request) -> web.StreamResponse:
     name = request.match_info["action"]
     body = await json_object(request, allow_empty=True)
     settings = request.app[SETTINGS]
+    media_dir = _media_dir(settings.media_dir)
     command = parse_command(
-        name,
-        body,
-        allow_private_urls=settings.allow_private_urls,
-        media_dir=_media_dir(settings.media_dir),
+        name, body, allow_private_urls=settings.allow_private_urls, media_dir=media_dir
     )
+    if isinstance(command, PlaybackStart) and command.audio_url is not None and media_dir:
+        _require_media_file(command.audio_url, media_dir)
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
+
+
+def _require_media_file(url: str, media_dir: str) -> None:
+    """The file must exist in the media directory, symlinks followed: a missing file gets the
+    same answer as one outside (the command checked the path alone). The media plane checks
+    again when it opens the file, as it may have changed since."""
+    path = Path(unquote(urlsplit(url).path)).resolve()
+    if not (path.is_relative_to(Path(media_dir).resolve()) and path.is_file()):
+        raise not_a_media_file("audio_url")
 
 
 def _media_dir(configured: str | None) -> str | None:
