@@ -15,16 +15,14 @@ callbridge's own extension: ``unbridge`` (Call Control v2 has none) takes a leg 
 
 from __future__ import annotations
 
-import binascii
 import re
-from base64 import b64decode
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import TypeAlias, TypedDict
-from urllib.parse import unquote, urlsplit
+from typing import TypeAlias
 
-from engine.errors import NotFound, ValidationError
+from engine.command_body import Body
+from engine.command_body import ParameterError as ParameterError  # raised by the parsers here
+from engine.errors import NotFound
 from engine.model import (
     DEFAULT_TIME_LIMIT_SECS,
     RINGTONES,
@@ -33,18 +31,9 @@ from engine.model import (
     RejectCause,
     TargetLegs,
 )
-from engine.url_policy import check_url
-
-
-class ParameterError(ValidationError):
-    """A bad body field. Call Control v2 answers those with 422, not the generic 400."""
-
-    status = 422
-
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 DTMF_DIGITS = re.compile(r"^[0-9A-D*#wW]+$")
-_FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 RECORD_FORMATS = ("wav", "mp3")
 RECORD_CHANNELS = ("single", "dual")
 RECORD_TRACKS = ("both", "inbound", "outbound")
@@ -177,154 +166,7 @@ Command: TypeAlias = (
 )
 
 
-class _Common(TypedDict):
-    client_state: str | None
-    command_id: str | None
-
-
-class _Body:
-    """Typed, field-naming reads of a JSON body. Absent and null both mean "not given"."""
-
-    def __init__(
-        self,
-        body: Mapping[str, object],
-        *,
-        allow_private_urls: bool,
-        media_dir: str | None = None,
-    ) -> None:
-        self._body = body
-        self._allow_private_urls = allow_private_urls
-        self._media_dir = media_dir
-
-    def media_file(self, name: str) -> str | None:
-        """A ``file:///`` URL naming a file inside the media directory, else 422. The check is
-        on the path alone, so a file outside gets the same answer whether or not it exists
-        (the media plane checks again, after symlinks, when it opens the file)."""
-        url = self.string(name)
-        if url is None:
-            return None
-        refused = not_a_media_file(name)
-        if self._media_dir is None or not url.startswith("file:///"):
-            raise refused
-        path = PurePosixPath(unquote(urlsplit(url).path))
-        root = PurePosixPath(self._media_dir)
-        if ".." in path.parts or not root.is_absolute() or root not in path.parents:
-            raise refused
-        return url
-
-    def has(self, name: str) -> bool:
-        return self._body.get(name) is not None
-
-    def _get(self, name: str, required: bool) -> object:
-        value = self._body.get(name)
-        if value is None and required:
-            raise ParameterError(f"'{name}' is required", field=name, code="10004")
-        return value
-
-    def string(
-        self, name: str, *, required: bool = False, max_len: int | None = None
-    ) -> str | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise ParameterError(f"'{name}' must be a string", field=name)
-        if value == "" and required:
-            raise ParameterError(f"'{name}' must not be empty", field=name)
-        if max_len is not None and not 1 <= len(value) <= max_len:
-            raise ParameterError(f"'{name}' must be 1 to {max_len} characters", field=name)
-        return value
-
-    def file_name(self, name: str) -> str | None:
-        """A file name a tenant may choose: letters, digits, '.', '_' and '-', at most 40, never
-        '.' or '..': it can neither leave its directory nor name one."""
-        value = self.string(name, max_len=40)
-        if value is not None and (not _FILE_NAME.fullmatch(value) or value in (".", "..")):
-            raise ParameterError(
-                f"'{name}' may hold only letters, digits, '.', '_' and '-', and not be '.' or '..'",
-                field=name,
-            )
-        return value
-
-    def req_string(self, name: str) -> str:
-        value = self.string(name, required=True)
-        assert value is not None  # required=True never returns None
-        return value
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = self.string(name)
-        if value is None:
-            return default
-        if value not in allowed:
-            raise ParameterError(f"'{name}' must be one of: {', '.join(allowed)}", field=name)
-        return value
-
-    def opt_choice(self, name: str, allowed: tuple[str, ...]) -> str | None:
-        if not self.has(name):
-            return None
-        return self.choice(name, allowed, "")
-
-    def flag(self, name: str, default: bool = False) -> bool:
-        value = self._get(name, False)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            raise ParameterError(f"'{name}' must be a boolean", field=name)
-        return value
-
-    def integer(self, name: str, lo: int, hi: int | None, default: int | None) -> int | None:
-        value = self._get(name, False)
-        if value is None:
-            return default
-        # JSON true is an int to Python; Call Control's integer fields refuse it.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParameterError(f"'{name}' must be an integer", field=name)
-        if value < lo or (hi is not None and value > hi):
-            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-            raise ParameterError(f"'{name}' must be {bound}", field=name)
-        return value
-
-    def req_integer(self, name: str, lo: int, hi: int | None, default: int) -> int:
-        value = self.integer(name, lo, hi, default)
-        assert value is not None  # a default was given
-        return value
-
-    def self_only(self, name: str) -> bool:
-        """`park_after_unbridge`: Call Control v2 documents the single value "self"."""
-        return self.opt_choice(name, ("self",)) is not None
-
-    def base64(self, name: str, *, required: bool = False) -> str | None:
-        value = self.string(name, required=required)
-        if value is None:
-            return None
-        try:
-            b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ParameterError(f"'{name}' must be valid base64", field=name) from None
-        return value
-
-    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        value = self.string(name)
-        if value is not None and not value.startswith(schemes):
-            raise ParameterError(f"'{name}' must be a {' or '.join(schemes)} URL", field=name)
-        return self.reachable(name, value) if value is not None else None
-
-    def reachable(self, name: str, url: str) -> str:
-        """``url`` if callbridge may connect there for a tenant (engine/url_policy.py)."""
-        schemes = ("http", "https") if url.startswith("http") else ("ws", "wss")
-        try:
-            return check_url(url, name, schemes=schemes, allow_private=self._allow_private_urls)
-        except ValidationError as exc:
-            raise ParameterError(exc.detail, field=name) from None
-
-    def common(self) -> _Common:
-        return {
-            "client_state": self.base64("client_state"),
-            "command_id": self.string("command_id"),
-        }
-
-
-def _recording(body: _Body, prefix: str, max_length: int) -> RecordingOptions:
+def _recording(body: Body, prefix: str, max_length: int) -> RecordingOptions:
     """Recording options from `record_start` (no prefix) or bridge's `record_*` fields."""
     track_field = "record_track" if prefix else "recording_track"
     return RecordingOptions(
@@ -339,11 +181,11 @@ def _recording(body: _Body, prefix: str, max_length: int) -> RecordingOptions:
     )
 
 
-def _answer(b: _Body) -> Command:
+def _answer(b: Body) -> Command:
     return Answer(webhook_url=b.url("webhook_url", ("http://", "https://")), **b.common())
 
 
-def _bridge(b: _Body) -> Command:
+def _bridge(b: Body) -> Command:
     other, queue = b.string("call_control_id"), b.string("queue")
     for name, value in (("call_control_id", other), ("queue", queue)):
         if value == "":
@@ -371,20 +213,20 @@ def _bridge(b: _Body) -> Command:
     )
 
 
-def _unbridge(b: _Body) -> Command:
+def _unbridge(b: Body) -> Command:
     # Accepted (and checked) for symmetry with bridge: an unbridged leg is parked either way.
     b.self_only("park_after_unbridge")
     return Unbridge(**b.common())
 
 
-def _reject(b: _Body) -> Command:
+def _reject(b: Body) -> Command:
     causes = tuple(c.value for c in RejectCause)
     if not b.has("cause"):
         raise ParameterError("'cause' is required", field="cause", code="10004")
     return Reject(cause=RejectCause(b.choice("cause", causes, "")), **b.common())
 
 
-def _enqueue(b: _Body) -> Command:
+def _enqueue(b: Body) -> Command:
     return Enqueue(
         queue_name=b.req_string("queue_name"),
         max_wait_time_secs=b.integer("max_wait_time_secs", 1, None, None),
@@ -393,18 +235,18 @@ def _enqueue(b: _Body) -> Command:
     )
 
 
-def _record_start(b: _Body) -> Command:
+def _record_start(b: Body) -> Command:
     for name in ("format", "channels"):  # required by record_start, defaulted elsewhere
         if not b.has(name):
             raise ParameterError(f"'{name}' is required", field=name, code="10004")
     return RecordStart(options=_recording(b, "", 14400), **b.common())
 
 
-def _record_stop(b: _Body) -> Command:
+def _record_stop(b: Body) -> Command:
     return RecordStop(recording_id=b.string("recording_id"), **b.common())
 
 
-def _loop(b: _Body) -> int | None:
+def _loop(b: Body) -> int | None:
     value = b._get("loop", False)
     if value == "infinity":
         return None
@@ -413,7 +255,7 @@ def _loop(b: _Body) -> int | None:
     return b.integer("loop", 1, 100, 1)
 
 
-def _playback_start(b: _Body) -> Command:
+def _playback_start(b: Body) -> Command:
     audio_url, media_name = b.media_file("audio_url"), b.string("media_name")
     if audio_url is not None and media_name is not None:
         raise ParameterError(
@@ -435,13 +277,13 @@ def _playback_start(b: _Body) -> Command:
     )
 
 
-def _playback_stop(b: _Body) -> Command:
+def _playback_stop(b: Body) -> Command:
     return PlaybackStop(
         overlay=b.flag("overlay"), stop=b.choice("stop", ("current", "all"), "all"), **b.common()
     )
 
 
-def _send_dtmf(b: _Body) -> Command:
+def _send_dtmf(b: Body) -> Command:
     digits = b.req_string("digits")
     if not DTMF_DIGITS.match(digits):
         raise ParameterError("'digits' may hold only 0-9, A-D, *, #, w and W", field="digits")
@@ -449,12 +291,12 @@ def _send_dtmf(b: _Body) -> Command:
     return SendDtmf(digits=digits, duration_millis=duration, **b.common())
 
 
-def _client_state_update(b: _Body) -> Command:
+def _client_state_update(b: Body) -> Command:
     state = b.base64("client_state", required=True)
     return ClientStateUpdate(client_state=state, command_id=b.string("command_id"))
 
 
-_PARSERS: dict[str, Callable[[_Body], Command]] = {
+_PARSERS: dict[str, Callable[[Body], Command]] = {
     "answer": _answer,
     "bridge": _bridge,
     "unbridge": _unbridge,
@@ -473,16 +315,6 @@ _PARSERS: dict[str, Callable[[_Body], Command]] = {
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)
 
 
-def not_a_media_file(field: str = "audio_url") -> ParameterError:
-    """The one answer for audio that is not a file in the media directory: a path outside it, a
-    file that does not exist in it, or no media directory at all, so nobody learns which."""
-    return ParameterError(
-        f"'{field}' must be a file:/// URL of an existing file in the media directory"
-        " (CALLBRIDGE_MEDIA_DIR)",
-        field=field,
-    )
-
-
 def parse_command(
     action: str,
     body: Mapping[str, object],
@@ -498,10 +330,10 @@ def parse_command(
     parser = _PARSERS.get(action)
     if parser is None:
         raise NotFound(f"unknown action '{action}'", field="action")
-    return parser(_Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
+    return parser(Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
 
 
-def _number(b: _Body, name: str, schemes: tuple[str, ...]) -> str:
+def _number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
     value = b._get(name, True)
     if isinstance(value, list):
         raise ParameterError(f"'{name}' must be a single destination", field=name)
@@ -518,7 +350,7 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
     `link_to` is required by `bridge_intent`, `bridge_on_answer` and `park_after_unbridge`.
     A websocket `to` and `webhook_url` must pass the URL policy unless ``allow_private_urls``.
     """
-    b = _Body(body, allow_private_urls=allow_private_urls)
+    b = Body(body, allow_private_urls=allow_private_urls)
     dial = Dial(
         connection_id=b.req_string("connection_id"),
         from_=_number(b, "from", ("sip:", "sips:")),

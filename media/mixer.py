@@ -49,8 +49,6 @@ hears (after clipping, before encoding) and what it said (silence when its frame
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,6 +64,7 @@ from media.codecs import (
     encode,
 )
 from media.dtmf import DtmfDetector
+from media.mix_results import SHED_AFTER_TICKS, MixerCounters, Overlay, TickResult
 from media.rooms import (
     DuplicateLeg,
     FormatGroup,
@@ -92,34 +91,7 @@ __all__ = [
     "UnknownRoom",
 ]
 
-Overlay = Callable[[int], NDArray[np.int16]]
-"""Called once per tick with the frame's sample count; returns int16 samples at the mixer's rate
-(shorter arrays are padded with silence, longer ones truncated)."""
-
-Tap = tuple[str, NDArray[np.int16], NDArray[np.int16]]
-
 _LO, _HI = -32768, 32767
-
-
-@dataclass(frozen=True, slots=True)
-class TickResult:
-    frames: list[tuple[str, bytes]]  # (leg id, one encoded frame), every mixed leg, any order
-    taps: list[Tap]  # (leg id, heard, spoken), int16 at the mixer's rate, copies
-    digits: list[tuple[str, str]] = field(default_factory=list)  # (leg id, DTMF digit) starting
-
-
-# How long two whole extra frames may stand in a leg's input queue before one is dropped:
-# long enough to ride out arrival jitter, short enough that a burst's latency does not stay.
-SHED_AFTER_TICKS = 25
-
-
-@dataclass(slots=True)
-class MixerCounters:
-    ticks: int = 0
-    frames_mixed: int = 0  # leg frames consumed by ticks
-    frames_missing: int = 0  # leg-ticks with less than a frame queued (played as silence)
-    frames_shed: int = 0  # frames dropped because they stood queued too long (latency)
-    bytes_dropped: int = 0  # queued input discarded because a queue overflowed
 
 
 def _l16_dtype(fmt: AudioFormat) -> np.dtype[np.int16]:
@@ -430,11 +402,9 @@ class Mixer:
         pcm, inbuf = self._pcm, self._inbuf
         active, need = layout.active, layout.active_frame_bytes
         if self._cushion_at_start:
-            # Mixed legs only (``active`` lists them first): a sniffed leg is only listened to
-            # for DTMF, and a cushion there would just delay detection.
-            mixed = np.zeros(active.size, dtype=bool)
-            mixed[: sum(g.slots.size for g in layout.groups)] = True
-            need = np.where(mixed & ~self._primed[active], 2 * need, need)
+            # Mixed legs only: a sniffed leg is only listened to for DTMF, and a cushion there
+            # would just delay detection.
+            need = np.where(layout.active_mixed & ~self._primed[active], 2 * need, need)
         has = self._fill[active] >= need
         self._primed[active[has]] = True
         for group in layout.groups + layout.sniffed:

@@ -154,6 +154,7 @@ class Layout:
     version: int
     active: NDArray[np.intp]  # slots the tick decodes: those of ``groups``, then of ``sniffed``
     active_frame_bytes: NDArray[np.int64]
+    active_mixed: NDArray[np.bool_]  # per ``active`` slot: mixed (True) or only sniffed (False)
     silent: NDArray[np.intp]  # hear nothing from a room (alone, or in no room)
     swap_dst: NDArray[np.intp]  # default two-party rooms: dst hears src
     swap_src: NDArray[np.intp]
@@ -438,6 +439,10 @@ class Rooms:
             active=np.concatenate(active) if active else _EMPTY,
             active_frame_bytes=np.repeat(
                 np.array([g.frame_bytes for g in decoded], dtype=np.int64),
+                [g.slots.size for g in decoded],
+            ),
+            active_mixed=np.repeat(
+                np.array([True] * len(groups) + [False] * len(sniffed), dtype=bool),
                 [g.slots.size for g in decoded],
             ),
             silent=silent,

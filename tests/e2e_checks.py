@@ -30,16 +30,11 @@ import numpy.typing as npt
 
 from adapters.simulators import SimulatedCall, TelnyxSimulator, TwilioSimulator
 from adapters.simulators.pacing import Playout, run_ticks
-from benchmarks.loadtest.checker import (
-    FRAME_SAMPLES,
-    Hearing,
-    Voice,
-    VoiceSource,
-    judge,
-)
+from benchmarks.loadtest.frames import FRAME_SAMPLES
+from benchmarks.loadtest.judge import Hearing, Voice, VoiceSource, judge
 from benchmarks.loadtest.plan import top_level_dbfs
 from media.codecs import PCMU_8K, encode
-from media.mixer import SHED_AFTER_TICKS
+from media.mix_results import SHED_AFTER_TICKS
 
 __all__ = [
     "LISTEN_FRAMES",

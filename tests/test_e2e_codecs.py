@@ -32,7 +32,8 @@ import pytest
 from telnyx import AsyncTelnyx
 
 from adapters.simulators import CallState, TelnyxCall, TwilioCall
-from benchmarks.loadtest.checker import Thresholds, Voice, VoiceSource, judge
+from benchmarks.loadtest.frames import Thresholds
+from benchmarks.loadtest.judge import Voice, VoiceSource, judge
 from tests.e2e_checks import LISTEN_FRAMES, Tap, hearing, tap
 from tests.test_e2e_cross_provider import (
     TELNYX_NUMBER,

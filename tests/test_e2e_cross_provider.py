@@ -23,7 +23,8 @@ import telnyx
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from adapters.simulators import CallState, SimulatedCall, TelnyxSimulator, TwilioSimulator
-from benchmarks.loadtest.checker import FRAME_SAMPLES, VoiceSource, judge
+from benchmarks.loadtest.frames import FRAME_SAMPLES
+from benchmarks.loadtest.judge import VoiceSource, judge
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings

@@ -21,7 +21,7 @@ import pytest
 import telnyx
 
 from adapters.simulators import CallState
-from benchmarks.loadtest.checker import VoiceSource
+from benchmarks.loadtest.judge import VoiceSource
 from tests.e2e_checks import hearing, tap, voices
 from tests.telnyx_harness import Stack, caller, telnyx_stack
 

@@ -17,7 +17,7 @@ import pytest
 from telnyx import AsyncTelnyx
 
 from adapters.simulators import CallState, TelnyxCall
-from benchmarks.loadtest.checker import VoiceSource
+from benchmarks.loadtest.judge import VoiceSource
 from tests.e2e_checks import hearing, tap, voices
 from tests.platform_client import BRIDGES, Org, make_org
 from tests.telnyx_harness import Stack, caller, pairing_application, telnyx_stack

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from adapters.simulators import CallState, TwilioSimulator
-from benchmarks.loadtest.checker import VoiceSource
+from benchmarks.loadtest.judge import VoiceSource
 from tests.e2e_checks import hearing, tap, voices
 from tests.twilio_env import AppHooks, TwilioEnv
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.simulators import CallState, TwilioSimulator
-from benchmarks.loadtest.checker import VoiceSource
+from benchmarks.loadtest.judge import VoiceSource
 from tests.e2e_checks import bot_hearing, hearing, speak_to_bot, tap, voices
 from tests.twilio_env import AppHooks, TwilioEnv
 from tests.wsagent_bot import AgentBot

@@ -13,18 +13,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from benchmarks.loadtest.checker import (
-    FRAME_S,
-    AudioChecker,
-    SendLog,
-    Tally,
-    Voice,
-    VoiceSource,
-    amplitude_for,
-    judge,
-    marker_sign,
-    tone_frame,
-)
+from benchmarks.loadtest.checker import AudioChecker, SendLog, Tally
+from benchmarks.loadtest.frames import FRAME_S, amplitude_for, marker_sign, tone_frame
+from benchmarks.loadtest.judge import Voice, VoiceSource, judge
 from benchmarks.loadtest.plan import MARKER_PERIOD, Plan, make_plan
 from media.codecs import PCMU_8K, decode, encode
 

@@ -953,7 +953,7 @@ def test_errors_are_typed_media_errors() -> None:
 
 def test_a_burst_does_not_leave_standing_latency() -> None:
     """Frames a burst left queued are shed down to a one-frame jitter cushion."""
-    from media.mixer import SHED_AFTER_TICKS
+    from media.mix_results import SHED_AFTER_TICKS
 
     mixer = Mixer(passthrough=False)
     for leg in ("a", "b"):

@@ -26,7 +26,7 @@ from adapters.simulators.streaming import StreamEnd
 from adapters.stream_drops import FLOOD_FRAMES, LOG_INTERVAL_S, FloodWindow, FrameDrops
 from adapters.streams import DROP_REASONS, StreamError, StreamProtocolError
 from adapters.wiring import ADAPTERS
-from benchmarks.loadtest.checker import Voice, VoiceSource, judge
+from benchmarks.loadtest.judge import Voice, VoiceSource, judge
 from engine.api.keys import METRICS
 from engine.metrics import Metrics
 from tests.e2e_checks import Tap, hearing, tap, voices

@@ -68,70 +68,22 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = [
-    "BIN_HZ",
-    "FRAME_SAMPLES",
-    "SAMPLE_RATE",
-    "AudioChecker",
-    "Hearing",
-    "Misroute",
-    "SendLog",
-    "Speaker",
-    "Tally",
-    "Thresholds",
-    "Voice",
-    "VoiceSource",
-    "amplitude_for",
-    "judge",
-    "marker_sign",
-    "tone_frame",
-]
+from benchmarks.loadtest.frames import (
+    DEFAULT_THRESHOLDS,
+    FRAME_S,
+    REASONS,
+    Expected,
+    FrameClasses,
+    Speaker,
+    Thresholds,
+    classify,
+)
 
-SAMPLE_RATE: Final = 8000
-FRAME_SAMPLES: Final = 160
-BIN_HZ: Final = SAMPLE_RATE / FRAME_SAMPLES  # 50 Hz: the bin spacing of one 20 ms frame
-FRAME_S: Final = FRAME_SAMPLES / SAMPLE_RATE
-FULL_SCALE: Final = 32768.0  # a sine of this peak reads 0 dBFS
-_NBINS: Final = FRAME_SAMPLES // 2 + 1
+__all__ = ["AudioChecker", "Misroute", "SendLog", "Tally"]
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
-
-
-def amplitude_for(level_dbfs: float) -> float:
-    """Peak amplitude (int16 units) of a sine at ``level_dbfs``."""
-    return FULL_SCALE * 10 ** (level_dbfs / 20)
-
-
-def tone_frame(bin_index: int, amplitude: float) -> npt.NDArray[np.int16]:
-    """One 20 ms frame of a tone at ``bin_index * 50 Hz``: the same samples in every frame."""
-    n = np.arange(FRAME_SAMPLES)
-    wave = amplitude * np.sin(2 * np.pi * bin_index * n / FRAME_SAMPLES)
-    return np.rint(wave).astype(np.int16)
-
-
-def marker_sign(n: int, offset: int, period: int) -> int:
-    """The sign of frame ``n``: it flips at frames ``offset + m * period`` (the markers)."""
-    return 1 if ((n - offset) // period) % 2 == 0 else -1
-
-
-@dataclass(frozen=True, slots=True)
-class Speaker:
-    """What the checker knows of one leg: its bin, its peak amplitude, its marker offset."""
-
-    bin: int
-    amplitude: float
-    marker_offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    level_tolerance_db: float = 1.5
-    absent_db: float = 20.0
-    foreign_floor_dbfs: float = -42.0
-    residual_db: float = -20.0
-    residual_floor_dbfs: float = -50.0
 
 
 class SendLog:
@@ -222,93 +174,6 @@ class Tally:
 
 
 MAX_EXAMPLES: Final = 20
-_REASONS: Final = ("own", "foreign-tone", "level", "foreign-energy")
-
-
-@dataclass(frozen=True, slots=True)
-class Expected:
-    """Row i's expected speakers: their bins and peak amplitudes, ``valid`` False for padding."""
-
-    bins: Ints
-    amplitudes: Floats
-    valid: Bools
-
-
-@dataclass(frozen=True, slots=True)
-class FrameClasses:
-    """What ``classify`` found in each frame (row) and, per row and expected speaker, column."""
-
-    xe: npt.NDArray[np.complex128]  # each expected speaker's bin, as heard (for the markers)
-    clean: Bools  # (rows, speakers): within the level tolerance
-    absent: Bools  # (rows, speakers): more than absent_db below its level
-    level: Bools  # (rows, speakers): neither: someone else's audio on that bin
-    own: Bools  # (rows,): the listener's own bin is audible
-    foreign_tone: Bools  # (rows,): a bin nobody expected stands out
-    foreign_energy: Bools  # (rows,): broadband energy the expected tones do not explain
-    others: Floats  # (rows, bins): amplitudes left once the expected and own bins are removed
-
-    @property
-    def misrouted(self) -> Bools:
-        return self.own | self.foreign_tone | self.level.any(axis=1) | self.foreign_energy
-
-    def reasons(self) -> dict[str, Bools]:
-        """Each misrouted row under one reason, the first that applies in ``_REASONS`` order."""
-        level_any = self.level.any(axis=1)
-        return {
-            "own": self.own,
-            "foreign-tone": self.foreign_tone & ~self.own,
-            "level": level_any & ~self.own & ~self.foreign_tone,
-            "foreign-energy": self.foreign_energy & ~self.own & ~self.foreign_tone & ~level_any,
-        }
-
-    def foreign_detail(self, row: int) -> str:
-        peak = int(np.argmax(self.others[row]))
-        return f"strongest foreign bin {peak * BIN_HZ:.0f} Hz"
-
-
-def classify(
-    frames: npt.ArrayLike,
-    expected: Expected,
-    own_bins: Ints,
-    own_amplitudes: Floats,
-    t: Thresholds,
-) -> FrameClasses:
-    """Judge each 160-sample row against its listener's expected speakers and own tone (see
-    the module docstring): one ``rfft`` over every row, whoever's they are."""
-    pcm = np.asarray(frames).astype(np.float32)
-    if pcm.ndim != 2 or pcm.shape[1] != FRAME_SAMPLES:
-        raise ValueError(f"frames must be (n, {FRAME_SAMPLES}), not {pcm.shape}")
-    rows = np.arange(pcm.shape[0])
-    valid, ebin, eamp = expected.valid, expected.bins, expected.amplitudes
-    spectrum = np.fft.rfft(pcm, axis=1)
-    amp = np.abs(spectrum)
-    amp *= 2 / FRAME_SAMPLES
-    xe = np.take_along_axis(spectrum, ebin, axis=1).astype(np.complex128)
-    heard = np.abs(xe) * (2 / FRAME_SAMPLES)
-    ratio = heard / eamp
-    lo, hi = 10 ** (-t.level_tolerance_db / 20), 10 ** (t.level_tolerance_db / 20)
-    absent_ratio = 10 ** (-t.absent_db / 20)
-    clean = valid & (ratio >= lo) & (ratio <= hi)
-    absent = valid & (ratio < absent_ratio)
-    level = valid & ~clean & ~absent
-    own = amp[rows, own_bins] > own_amplitudes * absent_ratio
-    # What is left once the expected tones and the own bin are taken out: foreign tones.
-    others = amp
-    others[:, 0] = 0.0
-    others[:, -1] = 0.0
-    others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
-    others[rows, own_bins] = 0.0
-    foreign_tone = others.max(axis=1) > amplitude_for(t.foreign_floor_dbfs)
-    explained = np.where(valid, heard * heard / 2, 0.0).sum(axis=1)
-    residual = np.einsum("ij,ij->i", pcm, pcm) / FRAME_SAMPLES - explained
-    nominal = np.where(valid, eamp * eamp / 2, 0.0).sum(axis=1)
-    limit = np.maximum(
-        amplitude_for(t.residual_floor_dbfs) ** 2 / 2, nominal * 10 ** (t.residual_db / 10)
-    )
-    foreign_energy = residual > limit
-    return FrameClasses(xe, clean, absent, level, own, foreign_tone, foreign_energy, others)
-
-
 class AudioChecker:
     """Checks the frames every listener receives against its room; see the module docstring.
 
@@ -324,7 +189,7 @@ class AudioChecker:
         *,
         marker_period: int,
         budget_s: float,
-        thresholds: Thresholds = Thresholds(),  # frozen: safe to share
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
     ) -> None:
         legs = len(speakers)
         self.speakers = tuple(speakers)
@@ -359,14 +224,14 @@ class AudioChecker:
         self._window_legs: Ints = np.zeros(0, dtype=np.int64)
         self._window_start = 0.0
         self.tally = Tally()
-        self._reasons = dict.fromkeys(_REASONS, 0)
+        self._reasons = dict.fromkeys(REASONS, 0)
 
     # --- windows ---------------------------------------------------------------------------
 
     def open_window(self, at: float, legs: Sequence[int]) -> None:
         """Start a measurement window over ``legs`` (the listeners in the measurement)."""
         self.tally = Tally(legs=len(legs))
-        self._reasons = dict.fromkeys(_REASONS, 0)
+        self._reasons = dict.fromkeys(REASONS, 0)
         self._window_legs = np.asarray(legs, dtype=np.int64)
         self._window_start = at
         self._window_clean[:] = 0
@@ -411,7 +276,7 @@ class AudioChecker:
         tally.misrouted_by_reason = {k: v for k, v in self._reasons.items() if v}
         # Frames checked from now until the next window count in a scratch tally, not this one.
         self.tally = Tally()
-        self._reasons = dict.fromkeys(_REASONS, 0)
+        self._reasons = dict.fromkeys(REASONS, 0)
         self._window_legs = np.zeros(0, dtype=np.int64)
         return tally
 
@@ -604,166 +469,6 @@ class AudioChecker:
         # A frame is late when any of its speakers' audio is.
         late_rows = np.unique(r[known][latency > self.budget_s])
         self.tally.late_frames += int(late_rows.size)
-
-
-# --- one listener, no clock: for end-to-end tests ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Voice:
-    """One leg's voice as ``judge`` knows it: a tone on an exact bin of a 20 ms frame, at
-    ``level_dbfs``, its sign flipped every ``marker_period`` frames from ``marker_offset``."""
-
-    bin: int
-    level_dbfs: float
-    marker_offset: int = 0
-    marker_period: int = 20
-
-    def __post_init__(self) -> None:
-        if not 0 < self.bin < _NBINS - 1:
-            raise ValueError(f"bin {self.bin} is not strictly between 0 and {_NBINS - 1}")
-        if self.marker_period < 2:
-            raise ValueError("markers need a period of at least 2 frames")
-
-    @property
-    def freq_hz(self) -> float:
-        return self.bin * BIN_HZ
-
-    @property
-    def amplitude(self) -> float:
-        return amplitude_for(self.level_dbfs)
-
-
-class VoiceSource:
-    """A ``Voice`` as an audio source (``next_frame``, one 20 ms frame per call), for the
-    provider simulators' callers."""
-
-    def __init__(self, voice: Voice) -> None:
-        frame = tone_frame(voice.bin, voice.amplitude)
-        self._frames = {1: frame, -1: (-frame.astype(np.int32)).astype(np.int16)}
-        self.voice = voice
-        self.sent = 0
-
-    def next_frame(self) -> npt.NDArray[np.int16]:
-        n = self.sent
-        self.sent += 1
-        return self._frames[marker_sign(n, self.voice.marker_offset, self.voice.marker_period)]
-
-
-@dataclass(frozen=True, slots=True)
-class Hearing:
-    """What one listener heard, frame by frame (indices into the frames judged).
-
-    ``established_at``: the first frame with every expected speaker clean (None: never).
-    ``gaps``: frames from then on missing an expected speaker. ``misrouted``: (frame, reason,
-    detail) for every frame with the own tone, a foreign tone, a wrong level or foreign energy,
-    from the first frame. ``markers``: per expected speaker, the marker turns heard once
-    established; between two of them a speaker must be heard in exactly ``marker_period``
-    frames: more is ``duplicated``, fewer ``lost``.
-    """
-
-    frames: int
-    established_at: int | None
-    gaps: tuple[int, ...]
-    misrouted: tuple[tuple[int, str, str], ...]
-    markers: tuple[int, ...]
-    duplicated: int
-    lost: int
-
-    @property
-    def longest_gap(self) -> int:
-        """The longest run of consecutive frames missing a speaker."""
-        longest = run = 0
-        previous = -2
-        for frame in self.gaps:
-            run = run + 1 if frame == previous + 1 else 1
-            longest, previous = max(longest, run), frame
-        return longest
-
-    def problems(self, *, max_gap_run: int = 0, max_lost: int = 0) -> list[str]:
-        """Everything wrong with what was heard, in words; empty when it was all clean.
-
-        Strict by default. ``max_gap_run`` and ``max_lost`` let a caller whose engine shares a
-        busy machine accept what late arrivals explain: a speaker missing for at most that many
-        consecutive frames, at most ``max_lost`` speaker frames dropped to catch up. Misrouted
-        and duplicated frames are never accepted."""
-        found: list[str] = []
-        if self.established_at is None:
-            found.append(f"never heard every expected speaker cleanly in {self.frames} frames")
-        if self.misrouted:
-            found.append(f"{len(self.misrouted)} misrouted frames, first {self.misrouted[:3]}")
-        if self.longest_gap > max_gap_run:
-            found.append(
-                f"{len(self.gaps)} frames missing a speaker after frame {self.established_at}"
-                f" (up to {self.longest_gap} in a row): {list(self.gaps[:10])}"
-            )
-        if self.duplicated:
-            found.append(f"{self.duplicated} speaker frames duplicated")
-        if self.lost > max_lost:
-            found.append(f"{self.lost} speaker frames lost")
-        return found
-
-
-def judge(
-    frames: npt.ArrayLike,
-    hears: Sequence[Voice],
-    own: Voice,
-    thresholds: Thresholds = Thresholds(),  # frozen: safe to share
-) -> Hearing:
-    """Judge the frames one listener received, in order (rows of 160 samples), against the
-    voices it should hear and its own; no timing is involved, only what each frame holds."""
-    pcm = np.asarray(frames).reshape(-1, FRAME_SAMPLES)
-    rows, width = pcm.shape[0], len(hears)
-    expected = Expected(
-        np.tile(np.array([v.bin for v in hears], dtype=np.int64), (rows, 1)),
-        np.tile(np.array([v.amplitude for v in hears], dtype=np.float64), (rows, 1)),
-        np.ones((rows, width), dtype=bool),
-    )
-    classes = classify(
-        pcm,
-        expected,
-        np.full(rows, own.bin, dtype=np.int64),
-        np.full(rows, own.amplitude, dtype=np.float64),
-        thresholds,
-    )
-    complete = np.flatnonzero(classes.clean.all(axis=1))  # with no voice expected: every row
-    established = int(complete[0]) if complete.size else None
-    misrouted = sorted(
-        (int(i), reason, classes.foreign_detail(int(i)))
-        for reason, mask in classes.reasons().items()
-        for i in np.flatnonzero(mask)
-    )
-    if established is None:
-        return Hearing(rows, None, (), tuple(misrouted), (0,) * width, 0, 0)
-    gaps = np.flatnonzero(classes.absent[established:].any(axis=1)) + established
-    counts = [
-        _marker_segments(classes.xe[established:, s], classes.clean[established:, s], voice)
-        for s, voice in enumerate(hears)
-    ]
-    return Hearing(
-        frames=rows,
-        established_at=established,
-        gaps=tuple(int(g) for g in gaps),
-        misrouted=tuple(misrouted),
-        markers=tuple(c[0] for c in counts),
-        duplicated=sum(c[1] for c in counts),
-        lost=sum(c[2] for c in counts),
-    )
-
-
-def _marker_segments(
-    x: npt.NDArray[np.complex128], clean: Bools, voice: Voice
-) -> tuple[int, int, int]:
-    """(marker turns, frames duplicated, frames lost) of one speaker: its clean frames are
-    numbered between sign turns of its bin (as in ``AudioChecker._markers``)."""
-    heard = np.flatnonzero(clean)
-    values = x[heard]
-    turns = np.flatnonzero((values[1:] * np.conj(values[:-1])).real < 0) + 1
-    between = np.diff(turns)  # clean frames from one turn to the next
-    period = voice.marker_period
-    duplicated = int(np.maximum(between - period, 0).sum())
-    lost = int(np.maximum(period - between, 0).sum())
-    return int(turns.size), duplicated, lost
 
 
 def _groups(legs: Ints) -> tuple[Ints, Ints]:

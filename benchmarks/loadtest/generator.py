@@ -26,8 +26,9 @@ import numpy as np
 
 from adapters.simulators import CallState, SimulatedCall
 from benchmarks.loadtest.application import CallControl, Event, PairingApp
-from benchmarks.loadtest.checker import FRAME_S, AudioChecker, SendLog, Tally
+from benchmarks.loadtest.checker import AudioChecker, SendLog, Tally
 from benchmarks.loadtest.engine_host import Engine, open_engine, pin_to_core, process_stats
+from benchmarks.loadtest.frames import FRAME_S
 from benchmarks.loadtest.legs import Ear, MarkerTone
 from benchmarks.loadtest.plan import Plan, ProviderChoice, RoomPlan, make_plan
 from benchmarks.loadtest.provision import Accounts, Platform

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from adapters.simulators.pacing import Playout
-from benchmarks.loadtest.checker import FRAME_SAMPLES, SendLog, marker_sign, tone_frame
+from benchmarks.loadtest.checker import SendLog
+from benchmarks.loadtest.frames import FRAME_SAMPLES, marker_sign, tone_frame
 from benchmarks.loadtest.plan import LegPlan
 
 __all__ = ["Ear", "MarkerTone"]

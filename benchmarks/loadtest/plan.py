@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from benchmarks.loadtest.checker import BIN_HZ, Speaker, Thresholds, amplitude_for
+from benchmarks.loadtest.frames import BIN_HZ, Speaker, Thresholds, amplitude_for
 
 __all__ = [
     "FIRST_BIN",

@@ -25,7 +25,8 @@ from engine.api.envelopes import json_response
 from engine.api.keys import RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
-from engine.commands import PlaybackStart, not_a_media_file, parse_command, parse_dial
+from engine.command_body import not_a_media_file
+from engine.commands import PlaybackStart, parse_command, parse_dial
 from engine.model import CallStatus
 from engine.store.base import OrganizationRecord
 from engine.webhooks import occurred_at
