@@ -29,6 +29,7 @@ from engine.api.keys import (
 )
 from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
+from engine.audio_fetch import AudioFetcher, AudioFetchLimits
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
 from engine.gateway import GatewayResolver
@@ -84,13 +85,15 @@ def create_app(
     )
     if provisioner is None:
         app[PROVISIONER] = directory
+    # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
+    mixer = Mixer(cushion_at_start=True)
     app[RUNTIME] = CallRuntime(
         machine=CallMachine(media_wait_s=settings.media_wait_s, new_room_key=new_room_key),
-        # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
         plane=MediaPlane(
-            Mixer(cushion_at_start=True),
+            mixer,
             recordings_dir(settings),
             media_dir=Path(settings.media_dir) if settings.media_dir else None,
+            remote_audio=audio_fetcher(settings, mixer.sample_rate),
         ),
         outbox=WebhookOutbox(app[STORE], app[SIGNING_KEYS]),
         live=app[LIVE_LEGS],
@@ -110,6 +113,17 @@ def create_app(
     calls.add_routes(app)
     recordings.add_routes(app)
     return app
+
+
+def audio_fetcher(settings: Settings, sample_rate: int) -> AudioFetcher:
+    limits = AudioFetchLimits(
+        max_bytes=settings.audio_max_bytes,
+        timeout_s=settings.audio_fetch_timeout_s,
+        max_seconds=settings.audio_max_seconds,
+        cache_ttl_s=settings.audio_cache_ttl_s,
+        cache_max_bytes=settings.audio_cache_max_bytes,
+    )
+    return AudioFetcher(sample_rate, limits, allow_private=settings.allow_private_urls)
 
 
 def recordings_dir(settings: Settings) -> Path:
@@ -142,3 +156,5 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
         await runtime.close()
+        if runtime.plane.remote_audio is not None:
+            await runtime.plane.remote_audio.close()

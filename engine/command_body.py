@@ -65,6 +65,14 @@ class Body:
             raise refused
         return url
 
+    def audio_url(self, name: str) -> str | None:
+        """An http(s) URL callbridge may fetch for the tenant (``engine.url_policy``), or a
+        ``file:///`` URL in the media directory (``media_file``)."""
+        url = self.string(name)
+        if url is not None and url.startswith(("http://", "https://")):
+            return self.reachable(name, url)
+        return self.media_file(name)
+
     def has(self, name: str) -> bool:
         return self._body.get(name) is not None
 
@@ -181,7 +189,7 @@ def not_a_media_file(field: str = "audio_url") -> ParameterError:
     """The one answer for audio that is not a file in the media directory: a path outside it, a
     file that does not exist in it, or no media directory at all, so nobody learns which."""
     return ParameterError(
-        f"'{field}' must be a file:/// URL of an existing file in the media directory"
-        " (CALLBRIDGE_MEDIA_DIR)",
+        f"'{field}' must be an http(s) URL, or a file:/// URL of an existing file in the media"
+        " directory (CALLBRIDGE_MEDIA_DIR)",
         field=field,
     )

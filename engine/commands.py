@@ -102,7 +102,7 @@ class RecordStop(_Command):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlaybackStart(_Command):
-    audio_url: str | None = None  # file:// only
+    audio_url: str | None = None  # http(s), or file:// in the media directory
     media_name: str | None = None
     loop: int | None = 1  # None = "infinity"
     overlay: bool = False
@@ -255,8 +255,22 @@ def _loop(b: Body) -> int | None:
     return b.integer("loop", 1, 100, 1)
 
 
+def _audio_type(b: Body, audio_url: str | None) -> str | None:
+    """Call Control's ``audio_type``: what the audio at ``audio_url`` must be, checked against its
+    bytes when fetched. A file:/// file is read as WAV only, and a media_name has no type."""
+    audio_type = b.opt_choice("audio_type", ("mp3", "wav"))
+    if audio_type is None or (audio_type == "wav" and audio_url is not None):
+        return audio_type
+    if audio_url is None or audio_url.startswith("file:"):
+        what = "'media_name'" if audio_url is None else "a file:/// 'audio_url' (WAV only)"
+        raise ParameterError(
+            f"'audio_type' {audio_type!r} does not apply to {what}", field="audio_type"
+        )
+    return audio_type
+
+
 def _playback_start(b: Body) -> Command:
-    audio_url, media_name = b.media_file("audio_url"), b.string("media_name")
+    audio_url, media_name = b.audio_url("audio_url"), b.string("media_name")
     if audio_url is not None and media_name is not None:
         raise ParameterError(
             "'audio_url' and 'media_name' cannot be used together", field="audio_url"
@@ -272,7 +286,7 @@ def _playback_start(b: Body) -> Command:
         overlay=b.flag("overlay"),
         target_legs=TargetLegs(b.choice("target_legs", tuple(t.value for t in TargetLegs), "self")),
         stop=b.opt_choice("stop", ("current", "all")),
-        audio_type=b.opt_choice("audio_type", ("mp3", "wav")),
+        audio_type=_audio_type(b, audio_url),
         **b.common(),
     )
 

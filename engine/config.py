@@ -56,11 +56,19 @@ class Settings:
     # How long a signed recording download URL works (engine/recordings.py): Telnyx's
     # recording_urls last 10 minutes.
     recording_url_ttl_s: float = 600.0
+    # http(s) audio_url playback (engine/audio_fetch.py): the most bytes one download may be,
+    # how long it may take in all, the longest audio it may hold, and how long, and within how
+    # many decoded bytes, fetched audio stays cached for the next playback of the same URL.
+    audio_max_bytes: int = 10 * 1024 * 1024
+    audio_fetch_timeout_s: float = 10.0
+    audio_max_seconds: float = 1800.0
+    audio_cache_ttl_s: float = 300.0
+    audio_cache_max_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        settings = _org_limit_defaults(env, cls())
+        settings = _audio_fetch_settings(env, _org_limit_defaults(env, cls()))
         fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
         if fmt not in ("json", "console"):
             raise ValidationError(
@@ -119,6 +127,35 @@ def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:
         burst = parse_count("CALLBRIDGE_ORG_API_BURST", raw, minimum=1)
         settings = replace(settings, org_api_burst=burst)
     return settings
+
+
+def _audio_fetch_settings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with the audio_url fetch bounds the environment gives, checked."""
+    numbers: dict[str, tuple[str, float, float, type[int] | type[float]]] = {
+        "audio_max_bytes": ("CALLBRIDGE_AUDIO_MAX_BYTES", 1024, 2**31, int),
+        "audio_fetch_timeout_s": ("CALLBRIDGE_AUDIO_FETCH_TIMEOUT_S", 0.5, 600, float),
+        "audio_max_seconds": ("CALLBRIDGE_AUDIO_MAX_SECONDS", 1, 86400, float),
+        "audio_cache_ttl_s": ("CALLBRIDGE_AUDIO_CACHE_TTL_S", 0, 86400, float),
+        "audio_cache_max_bytes": ("CALLBRIDGE_AUDIO_CACHE_MAX_BYTES", 0, 2**40, int),
+    }
+    changes: dict[str, float] = {}
+    for field_name, (name, lo, hi, kind) in numbers.items():
+        if (raw := env.get(name)) is not None:
+            changes[field_name] = _parse_number(name, raw, lo, hi, kind)
+    return replace(settings, **changes)  # type: ignore[arg-type]  # each parsed as its field
+
+
+def _parse_number(
+    name: str, raw: str, lo: float, hi: float, kind: type[int] | type[float]
+) -> float:
+    try:
+        value: float = kind(raw)
+    except ValueError:
+        value = lo - 1
+    if not lo <= value <= hi:
+        what = "a whole number" if kind is int else "a number"
+        raise ValidationError(f"{name} must be {what} from {lo:g} to {hi:g}", field=name)
+    return value
 
 
 MAX_LIMIT = 1_000_000

@@ -19,6 +19,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from engine import effects as fx
 from engine.commands import PlaybackStart, PlaybackStop, RecordStart, RecordStop, SendDtmf
 from engine.errors import InvalidState
@@ -114,10 +116,7 @@ def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
         if old.overlay == command.overlay:
             leg = end_playback(core, leg, old, "cancelled")
     playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
-    if command.audio_url is not None:
-        source = OverlaySource("file", command.audio_url.removeprefix("file://"))
-    else:
-        source = OverlaySource("media", command.media_name or "")
+    source = _playback_source(leg, command)
     listeners = _listeners(core, leg, command.target_legs)
     for listener in listeners:
         core.emit(fx.SetOverlay(listener, playback_id, source, command.loop))
@@ -126,6 +125,16 @@ def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
     )
     leg = core.update(leg, seq=leg.seq + 1, playbacks=(*leg.playbacks, playback))
     core.webhook(leg, "call.playback.started", **_playback_fields(playback))
+
+
+def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
+    url = command.audio_url
+    if url is None:
+        return OverlaySource("media", command.media_name or "")
+    if url.startswith("file:"):
+        return OverlaySource("file", unquote(urlsplit(url).path))
+    # Fetched for the leg's organization only (engine.audio_fetch keys its cache by it).
+    return OverlaySource("url", url, org_id=leg.org_id, audio_type=command.audio_type)
 
 
 def _playback_fields(playback: ActivePlayback) -> dict[str, object]:

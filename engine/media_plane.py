@@ -9,6 +9,11 @@ A leg's media can start after the machine asked for an overlay (ringback, playba
 recording: those wait for it and begin when its stream attaches (again from the start if the
 stream re-attaches), until they are cleared.
 
+A URL overlay (an http(s) ``audio_url``) starts when its audio is at hand: ``RemoteAudio``
+(``engine.audio_fetch``) either has it cached or fetches it and calls back; meanwhile the
+overlay waits like one whose leg has no media yet, a cleared overlay is simply not started when
+the audio arrives, and a failed fetch ends every playback waiting for that URL, once each.
+
 The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
 its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
 
@@ -35,7 +40,6 @@ that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still decode t
 
 from __future__ import annotations
 
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,18 +48,17 @@ from typing import Literal, Protocol, cast, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.audio_sources import OverlayError, Source, builtin_source, load_wav
 from engine.events import DtmfReceived, Event, PlaybackEnded
 from engine.logs import get_logger
 from engine.model import DtmfSource, OverlaySource, RecordingOptions
-from media.codecs import AudioFormat, Resampler
+from media.codecs import AudioFormat
 from media.dtmf import DtmfSequence
-from media.errors import MediaError
 from media.mixer import Mixer
 from media.recorder import Recorder, RecordingResult
 from media.tones import Playback, Ringback
 
 log = get_logger("callbridge.media")
-Source = Callable[[int], NDArray[np.int16]]
 #: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
 DTMF_HANGOVER_TICKS = 2
 #: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
@@ -76,14 +79,6 @@ class KeyPressOutput(MediaOutput, Protocol):
         """Tell the far end a peer pressed ``digit``; never blocking."""
 
 
-class OverlayError(MediaError):
-    """An overlay could not be made (missing file, unknown tone); carries a playback status."""
-
-    def __init__(self, detail: str, status: str = "failed") -> None:
-        super().__init__(detail)
-        self.status = status
-
-
 @dataclass(slots=True)
 class ActiveRecording:
     recording_id: str
@@ -99,45 +94,20 @@ class LegMedia:
     overlays: dict[str, Source] = field(default_factory=dict)
 
 
-def load_wav(path: Path, rate: int) -> NDArray[np.int16]:
-    """A local 16-bit mono WAV as int16 at ``rate`` (8 or 16 kHz sources are resampled)."""
-    if not path.is_file():
-        raise OverlayError(f"no such audio file: {path}", status="file_not_found")
-    try:
-        with wave.open(str(path), "rb") as reader:
-            if reader.getsampwidth() != 2 or reader.getnchannels() != 1:
-                raise OverlayError(f"{path} must be 16-bit mono PCM WAV")
-            source_rate = reader.getframerate()
-            samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-    except (wave.Error, EOFError) as exc:
-        raise OverlayError(f"{path} is not a readable WAV file: {exc}") from None
-    samples = samples.astype(np.int16)
-    if source_rate != rate:
-        if {source_rate, rate} != {8000, 16000}:
-            raise OverlayError(f"{path} has a sample rate of {source_rate} Hz; use 8 or 16 kHz")
-        samples = Resampler(source_rate, rate).process(samples)
-    return samples
+AudioArrived = Callable[[OverlaySource, NDArray[np.int16] | OverlayError], None]
 
 
-def builtin_source(name: str) -> Source:
-    """``media_name`` values callbridge knows: ``ringback-<country>``, ``tone-<hz>``."""
-    kind, _, arg = name.partition("-")
-    if kind == "ringback" and arg:
-        try:
-            return Ringback(arg)
-        except MediaError as exc:
-            raise OverlayError(str(exc), status="file_not_found") from None
-    if kind == "tone" and arg.isdigit() and 20 <= int(arg) <= 3900:
-        frequency = int(arg)
-        phase = [0]
+class RemoteAudio(Protocol):
+    """Where a URL overlay's samples come from (``engine.audio_fetch.AudioFetcher``)."""
 
-        def tone(n: int) -> NDArray[np.int16]:
-            t = np.arange(phase[0], phase[0] + n)
-            phase[0] += n
-            return (np.sin(2 * np.pi * frequency * t / 8000) * 8000).astype(np.int16)
+    def cached(self, source: OverlaySource) -> NDArray[np.int16] | None:
+        """The samples if they are at hand now, at the mixer's rate."""
 
-        return tone
-    raise OverlayError(f"unknown media_name {name!r}", status="file_not_found")
+    def request(self, source: OverlaySource, arrived: AudioArrived) -> None:
+        """Fetch them; ``arrived`` is called later (never from within this call), on the loop."""
+
+    async def close(self) -> None:
+        """Stop fetching (the engine is shutting down)."""
 
 
 class MediaPlane:
@@ -148,9 +118,12 @@ class MediaPlane:
         *,
         detect_dtmf: bool = True,
         media_dir: Path | None = None,
+        remote_audio: RemoteAudio | None = None,
     ) -> None:
         self.mixer = mixer
         self.recordings_dir = recordings_dir
+        # http(s) audio_url playback (None: such overlays fail at once).
+        self.remote_audio = remote_audio
         # The one directory file:// playback reads from (None: none); checked again here, after
         # symlinks, because the API could only check the path it was given.
         self.media_dir = media_dir.resolve() if media_dir is not None else None
@@ -214,18 +187,44 @@ class MediaPlane:
             self._start_overlay(leg_id, tag, source, loop)
 
     def _start_overlay(
-        self, leg_id: str, tag: str, source: OverlaySource, loop: int | None
+        self,
+        leg_id: str,
+        tag: str,
+        source: OverlaySource,
+        loop: int | None,
+        samples: NDArray[np.int16] | None = None,
     ) -> None:
         media = self._legs[leg_id]
         try:
-            made = self._make_source(leg_id, tag, source, loop)
+            made = self._make_source(leg_id, tag, source, loop, samples)
         except OverlayError as exc:
             log.info("overlay refused", leg_id=leg_id, tag=tag, reason=str(exc))
             self._forget_overlay(leg_id, tag)
             self._playback_ended(tag, exc.status, str(exc))
             return
+        if made is None:
+            return  # a URL still being fetched: ``_audio_arrived`` starts it
         media.overlays[tag] = made
         self._refresh_overlay(leg_id, media)
+
+    def _audio_arrived(
+        self, source: OverlaySource, result: NDArray[np.int16] | OverlayError
+    ) -> None:
+        """A fetched URL is here (or failed): start it on every live leg still waiting for it;
+        on failure end its playbacks (once per playback, whatever the number of listeners)."""
+        ended: set[str] = set()
+        for leg_id, specs in list(self._overlay_specs.items()):
+            for tag, (wanted, loop) in list(specs.items()):
+                if wanted != source:
+                    continue
+                if isinstance(result, OverlayError):
+                    self.clear_overlay(leg_id, tag)
+                    ended.add(tag)
+                elif leg_id in self._legs and tag not in self._legs[leg_id].overlays:
+                    self._start_overlay(leg_id, tag, wanted, loop, result)
+        for tag in sorted(ended):
+            assert isinstance(result, OverlayError)
+            self._playback_ended(tag, result.status, str(result))
 
     def _forget_overlay(self, leg_id: str, tag: str) -> None:
         specs = self._overlay_specs.get(leg_id)
@@ -262,8 +261,14 @@ class MediaPlane:
             self.play_dtmf(leg_id, digit, RELAYED_DTMF_MS)
 
     def _make_source(
-        self, leg_id: str, tag: str, source: OverlaySource, loop: int | None
-    ) -> Source:
+        self,
+        leg_id: str,
+        tag: str,
+        source: OverlaySource,
+        loop: int | None,
+        samples: NDArray[np.int16] | None,
+    ) -> Source | None:
+        """The overlay's audio; None while a URL's audio is being fetched."""
         if source.kind == "ringback":
             return Ringback(source.name)
         loops = None if loop is None or loop <= 0 else loop
@@ -274,8 +279,21 @@ class MediaPlane:
 
         if source.kind == "file":
             samples = load_wav(self._media_file(source.name), self.mixer.sample_rate)
-            return Playback(samples, loops=loops, on_end=ended)
-        return builtin_source(source.name)
+        elif source.kind == "url":
+            samples = samples if samples is not None else self._remote_samples(source)
+            if samples is None:
+                return None
+        else:
+            return builtin_source(source.name)
+        return Playback(samples, loops=loops, on_end=ended)
+
+    def _remote_samples(self, source: OverlaySource) -> NDArray[np.int16] | None:
+        if self.remote_audio is None:
+            raise OverlayError("this engine plays no audio URLs")
+        samples = self.remote_audio.cached(source)
+        if samples is None:
+            self.remote_audio.request(source, self._audio_arrived)
+        return samples
 
     def _media_file(self, name: str) -> Path:
         path = Path(name).resolve()

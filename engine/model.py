@@ -164,12 +164,15 @@ class OverlaySource:
     """Audio the mixer plays to one listener on top of its room's mix.
 
     kind "ringback": `name` is a ringtone country code; kind "file": `name` is an absolute local
-    path (from a file:// audio_url); kind "media": `name` is a media_name the runtime resolves
-    (built-in tones). Never a network URL: the engine fetches nothing.
+    path (from a file:// audio_url); kind "url": `name` is an http(s) audio_url, fetched for
+    organization `org_id` (engine.audio_fetch); kind "media": `name` is a media_name the runtime
+    resolves (built-in tones).
     """
 
     kind: str
     name: str
+    org_id: int | None = None
+    audio_type: str | None = None  # kind "url": "wav" or "mp3", checked against the bytes
 
 
 @dataclass(frozen=True, slots=True)

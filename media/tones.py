@@ -246,7 +246,8 @@ class Playback:
             raise ValueError("Playback takes a 1-D int16 array (mono, already at the mix rate)")
         if loops is not None and loops < 1:
             raise ValueError(f"loops must be >= 1 or None, got {loops}")
-        self._samples = samples.copy()
+        # A read-only clip (a cached download every leg plays) is shared, not copied per leg.
+        self._samples = samples if not samples.flags.writeable else samples.copy()
         self._loops = loops
         self._on_end = on_end
         self._position = 0

@@ -140,7 +140,7 @@ BAD_PARAMETERS: list[tuple[str, dict[str, Any], str, str]] = [
     ("record_start", {"format": "wav"}, "/channels", "10004"),
     ("record_start", {"format": "ogg", "channels": "single"}, "/format", "10015"),
     ("playback_start", {}, "/audio_url", "10004"),
-    ("playback_start", {"audio_url": "https://example.com/a.wav"}, "/audio_url", "10015"),
+    ("playback_start", {"audio_url": "ftp://example.com/a.wav"}, "/audio_url", "10015"),
     ("playback_start", {"media_name": "tone-440", "loop": "forever"}, "/loop", "10015"),
     ("send_dtmf", {}, "/digits", "10004"),
     ("send_dtmf", {"digits": "12x"}, "/digits", "10015"),

@@ -215,7 +215,7 @@ BAD: list[tuple[str, Mapping[str, object], str, str]] = [
     ("record_start", {"format": "wav", "channels": "dual", "trim": "all"}, "trim", "10015"),
     ("record_stop", {"recording_id": 3}, "recording_id", "10015"),
     ("playback_start", {}, "audio_url", "10004"),
-    ("playback_start", {"audio_url": "https://cdn.example/a.wav"}, "audio_url", "10015"),
+    ("playback_start", {"audio_url": "ftp://cdn.example/a.wav"}, "audio_url", "10015"),
     ("playback_start", {"audio_url": "file:///a.wav", "media_name": "b"}, "audio_url", "10015"),
     ("playback_start", {"media_name": "b", "loop": 0}, "loop", "10015"),
     ("playback_start", {"media_name": "b", "loop": 101}, "loop", "10015"),

@@ -39,7 +39,7 @@ def refusal(url: str, media_dir: str | None) -> str:
         "file:///srv/media/%2e%2e/secret.wav",
         "file:///srv/media",  # the directory itself
         "file:///srv/mediaX/a.wav",  # a sibling sharing the prefix
-        "https://example.com/a.wav",
+        "ftp://example.com/a.wav",  # neither http(s) nor file
         "/srv/media/a.wav",
     ],
 )

@@ -93,8 +93,9 @@ async def action(request: web.Request) -> web.StreamResponse:
     command = parse_command(
         name, body, allow_private_urls=settings.allow_private_urls, media_dir=media_dir
     )
-    if isinstance(command, PlaybackStart) and command.audio_url is not None and media_dir:
-        _require_media_file(command.audio_url, media_dir)
+    audio_url = command.audio_url if isinstance(command, PlaybackStart) else None
+    if audio_url is not None and audio_url.startswith("file:") and media_dir:
+        _require_media_file(audio_url, media_dir)
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
 
