@@ -1,10 +1,10 @@
-"""Short-lived tokens that bind a media websocket to one leg.
+"""Tokens that bind a media websocket to one leg.
 
 A token is ``<leg id>.<expiry>.<HMAC-SHA256>`` (base64url), keyed by a key derived from
 ``CALLBRIDGE_SECRET_KEY``: the stream URL (Telnyx) or a ``<Parameter>`` (Twilio) carries it,
 and the media endpoint accepts a socket only with a valid, unexpired token for a leg that has no
-live stream. It is not single-use on purpose: a stream that drops may reconnect with the same
-token within the leg's grace period.
+live stream. It lives as long as the leg may (``DEFAULT_TTL_S``). It is not single-use on
+purpose: a stream that drops may reconnect with the same token within the leg's grace period.
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-DEFAULT_TTL_S = 3600.0
+from engine.model import DEFAULT_TIME_LIMIT_SECS
+
+# A token must outlive every reconnect of its leg's stream: a leg may live up to Call Control's
+# time limit (4 h, DEFAULT_TIME_LIMIT_SECS) from its answer, and the token is issued before that,
+# when the answer or dial is sent (a dial rings up to 600 s, an incoming leg waits up to its setup
+# timeout). The hour of margin covers both.
+TOKEN_MARGIN_S = 3600.0
+DEFAULT_TTL_S = DEFAULT_TIME_LIMIT_SECS + TOKEN_MARGIN_S
 
 
 class InvalidLegToken(ValueError):

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters import wiring
-from engine.api import bridges, calls, ops, provider_configs, recordings
+from engine.api import bridges, calls, ops, provider_configs, recordings, webhook_deliveries
 from engine.api.keys import (
     LIVE_LEGS,
     METRICS,
@@ -38,7 +38,9 @@ from engine.live import LiveLegIndex
 from engine.machine import CallMachine
 from engine.media_plane import MediaPlane
 from engine.metrics import Metrics
+from engine.provider_calls import ProviderCalls, RetryPolicy
 from engine.provisioning import NumberProvisioner
+from engine.reconcile import ReconcileSettings
 from engine.recordings import RecordingCatalog, RecordingUrls
 from engine.runtime import CallRuntime, new_room_key
 from engine.signing import OrgSigningKeys
@@ -88,16 +90,30 @@ def create_app(
     # Every leg's input starts with its one-frame jitter cushion (media/mixer.py).
     mixer = Mixer(cushion_at_start=True)
     app[RUNTIME] = CallRuntime(
-        machine=CallMachine(media_wait_s=settings.media_wait_s, new_room_key=new_room_key),
+        machine=CallMachine(
+            media_wait_s=settings.media_wait_s,
+            new_room_key=new_room_key,
+            setup_timeout_s=settings.setup_timeout_s,
+        ),
         plane=MediaPlane(
             mixer,
             recordings_dir(settings),
             media_dir=Path(settings.media_dir) if settings.media_dir else None,
             remote_audio=audio_fetcher(settings, mixer.sample_rate),
         ),
-        outbox=WebhookOutbox(app[STORE], app[SIGNING_KEYS]),
+        outbox=WebhookOutbox(
+            app[STORE],
+            app[SIGNING_KEYS],
+            max_attempts=settings.webhook_max_attempts,
+            retention_s=settings.webhook_retention_s,
+        ),
+        store=app[STORE],
         live=app[LIVE_LEGS],
         resolver=resolver if resolver is not None else directory,
+        provider_calls=ProviderCalls(retry_policy(settings)),
+        reconcile=ReconcileSettings(
+            interval_s=settings.reconcile_interval_s, silence_s=settings.reconcile_silence_s
+        ),
         recordings=RecordingCatalog(
             app[STORE],
             RecordingUrls(secret_key, settings.public_url, ttl_s=settings.recording_url_ttl_s),
@@ -112,6 +128,7 @@ def create_app(
     provider_configs.add_routes(app)
     calls.add_routes(app)
     recordings.add_routes(app)
+    webhook_deliveries.add_routes(app)
     return app
 
 
@@ -124,6 +141,13 @@ def audio_fetcher(settings: Settings, sample_rate: int) -> AudioFetcher:
         cache_max_bytes=settings.audio_cache_max_bytes,
     )
     return AudioFetcher(sample_rate, limits, allow_private=settings.allow_private_urls)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        budget_s=settings.provider_retry_budget_s,
+        persistent_cap_s=settings.hangup_retry_cap_s,
+    )
 
 
 def recordings_dir(settings: Settings) -> Path:
@@ -150,7 +174,9 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector) as session:
         workers = [
             asyncio.create_task(runtime.outbox.run(session, stop)),
+            asyncio.create_task(runtime.outbox.purge_loop(stop)),
             asyncio.create_task(runtime.run_media(stop)),
+            asyncio.create_task(runtime.run_reconciliation(stop)),
         ]
         yield
         stop.set()

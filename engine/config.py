@@ -43,6 +43,10 @@ class Settings:
     # How long an organization's webhook-signing key stays published after a rotation replaced
     # it, so that its receivers can switch to the new key (engine/signing.py).
     signing_key_grace_s: float = 24 * 3600.0
+    # Webhook delivery (engine/webhooks.py): attempts before a webhook is dead-lettered, and how
+    # long delivered and dead-lettered webhooks stay (GET /v2/webhook_deliveries) before purging.
+    webhook_max_attempts: int = 12
+    webhook_retention_s: float = 7 * 24 * 3600.0
     # Whether tenant-given URLs (webhooks, audio, websocket agents, provider API bases) may reach
     # loopback, private, link-local or metadata addresses (engine/url_policy.py). Off unless
     # CALLBRIDGE_ALLOW_PRIVATE_URLS says so or ``serve --dev`` runs everything on one machine.
@@ -56,6 +60,18 @@ class Settings:
     # How long a signed recording download URL works (engine/recordings.py): Telnyx's
     # recording_urls last 10 minutes.
     recording_url_ttl_s: float = 600.0
+    # Provider faults (engine/provider_calls.py, engine/reconcile.py, engine/machine_setup.py):
+    # how long a provider call is retried in all, how long one REST request may take (the
+    # Telnyx and Twilio gateways cut it then, a transient fault), the longest
+    # wait between the retries of a hangup past that time, how often the providers are asked
+    # about stuck legs and after how long without news about any leg, and how long an incoming
+    # leg may stay unanswered.
+    provider_retry_budget_s: float = 30.0
+    provider_attempt_timeout_s: float = 10.0
+    hangup_retry_cap_s: float = 60.0
+    reconcile_interval_s: float = 60.0
+    reconcile_silence_s: float = 600.0
+    setup_timeout_s: float = 60.0
     # http(s) audio_url playback (engine/audio_fetch.py): the most bytes one download may be,
     # how long it may take in all, the longest audio it may hold, and how long, and within how
     # many decoded bytes, fetched audio stays cached for the next playback of the same URL.
@@ -69,6 +85,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         settings = _audio_fetch_settings(env, _org_limit_defaults(env, cls()))
+        settings = _webhook_settings(env, settings)
+        settings = _provider_fault_settings(env, settings)
         fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
         if fmt not in ("json", "console"):
             raise ValidationError(
@@ -158,6 +176,40 @@ def _parse_number(
     return value
 
 
+MAX_WEBHOOK_ATTEMPTS = 50
+MIN_WEBHOOK_RETENTION_S, MAX_WEBHOOK_RETENTION_S = 60.0, 366 * 24 * 3600.0
+
+
+def _webhook_settings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with the webhook delivery settings the environment gives, checked."""
+    name = "CALLBRIDGE_WEBHOOK_MAX_ATTEMPTS"
+    if (raw := env.get(name)) is not None:
+        try:
+            attempts = int(raw)
+        except ValueError:
+            attempts = 0
+        if not 1 <= attempts <= MAX_WEBHOOK_ATTEMPTS:
+            raise ValidationError(
+                f"{name} must be a whole number from 1 to {MAX_WEBHOOK_ATTEMPTS}", field=name
+            )
+        settings = replace(settings, webhook_max_attempts=attempts)
+    name = "CALLBRIDGE_WEBHOOK_RETENTION_S"
+    if (raw := env.get(name)) is not None:
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        # A retention under a minute would purge a dead letter before anyone could read it.
+        if not MIN_WEBHOOK_RETENTION_S <= seconds <= MAX_WEBHOOK_RETENTION_S:  # NaN fails too
+            raise ValidationError(
+                f"{name} must be a number of seconds from {MIN_WEBHOOK_RETENTION_S:.0f} "
+                f"to {MAX_WEBHOOK_RETENTION_S:.0f}",
+                field=name,
+            )
+        settings = replace(settings, webhook_retention_s=seconds)
+    return settings
+
+
 MAX_LIMIT = 1_000_000
 
 
@@ -240,6 +292,36 @@ def _parse_seconds(name: str, raw: str) -> float:
     if not 0.05 <= seconds <= 600:
         raise ValidationError(f"{name} must be a number of seconds from 0.05 to 600", field=name)
     return seconds
+
+
+# Each provider-fault setting: its variable and its bounds. The retry budget stays under
+# Telnyx's 60 s command_id window (a dial retried within it cannot ring twice).
+_PROVIDER_FAULT_VARS: dict[str, tuple[str, float, float]] = {
+    "provider_retry_budget_s": ("CALLBRIDGE_PROVIDER_RETRY_BUDGET_S", 0, 45),
+    "provider_attempt_timeout_s": ("CALLBRIDGE_PROVIDER_TIMEOUT_S", 0.05, 60),
+    "hangup_retry_cap_s": ("CALLBRIDGE_HANGUP_RETRY_CAP_S", 0.05, 600),
+    "reconcile_interval_s": ("CALLBRIDGE_RECONCILE_INTERVAL_S", 0.05, 3600),
+    "reconcile_silence_s": ("CALLBRIDGE_RECONCILE_SILENCE_S", 0.05, 86400),
+    "setup_timeout_s": ("CALLBRIDGE_SETUP_TIMEOUT_S", 0.05, 3600),
+}
+
+
+def _provider_fault_settings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with the provider-fault settings the environment gives, checked."""
+    changes: dict[str, float] = {}
+    for field_name, (name, low, high) in _PROVIDER_FAULT_VARS.items():
+        if (raw := env.get(name)) is None:
+            continue
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = -1.0
+        if not low <= seconds <= high:  # NaN fails this too
+            raise ValidationError(
+                f"{name} must be a number of seconds from {low:g} to {high:g}", field=name
+            )
+        changes[field_name] = seconds
+    return replace(settings, **changes)  # type: ignore[arg-type]  # every one a float field
 
 
 def _parse_port(raw: str) -> int:

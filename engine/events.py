@@ -92,6 +92,15 @@ class ProviderFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderCallGone:
+    """Asked about the leg (the runtime's reconciliation), its provider says the call is over,
+    though no hangup event of it arrived. The leg is ended with ``call.hangup``."""
+
+    call_control_id: str
+    detail: str  # what the provider said, for the log and the application
+
+
+@dataclass(frozen=True, slots=True)
 class TimerFired:
     key: TimerKey
 
@@ -127,6 +136,7 @@ Event: TypeAlias = (
     | DtmfReceived
     | LegHungUp
     | ProviderFailed
+    | ProviderCallGone
     | TimerFired
     | PlaybackEnded
     | RecordingSaved

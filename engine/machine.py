@@ -31,9 +31,10 @@ from engine import machine_commands as commands
 from engine import machine_legs as legs
 from engine import machine_media as media
 from engine import machine_queue as queues
+from engine import machine_setup as setup
 from engine import machine_streams as streams
 from engine.errors import Conflict, NotFound
-from engine.machine_core import Core, iso
+from engine.machine_core import Checkpoint, Core, iso
 from engine.model import (
     CallEnded,
     CallStatus,
@@ -70,13 +71,19 @@ class Snapshot:
 
 class CallMachine:
     def __init__(
-        self, *, media_wait_s: float = 5.0, new_room_key: Callable[[], str] | None = None
+        self,
+        *,
+        media_wait_s: float = 5.0,
+        new_room_key: Callable[[], str] | None = None,
+        setup_timeout_s: float | None = setup.DEFAULT_SETUP_TIMEOUT_S,
     ) -> None:
         """``media_wait_s``: how long an answered leg may go without a media stream before a new
-        one is asked for, and again before the leg is hung up (``machine_streams``).
+        one is asked for, and again before the leg is hung up (``machine_streams``); likewise
+        ``setup_timeout_s`` an incoming leg unanswered (``machine_setup``; None: for ever).
         ``new_room_key``: where room ids get their unique part (random in production, so ids
         stay unique across restarts and nodes; counted when None)."""
         self._core = Core(media_wait_s=media_wait_s, new_key=new_room_key)
+        self._core.setup_timeout_s = setup_timeout_s
         self._command_ids: dict[str, dict[str, float]] = {}  # leg -> command_id -> when
         self._dial_ids: dict[tuple[int, str], tuple[str, float]] = {}  # (org, id) -> leg
 
@@ -145,6 +152,15 @@ class CallMachine:
             self._command_ids.pop(call_control_id, None)
         return gone
 
+    def checkpoint(self) -> Checkpoint:
+        """The state now, to find what an input changed (``engine.live_changes``) and to go
+        back to if the runtime cannot store it."""
+        return self._core.checkpoint()
+
+    def restore(self, saved: Checkpoint) -> None:
+        """Back to ``saved``: an input the store refused is undone as if it never came."""
+        self._core.restore(saved)
+
     # Events.
     def handle_event(self, event: ev.Event, now: float) -> list[fx.Effect]:
         with self._input(now) as core:
@@ -206,6 +222,8 @@ class CallMachine:
                     reason=f"provider_failed:{event.operation}",
                     detail=event.reason,
                 )
+        elif isinstance(event, ev.ProviderCallGone):
+            setup.provider_gone(core, leg, event)
         elif isinstance(event, ev.MediaStarted):
             media.media_started(core, leg, event)
             streams.media_flowing(core, core.legs[leg.call_control_id])
@@ -240,6 +258,7 @@ class CallMachine:
             )
         )
         core.webhook(leg, "call.initiated", state="parked", start_time=iso(leg.start_time))
+        leg = setup.start_setup_timer(core, leg)
         if event.webhook_url is None and event.default_conference is not None:
             # Default routing: nobody will command this leg, so answer it and, once answered,
             # put it in its bridge's conference room.
@@ -250,7 +269,7 @@ class CallMachine:
         core = self._core
         if next_state(leg.state, Trigger.LEG_ANSWERED) is None:
             return  # a duplicate or late answer
-        leg = core.cancel_timers(leg, TimerKind.RING_TIMEOUT)
+        leg = core.cancel_timers(leg, TimerKind.RING_TIMEOUT, TimerKind.SETUP_TIMEOUT)
         leg = core.move(leg, Trigger.LEG_ANSWERED, answered_at=core.now)
         leg = core.start_timer(leg, TimerKind.TIME_LIMIT, leg.time_limit_secs)
         leg = streams.expect_media(core, leg)
@@ -274,6 +293,8 @@ class CallMachine:
             media.stop_recording(core, leg)
         elif kind is TimerKind.MEDIA_WAIT:
             streams.wait_expired(core, leg)
+        elif kind is TimerKind.SETUP_TIMEOUT:
+            setup.setup_expired(core, leg)
 
     def _end_by_timer(self, leg: Leg, trigger: Trigger, cause: HangupCause) -> None:
         hangup = fx.HangupCall(leg.call_control_id)

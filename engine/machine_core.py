@@ -70,6 +70,7 @@ class Core:
         self, *, media_wait_s: float = 5.0, new_key: Callable[[], str] | None = None
     ) -> None:
         self.media_wait_s = media_wait_s  # see machine_streams
+        self.setup_timeout_s: float | None = None  # see machine_setup; None: no setup timeout
         self._new_key = new_key if new_key is not None else counting_ids()
         self.legs: dict[str, Leg] = {}
         self.rooms: dict[str, Room] = {}

@@ -309,9 +309,7 @@ def check_join_conference(core: Core, leg: Leg, command: JoinConference) -> None
         raise NotFound(f"no conference room '{command.room_id}'", field="room_id")
 
 
-def join_conference(
-    core: Core, leg: Leg, room_id: str, *, bridge_id: int | None = None
-) -> None:
+def join_conference(core: Core, leg: Leg, room_id: str, *, bridge_id: int | None = None) -> None:
     """Put a checked leg in a conference room, making the room (a bridge's default conference
     when ``bridge_id`` is given) if it has no members yet."""
     if leg.room_id == room_id:

@@ -133,6 +133,7 @@ class TimerKind(enum.Enum):
     QUEUE_WAIT = "queue_wait"  # enqueue's max_wait_time_secs
     RECORD_LIMIT = "record_limit"  # a recording's max_length
     MEDIA_WAIT = "media_wait"  # an answered leg without a media stream (machine_streams.py)
+    SETUP_TIMEOUT = "setup_timeout"  # an incoming leg not yet answered (machine_setup.py)
 
 
 @dataclass(frozen=True, slots=True)

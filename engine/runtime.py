@@ -4,8 +4,11 @@ Inputs (provider events from adapters, commands from the API, timers, media-stre
 handled one at a time under a lock, and the local effects of each input (webhooks into the
 outbox, mixer membership, overlays, timers) are carried out in emission order before the next
 input is taken, so each leg's webhooks leave in order. Provider calls (answer, hang up, reject,
-dial) go into a lane per leg: in order for that leg, without holding up other legs. A provider
-call that fails ends its leg through the machine (``ProviderFailed``), never leaving it dangling.
+dial) go into a lane per leg: in order for that leg, without holding up other legs. Transient
+provider faults are retried (``engine.provider_calls``); a provider call that still fails ends its
+leg through the machine (``ProviderFailed``), never leaving it dangling, and a hangup is retried
+until the provider confirms it, the leg's gateway and channel kept until then. A reconciliation
+task (``engine.reconcile``) asks the providers about quiet or stuck legs.
 
 An input the machine fails to apply (a bug, not a typed refusal) is rolled back by the machine,
 logged here with its traceback under a fault id, and raised to the caller as ``InputFailed``
@@ -28,13 +31,18 @@ from engine import effects as fx
 from engine import events as ev
 from engine.commands import Command, Dial
 from engine.errors import CallbridgeError
-from engine.gateway import GatewayResolver, ProviderGateway
+from engine.gateway import GatewayResolver, ProviderGateway, dial_is_idempotent
 from engine.live import LiveLegIndex
+from engine.live_changes import changes_between
 from engine.logs import get_logger
 from engine.machine import CallMachine, DialResult
+from engine.machine_core import Checkpoint
 from engine.media_plane import ActiveRecording, MediaOutput, MediaPlane, close_recording
 from engine.model import DtmfSource, NewLegIds, TimerKey
+from engine.provider_calls import ProviderCalls
+from engine.reconcile import Reconciler, ReconcileSettings
 from engine.recordings import FinishedRecording, RecordingCatalog
+from engine.store.base import QueuedWebhook, Store
 from engine.webhooks import WebhookOutbox
 from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
@@ -101,6 +109,19 @@ class InputFailed(CallbridgeError):
         self.fault_id = fault_id
 
 
+class InputNotStored(InputFailed):
+    """The input's changes could not be stored, so it was undone: 503, worth retrying (a
+    provider retries its webhook, or sends it to the failover URL)."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, fault_id: str) -> None:
+        super().__init__(fault_id)
+        self.detail = f"The change could not be stored and was not made (fault id {fault_id})"
+        self.args = (self.detail,)
+
+
 def new_room_key() -> str:
     """The unique part of a room id: random, so ids never repeat across restarts or nodes."""
     return uuid.uuid4().hex
@@ -121,16 +142,20 @@ class CallRuntime:
         machine: CallMachine,
         plane: MediaPlane,
         outbox: WebhookOutbox,
+        store: Store,
         live: LiveLegIndex,
         resolver: GatewayResolver,
         recordings: RecordingCatalog,
         clock: Callable[[], float] = time.time,
         timers: Timers | None = None,
+        provider_calls: ProviderCalls | None = None,
+        reconcile: ReconcileSettings | None = None,
     ) -> None:
         self.machine = machine
         self.plane = plane
         self.recordings = recordings
         self.outbox = outbox
+        self.store = store
         self.live = live
         self._resolver = resolver
         self._clock = clock
@@ -138,8 +163,18 @@ class CallRuntime:
         self._lock = asyncio.Lock()
         self._gateways: dict[str, ProviderGateway] = {}
         self._lanes: dict[str, asyncio.Task[None]] = {}
+        self._ending: set[str] = set()  # legs whose provider hangup/reject is not confirmed yet
         self._tasks: set[asyncio.Task[None]] = set()
         self.tick_clock = TickClock()
+        self.provider_calls = provider_calls if provider_calls is not None else ProviderCalls()
+        self.reconciler = Reconciler(
+            reconcile if reconcile is not None else ReconcileSettings(),
+            legs=lambda: self.machine.snapshot().legs,
+            gateway_of=self._gateways.get,
+            calls=self.provider_calls,
+            report=self._own_event,
+            clock=self._clock,
+        )
 
     def now(self) -> float:
         return self._clock()
@@ -168,6 +203,7 @@ class CallRuntime:
         """Raises ``InputFailed`` (logged) if the machine fails on it; an event is never refused,
         so any exception here is a fault."""
         async with self._lock:
+            before = self.machine.checkpoint()
             effects = self._guarded(
                 type(event).__name__,
                 event.key.call_control_id
@@ -176,7 +212,10 @@ class CallRuntime:
                 lambda: self.machine.handle_event(event, self._clock()),
                 passthrough=(),
             )
+            await self._commit(before, effects, type(event).__name__)
             await self._apply(effects)
+            if not isinstance(event, ev.TimerFired):
+                self.reconciler.heard(event.call_control_id)  # news of the leg: not quiet
             if isinstance(event, ev.LegHungUp):
                 # The far end's hangup needs no provider call, and a leg with no webhook URL
                 # (default routing) has no call.hangup to publish: free its channel here.
@@ -185,6 +224,7 @@ class CallRuntime:
     async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
         """Carry out an API command; typed errors propagate having changed nothing."""
         async with self._lock:
+            before = self.machine.checkpoint()
             effects = self._guarded(
                 type(command).__name__,
                 call_control_id,
@@ -192,6 +232,7 @@ class CallRuntime:
                     call_control_id, org_id, command, self._clock()
                 ),
             )
+            await self._commit(before, effects, type(command).__name__)
             await self._apply(effects)
 
     async def dial(
@@ -200,6 +241,7 @@ class CallRuntime:
         gateway = await self._resolver.for_dial(org_id, command.connection_id, command.to)
         ids = new_leg_ids()
         async with self._lock:
+            before = self.machine.checkpoint()
             result = self._guarded(
                 "Dial",
                 ids.call_control_id,
@@ -207,6 +249,7 @@ class CallRuntime:
                     ids, org_id, command, self._clock(), default_webhook_url=default_webhook_url
                 ),
             )
+            await self._commit(before, result.effects, "Dial")
             if not result.duplicate:
                 self._gateways[ids.call_control_id] = gateway
             await self._apply(result.effects)
@@ -232,6 +275,34 @@ class CallRuntime:
                 "input failed and was rolled back", fault_id=fault_id, input=name, leg_id=leg_id
             )
             raise InputFailed(fault_id) from exc
+
+    async def _commit(self, before: Checkpoint, effects: list[fx.Effect], name: str) -> None:
+        """Store what the input changed and the webhooks it produced, in one transaction,
+        before anything is carried out or acknowledged. If that fails the machine goes back to
+        ``before`` and the input fails (``InputNotStored``): it never runs ahead of the store."""
+        now = self._clock()
+        webhooks = [self._queued(e) for e in effects if isinstance(e, fx.EmitWebhook)]
+        changes = changes_between(before, self.machine.checkpoint(), effects, now)
+        try:
+            await self.store.commit_input(changes, webhooks, now)
+        except CallbridgeError as exc:
+            self.machine.restore(before)
+            fault_id = str(uuid.uuid4())
+            log.error(
+                "input not stored and rolled back", fault_id=fault_id, input=name, error=str(exc)
+            )
+            raise InputNotStored(fault_id) from exc
+        if webhooks:
+            self.outbox.wake()
+
+    def _queued(self, effect: fx.EmitWebhook) -> QueuedWebhook:
+        return self.outbox.prepare(
+            org_id=self.machine.leg(effect.call_control_id).org_id,
+            leg_id=effect.call_control_id,
+            url=effect.webhook_url,
+            event_type=effect.event_type,
+            payload=effect.payload,
+        )
 
     async def _own_event(self, event: ev.Event) -> None:
         """An input of the engine's own (timer, tick, provider-call failure, recording): nobody
@@ -331,19 +402,13 @@ class CallRuntime:
                 self._lane(leg_id, "reject", lambda g: g.reject(leg_id, cause), final=True)
             case fx.DialCall():
                 dial = effect
-                self._lane(dial.call_control_id, "dial", lambda g: g.dial(dial))
+                self._lane(dial.call_control_id, "dial", lambda g: g.dial(dial), is_dial=True)
 
     async def _publish(self, effect: fx.EmitWebhook) -> None:
-        leg = self.machine.leg(effect.call_control_id)
-        if effect.event_type == "call.hangup":
+        """The webhook is in the outbox already (``_commit``); only its bookkeeping is left."""
+        if effect.event_type == "call.hangup" and effect.call_control_id not in self._ending:
+            # A leg still being hung up at its provider keeps its channel until that is done.
             self.live.leg_ended(effect.call_control_id)
-        await self.outbox.publish(
-            org_id=leg.org_id,
-            leg_id=effect.call_control_id,
-            url=effect.webhook_url,
-            event_type=effect.event_type,
-            payload=effect.payload,
-        )
 
     def _timer_fired(self, key: TimerKey) -> None:
         self._spawn(self._fire(key))
@@ -413,8 +478,12 @@ class CallRuntime:
         call: Callable[[ProviderGateway], Awaitable[None]],
         *,
         final: bool = False,
+        is_dial: bool = False,
     ) -> None:
-        """Run a provider call after the leg's earlier ones; report a failure to the machine."""
+        """Run a provider call after the leg's earlier ones, retrying transient faults; report
+        a failure to the machine. A ``final`` call (hangup, reject) is retried until the
+        provider confirms or refuses it, and only then is the leg forgotten and its channel
+        freed: until then the call may still be up, and billed, at the provider."""
         previous = self._lanes.get(leg_id)
 
         async def run() -> None:
@@ -423,22 +492,38 @@ class CallRuntime:
             gateway = self._gateways.get(leg_id)
             if gateway is None:
                 log.warning("no gateway for leg", leg_id=leg_id, operation=operation)
+                if final:
+                    self._ending.discard(leg_id)
+                    self.live.leg_ended(leg_id)
                 return
             try:
-                await call(gateway)
-            except Exception as exc:
-                log.warning(
-                    "provider call failed", leg_id=leg_id, operation=operation, error=str(exc)
+                await self.provider_calls.run(
+                    operation,
+                    leg_id,
+                    lambda: call(gateway),
+                    # Only a dial may place a second call when repeated (engine/gateway.py).
+                    idempotent=dial_is_idempotent(gateway) if is_dial else True,
+                    persistent=final,
                 )
-                if not final:
-                    await self._own_event(ev.ProviderFailed(leg_id, operation, str(exc)))
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+                if final:
+                    log.error("provider call failed for good: the call may still be up",
+                              leg_id=leg_id, operation=operation, error=error)  # fmt: skip
+                else:
+                    log.warning("provider call failed", leg_id=leg_id, operation=operation,
+                                error=error)  # fmt: skip
+                    await self._own_event(ev.ProviderFailed(leg_id, operation, error))
             finally:
                 if final:
+                    self._ending.discard(leg_id)
                     gateway.forget(leg_id)
                     self.live.leg_ended(leg_id)
                 if self._lanes.get(leg_id) is task:
                     del self._lanes[leg_id]
 
+        if final:
+            self._ending.add(leg_id)
         task = asyncio.ensure_future(run())
         self._lanes[leg_id] = task
         self._tasks.add(task)
@@ -467,6 +552,10 @@ class CallRuntime:
     async def run_media(self, stop: asyncio.Event) -> None:
         await run_ticks(self.tick_clock, self._on_tick, stop)
 
+    async def run_reconciliation(self, stop: asyncio.Event) -> None:
+        """Ask the providers about quiet or stuck legs until ``stop`` (engine/reconcile.py)."""
+        await self.reconciler.run(stop)
+
     async def settle(self) -> None:
         """Wait until every provider call and follow-up started so far has finished."""
         while self._tasks:
@@ -474,6 +563,7 @@ class CallRuntime:
 
     async def close(self) -> None:
         self.timers.cancel_all()
+        self.provider_calls.close()  # calls still retrying give up now
         await self.settle()
 
 

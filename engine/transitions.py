@@ -44,6 +44,7 @@ class Trigger(enum.Enum):
     RING_TIMEOUT = "timeout_secs"
     TIME_LIMIT = "time_limit_secs"
     QUEUE_TIMEOUT = "max_wait_time_secs"
+    SETUP_TIMEOUT = "setup timeout"  # incoming, not answered in time (machine_setup.py)
     # Reactions to another leg.
     PEER_ANSWERED = "peer answered"
     PARK_AFTER_UNBRIDGE = "peer left (park)"
@@ -66,6 +67,7 @@ TRANSITIONS: Final[Mapping[tuple[LegState | None, Trigger], LegState]] = {
     (S.INITIATED, T.HANGUP): S.HANGUP,
     (S.INITIATED, T.LEG_HUNG_UP): S.HANGUP,
     (S.INITIATED, T.PROVIDER_FAILED): S.HANGUP,
+    (S.INITIATED, T.SETUP_TIMEOUT): S.HANGUP,
     (S.INITIATED, T.CLIENT_STATE_UPDATE): S.INITIATED,
     # Answer sent, not yet confirmed. A bridge may already name it: it joins on answer.
     (S.ANSWERING, T.LEG_ANSWERED): S.ANSWERED,
@@ -73,6 +75,7 @@ TRANSITIONS: Final[Mapping[tuple[LegState | None, Trigger], LegState]] = {
     (S.ANSWERING, T.HANGUP): S.HANGUP,
     (S.ANSWERING, T.LEG_HUNG_UP): S.HANGUP,
     (S.ANSWERING, T.PROVIDER_FAILED): S.HANGUP,
+    (S.ANSWERING, T.SETUP_TIMEOUT): S.HANGUP,
     (S.ANSWERING, T.CLIENT_STATE_UPDATE): S.ANSWERING,
     # Outgoing, ringing at the far end.
     (S.DIALING, T.LEG_ANSWERED): S.ANSWERED,

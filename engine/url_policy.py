@@ -164,8 +164,12 @@ def _first_reason(addresses: Iterable[str]) -> str:
 
 
 def http_connector(*, allow_private: bool) -> aiohttp.TCPConnector:
-    """The connector of every aiohttp session that reaches tenant-given URLs."""
-    return aiohttp.TCPConnector() if allow_private else GuardedConnector()
+    """The connector of every aiohttp session that reaches tenant-given URLs.
+
+    No limit on connections in total (aiohttp's default is 100): each user bounds its own work
+    per tenant (webhooks per destination, audio fetches per organization), and a shared pool
+    would let one tenant's hung connections hold every other tenant's requests back."""
+    return aiohttp.TCPConnector(limit=0) if allow_private else GuardedConnector(limit=0)
 
 
 async def open_guarded_socket(

@@ -194,6 +194,12 @@ class Stack:
         assert leg is not None, f"no leg for {call.call_control_id}: {call.events}"
         return leg
 
+    async def taken(self, call: TelnyxCall, kind: str, timeout_s: float = WAIT_S) -> None:
+        """callbridge has acknowledged the call's ``kind`` webhook: the engine has applied it."""
+        await call.wait_until(
+            lambda c: any(e.kind == kind and e.status for e in c.events), timeout_s
+        )
+
     def leg_state(self, leg_id: str) -> str:
         return self.runtime.machine.leg(leg_id).state.value
 

@@ -94,6 +94,8 @@ async def test_three_callers_in_a_bridge_conference_each_hear_the_other_two(
         calls.append(call)
     for call in calls:
         await call.wait_for(CallState.STREAMING)
+        # The stream may start before callbridge has taken the answer that joins the room.
+        await stack.taken(call, "call.answered")
     legs = [(await stack.leg_of(call)).leg_id for call in calls]
     rooms = {stack.runtime.machine.leg(leg).room_id for leg in legs}
     assert len(rooms) == 1 and None not in rooms

@@ -287,7 +287,9 @@ def test_default_routing_answers_and_joins_the_conference() -> None:
             default_conference=9,
         )
     )
-    assert out == [fx.AnswerCall("in")]  # no webhook URL: nobody to tell
+    # No webhook URL: nobody to tell; the answer must come within the setup timeout.
+    setup_timeout = TimerKey("in", TimerKind.SETUP_TIMEOUT)
+    assert out == [fx.StartTimer(setup_timeout, 60.0), fx.AnswerCall("in")]
     h.event(ev.LegAnswered("in"))
     room = h.m.leg("in").room_id
     assert room is not None and room.startswith("conf:")  # named by the machine

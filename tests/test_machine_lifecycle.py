@@ -332,6 +332,7 @@ CORE = [
     "machine_legs",
     "machine_media",
     "machine_queue",
+    "machine_setup",
     "machine_streams",
 ]
 CORE += ["transitions", "model", "events", "effects", "commands", "diagram"]

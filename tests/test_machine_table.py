@@ -112,6 +112,7 @@ def prepare(h: Harness, trigger: Trigger) -> Action:
         T.RING_TIMEOUT: lambda: _fire(h, TimerKind.RING_TIMEOUT),
         T.TIME_LIMIT: lambda: _fire(h, TimerKind.TIME_LIMIT),
         T.QUEUE_TIMEOUT: lambda: _fire(h, TimerKind.QUEUE_WAIT),
+        T.SETUP_TIMEOUT: lambda: _fire(h, TimerKind.SETUP_TIMEOUT),
         T.PEER_ANSWERED: lambda: lambda: h.event(ev.LegAnswered("ring")),
         T.PARK_AFTER_UNBRIDGE: lambda: _peer_leaves(h),
         T.HOLD_AFTER_UNBRIDGE: lambda: _peer_leaves(h),
@@ -133,6 +134,7 @@ def _real_timer_fire(h: Harness, trigger: Trigger) -> Action | None:
         T.RING_TIMEOUT: TimerKind.RING_TIMEOUT,
         T.TIME_LIMIT: TimerKind.TIME_LIMIT,
         T.QUEUE_TIMEOUT: TimerKind.QUEUE_WAIT,
+        T.SETUP_TIMEOUT: TimerKind.SETUP_TIMEOUT,
     }
     if trigger not in kinds:
         return None
@@ -228,6 +230,7 @@ EVENT_TRIGGERS = (
     T.RING_TIMEOUT,
     T.TIME_LIMIT,
     T.QUEUE_TIMEOUT,
+    T.SETUP_TIMEOUT,
 )
 IGNORED = [(s, t) for s in S for t in EVENT_TRIGGERS if (s, t) not in TRANSITIONS]
 

@@ -22,7 +22,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import ConnectionClosed
 
-from adapters.leg_tokens import LegTokens
+from adapters.leg_tokens import DEFAULT_TTL_S, LegTokens
 from adapters.media_session import MediaOrder
 from adapters.simulators import Callee, CallState, TelnyxCall, ToneSource, WebhookFaults
 from adapters.simulators.audio import FRAME_SAMPLES, SilenceSource
@@ -372,7 +372,7 @@ async def test_bad_media_sockets_are_closed_with_a_reason_and_disturb_no_call(
     leg_a = await stack.leg_of(a)
     tokens = stack.kit.context.tokens
     forged = LegTokens("another-secret-" + "x" * 32, time.time).issue(leg_a.leg_id)
-    expired = LegTokens(SECRET_KEY, lambda: time.time() - 7200).issue(leg_a.leg_id)
+    expired = LegTokens(SECRET_KEY, lambda: time.time() - 2 * DEFAULT_TTL_S).issue(leg_a.leg_id)
     good = tokens.issue(leg_a.leg_id)
     start_a, start_b = start_frame(a.call_control_id), start_frame(b.call_control_id)
     cases = [

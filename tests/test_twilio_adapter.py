@@ -19,7 +19,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.leg_tokens import LegTokens
+from adapters.leg_tokens import DEFAULT_TTL_S, LegTokens
 from adapters.simulators import Callee, CallState, ToneSource, TwilioCall, TwilioSimulator
 from adapters.twilio.gateway import MEDIA_PATH, STATUS_PATH, VOICE_PATH
 from adapters.twilio.signature import compute_signature
@@ -568,7 +568,7 @@ async def test_bad_media_sockets_are_closed_with_a_reason_and_other_calls_keep_t
     await completed_delivered(gone)
     assert len(env.kit.legs) == 2
 
-    expired = LegTokens(SECRET_KEY, lambda: time.time() - 7200).issue(leg_a)
+    expired = LegTokens(SECRET_KEY, lambda: time.time() - 2 * DEFAULT_TTL_S).issue(leg_a)
     forged = LegTokens("another-secret-key-" + "x" * 32, time.time).issue(leg_a)
     wss = env.public_url.replace("http://", "ws://") + MEDIA_PATH
     good_signature = compute_signature(env.sim.auth_token, wss, None)

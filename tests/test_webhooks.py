@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from engine.signing import OrgSigningKeys, org_signing_key, public_key_b64, verify
+from engine.store.base import DeliveryFilter
 from engine.store.sql import SqlStore
 from engine.webhooks import WebhookOutbox
 
@@ -90,26 +91,33 @@ async def test_envelope_and_signature(aiohttp_server, store) -> None:  # type: i
     assert not verify(public, raw + b" ", signature, headers["telnyx-timestamp"])
 
 
-async def test_retries_with_backoff_then_gives_up(aiohttp_server, store) -> None:  # type: ignore[no-untyped-def]
+async def test_retries_with_jittered_backoff_then_dead_letters(aiohttp_server, store) -> None:  # type: ignore[no-untyped-def]
     receiver = Receiver(failures=100)
     url = await serve(aiohttp_server, receiver)
     clock = FakeClock()
-    outbox = WebhookOutbox(store, keys(store), clock=clock, backoff=(1, 4), max_attempts=3)
+    draws = iter([0.5, 0.25])  # the jitter: half of the first ceiling, a quarter of the second
+    outbox = WebhookOutbox(
+        store, keys(store), clock=clock, backoff=(2, 16), rand=lambda: next(draws), max_attempts=3
+    )
     await outbox.publish(org_id=1, leg_id="a", url=url, event_type="call.hangup", payload={})
     async with aiohttp.ClientSession() as session:
         assert await outbox.deliver_due(session) == 1
-        clock.now += 0.5
-        assert await outbox.deliver_due(session) == 0, "not due before the backoff"
-        clock.now += 0.5
+        clock.now += 0.9
+        assert await outbox.deliver_due(session) == 0, "not due before 0.5 * 2 s"
+        clock.now += 0.1
         assert await outbox.deliver_due(session) == 1
         clock.now += 3.9
-        assert await outbox.deliver_due(session) == 0
+        assert await outbox.deliver_due(session) == 0, "not due before 0.25 * 16 s"
         clock.now += 0.1
         assert await outbox.deliver_due(session) == 1
         clock.now += 10_000
-        assert await outbox.deliver_due(session) == 0, "given up after max_attempts"
+        assert await outbox.deliver_due(session) == 0, "dead-lettered after max_attempts"
     assert [b["meta"]["attempt"] for b, _, _ in receiver.received] == [1, 2, 3]
-    assert outbox.failed_attempts == 3
+    assert (outbox.failed_attempts, outbox.dead_lettered) == (3, 1)
+    (row,) = (await store.list_webhook_deliveries(1, DeliveryFilter(), offset=0, limit=10))[0]
+    assert (row.status, row.attempt, row.last_error) == ("failed", 3, "HTTP 503")
+    assert row.finished_at == clock.now - 10_000
+    assert [a.response_status for a in row.attempts] == [503, 503, 503]
 
 
 async def test_order_per_leg_is_kept_through_failures(aiohttp_server, store) -> None:  # type: ignore[no-untyped-def]

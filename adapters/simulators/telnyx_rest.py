@@ -18,7 +18,9 @@ the leg has ended, 404 for an unknown id or action),
 ``GET|PATCH /v2/call_control_applications/{id}`` (a PATCH needs ``application_name`` and
 ``webhook_event_url``, as the SDK's update params say; ``webhook_event_failover_url`` is optional).
 Every request is kept in ``requests``; those refused as invalid (400/422, but not the 90018
-race) also in ``protocol_errors``.
+race) also in ``protocol_errors``. ``faults`` (``rest_faults.RestFaults``) makes operations
+(``dial``, ``status``, ``answer``, ``hangup``, ...) answer 503/429 or hang, in Telnyx's error
+shape (codes from Telnyx's error list: 10007 unexpected error, 10011 too many requests).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from adapters.simulators.common import (
     record_request,
 )
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
+from adapters.simulators.rest_faults import Fault, RestFaults
 from adapters.simulators.telnyx_calls import (
     NO_FAULTS,
     CommandError,
@@ -118,6 +121,7 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
         self.callees: dict[str, Callee] = {}
         self.base_url = ""
         self._dial_commands: dict[str, TelnyxCall] = {}
+        self.faults = RestFaults()
         self._server: LocalServer | None = None
         self._account: TelnyxAccount | None = None
 
@@ -132,6 +136,7 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
         return self
 
     async def close(self) -> None:
+        self.faults.release()
         for call in list(self.calls.values()):
             if call.stream is not None:
                 await call.stream.abort()
@@ -232,6 +237,8 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
                 400, "10023", "Invalid JSON", "The request body is not a JSON object"
             )
             self.record_refusal(recorded, "10023", "The request body is not a JSON object")
+        elif (fault := self.faults.take(_operation(request))) is not None:
+            response = await self._faulted(fault)
         else:
             try:
                 response = await handler(request)
@@ -246,6 +253,19 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
                 response = _errors(404, "10005", "Resource not found", f"{request.path}")
         recorded.status = response.status
         self._changed.set()
+        return response
+
+    async def _faulted(self, fault: Fault) -> web.Response:
+        if fault.hang:
+            await self.faults.hold()
+            return _errors(504, "10007", "Unexpected error", "Gateway timeout")
+        if fault.status == 429:
+            response = _errors(429, "10011", "Too many requests", "Rate limit exceeded")
+        else:
+            response = _errors(fault.status, "10007", "Unexpected error",
+                               "The service is temporarily unavailable")  # fmt: skip
+        if fault.retry_after_s is not None:
+            response.headers["Retry-After"] = f"{fault.retry_after_s:g}"
         return response
 
     async def _dial(self, request: web.Request) -> web.Response:
@@ -401,6 +421,18 @@ class TelnyxSimulator(Observatory[TelnyxCall]):
             "webhook_event_url": connection.webhook_event_url, "webhook_api_version": "2",
             "webhook_event_failover_url": connection.webhook_event_failover_url or "",
         }})  # fmt: skip
+
+
+def _operation(request: web.Request) -> str:
+    """The operation a request is, as ``faults`` names it."""
+    action = request.match_info.get("action")
+    if action is not None:
+        return action
+    if request.path == "/v2/calls" and request.method == "POST":
+        return "dial"
+    if request.path.startswith("/v2/calls/") and request.method == "GET":
+        return "status"
+    return f"{request.method} {request.path}"
 
 
 def _run_action(call: TelnyxCall, action: str, body: dict[str, Any]) -> None:

@@ -28,7 +28,10 @@ REST (HTTP Basic ``AccountSid:AuthToken``; else 401 with Twilio's JSON error, co
 ``callback_order`` delivers each call's status callbacks reversed or shuffled (see
 ``TwilioCall``). Requests refused as invalid (400) are also kept in ``protocol_errors``.
 
-Every request is kept in ``requests`` (``RecordedRequest``) whatever its outcome.
+Every request is kept in ``requests`` (``RecordedRequest``) whatever its outcome. ``faults``
+(``rest_faults.RestFaults``) makes operations (``dial``, ``status``, ``hangup``, ``update``)
+answer 503/429 or hang, in Twilio's error shape (20503 "Service unavailable", 20429 "Too Many
+Requests": twilio.com/docs/api/errors).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from adapters.simulators.common import (
     record_request,
 )
 from adapters.simulators.pacing import NO_IMPAIRMENTS, Impairments
+from adapters.simulators.rest_faults import Fault, RestFaults
 from adapters.simulators.twilio_calls import (
     CallbackOrder,
     TwilioAccount,
@@ -91,6 +95,18 @@ def _error(status: int, code: int, message: str) -> web.Response:
         },
         status=status,
     )
+
+
+def _operation(request: web.Request, form: Mapping[str, list[str]]) -> str:
+    """The operation a request is, as ``faults`` names it."""
+    if request.path.endswith("/Calls.json") and request.method == "POST":
+        return "dial"
+    if request.match_info.get("sid") is not None and "/Calls/" in request.path:
+        if request.method == "GET":
+            return "status"
+        twiml = " ".join(form.get("Twiml", []))
+        return "update" if twiml and "<Hangup" not in twiml else "hangup"
+    return f"{request.method} {request.path}"
 
 
 def _not_found(request: web.Request) -> web.Response:
@@ -145,6 +161,7 @@ class TwilioSimulator(Observatory[TwilioCall]):
         self._server: LocalServer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._account: TwilioAccount | None = None
+        self.faults = RestFaults()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -159,6 +176,7 @@ class TwilioSimulator(Observatory[TwilioCall]):
         return self
 
     async def close(self) -> None:
+        self.faults.release()
         for call in list(self.calls.values()):
             if call.stream is not None:
                 await call.stream.abort()
@@ -286,6 +304,8 @@ class TwilioSimulator(Observatory[TwilioCall]):
             response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
         elif request.match_info.get("account") != self.account_sid:
             response = _not_found(request)
+        elif (fault := self.faults.take(_operation(request, recorded.form))) is not None:
+            response = await self._faulted(fault)
         else:
             try:
                 response = await handler(request)
@@ -299,6 +319,19 @@ class TwilioSimulator(Observatory[TwilioCall]):
             error = orjson.loads(body)
             self.record_refusal(recorded, str(error["code"]), str(error["message"]))
         self._changed.set()
+        return response
+
+    async def _faulted(self, fault: Fault) -> web.Response:
+        if fault.hang:
+            await self.faults.hold()
+            # Only a client that waited this long sees it; 20500 is Twilio's generic server error.
+            return _error(504, 20500, "Internal Server Error")
+        if fault.status == 429:
+            response = _error(429, 20429, "Too Many Requests")
+        else:
+            response = _error(fault.status, 20503, "Service unavailable")
+        if fault.retry_after_s is not None:
+            response.headers["Retry-After"] = f"{fault.retry_after_s:g}"
         return response
 
     def _base_path(self) -> str:

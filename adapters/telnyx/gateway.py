@@ -7,9 +7,14 @@
 - ``TelnyxLegs`` maps callbridge's ``call_control_id`` to Telnyx's one, both ways, with the
   configuration that carries the leg (its webhooks are verified with that configuration's key).
 - ``TelnyxGateway`` is the engine's ``ProviderGateway`` for one configuration: answer with the
-  leg's media stream, reject, hang up, dial. Any refusal or failure of Telnyx is a
-  ``ProviderError`` (the runtime then ends the leg); 422 ``90018`` ("call has already ended") is
-  success for hangup and reject.
+  leg's media stream, reject, hang up, dial, and the call's status. Any refusal or failure of
+  Telnyx is a ``ProviderCallError`` carrying the HTTP status and ``Retry-After`` (the runtime
+  retries transient ones, engine/provider_calls.py); 422 ``90018`` ("call has already ended") is
+  success for hangup and reject. Answer, hangup, reject and dial carry a ``command_id``, so a
+  command retried after a lost answer is ignored by Telnyx rather than done twice (the SDK's
+  ``command_id``: "Telnyx will ignore any command with the same `command_id` for the same
+  `call_control_id`", types/calls/action_answer_params.py; for dial "others Dial commands with
+  the same `command_id`", types/call_dial_params.py).
 
 The media stream's leg token travels in the ``stream_url`` query string (``?token=...``): Telnyx's
 answer takes no ``stream_auth_token`` (PROTOCOLS.md 3.1), and one mechanism for answer and dial
@@ -20,8 +25,10 @@ keeps the media endpoint simple. The endpoint also accepts the token from the
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -31,8 +38,10 @@ from adapters.telnyx import webhooks as wire
 from adapters.telnyx.webhooks import TelnyxRequest, is_already_ended
 from engine.effects import DialCall
 from engine.errors import ProviderError
+from engine.gateway import CallPresence
 from engine.logs import get_logger
 from engine.model import RejectCause
+from engine.provider_calls import ProviderCallError, parse_retry_after
 from engine.store.base import ProviderConfigRecord
 
 __all__ = [
@@ -81,6 +90,7 @@ class StreamFields(TypedDict):
 class TelnyxReply:
     status: int
     body: bytes
+    retry_after_s: float | None = None  # from retry-after-ms / Retry-After, when given
 
     @property
     def ok(self) -> bool:
@@ -98,6 +108,14 @@ class TelnyxReply:
             parts = [str(first.get(k)) for k in ("code", "title", "detail") if first.get(k)]
             return f"HTTP {self.status} " + ": ".join(parts)
         return f"HTTP {self.status}"
+
+    def refused(self, operation: str) -> ProviderCallError:
+        """The error for this reply, as the retry policy reads it."""
+        return ProviderCallError(
+            f"Telnyx refused {operation}: {self.error_text()}",
+            status=self.status,
+            retry_after_s=self.retry_after_s,
+        )
 
     def data(self) -> dict[str, Any]:
         """The ``data`` object of a success; ``ProviderError`` if there is none."""
@@ -126,7 +144,8 @@ class TelnyxRest:
         self._api_key = api_key
 
     async def send(self, request: TelnyxRequest, operation: str) -> TelnyxReply:
-        """Send the request; ``ProviderError`` only when Telnyx cannot be reached."""
+        """Send the request; ``ProviderCallError`` only when Telnyx cannot be reached (``sent``
+        False when not even the connection was made)."""
         http = self._context.require_http()
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         body = None
@@ -135,17 +154,23 @@ class TelnyxRest:
             body = orjson.dumps(request.body)
         url = api_url(self._base_url, request.path)
         try:
-            async with http.request(request.method, url, data=body, headers=headers) as response:
-                return TelnyxReply(response.status, await response.read())
+            # A request without an answer in time is a transient fault (engine/provider_calls.py).
+            timeout = aiohttp.ClientTimeout(total=self._context.settings.provider_attempt_timeout_s)
+            async with http.request(
+                request.method, url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                wait = parse_retry_after(response.headers, time.time())
+                return TelnyxReply(response.status, await response.read(), wait)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(
-                f"Telnyx {operation}: cannot reach the API: {type(exc).__name__}: {exc}"
+            raise ProviderCallError(
+                f"Telnyx {operation}: cannot reach the API: {type(exc).__name__}: {exc}",
+                sent=not isinstance(exc, aiohttp.ClientConnectorError),
             ) from None
 
     async def expect_ok(self, request: TelnyxRequest, operation: str) -> TelnyxReply:
         reply = await self.send(request, operation)
         if not reply.ok:
-            raise ProviderError(f"Telnyx refused {operation}: {reply.error_text()}")
+            raise reply.refused(operation)
         return reply
 
 
@@ -213,6 +238,7 @@ class TelnyxGateway:
     """The engine's gateway for the legs of one Telnyx configuration."""
 
     name = "telnyx"
+    dial_is_idempotent = True  # the dial's command_id: Telnyx places one call per id
 
     def __init__(
         self, context: AdapterContext, config: ProviderConfigRecord, legs: TelnyxLegs
@@ -249,7 +275,9 @@ class TelnyxGateway:
 
     async def answer(self, call_control_id: str) -> None:
         telnyx_id = self._telnyx_id(call_control_id, "answer")
-        request = wire.answer(telnyx_id, **self._stream_fields(call_control_id))
+        request = wire.answer(
+            telnyx_id, **self._stream_fields(call_control_id), command_id=f"answer:{telnyx_id}"
+        )
         await self.rest.expect_ok(request, "answer")
         log.info("telnyx call answered", leg_id=call_control_id, telnyx_id=telnyx_id)
 
@@ -274,11 +302,13 @@ class TelnyxGateway:
             # Its call.hangup has been handled already: nothing is left to end at Telnyx.
             log.info("telnyx hangup skipped: the call has ended", leg_id=call_control_id)
             return
-        await self._ending(wire.hangup(leg.telnyx_id), "hangup", call_control_id)
+        request = wire.hangup(leg.telnyx_id, command_id=f"hangup:{leg.telnyx_id}")
+        await self._ending(request, "hangup", call_control_id)
 
     async def reject(self, call_control_id: str, cause: RejectCause) -> None:
         telnyx_id = self._telnyx_id(call_control_id, "reject")
-        await self._ending(wire.reject(telnyx_id, _REJECT_CAUSES[cause]), "reject", call_control_id)
+        request = wire.reject(telnyx_id, _REJECT_CAUSES[cause], command_id=f"reject:{telnyx_id}")
+        await self._ending(request, "reject", call_control_id)
 
     async def reject_call(self, telnyx_id: str, cause: RejectCause) -> None:
         """Reject a Telnyx call that never became a callbridge leg (refused at admission)."""
@@ -291,7 +321,7 @@ class TelnyxGateway:
         if is_already_ended(reply.status, reply.body):
             log.info("telnyx call had already ended", operation=operation, leg_id=leg_id)
             return
-        raise ProviderError(f"Telnyx refused {operation}: {reply.error_text()}")
+        raise reply.refused(operation)
 
     async def dial(self, dial: DialCall) -> None:
         request = wire.dial(
@@ -314,6 +344,22 @@ class TelnyxGateway:
         finally:
             self._legs.dialled(pending)
         log.info("telnyx call dialled", leg_id=dial.call_control_id, telnyx_id=telnyx_id)
+
+    async def status(self, call_control_id: str) -> CallPresence:
+        """``GET /v2/calls/{call_control_id}`` (the SDK's ``calls.retrieve_status``): ``is_alive``
+        true is up. False is not up, which Telnyx also says of a call still ringing ("For Dial
+        command it will always be `false`", types/call_retrieve_status_response.py), so the
+        caller judges it by what it knows of the leg. 404 or 90018: the call is gone."""
+        leg = self._legs.of_leg(call_control_id)
+        if leg is None:
+            return CallPresence.GONE  # its call.hangup has been handled already
+        request = TelnyxRequest("GET", f"/v2/calls/{quote(leg.telnyx_id, safe=':')}", None)
+        reply = await self.rest.send(request, "status")
+        if reply.status == 404 or is_already_ended(reply.status, reply.body):
+            return CallPresence.GONE
+        if not reply.ok:
+            raise reply.refused("status")
+        return CallPresence.UP if reply.data().get("is_alive") is True else CallPresence.NOT_UP
 
     def forget(self, call_control_id: str) -> None:
         self._legs.forget(call_control_id)

@@ -5,7 +5,9 @@ Three pieces:
 - ``TwilioRest``: the few REST requests callbridge makes (``adapters.twilio.webhooks`` builds
   them), sent with HTTP Basic ``AccountSid:AuthToken`` to the configuration's ``api_base_url``
   (default ``https://api.twilio.com``). A provider that cannot be reached raises
-  ``ProviderError``; a refusal comes back as a ``RestReply`` for the caller to judge.
+  ``ProviderCallError``; a refusal comes back as a ``RestReply`` for the caller to judge, and
+  the gateway raises it as a ``ProviderCallError`` with its status and ``Retry-After``, so the
+  runtime can retry the transient ones (engine/provider_calls.py).
 - ``TwilioLegs``: every Twilio leg of this process, by ``call_control_id`` and by ``CallSid``,
   with the configuration that owns it (its auth token verifies the leg's webhooks and stream).
 - ``TwilioGateway``: the engine's provider calls for the legs of one configuration.
@@ -15,11 +17,20 @@ response is *held* (``TwilioLeg.decision``) until the engine decides: ``answer``
 with a bidirectional stream, ``reject`` with ``<Reject>``, ``hangup`` with ``<Hangup/>``. Once
 the call is up (or for an outbound call), hangups and rejects go through REST
 (``Status=completed``; a call that is already gone counts as done).
+
+A dial is not idempotent at Twilio: each ``POST .../Calls.json`` places a new call and the API
+takes no idempotency key (twilio's own sync client never retries a POST: urllib3's
+``Retry.DEFAULT_ALLOWED_METHODS``), so ``dial_is_idempotent`` is False and the runtime repeats a
+dial only when Twilio surely did not act on it (429, or no connection made). Twilio's error pages
+say the same: "hanging up a call" is idempotent, "triggering an outbound call" is not
+(twilio.com/docs/api/errors/20500), and a 429 "is never processed and is always safe to retry"
+(errors/20429).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote, urlencode
@@ -40,8 +51,10 @@ from adapters.twilio.webhooks import (
 )
 from engine.effects import DialCall
 from engine.errors import ProviderError
+from engine.gateway import CallPresence
 from engine.logs import get_logger
 from engine.model import RejectCause
+from engine.provider_calls import ProviderCallError, parse_retry_after
 from engine.store.base import ProviderConfigRecord
 
 __all__ = [
@@ -66,6 +79,7 @@ MEDIA_PATH: Final = "/media/twilio"
 LEG_TOKEN_PARAMETER: Final = "leg_token"
 # The query parameter that ties an outbound call's webhooks to its leg before its CallSid is known.
 LEG_QUERY: Final = "leg"
+_ENDED_STATUSES: Final = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 # --- REST ----------------------------------------------------------------------------------------
@@ -75,6 +89,7 @@ LEG_QUERY: Final = "leg"
 class RestReply:
     status: int
     body: bytes
+    retry_after_s: float | None = None  # Twilio's Retry-After, when given
 
     @property
     def ok(self) -> bool:
@@ -95,6 +110,12 @@ class RestReply:
             return f"{prefix}: {document['message']}"
         return f"HTTP {self.status}"
 
+    def refused(self, what: str) -> ProviderCallError:
+        """The error for this reply, as the retry policy reads it."""
+        return ProviderCallError(
+            f"{what}: {self.detail()}", status=self.status, retry_after_s=self.retry_after_s
+        )
+
 
 class TwilioRest:
     """One Twilio account's REST API."""
@@ -105,14 +126,20 @@ class TwilioRest:
         account_sid: str,
         auth_token: str,
         base_url: str | None = None,
+        timeout_s: float | None = None,
     ) -> None:
+        """``timeout_s``: how long one request may take (None: the session's own limit)."""
         self._http = http
+        self._timeout = (
+            http.timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
+        )
         self.account_sid = account_sid
         self._authorization = aiohttp.encode_basic_auth(account_sid, auth_token)
         self.base_url = (base_url or API_BASE).rstrip("/")
 
     async def send(self, request: TwilioRequest) -> RestReply:
-        """Send one request; ``ProviderError`` only when Twilio cannot be reached at all."""
+        """Send one request; ``ProviderCallError`` only when Twilio cannot be reached at all
+        (``sent`` False when not even the connection was made)."""
         fields = [
             (name, item)
             for name, value in request.form.items()
@@ -127,11 +154,14 @@ class TwilioRest:
                 request.url,
                 data=urlencode(fields) if fields else None,
                 headers=headers,
+                timeout=self._timeout,
             ) as response:
-                return RestReply(response.status, await response.read())
+                wait = parse_retry_after(response.headers, time.time())
+                return RestReply(response.status, await response.read(), wait)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(
-                f"Twilio is unreachable at {self.base_url}: {type(exc).__name__}: {exc}"
+            raise ProviderCallError(
+                f"Twilio is unreachable at {self.base_url}: {type(exc).__name__}: {exc}",
+                sent=not isinstance(exc, aiohttp.ClientConnectorError),
             ) from None
 
 
@@ -219,6 +249,7 @@ class TwilioGateway:
     """The engine's provider calls for the Twilio legs of one provider configuration."""
 
     name = "twilio"
+    dial_is_idempotent = False  # see the module docstring
 
     def __init__(
         self, context: AdapterContext, config: ProviderConfigRecord, legs: TwilioLegs
@@ -233,6 +264,8 @@ class TwilioGateway:
             self.config.account_sid,
             self._context.auth_token(self.config),
             self.config.api_base_url,
+            # A request without an answer in time is a transient fault (engine/provider_calls).
+            timeout_s=self._context.settings.provider_attempt_timeout_s,
         )
 
     def hold(self, call_control_id: str, org_id: int, call_sid: str) -> TwilioLeg:
@@ -274,7 +307,7 @@ class TwilioGateway:
         )
         reply = await self.rest().send(request)
         if not reply.ok:
-            raise ProviderError(f"Twilio refused the stream update: {reply.detail()}")
+            raise reply.refused("Twilio refused the stream update")
         log.info("twilio media stream restarted", leg_id=call_control_id, call_sid=leg.call_sid)
 
     async def hangup(self, call_control_id: str) -> None:
@@ -292,7 +325,7 @@ class TwilioGateway:
         reply = await self.rest().send(request)
         if reply.ok or is_call_gone(reply.status, reply.body):
             return
-        raise ProviderError(f"Twilio refused to end call {leg.call_sid}: {reply.detail()}")
+        raise reply.refused(f"Twilio refused to end call {leg.call_sid}")
 
     async def dial(self, dial: DialCall) -> None:
         leg = TwilioLeg(dial.call_control_id, dial.org_id, self.config, outbound=True)
@@ -312,7 +345,7 @@ class TwilioGateway:
         )
         reply = await self.rest().send(request)
         if not reply.ok:
-            raise ProviderError(f"Twilio refused the call to {dial.to}: {reply.detail()}")
+            raise reply.refused(f"Twilio refused the call to {dial.to}")
         document = reply.json()
         sid = document.get("sid") if isinstance(document, dict) else None
         if not isinstance(sid, str):
@@ -320,6 +353,33 @@ class TwilioGateway:
         if leg.call_sid is None:
             self._legs.set_sid(leg, sid)
         log.info("twilio call placed", leg_id=dial.call_control_id, call_sid=sid, to=dial.to)
+
+    async def status(self, call_control_id: str) -> CallPresence:
+        """``GET .../Calls/{Sid}.json``: ``status`` in-progress is up; queued and ringing are
+        not up yet; completed, busy, failed, no-answer and canceled (twilio's
+        ``CallInstance.Status``, rest/api/v2010/account/call/__init__.py) or a 404 mean gone. A
+        leg with no CallSid yet (its dial still in flight) is not up."""
+        leg = self._legs.by_id(call_control_id)
+        if leg is None:
+            return CallPresence.GONE
+        if leg.call_sid is None:
+            return CallPresence.NOT_UP
+        # The call's resource URL is the one a hangup POSTs to; a GET of it reads the call.
+        ending = hangup_call(self.config.account_sid, leg.call_sid, base_url=self._base())
+        reply = await self.rest().send(TwilioRequest("GET", ending.url, {}))
+        if is_call_gone(reply.status, reply.body):
+            return CallPresence.GONE
+        if not reply.ok:
+            raise reply.refused(f"Twilio refused the status of call {leg.call_sid}")
+        document = reply.json()
+        status = document.get("status") if isinstance(document, dict) else None
+        if status == "in-progress":
+            return CallPresence.UP
+        if status in ("queued", "ringing"):
+            return CallPresence.NOT_UP
+        if status in _ENDED_STATUSES:
+            return CallPresence.GONE
+        raise ProviderCallError(f"Twilio call {leg.call_sid} has an unknown status {status!r}")
 
     def forget(self, call_control_id: str) -> None:
         self._legs.forget(call_control_id)

@@ -137,6 +137,11 @@ ERRORS = {
         " id under which the error is logged",
         ref("TelnyxErrors"),
     ),
+    "503": response(
+        "The change could not be stored (the database refused the write) and was not made;"
+        " the same request may be sent again",
+        ref("TelnyxErrors"),
+    ),
 }
 KEYS = ref("PublicKey")
 CALL_ID = {"name": "call_control_id", "in": "path", "required": True, "schema": string()}

@@ -11,6 +11,8 @@ from engine.api.openapi_calls import SCHEMAS as CALL_SCHEMAS
 from engine.api.openapi_calls import call_paths
 from engine.api.openapi_recordings import SCHEMAS as RECORDING_SCHEMAS
 from engine.api.openapi_recordings import recording_paths
+from engine.api.openapi_webhook_deliveries import SCHEMAS as DELIVERY_SCHEMAS
+from engine.api.openapi_webhook_deliveries import webhook_delivery_paths
 from engine.metrics import CONTENT_TYPE_LATEST
 
 OPENAPI_DOC = web.AppKey("openapi_doc", dict)
@@ -31,7 +33,8 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app[OPENAPI_DOC] = build_openapi(
-        {**call_paths(), **recording_paths()}, {**CALL_SCHEMAS, **RECORDING_SCHEMAS}
+        {**call_paths(), **recording_paths(), **webhook_delivery_paths()},
+        {**CALL_SCHEMAS, **RECORDING_SCHEMAS, **DELIVERY_SCHEMAS},
     )
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)

@@ -13,10 +13,13 @@ organization, and a row of another organization is simply not found (``None`` / 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+
+from engine.live_changes import LiveChanges
+from engine.model import Leg, Queue, Room, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +81,25 @@ class BridgeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One delivery attempt of a webhook, as GET /v2/webhook_deliveries shows it (the telnyx
+    SDK's ``types/attempt.py`` and ``types/http.py``). Times are epoch seconds."""
+
+    status: str  # delivered | failed
+    started_at: float
+    finished_at: float
+    url: str
+    request_headers: tuple[tuple[str, str], ...]
+    response_status: int | None = None  # None: no HTTP answer (refused, timed out, reset)
+    response_headers: tuple[tuple[str, str], ...] = ()
+    response_body: str | None = None  # the first bytes of the answer, as text
+    error: str | None = None  # why a failed attempt failed (callbridge's words)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """A call-control webhook queued for delivery to an application's ``webhook_url``.
+    """A call-control webhook queued for delivery to an application's ``webhook_url``, and the
+    state of its delivery.
 
     Times are epoch seconds from the runtime's clock (``time.time()``)."""
 
@@ -87,13 +107,34 @@ class OutboxRecord:
     org_id: int
     leg_id: str  # the leg's call_control_id; delivery order is kept per leg
     url: str
-    body: str  # the JSON document exactly as it is POSTed
+    body: str  # the event (the envelope's ``data``) as JSON; each attempt frames it anew
     headers: Mapping[str, str]
-    attempt: int  # failed attempts so far
-    next_attempt_at: float | None  # None once delivery has been given up
+    attempt: int  # attempts made so far
+    next_attempt_at: float | None  # when due (or when an in-flight claim lapses); None once final
     created: float
     delivered_at: float | None
     last_error: str | None
+    public_id: str  # the webhook_delivery id the API shows (a UUID)
+    event_type: str
+    status: str  # pending | delivered | failed (dead-lettered: every attempt failed)
+    attempts: tuple[AttemptRecord, ...]  # newest first
+    started_at: float | None  # when the first attempt began
+    finished_at: float | None  # when it was delivered or dead-lettered
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFilter:
+    """Which of an organization's webhook deliveries a list keeps (Telnyx's filters of
+    ``GET /v2/webhook_deliveries``); None or empty keeps all."""
+
+    status: str | None = None  # delivered | failed
+    event_types: tuple[str, ...] = ()
+    started_gte: float | None = None
+    started_lte: float | None = None
+    finished_gte: float | None = None
+    finished_lte: float | None = None
+    webhook_contains: str | None = None  # in the event's JSON, case-insensitively
+    attempts_contains: str | None = None  # in the attempts' JSON, case-insensitively
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,11 +365,78 @@ class Store(Protocol):
         each leg's events in order. Given-up webhooks hold nothing back."""
 
     async def mark_webhook_delivered(self, webhook_id: int, now: float) -> None:
-        """Record delivery at ``now`` (the first time counts). NotFound if absent."""
+        """Record delivery at ``now`` (the first time counts) without an attempt's details.
+        NotFound if absent."""
 
     async def reschedule_webhook(
         self, webhook_id: int, *, attempt: int, next_attempt_at: float | None, error: str
     ) -> None:
-        """Record a failed attempt: the attempt count, the error and when to try again;
-        ``next_attempt_at=None`` gives up (the row stays, with its error, and is never due
-        again). NotFound if absent."""
+        """Record a failed attempt without its details: the attempt count, the error and when
+        to try again; ``next_attempt_at=None`` dead-letters it (status failed, finished when
+        that attempt was due; never due again). NotFound if absent."""
+
+    async def claim_due_webhooks(
+        self,
+        now: float,
+        limit: int,
+        *,
+        lease_until: float,
+        per_destination: int,
+        busy: Mapping[tuple[int, str], int],
+    ) -> list[OutboxRecord]:
+        """Hand out up to ``limit`` due webhooks, as ``due_webhooks`` picks them, at most
+        ``per_destination`` minus its ``busy`` count for each destination (organization, URL),
+        skipping full destinations; each is claimed until ``lease_until`` (not due before, so
+        it is never handed out twice; after a crash it comes due again then)."""
+
+    async def record_webhook_attempt(
+        self, webhook_id: int, tried: AttemptRecord, *, next_attempt_at: float | None
+    ) -> None:
+        """Record one attempt: delivered, or failed and due again at ``next_attempt_at``, or
+        (None) dead-lettered. A delivered webhook stays delivered. NotFound if absent."""
+
+    async def release_webhooks(self, webhook_ids: Sequence[int], now: float) -> None:
+        """Give claims back unused: those still pending are due at ``now``."""
+
+    async def list_webhook_deliveries(
+        self, org_id: int, where: DeliveryFilter, *, offset: int, limit: int
+    ) -> tuple[list[OutboxRecord], int]:
+        """One page of the organization's webhooks, newest first, and the total count."""
+
+    async def get_webhook_delivery(self, org_id: int, public_id: str) -> OutboxRecord | None:
+        """None if unknown or another organization's."""
+
+    async def purge_webhooks(self, finished_before: float, limit: int) -> int:
+        """Delete up to ``limit`` delivered or dead-lettered webhooks finished before
+        ``finished_before``; return how many went."""
+
+    # live state: the machine's legs, rooms, queues and timers survive a restart
+    async def commit_input(
+        self, changes: LiveChanges, webhooks: Sequence[QueuedWebhook], now: float
+    ) -> None:
+        """One input's live-state changes and webhooks in one transaction, all or nothing
+        (StorageError when it cannot be committed: the input then fails)."""
+
+    async def load_live(self) -> LiveSnapshot:
+        """Everything stored about live calls (``LiveStateError`` if it cannot be read)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedWebhook:
+    """A webhook an input produced: committed to the outbox with the input's live state."""
+
+    org_id: int
+    leg_id: str
+    url: str
+    body: str  # the event (``data``), framed and signed at each attempt
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSnapshot:
+    """Everything stored about live calls, as the machine and its timers need it back."""
+
+    legs: tuple[Leg, ...] = ()
+    rooms: tuple[Room, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    conferences: tuple[tuple[tuple[int, int], str], ...] = ()
+    timers: tuple[tuple[TimerKey, float], ...] = ()  # (key, deadline in epoch seconds)

@@ -78,6 +78,10 @@ def _configure_sqlite(engine: AsyncEngine, *, wal: bool, busy_timeout: float) ->
             if wal:
                 # Readers no longer block the writer nor it them; stored in the file.
                 cursor.execute("PRAGMA journal_mode=WAL")
+                # Every input commits (engine/store/live.py): in WAL mode NORMAL syncs at
+                # checkpoints, not at each commit, and a commit still survives the process
+                # being killed (only a power loss can take the last ones back).
+                cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 

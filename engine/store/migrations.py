@@ -13,9 +13,11 @@ the two disagree.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -32,15 +34,18 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     select,
     true,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.schema import CreateColumn
 
 from engine.errors import StorageError
-from engine.store.schema import NAMING_CONVENTION, schema_version
+from engine.store.schema import NAMING_CONVENTION, event_type_of, schema_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +225,121 @@ def _v4_org_limits(conn: Connection) -> None:
     md.tables["org_limits"].create(conn, checkfirst=False)
 
 
+def _v5_webhook_deliveries(conn: Connection) -> None:
+    """Delivery state on each outbox row: a public id, the event type, an explicit status
+    (pending | delivered | failed), the attempts made and when delivery started and finished."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    added: tuple[Column[Any], ...] = (
+        Column("public_id", String(36), nullable=False, server_default=""),
+        Column("event_type", String(128), nullable=False, server_default=""),
+        Column("status", String(16), nullable=False, server_default="pending"),
+        Column("attempts", Text(), nullable=False, server_default="[]"),
+        Column("started_at", Double(), nullable=True),
+        Column("finished_at", Double(), nullable=True),
+    )
+    outbox = Table(
+        "webhook_outbox",
+        md,
+        Column("id", Integer(), primary_key=True),
+        Column("body", Text()),
+        Column("next_attempt_at", Double()),
+        Column("created", Double()),
+        Column("delivered_at", Double()),
+        *added,
+    )
+    for column in added:
+        # ADD COLUMN with a constant default is what both SQLite and PostgreSQL take.
+        conn.exec_driver_sql(f"ALTER TABLE webhook_outbox ADD COLUMN {_column_ddl(conn, column)}")
+    c = outbox.c
+    conn.execute(
+        update(outbox)
+        .where(c.delivered_at.is_not(None))
+        .values(status="delivered", finished_at=c.delivered_at)
+    )
+    # A row given up before version 5 has no record of when: its creation time stands in
+    # (only the retention purge reads it).
+    conn.execute(
+        update(outbox)
+        .where(c.delivered_at.is_(None), c.next_attempt_at.is_(None))
+        .values(status="failed", finished_at=c.created)
+    )
+    rows = conn.execute(select(c.id, c.body)).all()
+    if rows:
+        conn.execute(
+            update(outbox)
+            .where(c.id == bindparam("row_id"))
+            .values(public_id=bindparam("new_id"), event_type=bindparam("new_type")),
+            [
+                {"row_id": row.id, "new_id": str(uuid.uuid4()), "new_type": event_type_of(row.body)}
+                for row in rows
+            ],
+        )
+    for name, columns, unique in (
+        ("ix_webhook_outbox_public_id", "public_id", True),
+        ("ix_webhook_outbox_org_id_id", "org_id, id", False),
+        ("ix_webhook_outbox_status_next_attempt_at", "status, next_attempt_at", False),
+        ("ix_webhook_outbox_leg_id_status", "leg_id, status", False),
+        ("ix_webhook_outbox_finished_at", "finished_at", False),
+    ):
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        conn.exec_driver_sql(f"CREATE {kind} {name} ON webhook_outbox ({columns})")
+
+
+def _column_ddl(conn: Connection, column: Column[Any]) -> str:
+    return str(CreateColumn(column).compile(dialect=conn.dialect))
+
+
+def _v6_live_state(conn: Connection) -> None:
+    """The machine's live state, so a restarted process adopts the calls (engine/store/live.py)."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table(
+        "live_legs",
+        md,
+        Column("call_control_id", String(64), primary_key=True),
+        Column("org_id", ident, nullable=False),
+        Column("state", Text(), nullable=False),
+        Column("updated", Double(), nullable=False),
+    )
+    Table(
+        "live_rooms",
+        md,
+        Column("room_id", String(80), primary_key=True),
+        Column("org_id", ident, nullable=False),
+        Column("state", Text(), nullable=False),
+    )
+    Table(
+        "live_queues",
+        md,
+        Column("org_id", ident, primary_key=True),
+        Column("name", String(255), primary_key=True),
+        Column("state", Text(), nullable=False),
+    )
+    Table(
+        "live_conferences",
+        md,
+        Column("org_id", ident, primary_key=True),
+        Column("bridge_id", ident, primary_key=True),
+        Column("room_id", String(80), nullable=False),
+    )
+    Table(
+        "live_timers",
+        md,
+        Column("call_control_id", String(64), primary_key=True),
+        Column("kind", String(32), primary_key=True),
+        Column("tag", String(128), primary_key=True),
+        Column("deadline", Double(), nullable=False),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
     Migration(3, "recordings of each organization", _v3_recordings),
     Migration(4, "per-organization limits", _v4_org_limits),
+    Migration(5, "webhook delivery status, attempts and public ids", _v5_webhook_deliveries),
+    Migration(6, "live state of calls, for adoption after a restart", _v6_live_state),
 )
 
 

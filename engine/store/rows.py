@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import NotFound, StorageError
 from engine.store.base import (
+    AttemptRecord,
     BridgeRecord,
     NumberRecord,
     OrganizationRecord,
@@ -157,7 +158,42 @@ def _outbox(row: RowMapping) -> OutboxRecord:
         created=row["created"],
         delivered_at=row["delivered_at"],
         last_error=row["last_error"],
+        public_id=row["public_id"],
+        event_type=row["event_type"],
+        status=row["status"],
+        attempts=tuple(_attempt(item) for item in json.loads(row["attempts"])),
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )
+
+
+def _attempt(item: Mapping[str, Any]) -> AttemptRecord:
+    return AttemptRecord(
+        status=item["status"],
+        started_at=item["started_at"],
+        finished_at=item["finished_at"],
+        url=item["url"],
+        request_headers=tuple((k, v) for k, v in item["request_headers"]),
+        response_status=item.get("response_status"),
+        response_headers=tuple((k, v) for k, v in item.get("response_headers", ())),
+        response_body=item.get("response_body"),
+        error=item.get("error"),
+    )
+
+
+def _attempt_json(tried: AttemptRecord) -> dict[str, Any]:
+    """One entry of webhook_outbox.attempts (read back by ``_attempt``)."""
+    return {
+        "status": tried.status,
+        "started_at": tried.started_at,
+        "finished_at": tried.finished_at,
+        "url": tried.url,
+        "request_headers": [list(pair) for pair in tried.request_headers],
+        "response_status": tried.response_status,
+        "response_headers": [list(pair) for pair in tried.response_headers],
+        "response_body": tried.response_body,
+        "error": tried.error,
+    }
 
 
 def _numbers_query() -> Select[Any]:

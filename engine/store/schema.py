@@ -10,6 +10,8 @@ Only portable types are used here, so that PostgreSQL can take the same metadata
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -70,6 +72,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def new_public_id() -> str:
+    """A fresh public id (a UUID, as Telnyx's ids are)."""
+    return str(uuid.uuid4())
+
+
+def event_type_of(body: str) -> str:
+    """webhook_outbox.event_type: the ``event_type`` of the event (``data``) a row carries; empty
+    when the body names none (what the column's filter cannot match)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    kind = data.get("event_type") if isinstance(data, dict) else None
+    return kind[:128] if isinstance(kind, str) else ""
 
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -214,9 +232,11 @@ recordings = Table(
     Index(None, "org_id", "id"),
 )
 
-# Call-control webhooks waiting for delivery. Times are epoch seconds (the runtime's clock),
-# not datetimes: they are compared with "now" on every poll and never shown to a user.
-# next_attempt_at is NULL once delivery has been given up.
+# Call-control webhooks and their delivery (engine/webhooks.py). Times are epoch seconds (the
+# runtime's clock), compared with "now" on every poll. status is pending | delivered | failed
+# (dead-lettered after the last attempt); a pending row's next_attempt_at is when it is due, or,
+# while a POST is in flight, when that claim lapses (a crash mid-POST sends it again then).
+# public_id is the id GET /v2/webhook_deliveries shows; attempts is a JSON list, newest first.
 webhook_outbox = Table(
     "webhook_outbox",
     metadata,
@@ -231,11 +251,26 @@ webhook_outbox = Table(
     Column("created", Double(), nullable=False),
     Column("delivered_at", Double(), nullable=True),
     Column("last_error", Text(), nullable=True),
+    Column("public_id", String(36), nullable=False, default=new_public_id, server_default=""),
+    Column("event_type", String(128), nullable=False, default="", server_default=""),
+    Column("status", String(16), nullable=False, default="pending", server_default="pending"),
+    Column("attempts", Text(), nullable=False, default="[]", server_default="[]"),
+    Column("started_at", Double(), nullable=True),
+    Column("finished_at", Double(), nullable=True),
     # The due poll scans pending rows by time; the per-leg ordering check looks up a leg's
     # pending rows.
     Index(None, "delivered_at", "next_attempt_at"),
     Index(None, "leg_id", "delivered_at"),
+    # Version 5: the API finds a delivery by its public id and pages an organization's newest
+    # first; the claim and the ordering check read pending rows by status; the purge finds
+    # finished rows by time.
+    Index(None, "public_id", unique=True),
+    Index(None, "org_id", "id"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "leg_id", "status"),
+    Index(None, "finished_at"),
 )
+
 
 # Per-organization overrides of the limits in ``Settings`` (engine/limits.py); NULL keeps the
 # process's default, and an organization without a row has every default.
@@ -246,4 +281,47 @@ org_limits = Table(
     Column("max_legs", Integer(), nullable=True),
     Column("api_rate", Double(), nullable=True),
     Column("api_burst", Integer(), nullable=True),
+)
+
+
+# The machine's live state (engine/live_changes.py, engine/live_codec.py): one row per leg,
+# room, queue, default conference and armed timer, written in the transaction of the input that
+# changed it, so a restarted process adopts the calls exactly as they were (issue: calls survive
+# a restart). ``state`` is the codec's JSON, which carries its own schema version.
+live_legs = Table(
+    "live_legs",
+    metadata,
+    Column("call_control_id", String(64), primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("state", Text(), nullable=False),
+    Column("updated", Double(), nullable=False),
+)
+live_rooms = Table(
+    "live_rooms",
+    metadata,
+    Column("room_id", String(80), primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("state", Text(), nullable=False),
+)
+live_queues = Table(
+    "live_queues",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("state", Text(), nullable=False),
+)
+live_conferences = Table(
+    "live_conferences",
+    metadata,
+    Column("org_id", ID, primary_key=True),
+    Column("bridge_id", ID, primary_key=True),
+    Column("room_id", String(80), nullable=False),
+)
+live_timers = Table(
+    "live_timers",
+    metadata,
+    Column("call_control_id", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("deadline", Double(), nullable=False),
 )

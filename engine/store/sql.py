@@ -26,6 +26,7 @@ from engine.store.base import (
     ProviderConfigRecord,
     Route,
 )
+from engine.store.live import SqlLive
 from engine.store.org_limits import SqlOrgLimits
 from engine.store.outbox import SqlOutbox
 from engine.store.recordings import SqlRecordings
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from engine.store.base import Store
 
 
-class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings):
+class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);

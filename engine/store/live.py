@@ -1,0 +1,176 @@
+"""The machine's live state in the store: written per input, read back at start.
+
+``write_live`` writes one input's ``LiveChanges`` inside a transaction the caller holds (the
+input's webhooks go into the outbox in the same transaction, see ``SqlLive.commit_input``).
+Upserts are spelled as delete-then-insert of the changed keys: portable across SQLite and
+PostgreSQL, and atomic within the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, and_, delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from engine import live_codec
+from engine.live_changes import LiveChanges
+from engine.model import Leg, Queue, Room, TimerKey, TimerKind
+from engine.store.base import LiveSnapshot, QueuedWebhook
+from engine.store.outbox import outbox_values
+from engine.store.schema import (
+    live_conferences,
+    live_legs,
+    live_queues,
+    live_rooms,
+    live_timers,
+    webhook_outbox,
+)
+from engine.store.transactions import SqlTransactions
+
+
+class SqlLive(SqlTransactions):
+    async def commit_input(
+        self, changes: LiveChanges, webhooks: Sequence[QueuedWebhook], now: float
+    ) -> None:
+        """One input's state changes and webhooks, in one transaction: all or nothing."""
+        if changes.empty and not webhooks:
+            return
+        async with self._write("the input's state could not be stored") as conn:
+            await write_live(conn, changes, now)
+            if webhooks:
+                rows = [
+                    outbox_values(
+                        org_id=w.org_id,
+                        leg_id=w.leg_id,
+                        url=w.url,
+                        body=w.body,
+                        headers={},
+                        now=now,
+                    )
+                    for w in webhooks
+                ]
+                await conn.execute(insert(webhook_outbox), rows)
+
+    async def load_live(self) -> LiveSnapshot:
+        async with self._read() as conn:
+            return await read_live(conn)
+
+
+async def write_live(conn: AsyncConnection, changes: LiveChanges, now: float) -> None:
+    if changes.empty:
+        return
+    leg_ids = [leg.call_control_id for leg in changes.legs] + list(changes.legs_gone)
+    await _delete(conn, live_legs, [live_legs.c.call_control_id], [(i,) for i in leg_ids])
+    await _insert(
+        conn,
+        live_legs,
+        [
+            {
+                "call_control_id": leg.call_control_id,
+                "org_id": leg.org_id,
+                "state": live_codec.dumps(leg).decode(),
+                "updated": now,
+            }
+            for leg in changes.legs
+        ],
+    )
+    room_ids = [room.room_id for room in changes.rooms] + list(changes.rooms_gone)
+    await _delete(conn, live_rooms, [live_rooms.c.room_id], [(i,) for i in room_ids])
+    await _insert(
+        conn,
+        live_rooms,
+        [
+            {"room_id": r.room_id, "org_id": r.org_id, "state": live_codec.dumps(r).decode()}
+            for r in changes.rooms
+        ],
+    )
+    queue_keys = [(q.org_id, q.name) for q in changes.queues] + list(changes.queues_gone)
+    await _delete(conn, live_queues, [live_queues.c.org_id, live_queues.c.name], queue_keys)
+    await _insert(
+        conn,
+        live_queues,
+        [
+            {"org_id": q.org_id, "name": q.name, "state": live_codec.dumps(q).decode()}
+            for q in changes.queues
+        ],
+    )
+    await _write_conferences(conn, changes)
+    await _write_timers(conn, changes)
+
+
+async def _write_conferences(conn: AsyncConnection, changes: LiveChanges) -> None:
+    table = live_conferences
+    keys = [key for key, _ in changes.conferences] + list(changes.conferences_gone)
+    await _delete(conn, table, [table.c.org_id, table.c.bridge_id], keys)
+    await _insert(
+        conn,
+        table,
+        [
+            {"org_id": org, "bridge_id": bridge, "room_id": room}
+            for (org, bridge), room in changes.conferences
+        ],
+    )
+
+
+async def _write_timers(conn: AsyncConnection, changes: LiveChanges) -> None:
+    table = live_timers
+    keys = [key for key, _ in changes.timers] + list(changes.timers_gone)
+    await _delete(
+        conn,
+        table,
+        [table.c.call_control_id, table.c.kind, table.c.tag],
+        [(k.call_control_id, k.kind.value, k.tag) for k in keys],
+    )
+    await _insert(
+        conn,
+        table,
+        [
+            {
+                "call_control_id": k.call_control_id,
+                "kind": k.kind.value,
+                "tag": k.tag,
+                "deadline": deadline,
+            }
+            for k, deadline in changes.timers
+        ],
+    )
+
+
+async def read_live(conn: AsyncConnection) -> LiveSnapshot:
+    legs = [live_codec.loads(Leg, row.state) for row in await conn.execute(select(live_legs))]
+    rooms = [live_codec.loads(Room, row.state) for row in await conn.execute(select(live_rooms))]
+    queues = [live_codec.loads(Queue, row.state) for row in await conn.execute(select(live_queues))]
+    conferences = [
+        ((row.org_id, row.bridge_id), row.room_id)
+        for row in await conn.execute(select(live_conferences))
+    ]
+    timers = [
+        (TimerKey(row.call_control_id, TimerKind(row.kind), row.tag), row.deadline)
+        for row in await conn.execute(select(live_timers))
+    ]
+    return LiveSnapshot(tuple(legs), tuple(rooms), tuple(queues), tuple(conferences), tuple(timers))
+
+
+# Keys per statement: well under SQLite's bound-parameter limit with three columns a key.
+_CHUNK = 200
+
+
+async def _delete(
+    conn: AsyncConnection, table: Table, columns: Sequence[Any], keys: Sequence[tuple[Any, ...]]
+) -> None:
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        if len(columns) == 1:
+            where = columns[0].in_([key[0] for key in chunk])
+        else:
+            where = or_(
+                *(and_(*(c == v for c, v in zip(columns, key, strict=True))) for key in chunk)
+            )
+        await conn.execute(delete(table).where(where))
+
+
+async def _insert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(table), list(rows))
