@@ -4,7 +4,8 @@
 media stream sessions, an HTTP client session, the runtime once built). ``ProviderDirectory``
 is the one dispatch point on provider: each adapter registers a ``ProviderKit`` under its
 catalog slug (``"twilio"``, ``"telnyx"``), and the directory finds the kit for a configuration
-when the engine dials out or connects a number.
+when the engine dials out or connects a number, or adopts a leg an earlier process carried
+(``adopt``: the leg's stored ``adapters.carrier.Carrier`` names its kit and configuration).
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ from typing import Protocol
 
 import aiohttp
 
+from adapters.carrier import BadCarrier, Carrier
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
-from engine.gateway import ProviderGateway
+from engine.gateway import AdoptedLeg, ProviderGateway
 from engine.live import LiveLegIndex
+from engine.logs import get_logger
+from engine.model import Leg
 from engine.runtime import CallRuntime
 from engine.store.base import BridgeRecord, ProviderConfigRecord, Store
+
+log = get_logger("callbridge.adapters")
 
 
 class ProviderKit(Protocol):
@@ -39,6 +45,9 @@ class ProviderKit(Protocol):
     async def detach_number(
         self, config: ProviderConfigRecord, auth_token: str, number: str
     ) -> None: ...
+
+    def adopt(self, leg: Leg, carrier: Carrier, config: ProviderConfigRecord) -> None:
+        """Know the leg again, as its earlier process knew it (its provider call)."""
 
 
 @dataclass
@@ -118,6 +127,26 @@ class ProviderDirectory:
                 field="connection_id",
             )
         return self.kit(config).gateway(config)
+
+    async def adopt(self, leg: Leg) -> AdoptedLeg | None:
+        if leg.carrier is None:
+            return None  # a leg whose call was never placed (or a websocket agent's)
+        try:
+            found = Carrier.loads(leg.carrier)
+        except BadCarrier as exc:
+            log.error("stored leg has an unreadable carrier", leg_id=leg.call_control_id,
+                      error=str(exc))  # fmt: skip
+            return None
+        kit = self._context.kits.get(found.provider)
+        config = await self._context.store.get_provider_config(leg.org_id, found.config_id)
+        if kit is None or config is None or found.call is None:
+            log.warning(
+                "stored leg cannot be reached again", leg_id=leg.call_control_id,
+                provider=found.provider, config_id=found.config_id, has_call=found.call is not None,
+            )  # fmt: skip
+            return None
+        kit.adopt(leg, found, config)
+        return AdoptedLeg(kit.gateway(config), found.bridge_id, found.number)
 
     async def attach(
         self, config: ProviderConfigRecord, auth_token: str, number: str, bridge: BridgeRecord

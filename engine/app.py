@@ -100,6 +100,7 @@ def create_app(
             recordings_dir(settings),
             media_dir=Path(settings.media_dir) if settings.media_dir else None,
             remote_audio=audio_fetcher(settings, mixer.sample_rate),
+            on_recording_failed=app[METRICS].recording_failed,
         ),
         outbox=WebhookOutbox(
             app[STORE],
@@ -172,6 +173,8 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     # Webhook URLs are the tenants': the connector applies the URL policy at connect time.
     connector = http_connector(allow_private=app[SETTINGS].allow_private_urls)
     async with aiohttp.ClientSession(connector=connector) as session:
+        # The calls an earlier process on this store left, before any new input.
+        await runtime.adopt()
         workers = [
             asyncio.create_task(runtime.outbox.run(session, stop)),
             asyncio.create_task(runtime.outbox.purge_loop(stop)),

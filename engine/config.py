@@ -72,6 +72,11 @@ class Settings:
     reconcile_interval_s: float = 60.0
     reconcile_silence_s: float = 600.0
     setup_timeout_s: float = 60.0
+    # How long Twilio holds a caller in silence once callbridge's media stream has closed
+    # (callbridge restarting, a dropped socket) before it ends the call: TwiML's <Pause> after
+    # </Connect>. Within it a new stream (the restarted process, or the media wait's retry)
+    # takes the call back.
+    stream_hold_s: int = 60
     # http(s) audio_url playback (engine/audio_fetch.py): the most bytes one download may be,
     # how long it may take in all, the longest audio it may hold, and how long, and within how
     # many decoded bytes, fetched audio stays cached for the next playback of the same URL.
@@ -84,7 +89,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        settings = _audio_fetch_settings(env, _org_limit_defaults(env, cls()))
+        settings = _number_settings(env, _org_limit_defaults(env, cls()))
         settings = _webhook_settings(env, settings)
         settings = _provider_fault_settings(env, settings)
         fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
@@ -147,9 +152,10 @@ def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:
     return settings
 
 
-def _audio_fetch_settings(env: Mapping[str, str], settings: Settings) -> Settings:
-    """``settings`` with the audio_url fetch bounds the environment gives, checked."""
+def _number_settings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with the bounded numbers the environment gives, checked."""
     numbers: dict[str, tuple[str, float, float, type[int] | type[float]]] = {
+        "stream_hold_s": ("CALLBRIDGE_STREAM_HOLD_S", 1, 3600, int),
         "audio_max_bytes": ("CALLBRIDGE_AUDIO_MAX_BYTES", 1024, 2**31, int),
         "audio_fetch_timeout_s": ("CALLBRIDGE_AUDIO_FETCH_TIMEOUT_S", 0.5, 600, float),
         "audio_max_seconds": ("CALLBRIDGE_AUDIO_MAX_SECONDS", 1, 86400, float),

@@ -31,6 +31,24 @@ class LegInitiated:
     webhook_url: str | None = None
     default_conference: int | None = None  # the bridge whose conference the leg joins
     time_limit_secs: int = DEFAULT_TIME_LIMIT_SECS
+    carrier: str | None = None  # the adapter's reference to the provider's call (Leg.carrier)
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierAssigned:
+    """The provider has named the call of a dialled leg: the adapter's reference to it, kept
+    with the leg (``Leg.carrier``) so that a restarted process can reach the call again."""
+
+    call_control_id: str
+    carrier: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegAdopted:
+    """A restarted process took the leg over from the stored live state (engine/runtime.py
+    ``adopt``): its media stream, if it had one, went with the old process."""
+
+    call_control_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +145,22 @@ class RecordingSaved:
     public_id: str | None = None  # the id the recordings API knows it by, when catalogued
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFailed:
+    """A recording could not be written (``engine.media_recordings``): it is over, nothing of it
+    is saved. ``reason`` is a slug (``disk_stalled``, ``write_failed``, ``unsupported_format``);
+    ``detail`` says more, for the log and the application."""
+
+    call_control_id: str
+    recording_id: str  # the machine's, as in StartRecording
+    reason: str
+    detail: str = ""
+
+
 Event: TypeAlias = (
     LegInitiated
+    | CarrierAssigned
+    | LegAdopted
     | LegAnswered
     | MediaStarted
     | MediaStopped
@@ -140,4 +172,5 @@ Event: TypeAlias = (
     | TimerFired
     | PlaybackEnded
     | RecordingSaved
+    | RecordingFailed
 )

@@ -12,11 +12,19 @@ hangups and rejects.
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engine.effects import DialCall
-from engine.errors import ValidationError
-from engine.model import RejectCause
+from engine.errors import ProviderError, ValidationError
+from engine.model import Leg, RejectCause
+
+
+class CallGone(ProviderError):
+    """The provider says the leg's call is over (ended, or unknown to it): a request on it can
+    never succeed, so it is not retried, and the leg ends as one its provider no longer has."""
+
+    status = 502
 
 
 class CallPresence(enum.Enum):
@@ -39,8 +47,9 @@ class ProviderGateway(Protocol):
 
     async def reject(self, call_control_id: str, cause: RejectCause) -> None: ...
 
-    async def dial(self, dial: DialCall) -> None:
-        """Place the outgoing call; its progress arrives later as events."""
+    async def dial(self, dial: DialCall) -> str | None:
+        """Place the outgoing call; its progress arrives later as events. Returns the adapter's
+        reference to the provider's call (kept as ``Leg.carrier``), or None if it has none."""
 
     def forget(self, call_control_id: str) -> None:
         """The leg ended: drop whatever the gateway kept for it."""
@@ -67,10 +76,25 @@ def dial_is_idempotent(gateway: ProviderGateway) -> bool:
     return isinstance(gateway, DialsIdempotently) and gateway.dial_is_idempotent
 
 
+@dataclass(frozen=True, slots=True)
+class AdoptedLeg:
+    """A stored leg the adapters can reach again: its gateway and, for an incoming leg, the
+    bridge and number it came in on (they count its channel)."""
+
+    gateway: ProviderGateway
+    bridge_id: int | None = None
+    number: str | None = None
+
+
 class GatewayResolver(Protocol):
     async def for_dial(self, org_id: int, connection_id: str, to: str) -> ProviderGateway:
         """The gateway that places a call for ``connection_id`` to ``to``; ``ValidationError``
         naming the field when none can."""
+
+    async def adopt(self, leg: Leg) -> AdoptedLeg | None:
+        """Take back a leg an earlier process carried, from its ``Leg.carrier``; None when no
+        adapter can reach its call any more (no carrier, unknown provider, configuration
+        deleted)."""
 
 
 class NoGateways:
@@ -81,3 +105,6 @@ class NoGateways:
             f"no provider can place calls for connection_id {connection_id!r}",
             field="connection_id",
         )
+
+    async def adopt(self, leg: Leg) -> AdoptedLeg | None:
+        return None

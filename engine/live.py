@@ -3,7 +3,8 @@
 The platform API asks it whether a bridge may be deleted and how many legs a number carries
 (``channels_count``); admission and dial ask how many legs an organization has live (its
 ``max_legs``, engine/limits.py). The call-control runtime tells it when legs start and end. It
-lives in memory: live legs do not survive a restart of the process that carries their media.
+lives in memory, rebuilt when a restarted process adopts the stored live legs
+(``CallRuntime.adopt``).
 """
 
 from __future__ import annotations

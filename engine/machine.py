@@ -161,6 +161,13 @@ class CallMachine:
         """Back to ``saved``: an input the store refused is undone as if it never came."""
         self._core.restore(saved)
 
+    def adopt(self, stored: Checkpoint) -> None:
+        """Take over the live state an earlier process stored (engine/store/live.py), before
+        any input: each live leg then gets ``LegAdopted``. Only into an empty machine."""
+        if self._core.legs or self._core.rooms or self._core.queues:
+            raise RuntimeError("live state can only be adopted by an empty machine")
+        self._core.restore(stored)
+
     # Events.
     def handle_event(self, event: ev.Event, now: float) -> list[fx.Effect]:
         with self._input(now) as core:
@@ -173,6 +180,9 @@ class CallMachine:
                 leg = core.legs.get(event.call_control_id)
                 if leg is not None:
                     media.recording_saved(core, leg, event)
+            elif isinstance(event, ev.RecordingFailed):
+                if (leg := core.legs.get(event.call_control_id)) is not None:  # ended ones too
+                    media.recording_failed(core, leg, event)
             else:
                 leg = core.live(event.call_control_id)
                 if leg is not None:
@@ -224,6 +234,10 @@ class CallMachine:
                 )
         elif isinstance(event, ev.ProviderCallGone):
             setup.provider_gone(core, leg, event)
+        elif isinstance(event, ev.CarrierAssigned):
+            core.update(leg, carrier=event.carrier)
+        elif isinstance(event, ev.LegAdopted):
+            streams.adopted(core, leg)
         elif isinstance(event, ev.MediaStarted):
             media.media_started(core, leg, event)
             streams.media_flowing(core, core.legs[leg.call_control_id])
@@ -255,6 +269,7 @@ class CallMachine:
                 start_time=core.now,
                 webhook_url=event.webhook_url,
                 time_limit_secs=event.time_limit_secs,
+                carrier=event.carrier,
             )
         )
         core.webhook(leg, "call.initiated", state="parked", start_time=iso(leg.start_time))

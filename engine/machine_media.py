@@ -14,7 +14,9 @@
   replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
   Call Control v2 queues a non-overlay playback behind the current one; callbridge replaces it.
 - Recording: one at a time per leg; ``call.recording.saved`` when the runtime has written the
-  file, even after the leg ended.
+  file, even after the leg ended. A recording the media plane could not write (disk full or
+  stalled: ``engine.media_recordings``) ends with ``call.recording.error`` instead, and is no
+  longer in progress: no ``call.recording.saved`` follows, and a new one may start.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from urllib.parse import unquote, urlsplit
 from engine import effects as fx
 from engine.commands import PlaybackStart, PlaybackStop, RecordStart, RecordStop, SendDtmf
 from engine.errors import InvalidState
-from engine.events import DtmfReceived, MediaStarted, PlaybackEnded, RecordingSaved
+from engine.events import (
+    DtmfReceived,
+    MediaStarted,
+    PlaybackEnded,
+    RecordingFailed,
+    RecordingSaved,
+)
 from engine.machine_core import Core, iso
 from engine.model import (
     INVALID_STATE_CODE,
@@ -221,6 +229,31 @@ def recording_saved(core: Core, leg: Leg, event: RecordingSaved) -> None:
         recording_ended_at=iso(event.ended_at),
         recording_urls={event.format: event.url},
         public_recording_urls={event.format: event.url},
+    )
+
+
+# Call Control v2's ``call.recording.error`` payload (its SDK's types/call_recording_error.py)
+# has the leg's ids, client_state and ``reason``, one of a closed set naming storage failures; of
+# them only "Internal server error" fits a local disk. Why exactly goes in callbridge's
+# extension fields, as for call.hangup.
+RECORDING_ERROR_REASON = "Internal server error"
+
+
+def recording_failed(core: Core, leg: Leg, event: RecordingFailed) -> None:
+    if event.recording_id not in leg.recordings_unsaved:
+        return  # unknown, or already reported
+    unsaved = tuple(r for r in leg.recordings_unsaved if r != event.recording_id)
+    leg = core.update(leg, recordings_unsaved=unsaved)
+    if leg.recording_id == event.recording_id:  # in progress until now: a new one may start
+        leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
+        leg = core.update(leg, recording_id=None)
+    core.webhook(
+        leg,
+        "call.recording.error",
+        reason=RECORDING_ERROR_REASON,
+        recording_id=event.recording_id,
+        callbridge_reason=event.reason,
+        callbridge_reason_detail=event.detail[:300],
     )
 
 

@@ -49,6 +49,19 @@ def expect_media(core: Core, leg: Leg) -> Leg:
     return core.start_timer(leg, TimerKind.MEDIA_WAIT, core.media_wait_s)
 
 
+def adopted(core: Core, leg: Leg) -> None:
+    """A restarted process took the leg over: whatever stream it had went with the old process.
+    An answered leg gets a new stream asked for at once (not after the media wait: nobody has
+    heard anything since the restart) and the usual wait for it; this request does not count
+    against the leg's next problem, which gets its own restart."""
+    if leg.state not in _ANSWERED:
+        return
+    leg = core.cancel_timers(leg, TimerKind.MEDIA_WAIT)
+    leg = core.update(leg, media_started=False, media_restarted_at=None)
+    core.emit(RestartMedia(leg.call_control_id))
+    core.start_timer(leg, TimerKind.MEDIA_WAIT, core.media_wait_s)
+
+
 def media_flowing(core: Core, leg: Leg) -> Leg:
     """The stream started: nothing to wait for."""
     return core.cancel_timers(leg, TimerKind.MEDIA_WAIT)

@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,12 +51,26 @@ from numpy.typing import NDArray
 from engine.audio_sources import OverlayError, Source, builtin_source, load_wav
 from engine.events import DtmfReceived, Event, PlaybackEnded
 from engine.logs import get_logger
+from engine.media_recordings import ActiveRecording, Recordings, close_recording
 from engine.model import DtmfSource, OverlaySource, RecordingOptions
 from media.codecs import AudioFormat
 from media.dtmf import DtmfSequence
 from media.mixer import Mixer
-from media.recorder import Recorder, RecordingResult
+from media.recorder import FileOpener, open_new_file
 from media.tones import Playback, Ringback
+
+__all__ = [
+    "DTMF_HANGOVER_TICKS",
+    "RELAYED_DTMF_MS",
+    "ActiveRecording",
+    "AudioArrived",
+    "KeyPressOutput",
+    "LegMedia",
+    "MediaOutput",
+    "MediaPlane",
+    "RemoteAudio",
+    "close_recording",
+]
 
 log = get_logger("callbridge.media")
 #: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
@@ -77,14 +91,6 @@ class KeyPressOutput(MediaOutput, Protocol):
 
     def send_key_press(self, digit: str) -> None:
         """Tell the far end a peer pressed ``digit``; never blocking."""
-
-
-@dataclass(slots=True)
-class ActiveRecording:
-    recording_id: str
-    recorder: Recorder
-    options: RecordingOptions
-    started_at: float
 
 
 @dataclass(slots=True)
@@ -119,9 +125,19 @@ class MediaPlane:
         detect_dtmf: bool = True,
         media_dir: Path | None = None,
         remote_audio: RemoteAudio | None = None,
+        recording_opener: FileOpener = open_new_file,
+        on_recording_failed: Callable[[str], None] | None = None,
     ) -> None:
+        """``recording_opener`` opens recording files (tests inject disks that block or fail);
+        ``on_recording_failed`` is told the reason of each recording that fails (a counter)."""
         self.mixer = mixer
         self.recordings_dir = recordings_dir
+        self.recordings = Recordings(
+            recordings_dir,
+            mixer.sample_rate,
+            opener=recording_opener,
+            on_failed=on_recording_failed,
+        )
         # http(s) audio_url playback (None: such overlays fail at once).
         self.remote_audio = remote_audio
         # The one directory file:// playback reads from (None: none); checked again here, after
@@ -134,7 +150,6 @@ class MediaPlane:
         # Speakers pressing a digit -> ticks DTMF-muted listeners will still not hear them once
         # it is released (their media is live: detach forgets them).
         self._dtmf_hangover: dict[str, int] = {}
-        self._recordings: dict[str, ActiveRecording] = {}  # by leg
         # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
         self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
         self._pending: list[Event] = []
@@ -152,7 +167,7 @@ class MediaPlane:
         self._legs[leg_id] = LegMedia(fmt, output)
         if self.detect_dtmf:
             self.mixer.set_detect(leg_id, True)
-        if leg_id in self._recordings:
+        if leg_id in self.recordings:
             self.mixer.set_tap(leg_id, True)
         for tag, (source, loop) in list(self._overlay_specs.get(leg_id, {}).items()):
             self._start_overlay(leg_id, tag, source, loop)
@@ -323,16 +338,7 @@ class MediaPlane:
 
             self.mixer.set_overlay(leg_id, mixed)
 
-    # recordings
-    def _free_path(self, directory: Path, name: str, extension: str) -> Path:
-        taken = {active.recorder.path for active in self._recordings.values()}
-        path = directory / f"{name}.{extension}"
-        suffix = 1
-        while path.exists() or path in taken:
-            suffix += 1
-            path = directory / f"{name}-{suffix}.{extension}"
-        return path
-
+    # recordings (engine.media_recordings)
     def start_recording(
         self,
         leg_id: str,
@@ -342,29 +348,17 @@ class MediaPlane:
         *,
         org_id: int,
     ) -> None:
-        """Record into the organization's own directory (``org-<id>/`` under the recordings
-        directory), under the custom file name if one was given (checked to be a bare name by
-        the command), never over a file that exists: a name used again gets a suffix."""
-        directory = self.recordings_dir / f"org-{org_id}"
-        directory.mkdir(parents=True, exist_ok=True)
-        name = options.custom_file_name or recording_id.replace("/", "-")
-        path = self._free_path(directory, name, options.format)
-        recorder = Recorder(
-            path,
-            channels=cast(Literal["single", "dual"], options.channels),
-            track=cast(Literal["both", "inbound", "outbound"], options.track),
-            max_length_s=float(options.max_length_secs),
-            trim_silence=options.trim == "trim-silence",
-            fmt=cast(Literal["wav", "mp3"], options.format),
-            sample_rate=self.mixer.sample_rate,
-        )
-        self._recordings[leg_id] = ActiveRecording(recording_id, recorder, options, now)
-        if leg_id in self._legs:
+        """Record the leg into its organization's directory; a recording that cannot start is
+        reported (``RecordingFailed``) with the next tick's events."""
+        failed = self.recordings.start(leg_id, recording_id, options, now, org_id)
+        if failed is not None:
+            self._pending.append(failed)
+        elif leg_id in self._legs:
             self.mixer.set_tap(leg_id, True)
 
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""
-        active = self._recordings.pop(leg_id, None)
+        active = self.recordings.take(leg_id)
         if active is not None and leg_id in self._legs:
             self.mixer.set_tap(leg_id, False)
         return active
@@ -421,12 +415,8 @@ class MediaPlane:
             if media is not None:
                 media.output.send_frame(payload)
         for leg_id, heard, spoken in result.taps:
-            active = self._recordings.get(leg_id)
-            if active is not None:
-                active.recorder.write(spoken, heard)
+            failed = self.recordings.write(leg_id, spoken, heard)
+            if failed is not None:  # taken out already: the tap stops feeding it
+                self.mixer.set_tap(leg_id, False)
+                events.append(failed)
         return events
-
-
-def close_recording(active: ActiveRecording) -> RecordingResult:
-    """Blocking: finish the file (flush, trim, header). Run it in an executor."""
-    return active.recorder.close()

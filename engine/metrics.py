@@ -32,6 +32,18 @@ class Metrics:
             ["provider", "reason"],
             registry=self.registry,
         )
+        # Exposed as callbridge_recordings_failed_total. ``reason`` takes only
+        # engine.media_recordings.FAILURE_REASONS (disk_stalled, write_failed, unsupported_format).
+        self.recordings_failed = Counter(
+            "callbridge_recordings_failed",
+            "Recordings that ended with call.recording.error, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def recording_failed(self, reason: str) -> None:
+        """Count one failed recording (the media plane's ``on_recording_failed``)."""
+        self.recordings_failed.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

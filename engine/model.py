@@ -240,6 +240,9 @@ class Leg:
     bridge_record: RecordingOptions | None = None  # bridge's record-from-answer, until bridged
     seq: int = 0  # counter behind playback and recording ids
     timers: frozenset[TimerKey] = field(default_factory=frozenset)
+    # The adapter's reference to the provider's call (provider, configuration, call id), opaque
+    # to the engine: what a restarted process needs to reach the call again.
+    carrier: str | None = None
     # Queue.
     queue_name: str | None = None
     enqueued_at: float | None = None

@@ -109,6 +109,16 @@ class Reconciler:
         ended = await asyncio.gather(*(self._check(leg, limit) for leg in due))
         return [leg_id for leg_id in ended if leg_id is not None]
 
+    async def check_now(self, leg_ids: Iterable[str]) -> list[str]:
+        """Ask about these legs at once, quiet or not: legs adopted after a restart, whose
+        provider may have ended them while nobody listened (Telnyx's webhooks for the gap may
+        never come). The legs it ended."""
+        wanted = set(leg_ids)
+        due = [leg for leg in self._legs() if leg.is_alive and leg.call_control_id in wanted]
+        limit = asyncio.Semaphore(self.settings.concurrency)
+        ended = await asyncio.gather(*(self._check(leg, limit) for leg in due))
+        return [leg_id for leg_id in ended if leg_id is not None]
+
     async def _check(self, leg: Leg, limit: asyncio.Semaphore) -> str | None:
         leg_id = leg.call_control_id
         gateway = self._gateway_of(leg_id)

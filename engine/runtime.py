@@ -31,14 +31,14 @@ from engine import effects as fx
 from engine import events as ev
 from engine.commands import Command, Dial
 from engine.errors import CallbridgeError
-from engine.gateway import GatewayResolver, ProviderGateway, dial_is_idempotent
+from engine.gateway import CallGone, GatewayResolver, ProviderGateway, dial_is_idempotent
 from engine.live import LiveLegIndex
 from engine.live_changes import changes_between
 from engine.logs import get_logger
 from engine.machine import CallMachine, DialResult
 from engine.machine_core import Checkpoint
 from engine.media_plane import ActiveRecording, MediaOutput, MediaPlane, close_recording
-from engine.model import DtmfSource, NewLegIds, TimerKey
+from engine.model import DtmfSource, Leg, NewLegIds, TimerKey
 from engine.provider_calls import ProviderCalls
 from engine.reconcile import Reconciler, ReconcileSettings
 from engine.recordings import FinishedRecording, RecordingCatalog
@@ -46,7 +46,7 @@ from engine.store.base import QueuedWebhook, Store
 from engine.webhooks import WebhookOutbox
 from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
-from media.recorder import RecordingResult
+from media.recorder import RecordingError, RecordingResult
 
 log = get_logger("callbridge.runtime")
 T = TypeVar("T")
@@ -304,6 +304,57 @@ class CallRuntime:
             payload=effect.payload,
         )
 
+    async def adopt(self) -> list[str]:
+        """Take over the calls an earlier process on this store left (a crash, a deploy): its
+        legs, rooms, queues and conferences into the machine, its timers armed for what is left
+        of them, each live leg's gateway found again from its ``Leg.carrier``. Every adopted
+        answered leg asks its provider for a new media stream at once (``LegAdopted``), and
+        every adopted leg's provider is asked whether the call is still there, since its
+        hangup may have gone unheard. A leg no adapter can reach is ended with ``call.hangup``.
+        Returns the live legs adopted; call it before serving."""
+        snapshot = await self.store.load_live()
+        stored = Checkpoint(
+            {leg.call_control_id: leg for leg in snapshot.legs},
+            {room.room_id: room for room in snapshot.rooms},
+            {(queue.org_id, queue.name): queue for queue in snapshot.queues},
+            dict(snapshot.conferences),
+        )
+        async with self._lock:
+            self.machine.adopt(stored)
+        now = self._clock()
+        for key, deadline in snapshot.timers:
+            self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
+        adopted: list[str] = []
+        for leg in snapshot.legs:
+            if leg.is_alive and await self._reach_again(leg):
+                adopted.append(leg.call_control_id)
+        for leg_id in adopted:
+            await self._own_event(ev.LegAdopted(leg_id))
+        if snapshot.legs:
+            log.info("live state adopted", legs=len(snapshot.legs), live=len(adopted),
+                     timers=len(snapshot.timers))  # fmt: skip
+        self._spawn(self._ask_after_adoption(adopted))
+        return adopted
+
+    async def _reach_again(self, leg: Leg) -> bool:
+        found = await self._resolver.adopt(leg)
+        if found is None:
+            gone = ev.ProviderCallGone(
+                leg.call_control_id, "no provider call to reach after a restart"
+            )
+            await self._own_event(gone)
+            return False
+        self._gateways[leg.call_control_id] = found.gateway
+        self.live.org_leg_started(leg.call_control_id, leg.org_id)
+        if found.bridge_id is not None and found.number is not None:
+            self.live.leg_started(leg.call_control_id, found.bridge_id, found.number)
+        return True
+
+    async def _ask_after_adoption(self, leg_ids: list[str]) -> None:
+        ended = await self.reconciler.check_now(leg_ids)
+        if ended:
+            log.info("adopted legs their providers had ended", legs=ended)
+
     async def _own_event(self, event: ev.Event) -> None:
         """An input of the engine's own (timer, tick, provider-call failure, recording): nobody
         to answer, and ``event`` has logged the fault already."""
@@ -402,7 +453,16 @@ class CallRuntime:
                 self._lane(leg_id, "reject", lambda g: g.reject(leg_id, cause), final=True)
             case fx.DialCall():
                 dial = effect
-                self._lane(dial.call_control_id, "dial", lambda g: g.dial(dial), is_dial=True)
+                self._lane(
+                    dial.call_control_id, "dial", lambda g: self._place(g, dial), is_dial=True
+                )
+
+    async def _place(self, gateway: ProviderGateway, dial: fx.DialCall) -> None:
+        """Dial, and keep the provider's name for the call with the leg (stored with it), so a
+        restarted process can reach the call again."""
+        carrier = await gateway.dial(dial)
+        if carrier is not None:
+            await self._own_event(ev.CarrierAssigned(dial.call_control_id, carrier))
 
     async def _publish(self, effect: fx.EmitWebhook) -> None:
         """The webhook is in the outbox already (``_commit``); only its bookkeeping is left."""
@@ -422,10 +482,17 @@ class CallRuntime:
             self.timers.start(key, TIMER_RETRY_S, self._timer_fired)
 
     async def _finish_recording(self, leg_id: str) -> None:
+        """Close the leg's recording off the loop (waiting at most media.recorder.CLOSE_WAIT_S:
+        a writer stuck on a stalled disk is left behind) and report it saved, or failed."""
         active = self.plane.take_recording(leg_id)
         if active is None:
             return
-        result = await asyncio.get_running_loop().run_in_executor(None, close_recording, active)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(None, close_recording, active)
+        except RecordingError as exc:
+            await self._own_event(self.plane.recordings.failed(leg_id, active, exc))
+            return
         ended_at = self._clock()
         try:
             public_id, url = await self.recordings.add(
@@ -510,6 +577,12 @@ class CallRuntime:
                 if final:
                     log.error("provider call failed for good: the call may still be up",
                               leg_id=leg_id, operation=operation, error=error)  # fmt: skip
+                elif isinstance(exc, CallGone):
+                    # Not a failure of callbridge's request: the call is over at the provider
+                    # (ended while callbridge was down, say), so the leg ends as such.
+                    log.info("provider says the call is gone", leg_id=leg_id,
+                             operation=operation, error=error)  # fmt: skip
+                    await self._own_event(ev.ProviderCallGone(leg_id, error))
                 else:
                     log.warning("provider call failed", leg_id=leg_id, operation=operation,
                                 error=error)  # fmt: skip

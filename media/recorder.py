@@ -19,20 +19,22 @@ and trailing silence at ``close``: a WAV file is truncated back to the end of th
 MP3, silence after the last sound is held in memory and only encoded once sound follows it.
 Silence is judged per written frame: RMS under ``SILENCE_DBFS``.
 
-    MediaError
-    +-- RecordingError                  the file could not be written (wraps the OSError)
-        +-- UnsupportedRecordingFormat  a format this installation cannot write (mp3, no lameenc)
+A disk that stalls or fills never holds up the caller: ``write`` only queues, never more than
+``MAX_QUEUED_FRAMES`` (``media.recorder_queue``). A writer with no frame taken for ``STALL_AFTER_S``
+while frames wait, or with that many waiting (a stalled disk), or failing (ENOSPC, EIO, any
+error) fails the recording: ``failure`` says why, ``write`` takes no more audio, and ``abort``
+(never blocking) or ``close`` (waiting at most ``CLOSE_WAIT_S``) ends it. The writer thread closes
+the file as well as it can (a WAV header for what reached the disk) once a stuck write returns,
+if ever; nobody waits for it. Formats, silence test and errors live in ``media.recording_format``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import importlib
-import math
 import os
 import pathlib
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -42,35 +44,38 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from media.errors import MediaError
+from media.recorder_queue import MAX_QUEUED_FRAMES, STALL_AFTER_S, WriterQueue
+from media.recording_format import (
+    SILENCE_DBFS,
+    WAV_HEADER_BYTES,
+    FileOpener,
+    RecordingError,
+    RecordingStalled,
+    UnsupportedRecordingFormat,
+    compose,
+    is_silent,
+    mp3_encoder,
+    open_new_file,
+    wav_header,
+)
 
 __all__ = [
+    "CLOSE_WAIT_S",
+    "MAX_QUEUED_FRAMES",
     "SILENCE_DBFS",
+    "STALL_AFTER_S",
+    "FileOpener",
     "Recorder",
     "RecordingError",
     "RecordingResult",
+    "RecordingStalled",
     "UnsupportedRecordingFormat",
+    "open_new_file",
 ]
 
-#: A frame whose RMS is under this level (full-scale sine = 0 dBFS) counts as silence for trimming;
-#: comfort noise (-70) and quiet line noise are silence, speech (-20 to -35) is not.
-SILENCE_DBFS = -50.0
-_SILENCE_RMS = 32767.0 * math.pow(10.0, SILENCE_DBFS / 20.0) / math.sqrt(2.0)
-_WAV_HEADER_BYTES = 44
-#: MP3 bit rate per channel, in kbit/s: ample for 8 kHz telephone audio.
-_MP3_KBPS_PER_CHANNEL = 32
-
-
-class RecordingError(MediaError):
-    """The recording could not be written; ``__cause__`` holds the underlying error."""
-
-
-class UnsupportedRecordingFormat(RecordingError):
-    """A ``record_format`` this installation cannot produce."""
-
-    def __init__(self, fmt: str, reason: str) -> None:
-        super().__init__(f"cannot record in format {fmt!r}: {reason}")
-        self.fmt = fmt
+#: How long ``close`` waits for the writer to finish the file (flush about 1 s of audio, fsync)
+#: before the recording counts as stalled; the writer is then left to finish on its own.
+CLOSE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,39 +103,13 @@ class _Close:
 _Item = tuple[NDArray[np.int16], NDArray[np.int16]] | _Flush | _Close
 
 
-def _wav_header(channels: int, sample_rate: int, data_bytes: int) -> bytes:
-    block_align = 2 * channels
-    return struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        36 + data_bytes,
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,  # PCM
-        channels,
-        sample_rate,
-        sample_rate * block_align,
-        block_align,
-        16,
-        b"data",
-        data_bytes,
-    )
-
-
-def _load_lameenc() -> Any:
-    try:
-        return importlib.import_module("lameenc")
-    except ImportError as exc:
-        raise UnsupportedRecordingFormat("mp3", "the lameenc package is not installed") from exc
-
-
 class Recorder:
     """One recording: ``write`` per tick from the media path, ``close`` once at the end.
 
     ``write`` and ``close`` are meant for one thread (the media loop); ``close`` blocks until the
-    file is complete, so an asyncio caller runs it in an executor. ``on_flush``, if given, is
-    called from the writer thread with the number of frames on disk after each flush.
+    file is complete (or ``CLOSE_WAIT_S``), so an asyncio caller runs it in an executor.
+    ``on_flush``, if given, is called from the writer thread with the number of frames on disk
+    after each flush. ``opener`` opens the file (tests inject disks that block or fail).
     """
 
     def __init__(
@@ -145,6 +124,9 @@ class Recorder:
         sample_rate: int = 8000,
         flush_interval_s: float = 1.0,
         on_flush: Callable[[int], None] | None = None,
+        opener: FileOpener = open_new_file,
+        stall_after_s: float = STALL_AFTER_S,
+        max_queued_frames: int = MAX_QUEUED_FRAMES,
     ) -> None:
         if channels not in ("single", "dual"):
             raise ValueError(f"channels must be 'single' or 'dual', got {channels!r}")
@@ -165,30 +147,30 @@ class Recorder:
         self._flush_samples = max(1, round(flush_interval_s * sample_rate))
         self._on_flush = on_flush
 
-        self._encoder: Any = None
-        if fmt == "mp3":
-            lameenc = _load_lameenc()
-            self._encoder = lameenc.Encoder()
-            self._encoder.set_bit_rate(_MP3_KBPS_PER_CHANNEL * self.channels)
-            self._encoder.set_in_sample_rate(sample_rate)
-            self._encoder.set_channels(self.channels)
-            self._encoder.set_quality(5)
-            self._encoder.silence()
+        self._encoder: Any = mp3_encoder(self.channels, sample_rate) if fmt == "mp3" else None
 
         try:
             # Not a with-block: the file lives as long as the recording, owned by the writer.
-            self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115
+            self._file: BinaryIO = opener(self.path)
+        except OSError as exc:
+            raise RecordingError(f"cannot open recording file {self.path}: {exc}") from exc
+        try:
             if fmt == "wav":
-                self._file.write(_wav_header(self.channels, sample_rate, 0))
+                self._file.write(wav_header(self.channels, sample_rate, 0))
                 self._file.flush()
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._file.close()
             raise RecordingError(f"cannot open recording file {self.path}: {exc}") from exc
 
         # Caller-side state (the hot path).
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue: WriterQueue[_Item] = WriterQueue(
+            stall_after_s=stall_after_s, max_frames=max_queued_frames
+        )
         self._received = 0  # samples per channel accepted by write()
         self._full = False
         self._closing = False
+        self._stalled: RecordingStalled | None = None  # set on this side, read by the writer
         self._result: RecordingResult | None = None
 
         # Writer-side state: touched only by the writer thread.
@@ -199,7 +181,7 @@ class Recorder:
         self._held_silence: list[NDArray[np.int16]] = []  # mp3 trim: silence after last sound
         self._frames_on_disk = 0  # wav: frames in the data chunk; mp3: frames fed to lame
         self._last_sound_end = 0  # frames, up to the end of the last non-silent frame
-        self._error: BaseException | None = None
+        self._error: RecordingError | None = None
 
         self._thread = threading.Thread(
             target=self._run, name=f"recorder:{self.path.name}", daemon=True
@@ -212,11 +194,22 @@ class Recorder:
     def max_length_reached(self) -> bool:
         return self._full
 
+    @property
+    def failure(self) -> RecordingError | None:
+        """Why the recording failed (a ``RecordingStalled`` if the disk fell behind); None
+        while it has not."""
+        return self._stalled or self._error
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting for the writer (never above ``max_queued_frames``)."""
+        return len(self._queue)
+
     def write(self, spoken: NDArray[np.int16], heard: NDArray[np.int16]) -> bool:
-        """Queue one frame of each direction. False: no more audio is taken (max length
-        reached, recorder closed, or the writer failed); the frame that reaches the limit is
-        cut to fit and kept."""
-        if self._full or self._closing or self._error is not None:
+        """Queue one frame of each direction, never waiting. False: no more audio is taken (max
+        length reached, recorder closed, or the recording failed: see ``failure``); the frame
+        that reaches the limit is cut to fit and kept."""
+        if self._full or self._closing or self.failure is not None:
             return False
         if spoken.shape != heard.shape or spoken.ndim != 1:
             raise ValueError(
@@ -224,6 +217,10 @@ class Recorder:
             )
         if spoken.dtype != np.int16 or heard.dtype != np.int16:
             raise ValueError("spoken and heard must be int16")
+        behind = self._queue.behind()
+        if behind is not None:
+            self._stall(behind)
+            return False
         n = len(spoken)
         if self._max_samples:
             room = self._max_samples - self._received
@@ -234,28 +231,44 @@ class Recorder:
         self._queue.put((spoken[:n].copy(), heard[:n].copy()))
         return not self._full
 
-    def flush(self) -> None:
-        """Block until everything written so far is on disk with a valid header."""
+    def flush(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Block until everything written so far is on disk with a valid header (at most
+        ``timeout`` seconds: then the recording has stalled)."""
         if self._closing:
             return
         done = threading.Event()
         self._queue.put(_Flush(done))
-        done.wait()
+        if not done.wait(timeout):
+            self._stall(f"a flush took more than {timeout} s")
         self._raise_if_failed()
 
-    def close(self) -> RecordingResult:
-        """Finish the file (flush, trim, final header) and describe it. Idempotent."""
+    def abort(self) -> None:
+        """Stop taking audio and have the writer close the file when it can; never blocks.
+        For a failed recording that nobody will ``close``."""
         if not self._closing:
             self._closing = True
             self._queue.put(_Close())
-            self._thread.join()
+
+    def close(self, timeout: float = CLOSE_WAIT_S) -> RecordingResult:
+        """Finish the file (flush, trim, final header) and describe it, waiting at most
+        ``timeout`` seconds for the writer. Idempotent. Raises ``RecordingError`` if the
+        recording failed (``RecordingStalled`` if the writer did not finish in time)."""
+        self.abort()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._stall(f"the writer did not finish the file within {timeout} s")
         self._raise_if_failed()
         assert self._result is not None  # set by the writer before it exits without error
         return self._result
 
+    def _stall(self, why: str) -> None:
+        if self._stalled is None:
+            self._stalled = RecordingStalled(f"recording {self.path} stalled: {why}")
+
     def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise RecordingError(f"recording {self.path} failed: {self._error}") from self._error
+        failure = self.failure
+        if failure is not None:
+            raise failure
 
     # -- writer thread -----------------------------------------------------------------------
 
@@ -270,35 +283,52 @@ class Recorder:
                     self._guarded(self._flush_pending)
                     continue
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout)
             except queue.Empty:
                 continue
             if isinstance(item, _Close):
                 self._guarded(self._finish)
-                try:
-                    self._file.close()
-                except OSError as exc:
-                    self._error = self._error or exc
+                self._close_file()
                 return
             if isinstance(item, _Flush):
                 self._guarded(self._flush_pending)
                 item.done.set()
             else:
+                self._queue.took_frame()
                 spoken, heard = item
                 self._guarded(functools.partial(self._take, spoken, heard))
 
     def _guarded(self, step: Callable[[], None]) -> None:
-        """Run a writer step; after the first failure, drop audio but keep answering."""
-        if self._error is not None:
-            return
+        """Run a writer step; once the recording failed, drop audio but keep answering."""
+        if self.failure is None:
+            try:
+                step()
+                return
+            except Exception as exc:  # reported to the caller by failure, flush() and close()
+                self._fail(exc)
+        # Nothing more reaches the disk: free the audio held for it.
+        self._pending, self._pending_samples, self._held_silence = [], 0, []
+
+    def _fail(self, exc: Exception) -> None:
+        error = RecordingError(f"recording {self.path} failed: {exc}")
+        error.__cause__ = exc
+        self._error = error
+
+    def _close_file(self) -> None:
+        """Close the file; a failed WAV first gets a header for what reached the disk, if it can."""
+        failed = self.failure is not None
+        if failed and self.fmt == "wav":
+            with contextlib.suppress(Exception):
+                self._write_header(self._frames_on_disk)
         try:
-            step()
-        except Exception as exc:  # reported to the caller by flush()/close()/write()
-            self._error = exc
+            self._file.close()  # closes the descriptor even when its last flush fails
+        except Exception as exc:
+            if not failed:
+                self._fail(exc)
 
     def _take(self, spoken: NDArray[np.int16], heard: NDArray[np.int16]) -> None:
-        frame = self._compose(spoken, heard)
-        silent = self.trim_silence and self._is_silent(frame)
+        frame = compose(self.track, self.channels, spoken, heard)
+        silent = self.trim_silence and is_silent(frame)
         if self.trim_silence:
             if not self._started:
                 if silent:
@@ -315,24 +345,6 @@ class Recorder:
             self._last_sound_end = self._frames_on_disk + self._pending_samples
         if self._pending_samples >= self._flush_samples:
             self._flush_pending()
-
-    def _compose(self, spoken: NDArray[np.int16], heard: NDArray[np.int16]) -> NDArray[np.int16]:
-        if self.track == "inbound":
-            return spoken
-        if self.track == "outbound":
-            return heard
-        if self.channels == 2:
-            stereo: NDArray[np.int16] = np.column_stack((spoken, heard))
-            return stereo
-        mixed: NDArray[np.int32] = spoken.astype(np.int32) + heard
-        return np.clip(mixed, -32768, 32767).astype(np.int16)
-
-    @staticmethod
-    def _is_silent(frame: NDArray[np.int16]) -> bool:
-        if frame.size == 0:
-            return True
-        samples = frame.astype(np.float64)
-        return float(np.sqrt(np.mean(samples * samples))) < _SILENCE_RMS
 
     def _queue_pending(self, frames: list[NDArray[np.int16]]) -> None:
         if frames and not self._pending_samples:
@@ -361,7 +373,7 @@ class Recorder:
     def _write_header(self, frames: int) -> None:
         end = self._file.tell()
         self._file.seek(0)
-        self._file.write(_wav_header(self.channels, self.sample_rate, frames * 2 * self.channels))
+        self._file.write(wav_header(self.channels, self.sample_rate, frames * 2 * self.channels))
         self._file.seek(end)
 
     def _finish(self) -> None:
@@ -370,7 +382,7 @@ class Recorder:
         if self.fmt == "wav":
             if self.trim_silence:
                 frames = self._last_sound_end
-                self._file.truncate(_WAV_HEADER_BYTES + frames * 2 * self.channels)
+                self._file.truncate(WAV_HEADER_BYTES + frames * 2 * self.channels)
                 self._write_header(frames)
         else:
             self._held_silence = []  # trailing silence is never encoded

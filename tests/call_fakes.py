@@ -19,8 +19,8 @@ import base64
 import itertools
 import uuid
 import wave
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +37,16 @@ from engine.app import create_app
 from engine.config import Settings
 from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.model import DtmfSource, HangupCause, HangupSource, RejectCause, TimerKey, TimerKind
+from engine.gateway import AdoptedLeg
+from engine.model import (
+    DtmfSource,
+    HangupCause,
+    HangupSource,
+    Leg,
+    RejectCause,
+    TimerKey,
+    TimerKind,
+)
 from engine.runtime import CallRuntime
 from media.codecs import PCMU_8K, AudioFormat, decode, encode
 from tests.platform_client import Org, make_org
@@ -108,9 +117,17 @@ class RecordingGateway:
 
 
 class FakeResolver:
-    def __init__(self, gateway: RecordingGateway) -> None:
+    def __init__(self, gateway: RecordingGateway, unreachable: Iterable[str] = ()) -> None:
         self.gateway = gateway
         self.asked: list[tuple[int, str, str]] = []
+        self.unreachable = set(unreachable)
+
+    async def adopt(self, leg: Leg) -> AdoptedLeg | None:
+        """A stored leg is reachable again through the one recording gateway, unless the test
+        said its call cannot be reached."""
+        if leg.call_control_id in self.unreachable:
+            return None
+        return AdoptedLeg(self.gateway)
 
     async def for_dial(self, org_id: int, connection_id: str, to: str) -> RecordingGateway:
         self.asked.append((org_id, connection_id, to))
@@ -338,6 +355,27 @@ class Harness:
         other = await make_org(client, "globex", "Globex")
         bridge = await org.create_bridge("Support", webhook_url=receiver.url)
         return cls(client, app[RUNTIME], gateway, resolver, receiver, timers, org, other, bridge)
+
+    async def restarted(
+        self, aiohttp_client: Any, settings: Settings, *, unreachable: Iterable[str] = ()
+    ) -> Harness:
+        """This app stopped and a new one started on the same store, as after a crash: stopping
+        writes nothing (the store already holds every input), so the new app finds what a
+        killed process would leave. Its provider is a fresh recording gateway; the webhook
+        receiver, organizations and bridge stay."""
+        await self.client.close()
+        gateway = RecordingGateway()
+        resolver = FakeResolver(gateway, unreachable)
+        app = create_app(settings, resolver=resolver)
+        timers = ManualTimers()
+        app[RUNTIME].timers = timers
+        client = await aiohttp_client(app)
+        self.org.client = client
+        self.other_org.client = client
+        return replace(
+            self, client=client, runtime=app[RUNTIME], gateway=gateway,
+            resolver=resolver, timers=timers, outputs={},
+        )  # fmt: skip
 
     # HTTP
     async def request(

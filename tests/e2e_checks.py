@@ -140,11 +140,11 @@ def _assert_clean(result: Hearing, who: str, listen: int) -> None:
 
 
 class _CallEar:
-    def __init__(self, call: SimulatedCall, ear: Tap, timeout_s: float) -> None:
-        self.call, self.ear, self.timeout_s = call, ear, timeout_s
+    def __init__(self, call: SimulatedCall, ear: Tap, timeout_s: float, start: int = 0) -> None:
+        self.call, self.ear, self.timeout_s, self.start = call, ear, timeout_s, start
 
     def frames(self) -> Sequence[Frame]:
-        return self.ear.frames
+        return self.ear.frames[self.start :] if self.start else self.ear.frames
 
     async def wait(self, check: Callable[[], bool]) -> None:
         # The call changes at every playout tick, so the check runs at least every 20 ms.
@@ -164,6 +164,24 @@ async def hearing(
     assert isinstance(call.playout, Tap), "tap(call) before its media starts"
     result = await _hearing(_CallEar(call, call.playout, timeout_s), hears, own, listen)
     _assert_clean(result, f"{call.from_} -> {call.to}", listen)
+    return result
+
+
+async def hearing_since(
+    call: SimulatedCall,
+    start: int,
+    hears: Sequence[Voice],
+    own: Voice,
+    *,
+    listen: int = LISTEN_FRAMES,
+    timeout_s: float = WAIT_S,
+) -> Hearing:
+    """``hearing`` on the frames the call received from frame ``start`` on: what it hears once
+    something before (an engine restart, an outage) is over, judged as strictly."""
+    assert isinstance(call.playout, Tap), "tap(call) before its media starts"
+    ear = _CallEar(call, call.playout, timeout_s, start)
+    result = await _hearing(ear, hears, own, listen)
+    _assert_clean(result, f"{call.from_} -> {call.to} from frame {start}", listen)
     return result
 
 

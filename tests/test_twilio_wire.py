@@ -654,3 +654,13 @@ def test_is_call_gone() -> None:
     assert not webhooks.is_call_gone(404, b'{"code": 20003}')
     assert not webhooks.is_call_gone(400, gone)
     assert not webhooks.is_call_gone(404, b"<html>")
+
+
+def test_a_stream_document_can_hold_the_caller_after_the_stream() -> None:
+    # Twilio runs the next verb once the stream's socket closes; the pause holds the caller
+    # while callbridge (restarted, or after a dropped socket) asks for a new stream.
+    document = twiml.connect_stream("wss://cb.example/media", {"t": "x"}, hold_s=60)
+    verbs = twiml.parse_twiml(document)
+    assert verbs[1:] == (twiml.Pause(60),) and isinstance(verbs[0], twiml.ConnectStream)
+    with pytest.raises(ValueError, match="Pause"):
+        twiml.connect_stream("wss://cb.example/media", hold_s=0)

@@ -33,12 +33,13 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.telnyx import webhooks as wire
 from adapters.telnyx.webhooks import TelnyxRequest, is_already_ended
 from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.gateway import CallPresence
+from engine.gateway import CallGone, CallPresence
 from engine.logs import get_logger
 from engine.model import RejectCause
 from engine.provider_calls import ProviderCallError, parse_retry_after
@@ -293,7 +294,11 @@ class TelnyxGateway:
             log.info("telnyx streaming_stop refused", leg_id=call_control_id,
                      error=stopped.error_text())  # fmt: skip
         request = wire.streaming_start(telnyx_id, **self._stream_fields(call_control_id))
-        await self.rest.expect_ok(request, "streaming_start")
+        reply = await self.rest.send(request, "streaming_start")
+        if reply.status == 404 or is_already_ended(reply.status, reply.body):
+            raise CallGone(f"Telnyx has no live call {telnyx_id} to stream from")
+        if not reply.ok:
+            raise reply.refused("streaming_start")
         log.info("telnyx media stream restarted", leg_id=call_control_id, telnyx_id=telnyx_id)
 
     async def hangup(self, call_control_id: str) -> None:
@@ -323,7 +328,7 @@ class TelnyxGateway:
             return
         raise reply.refused(operation)
 
-    async def dial(self, dial: DialCall) -> None:
+    async def dial(self, dial: DialCall) -> str | None:
         request = wire.dial(
             self._config.account_sid,
             dial.to,
@@ -344,6 +349,7 @@ class TelnyxGateway:
         finally:
             self._legs.dialled(pending)
         log.info("telnyx call dialled", leg_id=dial.call_control_id, telnyx_id=telnyx_id)
+        return Carrier("telnyx", self._config.id, telnyx_id, outbound=True).dumps()
 
     async def status(self, call_control_id: str) -> CallPresence:
         """``GET /v2/calls/{call_control_id}`` (the SDK's ``calls.retrieve_status``): ``is_alive``

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from adapters.carrier import Carrier
 from adapters.leg_tokens import InvalidLegToken
 from adapters.streams import StreamConnected, StreamMessage, StreamStart
 from adapters.telnyx.gateway import TelnyxLeg
@@ -284,6 +285,9 @@ class TelnyxHandlers:
             to=number,
             webhook_url=bridge.webhook_url,
             default_conference=None if bridge.webhook_url else bridge.id,
+            carrier=Carrier(
+                "telnyx", decision.provider_config.id, telnyx_id, bridge.id, number
+            ).dumps(),
         )
         try:
             await runtime.event(initiated)

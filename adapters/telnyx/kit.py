@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.telnyx import provisioning
 from adapters.telnyx.gateway import MEDIA_PATH, WEBHOOK_PATH, TelnyxGateway, TelnyxLegs, TelnyxRest
@@ -20,6 +21,7 @@ from adapters.telnyx.handlers import TelnyxHandlers
 from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER
 from engine.api.ops import OPENAPI_DOC
+from engine.model import Leg
 from engine.store.base import BridgeRecord, ProviderConfigRecord
 
 __all__ = ["TELNYX_KIT", "TelnyxKit", "install"]
@@ -33,6 +35,11 @@ class TelnyxKit:
 
     def gateway(self, config: ProviderConfigRecord) -> TelnyxGateway:
         return TelnyxGateway(self.context, config, self.legs)
+
+    def adopt(self, leg: Leg, carrier: Carrier, config: ProviderConfigRecord) -> None:
+        """A leg an earlier process carried: its Telnyx call is known again by its id."""
+        assert carrier.call is not None  # the directory adopts only legs with a call
+        self.legs.add(leg.call_control_id, carrier.call, config)
 
     def _rest(self, config: ProviderConfigRecord, auth_token: str) -> TelnyxRest:
         return TelnyxRest(self.context, config.api_base_url, auth_token)

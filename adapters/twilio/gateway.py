@@ -38,6 +38,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import orjson
 
+from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.twilio import twiml
 from adapters.twilio.webhooks import (
@@ -51,7 +52,7 @@ from adapters.twilio.webhooks import (
 )
 from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.gateway import CallPresence
+from engine.gateway import CallGone, CallPresence
 from engine.logs import get_logger
 from engine.model import RejectCause
 from engine.provider_calls import ProviderCallError, parse_retry_after
@@ -239,6 +240,7 @@ def stream_twiml(context: AdapterContext, call_control_id: str) -> str:
     return twiml.connect_stream(
         context.public_ws_url(MEDIA_PATH),
         {LEG_TOKEN_PARAMETER: context.tokens.issue(call_control_id)},
+        hold_s=context.settings.stream_hold_s,
     )
 
 
@@ -306,6 +308,8 @@ class TwilioGateway:
             self.config.account_sid, leg.call_sid, document, base_url=self._base()
         )
         reply = await self.rest().send(request)
+        if is_call_gone(reply.status, reply.body):
+            raise CallGone(f"Twilio has no live call {leg.call_sid} to stream from")
         if not reply.ok:
             raise reply.refused("Twilio refused the stream update")
         log.info("twilio media stream restarted", leg_id=call_control_id, call_sid=leg.call_sid)
@@ -327,7 +331,7 @@ class TwilioGateway:
             return
         raise reply.refused(f"Twilio refused to end call {leg.call_sid}")
 
-    async def dial(self, dial: DialCall) -> None:
+    async def dial(self, dial: DialCall) -> str | None:
         leg = TwilioLeg(dial.call_control_id, dial.org_id, self.config, outbound=True)
         # Tracked before the request: Twilio may call back before its reply arrives, and the
         # webhooks name the leg in their URL.
@@ -353,6 +357,7 @@ class TwilioGateway:
         if leg.call_sid is None:
             self._legs.set_sid(leg, sid)
         log.info("twilio call placed", leg_id=dial.call_control_id, call_sid=sid, to=dial.to)
+        return Carrier("twilio", self.config.id, leg.call_sid or sid, outbound=True).dumps()
 
     async def status(self, call_control_id: str) -> CallPresence:
         """``GET .../Calls/{Sid}.json``: ``status`` in-progress is up; queued and ringing are

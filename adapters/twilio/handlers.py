@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.leg_tokens import InvalidLegToken
 from adapters.streams import StreamStart
@@ -290,6 +291,13 @@ class TwilioHandlers:
             to=call.to,
             webhook_url=bridge.webhook_url,
             default_conference=bridge.id if bridge.webhook_url is None else None,
+            carrier=Carrier(
+                "twilio",
+                verdict.provider_config.id,
+                call.call_sid,
+                bridge.id,
+                verdict.number.number,
+            ).dumps(),
         )
         try:
             await runtime.event(initiated)

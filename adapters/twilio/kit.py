@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.twilio import provisioning
 from adapters.twilio.gateway import (
@@ -19,12 +20,14 @@ from adapters.twilio.gateway import (
     STATUS_PATH,
     VOICE_PATH,
     TwilioGateway,
+    TwilioLeg,
     TwilioLegs,
     TwilioRest,
 )
 from adapters.twilio.handlers import TwilioHandlers
 from adapters.twilio.signature import SIGNATURE_HEADER
 from engine.api.ops import OPENAPI_DOC
+from engine.model import Leg
 from engine.store.base import BridgeRecord, ProviderConfigRecord
 
 __all__ = ["DEFAULT_DECISION_TIMEOUT_S", "TwilioKit", "install"]
@@ -44,6 +47,19 @@ class TwilioKit:
 
     def gateway(self, config: ProviderConfigRecord) -> TwilioGateway:
         return TwilioGateway(self.context, config, self.legs)
+
+    def adopt(self, leg: Leg, carrier: Carrier, config: ProviderConfigRecord) -> None:
+        """A leg an earlier process carried: known again by its CallSid. Its voice webhook was
+        answered long ago (or never will be: its call is asked about when adopted)."""
+        adopted = TwilioLeg(
+            leg.call_control_id,
+            leg.org_id,
+            config,
+            outbound=carrier.outbound,
+            call_sid=carrier.call,
+            answered=leg.answered_at is not None,
+        )
+        self.legs.add(adopted)
 
     def rest(self, config: ProviderConfigRecord, auth_token: str) -> TwilioRest:
         return TwilioRest(

@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape
 __all__ = [
     "ConnectStream",
     "Hangup",
+    "Pause",
     "Reject",
     "RejectReason",
     "TwimlVerb",
@@ -59,7 +60,12 @@ class Hangup:
     pass
 
 
-TwimlVerb: TypeAlias = ConnectStream | Reject | Hangup
+@dataclass(frozen=True, slots=True)
+class Pause:
+    length_s: int
+
+
+TwimlVerb: TypeAlias = ConnectStream | Reject | Hangup | Pause
 
 
 def _attribute(value: str) -> str:
@@ -69,9 +75,16 @@ def _attribute(value: str) -> str:
 
 
 def connect_stream(
-    url: str, parameters: Mapping[str, str] | None = None, *, name: str | None = None
+    url: str,
+    parameters: Mapping[str, str] | None = None,
+    *,
+    name: str | None = None,
+    hold_s: int | None = None,
 ) -> str:
-    """``<Connect><Stream url=...>`` with one ``<Parameter>`` per entry of ``parameters``."""
+    """``<Connect><Stream url=...>`` with one ``<Parameter>`` per entry of ``parameters``, and
+    with ``hold_s`` a ``<Pause length>`` after it: Twilio runs the next verb when the stream's
+    socket closes and ends the call when none is left (PROTOCOLS.md 4.4; twilio.com/docs/voice/
+    twiml/connect), so the pause holds the caller while a new stream is asked for."""
     split = urlsplit(url)
     # ws:// is allowed for local simulators; Twilio itself only dials wss://.
     if split.scheme not in ("wss", "ws") or not split.netloc:
@@ -91,7 +104,10 @@ def connect_stream(
         if children
         else f"<Stream {stream_attributes}/>"
     )
-    return f"{_DECLARATION}<Response><Connect>{stream}</Connect></Response>"
+    if hold_s is not None and hold_s < 1:
+        raise ValueError("<Pause> length must be a whole number of seconds above 0")
+    hold = f'<Pause length="{hold_s}"/>' if hold_s is not None else ""
+    return f"{_DECLARATION}<Response><Connect>{stream}</Connect>{hold}</Response>"
 
 
 def reject(reason: RejectReason = "rejected") -> str:
@@ -137,6 +153,11 @@ def _parse_verb(element: ET.Element) -> TwimlVerb:
         if len(streams) != 1 or streams[0].tag != "Stream":
             raise ValueError("<Connect> must hold exactly one <Stream>")
         return _parse_stream(streams[0])
+    if element.tag == "Pause":
+        length = element.get("length", "1")
+        if not length.isdigit() or int(length) < 1:
+            raise ValueError(f"<Pause> length must be a whole number of seconds, not {length!r}")
+        return Pause(int(length))
     raise ValueError(f"unsupported TwiML verb <{element.tag}>")
 
 
