@@ -19,6 +19,7 @@ import aiohttp
 from adapters.carrier import BadCarrier, Carrier
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
+from engine.admission import Admission
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
@@ -63,6 +64,8 @@ class AdapterContext:
     http: aiohttp.ClientSession | None = None
     kits: dict[str, ProviderKit] = field(default_factory=dict)
     websocket_kit: Callable[[], ProviderGateway] | None = None
+    # Closed when the process begins to stop: inbound calls are then rejected busy.
+    admission: Admission = field(default_factory=Admission)
 
     def require_runtime(self) -> CallRuntime:
         if self.runtime is None:

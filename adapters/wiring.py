@@ -18,6 +18,7 @@ from adapters.media_session import StreamSessions
 from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
 from adapters.wsagent import kit as wsagent_kit
+from engine.admission import Admission
 from engine.api.keys import METRICS
 from engine.config import Settings
 from engine.crypto import SecretBox
@@ -37,6 +38,7 @@ def adapter_context(
     live: LiveLegIndex,
     secret_key: str,
     clock: Callable[[], float],
+    admission: Admission | None = None,
 ) -> tuple[AdapterContext, ProviderDirectory]:
     context = AdapterContext(
         settings=settings,
@@ -45,6 +47,7 @@ def adapter_context(
         live=live,
         tokens=LegTokens(secret_key, clock),
         clock=clock,
+        admission=admission if admission is not None else Admission(),
     )
     return context, ProviderDirectory(context)
 

@@ -16,8 +16,10 @@ import aiohttp
 from aiohttp import web
 
 from adapters import wiring
+from engine.admission import Admission
 from engine.api import bridges, calls, ops, provider_configs, recordings, webhook_deliveries
 from engine.api.keys import (
+    ADMISSION,
     LIVE_LEGS,
     METRICS,
     PROVISIONER,
@@ -76,6 +78,7 @@ def create_app(
     app[SIGNING_KEYS] = OrgSigningKeys(
         secret_key, app[STORE], grace_s=settings.signing_key_grace_s, clock=time.time
     )
+    app[ADMISSION] = Admission()
     # The one place that knows the adapters: they depend on the engine, never the reverse.
     context, directory = wiring.adapter_context(
         settings=settings,
@@ -84,6 +87,7 @@ def create_app(
         live=app[LIVE_LEGS],
         secret_key=secret_key,
         clock=time.time,
+        admission=app[ADMISSION],
     )
     if provisioner is None:
         app[PROVISIONER] = directory
@@ -173,7 +177,8 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     # Webhook URLs are the tenants': the connector applies the URL policy at connect time.
     connector = http_connector(allow_private=app[SETTINGS].allow_private_urls)
     async with aiohttp.ClientSession(connector=connector) as session:
-        # The calls an earlier process on this store left, before any new input.
+        # The calls an earlier process on this store left, before any new input; whoever serves
+        # the app calls runtime.resume() once it listens (engine/cli.py run_server).
         await runtime.adopt()
         workers = [
             asyncio.create_task(runtime.outbox.run(session, stop)),

@@ -9,6 +9,7 @@ import os
 import signal
 import stat
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,12 +18,13 @@ from typing import TypeVar
 import orjson
 from aiohttp import web
 
-from engine.api.keys import SETTINGS, SIGNING_KEYS, STORE
+from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, SIGNING_KEYS, STORE
 from engine.api.public_keys import keys_document
 from engine.app import create_app
 from engine.config import Settings, parse_count, parse_rate, resolve_secret_key, sqlite_path
 from engine.crypto import new_api_token, token_digest
-from engine.errors import CallbridgeError, NotFound
+from engine.errors import CallbridgeError, NotFound, ValidationError
+from engine.lifecycle import drain
 from engine.limits import effective_limits
 from engine.logs import configure_logging, get_logger
 from engine.signing import OrgSigningKeys
@@ -30,6 +32,8 @@ from engine.store.base import OrgLimitsRecord, Store
 from engine.store.sql import SqlStore
 
 DEV_HANDLE = "dev"
+DEFAULT_DRAIN_TIMEOUT_S = 300.0
+MAX_DRAIN_TIMEOUT_S = 4 * 3600.0 + 60.0  # a leg lives at most 4 h
 _Limit = TypeVar("_Limit", int, float)
 log = get_logger("callbridge.cli")
 
@@ -45,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", dest="public_url", help="base URL providers reach")
     serve.add_argument(
         "--dev", action="store_true", help="create a development organization and print its token"
+    )
+    serve.add_argument(
+        "--drain",
+        action="store_true",
+        help="on SIGTERM wait for live calls to end, then hang up the rest (a planned shutdown); "
+        "without it live calls are handed over to the next process on the same database",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        dest="drain_timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        help=f"how long --drain waits for calls to end (default {DEFAULT_DRAIN_TIMEOUT_S:g} s)",
     )
 
     org = commands.add_parser("org", help="manage organizations")
@@ -136,7 +153,13 @@ def serve(args: argparse.Namespace) -> int:
             "CALLBRIDGE_SECRET_KEY is not set; using the key kept in a file",
             key_file=str(key_file),
         )
-    run_event_loop(run_server(settings, dev=args.dev))
+    if not 0 <= args.drain_timeout <= MAX_DRAIN_TIMEOUT_S:
+        raise ValidationError(
+            f"--drain-timeout must be from 0 to {MAX_DRAIN_TIMEOUT_S:g} seconds",
+            field="drain_timeout",
+        )
+    drain_s = args.drain_timeout if args.drain else None
+    run_event_loop(run_server(settings, dev=args.dev, drain_s=drain_s))
     return 0
 
 
@@ -173,8 +196,12 @@ def public_key(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_server(settings: Settings, *, dev: bool) -> None:
-    """Serve until SIGTERM or SIGINT, then drain: stop listening, finish requests, clean up."""
+async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = None) -> None:
+    """Serve until SIGTERM or SIGINT. Then stop admitting new calls at once (``/readyz`` 503,
+    inbound calls busy, dials 503) and either hand the live calls over (keep answering for
+    ``shutdown_grace_s`` so load balancers see the 503, then stop: the store holds every call
+    for the next process) or, with ``drain_s``, drain them (engine/lifecycle.py); then stop
+    listening, finish the requests in flight and clean up."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
     await runner.setup()
@@ -185,6 +212,8 @@ async def run_server(settings: Settings, *, dev: bool) -> None:
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
+        # Listening now: the adopted calls' providers may be told to stream here.
+        await app[RUNTIME].resume()
         log.info(
             "listening",
             host=settings.host,
@@ -196,10 +225,20 @@ async def run_server(settings: Settings, *, dev: bool) -> None:
         if dev:
             await print_dev_organization(app)
         await stop.wait()
-        log.info("shutting down")
+        await leave(app, settings, drain_s)
     finally:
         await runner.cleanup()
         log.info("stopped")
+
+
+async def leave(app: web.Application, settings: Settings, drain_s: float | None) -> None:
+    app[ADMISSION].close("shutting down")
+    if drain_s is None:
+        log.info("shutting down: live calls are handed over", grace_s=settings.shutdown_grace_s)
+        await asyncio.sleep(settings.shutdown_grace_s)  # still serving, /readyz 503
+        return
+    log.info("shutting down: draining live calls", timeout_s=drain_s)
+    await drain(app[RUNTIME], app[STORE], drain_s, time.monotonic)
 
 
 async def print_dev_organization(app: web.Application) -> None:

@@ -77,6 +77,9 @@ class Settings:
     # </Connect>. Within it a new stream (the restarted process, or the media wait's retry)
     # takes the call back.
     stream_hold_s: int = 60
+    # On SIGTERM (without --drain), how long the process keeps answering, /readyz 503 and new
+    # calls busy, before it stops listening, so load balancers and providers move on first.
+    shutdown_grace_s: float = 2.0
     # http(s) audio_url playback (engine/audio_fetch.py): the most bytes one download may be,
     # how long it may take in all, the longest audio it may hold, and how long, and within how
     # many decoded bytes, fetched audio stays cached for the next playback of the same URL.
@@ -156,6 +159,7 @@ def _number_settings(env: Mapping[str, str], settings: Settings) -> Settings:
     """``settings`` with the bounded numbers the environment gives, checked."""
     numbers: dict[str, tuple[str, float, float, type[int] | type[float]]] = {
         "stream_hold_s": ("CALLBRIDGE_STREAM_HOLD_S", 1, 3600, int),
+        "shutdown_grace_s": ("CALLBRIDGE_SHUTDOWN_GRACE_S", 0, 600, float),
         "audio_max_bytes": ("CALLBRIDGE_AUDIO_MAX_BYTES", 1024, 2**31, int),
         "audio_fetch_timeout_s": ("CALLBRIDGE_AUDIO_FETCH_TIMEOUT_S", 0.5, 600, float),
         "audio_max_seconds": ("CALLBRIDGE_AUDIO_MAX_SECONDS", 1, 86400, float),

@@ -99,3 +99,12 @@ class StorageError(CallbridgeError):
     status = 500
     code = "10007"
     title = "Storage error"
+
+
+class ShuttingDown(CallbridgeError):
+    """503: this process is stopping and takes no new calls (engine/lifecycle.py); another
+    process, or this one's successor, will."""
+
+    status = 503
+    code = "10007"
+    title = "Service unavailable"

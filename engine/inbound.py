@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.admission import Admission
 from engine.config import Settings
 from engine.limits import limits_for
 from engine.live import LiveLegIndex
@@ -26,8 +27,11 @@ class Refusal:
 
 
 async def admit(
-    store: Store, live: LiveLegIndex, number: str, settings: Settings
+    store: Store, live: LiveLegIndex, number: str, settings: Settings, admission: Admission
 ) -> Route | Refusal:
+    if not admission.open:
+        # Busy rather than unknown: the caller may try again and reach the next process.
+        return Refusal(RejectCause.USER_BUSY, f"callbridge is {admission.reason}")
     route = await store.route_for_number(number)
     if route is None:
         return Refusal(RejectCause.NOT_FOUND, f"{number} is not connected to any bridge")

@@ -165,6 +165,7 @@ class CallRuntime:
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._ending: set[str] = set()  # legs whose provider hangup/reject is not confirmed yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._adopted: list[str] = []  # adopted, not yet resumed (``adopt``, ``resume``)
         self.tick_clock = TickClock()
         self.provider_calls = provider_calls if provider_calls is not None else ProviderCalls()
         self.reconciler = Reconciler(
@@ -311,7 +312,9 @@ class CallRuntime:
         answered leg asks its provider for a new media stream at once (``LegAdopted``), and
         every adopted leg's provider is asked whether the call is still there, since its
         hangup may have gone unheard. A leg no adapter can reach is ended with ``call.hangup``.
-        Returns the live legs adopted; call it before serving."""
+        Call it before serving; the requests to the providers wait for ``resume``, called once
+        the app listens (a provider told to stream now would find nobody at the address).
+        Returns the live legs adopted."""
         snapshot = await self.store.load_live()
         stored = Checkpoint(
             {leg.call_control_id: leg for leg in snapshot.legs},
@@ -328,13 +331,20 @@ class CallRuntime:
         for leg in snapshot.legs:
             if leg.is_alive and await self._reach_again(leg):
                 adopted.append(leg.call_control_id)
-        for leg_id in adopted:
-            await self._own_event(ev.LegAdopted(leg_id))
         if snapshot.legs:
             log.info("live state adopted", legs=len(snapshot.legs), live=len(adopted),
                      timers=len(snapshot.timers))  # fmt: skip
-        self._spawn(self._ask_after_adoption(adopted))
+        self._adopted = adopted
         return adopted
+
+    async def resume(self) -> None:
+        """The app listens: ask for the adopted legs' new media streams (``LegAdopted``) and ask
+        their providers whether each call is still there. Once; nothing to do without ``adopt``."""
+        adopted, self._adopted = self._adopted, []
+        for leg_id in adopted:
+            await self._own_event(ev.LegAdopted(leg_id))
+        if adopted:
+            self._spawn(self._ask_after_adoption(adopted))
 
     async def _reach_again(self, leg: Leg) -> bool:
         found = await self._resolver.adopt(leg)

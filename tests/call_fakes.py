@@ -370,6 +370,7 @@ class Harness:
         timers = ManualTimers()
         app[RUNTIME].timers = timers
         client = await aiohttp_client(app)
+        await app[RUNTIME].resume()  # as `callbridge serve` does once it listens
         self.org.client = client
         self.other_org.client = client
         return replace(
@@ -508,3 +509,13 @@ class Harness:
 
     def state(self, leg: str) -> str:
         return self.runtime.machine.leg(leg).state.value
+
+
+async def hear_each_other(h: Harness, a: str, b: str) -> None:
+    """``a`` and ``b`` (both mixed by the tick) each hear the other's tone and not their own."""
+    h.speak(a, 440)
+    h.speak(b, 1000)
+    await h.outputs[a].collect(3)  # frames from before may still be queued
+    got_a, got_b = await asyncio.gather(h.outputs[a].collect(20), h.outputs[b].collect(20))
+    assert share(h.outputs[a].samples(got_a), 1000) > 0.9
+    assert share(h.outputs[b].samples(got_b), 440) > 0.9

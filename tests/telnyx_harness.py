@@ -53,9 +53,11 @@ def caller() -> str:
 
 class AppServer:
     """The application behind a bridge's ``webhook_url``: records callbridge's webhooks and
-    runs ``on_event`` for each (in the background, like a real app answering 200 at once)."""
+    runs ``on_event`` for each (in the background, like a real app answering 200 at once).
+    While ``down`` it answers 503 and records nothing, as a receiver that is down."""
 
     def __init__(self) -> None:
+        self.down = False
         self.events: list[dict[str, Any]] = []
         self.on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.failures: list[BaseException] = []
@@ -79,6 +81,8 @@ class AppServer:
         await self._server.close()
 
     async def _hook(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.Response(status=503, text="down")
         data = (await request.json())["data"]
         self.events.append(data)
         self._changed.set()
@@ -117,6 +121,15 @@ class AppServer:
                     return found[0]
                 self._changed.clear()
                 await self._changed.wait()
+
+
+    async def wait_until(self, check: Callable[[], bool], what: str, within: float = 20.0) -> None:
+        """Until ``check`` holds, re-judged at each webhook that arrives."""
+        async with asyncio.timeout(within):
+            while not check():
+                self._changed.clear()
+                await self._changed.wait()
+        assert check(), what
 
 
 def pairing_application(

@@ -7,7 +7,6 @@ for one chosen leg: a bug half-way through a hangup, after the leg and its room 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -22,7 +21,7 @@ from engine.logs import configure_logging
 from engine.model import TimerKind
 from engine.runtime import TIMER_RETRY_S
 from media.codecs import PCMA_8K
-from tests.call_fakes import Harness, share
+from tests.call_fakes import Harness, hear_each_other
 
 UUID = re.compile(r"fault id ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
@@ -62,15 +61,6 @@ def json_logs() -> Iterator[None]:
 
 def log_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-async def hear_each_other(h: Harness, a: str, b: str) -> None:
-    h.speak(a, 440)
-    h.speak(b, 1000)
-    await h.outputs[a].collect(3)  # frames from before may still be queued
-    got_a, got_b = await asyncio.gather(h.outputs[a].collect(20), h.outputs[b].collect(20))
-    assert share(h.outputs[a].samples(got_a), 1000) > 0.9
-    assert share(h.outputs[b].samples(got_b), 440) > 0.9
 
 
 async def test_a_command_that_fails_half_way_is_a_500_with_a_logged_fault_id_and_changes_nothing(

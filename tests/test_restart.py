@@ -19,21 +19,12 @@ import pytest
 from engine.config import Settings, sqlite_path
 from engine.model import LegState, TimerKind
 from media.codecs import PCMA_8K
-from tests.call_fakes import Harness, share
+from tests.call_fakes import Harness, hear_each_other
 
 
 @pytest.fixture
 async def h(aiohttp_server: Any, aiohttp_client: Any, settings: Settings) -> Harness:
     return await Harness.start(aiohttp_client, aiohttp_server, settings)
-
-
-async def hear_each_other(h: Harness, a: str, b: str) -> None:
-    h.speak(a, 440)
-    h.speak(b, 1000)
-    await h.outputs[a].collect(3)  # frames from before may still be queued
-    got_a, got_b = await asyncio.gather(h.outputs[a].collect(20), h.outputs[b].collect(20))
-    assert share(h.outputs[a].samples(got_a), 1000) > 0.9
-    assert share(h.outputs[b].samples(got_b), 440) > 0.9
 
 
 async def test_a_bridged_call_is_adopted_and_its_parties_hear_each_other_again(

@@ -28,76 +28,21 @@ from typing import Any
 import aiohttp
 import pytest
 import telnyx
-from aiohttp import web
 from aiohttp.test_utils import unused_port
 
 from adapters.simulators import CallState, SimulatedCall, TelnyxSimulator, TwilioSimulator
-from adapters.simulators.common import LocalServer
 from benchmarks.loadtest.judge import VoiceSource
 from tests.e2e_checks import Tap, hearing, hearing_since, tap, voices, watch
 from tests.platform_client import BRIDGES, Org
+from tests.telnyx_harness import AppServer
 
 pytestmark = pytest.mark.slow_family  # processes killed and restarted: once per CI run
 
 SECRET_KEY = "restart-e2e-secret-" + "x" * 32
 TWILIO_NUMBER, TELNYX_NUMBER = "+15550101010", "+15550202020"
+SECOND_TWILIO_NUMBER = "+15550101011"
 TWILIO_VOICE, TELNYX_VOICE = voices(2)
 START_S = 30.0  # the longest a serve process may take to answer /healthz on a loaded machine
-
-
-class Receiver:
-    """The application's webhook endpoint: records each webhook it acknowledges, answers 503
-    while ``down``, and runs ``on_event`` for each acknowledged one."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.down = False
-        self.on_event: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-        self.changed = asyncio.Event()
-        self._server = LocalServer(self._app())
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.url = ""
-
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/hooks", self._hook)
-        return app
-
-    async def start(self) -> None:
-        self.url = await self._server.start() + "/hooks"
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.close()
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        if self.down:
-            return web.Response(status=503, text="down")
-        data = (await request.json())["data"]
-        self.events.append(data)
-        self.changed.set()
-        if self.on_event is not None:
-            task = asyncio.ensure_future(self.on_event(data))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return web.Response(text="ok")
-
-    def of(self, leg: str, event_type: str | None = None) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.events
-            if e["payload"].get("call_control_id") == leg
-            and (event_type is None or e["event_type"] == event_type)
-        ]
-
-    async def wait(self, check: Callable[[], bool], what: str, within: float = 20.0) -> None:
-        async with asyncio.timeout(within):
-            while not check():
-                self.changed.clear()
-                await self.changed.wait()
-        assert check(), what
 
 
 @dataclass
@@ -109,6 +54,7 @@ class Engine:
     process: asyncio.subprocess.Process | None = None
     runs: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -146,7 +92,7 @@ class Engine:
         log = (self.tmp_path / f"serve-{self.runs}.log").open("wb")
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "engine.cli", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port),
+            "--port", str(self.port), *self.extra_args,
             stdout=log, stderr=log, env=self.env(),
         )  # fmt: skip
         async with asyncio.timeout(START_S), aiohttp.ClientSession() as session:
@@ -166,6 +112,14 @@ class Engine:
         self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
+    async def terminate(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+
+    async def exited(self, within: float = 60.0) -> int:
+        assert self.process is not None
+        return await asyncio.wait_for(self.process.wait(), within)
+
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
@@ -177,18 +131,20 @@ class World:
     engine: Engine
     twilio: TwilioSimulator
     telnyx: TelnyxSimulator
-    receiver: Receiver
+    receiver: AppServer
     session: aiohttp.ClientSession
     org: Org
     legs: dict[str, str] = field(default_factory=dict)  # "to" number -> leg
+    bridge_slug: str = ""
+    config_ids: dict[str, int] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path, **env: str) -> AsyncIterator[World]:
-    engine = Engine(tmp_path, extra_env=env)
+async def world(tmp_path: Path, *args: str, **env: str) -> AsyncIterator[World]:
+    engine = Engine(tmp_path, extra_env=env, extra_args=args)
     twilio_sim, telnyx_sim = TwilioSimulator(), TelnyxSimulator()
     watch(twilio_sim, telnyx_sim)
-    receiver = Receiver()
+    receiver = AppServer()
     org_id, token = await engine.create_org()
     session = aiohttp.ClientSession(base_url=engine.base_url)
     try:
@@ -208,6 +164,16 @@ async def world(tmp_path: Path, **env: str) -> AsyncIterator[World]:
         await session.close()
 
 
+async def connect(w: World, provider: str, number: str) -> None:
+    """Connect one more number of ``provider`` to the bridge."""
+    reply = await w.org.call(
+        "POST",
+        f"{BRIDGES}{w.bridge_slug}/connect-provider/",
+        {"provider_config_id": w.config_ids[provider], "phone_number": number},
+    )
+    assert reply.status == 200, reply.text
+
+
 async def connect_numbers(w: World) -> None:
     twilio_cfg = await w.org.create_config(
         "twilio",
@@ -224,6 +190,8 @@ async def connect_numbers(w: World) -> None:
         api_base_url=w.telnyx.base_url,
     )
     bridge = await w.org.create_bridge("Cross", webhook_url=w.receiver.url)
+    w.bridge_slug = bridge["slug"]
+    w.config_ids = {"twilio": twilio_cfg["id"], "telnyx": telnyx_cfg["id"]}
     w.twilio.add_number(TWILIO_NUMBER)
     w.telnyx.add_number(TELNYX_NUMBER, connection)
     for config, number in ((twilio_cfg, TWILIO_NUMBER), (telnyx_cfg, TELNYX_NUMBER)):
@@ -259,9 +227,9 @@ async def bridged_pair(w: World) -> tuple[SimulatedCall, SimulatedCall]:
         "+15557770002", TELNYX_NUMBER, source=VoiceSource(TELNYX_VOICE)
     )
     tap(telnyx_call)
-    await w.receiver.wait(
+    await w.receiver.wait_until(
         lambda: (
-            len(w.legs) == 2 and all(w.receiver.of(leg, "call.bridged") for leg in w.legs.values())
+            len(w.legs) == 2 and all(w.receiver.of("call.bridged", leg) for leg in w.legs.values())
         ),
         "both legs bridged",
     )
@@ -318,10 +286,10 @@ async def test_kill_9_and_a_restart_resume_a_bridged_call_and_deliver_every_webh
         w.receiver.down = False
 
         # Every webhook from before the kill arrives, each id once, in order.
-        await w.receiver.wait(
-            lambda: len(w.receiver.of(twilio_leg, "call.dtmf.received")) >= 3, "key presses"
+        await w.receiver.wait_until(
+            lambda: len(w.receiver.of("call.dtmf.received", twilio_leg)) >= 3, "key presses"
         )
-        digits = [e["payload"]["digit"] for e in w.receiver.of(twilio_leg, "call.dtmf.received")]
+        digits = [e["payload"]["digit"] for e in w.receiver.of("call.dtmf.received", twilio_leg)]
         assert digits == ["1", "2", "3"]
         ids = [e["id"] for e in w.receiver.events]
         assert len(ids) == len(set(ids)), "a webhook arrived twice"
@@ -335,7 +303,7 @@ async def test_kill_9_and_a_restart_resume_a_bridged_call_and_deliver_every_webh
         )
         assert twilio_call.state is not CallState.ENDED and telnyx_call.state is not CallState.ENDED
         for leg in (twilio_leg, telnyx_leg):
-            assert not w.receiver.of(leg, "call.hangup"), w.engine.logs()
+            assert not w.receiver.of("call.hangup", leg), w.engine.logs()
 
 
 async def test_engine_down_longer_than_the_providers_hold_the_calls_ends_them_with_call_hangup(
@@ -350,15 +318,77 @@ async def test_engine_down_longer_than_the_providers_hold_the_calls_ends_them_wi
         await telnyx_call.hang_up()
         await twilio_call.wait_for(CallState.ENDED, timeout_s=15)
         await w.engine.start()
-        await w.receiver.wait(
+        await w.receiver.wait_until(
             lambda: (
-                bool(w.receiver.of(twilio_leg, "call.hangup"))
-                and bool(w.receiver.of(telnyx_leg, "call.hangup"))
+                bool(w.receiver.of("call.hangup", twilio_leg))
+                and bool(w.receiver.of("call.hangup", telnyx_leg))
             ),
             "call.hangup for both legs",
         )
         # Twilio's call ended in the pause: only asking Twilio tells. The Telnyx caller's hangup
         # may also come as Telnyx's own call.hangup webhook, retried until the engine is back.
-        (twilio_hangup,) = w.receiver.of(twilio_leg, "call.hangup")
+        (twilio_hangup,) = w.receiver.of("call.hangup", twilio_leg)
         assert twilio_hangup["payload"]["callbridge_reason"] == "provider_call_gone"
-        assert len(w.receiver.of(telnyx_leg, "call.hangup")) == 1
+        assert len(w.receiver.of("call.hangup", telnyx_leg)) == 1
+
+
+async def get_status(url: str) -> int:
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        return reply.status
+
+
+async def test_sigterm_stops_admitting_at_once_and_hands_the_call_to_the_next_process(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, CALLBRIDGE_SHUTDOWN_GRACE_S="3") as w:
+        w.twilio.add_number(SECOND_TWILIO_NUMBER)
+        await connect(w, "twilio", SECOND_TWILIO_NUMBER)
+        twilio_call, telnyx_call = await bridged_pair(w)
+        twilio_leg, telnyx_leg = w.legs[TWILIO_NUMBER], w.legs[TELNYX_NUMBER]
+        base = w.engine.base_url
+        assert await get_status(f"{base}/readyz") == 200
+        await w.engine.terminate()
+
+        async def not_ready() -> bool:
+            return await get_status(f"{base}/readyz") == 503
+
+        await until(not_ready, "/readyz 503 once SIGTERM arrived", within=2.0)
+        assert await get_status(f"{base}/healthz") == 200
+        # A new call on a number with a free channel is turned away busy while it stops.
+        late = await w.twilio.place_inbound_call("+15557770009", SECOND_TWILIO_NUMBER)
+        await late.wait_for(CallState.ENDED)
+        assert late.end_reason == "busy"
+        assert await w.engine.exited() == 0
+        assert "shutting down" in w.engine.logs()
+
+        await w.engine.start()
+        starts = await asyncio.gather(
+            new_stream_start(twilio_call, 2), new_stream_start(telnyx_call, 2)
+        )
+        await asyncio.gather(
+            hearing_since(twilio_call, starts[0], [TELNYX_VOICE], TWILIO_VOICE),
+            hearing_since(telnyx_call, starts[1], [TWILIO_VOICE], TELNYX_VOICE),
+        )
+        for leg in (twilio_leg, telnyx_leg):
+            assert not w.receiver.of("call.hangup", leg)
+
+
+async def test_sigterm_with_drain_ends_the_calls_with_their_webhooks_and_recordings(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, "--drain", "--drain-timeout", "1") as w:
+        twilio_call, telnyx_call = await bridged_pair(w)
+        twilio_leg, telnyx_leg = w.legs[TWILIO_NUMBER], w.legs[TELNYX_NUMBER]
+        sdk = telnyx.AsyncTelnyx(api_key=w.org.token, base_url=w.engine.base_url + "/v2")
+        try:
+            await sdk.calls.actions.start_recording(twilio_leg, format="mp3", channels="single")
+        finally:
+            await sdk.close()
+        await w.engine.terminate()
+        assert await w.engine.exited() == 0
+        for leg in (twilio_leg, telnyx_leg):
+            assert len(w.receiver.of("call.hangup", leg)) == 1, w.engine.logs()
+        (saved,) = w.receiver.of("call.recording.saved", twilio_leg)
+        assert saved["payload"]["recording_urls"]["mp3"]
+        await twilio_call.wait_for(CallState.ENDED)
+        await telnyx_call.wait_for(CallState.ENDED)

@@ -258,7 +258,9 @@ class TelnyxHandlers:
                 log.info("telnyx call.initiated for a known call ignored", telnyx_id=telnyx_id)
                 return
             context = self._context
-            decision = await admit(context.store, context.live, number, context.settings)
+            decision = await admit(
+                context.store, context.live, number, context.settings, context.admission
+            )
             if isinstance(decision, Refusal):
                 log.info(
                     "telnyx call refused",

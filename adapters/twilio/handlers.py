@@ -265,7 +265,9 @@ class TwilioHandlers:
             return web.Response(status=400, text=str(exc))
         runtime = context.require_runtime()
         async with self._admission:
-            verdict = await admit(context.store, context.live, call.to, context.settings)
+            verdict = await admit(
+                context.store, context.live, call.to, context.settings, context.admission
+            )
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)
             bridge = verdict.bridge

@@ -22,11 +22,12 @@ from aiohttp import web
 from engine.api import public_keys
 from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
-from engine.api.keys import RUNTIME, SETTINGS, STORE
+from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
 from engine.command_body import not_a_media_file
 from engine.commands import PlaybackStart, parse_command, parse_dial
+from engine.errors import ShuttingDown
 from engine.model import CallStatus
 from engine.store.base import OrganizationRecord
 from engine.webhooks import occurred_at
@@ -55,6 +56,9 @@ def status_view(status: CallStatus) -> dict[str, Any]:
 
 async def dial(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
+    admission = request.app[ADMISSION]
+    if not admission.open:
+        raise ShuttingDown(f"callbridge is {admission.reason}: it places no new calls")
     allow_private = request.app[SETTINGS].allow_private_urls
     command = parse_dial(await json_object(request), allow_private_urls=allow_private)
     bridge = await request.app[STORE].get_bridge(org.id, command.connection_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from engine.admission import Admission
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.live import LiveLegIndex
@@ -21,3 +22,4 @@ METRICS = web.AppKey("metrics", Metrics)
 PROVISIONER = web.AppKey("provisioner", NumberProvisioner)
 RUNTIME = web.AppKey("runtime", CallRuntime)
 SIGNING_KEYS = web.AppKey("signing_keys", OrgSigningKeys)
+ADMISSION = web.AppKey("admission", Admission)

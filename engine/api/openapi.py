@@ -386,6 +386,18 @@ def ops_paths() -> dict[str, Schema]:
                 "responses": {"200": response("Healthy", obj(["status"], status=string()))},
             }
         },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: whether this process takes new calls",
+                "responses": {
+                    "200": response("Taking new calls", obj(["status"], status=string())),
+                    "503": response(
+                        "Stopping (SIGTERM): no new calls; live calls are handed over or drained",
+                        obj(["status", "reason"], status=string(), reason=string()),
+                    ),
+                },
+            }
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",

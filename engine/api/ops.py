@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.api.envelopes import json_response
-from engine.api.keys import METRICS
+from engine.api.keys import ADMISSION, METRICS
 from engine.api.openapi import build_openapi
 from engine.api.openapi_calls import SCHEMAS as CALL_SCHEMAS
 from engine.api.openapi_calls import call_paths
@@ -20,6 +20,15 @@ OPENAPI_DOC = web.AppKey("openapi_doc", dict)
 
 async def healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Whether to send this process new work: 503 from the moment it begins to stop (SIGTERM),
+    while ``/healthz`` stays 200 (engine/lifecycle.py)."""
+    admission = request.app[ADMISSION]
+    if admission.open:
+        return json_response({"status": "ready"})
+    return json_response({"status": "unavailable", "reason": admission.reason}, status=503)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -37,5 +46,6 @@ def add_routes(app: web.Application) -> None:
         {**CALL_SCHEMAS, **RECORDING_SCHEMAS, **DELIVERY_SCHEMAS},
     )
     app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_get("/openapi.json", openapi, allow_head=False)

@@ -406,6 +406,9 @@ class Store(Protocol):
     async def get_webhook_delivery(self, org_id: int, public_id: str) -> OutboxRecord | None:
         """None if unknown or another organization's."""
 
+    async def pending_webhook_count(self) -> int:
+        """Webhooks not yet delivered nor dead-lettered."""
+
     async def purge_webhooks(self, finished_before: float, limit: int) -> int:
         """Delete up to ``limit`` delivered or dead-lettered webhooks finished before
         ``finished_before``; return how many went."""

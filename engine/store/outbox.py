@@ -70,6 +70,12 @@ class SqlOutbox(SqlTransactions):
         async with self._write("the webhook could not be queued") as conn:
             return _new_id(await conn.execute(insert(wo).values(values)))
 
+    async def pending_webhook_count(self) -> int:
+        """Webhooks not yet delivered nor dead-lettered (what a drain waits for)."""
+        query = select(func.count()).select_from(wo).where(wo.c.status == PENDING)
+        async with self._read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
     async def due_webhooks(self, now: float, limit: int) -> list[OutboxRecord]:
         _check_page(0, limit)
         query = select(wo).where(*_due(now)).order_by(wo.c.id).limit(limit)
