@@ -48,6 +48,7 @@ log = get_logger("callbridge.media_session")
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
+CLOSE_GOING_AWAY = 1001  # RFC 6455: the server is going down
 # Output beyond this many queued frames (one second) is latency nobody wants: drop the oldest.
 MAX_QUEUED_FRAMES = 50
 
@@ -171,7 +172,20 @@ class StreamSessions:
         # Times the flood window and the rate limit of drop warnings; injectable for tests.
         self._clock = clock
         self._active: dict[str, asyncio.Task[None] | None] = {}
+        self._sockets: set[MediaSocket] = set()
         self.refused = 0
+
+    async def close_all(self) -> None:
+        """The process is stopping: close every media socket now rather than let the server
+        wait out its shutdown timeout for them. Each stream then ends as a dropped one (the
+        machine stores that its media stopped); the next process asks for new streams."""
+        sockets = list(self._sockets)
+        await asyncio.gather(
+            *(s.close(CLOSE_GOING_AWAY, "callbridge is restarting") for s in sockets),
+            return_exceptions=True,
+        )
+        if sockets:
+            log.info("media streams closed for shutdown", streams=len(sockets))
 
     def has_stream(self, leg_id: str) -> bool:
         return leg_id in self._active
@@ -185,6 +199,7 @@ class StreamSessions:
         context: Mapping[str, str] | None = None,
     ) -> None:
         """Run one stream to its end; every refusal is a close with a reason, and logged."""
+        self._sockets.add(socket)  # until it ends: close_all may close it first
         leg_id: str | None = None
         output: StreamOutput | None = None
         convert: Callable[[bytes], bytes] | None = None
@@ -265,6 +280,7 @@ class StreamSessions:
             # Shielded: a server that cancels handlers when the peer's TCP goes away (aiohttp's
             # handler_cancellation, on in its TestServer) would otherwise skip _ended and leave
             # the leg holding a stream that is gone.
+            self._sockets.discard(socket)
             await asyncio.shield(self._close_stream(output, leg_id, stopped))
         await socket.close(CLOSE_NORMAL, "stream ended")
 

@@ -57,10 +57,18 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
     context.sessions = StreamSessions(runtime, app[METRICS])
     app[ADAPTERS] = context
     app.cleanup_ctx.append(_http_session)
+    # Before the server waits for its handlers: a media socket would hold it up to its timeout.
+    app.on_shutdown.append(_close_media)
     # Each provider adapter registers its kit and routes here, one import and one call each.
     telnyx_kit.install(app, context)
     twilio_kit.install(app, context)
     wsagent_kit.install(app, context)
+
+
+async def _close_media(app: web.Application) -> None:
+    sessions = app[ADAPTERS].sessions
+    if sessions is not None:
+        await sessions.close_all()
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

@@ -171,7 +171,8 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     """The media tick and webhook delivery run while the app serves; on shutdown they stop,
-    timers are cancelled and in-flight provider calls finish."""
+    timers are cancelled, in-flight provider calls finish and recordings in progress are
+    flushed and closed without ending (the next process continues them)."""
     runtime = app[RUNTIME]
     stop = asyncio.Event()
     # Webhook URLs are the tenants': the connector applies the URL policy at connect time.
@@ -190,5 +191,9 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
         stop.set()
         await asyncio.gather(*workers, return_exceptions=True)
         await runtime.close()
+        # Recordings in progress are not over: their files are closed properly (MP3 tail
+        # encoded, WAV header final) for the next process to continue them.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, runtime.plane.recordings.suspend_all)
         if runtime.plane.remote_audio is not None:
             await runtime.plane.remote_audio.close()

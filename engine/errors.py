@@ -108,3 +108,31 @@ class ShuttingDown(CallbridgeError):
     status = 503
     code = "10007"
     title = "Service unavailable"
+
+
+class InputFailed(CallbridgeError):
+    """The machine could not apply an input: nothing changed, and the traceback is logged under
+    ``fault_id`` (the one thing a client can quote to find it)."""
+
+    status = 500
+    code = "10007"
+    title = "Unexpected error"
+
+    def __init__(self, fault_id: str) -> None:
+        super().__init__(
+            f"An unexpected error occurred and nothing was changed (fault id {fault_id})"
+        )
+        self.fault_id = fault_id
+
+
+class InputNotStored(InputFailed):
+    """The input's changes could not be stored, so it was undone: 503, worth retrying (a
+    provider retries its webhook, or sends it to the failover URL)."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, fault_id: str) -> None:
+        super().__init__(fault_id)
+        self.detail = f"The change could not be stored and was not made (fault id {fault_id})"
+        self.args = (self.detail,)

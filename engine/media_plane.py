@@ -49,10 +49,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.audio_sources import OverlayError, Source, builtin_source, load_wav
-from engine.events import DtmfReceived, Event, PlaybackEnded
+from engine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.logs import get_logger
 from engine.media_recordings import ActiveRecording, Recordings, close_recording
 from engine.model import DtmfSource, OverlaySource, RecordingOptions
+from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
 from media.dtmf import DtmfSequence
 from media.mixer import Mixer
@@ -355,6 +356,14 @@ class MediaPlane:
             self._pending.append(failed)
         elif leg_id in self._legs:
             self.mixer.set_tap(leg_id, True)
+
+    def resume_recording(self, stored: LiveRecording) -> RecordingFailed | None:
+        """Continue a recording an earlier process left (``Recordings.resume``); the event if
+        it cannot be continued."""
+        failed = self.recordings.resume(stored)
+        if failed is None and stored.call_control_id in self._legs:
+            self.mixer.set_tap(stored.call_control_id, True)
+        return failed
 
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""

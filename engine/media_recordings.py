@@ -10,11 +10,24 @@ is logged and counted (``on_failed``, with the reason), and the machine gets
 a new recording may start. Once a recording has started nothing here waits on its disk, so a
 disk that stalls under a running recording never holds up the tick or the event loop. Limit:
 starting one (``start``: making the directory, choosing a free name, opening the file) touches
-the disk on the caller's thread, the event loop's, as it always did.
+the disk on the caller's thread, the event loop's, as it always did; so does reopening one
+after a restart (``resume``, ``reopen``: an MP3's frame headers are walked, about 0.5 s for a
+4 h recording), at adoption.
+
+Recordings outlive the process (issue 12). What continuing one takes is stored from its start
+until its outcome is reported (``stored``; the runtime writes and deletes it). On shutdown
+``suspend_all`` closes every file properly (MP3 encoder flushed, WAV header final) without
+ending the recordings; the next process ``resume``s each in the same file, and the first frame
+it records there is preceded by silence for the time since the file was last written (its
+mtime, which a kill -9 leaves at the last flush), at most ``MAX_RESUME_GAP_S``: the whole
+outage, up to the new stream's first frame, is silence in the recording. One stopped but not
+yet saved is ``reopen``ed only to be closed and saved. A recording whose file is gone or cannot
+be continued fails like any other (``RecordingFailed``: ``call.recording.error``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +39,9 @@ from numpy.typing import NDArray
 from engine.events import RecordingFailed
 from engine.logs import get_logger
 from engine.model import RecordingOptions
+from engine.store.base import LiveRecording
 from media.recorder import (
+    CLOSE_WAIT_S,
     FileOpener,
     Recorder,
     RecordingError,
@@ -38,6 +53,7 @@ from media.recorder import (
 
 __all__ = [
     "FAILURE_REASONS",
+    "MAX_RESUME_GAP_S",
     "ActiveRecording",
     "Recordings",
     "close_recording",
@@ -49,6 +65,10 @@ log = get_logger("callbridge.media")
 
 #: Every ``RecordingFailed.reason`` (and metrics label) there is: the label set stays bounded.
 FAILURE_REASONS = ("disk_stalled", "unsupported_format", "write_failed")
+#: The most silence a resumed recording gets for the time it was not recorded. A restart takes
+#: seconds (issue 12 asks for adoption within 10 s); an outage longer than this is logged and
+#: written as this much, so a long one does not fill the disk with silence.
+MAX_RESUME_GAP_S = 300.0
 
 
 @dataclass(slots=True)
@@ -57,6 +77,8 @@ class ActiveRecording:
     recorder: Recorder
     options: RecordingOptions
     started_at: float
+    #: A resumed recording, until its first frame: when its file was last written (epoch s).
+    resumed_from: float | None = None
 
 
 def failure_reason(error: RecordingError) -> str:
@@ -97,11 +119,13 @@ class Recordings:
         *,
         opener: FileOpener = open_new_file,
         on_failed: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self.sample_rate = sample_rate
         self.opener = opener
         self.on_failed = on_failed
+        self.clock = clock  # wall clock, as file mtimes are
         self._active: dict[str, ActiveRecording] = {}  # by leg
 
     def __contains__(self, leg_id: str) -> bool:
@@ -118,16 +142,8 @@ class Recordings:
             directory = self.directory / f"org-{org_id}"
             directory.mkdir(parents=True, exist_ok=True)
             name = options.custom_file_name or recording_id.replace("/", "-")
-            recorder = Recorder(
-                self._free_path(directory, name, options.format),
-                channels=cast(Literal["single", "dual"], options.channels),
-                track=cast(Literal["both", "inbound", "outbound"], options.track),
-                max_length_s=float(options.max_length_secs),
-                trim_silence=options.trim == "trim-silence",
-                fmt=cast(Literal["wav", "mp3"], options.format),
-                sample_rate=self.sample_rate,
-                opener=self.opener,
-            )
+            path = self._free_path(directory, name, options.format)
+            recorder = self._recorder(path, options, self.opener, resume=False)
         except OSError as exc:  # the directory could not be made
             error = RecordingError(f"cannot create the recordings directory: {exc}")
             error.__cause__ = exc
@@ -136,6 +152,82 @@ class Recordings:
             return self._report(leg_id, recording_id, exc)
         self._active[leg_id] = ActiveRecording(recording_id, recorder, options, now)
         return None
+
+    def _recorder(
+        self, path: Path, options: RecordingOptions, opener: FileOpener | None, *, resume: bool
+    ) -> Recorder:
+        return Recorder(
+            path,
+            channels=cast(Literal["single", "dual"], options.channels),
+            track=cast(Literal["both", "inbound", "outbound"], options.track),
+            max_length_s=float(options.max_length_secs),
+            trim_silence=options.trim == "trim-silence",
+            fmt=cast(Literal["wav", "mp3"], options.format),
+            sample_rate=self.sample_rate,
+            opener=opener,
+            resume=resume,
+        )
+
+    def stored(self, leg_id: str, org_id: int) -> LiveRecording | None:
+        """What a new process needs to continue the leg's recording, if it has one."""
+        active = self._active.get(leg_id)
+        if active is None:
+            return None
+        return LiveRecording(
+            recording_id=active.recording_id,
+            call_control_id=leg_id,
+            org_id=org_id,
+            path=active.recorder.path.relative_to(self.directory).as_posix(),
+            options=active.options,
+            started_at=active.started_at,
+        )
+
+    def resume(self, stored: LiveRecording) -> RecordingFailed | None:
+        """Continue a recording an earlier process left, in its file (module docstring); one
+        that cannot be continued fails at once (the returned event). Touches the disk."""
+        reopened = self.reopen(stored)
+        if isinstance(reopened, RecordingFailed):
+            return reopened
+        self._active[stored.call_control_id] = reopened
+        log.info("recording resumed", leg_id=stored.call_control_id,
+                 recording_id=stored.recording_id)  # fmt: skip
+        return None
+
+    def reopen(self, stored: LiveRecording) -> ActiveRecording | RecordingFailed:
+        """A recording an earlier process left, its file open to be appended to (not fed by
+        any leg: ``resume`` does that), or why it cannot be continued. Touches the disk."""
+        path = self.directory / stored.path
+        try:
+            if not path.resolve().is_relative_to(self.directory.resolve()):
+                raise RecordingError(f"{path} is outside the recordings directory")
+            # Before opening: cutting off a torn tail would move the mtime.
+            last_written = path.stat().st_mtime
+            recorder = self._recorder(path, stored.options, None, resume=True)
+        except OSError as exc:  # the file is gone, or unreadable
+            error = RecordingError(f"cannot continue recording {path}: {exc}")
+            error.__cause__ = exc
+            return self._report(stored.call_control_id, stored.recording_id, error)
+        except RecordingError as exc:
+            return self._report(stored.call_control_id, stored.recording_id, exc)
+        return ActiveRecording(
+            stored.recording_id, recorder, stored.options, stored.started_at, last_written
+        )
+
+    def suspend_all(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Blocking, for at most ``timeout`` in all (run it in an executor): close every
+        recording's file properly without ending the recording, for the next process to
+        resume. A file that cannot be finished is logged; its recording fails when resumed,
+        if its file cannot be continued."""
+        active, self._active = self._active, {}
+        for each in active.values():
+            each.recorder.abort(trim=False)  # every writer finishes at once, in parallel
+        deadline = time.monotonic() + timeout
+        for leg_id, each in active.items():
+            try:
+                each.recorder.suspend(max(0.0, deadline - time.monotonic()))
+            except RecordingError as exc:
+                log.warning("recording not flushed at shutdown", leg_id=leg_id,
+                            recording_id=each.recording_id, error=str(exc))  # fmt: skip
 
     def _free_path(self, directory: Path, name: str, extension: str) -> Path:
         taken = {active.recorder.path for active in self._active.values()}
@@ -156,7 +248,11 @@ class Recordings:
         """Feed one tick of the leg's audio to its recording, if it has one; never waits. A
         recording found failed is taken out and aborted: the returned event says so."""
         active = self._active.get(leg_id)
-        if active is None or active.recorder.write(spoken, heard):
+        if active is None:
+            return None
+        if active.resumed_from is not None:
+            self._pad_gap(leg_id, active, active.resumed_from)
+        if active.recorder.write(spoken, heard):
             return None
         failure = active.recorder.failure
         if failure is None:
@@ -164,6 +260,23 @@ class Recordings:
         del self._active[leg_id]
         active.recorder.abort()
         return self.failed(leg_id, active, failure)
+
+    def lost(self, leg_id: str, recording_id: str) -> RecordingFailed:
+        """A recording the leg awaits (in progress, or stopped and not yet saved) that nothing
+        was stored about (the process stopped between starting it and storing it, or stored
+        it before this table existed): it cannot be continued."""
+        error = RecordingError("nothing was stored to continue the recording after a restart")
+        return self._report(leg_id, recording_id, error)
+
+    def _pad_gap(self, leg_id: str, active: ActiveRecording, last_written: float) -> None:
+        """A resumed recording's first frame: the time nobody recorded goes in as silence."""
+        active.resumed_from = None
+        gap = max(0.0, self.clock() - last_written)
+        if gap > MAX_RESUME_GAP_S:
+            log.warning("recording gap written shorter than it was", leg_id=leg_id,
+                        recording_id=active.recording_id, gap_s=round(gap, 1))  # fmt: skip
+            gap = MAX_RESUME_GAP_S
+        active.recorder.pad_silence(gap)
 
     def failed(
         self, leg_id: str, active: ActiveRecording, error: RecordingError

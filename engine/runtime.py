@@ -25,101 +25,36 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from engine import effects as fx
 from engine import events as ev
 from engine.commands import Command, Dial
-from engine.errors import CallbridgeError
-from engine.gateway import CallGone, GatewayResolver, ProviderGateway, dial_is_idempotent
+from engine.errors import CallbridgeError, InputFailed, InputNotStored
+from engine.gateway import GatewayResolver, ProviderGateway
 from engine.live import LiveLegIndex
 from engine.live_changes import changes_between
 from engine.logs import get_logger
 from engine.machine import CallMachine, DialResult
 from engine.machine_core import Checkpoint
-from engine.media_plane import ActiveRecording, MediaOutput, MediaPlane, close_recording
+from engine.media_plane import MediaOutput, MediaPlane
 from engine.model import DtmfSource, Leg, NewLegIds, TimerKey
 from engine.provider_calls import ProviderCalls
+from engine.provider_lanes import ProviderLanes
 from engine.reconcile import Reconciler, ReconcileSettings
-from engine.recordings import FinishedRecording, RecordingCatalog
+from engine.recording_lifecycle import RecordingLifecycle
+from engine.recordings import RecordingCatalog
 from engine.store.base import QueuedWebhook, Store
+from engine.timers import LoopTimers, Timers
 from engine.webhooks import WebhookOutbox
 from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
-from media.recorder import RecordingError, RecordingResult
 
 log = get_logger("callbridge.runtime")
 T = TypeVar("T")
 ENDED_LEG_RETENTION_S = 3600.0
 TIMER_RETRY_S = 5.0  # a timer whose firing failed fires again after this long
 PRUNE_EVERY_TICKS = 3000  # once a minute on the 20 ms media tick
-
-
-class Timers(Protocol):
-    """What the runtime needs of timers: ``LoopTimers`` in production, a manual fake in tests."""
-
-    def start(self, key: TimerKey, delay_s: float, fire: Callable[[TimerKey], None]) -> None: ...
-
-    def cancel(self, key: TimerKey) -> None: ...
-
-    def cancel_all(self) -> None: ...
-
-
-class LoopTimers:
-    """Timers on the running event loop; each fires once unless cancelled first."""
-
-    def __init__(self) -> None:
-        self._handles: dict[TimerKey, asyncio.TimerHandle] = {}
-
-    def start(self, key: TimerKey, delay_s: float, fire: Callable[[TimerKey], None]) -> None:
-        self.cancel(key)
-        loop = asyncio.get_running_loop()
-        self._handles[key] = loop.call_later(delay_s, self._fired, key, fire)
-
-    def _fired(self, key: TimerKey, fire: Callable[[TimerKey], None]) -> None:
-        self._handles.pop(key, None)
-        fire(key)
-
-    def cancel(self, key: TimerKey) -> None:
-        handle = self._handles.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-
-    def pending(self) -> list[TimerKey]:
-        return list(self._handles)
-
-    def cancel_all(self) -> None:
-        for handle in self._handles.values():
-            handle.cancel()
-        self._handles.clear()
-
-
-class InputFailed(CallbridgeError):
-    """The machine could not apply an input: nothing changed, and the traceback is logged under
-    ``fault_id`` (the one thing a client can quote to find it)."""
-
-    status = 500
-    code = "10007"
-    title = "Unexpected error"
-
-    def __init__(self, fault_id: str) -> None:
-        super().__init__(
-            f"An unexpected error occurred and nothing was changed (fault id {fault_id})"
-        )
-        self.fault_id = fault_id
-
-
-class InputNotStored(InputFailed):
-    """The input's changes could not be stored, so it was undone: 503, worth retrying (a
-    provider retries its webhook, or sends it to the failover URL)."""
-
-    status = 503
-    title = "Service unavailable"
-
-    def __init__(self, fault_id: str) -> None:
-        super().__init__(fault_id)
-        self.detail = f"The change could not be stored and was not made (fault id {fault_id})"
-        self.args = (self.detail,)
 
 
 def new_room_key() -> str:
@@ -162,8 +97,6 @@ class CallRuntime:
         self.timers: Timers = timers if timers is not None else LoopTimers()
         self._lock = asyncio.Lock()
         self._gateways: dict[str, ProviderGateway] = {}
-        self._lanes: dict[str, asyncio.Task[None]] = {}
-        self._ending: set[str] = set()  # legs whose provider hangup/reject is not confirmed yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopted: list[str] = []  # adopted, not yet resumed (``adopt``, ``resume``)
         self.tick_clock = TickClock()
@@ -174,6 +107,22 @@ class CallRuntime:
             gateway_of=self._gateways.get,
             calls=self.provider_calls,
             report=self._own_event,
+            clock=self._clock,
+        )
+        self.lanes = ProviderLanes(
+            gateways=self._gateways,
+            calls=self.provider_calls,
+            live=self.live,
+            report=self._own_event,
+            track=self._track,
+        )
+        self.recording_files = RecordingLifecycle(
+            plane=plane,
+            store=store,
+            catalog=recordings,
+            leg=self.machine.leg,
+            report=self._own_event,
+            spawn=self._spawn,
             clock=self._clock,
         )
 
@@ -324,6 +273,7 @@ class CallRuntime:
         )
         async with self._lock:
             self.machine.adopt(stored)
+        await self.recording_files.resume(snapshot.legs)
         now = self._clock()
         for key, deadline in snapshot.timers:
             self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
@@ -447,23 +397,24 @@ class CallRuntime:
                 self.plane.start_recording(
                     leg_id, recording_id, options, self._clock(), org_id=org_id
                 )
+                await self.recording_files.store(leg_id, org_id)
             case fx.StopRecording(leg_id, _recording_id):
-                self._spawn(self._finish_recording(leg_id))
+                self._spawn(self.recording_files.finish(leg_id))
             case fx.StartTimer(key, delay):
                 self.timers.start(key, delay, self._timer_fired)
             case fx.CancelTimer(key):
                 self.timers.cancel(key)
             case fx.AnswerCall(leg_id):
-                self._lane(leg_id, "answer", lambda g: g.answer(leg_id))
+                self.lanes.run(leg_id, "answer", lambda g: g.answer(leg_id))
             case fx.RestartMedia(leg_id):
-                self._lane(leg_id, "restart_media", lambda g: g.restart_media(leg_id))
+                self.lanes.run(leg_id, "restart_media", lambda g: g.restart_media(leg_id))
             case fx.HangupCall(leg_id):
-                self._lane(leg_id, "hangup", lambda g: g.hangup(leg_id), final=True)
+                self.lanes.run(leg_id, "hangup", lambda g: g.hangup(leg_id), final=True)
             case fx.RejectCall(leg_id, cause):
-                self._lane(leg_id, "reject", lambda g: g.reject(leg_id, cause), final=True)
+                self.lanes.run(leg_id, "reject", lambda g: g.reject(leg_id, cause), final=True)
             case fx.DialCall():
                 dial = effect
-                self._lane(
+                self.lanes.run(
                     dial.call_control_id, "dial", lambda g: self._place(g, dial), is_dial=True
                 )
 
@@ -476,7 +427,7 @@ class CallRuntime:
 
     async def _publish(self, effect: fx.EmitWebhook) -> None:
         """The webhook is in the outbox already (``_commit``); only its bookkeeping is left."""
-        if effect.event_type == "call.hangup" and effect.call_control_id not in self._ending:
+        if effect.event_type == "call.hangup" and effect.call_control_id not in self.lanes.ending:
             # A leg still being hung up at its provider keeps its channel until that is done.
             self.live.leg_ended(effect.call_control_id)
 
@@ -491,129 +442,10 @@ class CallRuntime:
             # than leave a time limit or media wait that never comes.
             self.timers.start(key, TIMER_RETRY_S, self._timer_fired)
 
-    async def _finish_recording(self, leg_id: str) -> None:
-        """Close the leg's recording off the loop (waiting at most media.recorder.CLOSE_WAIT_S:
-        a writer stuck on a stalled disk is left behind) and report it saved, or failed."""
-        active = self.plane.take_recording(leg_id)
-        if active is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(None, close_recording, active)
-        except RecordingError as exc:
-            await self._own_event(self.plane.recordings.failed(leg_id, active, exc))
-            return
-        ended_at = self._clock()
-        try:
-            public_id, url = await self.recordings.add(
-                self._finished(leg_id, active, result, ended_at)
-            )
-        except CallbridgeError:
-            # The file is on disk but no API can reach it, so no webhook can point at it.
-            log.exception(
-                "recording saved but not catalogued", leg_id=leg_id, path=str(result.path)
-            )
-            return
-        await self._own_event(
-            ev.RecordingSaved(
-                leg_id,
-                active.recording_id,
-                url=url,
-                public_id=public_id,
-                started_at=active.started_at,
-                ended_at=ended_at,
-                format=active.options.format,
-                channels=active.options.channels,
-            )
-        )
-
-    def _finished(
-        self, leg_id: str, active: ActiveRecording, result: RecordingResult, ended_at: float
-    ) -> FinishedRecording:
-        """What the catalogue keeps of a completed recording; NotFound if the leg is gone."""
-        leg = self.machine.leg(leg_id)
-        return FinishedRecording(
-            org_id=leg.org_id,
-            call_control_id=leg_id,
-            call_leg_id=leg.call_leg_id,
-            call_session_id=leg.call_session_id,
-            connection_id=leg.connection_id,
-            from_=leg.from_,
-            to=leg.to,
-            format=result.format,
-            channels=active.options.channels,
-            started_at=active.started_at,
-            ended_at=ended_at,
-            duration_s=result.duration_s,
-            path=result.path,
-        )
-
-    def _lane(
-        self,
-        leg_id: str,
-        operation: str,
-        call: Callable[[ProviderGateway], Awaitable[None]],
-        *,
-        final: bool = False,
-        is_dial: bool = False,
-    ) -> None:
-        """Run a provider call after the leg's earlier ones, retrying transient faults; report
-        a failure to the machine. A ``final`` call (hangup, reject) is retried until the
-        provider confirms or refuses it, and only then is the leg forgotten and its channel
-        freed: until then the call may still be up, and billed, at the provider."""
-        previous = self._lanes.get(leg_id)
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            gateway = self._gateways.get(leg_id)
-            if gateway is None:
-                log.warning("no gateway for leg", leg_id=leg_id, operation=operation)
-                if final:
-                    self._ending.discard(leg_id)
-                    self.live.leg_ended(leg_id)
-                return
-            try:
-                await self.provider_calls.run(
-                    operation,
-                    leg_id,
-                    lambda: call(gateway),
-                    # Only a dial may place a second call when repeated (engine/gateway.py).
-                    idempotent=dial_is_idempotent(gateway) if is_dial else True,
-                    persistent=final,
-                )
-            except Exception as exc:
-                error = str(exc) or type(exc).__name__
-                if final:
-                    log.error("provider call failed for good: the call may still be up",
-                              leg_id=leg_id, operation=operation, error=error)  # fmt: skip
-                elif isinstance(exc, CallGone):
-                    # Not a failure of callbridge's request: the call is over at the provider
-                    # (ended while callbridge was down, say), so the leg ends as such.
-                    log.info("provider says the call is gone", leg_id=leg_id,
-                             operation=operation, error=error)  # fmt: skip
-                    await self._own_event(ev.ProviderCallGone(leg_id, error))
-                else:
-                    log.warning("provider call failed", leg_id=leg_id, operation=operation,
-                                error=error)  # fmt: skip
-                    await self._own_event(ev.ProviderFailed(leg_id, operation, error))
-            finally:
-                if final:
-                    self._ending.discard(leg_id)
-                    gateway.forget(leg_id)
-                    self.live.leg_ended(leg_id)
-                if self._lanes.get(leg_id) is task:
-                    del self._lanes[leg_id]
-
-        if final:
-            self._ending.add(leg_id)
-        task = asyncio.ensure_future(run())
-        self._lanes[leg_id] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+        self._track(asyncio.ensure_future(coro))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -621,16 +453,28 @@ class CallRuntime:
     def _on_tick(self, tick: int) -> None:
         for event in self.plane.tick():
             self._spawn(self._own_event(event))
+            if isinstance(event, ev.RecordingFailed):
+                self._spawn(self.recording_files.forget(event.recording_id))
         if tick % PRUNE_EVERY_TICKS == PRUNE_EVERY_TICKS - 1:
-            self.prune()
+            self._spawn(self._prune_quietly())
 
-    def prune(self, retention_s: float = ENDED_LEG_RETENTION_S) -> list[str]:
+    async def prune(self, retention_s: float = ENDED_LEG_RETENTION_S) -> list[str]:
         """Forget legs that ended more than ``retention_s`` ago (until then a command on one
-        gets 90018, after it 404), so a long-running engine does not keep every leg it saw."""
-        gone = self.machine.prune(self._clock(), retention_s)
+        gets 90018, after it 404), so a long-running engine does not keep every leg it saw;
+        their stored rows go in the same step (``InputNotStored`` if they cannot: then nothing
+        is forgotten)."""
+        async with self._lock:
+            before = self.machine.checkpoint()
+            gone = self.machine.prune(self._clock(), retention_s)
+            if gone:
+                await self._commit(before, [], "Prune")
         for leg_id in gone:
             self._gateways.pop(leg_id, None)
         return gone
+
+    async def _prune_quietly(self) -> None:
+        with contextlib.suppress(InputFailed):  # logged; the next pass tries again
+            await self.prune()
 
     async def run_media(self, stop: asyncio.Event) -> None:
         await run_ticks(self.tick_clock, self._on_tick, stop)

@@ -22,7 +22,6 @@ Overlay = Callable[[int], NDArray[np.int16]]
 Tap = tuple[str, NDArray[np.int16], NDArray[np.int16]]
 
 
-
 @dataclass(frozen=True, slots=True)
 class TickResult:
     frames: list[tuple[str, bytes]]  # (leg id, one encoded frame), every mixed leg, any order

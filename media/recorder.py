@@ -26,6 +26,10 @@ error) fails the recording: ``failure`` says why, ``write`` takes no more audio,
 (never blocking) or ``close`` (waiting at most ``CLOSE_WAIT_S``) ends it. The writer thread closes
 the file as well as it can (a WAV header for what reached the disk) once a stuck write returns,
 if ever; nobody waits for it. Formats, silence test and errors live in ``media.recording_format``.
+
+A recording outlives its process: ``suspend`` closes the file like ``close`` but trims nothing,
+and a new ``Recorder`` with ``resume`` appends to the same file (a kill's torn tail cut off);
+``pad_silence`` writes the time nobody recorded as silence, so the file keeps the call's timeline.
 """
 
 from __future__ import annotations
@@ -38,24 +42,33 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from media.recorder_queue import MAX_QUEUED_FRAMES, STALL_AFTER_S, WriterQueue
+from media.recorder_queue import (
+    MAX_QUEUED_FRAMES,
+    STALL_AFTER_S,
+    Close,
+    Flush,
+    Gap,
+    Item,
+    WriterQueue,
+)
 from media.recording_format import (
     SILENCE_DBFS,
     WAV_HEADER_BYTES,
     FileOpener,
     RecordingError,
+    RecordingResult,
     RecordingStalled,
     UnsupportedRecordingFormat,
     compose,
     is_silent,
     mp3_encoder,
     open_new_file,
+    open_recording,
     wav_header,
 )
 
@@ -78,38 +91,15 @@ __all__ = [
 CLOSE_WAIT_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class RecordingResult:
-    """What ``Recorder.close`` produced."""
-
-    path: pathlib.Path
-    duration_s: float
-    channels: int
-    format: Literal["wav", "mp3"]
-    size_bytes: int
-    #: True when recording stopped because ``max_length_s`` was reached.
-    max_length_reached: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Flush:
-    done: threading.Event
-
-
-class _Close:
-    """Sentinel: finish the file and stop the writer."""
-
-
-_Item = tuple[NDArray[np.int16], NDArray[np.int16]] | _Flush | _Close
-
-
 class Recorder:
     """One recording: ``write`` per tick from the media path, ``close`` once at the end.
 
     ``write`` and ``close`` are meant for one thread (the media loop); ``close`` blocks until the
     file is complete (or ``CLOSE_WAIT_S``), so an asyncio caller runs it in an executor.
     ``on_flush``, if given, is called from the writer thread with the number of frames on disk
-    after each flush. ``opener`` opens the file (tests inject disks that block or fail).
+    after each flush. ``opener`` opens the file (tests inject disks that block or fail; None:
+    the real one). ``resume``: continue the recording in the file (module docstring);
+    ``RecordingError`` if this layout cannot continue it.
     """
 
     def __init__(
@@ -124,9 +114,10 @@ class Recorder:
         sample_rate: int = 8000,
         flush_interval_s: float = 1.0,
         on_flush: Callable[[int], None] | None = None,
-        opener: FileOpener = open_new_file,
+        opener: FileOpener | None = None,
         stall_after_s: float = STALL_AFTER_S,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
+        resume: bool = False,
     ) -> None:
         if channels not in ("single", "dual"):
             raise ValueError(f"channels must be 'single' or 'dual', got {channels!r}")
@@ -148,27 +139,18 @@ class Recorder:
         self._on_flush = on_flush
 
         self._encoder: Any = mp3_encoder(self.channels, sample_rate) if fmt == "mp3" else None
-
-        try:
-            # Not a with-block: the file lives as long as the recording, owned by the writer.
-            self._file: BinaryIO = opener(self.path)
-        except OSError as exc:
-            raise RecordingError(f"cannot open recording file {self.path}: {exc}") from exc
-        try:
-            if fmt == "wav":
-                self._file.write(wav_header(self.channels, sample_rate, 0))
-                self._file.flush()
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            raise RecordingError(f"cannot open recording file {self.path}: {exc}") from exc
+        # Not a with-block: the file lives as long as the recording, owned by the writer.
+        self._file: BinaryIO
+        self._file, existing = open_recording(
+            self.path, opener, fmt, self.channels, sample_rate, resume=resume
+        )
 
         # Caller-side state (the hot path).
-        self._queue: WriterQueue[_Item] = WriterQueue(
+        self._queue: WriterQueue[Item] = WriterQueue(
             stall_after_s=stall_after_s, max_frames=max_queued_frames
         )
-        self._received = 0  # samples per channel accepted by write()
-        self._full = False
+        self._received = existing  # samples per channel accepted by write(), or on file
+        self._full = 0 < self._max_samples <= existing
         self._closing = False
         self._stalled: RecordingStalled | None = None  # set on this side, read by the writer
         self._result: RecordingResult | None = None
@@ -177,10 +159,13 @@ class Recorder:
         self._pending: list[NDArray[np.int16]] = []  # composed frames not yet on disk
         self._pending_samples = 0
         self._deadline = 0.0
-        self._started = not trim_silence  # False while dropping leading silence
+        self._started = existing > 0 or not trim_silence  # False while dropping leading silence
         self._held_silence: list[NDArray[np.int16]] = []  # mp3 trim: silence after last sound
-        self._frames_on_disk = 0  # wav: frames in the data chunk; mp3: frames fed to lame
-        self._last_sound_end = 0  # frames, up to the end of the last non-silent frame
+        self._encoder_fed = False
+        # wav: frames in the data chunk; mp3: frames fed to lame (or found in the file)
+        self._frames_on_disk = existing
+        # Frames up to the end of the last non-silent frame; a resumed file's are all kept.
+        self._last_sound_end = existing
         self._error: RecordingError | None = None
 
         self._thread = threading.Thread(
@@ -231,29 +216,51 @@ class Recorder:
         self._queue.put((spoken[:n].copy(), heard[:n].copy()))
         return not self._full
 
+    def pad_silence(self, seconds: float) -> None:
+        """Queue this much silence (the time a resumed recording was not recorded), within
+        the max length; never waits (the writer makes it a second at a time)."""
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        samples = round(seconds * self.sample_rate)
+        if self._full or self._closing or self.failure is not None or not samples:
+            return
+        if self._max_samples:
+            samples = min(samples, self._max_samples - self._received)
+            self._full = self._received + samples >= self._max_samples
+        self._received += samples
+        self._queue.put(Gap(samples))
+
     def flush(self, timeout: float = CLOSE_WAIT_S) -> None:
         """Block until everything written so far is on disk with a valid header (at most
         ``timeout`` seconds: then the recording has stalled)."""
         if self._closing:
             return
         done = threading.Event()
-        self._queue.put(_Flush(done))
+        self._queue.put(Flush(done))
         if not done.wait(timeout):
             self._stall(f"a flush took more than {timeout} s")
         self._raise_if_failed()
 
-    def abort(self) -> None:
+    def abort(self, *, trim: bool = True) -> None:
         """Stop taking audio and have the writer close the file when it can; never blocks.
         For a failed recording that nobody will ``close``."""
         if not self._closing:
             self._closing = True
-            self._queue.put(_Close())
+            self._queue.put(Close(trim))
 
     def close(self, timeout: float = CLOSE_WAIT_S) -> RecordingResult:
         """Finish the file (flush, trim, final header) and describe it, waiting at most
         ``timeout`` seconds for the writer. Idempotent. Raises ``RecordingError`` if the
         recording failed (``RecordingStalled`` if the writer did not finish in time)."""
-        self.abort()
+        return self._end(timeout, trim=True)
+
+    def suspend(self, timeout: float = CLOSE_WAIT_S) -> RecordingResult:
+        """Like ``close`` (MP3 encoder flushed, WAV header final, fsynced) but nothing is
+        trimmed: the recording is not over, a later ``Recorder`` resumes the file."""
+        return self._end(timeout, trim=False)
+
+    def _end(self, timeout: float, *, trim: bool) -> RecordingResult:
+        self.abort(trim=trim)
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._stall(f"the writer did not finish the file within {timeout} s")
@@ -286,11 +293,13 @@ class Recorder:
                 item = self._queue.get(timeout)
             except queue.Empty:
                 continue
-            if isinstance(item, _Close):
-                self._guarded(self._finish)
+            if isinstance(item, Close):
+                self._guarded(functools.partial(self._finish, item.trim))
                 self._close_file()
                 return
-            if isinstance(item, _Flush):
+            if isinstance(item, Gap):
+                self._guarded(functools.partial(self._take_gap, item.samples))
+            elif isinstance(item, Flush):
                 self._guarded(self._flush_pending)
                 item.done.set()
             else:
@@ -346,6 +355,12 @@ class Recorder:
         if self._pending_samples >= self._flush_samples:
             self._flush_pending()
 
+    def _take_gap(self, samples: int) -> None:
+        """Silence, a second at a time: judged, trimmed and flushed as any audio is."""
+        for start in range(0, samples, self.sample_rate):
+            silence = np.zeros(min(self.sample_rate, samples - start), dtype=np.int16)
+            self._take(silence, silence)
+
     def _queue_pending(self, frames: list[NDArray[np.int16]]) -> None:
         if frames and not self._pending_samples:
             self._deadline = time.monotonic() + self._flush_interval_s
@@ -363,6 +378,7 @@ class Recorder:
             self._write_header(self._frames_on_disk)
         else:
             self._file.write(self._encoder.encode(pcm))
+            self._encoder_fed = True
             self._frames_on_disk += self._pending_samples
         self._file.flush()
         self._pending = []
@@ -376,15 +392,15 @@ class Recorder:
         self._file.write(wav_header(self.channels, self.sample_rate, frames * 2 * self.channels))
         self._file.seek(end)
 
-    def _finish(self) -> None:
+    def _finish(self, trim: bool) -> None:
         self._flush_pending()
         frames = self._frames_on_disk
         if self.fmt == "wav":
-            if self.trim_silence:
+            if self.trim_silence and trim:
                 frames = self._last_sound_end
                 self._file.truncate(WAV_HEADER_BYTES + frames * 2 * self.channels)
                 self._write_header(frames)
-        else:
+        elif self._encoder_fed:  # lame refuses to flush an encoder that was fed nothing
             self._held_silence = []  # trailing silence is never encoded
             self._file.write(self._encoder.flush())
         self._file.flush()

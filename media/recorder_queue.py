@@ -4,17 +4,22 @@ It is bounded and watched, so that a stalled disk is noticed without the caller 
 the writer is *behind* when frames have waited ``stall_after_s`` with none taken, or when the
 queue holds ``max_frames``. The caller asks before each frame (``behind``); the writer counts
 what it takes (``took_frame``). Neither side holds a lock: the counters are single ints, each
-written by one thread.
+written by one thread. ``Item`` is what the caller puts on it: a frame or an order.
 """
 
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["MAX_QUEUED_FRAMES", "STALL_AFTER_S", "WriterQueue"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["MAX_QUEUED_FRAMES", "STALL_AFTER_S", "Close", "Flush", "Gap", "Item", "WriterQueue"]
 
 T = TypeVar("T")
 
@@ -27,6 +32,31 @@ STALL_AFTER_S = 5.0
 #: The queue's hard bound, for callers faster than real time (a test, a file fed in bulk), whose
 #: frames may run ahead of a working writer: 60 s of 20 ms frames (about 3 MB at 8 kHz).
 MAX_QUEUED_FRAMES = 3000
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Write what is pending, then set ``done``."""
+
+    done: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Finish the file (trimmed unless only suspended) and stop the writer."""
+
+    trim: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """This many samples of silence: the time a resumed recording was not recorded."""
+
+    samples: int
+
+
+#: A frame of each direction (spoken, heard), or an order for the writer.
+Item = tuple[NDArray[np.int16], NDArray[np.int16]] | Flush | Close | Gap
 
 
 class WriterQueue(Generic[T]):

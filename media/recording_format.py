@@ -3,7 +3,9 @@
 - ``compose``: one frame of each direction in the file's channel layout;
 - ``is_silent``: whether a frame counts as silence for trimming (RMS under ``SILENCE_DBFS``);
 - ``wav_header`` (PCM, 44 bytes) and ``mp3_encoder`` (lameenc, loaded only when asked for);
-- ``FileOpener``: how the recorder opens its file (``open_new_file``; tests inject failing disks).
+- ``FileOpener``: how the recorder opens its file (``open_new_file``; tests inject failing disks);
+- ``resume_wav`` / ``resume_mp3``: an existing file made ready to be appended to (a recording
+  continued by a new process, ``open_existing_file``), its torn tail from a kill cut off.
 
     MediaError
     +-- RecordingError                  the file could not be written (wraps the OSError)
@@ -13,12 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import pathlib
 import struct
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,12 +34,17 @@ __all__ = [
     "WAV_HEADER_BYTES",
     "FileOpener",
     "RecordingError",
+    "RecordingResult",
     "RecordingStalled",
     "UnsupportedRecordingFormat",
     "compose",
     "is_silent",
     "mp3_encoder",
+    "open_existing_file",
     "open_new_file",
+    "open_recording",
+    "resume_mp3",
+    "resume_wav",
     "wav_header",
 ]
 
@@ -46,6 +55,19 @@ _SILENCE_RMS = 32767.0 * math.pow(10.0, SILENCE_DBFS / 20.0) / math.sqrt(2.0)
 WAV_HEADER_BYTES = 44
 #: MP3 bit rate per channel, in kbit/s: ample for 8 kHz telephone audio.
 _MP3_KBPS_PER_CHANNEL = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """What ``Recorder.close`` produced."""
+
+    path: pathlib.Path
+    duration_s: float
+    channels: int
+    format: Literal["wav", "mp3"]
+    size_bytes: int
+    #: True when recording stopped because ``max_length_s`` was reached.
+    max_length_reached: bool
 
 
 class RecordingError(MediaError):
@@ -71,6 +93,45 @@ FileOpener = Callable[[pathlib.Path], BinaryIO]
 def open_new_file(path: pathlib.Path) -> BinaryIO:
     """The real opener: the file created, or truncated, for binary writing."""
     return open(path, "wb")  # not a with-block: the recorder's writer owns and closes it
+
+
+def open_existing_file(path: pathlib.Path) -> BinaryIO:
+    """The opener for a recording continued by a new process: the file as it is, for reading
+    and writing (it must exist: a recording whose file is gone cannot be continued)."""
+    return open(path, "r+b")  # not a with-block: the recorder's writer owns and closes it
+
+
+def open_recording(
+    path: pathlib.Path,
+    opener: FileOpener | None,
+    fmt: str,
+    channels: int,
+    sample_rate: int,
+    *,
+    resume: bool,
+) -> tuple[BinaryIO, int]:
+    """The recording's file, open: a new one with its WAV header, or a resumed one ready to be
+    appended to; and the samples per channel already in it. ``opener`` None: the real one."""
+    if opener is None:
+        opener = open_existing_file if resume else open_new_file
+    try:
+        file = opener(path)
+    except OSError as exc:
+        raise RecordingError(f"cannot open recording file {path}: {exc}") from exc
+    try:
+        if resume:
+            resume_file = resume_wav if fmt == "wav" else resume_mp3
+            return file, resume_file(file, channels, sample_rate)
+        if fmt == "wav":
+            file.write(wav_header(channels, sample_rate, 0))
+            file.flush()
+        return file, 0
+    except (OSError, RecordingError) as exc:
+        with contextlib.suppress(OSError):
+            file.close()
+        if isinstance(exc, RecordingError):
+            raise RecordingError(f"cannot continue recording {path}: {exc}") from exc
+        raise RecordingError(f"cannot open recording file {path}: {exc}") from exc
 
 
 def compose(
@@ -128,3 +189,96 @@ def mp3_encoder(channels: int, sample_rate: int) -> Any:
     encoder.set_quality(5)
     encoder.silence()
     return encoder
+
+
+def resume_wav(file: BinaryIO, channels: int, sample_rate: int) -> int:
+    """Make a WAV file this recorder wrote ready to be appended to; return its frames.
+
+    The data chunk runs to the end of the file: the recorder writes the data before the header,
+    so after a kill the header may name up to a flush interval less than is there. A partly
+    written frame at the end (the kill cut a write) is cut off; the header is fixed by the
+    recorder's next flush. Raises ``RecordingError`` for a file in another layout."""
+    header = file.read(WAV_HEADER_BYTES)
+    expected = wav_header(channels, sample_rate, 0)
+    # Everything but the two size fields (RIFF size at 4..8, data size at 40..44) must match.
+    if len(header) < WAV_HEADER_BYTES or header[8:40] != expected[8:40] or header[:4] != b"RIFF":
+        raise RecordingError(
+            f"not a {channels}-channel {sample_rate} Hz WAV file written by callbridge"
+        )
+    size = file.seek(0, 2)
+    frames = (size - WAV_HEADER_BYTES) // (2 * channels)
+    end = WAV_HEADER_BYTES + frames * 2 * channels
+    if end != size:
+        file.truncate(end)
+        file.seek(end)
+    return frames
+
+
+# MPEG audio Layer III frame headers (ISO/IEC 11172-3 and 13818-3; MPEG 2.5 is the unofficial
+# low-rate extension LAME writes at 8-12 kHz): version bits -> (sample rates, bit rates in
+# kbit/s, samples per frame, bytes per frame = coefficient * bit rate / sample rate + padding).
+_MPEG_VERSIONS: dict[int, tuple[tuple[int, ...], tuple[int, ...], int, int]] = {
+    0b11: (
+        (44100, 48000, 32000),
+        (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+        1152,
+        144,
+    ),
+    0b10: (
+        (22050, 24000, 16000),
+        (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+        576,
+        72,
+    ),
+    0b00: (
+        (11025, 12000, 8000),
+        (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+        576,
+        72,
+    ),
+}
+
+
+def _mp3_frame(header: bytes) -> tuple[int, int, int, int] | None:
+    """(length in bytes, samples, sample rate, channels) of the Layer III frame this 4-byte
+    header starts; None if it is not one."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (header[1] >> 3) & 0b11, (header[1] >> 1) & 0b11
+    rate_index, bitrate_index = (header[2] >> 2) & 0b11, header[2] >> 4
+    if version not in _MPEG_VERSIONS or layer != 0b01 or rate_index == 3:
+        return None
+    if bitrate_index in (0, 15):  # free format and the forbidden index: LAME writes neither
+        return None
+    rates, bitrates, samples, coefficient = _MPEG_VERSIONS[version]
+    rate = rates[rate_index]
+    length = coefficient * bitrates[bitrate_index] * 1000 // rate + ((header[2] >> 1) & 1)
+    channels = 1 if header[3] >> 6 == 0b11 else 2
+    return length, samples, rate, channels
+
+
+def resume_mp3(file: BinaryIO, channels: int, sample_rate: int) -> int:
+    """Make an MP3 file this recorder wrote ready to be appended to; return the samples per
+    channel its frames hold (the encoder's delay and last-frame padding included: a few hundred
+    samples more than were recorded). Frames are only ever appended whole by the encoder, so
+    the file is a run of frames; a frame the kill cut short is cut off. Raises
+    ``RecordingError`` for a file that is not such a run in this layout. Only the headers are
+    read: a 4 h recording is about 200,000 of them, well under a second."""
+    size = file.seek(0, 2)
+    offset = samples = 0
+    while offset + 4 <= size:
+        file.seek(offset)
+        frame = _mp3_frame(file.read(4))
+        if frame is None or frame[2:] != (sample_rate, channels):
+            raise RecordingError(
+                f"not a {channels}-channel {sample_rate} Hz MP3 file written by callbridge "
+                f"(no frame of that layout at byte {offset})"
+            )
+        if offset + frame[0] > size:
+            break
+        offset += frame[0]
+        samples += frame[1]
+    if offset != size:
+        file.truncate(offset)
+    file.seek(offset)
+    return samples

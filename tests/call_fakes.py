@@ -359,9 +359,10 @@ class Harness:
     async def restarted(
         self, aiohttp_client: Any, settings: Settings, *, unreachable: Iterable[str] = ()
     ) -> Harness:
-        """This app stopped and a new one started on the same store, as after a crash: stopping
-        writes nothing (the store already holds every input), so the new app finds what a
-        killed process would leave. Its provider is a fresh recording gateway; the webhook
+        """This app stopped and a new one started on the same store, as after a deploy: the
+        store already holds every input, and stopping only closes the media sockets and the
+        recording files (without ending the recordings), so the new app finds what a handed-
+        over process leaves. Its provider is a fresh recording gateway; the webhook
         receiver, organizations and bridge stay."""
         await self.client.close()
         gateway = RecordingGateway()

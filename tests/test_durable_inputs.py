@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import Settings, sqlite_path
+from engine.errors import InputNotStored
 from engine.live_codec import LIVE_SCHEMA_VERSION
-from engine.runtime import InputNotStored
 from tests.call_fakes import Harness
 
 

@@ -112,7 +112,7 @@ async def test_a_command_that_fails_half_way_is_a_500_with_a_logged_fault_id_and
 async def test_a_provider_event_that_fails_is_raised_to_the_adapter_and_retried_whole(
     h: Harness, faulty_end_leg: set[str]
 ) -> None:
-    from engine.runtime import InputFailed
+    from engine.errors import InputFailed
 
     a, b = await h.up(), await h.up()
     await h.bridged(a, b)

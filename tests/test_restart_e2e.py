@@ -325,11 +325,11 @@ async def test_engine_down_longer_than_the_providers_hold_the_calls_ends_them_wi
             ),
             "call.hangup for both legs",
         )
-        # Twilio's call ended in the pause: only asking Twilio tells. The Telnyx caller's hangup
-        # may also come as Telnyx's own call.hangup webhook, retried until the engine is back.
-        (twilio_hangup,) = w.receiver.of("call.hangup", twilio_leg)
-        assert twilio_hangup["payload"]["callbridge_reason"] == "provider_call_gone"
-        assert len(w.receiver.of("call.hangup", telnyx_leg)) == 1
+        # Each leg ends once, whichever news comes first: asking its provider (Twilio's call
+        # ended in the pause; Telnyx's caller hung up), Telnyx's own call.hangup webhook retried
+        # until the engine is back, or the peer's hangup ending the bridge.
+        for leg in (twilio_leg, telnyx_leg):
+            assert len(w.receiver.of("call.hangup", leg)) == 1, w.receiver.of("call.hangup", leg)
 
 
 async def get_status(url: str) -> int:

@@ -371,9 +371,10 @@ async def test_a_failing_provider_never_strands_later_effects(h: Harness) -> Non
 async def test_ended_legs_are_forgotten_after_their_retention(h: Harness) -> None:
     a, b = await h.up(media=None), await h.up(media=None)
     await h.ok(a, "hangup")
-    assert h.runtime.prune() == [], "kept for an hour: commands get 90018"
+    assert await h.runtime.prune() == [], "kept for an hour: commands get 90018"
     assert (await h.act(a, "hangup")).status == 422
-    assert h.runtime.prune(retention_s=0) == [a]
+    assert await h.runtime.prune(retention_s=0) == [a]
+    assert a not in {leg.call_control_id for leg in (await h.runtime.store.load_live()).legs}
     assert (await h.act(a, "hangup")).status == 404
     assert h.state(b) == "answered"
 

@@ -60,11 +60,11 @@ from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
 from engine import events as ev
-from engine.errors import NotFound
+from engine.errors import InputFailed, NotFound
 from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource, RejectCause
-from engine.runtime import InputFailed, new_leg_ids
+from engine.runtime import new_leg_ids
 from engine.store.base import ProviderConfigRecord
 
 if TYPE_CHECKING:

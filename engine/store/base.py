@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from engine.live_changes import LiveChanges
-from engine.model import Leg, Queue, Room, TimerKey
+from engine.model import Leg, Queue, RecordingOptions, Room, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +423,16 @@ class Store(Protocol):
     async def load_live(self) -> LiveSnapshot:
         """Everything stored about live calls (``LiveStateError`` if it cannot be read)."""
 
+    # recordings in progress: a new process continues them (engine/store/live_recordings.py)
+    async def save_live_recording(self, recording: LiveRecording) -> None:
+        """Keep what continuing this recording takes (replacing a row of the same id)."""
+
+    async def delete_live_recording(self, recording_id: str) -> None:
+        """Forget a recording that is over (saved or failed); no error if it is unknown."""
+
+    async def load_live_recordings(self) -> list[LiveRecording]:
+        """Every recording stored as in progress (``LiveStateError`` if one cannot be read)."""
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedWebhook:
@@ -443,3 +453,16 @@ class LiveSnapshot:
     queues: tuple[Queue, ...] = ()
     conferences: tuple[tuple[tuple[int, int], str], ...] = ()
     timers: tuple[tuple[TimerKey, float], ...] = ()  # (key, deadline in epoch seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRecording:
+    """A recording in progress, as a new process needs it to continue the same file: kept
+    while it runs, forgotten when it is taken to be saved or fails."""
+
+    recording_id: str  # the machine's (``Leg.recording_id``)
+    call_control_id: str
+    org_id: int
+    path: str  # relative to the recordings directory, e.g. "org-1/take.wav"
+    options: RecordingOptions  # format, channels, track, max length, trim
+    started_at: float  # epoch seconds: call.recording.saved's recording_started_at

@@ -333,6 +333,22 @@ def _v6_live_state(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _v7_live_recordings(conn: Connection) -> None:
+    """Recordings in progress, so a restarted process continues them (live_recordings.py)."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    Table(
+        "live_recordings",
+        md,
+        Column("recording_id", String(128), primary_key=True),
+        Column("call_control_id", String(64), nullable=False),
+        Column("org_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+        Column("path", Text(), nullable=False),
+        Column("options", Text(), nullable=False),
+        Column("started_at", Double(), nullable=False),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -340,6 +356,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "per-organization limits", _v4_org_limits),
     Migration(5, "webhook delivery status, attempts and public ids", _v5_webhook_deliveries),
     Migration(6, "live state of calls, for adoption after a restart", _v6_live_state),
+    Migration(7, "recordings in progress, continued after a restart", _v7_live_recordings),
 )
 
 

@@ -325,3 +325,16 @@ live_timers = Table(
     Column("tag", String(128), primary_key=True),
     Column("deadline", Double(), nullable=False),
 )
+# Recordings in progress (engine/store/live_recordings.py): written when one starts, deleted when
+# it is taken to be saved or fails, so a restarted process continues the same file. ``options``
+# is the live codec's JSON of ``RecordingOptions``.
+live_recordings = Table(
+    "live_recordings",
+    metadata,
+    Column("recording_id", String(128), primary_key=True),
+    Column("call_control_id", String(64), nullable=False),
+    Column("org_id", ID, nullable=False),
+    Column("path", Text(), nullable=False),
+    Column("options", Text(), nullable=False),
+    Column("started_at", Double(), nullable=False),
+)

@@ -27,6 +27,7 @@ from engine.store.base import (
     Route,
 )
 from engine.store.live import SqlLive
+from engine.store.live_recordings import SqlLiveRecordings
 from engine.store.org_limits import SqlOrgLimits
 from engine.store.outbox import SqlOutbox
 from engine.store.recordings import SqlRecordings
@@ -63,7 +64,7 @@ if TYPE_CHECKING:
     from engine.store.base import Store
 
 
-class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive):
+class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, SqlLiveRecordings):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);
