@@ -24,7 +24,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TypeVar
 
 from engine import effects as fx
@@ -492,10 +491,3 @@ class CallRuntime:
         self.timers.cancel_all()
         self.provider_calls.close()  # calls still retrying give up now
         await self.settle()
-
-
-def recordings_dir_for(database_url: str, fallback: Path) -> Path:
-    from engine.config import sqlite_path
-
-    db_file = sqlite_path(database_url)
-    return db_file.parent / "recordings" if db_file is not None else fallback

@@ -94,10 +94,7 @@ async def record_across_a_restart(
         assert isinstance(twilio_call.playout, Tap)
         playout = twilio_call.playout
 
-        async def two_seconds_since() -> bool:
-            return len(playout.frames) >= start + 100
-
-        await until(two_seconds_since, "two seconds of media after the restart")
+        await twilio_call.wait_until(lambda _call: len(playout.frames) >= start + 100)
         await sdk.calls.actions.stop_recording(leg)
     finally:
         await sdk.close()

@@ -251,8 +251,9 @@ async def pending_deliveries(w: World, event_type: str) -> int:
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = 20.0) -> None:
     async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 - another process's API: no event to await
-            await asyncio.sleep(0.1)
+        # Another process's state (its API, its files): nothing here to await but its answers.
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     assert await check(), what
 
 

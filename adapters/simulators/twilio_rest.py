@@ -41,7 +41,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -65,6 +64,7 @@ from adapters.simulators.twilio_calls import (
     new_sid,
     rfc2822,
 )
+from adapters.simulators.twilio_wire_rest import _error, _field, _http_url, _not_found, _operation
 from adapters.simulators.twiml import Hangup, TwimlError
 from adapters.simulators.twiml import parse as parse_twiml
 
@@ -83,50 +83,6 @@ _NUMBER_FIELDS: Final = (
     "VoiceApplicationSid",
     "TrunkSid",
 )
-
-
-def _error(status: int, code: int, message: str) -> web.Response:
-    return web.json_response(
-        {
-            "code": code,
-            "message": message,
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status,
-        },
-        status=status,
-    )
-
-
-def _operation(request: web.Request, form: Mapping[str, list[str]]) -> str:
-    """The operation a request is, as ``faults`` names it."""
-    if request.path.endswith("/Calls.json") and request.method == "POST":
-        return "dial"
-    if request.match_info.get("sid") is not None and "/Calls/" in request.path:
-        if request.method == "GET":
-            return "status"
-        twiml = " ".join(form.get("Twiml", []))
-        return "update" if twiml and "<Hangup" not in twiml else "hangup"
-    return f"{request.method} {request.path}"
-
-
-def _not_found(request: web.Request) -> web.Response:
-    return _error(404, 20404, f"The requested resource {request.path} was not found")
-
-
-def _field(form: Mapping[str, object], key: str) -> str | None:
-    """A form field as text (None if absent); repeated fields give their first value."""
-    value = form.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    # A file upload is not a field Twilio takes; its name is as good as any text here.
-    return value if isinstance(value, str) else str(getattr(value, "filename", ""))
-
-
-def _http_url(value: str) -> bool:
-    split = urlsplit(value)
-    return split.scheme in ("http", "https") and bool(split.netloc)
 
 
 class TwilioSimulator(Observatory[TwilioCall]):
