@@ -194,6 +194,8 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
         # Recordings in progress are not over: their files are closed properly (MP3 tail
         # encoded, WAV header final) for the next process to continue them.
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, runtime.plane.recordings.suspend_all)
+        unstored = await loop.run_in_executor(None, runtime.plane.recordings.suspend_all)
+        for stored in unstored:  # opened since the last tick: the next process continues them
+            await runtime.recording_files.store(stored)
         if runtime.plane.remote_audio is not None:
             await runtime.plane.remote_audio.close()

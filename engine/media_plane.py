@@ -368,9 +368,13 @@ class MediaPlane:
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""
         active = self.recordings.take(leg_id)
-        if active is not None and leg_id in self._legs:
-            self.mixer.set_tap(leg_id, False)
+        if active is not None:
+            self._untap(leg_id)
         return active
+
+    def _untap(self, leg_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.set_tap(leg_id, False)
 
     # in-band DTMF
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
@@ -423,6 +427,9 @@ class MediaPlane:
             media = legs.get(leg_id)
             if media is not None:
                 media.output.send_frame(payload)
+        for unopened in self.recordings.poll():  # files that could not be opened
+            self._untap(unopened.call_control_id)
+            events.append(unopened)
         for leg_id, heard, spoken in result.taps:
             failed = self.recordings.write(leg_id, spoken, heard)
             if failed is not None:  # taken out already: the tap stops feeding it

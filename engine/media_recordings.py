@@ -7,22 +7,24 @@ stops. Then it is over: its leg's tap stops feeding it, the recorder is aborted 
 thread closes the file when, and if, its stuck write returns; nobody waits for it), the failure
 is logged and counted (``on_failed``, with the reason), and the machine gets
 ``RecordingFailed``, on which it sends ``call.recording.error``. The leg and its call go on, and
-a new recording may start. Once a recording has started nothing here waits on its disk, so a
-disk that stalls under a running recording never holds up the tick or the event loop. Limit:
-starting one (``start``: making the directory, choosing a free name, opening the file) touches
-the disk on the caller's thread, the event loop's, as it always did; so does reopening one
-after a restart (``resume``, ``reopen``: an MP3's frame headers are walked, about 0.5 s for a
-4 h recording), at adoption.
+a new recording may start. Nothing here waits on a recording's disk, so a disk that stalls
+never holds up the tick or the event loop: even starting one (making the directory, claiming a
+free name, opening the file) is its writer thread's work, and ``poll``, each tick, finds the
+file open (then the recording is stored, below), or failed, or not open ``STALL_AFTER_S`` after
+the start (``disk_stalled``). A stop that comes first waits for the open like any close. Only
+reopening one after a restart (``resume``, ``reopen``: an MP3's frame headers are walked, about
+0.5 s for a 4 h recording) touches the disk on the event loop, at adoption, before the process
+serves.
 
-Recordings outlive the process (issue 12). What continuing one takes is stored from its start
-until its outcome is reported (``stored``; the runtime writes and deletes it). On shutdown
-``suspend_all`` closes every file properly (MP3 encoder flushed, WAV header final) without
-ending the recordings; the next process ``resume``s each in the same file, and the first frame
-it records there is preceded by silence for the time since the file was last written (its
-mtime, which a kill -9 leaves at the last flush), at most ``MAX_RESUME_GAP_S``: the whole
-outage, up to the new stream's first frame, is silence in the recording. One stopped but not
-yet saved is ``reopen``ed only to be closed and saved. A recording whose file is gone or cannot
-be continued fails like any other (``RecordingFailed``: ``call.recording.error``).
+Recordings outlive the process (issue 12). What continuing one takes is stored from the moment
+its file is open until its outcome is reported (``opened``; the runtime writes and deletes
+it). On shutdown ``suspend_all`` closes every file properly (MP3 encoder flushed, WAV header
+final) without ending the recordings; the next process ``resume``s each in the same file, and
+the first frame it records there is preceded by silence for the time since the file was last
+written (its mtime, which a kill -9 leaves at the last flush), at most ``MAX_RESUME_GAP_S``:
+the whole outage, up to the new stream's first frame, is silence in the recording. One stopped
+but not yet saved is ``reopen``ed only to be closed and saved. A recording whose file is gone
+or cannot be continued fails like any other (``RecordingFailed``: ``call.recording.error``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from engine.model import RecordingOptions
 from engine.store.base import LiveRecording
 from media.recorder import (
     CLOSE_WAIT_S,
+    STALL_AFTER_S,
     FileOpener,
     Recorder,
     RecordingError,
@@ -77,6 +80,7 @@ class ActiveRecording:
     recorder: Recorder
     options: RecordingOptions
     started_at: float
+    org_id: int
     #: A resumed recording, until its first frame: when its file was last written (epoch s).
     resumed_from: float | None = None
 
@@ -124,9 +128,13 @@ class Recordings:
         self.directory = directory
         self.sample_rate = sample_rate
         self.opener = opener
+        #: How long a recording's disk may take no audio, or not open its file (tests shorten it).
+        self.stall_after_s = STALL_AFTER_S
         self.on_failed = on_failed
         self.clock = clock  # wall clock, as file mtimes are
         self._active: dict[str, ActiveRecording] = {}  # by leg
+        self._opening: dict[str, ActiveRecording] = {}  # those whose file is not open yet
+        self._opened: list[LiveRecording] = []  # open since ``opened`` was last asked
 
     def __contains__(self, leg_id: str) -> bool:
         return leg_id in self._active
@@ -136,22 +144,42 @@ class Recordings:
     ) -> RecordingFailed | None:
         """Record into the organization's own directory (``org-<id>/``), under the custom file
         name if one was given (checked to be a bare name by the command), never over a file
-        that exists: a name used again gets a suffix. A file that cannot be opened fails the
-        recording at once (the returned event). Touches the disk (see the module docstring)."""
+        that exists: a name used again gets a suffix. Never touches the disk: the recorder's
+        writer thread makes the directory and opens the file, and ``poll`` reports how that
+        went. A recording this engine cannot make fails at once (the returned event)."""
+        name = options.custom_file_name or recording_id.replace("/", "-")
+        path = self.directory / f"org-{org_id}" / f"{name}.{options.format}"
         try:
-            directory = self.directory / f"org-{org_id}"
-            directory.mkdir(parents=True, exist_ok=True)
-            name = options.custom_file_name or recording_id.replace("/", "-")
-            path = self._free_path(directory, name, options.format)
             recorder = self._recorder(path, options, self.opener, resume=False)
-        except OSError as exc:  # the directory could not be made
-            error = RecordingError(f"cannot create the recordings directory: {exc}")
-            error.__cause__ = exc
-            return self._report(leg_id, recording_id, error)
         except RecordingError as exc:
             return self._report(leg_id, recording_id, exc)
-        self._active[leg_id] = ActiveRecording(recording_id, recorder, options, now)
+        active = ActiveRecording(recording_id, recorder, options, now, org_id)
+        self._active[leg_id] = self._opening[leg_id] = active
         return None
+
+    def poll(self) -> list[RecordingFailed]:
+        """Per tick: recordings whose file was opened since are ready to be stored
+        (``opened``); those that could not be opened, or not in time, have failed (the
+        returned events; they are taken out and aborted)."""
+        if not self._opening:
+            return []
+        failed: list[RecordingFailed] = []
+        for leg_id, active in list(self._opening.items()):
+            state = active.recorder.open_state()
+            if state == "opening":
+                continue
+            del self._opening[leg_id]
+            if state == "open":
+                self._opened.append(self._stored(leg_id, active))
+            else:
+                failed.append(self._drop(leg_id, active))
+        return failed
+
+    def opened(self) -> list[LiveRecording]:
+        """What to store of the recordings whose file ``poll`` found open since last asked:
+        from then on a restart continues them (``engine.recording_lifecycle``)."""
+        opened, self._opened = self._opened, []
+        return opened
 
     def _recorder(
         self, path: Path, options: RecordingOptions, opener: FileOpener | None, *, resume: bool
@@ -166,17 +194,16 @@ class Recordings:
             sample_rate=self.sample_rate,
             opener=opener,
             resume=resume,
+            unique=not resume,
+            stall_after_s=self.stall_after_s,
         )
 
-    def stored(self, leg_id: str, org_id: int) -> LiveRecording | None:
-        """What a new process needs to continue the leg's recording, if it has one."""
-        active = self._active.get(leg_id)
-        if active is None:
-            return None
+    def _stored(self, leg_id: str, active: ActiveRecording) -> LiveRecording:
+        """What a new process needs to continue the recording (its file is open)."""
         return LiveRecording(
             recording_id=active.recording_id,
             call_control_id=leg_id,
-            org_id=org_id,
+            org_id=active.org_id,
             path=active.recorder.path.relative_to(self.directory).as_posix(),
             options=active.options,
             started_at=active.started_at,
@@ -210,15 +237,22 @@ class Recordings:
         except RecordingError as exc:
             return self._report(stored.call_control_id, stored.recording_id, exc)
         return ActiveRecording(
-            stored.recording_id, recorder, stored.options, stored.started_at, last_written
+            stored.recording_id,
+            recorder,
+            stored.options,
+            stored.started_at,
+            stored.org_id,
+            last_written,
         )
 
-    def suspend_all(self, timeout: float = CLOSE_WAIT_S) -> None:
+    def suspend_all(self, timeout: float = CLOSE_WAIT_S) -> list[LiveRecording]:
         """Blocking, for at most ``timeout`` in all (run it in an executor): close every
         recording's file properly without ending the recording, for the next process to
         resume. A file that cannot be finished is logged; its recording fails when resumed,
-        if its file cannot be continued."""
+        if its file cannot be continued. Returns what is still to be stored for the next
+        process: recordings whose file was opened but not yet reported by ``poll``."""
         active, self._active = self._active, {}
+        opening, self._opening = self._opening, {}
         for each in active.values():
             each.recorder.abort(trim=False)  # every writer finishes at once, in parallel
         deadline = time.monotonic() + timeout
@@ -228,18 +262,16 @@ class Recordings:
             except RecordingError as exc:
                 log.warning("recording not flushed at shutdown", leg_id=leg_id,
                             recording_id=each.recording_id, error=str(exc))  # fmt: skip
-
-    def _free_path(self, directory: Path, name: str, extension: str) -> Path:
-        taken = {active.recorder.path for active in self._active.values()}
-        path = directory / f"{name}.{extension}"
-        suffix = 1
-        while path.exists() or path in taken:
-            suffix += 1
-            path = directory / f"{name}-{suffix}.{extension}"
-        return path
+        unstored = self.opened()
+        for leg_id, each in opening.items():
+            if each.recorder.open_state() == "open":
+                unstored.append(self._stored(leg_id, each))
+        return unstored
 
     def take(self, leg_id: str) -> ActiveRecording | None:
-        """The leg's recording, no longer fed, to be closed (off the media path)."""
+        """The leg's recording, no longer fed, to be closed (off the media path); its writer
+        opens the file first if it has not yet."""
+        self._opening.pop(leg_id, None)
         return self._active.pop(leg_id, None)
 
     def write(
@@ -254,11 +286,17 @@ class Recordings:
             self._pad_gap(leg_id, active, active.resumed_from)
         if active.recorder.write(spoken, heard):
             return None
-        failure = active.recorder.failure
-        if failure is None:
+        if active.recorder.failure is None:
             return None  # max length reached: the machine's RECORD_LIMIT timer stops it
-        del self._active[leg_id]
+        return self._drop(leg_id, active)
+
+    def _drop(self, leg_id: str, active: ActiveRecording) -> RecordingFailed:
+        """A recording found failed: taken out, aborted, reported."""
+        self._active.pop(leg_id, None)
+        self._opening.pop(leg_id, None)
         active.recorder.abort()
+        failure = active.recorder.failure
+        assert failure is not None
         return self.failed(leg_id, active, failure)
 
     def lost(self, leg_id: str, recording_id: str) -> RecordingFailed:

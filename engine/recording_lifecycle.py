@@ -5,10 +5,11 @@ A recording's file is written by the media plane (``engine.media_recordings``); 
 decides what happens around it. A finished recording is closed off the loop (waiting at most
 ``media.recorder.CLOSE_WAIT_S``), catalogued (``engine.recordings``) and reported to the
 machine (``RecordingSaved``, or ``RecordingFailed``). Recordings outlive the process: each one
-in progress is stored while it runs (``store``) and forgotten only once its outcome is reported
-(``forget``), so the process that adopts the calls (``resume``) continues it in the same file,
-saves one the earlier process stopped but did not save, and fails one it cannot continue. A
-store failure here is logged, never fatal to the recording itself.
+in progress is stored once its file is open (``store``) and forgotten only once its outcome is
+reported (``forget``), so the process that adopts the calls (``resume``) continues it in the
+same file, saves one the earlier process stopped but did not save, and fails one it cannot
+continue (one started too shortly before the stop to have been stored is lost, reported with
+``call.recording.error``). A store failure here is logged, never fatal to the recording.
 """
 
 from __future__ import annotations
@@ -94,16 +95,14 @@ class RecordingLifecycle:
             )
         )
 
-    async def store(self, leg_id: str, org_id: int) -> None:
-        stored = self._plane.recordings.stored(leg_id, org_id)
-        if stored is None:  # it could not start: RecordingFailed is on its way
-            return
+    async def store(self, stored: LiveRecording) -> None:
+        """Keep what continuing a recording takes (its file is open), for the next process."""
         try:
             await self._store.save_live_recording(stored)
         except CallbridgeError as exc:
             log.warning(
                 "recording in progress not stored: a restart would end it",
-                leg_id=leg_id,
+                leg_id=stored.call_control_id,
                 recording_id=stored.recording_id,
                 error=str(exc),
             )

@@ -393,10 +393,10 @@ class CallRuntime:
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
             case fx.StartRecording(leg_id, recording_id, options, org_id):
+                # Stored once its file is open (_on_tick): nothing here waits on the disk.
                 self.plane.start_recording(
                     leg_id, recording_id, options, self._clock(), org_id=org_id
                 )
-                await self.recording_files.store(leg_id, org_id)
             case fx.StopRecording(leg_id, _recording_id):
                 self._spawn(self.recording_files.finish(leg_id))
             case fx.StartTimer(key, delay):
@@ -454,6 +454,8 @@ class CallRuntime:
             self._spawn(self._own_event(event))
             if isinstance(event, ev.RecordingFailed):
                 self._spawn(self.recording_files.forget(event.recording_id))
+        for opened in self.plane.recordings.opened():
+            self._spawn(self.recording_files.store(opened))
         if tick % PRUNE_EVERY_TICKS == PRUNE_EVERY_TICKS - 1:
             self._spawn(self._prune_quietly())
 

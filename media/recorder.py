@@ -64,6 +64,7 @@ from media.recording_format import (
     RecordingResult,
     RecordingStalled,
     UnsupportedRecordingFormat,
+    claim_free_path,
     compose,
     is_silent,
     mp3_encoder,
@@ -99,7 +100,10 @@ class Recorder:
     ``on_flush``, if given, is called from the writer thread with the number of frames on disk
     after each flush. ``opener`` opens the file (tests inject disks that block or fail; None:
     the real one). ``resume``: continue the recording in the file (module docstring);
-    ``RecordingError`` if this layout cannot continue it.
+    ``RecordingError`` if this layout cannot continue it. A new file is created by the writer
+    thread (its directory too), so the constructor never waits on the disk: ``open_state``
+    says when it is open, or that it could not be; ``unique``: never over an existing file,
+    the first free ``<stem>-<n>`` name instead (``path`` is the one taken once open).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class Recorder:
         stall_after_s: float = STALL_AFTER_S,
         max_queued_frames: int = MAX_QUEUED_FRAMES,
         resume: bool = False,
+        unique: bool = False,
     ) -> None:
         if channels not in ("single", "dual"):
             raise ValueError(f"channels must be 'single' or 'dual', got {channels!r}")
@@ -139,11 +144,19 @@ class Recorder:
         self._on_flush = on_flush
 
         self._encoder: Any = mp3_encoder(self.channels, sample_rate) if fmt == "mp3" else None
-        # Not a with-block: the file lives as long as the recording, owned by the writer.
-        self._file: BinaryIO
-        self._file, existing = open_recording(
-            self.path, opener, fmt, self.channels, sample_rate, resume=resume
-        )
+        # Not a with-block: the file lives as long as the recording, owned by the writer. A new
+        # one is opened by the writer (``_open_new``), so that a disk that stalls on open stalls
+        # only the writer; a resumed one here, since how much it holds is needed at once.
+        self._file: BinaryIO | None = None
+        self._opener = opener
+        self._unique = unique
+        existing = 0
+        if resume:
+            self._file, existing = open_recording(
+                self.path, opener, fmt, self.channels, sample_rate, resume=True
+            )
+        self._opened = resume  # set by the writer once its new file is open
+        self._open_deadline = time.monotonic() + stall_after_s
 
         # Caller-side state (the hot path).
         self._queue: WriterQueue[Item] = WriterQueue(
@@ -184,6 +197,18 @@ class Recorder:
         """Why the recording failed (a ``RecordingStalled`` if the disk fell behind); None
         while it has not."""
         return self._stalled or self._error
+
+    def open_state(self) -> Literal["opening", "open", "failed"]:
+        """Whether the writer has opened the file yet. Still opening ``stall_after_s`` after
+        the recorder was made, the disk is stalled: the recording fails (``failure``)."""
+        if self.failure is not None:
+            return "failed"
+        if self._opened:
+            return "open"
+        if time.monotonic() >= self._open_deadline:
+            self._stall(f"its file was not opened within {self._queue.stall_after_s:g} s")
+            return "failed"
+        return "opening"
 
     @property
     def queued_frames(self) -> int:
@@ -280,6 +305,8 @@ class Recorder:
     # -- writer thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
+        if not self._opened:
+            self._guarded(self._open_new)
         while True:
             # Checked on every turn, not only on a quiet queue: frames trickling in slower than
             # real time must not postpone the flush forever.
@@ -319,12 +346,31 @@ class Recorder:
         self._pending, self._pending_samples, self._held_silence = [], 0, []
 
     def _fail(self, exc: Exception) -> None:
+        if isinstance(exc, RecordingError):  # already says what failed, with its cause
+            self._error = exc
+            return
         error = RecordingError(f"recording {self.path} failed: {exc}")
         error.__cause__ = exc
         self._error = error
 
+    def _open_new(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        path = claim_free_path(self.path) if self._unique else self.path
+        self._file, _ = open_recording(
+            path, self._opener, self.fmt, self.channels, self.sample_rate, resume=False
+        )
+        self.path = path  # before _opened: whoever sees it open sees the path taken
+        self._opened = True
+
+    def _out(self) -> BinaryIO:
+        """The open file (writer steps run only once it is: ``_guarded``)."""
+        assert self._file is not None
+        return self._file
+
     def _close_file(self) -> None:
         """Close the file; a failed WAV first gets a header for what reached the disk, if it can."""
+        if self._file is None:  # never opened
+            return
         failed = self.failure is not None
         if failed and self.fmt == "wav":
             with contextlib.suppress(Exception):
@@ -371,45 +417,48 @@ class Recorder:
     def _flush_pending(self) -> None:
         if not self._pending_samples:
             return
+        file = self._out()
         pcm = np.concatenate(self._pending).astype("<i2", copy=False).tobytes()
         if self.fmt == "wav":
-            self._file.write(pcm)
+            file.write(pcm)
             self._frames_on_disk += self._pending_samples
             self._write_header(self._frames_on_disk)
         else:
-            self._file.write(self._encoder.encode(pcm))
+            file.write(self._encoder.encode(pcm))
             self._encoder_fed = True
             self._frames_on_disk += self._pending_samples
-        self._file.flush()
+        file.flush()
         self._pending = []
         self._pending_samples = 0
         if self._on_flush is not None:
             self._on_flush(self._frames_on_disk)
 
     def _write_header(self, frames: int) -> None:
-        end = self._file.tell()
-        self._file.seek(0)
-        self._file.write(wav_header(self.channels, self.sample_rate, frames * 2 * self.channels))
-        self._file.seek(end)
+        file = self._out()
+        end = file.tell()
+        file.seek(0)
+        file.write(wav_header(self.channels, self.sample_rate, frames * 2 * self.channels))
+        file.seek(end)
 
     def _finish(self, trim: bool) -> None:
         self._flush_pending()
+        file = self._out()
         frames = self._frames_on_disk
         if self.fmt == "wav":
             if self.trim_silence and trim:
                 frames = self._last_sound_end
-                self._file.truncate(WAV_HEADER_BYTES + frames * 2 * self.channels)
+                file.truncate(WAV_HEADER_BYTES + frames * 2 * self.channels)
                 self._write_header(frames)
         elif self._encoder_fed:  # lame refuses to flush an encoder that was fed nothing
             self._held_silence = []  # trailing silence is never encoded
-            self._file.write(self._encoder.flush())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+            file.write(self._encoder.flush())
+        file.flush()
+        os.fsync(file.fileno())
         self._result = RecordingResult(
             path=self.path,
             duration_s=frames / self.sample_rate,
             channels=self.channels,
             format=self.fmt,
-            size_bytes=os.fstat(self._file.fileno()).st_size,
+            size_bytes=os.fstat(file.fileno()).st_size,
             max_length_reached=self._full,
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
+import os
 import pathlib
 import struct
 from collections.abc import Callable
@@ -37,6 +38,7 @@ __all__ = [
     "RecordingResult",
     "RecordingStalled",
     "UnsupportedRecordingFormat",
+    "claim_free_path",
     "compose",
     "is_silent",
     "mp3_encoder",
@@ -93,6 +95,24 @@ FileOpener = Callable[[pathlib.Path], BinaryIO]
 def open_new_file(path: pathlib.Path) -> BinaryIO:
     """The real opener: the file created, or truncated, for binary writing."""
     return open(path, "wb")  # not a with-block: the recorder's writer owns and closes it
+
+
+#: How many ``<stem>-<n>`` names ``claim_free_path`` tries before giving up.
+FREE_NAME_ATTEMPTS = 1000
+
+
+def claim_free_path(path: pathlib.Path) -> pathlib.Path:
+    """``path``, or the first of ``<stem>-2``, ``<stem>-3``... that does not exist, created
+    empty at once (``O_EXCL``): no other recording, in this process or another, can take it
+    meanwhile, and no existing file is ever written over."""
+    for n in range(1, FREE_NAME_ATTEMPTS + 1):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            continue
+        return candidate
+    raise RecordingError(f"no free name for {path} in {FREE_NAME_ATTEMPTS} tries")
 
 
 def open_existing_file(path: pathlib.Path) -> BinaryIO:

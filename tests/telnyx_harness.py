@@ -122,7 +122,6 @@ class AppServer:
                 self._changed.clear()
                 await self._changed.wait()
 
-
     async def wait_until(self, check: Callable[[], bool], what: str, within: float = 20.0) -> None:
         """Until ``check`` holds, re-judged at each webhook that arrives."""
         async with asyncio.timeout(within):

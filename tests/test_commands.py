@@ -18,6 +18,7 @@ MEDIA_DIR = "/srv"  # where file:// playback may read from in these tests
 def parse_command(action: str, body: Mapping[str, object], **kw: bool) -> Command:
     return cmd.parse_command(action, body, media_dir=MEDIA_DIR, **kw)
 
+
 # The minimal valid body of each action.
 MINIMAL: dict[str, dict[str, object]] = {
     "answer": {},

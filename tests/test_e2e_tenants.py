@@ -121,6 +121,5 @@ async def test_a_conference_and_another_organizations_bridge_never_meet(
         assert a_calls[1].state is not CallState.ENDED
         assert machine.leg(a_legs[1]).room_id == a_room
         assert not any(
-            leg.state.value == "bridged" and leg.room_id is None
-            for leg in machine.snapshot().legs
+            leg.state.value == "bridged" and leg.room_id is None for leg in machine.snapshot().legs
         ), "no leg left bridged without a room"

@@ -246,6 +246,9 @@ def test_writer_flushes_within_the_interval_when_audio_stops_coming(
 
 def test_a_new_recording_is_a_valid_empty_wav_before_any_audio(tmp_path: pathlib.Path) -> None:
     recorder = Recorder(tmp_path / "new.wav", channels="dual")
+    while recorder.open_state() == "opening":  # the writer thread opens it, at once
+        threading.Event().wait(0.001)
+    assert recorder.open_state() == "open"
     assert read_wav(tmp_path / "new.wav")[:2] == (2, RATE)
     recorder.close()
 
@@ -295,8 +298,18 @@ def test_unknown_format_is_a_typed_error(tmp_path: pathlib.Path) -> None:
 
 
 def test_unwritable_path_is_a_recording_error(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(RecordingError, match="cannot open"):
-        Recorder(tmp_path / "no-such-dir" / "x.wav")
+    (tmp_path / "a-file").write_bytes(b"")
+    recorder = Recorder(tmp_path / "a-file" / "x.wav")  # never waits: the writer opens it
+    with pytest.raises(RecordingError, match="a-file") as raised:
+        recorder.close()
+    assert isinstance(raised.value.__cause__, OSError)
+    assert recorder.open_state() == "failed"
+
+
+def test_a_missing_directory_is_made(tmp_path: pathlib.Path) -> None:
+    recorder = Recorder(tmp_path / "org-7" / "x.wav")
+    assert recorder.close().path == tmp_path / "org-7" / "x.wav"
+    assert (tmp_path / "org-7" / "x.wav").stat().st_size > 0
 
 
 def test_frames_must_match(tmp_path: pathlib.Path) -> None:

@@ -17,6 +17,7 @@ import threading
 import time
 import wave
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
@@ -27,6 +28,7 @@ from telnyx.types.call_recording_error_webhook_event import CallRecordingErrorWe
 from engine import commands as cmd
 from engine import effects as fx
 from engine import events as ev
+from engine.api.keys import STORE
 from engine.config import Settings
 from engine.media_recordings import FAILURE_REASONS
 from engine.metrics import Metrics
@@ -71,6 +73,9 @@ class FaultyDisk:
         self.files: list[FaultyFile] = []
 
     def open(self, path: pathlib.Path) -> BinaryIO:
+        if self.stalled.is_set():  # opening waits on the stalled disk too
+            self.stuck.set()
+            self.release.wait()
         file = FaultyFile(path, self)
         self.files.append(file)
         return file
@@ -213,6 +218,7 @@ def test_a_stalled_disk_fails_the_recording_and_write_never_waits(tmp_path: path
     path = tmp_path / "stalled.wav"
     # Every frame is a flush interval of audio: the first one's write meets the stalled disk.
     recorder = Recorder(path, opener=disk.open, flush_interval_s=0.02, stall_after_s=0.3)
+    until(lambda: recorder.open_state() == "open", "the writer to open the file")
     disk.stalled.set()
     queued, slowest = feed_until_failed(recorder, bound=3000)
     assert disk.stuck.is_set()
@@ -244,6 +250,7 @@ def test_the_queue_never_grows_past_its_bound(tmp_path: pathlib.Path) -> None:
         stall_after_s=60,
         max_queued_frames=40,
     )
+    until(lambda: recorder.open_state() == "open", "the writer to open the file")
     disk.stalled.set()
     frame = loud()
     assert recorder.write(frame, frame)
@@ -287,9 +294,45 @@ def test_a_full_disk_fails_the_recording_and_keeps_what_was_written(
 def test_a_disk_full_at_the_start_is_a_recording_error(tmp_path: pathlib.Path) -> None:
     disk = FaultyDisk()
     disk.full.set()
+    recorder = Recorder(tmp_path / "x.wav", opener=disk.open)
+    until(lambda: recorder.open_state() == "failed", "the writer to fail opening the file")
+    assert type(recorder.failure) is RecordingError
+    assert "cannot open" in str(recorder.failure)
+    assert isinstance(recorder.failure.__cause__, OSError)
+    assert recorder.write(loud(), loud()) is False
     with pytest.raises(RecordingError, match="cannot open"):
-        Recorder(tmp_path / "x.wav", opener=disk.open)
+        recorder.close()
     assert disk.files[0].closed, "no descriptor is left open"
+
+
+def test_a_disk_that_stalls_on_open_never_holds_up_the_caller(tmp_path: pathlib.Path) -> None:
+    disk = FaultyDisk()
+    disk.stalled.set()
+    started = time.perf_counter()
+    recorder = Recorder(tmp_path / "deep" / "x.wav", opener=disk.open, stall_after_s=0.3)
+    assert recorder.open_state() == "opening"
+    assert recorder.write(loud(), loud()), "audio is queued while the file opens"
+    assert time.perf_counter() - started < 0.5, "neither the constructor nor write waited"
+    until(disk.stuck.is_set, "the writer to block opening the file")
+    assert (tmp_path / "deep").is_dir(), "the writer made the directory"
+    until(lambda: recorder.open_state() == "failed", "the open to count as stalled")
+    assert isinstance(recorder.failure, RecordingStalled)
+    assert "not opened within 0.3 s" in str(recorder.failure)
+    recorder.abort()
+    disk.release.set()  # the open returns at last: the writer closes what it opened
+    until(lambda: bool(disk.files) and disk.files[0].closed, "the writer to close the file")
+
+
+def test_a_unique_recording_never_writes_over_a_file(tmp_path: pathlib.Path) -> None:
+    taken = tmp_path / "name.wav"
+    taken.write_bytes(b"someone else's")
+    first = Recorder(taken, unique=True)
+    second = Recorder(taken, unique=True)
+    first.close(), second.close()
+    assert {first.path.name, second.path.name} == {"name-2.wav", "name-3.wav"}
+    assert taken.read_bytes() == b"someone else's"
+    with pytest.raises(RecordingError, match="File exists"):
+        Recorder(taken, opener=lambda path: io.FileIO(path, "x")).close()
 
 
 # ---- through the app ----------------------------------------------------------------------------
@@ -391,6 +434,71 @@ async def test_a_recording_whose_file_cannot_be_created_is_an_error(h: Harness) 
     await h.ok(a, "record_start", format="wav", channels="single")  # not "already recording"
     await h.ok(a, "record_stop")
     await h.receiver.next("call.recording.saved", a)
+
+
+async def test_a_disk_that_stalls_on_open_holds_up_neither_the_command_nor_the_call(
+    h: Harness,
+) -> None:
+    disk, counted = faulty(h)
+    h.runtime.plane.recordings.stall_after_s = 1.0
+    a = await h.up(media=PCMU_8K)
+    b = await h.up(media=PCMA_8K)  # another codec: the tick mixes
+    h.speak(a, 440)
+    h.speak(b, 1000)
+    await h.bridged(a, b)
+    disk.stalled.set()
+    await h.ok(a, "record_start", format="wav", channels="dual")  # answered: nothing waits
+    await eventually(disk.stuck.is_set, "the writer to block opening the file")
+    # The tick goes on while the open is stuck: both parties keep hearing each other.
+    got_a, got_b = await asyncio.gather(h.outputs[a].collect(25), h.outputs[b].collect(25))
+    assert share(h.outputs[a].samples(got_a[-20:]), 1000) > 0.9
+    assert share(h.outputs[b].samples(got_b[-20:]), 440) > 0.9
+    error = await h.receiver.next("call.recording.error", a)
+    assert error.payload["callbridge_reason"] == "disk_stalled"
+    assert counted == ["disk_stalled"]
+    assert await h.client.app[STORE].load_live_recordings() == [], "never open: not stored"
+    assert h.state(a) == "bridged"
+    disk.release.set()
+    await eventually(lambda: all(f.closed for f in disk.files), "the late open to be closed")
+
+
+async def test_a_recording_stopped_before_its_file_opens_is_saved(h: Harness) -> None:
+    disk, counted = faulty(h)
+    a = await h.up()
+    h.speak(a, 440)
+    disk.stalled.set()
+    await h.ok(a, "record_start", format="wav", channels="single")
+    await eventually(disk.stuck.is_set, "the writer to block opening the file")
+    await h.outputs[a].collect(5)
+    await h.ok(a, "record_stop")
+    disk.stalled.clear()
+    disk.release.set()
+    saved = await h.receiver.next("call.recording.saved", a)
+    path = await h.recording_file(saved.payload["recording_urls"]["wav"])
+    with wave.open(str(path), "rb") as reader:
+        assert reader.getnframes() > 0, "what was recorded while the file opened is in it"
+    assert counted == []
+    await h.runtime.settle()
+    assert await h.client.app[STORE].load_live_recordings() == []
+
+
+async def test_a_recording_is_stored_for_a_restart_once_its_file_is_open(h: Harness) -> None:
+    a = await h.up()
+    await h.ok(a, "record_start", format="wav", channels="single", custom_file_name="same")
+    b = await h.up()
+    await h.ok(b, "record_start", format="wav", channels="single", custom_file_name="same")
+    store = h.client.app[STORE]
+
+    async def stored() -> dict[str, str]:
+        return {r.call_control_id: r.path for r in await store.load_live_recordings()}
+
+    async with asyncio.timeout(WAIT_S):
+        while len(await stored()) < 2:
+            await h.outputs[a].collect(1)  # a tick passes: the opened files are stored
+    paths = await stored()
+    assert sorted(Path(p).name for p in paths.values()) == ["same-2.wav", "same.wav"]
+    for leg in (a, b):
+        assert (h.runtime.plane.recordings.directory / paths[leg]).is_file()
 
 
 def test_failed_recordings_are_counted_by_reason() -> None:

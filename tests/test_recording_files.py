@@ -60,9 +60,7 @@ async def test_a_file_name_that_could_leave_the_directory_is_refused(
     h: Harness, settings: Settings, name: str
 ) -> None:
     leg = await leg_of(h, h.org)
-    reply = await h.act(
-        leg, "record_start", format="wav", channels="single", custom_file_name=name
-    )
+    reply = await h.act(leg, "record_start", format="wav", channels="single", custom_file_name=name)
     assert reply.status == 422
     (error,) = reply.body["errors"]
     assert error["source"] == {"pointer": "/custom_file_name"}
