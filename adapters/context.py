@@ -19,6 +19,7 @@ import aiohttp
 from adapters.carrier import BadCarrier, Carrier
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
+from adapters.stream_session import BindingFactory
 from engine.admission import Admission
 from engine.config import Settings
 from engine.crypto import SecretBox
@@ -61,6 +62,9 @@ class AdapterContext:
     clock: Callable[[], float]
     runtime: CallRuntime | None = None
     sessions: StreamSessions | None = None
+    # Each provider's media path and how a stream opened there is bound (its kit registers
+    # it), for the media port's server (adapters/picows_media.py).
+    media_bindings: dict[str, BindingFactory] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
     kits: dict[str, ProviderKit] = field(default_factory=dict)
     websocket_kit: Callable[[], ProviderGateway] | None = None
@@ -88,11 +92,30 @@ class AdapterContext:
     def public_url(self, path: str) -> str:
         return self.settings.public_url.rstrip("/") + path
 
-    def public_ws_url(self, path: str) -> str:
-        base = self.settings.public_url.rstrip("/")
-        if base.startswith("https://"):
-            return "wss://" + base.removeprefix("https://") + path
-        return "ws://" + base.removeprefix("http://") + path
+    def public_media_url(self, path: str, *, http: bool = False) -> str:
+        """Where providers open the media websocket ``path``: CALLBRIDGE_PUBLIC_MEDIA_URL, else
+        the media port on the host, else the API's public URL (engine/config.py). ``http``:
+        the same URL as http(s)://, the form Twilio's signature may also be computed over."""
+        settings = self.settings
+        if settings.public_media_url is not None:
+            base = settings.public_media_url
+        elif settings.media_port is not None:
+            base = f"ws://{settings.host}:{settings.media_port}"
+        else:
+            base = settings.public_url
+        url = _as_ws(base.rstrip("/")) + path
+        if http:
+            return "http" + url.removeprefix("ws")
+        return url
+
+
+def _as_ws(base: str) -> str:
+    """A base URL in its websocket form (http -> ws, https -> wss; ws and wss as they are)."""
+    if base.startswith("https://"):
+        return "wss://" + base.removeprefix("https://")
+    if base.startswith("http://"):
+        return "ws://" + base.removeprefix("http://")
+    return base
 
 
 class ProviderDirectory:

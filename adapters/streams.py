@@ -67,6 +67,7 @@ DropReason: TypeAlias = Literal[
     "unknown_event",  # an event this version does not know (not an error: newer protocol)
     "before_start",  # media before the stream's start frame
     "repeated_start",  # a second start frame on one stream
+    "backlog_full",  # waited too long behind a start being bound (adapters/stream_session.py)
 ]
 DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
 
@@ -203,11 +204,13 @@ class StreamCodec(Protocol):
 
     def parse(self, text: str | bytes) -> StreamMessage: ...
 
-    def render_media(self, stream_id: str, payload: bytes) -> str: ...
+    # Rendered as UTF-8 bytes (orjson's own output): a server writes them as a text frame
+    # without another copy.
+    def render_media(self, stream_id: str, payload: bytes) -> bytes: ...
 
-    def render_mark(self, stream_id: str, name: str) -> str: ...
+    def render_mark(self, stream_id: str, name: str) -> bytes: ...
 
-    def render_clear(self, stream_id: str) -> str: ...
+    def render_clear(self, stream_id: str) -> bytes: ...
 
 
 # --- shared parse toolkit -------------------------------------------------------------------

@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["AiohttpMediaSocket", "MediaSocket", "WebsocketsClientSocket"]
+__all__ = ["AiohttpMediaSocket", "MediaSocket", "WebsocketsClientSocket", "reason_bytes"]
 
 # Provider media frames are a few hundred bytes; Telnyx's largest (30 s of L16/16k in base64)
 # is ~1.3 MB. Anything past this is not a media stream.
@@ -60,12 +60,14 @@ class MediaSocket(Protocol):
 
     async def receive(self) -> str | bytes | None: ...
 
-    async def send_text(self, text: str) -> None: ...
+    async def send_text(self, text: str | bytes) -> None:
+        """A text frame; ``bytes`` are text already encoded as UTF-8."""
+        ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
 
-def _reason_bytes(reason: str) -> bytes:
+def reason_bytes(reason: str) -> bytes:
     # Cut on a character boundary so the peer gets valid UTF-8 (it must close on invalid UTF-8).
     return reason.encode("utf-8")[:_MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
@@ -140,13 +142,16 @@ class AiohttpMediaSocket:
         # reach here: the response answers them itself (autoping).
         return None
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str | bytes) -> None:
         if self._ws.closed:
             raise ConnectionResetError("media socket is closed")
-        await self._ws.send_str(text)
+        if isinstance(text, bytes):
+            await self._ws.send_frame(text, WSMsgType.TEXT)
+        else:
+            await self._ws.send_str(text)
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=_reason_bytes(reason))
+        await self._ws.close(code=code, message=reason_bytes(reason))
 
 
 class WebsocketsClientSocket:
@@ -207,11 +212,11 @@ class WebsocketsClientSocket:
         except ConnectionClosed:
             return None
 
-    async def send_text(self, text: str) -> None:
+    async def send_text(self, text: str | bytes) -> None:
         try:
-            await self._connection.send(text)
+            await self._connection.send(text, text=True)
         except ConnectionClosed as exc:
             raise ConnectionResetError("media socket is closed") from exc
 
     async def close(self, code: int, reason: str) -> None:
-        await self._connection.close(code, _reason_bytes(reason).decode("utf-8"))
+        await self._connection.close(code, reason_bytes(reason).decode("utf-8"))

@@ -15,6 +15,7 @@ from aiohttp import web
 from adapters.context import AdapterContext, ProviderDirectory
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
+from adapters.picows_media import serve_media
 from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
 from adapters.wsagent import kit as wsagent_kit
@@ -57,6 +58,8 @@ def install(app: web.Application, context: AdapterContext, runtime: CallRuntime)
     context.sessions = StreamSessions(runtime, app[METRICS])
     app[ADAPTERS] = context
     app.cleanup_ctx.append(_http_session)
+    if context.settings.media_port is not None:
+        app.cleanup_ctx.append(_media_port)
     # Before the server waits for its handlers: a media socket would hold it up to its timeout.
     app.on_shutdown.append(_close_media)
     # Each provider adapter registers its kit and routes here, one import and one call each.
@@ -69,6 +72,11 @@ async def _close_media(app: web.Application) -> None:
     sessions = app[ADAPTERS].sessions
     if sessions is not None:
         await sessions.close_all()
+
+
+async def _media_port(app: web.Application) -> AsyncIterator[None]:
+    async for _server in serve_media(app[ADAPTERS]):
+        yield
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

@@ -30,6 +30,12 @@ class Settings:
     port: int = 8080
     database_url: str = DEFAULT_DATABASE_URL
     public_url: str = "http://127.0.0.1:8080"
+    # The media port (CALLBRIDGE_MEDIA_PORT): provider media websockets served there by a
+    # faster server than the API's (adapters/picows_media.py); None: on the API port. Providers
+    # reach media at CALLBRIDGE_PUBLIC_MEDIA_URL (ws:// or wss://, a reverse proxy routing the
+    # media paths to this port), by default ws://<host>:<media port> or the API's public URL.
+    media_port: int | None = None
+    public_media_url: str | None = None
     secret_key: str | None = None
     log_format: LogFormat = "console"
     log_level: str = "info"
@@ -119,6 +125,8 @@ class Settings:
             settings,
             host=env.get("CALLBRIDGE_HOST", settings.host),
             port=port,
+            media_port=_media_port(env),
+            public_media_url=_public_media_url(env),
             database_url=env.get("CALLBRIDGE_DATABASE_URL", settings.database_url),
             public_url=env.get("CALLBRIDGE_PUBLIC_URL", "").rstrip("/")
             or f"http://{env.get('CALLBRIDGE_HOST', settings.host)}:{port}",
@@ -141,6 +149,22 @@ class Settings:
         if "public_url" not in given and ("host" in given or "port" in given) and derived_url:
             updated = replace(updated, public_url=f"http://{updated.host}:{updated.port}")
         return replace(updated, public_url=updated.public_url.rstrip("/"))
+
+
+def _media_port(env: Mapping[str, str]) -> int | None:
+    raw = env.get("CALLBRIDGE_MEDIA_PORT", "")
+    return _parse_port(raw) if raw else None
+
+
+def _public_media_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("CALLBRIDGE_PUBLIC_MEDIA_URL", "").rstrip("/")
+    if url and not url.startswith(("ws://", "wss://", "http://", "https://")):
+        raise ValidationError(
+            f"CALLBRIDGE_PUBLIC_MEDIA_URL must be a ws://, wss://, http:// or https:// URL, "
+            f"not {url!r}",
+            field="CALLBRIDGE_PUBLIC_MEDIA_URL",
+        )
+    return url or None
 
 
 def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:

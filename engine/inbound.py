@@ -29,8 +29,9 @@ class Refusal:
 async def admit(
     store: Store, live: LiveLegIndex, number: str, settings: Settings, admission: Admission
 ) -> Route | Refusal:
-    if not admission.open:
-        # Busy rather than unknown: the caller may try again and reach the next process.
+    if not admission.admitting:
+        # Busy rather than unknown: the caller may try again and reach the next process (or
+        # this one, once its media tick keeps time again).
         return Refusal(RejectCause.USER_BUSY, f"callbridge is {admission.reason}")
     route = await store.route_for_number(number)
     if route is None:

@@ -22,7 +22,10 @@ import pytest
 import telnyx
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
+from adapters.picows_media import MediaStreamListener
 from adapters.simulators import CallState, SimulatedCall, TelnyxSimulator, TwilioSimulator
+from adapters.transport import AiohttpMediaSocket
+from adapters.wiring import ADAPTERS
 from benchmarks.loadtest.frames import FRAME_SAMPLES
 from benchmarks.loadtest.judge import VoiceSource, judge
 from engine.api.keys import RUNTIME
@@ -63,10 +66,11 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, *, media_port: int | None = None) -> AsyncIterator[World]:
     port = unused_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = Settings(
+        media_port=media_port,
         database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
         secret_key=SECRET_KEY,
         public_url=base_url,
@@ -159,14 +163,20 @@ async def bridged_pair(w: World, bridge_body: dict[str, Any]) -> tuple[Any, Any,
     return twilio_call, telnyx_call, legs[TWILIO_NUMBER], legs[TELNYX_NUMBER]
 
 
+@pytest.mark.parametrize("media_port", [False, True], ids=["api-port", "media-port"])
 async def test_twilio_and_telnyx_callers_bridged_by_the_sdk_hear_each_other(
-    tmp_path: Path,
+    tmp_path: Path, media_port: bool
 ) -> None:
-    async with world(tmp_path) as w:
+    port = unused_port() if media_port else None
+    async with world(tmp_path, media_port=port) as w:
         twilio_call, telnyx_call, twilio_leg, telnyx_leg = await bridged_pair(w, {})
         assert (
             w.runtime.machine.leg(twilio_leg).room_id == w.runtime.machine.leg(telnyx_leg).room_id
         )
+        sockets = w.client.app[ADAPTERS].require_sessions().sockets  # type: ignore[index]
+        # Both streams (Twilio's signed over the media URL) came to the port they were given.
+        kind = MediaStreamListener if media_port else AiohttpMediaSocket
+        assert len(sockets) == 2 and all(isinstance(s, kind) for s in sockets), sockets
         await asyncio.gather(
             hearing(twilio_call, [TELNYX_VOICE], TWILIO_VOICE),
             hearing(telnyx_call, [TWILIO_VOICE], TELNYX_VOICE),

@@ -20,6 +20,7 @@ from adapters.twilio.gateway import stream_twiml
 from adapters.wiring import adapter_context
 from engine.config import Settings
 from engine.crypto import SecretBox
+from engine.errors import ValidationError
 from engine.live import LiveLegIndex
 from engine.store.base import ProviderConfigRecord
 from engine.store.sql import SqlStore
@@ -27,8 +28,8 @@ from engine.store.sql import SqlStore
 SECRET = "stream-url-test-secret-" + "k" * 32
 
 
-def context_for(public_url: str) -> AdapterContext:
-    settings = Settings(public_url=public_url, secret_key=SECRET)
+def context_for(public_url: str, **media: object) -> AdapterContext:
+    settings = Settings(public_url=public_url, secret_key=SECRET, **media)  # type: ignore[arg-type]
     context, _ = adapter_context(
         settings=settings,
         store=SqlStore("sqlite:///:memory:"),
@@ -74,3 +75,41 @@ def test_twiml_and_telnyx_commands_carry_the_public_scheme(
     telnyx_url = urlsplit(body["stream_url"])
     assert (telnyx_url.scheme, telnyx_url.path) == (scheme, f"{prefix}/media/telnyx")
     assert telnyx_url.netloc == urlsplit(public_url).netloc
+
+
+@pytest.mark.parametrize(
+    ("media", "base"),
+    [
+        ({"public_media_url": "wss://media.example.com"}, "wss://media.example.com"),
+        ({"public_media_url": "https://edge.example.com/m"}, "wss://edge.example.com/m"),
+        ({"media_port": 8081}, "ws://127.0.0.1:8081"),
+        ({"media_port": 8081, "public_media_url": "wss://m.example.com"}, "wss://m.example.com"),
+    ],
+)
+def test_media_urls_come_from_the_public_media_url_or_the_media_port(
+    media: dict[str, object], base: str
+) -> None:
+    context = context_for("https://cb.example.com", **media)
+    stream = ET.fromstring(stream_twiml(context, "v3:leg")).find("./Connect/Stream")
+    assert stream is not None
+    assert stream.attrib["url"] == base + "/media/twilio"
+    gateway = TelnyxGateway(context, telnyx_config(context.secret_box), TelnyxLegs())
+    assert gateway.stream_url("v3:leg").startswith(base + "/media/telnyx?token=")
+    # Twilio signs a stream's upgrade over its URL: both forms callbridge accepts are this one.
+    assert context.public_media_url("/media/twilio", http=True) == (
+        base.replace("ws", "http", 1) + "/media/twilio"
+    )
+
+
+def test_the_media_settings_are_read_from_the_environment() -> None:
+    env = {"CALLBRIDGE_MEDIA_PORT": "8081", "CALLBRIDGE_PUBLIC_MEDIA_URL": "wss://m.example.com/"}
+    settings = Settings.from_env(env)
+    assert (settings.media_port, settings.public_media_url) == (8081, "wss://m.example.com")
+    assert (Settings.from_env({}).media_port, Settings.from_env({}).public_media_url) == (
+        None,
+        None,
+    )
+    with pytest.raises(ValidationError, match="CALLBRIDGE_PUBLIC_MEDIA_URL"):
+        Settings.from_env({"CALLBRIDGE_PUBLIC_MEDIA_URL": "media.example.com"})
+    with pytest.raises(ValidationError, match="out of range"):
+        Settings.from_env({"CALLBRIDGE_MEDIA_PORT": "70000"})

@@ -256,7 +256,7 @@ class TelnyxGateway:
     def stream_url(self, leg_id: str) -> str:
         """The media websocket URL for a leg, its token in the query string."""
         token = self._context.tokens.issue(leg_id)
-        return f"{self._context.public_ws_url(MEDIA_PATH)}?token={token}"
+        return f"{self._context.public_media_url(MEDIA_PATH)}?token={token}"
 
     def _stream_fields(self, leg_id: str) -> StreamFields:
         """The stream callbridge asks for on answer, dial and streaming_start alike."""

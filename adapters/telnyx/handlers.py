@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from adapters.carrier import Carrier
 from adapters.leg_tokens import InvalidLegToken
+from adapters.stream_session import MediaBinding
 from adapters.streams import StreamConnected, StreamMessage, StreamStart
 from adapters.telnyx.gateway import TelnyxLeg
 from adapters.telnyx.signature import (
@@ -351,9 +352,16 @@ class TelnyxHandlers:
     # --- media ---------------------------------------------------------------------------
 
     async def media(self, request: web.Request) -> web.StreamResponse:
-        query_token = request.query.get("token")
-        header_token = request.headers.get(AUTH_TOKEN_HEADER)
+        binding = self.media_binding(request.query, request.headers)
         socket = await AiohttpMediaSocket.accept(request)
+        await self._context.require_sessions().serve(socket, *binding[:2], context=binding[2])
+        return socket.response
+
+    def media_binding(self, query: Mapping[str, str], headers: Mapping[str, str]) -> MediaBinding:
+        """How a stream opened with this query and these headers finds its leg, for any
+        websocket server (aiohttp's here, the media port's: ``adapters/picows_media.py``)."""
+        query_token = query.get("token")
+        header_token = headers.get(AUTH_TOKEN_HEADER)
         codec = _WatchedCodec()
 
         def find_leg(start: StreamStart) -> str:
@@ -366,10 +374,7 @@ class TelnyxHandlers:
                 raise InvalidLegToken("the media token is not for this call")
             return leg_id
 
-        await self._context.require_sessions().serve(
-            socket, codec, find_leg, context={"provider": "telnyx"}
-        )
-        return socket.response
+        return codec, find_leg, {"provider": "telnyx"}
 
 
 def _sip_cause(value: object) -> str | None:

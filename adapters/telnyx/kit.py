@@ -66,6 +66,7 @@ def install(app: web.Application, context: AdapterContext) -> None:
     app[TELNYX_KIT] = kit
     app.router.add_post(WEBHOOK_PATH, kit.handlers.webhook)
     app.router.add_get(MEDIA_PATH, kit.handlers.media)
+    context.media_bindings[MEDIA_PATH] = kit.handlers.media_binding
     app.cleanup_ctx.append(_settle_on_shutdown)
     app.on_startup.append(_describe)
 

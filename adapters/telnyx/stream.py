@@ -50,7 +50,7 @@ __all__ = [
 # Header (and key inside the connected frame) carrying the dial/streaming_start stream_auth_token.
 AUTH_TOKEN_HEADER = "x-telnyx-streaming-auth-token"
 
-_CLEAR = orjson.dumps({"event": "clear"}).decode()
+_CLEAR = orjson.dumps({"event": "clear"})
 
 
 def parse_message(text: str | bytes, l16_byte_order: ByteOrder = "big") -> StreamMessage:
@@ -149,19 +149,19 @@ def _custom_parameters(value: object) -> dict[str, str]:
     return string_map(value, "custom_parameters", "start")
 
 
-def render_media(payload: bytes) -> str:
+def render_media(payload: bytes) -> bytes:
     """Outbound audio in the leg's ``stream_bidirectional_codec``, 20 ms to 30 s per message."""
     return orjson.dumps(
         {"event": "media", "media": {"payload": pybase64.b64encode_as_string(payload)}}
-    ).decode()
+    )
 
 
-def render_mark(name: str) -> str:
+def render_mark(name: str) -> bytes:
     """A mark Telnyx returns once the media sent before it has played (or been cleared)."""
-    return orjson.dumps({"event": "mark", "mark": {"name": name}}).decode()
+    return orjson.dumps({"event": "mark", "mark": {"name": name}})
 
 
-def render_clear() -> str:
+def render_clear() -> bytes:
     """Stop playback and drop queued media; queued marks come back."""
     return _CLEAR
 
@@ -190,11 +190,11 @@ class TelnyxStreamCodec:
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text, self.l16_byte_order)
 
-    def render_media(self, stream_id: str, payload: bytes) -> str:
+    def render_media(self, stream_id: str, payload: bytes) -> bytes:
         return render_media(payload)
 
-    def render_mark(self, stream_id: str, name: str) -> str:
+    def render_mark(self, stream_id: str, name: str) -> bytes:
         return render_mark(name)
 
-    def render_clear(self, stream_id: str) -> str:
+    def render_clear(self, stream_id: str) -> bytes:
         return render_clear()

@@ -238,7 +238,7 @@ class TwilioLegs:
 def stream_twiml(context: AdapterContext, call_control_id: str) -> str:
     """``<Connect><Stream>`` to callbridge's media endpoint, with a fresh leg token."""
     return twiml.connect_stream(
-        context.public_ws_url(MEDIA_PATH),
+        context.public_media_url(MEDIA_PATH),
         {LEG_TOKEN_PARAMETER: context.tokens.issue(call_control_id)},
         hold_s=context.settings.stream_hold_s,
     )

@@ -43,6 +43,7 @@ from aiohttp import web
 from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.leg_tokens import InvalidLegToken
+from adapters.stream_session import MediaBinding
 from adapters.streams import StreamStart
 from adapters.transport import AiohttpMediaSocket
 from adapters.twilio import twiml
@@ -145,6 +146,7 @@ class TwilioHandlers:
         app.router.add_post(VOICE_PATH, self.voice)
         app.router.add_post(STATUS_PATH, self.status)
         app.router.add_get(MEDIA_PATH, self.media)
+        self._context.media_bindings[MEDIA_PATH] = self.media_binding
 
     # --- verification ------------------------------------------------------------------------
 
@@ -421,16 +423,20 @@ class TwilioHandlers:
     # --- media -------------------------------------------------------------------------------
 
     async def media(self, request: web.Request) -> web.StreamResponse:
-        signature = request.headers.get(SIGNATURE_HEADER)
+        binding = self.media_binding(request.query, request.headers)
         socket = await AiohttpMediaSocket.accept(request)
+        await self._context.require_sessions().serve(socket, *binding[:2], context=binding[2])
+        return socket.response
+
+    def media_binding(self, query: Mapping[str, str], headers: Mapping[str, str]) -> MediaBinding:
+        """How a stream opened with these headers finds its leg, for any websocket server
+        (aiohttp's here, the media port's: ``adapters/picows_media.py``)."""
+        signature = headers.get(SIGNATURE_HEADER)
 
         def find_leg(start: StreamStart) -> str:
             return self._stream_leg(start, signature)
 
-        await self._context.require_sessions().serve(
-            socket, TwilioStreamCodec(), find_leg, context={"provider": "twilio"}
-        )
-        return socket.response
+        return TwilioStreamCodec(), find_leg, {"provider": "twilio"}
 
     def _stream_leg(self, start: StreamStart, signature: str | None) -> str:
         token = start.custom_parameters.get(LEG_TOKEN_PARAMETER)
@@ -455,7 +461,7 @@ class TwilioHandlers:
         return any(
             validate_signature(token, url, None, signature)
             for url in (
-                self._context.public_ws_url(MEDIA_PATH),
-                self._context.public_url(MEDIA_PATH),
+                self._context.public_media_url(MEDIA_PATH),
+                self._context.public_media_url(MEDIA_PATH, http=True),
             )
         )

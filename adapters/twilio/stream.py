@@ -88,7 +88,7 @@ def _parse_start(frame: dict[str, Any]) -> StreamStart:
     )
 
 
-def render_media(stream_sid: str, payload: bytes) -> str:
+def render_media(stream_sid: str, payload: bytes) -> bytes:
     """Outbound audio: raw mu-law 8 kHz bytes, no header, any length."""
     return orjson.dumps(
         {
@@ -96,17 +96,17 @@ def render_media(stream_sid: str, payload: bytes) -> str:
             "streamSid": stream_sid,
             "media": {"payload": pybase64.b64encode_as_string(payload)},
         }
-    ).decode()
+    )
 
 
-def render_mark(stream_sid: str, name: str) -> str:
+def render_mark(stream_sid: str, name: str) -> bytes:
     """A mark Twilio echoes once the audio sent before it has played (or been cleared)."""
-    return orjson.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}).decode()
+    return orjson.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
 
 
-def render_clear(stream_sid: str) -> str:
+def render_clear(stream_sid: str) -> bytes:
     """Flush Twilio's playback queue at once; pending marks come back."""
-    return orjson.dumps({"event": "clear", "streamSid": stream_sid}).decode()
+    return orjson.dumps({"event": "clear", "streamSid": stream_sid})
 
 
 class TwilioStreamCodec:
@@ -129,11 +129,11 @@ class TwilioStreamCodec:
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text)
 
-    def render_media(self, stream_id: str, payload: bytes) -> str:
+    def render_media(self, stream_id: str, payload: bytes) -> bytes:
         return render_media(stream_id, payload)
 
-    def render_mark(self, stream_id: str, name: str) -> str:
+    def render_mark(self, stream_id: str, name: str) -> bytes:
         return render_mark(stream_id, name)
 
-    def render_clear(self, stream_id: str) -> str:
+    def render_clear(self, stream_id: str) -> bytes:
         return render_clear(stream_id)

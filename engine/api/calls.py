@@ -28,6 +28,7 @@ from engine.api.validation import json_object
 from engine.command_body import not_a_media_file
 from engine.commands import PlaybackStart, parse_command, parse_dial
 from engine.errors import ShuttingDown
+from engine.limits import TooManyRequests
 from engine.model import CallStatus
 from engine.store.base import OrganizationRecord
 from engine.webhooks import occurred_at
@@ -59,6 +60,11 @@ async def dial(request: web.Request) -> web.StreamResponse:
     admission = request.app[ADMISSION]
     if not admission.open:
         raise ShuttingDown(f"callbridge is {admission.reason}: it places no new calls")
+    if not admission.admitting:
+        raise TooManyRequests(
+            f"callbridge is {admission.reason}: it places no new calls until it keeps time",
+            retry_after_s=admission.load.retry_after_s,
+        )
     allow_private = request.app[SETTINGS].allow_private_urls
     command = parse_dial(await json_object(request), allow_private_urls=allow_private)
     bridge = await request.app[STORE].get_bridge(org.id, command.connection_id)

@@ -24,9 +24,10 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def readyz(request: web.Request) -> web.StreamResponse:
     """Whether to send this process new work: 503 from the moment it begins to stop (SIGTERM),
-    while ``/healthz`` stays 200 (engine/lifecycle.py)."""
+    while ``/healthz`` stays 200 (engine/lifecycle.py), and while its media tick is overloaded
+    (engine/admission.py)."""
     admission = request.app[ADMISSION]
-    if admission.open:
+    if admission.admitting:
         return json_response({"status": "ready"})
     return json_response({"status": "unavailable", "reason": admission.reason}, status=503)
 
