@@ -23,6 +23,7 @@ from adapters.stream_session import CLOSE_NORMAL, LegFinder, OutputFactory, Stre
 from adapters.streams import StreamCodec
 from adapters.transport import MediaSocket
 from engine.logs import get_logger
+from engine.media_stats import LegMediaStats
 from engine.metrics import Metrics
 from engine.runtime import CallRuntime
 
@@ -52,23 +53,28 @@ class QueuedStreamOutput:
     """The engine's ``MediaOutput`` for one aiohttp stream: frames queue here, one writer
     task sends them."""
 
-    def __init__(self, socket: MediaSocket, codec: StreamCodec, stream_id: str) -> None:
+    def __init__(
+        self, socket: MediaSocket, codec: StreamCodec, stream_id: str, stats: LegMediaStats
+    ) -> None:
         self._socket = socket
         self._codec = codec
         self._stream_id = stream_id
+        self._stats = stats
         self._queue: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self._closed = False
-        self.sent = 0
-        self.dropped = 0
         self._writer = asyncio.ensure_future(self._write())
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     def send_frame(self, payload: bytes) -> None:
         if self._closed:
             return
         if len(self._queue) >= MAX_QUEUED_FRAMES:
             self._queue.popleft()
-            self.dropped += 1
+            self._stats.output_dropped += 1
         self._queue.append(self._codec.render_media(self._stream_id, payload))
         self._ready.set()
 
@@ -82,7 +88,7 @@ class QueuedStreamOutput:
                 except (ConnectionResetError, ConnectionError):
                     self._closed = True
                     return
-                self.sent += 1
+                self._stats.frames_out += 1
 
     async def close(self) -> None:
         self._closed = True
@@ -179,8 +185,8 @@ class StreamSessions:
         """Run one aiohttp stream to its end; every refusal is a close with a reason, and
         logged."""
 
-        def output(codec: StreamCodec, stream_id: str) -> QueuedStreamOutput:
-            return QueuedStreamOutput(socket, codec, stream_id)
+        def output(codec: StreamCodec, stream_id: str, stats: LegMediaStats) -> QueuedStreamOutput:
+            return QueuedStreamOutput(socket, codec, stream_id, stats)
 
         session = self.session(
             codec,

@@ -42,6 +42,7 @@ from adapters.stream_session import BindingFactory, StreamSession
 from adapters.streams import StreamCodec
 from adapters.transport import DEFAULT_MAX_MESSAGE, reason_bytes
 from engine.logs import get_logger
+from engine.media_stats import LegMediaStats
 
 __all__ = ["DirectStreamOutput", "MediaStreamListener", "serve_media"]
 
@@ -55,16 +56,21 @@ class DirectStreamOutput:
     """The engine's ``MediaOutput`` for one picows stream: written from the caller (the tick,
     or a forwarding ``put_frame``), queued only while the socket is back-pressured."""
 
-    __slots__ = ("_codec", "_held", "_paused", "_stream_id", "_transport", "dropped", "sent")
+    __slots__ = ("_codec", "_held", "_paused", "_stats", "_stream_id", "_transport")
 
-    def __init__(self, transport: WSTransport, codec: StreamCodec, stream_id: str) -> None:
+    def __init__(
+        self, transport: WSTransport, codec: StreamCodec, stream_id: str, stats: LegMediaStats
+    ) -> None:
         self._transport = transport
         self._codec = codec
         self._stream_id = stream_id
+        self._stats = stats
         self._paused = False
         self._held: deque[bytes] = deque()
-        self.sent = 0
-        self.dropped = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._held)
 
     def send_frame(self, payload: bytes) -> None:
         transport = self._transport
@@ -74,11 +80,11 @@ class DirectStreamOutput:
         if self._paused:
             if len(self._held) >= MAX_QUEUED_FRAMES:
                 self._held.popleft()
-                self.dropped += 1
+                self._stats.output_dropped += 1
             self._held.append(message)
             return
         transport.send(_TEXT, message)
-        self.sent += 1
+        self._stats.frames_out += 1
 
     def pause(self) -> None:
         self._paused = True
@@ -89,7 +95,7 @@ class DirectStreamOutput:
         held, transport = self._held, self._transport
         while held and not self._paused and not transport.is_disconnected:
             transport.send(_TEXT, held.popleft())
-            self.sent += 1
+            self._stats.frames_out += 1
 
     async def close(self) -> None:
         self._held.clear()
@@ -159,9 +165,11 @@ class MediaStreamListener(WSListener):
             self._output.resume()
 
     # -- the session's side --------------------------------------------------------------------
-    def _make_output(self, codec: StreamCodec, stream_id: str) -> DirectStreamOutput:
+    def _make_output(
+        self, codec: StreamCodec, stream_id: str, stats: LegMediaStats
+    ) -> DirectStreamOutput:
         assert self._transport is not None
-        self._output = DirectStreamOutput(self._transport, codec, stream_id)
+        self._output = DirectStreamOutput(self._transport, codec, stream_id, stats)
         return self._output
 
     async def close(self, code: int, reason: str) -> None:

@@ -147,6 +147,20 @@ class FrameDrops:
             )
             self._errors.held = 0
 
+    def waited_too_long(self, leg_id: str | None) -> None:
+        """A message dropped because too many waited behind the stream's ``start`` (the engine
+        busy binding it): counted and logged like a drop, but never a flood, since the provider
+        did nothing wrong."""
+        self._dropped.labels(self._provider, "backlog_full").inc()
+        if self._warnings.take(self._clock()):
+            log.warning(
+                "media frame dropped: too many waited behind the stream's start",
+                leg_id=leg_id,
+                unlogged=self._warnings.held,
+                **self._context,
+            )
+            self._warnings.held = 0
+
     def unknown(self, event: str, leg_id: str | None) -> None:
         """Count a frame of an event this version does not know; it is not an error."""
         self._dropped.labels(self._provider, "unknown_event").inc()

@@ -21,6 +21,7 @@ not promise order) is put back in order by ``MediaOrder`` before the engine sees
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol
@@ -45,6 +46,7 @@ from adapters.streams import (
 )
 from engine.errors import NotFound
 from engine.logs import get_logger
+from engine.media_stats import LegMediaStats
 from engine.runtime import CallRuntime
 from media.errors import UnsupportedEncoding
 from media.inbound import InboundDecoder, inbound_decoder
@@ -67,9 +69,10 @@ log = get_logger("callbridge.media_session")
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL_ERROR = 1011  # RFC 6455: the server met a condition it cannot handle
-#: Messages that may wait behind a ``start`` or ``dtmf`` being handled (a second of media);
-#: beyond that the oldest are dropped and counted, as a stream would lose them anyway.
-MAX_BACKLOG = 50
+#: Messages that may wait behind a ``start`` or ``dtmf`` being handled: five seconds of media,
+#: for an engine busy setting up a burst of calls (a provider streams at once after ``start``).
+#: Beyond that the oldest are dropped and counted (never a flood: the provider is not at fault).
+MAX_BACKLOG = 250
 
 LegFinder = Callable[[StreamStart], str]
 #: What a provider needs to take a stream: its codec, how the ``start`` finds the leg, and the
@@ -80,15 +83,22 @@ Step = Coroutine[Any, Any, None]
 
 
 class StreamOutput(Protocol):
-    """The engine's ``MediaOutput`` for one stream, as a server makes it."""
+    """The engine's ``MediaOutput`` for one stream, as a server makes it; it counts what it
+    sends and drops in the leg's statistics."""
 
     def send_frame(self, payload: bytes) -> None: ...
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the socket."""
+        ...
 
     async def close(self) -> None: ...
 
 
-#: Makes the stream's output once its ``start`` names the stream: (codec, stream id) -> output.
-OutputFactory = Callable[[StreamCodec, str], StreamOutput]
+#: Makes the stream's output once its ``start`` names the stream:
+#: (codec, stream id, the leg's statistics) -> output.
+OutputFactory = Callable[[StreamCodec, str, LegMediaStats], StreamOutput]
 
 
 class Streams(Protocol):
@@ -126,6 +136,9 @@ class StreamSession:
         self._close = close
         self._context = context
         self._order = MediaOrder()
+        self._stats: LegMediaStats | None = None  # the leg's, once the stream is bound
+        self._bytes_per_s = 8000.0  # of the stream's payloads, as announced (``_start``)
+        self._monotonic = time.monotonic
         self._convert: Callable[[bytes], bytes] | None = None
         self._backlog: deque[str | bytes] | None = None  # while a step runs
         self._step: asyncio.Task[None] | None = None
@@ -145,7 +158,7 @@ class StreamSession:
         if backlog is not None:
             if len(backlog) >= MAX_BACKLOG:
                 backlog.popleft()
-                self._drop_quietly("a message waited too long behind a start")
+                self._drops.waited_too_long(self.leg_id)
             backlog.append(raw)
             return
         try:
@@ -190,16 +203,20 @@ class StreamSession:
         return self._other(message)
 
     def _media(self, message: StreamMedia) -> None:
-        leg_id = self.leg_id
-        if leg_id is None:
+        leg_id, stats = self.leg_id, self._stats
+        if leg_id is None or stats is None:
             self._drops.drop("before_start", "media before start", leg_id)
             return
         if message.track != "inbound":
             return
-        counter = message.chunk if message.chunk is not None else message.sequence
+        stats.arrived(self._monotonic(), len(message.payload) / self._bytes_per_s)
+        chunk = message.chunk
+        counter = chunk if chunk is not None else message.sequence
+        self._order.count_gaps = chunk is not None
         convert = self._convert
         frame_in = self._runtime.media_frame
         for payload in self._order.push(counter, message.payload):
+            stats.frames_in += 1
             frame_in(leg_id, payload if convert is None else convert(payload))
 
     def _other(self, message: StreamMessage) -> Step | None:
@@ -244,7 +261,17 @@ class StreamSession:
             self.leg_id = None  # refused: the machine retries the stream or ends the leg
             raise StreamProtocolError(f"cannot decode {start.fmt.label()}", CLOSE_UNSUPPORTED_DATA)
         self._convert = decoder.convert
-        self.output = self._make_output(self._codec, start.stream_id)
+        fmt = decoder.mixer_format
+        # G.722 (decoded here) carries 64 kbit/s whatever its rate; the rest is what it says.
+        self._bytes_per_s = (
+            fmt.sample_rate * fmt.bytes_per_sample if decoder.convert is None else 8000.0
+        )
+        stats = self._runtime.plane.stats_of(leg_id)
+        self._order.counts = stats
+        output = self._make_output(self._codec, start.stream_id, stats)
+        self.output = output
+        stats.stream_started(lambda: output.queued)
+        self._stats = stats  # from now on media is taken
         await self._runtime.media_started(
             leg_id,
             decoder.mixer_format,
@@ -296,12 +323,6 @@ class StreamSession:
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close(code, reason))
             self._closing.add_done_callback(_quiet)
-
-    def _drop_quietly(self, detail: str) -> None:
-        try:
-            self._drops.drop("backlog_full", detail, self.leg_id)
-        except StreamProtocolError as exc:
-            self._refuse(exc)
 
 
 def _quiet(task: asyncio.Task[None]) -> None:

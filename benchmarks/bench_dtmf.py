@@ -3,8 +3,8 @@
 Budget: detection runs inside the mixer's tick (see bench_mixer for the tick's own budget of
 1.5 us per leg); it should cost less than the mixing it rides on. Each row builds PCMU legs in
 two-party rooms twice, detection off and on, and times, per repetition, put_frame of one random
-frame for every leg and one tick (medians over repetitions, time.perf_counter, one thread;
-run with OPENBLAS_NUM_THREADS=1 for one core, as the figures in the report were).
+frame for every leg and one tick (medians over repetitions, time.perf_counter, one thread:
+BLAS is pinned to one thread with ``media.blas``, as the engine does; ``bench_tick`` shows why).
 ``mixed`` builds the mixer with ``passthrough=False`` (detection reuses the decoded input);
 ``passthrough`` keeps two-party passthrough on, so a detecting leg's frame is also queued and
 decoded (the *sniffed* path). ``detector`` times ``DtmfDetector.process`` alone on the same
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from media.blas import pin_blas_to_one_thread
 from media.codecs import PCMU_8K
 from media.dtmf import DtmfDetector
 from media.mixer import Mixer
@@ -79,6 +80,7 @@ def _detector_cost(legs: int) -> float:
 
 
 def main(argv: list[str]) -> None:
+    pin_blas_to_one_thread()
     print(f"{'case':<12} {'legs':>5} {'off ms':>8} {'on ms':>8} {'extra ms':>9} {'us/leg':>7}")
     for legs in LEGS:
         for name, passthrough in (("mixed", False), ("passthrough", True)):

@@ -1,5 +1,6 @@
 """Whether this process admits new calls: not once it is stopping (engine/lifecycle.py says how
-it leaves), and not while its media tick runs late (``TickLoad``).
+it leaves), and not while its media tick runs late (``TickLoad``: more than a fifth of the last
+second's ticks a whole tick late; admitting again after two seconds on time).
 
 Refusing new legs when the tick cannot keep time protects the calls already up: past that
 point every added leg makes every live call lose audio (issue 13). A refused inbound call is
@@ -10,13 +11,15 @@ with ``Retry-After`` in Telnyx's envelope, like an organization over its limits.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from engine.logs import get_logger
 
 log = get_logger("callbridge.lifecycle")
 
-#: A tick later than this is late: half a 20 ms tick, past which a frame misses its slot.
-LATE_AFTER_S = 0.010
+#: A tick later than this is late: a whole 20 ms tick, its frames a slot behind. (Noise on a busy
+#: machine delays a tick by a few ms; an engine out of CPU falls further behind every tick.)
+LATE_AFTER_S = 0.020
 #: The ticks judged together: one second of them.
 WINDOW_TICKS = 50
 #: Overloaded when more than this share of the window was late (or skipped) ...
@@ -28,7 +31,12 @@ RECOVER_AFTER_TICKS = 100  # 2 s: a tick that keeps time for a moment is not yet
 class TickLoad:
     """The tick's lateness over the last ``window`` ticks, with hysteresis: overloaded when
     more than ``share`` of them were later than ``late_after_s``; healthy again after
-    ``recover_after`` ticks in a row that were on time. O(1) per tick."""
+    ``recover_after`` ticks in a row that were on time. O(1) per tick.
+
+    Judged only once a whole window has run (a process's first second is its start-up, busy
+    with adopting calls and opening stores); ticks skipped after a stall are not counted (the
+    metrics count them): one stall, a garbage collection or a slow disk, is not an overload,
+    while an engine out of CPU runs every tick late."""
 
     def __init__(
         self,
@@ -46,11 +54,15 @@ class TickLoad:
         self._window: deque[bool] = deque(maxlen=window)
         self._late = 0  # late ticks in the window
         self._on_time = 0  # ticks in a row on time
+        self._warming = window  # ticks still to run before any is judged
         self.overloaded = False
 
     # The media tick's observer (media.clock.TickObserver), beside the metrics.
     def observe_tick(self, duration_s: float, lateness_s: float) -> None:
         """One tick ran, starting ``lateness_s`` after it was due."""
+        if self._warming:
+            self._warming -= 1
+            return
         self._push(lateness_s > self.late_after_s)
         if not self.overloaded and self._late > self._limit:
             self.overloaded = True
@@ -65,9 +77,7 @@ class TickLoad:
             log.info("media tick keeps time again: admitting new calls")
 
     def ticks_skipped(self, count: int) -> None:
-        """Ticks given up after a stall: each counts as a late one (judged at the next tick)."""
-        for _ in range(min(count, self._window.maxlen or 0)):
-            self._push(True)
+        """Ticks given up after a stall: not judged (see the class docstring)."""
 
     def _push(self, late: bool) -> None:
         window = self._window
@@ -83,12 +93,32 @@ class TickLoad:
         return self._recover_after * 0.020
 
 
-class Admission:
-    """Open until ``close`` (closed for good); refusing while ``load`` says overloaded."""
+#: Why a new call is refused (a bounded metrics label).
+REFUSALS = ("shutting_down", "overloaded")
 
-    def __init__(self, load: TickLoad | None = None) -> None:
+
+class Admission:
+    """Open until ``close`` (closed for good); refusing while ``load`` says overloaded.
+    ``on_refused`` counts each refusal ``refusal`` reports, by reason (the metrics)."""
+
+    def __init__(
+        self, load: TickLoad | None = None, on_refused: Callable[[str], None] | None = None
+    ) -> None:
         self._reason: str | None = None
         self.load = load if load is not None else TickLoad()
+        self._on_refused = on_refused
+
+    def refusal(self) -> str | None:
+        """Why a new call is refused now (one of ``REFUSALS``), counted; None: admitted."""
+        if self._reason is not None:
+            why = "shutting_down"
+        elif self.load.overloaded:
+            why = "overloaded"
+        else:
+            return None
+        if self._on_refused is not None:
+            self._on_refused(why)
+        return why
 
     @property
     def open(self) -> bool:

@@ -35,21 +35,24 @@ from engine.audio_fetch import AudioFetcher, AudioFetchLimits
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
 from engine.gateway import GatewayResolver
+from engine.ids import new_room_key
 from engine.limits import OrgRateLimiter
 from engine.live import LiveLegIndex
 from engine.machine import CallMachine
 from engine.media_plane import MediaPlane
+from engine.media_tick import MediaTick
 from engine.metrics import Metrics
 from engine.provider_calls import ProviderCalls, RetryPolicy
 from engine.provisioning import NumberProvisioner
 from engine.reconcile import ReconcileSettings
 from engine.recordings import RecordingCatalog, RecordingUrls
-from engine.runtime import CallRuntime, new_room_key
+from engine.runtime import CallRuntime
 from engine.signing import OrgSigningKeys
 from engine.store.base import Store
 from engine.store.sql import SqlStore
 from engine.url_policy import http_connector
 from engine.webhooks import WebhookOutbox
+from media.blas import pin_blas_to_one_thread
 from media.mixer import Mixer
 
 
@@ -61,6 +64,9 @@ def create_app(
     resolver: GatewayResolver | None = None,
 ) -> web.Application:
     secret_key, _key_file = resolve_secret_key(settings)
+    # The tick's matrix products (DTMF detection, weighted rooms) on this thread alone: a BLAS
+    # thread pool woken inside a 20 ms tick costs more than it saves (media/blas.py).
+    pin_blas_to_one_thread()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         # Inside error_envelopes: a request over its organization's rate gets its envelope.
@@ -78,7 +84,7 @@ def create_app(
     app[SIGNING_KEYS] = OrgSigningKeys(
         secret_key, app[STORE], grace_s=settings.signing_key_grace_s, clock=time.time
     )
-    app[ADMISSION] = Admission()
+    app[ADMISSION] = Admission(on_refused=app[METRICS].admission_refused)
     # The one place that knows the adapters: they depend on the engine, never the reverse.
     context, directory = wiring.adapter_context(
         settings=settings,
@@ -124,7 +130,10 @@ def create_app(
             RecordingUrls(secret_key, settings.public_url, ttl_s=settings.recording_url_ttl_s),
             recordings_dir(settings),
         ),
+        # Every tick's duration and lateness: exported, and judged for admission.
+        tick=MediaTick(observers=(app[METRICS], app[ADMISSION].load)),
     )
+    app[METRICS].watch_media(app[RUNTIME].plane.media_totals)
     wiring.install(app, context, app[RUNTIME])
     app.cleanup_ctx.append(_store_lifetime)
     app.cleanup_ctx.append(_runtime_lifetime)

@@ -29,7 +29,7 @@ class Refusal:
 async def admit(
     store: Store, live: LiveLegIndex, number: str, settings: Settings, admission: Admission
 ) -> Route | Refusal:
-    if not admission.admitting:
+    if admission.refusal() is not None:
         # Busy rather than unknown: the caller may try again and reach the next process (or
         # this one, once its media tick keeps time again).
         return Refusal(RejectCause.USER_BUSY, f"callbridge is {admission.reason}")

@@ -104,6 +104,11 @@ class CallMachine:
             raise NotFound(f"no call with call_control_id '{call_control_id}'")
         return leg
 
+    def is_alive(self, call_control_id: str) -> bool:
+        """Whether the leg is known and not over."""
+        leg = self._core.legs.get(call_control_id)
+        return leg is not None and leg.is_alive
+
     def room(self, room_id: str) -> Room | None:
         return self._core.rooms.get(room_id)
 

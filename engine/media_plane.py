@@ -52,6 +52,7 @@ from engine.audio_sources import OverlayError, Source, builtin_source, load_wav
 from engine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.logs import get_logger
 from engine.media_recordings import ActiveRecording, Recordings, close_recording
+from engine.media_stats import LegMediaStats
 from engine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
@@ -154,6 +155,8 @@ class MediaPlane:
         # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
         self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
         self._pending: list[Event] = []
+        self._stats: dict[str, LegMediaStats] = {}
+        self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
 
     # streams
     def attach(
@@ -175,11 +178,55 @@ class MediaPlane:
 
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
+            stats = self._stats.get(leg_id)
+            if stats is not None:  # the stream's concealed ticks stay the leg's
+                stats.concealed_before += self.mixer.concealed(leg_id)
             self.mixer.remove_leg(leg_id)
             self._dtmf_hangover.pop(leg_id, None)
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
+
+    # statistics (engine.media_stats)
+    def stats_of(self, leg_id: str) -> LegMediaStats:
+        """The leg's media statistics, kept from its first stream until ``forget_stats``."""
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            stats = self._stats[leg_id] = LegMediaStats()
+        return stats
+
+    def stats_view(self, leg_id: str) -> dict[str, object] | None:
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            return None
+        self._sync_concealed(leg_id, stats)
+        return stats.view()
+
+    def summary_once(self, leg_id: str) -> dict[str, object] | None:
+        """The leg's statistics the first time they are asked for as its summary; None after,
+        or for a leg that never had media."""
+        stats = self._stats.get(leg_id)
+        if stats is None or stats.summarized:
+            return None
+        stats.summarized = True
+        return self.stats_view(leg_id)
+
+    def forget_stats(self, leg_id: str) -> None:
+        if leg_id in self._stats:
+            self._sync_concealed(leg_id, self._stats[leg_id])
+            self._stats.pop(leg_id).add_to(self._retired)
+
+    def media_totals(self) -> dict[str, int]:
+        """Every leg's statistics summed, forgotten legs included (the Prometheus counters)."""
+        totals = dict(self._retired)
+        for leg_id, stats in self._stats.items():
+            self._sync_concealed(leg_id, stats)
+            stats.add_to(totals)
+        return totals
+
+    def _sync_concealed(self, leg_id: str, stats: LegMediaStats) -> None:
+        live = self.mixer.concealed(leg_id) if leg_id in self._legs else 0
+        stats.concealed = stats.concealed_before + live
 
     def frame_in(self, leg_id: str, payload: bytes) -> None:
         for peer, data in self.mixer.put_frame(leg_id, payload):

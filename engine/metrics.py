@@ -1,11 +1,28 @@
-"""Prometheus metrics of one app, in a registry of its own (no process-global collectors)."""
+"""Prometheus metrics of one app, in a registry of its own (no process-global collectors).
+
+``Metrics`` is also the media tick's ``TickObserver`` (media/clock.py): tick duration and
+lateness histograms and a skipped-tick counter, which ``callbridge loadtest`` reads over each
+measurement window (bucket deltas between two scrapes of ``GET /metrics``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE_LATEST", "TICK_BUCKETS", "Metrics"]
+
+# Seconds, for a 20 ms tick: fine below 5 ms (a healthy tick's duration and the loop's wake-up
+# lateness live there, so p50 and p99 can be told apart), then around the budget, then past it
+# up to a second, so that a stall reads as its length rather than as "over 100 ms".
+TICK_BUCKETS = (
+    0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01,
+    0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
 
 
 class Metrics:
@@ -41,9 +58,81 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.tick_duration = Histogram(
+            "callbridge_tick_duration_seconds",
+            "Time one 20 ms media tick took to run (mix, send, DTMF, recordings)",
+            registry=self.registry,
+            buckets=TICK_BUCKETS,
+        )
+        self.tick_lateness = Histogram(
+            "callbridge_tick_lateness_seconds",
+            "How long after its due time a media tick started",
+            registry=self.registry,
+            buckets=TICK_BUCKETS,
+        )
+        # Exposed as callbridge_ticks_skipped_total: ticks dropped after a stall longer than the
+        # clock's catch-up (media/clock.py), every leg's audio lost for each.
+        self.ticks_skipped_total = Counter(
+            "callbridge_ticks_skipped",
+            "Media ticks skipped because the loop fell too far behind",
+            registry=self.registry,
+        )
+
+        # Exposed as callbridge_admission_refusals_total; ``reason`` is one of
+        # engine.admission.REFUSALS (shutting_down, overloaded).
+        self.admission_refusals = Counter(
+            "callbridge_admission_refusals",
+            "New calls refused (inbound busy, dial 503 or 429), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def admission_refused(self, reason: str) -> None:
+        self.admission_refusals.labels(reason).inc()
+
+    def watch_media(self, totals: Callable[[], Mapping[str, int]]) -> None:
+        """Export the media plane's per-leg statistics summed over every leg
+        (engine/media_stats.py ``TOTALS``), read at each scrape: no per-leg series."""
+        self.registry.register(_MediaTotals(totals))
+
+    def observe_tick(self, duration_s: float, lateness_s: float) -> None:
+        """One media tick ran (``media.clock.TickObserver``)."""
+        self.tick_duration.observe(duration_s)
+        self.tick_lateness.observe(lateness_s)
+
+    def ticks_skipped(self, count: int) -> None:
+        """``count`` media ticks were skipped (``media.clock.TickObserver``)."""
+        self.ticks_skipped_total.inc(count)
+
     def recording_failed(self, reason: str) -> None:
         """Count one failed recording (the media plane's ``on_recording_failed``)."""
         self.recordings_failed.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+#: The media totals exported, by ``engine.media_stats.TOTALS`` key: (metric name, help).
+MEDIA_TOTALS = {
+    "frames_in": ("callbridge_media_frames_received", "Inbound media frames handed to the mixer"),
+    "frames_out": ("callbridge_media_frames_sent", "Media frames written to legs' sockets"),
+    "lost": ("callbridge_media_frames_lost", "Inbound frames numbered and never played"),
+    "late": ("callbridge_media_frames_late", "Inbound frames that came too late to play"),
+    "reordered": ("callbridge_media_frames_reordered", "Inbound frames put back in order"),
+    "concealed": ("callbridge_media_frames_concealed", "Mixer ticks with silence for a leg"),
+    "output_dropped": ("callbridge_media_output_dropped", "Outbound frames dropped, socket behind"),
+}
+
+
+class _MediaTotals(Collector):
+    def __init__(self, totals: Callable[[], Mapping[str, int]]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        totals = self._totals()
+        for key, (name, text) in MEDIA_TOTALS.items():
+            yield CounterMetricFamily(name, text, value=totals.get(key, 0))
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        for name, text in MEDIA_TOTALS.values():
+            yield CounterMetricFamily(name, text)

@@ -31,13 +31,15 @@ from engine import events as ev
 from engine.commands import Command, Dial
 from engine.errors import CallbridgeError, InputFailed, InputNotStored
 from engine.gateway import GatewayResolver, ProviderGateway
+from engine.ids import new_leg_ids
 from engine.live import LiveLegIndex
 from engine.live_changes import changes_between
 from engine.logs import get_logger
 from engine.machine import CallMachine, DialResult
 from engine.machine_core import Checkpoint
 from engine.media_plane import MediaOutput, MediaPlane
-from engine.model import DtmfSource, Leg, NewLegIds, TimerKey
+from engine.media_tick import MediaTick
+from engine.model import DtmfSource, Leg, TimerKey
 from engine.provider_calls import ProviderCalls
 from engine.provider_lanes import ProviderLanes
 from engine.reconcile import Reconciler, ReconcileSettings
@@ -46,7 +48,6 @@ from engine.recordings import RecordingCatalog
 from engine.store.base import QueuedWebhook, Store
 from engine.timers import LoopTimers, Timers
 from engine.webhooks import WebhookOutbox
-from media.clock import TickClock, run_ticks
 from media.codecs import AudioFormat
 
 log = get_logger("callbridge.runtime")
@@ -54,19 +55,6 @@ T = TypeVar("T")
 ENDED_LEG_RETENTION_S = 3600.0
 TIMER_RETRY_S = 5.0  # a timer whose firing failed fires again after this long
 PRUNE_EVERY_TICKS = 3000  # once a minute on the 20 ms media tick
-
-
-def new_room_key() -> str:
-    """The unique part of a room id: random, so ids never repeat across restarts or nodes."""
-    return uuid.uuid4().hex
-
-
-def new_leg_ids() -> NewLegIds:
-    return NewLegIds(
-        call_control_id="v3:" + uuid.uuid4().hex,
-        call_leg_id=str(uuid.uuid4()),
-        call_session_id=str(uuid.uuid4()),
-    )
 
 
 class CallRuntime:
@@ -84,6 +72,7 @@ class CallRuntime:
         timers: Timers | None = None,
         provider_calls: ProviderCalls | None = None,
         reconcile: ReconcileSettings | None = None,
+        tick: MediaTick | None = None,
     ) -> None:
         self.machine = machine
         self.plane = plane
@@ -98,7 +87,8 @@ class CallRuntime:
         self._gateways: dict[str, ProviderGateway] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._adopted: list[str] = []  # adopted, not yet resumed (``adopt``, ``resume``)
-        self.tick_clock = TickClock()
+        self.tick = tick if tick is not None else MediaTick()
+        self.tick.drive(self._on_tick)
         self.provider_calls = provider_calls if provider_calls is not None else ProviderCalls()
         self.reconciler = Reconciler(
             reconcile if reconcile is not None else ReconcileSettings(),
@@ -169,6 +159,8 @@ class CallRuntime:
                 # The far end's hangup needs no provider call, and a leg with no webhook URL
                 # (default routing) has no call.hangup to publish: free its channel here.
                 self.live.leg_ended(event.call_control_id)
+            if isinstance(event, ev.LegHungUp | ev.MediaStopped):
+                self._media_summary(event.call_control_id)
 
     async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
         """Carry out an API command; typed errors propagate having changed nothing."""
@@ -355,6 +347,15 @@ class CallRuntime:
             self.plane.detach(call_control_id)
         await self._until_taken(ev.MediaStopped(call_control_id))
 
+    def _media_summary(self, leg_id: str) -> None:
+        """Once a leg has hung up and its stream is gone, whichever comes last: one log line
+        of what its media carried (engine/media_stats.py)."""
+        if self.plane.is_attached(leg_id) or self.machine.is_alive(leg_id):
+            return
+        media = self.plane.summary_once(leg_id)
+        if media is not None:
+            log.info("leg media summary", leg_id=leg_id, **media)
+
     async def _until_taken(self, event: ev.MediaStarted | ev.MediaStopped) -> None:
         """A stream's news, which the media plane has acted on already: a stream has nobody to
         answer an error to, and the machine must not stay believing the opposite of the plane,
@@ -471,6 +472,7 @@ class CallRuntime:
                 await self._commit(before, [], "Prune")
         for leg_id in gone:
             self._gateways.pop(leg_id, None)
+            self.plane.forget_stats(leg_id)
         return gone
 
     async def _prune_quietly(self) -> None:
@@ -478,7 +480,7 @@ class CallRuntime:
             await self.prune()
 
     async def run_media(self, stop: asyncio.Event) -> None:
-        await run_ticks(self.tick_clock, self._on_tick, stop)
+        await self.tick.run(stop)
 
     async def run_reconciliation(self, stop: asyncio.Event) -> None:
         """Ask the providers about quiet or stuck legs until ``stop`` (engine/reconcile.py)."""

@@ -7,7 +7,10 @@ stays on the grid. A loop that falls more than ``max_catch_up`` ticks behind (a 
 the excess instead of bursting through it; skipped tick numbers are never run, so the numbers
 ``on_tick`` sees stay aligned with time.
 
-``run_ticks`` is the thin asyncio driver: run the due ticks, sleep until the next one.
+``run_ticks`` is the thin asyncio driver: run the due ticks, sleep until the next one. Given a
+``TickObserver`` (the app's metrics), it reports each tick's duration and lateness, and skipped
+ticks, as they happen: one extra clock read per tick, since the read that dated the tick's start
+(its lateness) also starts its duration.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 # Slack for float rounding when comparing a time with a due time: tick n's due time
 # start + n * interval can land a few ulps past the "now" of a fake clock that slept exactly
@@ -31,6 +35,16 @@ class TickStats:
     late: int = 0
     skipped: int = 0
     max_lateness: float = 0.0
+
+
+class TickObserver(Protocol):
+    """Told about every tick ``run_ticks`` runs, and about ticks it skips."""
+
+    def observe_tick(self, duration_s: float, lateness_s: float) -> None:
+        """One tick ran: ``on_tick`` took ``duration_s``, starting ``lateness_s`` after due."""
+
+    def ticks_skipped(self, count: int) -> None:
+        """``count`` ticks fell beyond ``max_catch_up`` and were skipped."""
 
 
 class TickClock:
@@ -53,6 +67,8 @@ class TickClock:
         self._start: float | None = None
         self._next_tick = 0
         self._stats = TickStats()
+        self.last_started = 0.0  # when the last tick was advanced (its duration starts here)
+        self.last_lateness = 0.0  # how late after its due time it was advanced
 
     @property
     def started(self) -> bool:
@@ -61,6 +77,15 @@ class TickClock:
     @property
     def stats(self) -> TickStats:
         return dataclasses.replace(self._stats)
+
+    @property
+    def skipped(self) -> int:
+        """Ticks skipped so far (``stats.skipped`` without copying the stats)."""
+        return self._stats.skipped
+
+    def now(self) -> float:
+        """The clock's time source (what ``run_ticks`` times a tick's duration with)."""
+        return self._now()
 
     def start(self) -> None:
         """Put tick 0 due now."""
@@ -85,7 +110,9 @@ class TickClock:
     def advance(self) -> int:
         """Mark the next tick as run now; returns its number."""
         tick = self._next_tick
-        lateness = self._now() - self.due_time(tick)
+        now = self._now()
+        lateness = now - self.due_time(tick)
+        self.last_started, self.last_lateness = now, lateness
         stats = self._stats
         stats.ticks += 1
         if lateness > self.late_threshold:
@@ -109,13 +136,25 @@ async def run_ticks(
     on_tick: Callable[[int], None],
     stop: asyncio.Event,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    observe: TickObserver | None = None,
 ) -> None:
-    """Call ``on_tick(n)`` for every tick until ``stop`` is set; starts the clock if needed."""
+    """Call ``on_tick(n)`` for every tick until ``stop`` is set; starts the clock if needed.
+
+    ``observe`` hears each tick's duration and lateness (on the clock's time source) and the
+    ticks skipped."""
     if not clock.started:
         clock.start()
     while not stop.is_set():
-        for _ in range(clock.due()):
+        skipped = clock.skipped
+        due = clock.due()
+        if observe is not None and clock.skipped != skipped:
+            observe.ticks_skipped(clock.skipped - skipped)
+        for _ in range(due):
             on_tick(clock.advance())
+            if observe is not None:
+                # Lateness can read a few ulps below zero (see _EPSILON): not early, on time.
+                lateness = max(clock.last_lateness, 0.0)
+                observe.observe_tick(clock.now() - clock.last_started, lateness)
             if stop.is_set():
                 return
         await sleep(clock.delay_until_next())

@@ -37,6 +37,7 @@ __all__ = [
     "alaw_decode",
     "alaw_encode",
     "decode",
+    "decode_rows",
     "encode",
     "parse_format",
     "resample",
@@ -259,6 +260,15 @@ def decode(fmt: AudioFormat, payload: bytes) -> npt.NDArray[np.int16]:
     if len(payload) % 2:
         raise InvalidFrame(f"L16 payload of {len(payload)} bytes is not whole 16-bit samples")
     return np.frombuffer(payload, dtype=_L16_DTYPES[fmt.byte_order]).astype(np.int16)
+
+
+def decode_rows(fmt: AudioFormat, raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.int16]:
+    """(legs, payload bytes) of one format, as (legs, samples) int16: the mixer's batch decode."""
+    if fmt.encoding is Encoding.PCMU:
+        return ulaw_decode(raw)
+    if fmt.encoding is Encoding.PCMA:
+        return alaw_decode(raw)
+    return raw.view(_L16_DTYPES[fmt.byte_order]).astype(np.int16)
 
 
 def encode(fmt: AudioFormat, samples: npt.NDArray[np.int16]) -> bytes:

@@ -24,7 +24,9 @@ Tap = tuple[str, NDArray[np.int16], NDArray[np.int16]]
 
 @dataclass(frozen=True, slots=True)
 class TickResult:
-    frames: list[tuple[str, bytes]]  # (leg id, one encoded frame), every mixed leg, any order
+    # (leg id, one encoded frame), every mixed leg, any order; also, at a switch to passthrough,
+    # the frames a leg had queued that its peer had not heard yet (the peer's id, as sent)
+    frames: list[tuple[str, bytes]]
     taps: list[Tap]  # (leg id, heard, spoken), int16 at the mixer's rate, copies
     digits: list[tuple[str, str]] = field(default_factory=list)  # (leg id, DTMF digit) starting
 

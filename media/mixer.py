@@ -3,8 +3,10 @@
 Each leg owns a *slot*: one row in preallocated arrays (its queued input bytes, its decoded frame,
 what it hears). A tick takes one frame per leg, decodes every G.711 group with one table lookup,
 mixes every room at once (rooms grouped by size; no Python loop over rooms or samples), adds the
-per-leg overlays, clips to int16 and encodes every codec group with one table lookup. Membership
-and gains live in ``media.rooms``; the index arrays are rebuilt only when they change.
+per-leg overlays, clips to int16 and encodes every codec group with one table lookup. Legs at
+another rate (L16 at 16 kHz) are resampled a whole format group at a time, one matrix product
+per direction (``media.resample_bank``). Membership and gains live in ``media.rooms``; the index
+arrays are rebuilt only when they change.
 
 Mixing, per room of k legs with hear-matrix ``G`` (see ``media.rooms``)::
 
@@ -21,9 +23,10 @@ its partial bytes; the tick after, they complete. With ``cushion_at_start`` a le
 consumed once two frames are queued (and again whenever it returns from passthrough): the one-frame
 cushion that rides out arrival jitter then exists from the start, where otherwise the first frame
 to arrive a little late would build it, after a silent frame. A queue holds at most
-``queue_frames`` frames;
-beyond that the oldest whole frames are dropped (bounded latency, sample alignment kept) and
-counted in ``counters.bytes_dropped``.
+``queue_frames`` frames; beyond that the oldest whole frames are dropped (bounded latency, sample
+alignment kept) and counted in ``counters.bytes_dropped``. Each queue is a ring
+(``media.input_ring``): a tick reads every leg's frame with one gather per format and moves the
+queues on with a few array operations, whatever the number of legs.
 
 Formats per direction: ``add_leg`` takes the format a leg sends (input, decoded per tick) and,
 when it differs, the format it decodes (output, what the tick encodes for it). Providers declare
@@ -31,8 +34,14 @@ the two separately (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``
 leg's output in its input codec garbles a call whose two differ (A-law heard as mu-law).
 
 Passthrough: a two-party room whose legs each speak the other's output format, with nothing else
-to do (see ``media.rooms``), is skipped by the tick; ``put_frame`` returns ``[(peer, payload)]``
-with the caller's bytes, untouched.
+to do (``media.rooms``), is skipped by the tick; ``put_frame`` returns ``[(peer, bytes as sent)]``.
+
+Switches between forwarding and mixing lose and repeat nothing: every frame a leg sends is heard
+by its peer once, in order. A leg that enters passthrough with bytes still queued for the mix
+sends them to its peer first (with its next ``put_frame``, or from the next tick if that comes
+first); until then its frames are not forwarded ahead of them. A sniffed leg's queued bytes were
+forwarded already (``media.input_ring``'s ``forwarded``): when the room starts mixing, the tick
+still decodes them for detection, taps and recording, but mixes them as silence.
 
 In-band DTMF (``set_detect``): the tick runs ``media.dtmf.DtmfDetector`` over the decoded input of
 every leg with detection on, in one vectorised call, after mixing, and reports each new digit in
@@ -53,18 +62,11 @@ import heapq
 import numpy as np
 from numpy.typing import NDArray
 
-from media.codecs import (
-    ALAW_DECODE,
-    ALAW_ENCODE,
-    ULAW_DECODE,
-    ULAW_ENCODE,
-    AudioFormat,
-    Resampler,
-    decode,
-    encode,
-)
+from media.codecs import AudioFormat, decode_rows, encode
 from media.dtmf import DtmfDetector
-from media.mix_results import SHED_AFTER_TICKS, MixerCounters, Overlay, TickResult
+from media.input_ring import InputRing
+from media.mix_results import MixerCounters, Overlay, TickResult
+from media.resample_bank import ResamplerBank
 from media.rooms import (
     DuplicateLeg,
     FormatGroup,
@@ -76,7 +78,6 @@ from media.rooms import (
     Rooms,
     UnknownLeg,
     UnknownRoom,
-    kind_of,
 )
 
 __all__ = [
@@ -94,15 +95,9 @@ __all__ = [
 _LO, _HI = -32768, 32767
 
 
-def _l16_dtype(fmt: AudioFormat) -> np.dtype[np.int16]:
-    return np.dtype(">i2" if fmt.byte_order == "big" else "<i2")
-
-
 class Mixer:
     """Mixes the rooms of the legs it knows; one instance per worker process."""
 
-    _inbuf: NDArray[np.uint8]  # (capacity, width): each slot's queued input bytes
-    _fill: NDArray[np.int64]  # bytes queued per slot
     _primed: NDArray[np.bool_]  # input consumed since the slot became active (cushion_at_start)
 
     def __init__(
@@ -121,56 +116,61 @@ class Mixer:
         self.counters = MixerCounters()
         self._queue_frames = queue_frames
         self._cushion_at_start = cushion_at_start
-        self._rooms = Rooms(passthrough=passthrough)
+        self._ring = InputRing(0)
+        # A sniffed leg's queue is all forwarded; the ring is told when that starts to matter.
+        self._rooms = Rooms(passthrough=passthrough, sniff_ended=self._ring.mark_forwarded)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
+        self._entered = self._rooms.entered
         self._detector: DtmfDetector | None = None  # made when a leg first turns detection on
         self._slot_of: dict[str, int] = {}
         self._overlays: dict[str, Overlay] = {}
-        # Per-leg filter state for legs whose input or output rate is not the mixer's.
-        self._in_resamplers: dict[str, Resampler] = {}
-        self._out_resamplers: dict[str, Resampler] = {}
+        # Filter state of legs whose input or output rate is not the mixer's, one row per slot.
+        self._banks: dict[tuple[int, int], ResamplerBank] = {}
         self._layout: Layout | None = None
+        self._put = self._ring.put  # bound once: put_frame runs per frame per leg
         self._capacity = 0
-        self._width = 0
         self._free: list[int] = []
         self._frame_bytes: list[int] = []
-        self._queue_bytes: list[int] = []
         self._leg_at: list[str] = []  # slot -> leg id (stale for free slots)
-        self._standing: list[int] = []  # ticks in a row a slot kept a whole extra frame queued
-        self._allocate(max(1, capacity), queue_frames * 2 * self.samples)
+        self._allocate(max(1, capacity))
 
     # -- buffers ----------------------------------------------------------------------------
 
-    def _allocate(self, capacity: int, width: int) -> None:
+    def _allocate(self, capacity: int) -> None:
         """(Re)allocate the slot arrays, keeping every existing slot's contents."""
         old = self._capacity
-        inbuf = np.zeros((capacity, width), dtype=np.uint8)
-        fill = np.zeros(capacity, dtype=np.int64)
         primed = np.zeros(capacity, dtype=bool)  # input consumed since it became active
+        concealed = np.zeros(capacity, dtype=np.int64)  # mixed ticks without the slot's frame
         if old:
-            inbuf[:old, : self._width] = self._inbuf
-            fill[:old] = self._fill
-            primed[:old] = self._primed
+            primed[:old], concealed[:old] = self._primed, self._concealed
         self._primed = primed
-        self._inbuf = inbuf
-        self._fill = fill
-        self._inview = inbuf.data.cast("B")  # flat, for cheap writes in put_frame
-        self._fillview = fill.data
+        self._concealed: NDArray[np.int64] = concealed
+        self._ring.ensure(capacity, 1, 0)
         self._pcm = np.zeros((capacity, self.samples), dtype=np.int16)  # what each leg said
         self._acc = np.zeros((capacity, self.samples), dtype=np.int32)  # what each leg hears
+        for bank in self._banks.values():
+            bank.ensure_capacity(capacity)
         self._free.extend(range(old, capacity))
         heapq.heapify(self._free)
         self._frame_bytes.extend([0] * (capacity - old))
-        self._queue_bytes.extend([0] * (capacity - old))
         self._leg_at.extend([""] * (capacity - old))
-        self._standing.extend([0] * (capacity - old))
         self._capacity = capacity
-        self._width = width
 
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    def concealed(self, leg_id: str) -> int:  # mixed ticks without its frame since added
+        slot = self._slot_of.get(leg_id)
+        return 0 if slot is None else int(self._concealed[slot])
+
+    def _bank(self, from_rate: int, to_rate: int) -> ResamplerBank:
+        bank = self._banks.get((from_rate, to_rate))
+        if bank is None:
+            bank = ResamplerBank(from_rate, to_rate, self._capacity)
+            self._banks[(from_rate, to_rate)] = bank
+        return bank
 
     # -- membership (the seam) --------------------------------------------------------------
 
@@ -181,43 +181,34 @@ class Mixer:
         formats = LegFormats(fmt, fmt if out is None else out)
         frame_bytes = fmt.frame_bytes(self.frame_ms)
         # Made first: they refuse a rate they cannot convert before anything is changed.
-        in_resampler = self._in_resampler(formats.inbound)
-        out_resampler = self._out_resampler(formats.outbound)
+        banks = [
+            self._bank(a, b)
+            for a, b in (
+                (fmt.sample_rate, self.sample_rate),
+                (self.sample_rate, formats.outbound.sample_rate),
+            )
+            if a != b
+        ]
+        if not self._free:
+            self._allocate(self._capacity * 2)
         queue_bytes = self._queue_frames * frame_bytes
-        if not self._free or queue_bytes > self._width:
-            capacity = self._capacity * 2 if not self._free else self._capacity
-            self._allocate(capacity, max(self._width, queue_bytes))
+        self._ring.ensure(self._capacity, frame_bytes, queue_bytes)
         slot = heapq.heappop(self._free)
         self._rooms.add(leg_id, formats, slot, self.frame_ms)
         self._slot_of[leg_id] = slot
         self._frame_bytes[slot] = frame_bytes
-        self._queue_bytes[slot] = queue_bytes
         self._leg_at[slot] = leg_id
-        self._fill[slot] = 0
+        self._ring.reset(slot, frame_bytes, self._queue_frames)
         self._primed[slot] = False
-        self._standing[slot] = 0
-        if in_resampler is not None:
-            self._in_resamplers[leg_id] = in_resampler
-        if out_resampler is not None:
-            self._out_resamplers[leg_id] = out_resampler
-
-    def _in_resampler(self, fmt: AudioFormat) -> Resampler | None:
-        if kind_of(fmt, self.sample_rate) is not Kind.RESAMPLED:
-            return None
-        return Resampler(fmt.sample_rate, self.sample_rate)
-
-    def _out_resampler(self, fmt: AudioFormat) -> Resampler | None:
-        if kind_of(fmt, self.sample_rate) is not Kind.RESAMPLED:
-            return None
-        return Resampler(self.sample_rate, fmt.sample_rate)
+        self._concealed[slot] = 0
+        for bank in banks:
+            bank.reset([slot])
 
     def remove_leg(self, leg_id: str) -> None:
         """Forget the leg; it also leaves its room."""
         state = self._rooms.remove(leg_id)
         del self._slot_of[leg_id]
         self._overlays.pop(leg_id, None)
-        self._in_resamplers.pop(leg_id, None)
-        self._out_resamplers.pop(leg_id, None)
         heapq.heappush(self._free, state.slot)
 
     def join(self, leg_id: str, room_id: str) -> None:
@@ -313,26 +304,30 @@ class Mixer:
         slot = self._slot_of.get(leg_id)
         if slot is None:
             raise UnknownLeg(leg_id)
-        size = len(payload)
-        fill = self._fillview[slot]
-        if fill + size <= self._queue_bytes[slot]:
-            start = slot * self._width + fill
-            self._inview[start : start + size] = payload
-            self._fillview[slot] = fill + size
-        else:
-            self._overflow(slot, payload)
+        dropped = self._put(slot, payload)
+        if dropped:
+            self.counters.bytes_dropped += dropped
         peer = self._peers.get(leg_id)  # a sniffed leg: queued for detection, and forwarded
-        return [] if peer is None else [(peer, payload)]
+        if peer is None:
+            return []
+        if leg_id in self._entered:  # just entered passthrough: what it had queued goes first
+            return self._settle(leg_id)
+        return [(peer, payload)]
 
-    def _overflow(self, slot: int, payload: bytes) -> None:
-        frame = self._frame_bytes[slot]
-        data = self._inbuf[slot, : self._fill[slot]].tobytes() + bytes(payload)
-        excess = len(data) - self._queue_bytes[slot]
-        dropped = -(-excess // frame) * frame  # whole frames, oldest first
-        data = data[dropped:]
-        self._inbuf[slot, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-        self._fill[slot] = len(data)
-        self.counters.bytes_dropped += dropped
+    def _settle(self, leg_id: str) -> list[tuple[str, bytes]]:
+        """A leg just entered passthrough: what it queued that its peer never got, in frames.
+
+        A leg entered in ``forward`` only, from now on, needs nothing queued; a sniffed one keeps
+        its queue for detection, all of it counted as forwarded.
+        """
+        slot = self._slot_of[leg_id]
+        peer = self._entered[leg_id]
+        unsent = self._ring.unsent(slot)
+        self._rooms.settled(leg_id)
+        if leg_id in self._forward:  # forwarded only from now on: nothing stays queued
+            self._ring.clear(slot)
+        size = self._frame_bytes[slot]
+        return [(peer, unsent[at : at + size]) for at in range(0, len(unsent), size)]
 
     # -- the tick ---------------------------------------------------------------------------
 
@@ -342,17 +337,18 @@ class Mixer:
         if layout is None or layout.version != self._rooms.version:
             layout = self._relayout()
         self.counters.ticks += 1
-        if not layout.active.size:
-            return TickResult([], [])
-        self._take_input(layout)
-        self._mix(layout)
-        digits = self._detect(layout.detect) if layout.detect.size else []
         frames: list[tuple[str, bytes]] = []
+        for leg_id in list(self._entered):  # legs that entered passthrough since the last tick
+            frames += self._settle(leg_id)
+        if not layout.active.size:
+            return TickResult(frames, [])
+        hidden = self._take_input(layout)
+        self._mix(layout)
+        for slot, spoken in hidden:  # mixed as silence; detected and tapped as said
+            self._pcm[slot] = spoken
+        digits = self._detect(layout.detect) if layout.detect.size else []
         for group in layout.groups:
-            if group.out_kind is Kind.RESAMPLED:
-                self._encode_resampled(group, frames)
-            else:
-                self._encode(group, frames)
+            self._encode(group, frames)
         taps = [
             (leg_id, self._clipped(self._acc[slot]), self._pcm[slot].copy())
             for leg_id, slot in layout.taps
@@ -370,92 +366,90 @@ class Mixer:
     def _relayout(self) -> Layout:
         previous = self._layout
         layout = self._rooms.layout(self.sample_rate)
-        # Bytes queued by a leg that has just entered passthrough would otherwise play, stale,
-        # when it leaves; a leg that starts being resampled again starts from fresh filter state.
+        # A leg that starts being mixed again builds its cushion again (cushion_at_start).
         idle = np.ones(self._capacity, dtype=bool)
         idle[layout.active] = False
-        self._fill[idle] = 0
         self._primed[idle] = False
-        for group in layout.groups:
-            resampled_in = group.kind is Kind.RESAMPLED
-            resampled_out = group.out_kind is Kind.RESAMPLED
-            if not (resampled_in or resampled_out) or previous is None:
-                continue
-            mixed = [g.slots for g in previous.groups]
-            returning = ~np.isin(group.slots, np.concatenate(mixed) if mixed else [])
-            decoded = np.isin(group.slots, previous.active)  # sniffed: its decoder kept going
-            legs = np.array(group.leg_ids)[returning].tolist()
-            for leg_id, kept in zip(legs, decoded[returning].tolist(), strict=True):
-                if resampled_out:
-                    self._out_resamplers[leg_id] = Resampler(
-                        self.sample_rate, group.fmt.outbound.sample_rate
-                    )
-                if resampled_in and not kept:
-                    self._in_resamplers[leg_id] = Resampler(
-                        group.fmt.inbound.sample_rate, self.sample_rate
-                    )
+        if previous is not None:
+            self._restart_filters(previous, layout)
         self._layout = layout
         return layout
 
-    def _take_input(self, layout: Layout) -> None:
-        """Decode one frame per active slot into ``_pcm``; silence where none is queued."""
-        pcm, inbuf = self._pcm, self._inbuf
+    def _restart_filters(self, previous: Layout, layout: Layout) -> None:
+        """A leg resampled again after passthrough starts from silence, not stale history."""
+        mixed = [g.slots for g in previous.groups]
+        was_mixed = np.concatenate(mixed) if mixed else np.zeros(0, dtype=np.intp)
+        for group in layout.groups:
+            resampled_in = group.kind is Kind.RESAMPLED
+            resampled_out = group.out_kind is Kind.RESAMPLED
+            if not (resampled_in or resampled_out):
+                continue
+            returning = group.slots[~np.isin(group.slots, was_mixed)]
+            if resampled_out:
+                self._bank(self.sample_rate, group.fmt.outbound.sample_rate).reset(returning)
+            if resampled_in:  # a sniffed leg's decoder kept going
+                fresh = returning[~np.isin(returning, previous.active)]
+                self._bank(group.fmt.inbound.sample_rate, self.sample_rate).reset(fresh)
+
+    def _take_input(self, layout: Layout) -> list[tuple[int, NDArray[np.int16]]]:
+        """Decode one frame per active slot into ``_pcm``; silence where none is queued.
+
+        Returns the (slot, frame) of mixed slots whose frame was forwarded already, with their
+        rows of ``_pcm`` silenced for the mix; the tick puts the frames back after mixing.
+        """
+        ring, pcm = self._ring, self._pcm
         active, need = layout.active, layout.active_frame_bytes
         if self._cushion_at_start:
             # Mixed legs only: a sniffed leg is only listened to for DTMF, and a cushion there
             # would just delay detection.
             need = np.where(layout.active_mixed & ~self._primed[active], 2 * need, need)
-        has = self._fill[active] >= need
-        self._primed[active[has]] = True
+        has = ring.fill[active] >= need
+        got = active[has]
+        self._primed[got] = True
         for group in layout.groups + layout.sniffed:
-            slots, size = group.slots, group.frame_bytes
-            if group.kind is Kind.ULAW:
-                pcm[slots] = np.take(ULAW_DECODE, inbuf[slots, :size])
-            elif group.kind is Kind.ALAW:
-                pcm[slots] = np.take(ALAW_DECODE, inbuf[slots, :size])
-            elif group.kind is Kind.L16:
-                pcm[slots] = inbuf[slots, :size].view(_l16_dtype(group.fmt.inbound))
+            if group.kind is Kind.RESAMPLED:
+                self._decode_resampled(group, got)
             else:
-                self._decode_resampled(group)
-        missing = layout.active[~has]
+                raw = ring.head_frames(group.slots, group.frame_bytes)
+                pcm[group.slots] = decode_rows(group.fmt.inbound, raw)
+        missing = active[~has]
         if missing.size:
             pcm[missing] = 0
-        got = layout.active[has]
-        self._fill[got] -= layout.active_frame_bytes[has]
+            self._concealed[active[~has & layout.active_mixed]] += 1  # silence in its place
+        got_bytes = layout.active_frame_bytes[has]
+        hidden = self._hide_forwarded(got, got_bytes, layout.active_mixed[has])
+        self.counters.frames_shed += ring.consume(got, got_bytes)
         self.counters.frames_mixed += got.size
         self.counters.frames_missing += missing.size
-        # Slots that had more than one frame queued: move the rest to the front of the row.
-        standing = self._standing
-        for slot in got[self._fill[got] > 0].tolist():
-            frame, rest = self._frame_bytes[slot], self._fillview[slot]
-            skip = frame
-            if rest < 2 * frame:
-                # One spare frame is the cushion that rides out arrival jitter: keep it.
-                standing[slot] = 0
-            elif standing[slot] + 1 < SHED_AFTER_TICKS:
-                standing[slot] += 1
-            else:
-                # Two whole frames have stood in this queue for SHED_AFTER_TICKS ticks: a burst
-                # left them behind, and they would add 40 ms to everything this leg says for
-                # the rest of the call. Drop the oldest frame to get back near real time.
-                standing[slot] = 0
-                skip += frame
-                rest -= frame
-                self._fillview[slot] = rest
-                self.counters.frames_shed += 1
-            if rest:
-                inbuf[slot, :rest] = inbuf[slot, skip : skip + rest].copy()
+        return hidden
 
-    def _decode_resampled(self, group: FormatGroup) -> None:
-        n = self.samples
-        for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
-            if not self._primed[slot] or self._fillview[slot] < group.frame_bytes:
-                continue  # zeroed with the other missing frames
-            start = slot * self._width
-            raw = self._inview[start : start + group.frame_bytes].tobytes()
-            samples = self._in_resamplers[leg_id].process(decode(group.fmt.inbound, raw))[:n]
-            self._pcm[slot, : samples.size] = samples
-            self._pcm[slot, samples.size :] = 0
+    def _hide_forwarded(
+        self, got: NDArray[np.intp], got_bytes: NDArray[np.int64], mixed: NDArray[np.bool_]
+    ) -> list[tuple[int, NDArray[np.int16]]]:
+        if not self._ring.any_forwarded():  # no sniffed leg at all
+            return []
+        slots, frame_bytes = got[mixed], got_bytes[mixed]
+        forwarded = self._ring.forwarded[slots]
+        if not forwarded.any():  # the usual case: nothing was forwarded before this mix
+            return []
+        hidden = []
+        for slot, sent, size in zip(
+            slots.tolist(), forwarded.tolist(), frame_bytes.tolist(), strict=True
+        ):
+            if sent:
+                hidden.append((slot, self._pcm[slot].copy()))
+                self._pcm[slot, : min(self.samples, sent * self.samples // size)] = 0
+        return hidden
+
+    def _decode_resampled(self, group: FormatGroup, got: NDArray[np.intp]) -> None:
+        """Decode and resample, in one batch, the legs of the group that have a frame."""
+        slots = group.slots[np.isin(group.slots, got)]  # the others are zeroed as missing
+        if not slots.size:
+            return
+        fmt = group.fmt.inbound
+        spoken = decode_rows(fmt, self._ring.head_frames(slots, group.frame_bytes))
+        bank = self._bank(fmt.sample_rate, self.sample_rate)
+        self._pcm[slots] = bank.process(slots, spoken)[:, : self.samples]
 
     def _mix(self, layout: Layout) -> None:
         """Fill ``_acc`` (int32, unclipped) with what every active leg hears."""
@@ -473,10 +467,22 @@ class Mixer:
             np.rint(heard, out=heard)
             np.clip(heard, _LO, _HI, out=heard)  # a gain of 1000 must not overflow int32
             acc[rows] = heard
+        if layout.overlays:
+            acc[layout.overlay_slots] += self._overlay_frames(layout.overlays)
+
+    def _overlay_frames(self, legs: tuple[str, ...]) -> NDArray[np.int16]:
+        """(legs, samples): the next frame of each leg's overlay, short ones padded."""
         n = self.samples
-        for leg_id, slot in layout.overlays:
-            extra = np.asarray(self._overlays[leg_id](n))[:n]
-            acc[slot, : extra.size] += extra
+        frames = np.empty((len(legs), n), dtype=np.int16)
+        overlays = self._overlays
+        for row, leg_id in enumerate(legs):
+            extra = overlays[leg_id](n)
+            if extra.size >= n:
+                frames[row] = extra[:n]
+            else:
+                frames[row, : extra.size] = extra
+                frames[row, extra.size :] = 0
+        return frames
 
     def _clipped(self, heard: NDArray[np.int32]) -> NDArray[np.int16]:
         return np.clip(heard, _LO, _HI).astype(np.int16)
@@ -484,17 +490,10 @@ class Mixer:
     def _encode(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
         heard = np.take(self._acc, group.slots, axis=0)
         samples = np.clip(heard, _LO, _HI, out=heard).astype(np.int16)
-        if group.out_kind is Kind.ULAW:
-            data = np.take(ULAW_ENCODE, samples.view(np.uint16)).tobytes()
-        elif group.out_kind is Kind.ALAW:
-            data = np.take(ALAW_ENCODE, samples.view(np.uint16)).tobytes()
-        else:
-            data = samples.astype(_l16_dtype(group.fmt.outbound)).tobytes()
+        fmt = group.fmt.outbound
+        if group.out_kind is Kind.RESAMPLED:
+            samples = self._bank(self.sample_rate, fmt.sample_rate).process(group.slots, samples)
+        data = encode(fmt, samples)
         size = group.out_frame_bytes
         starts = zip(group.leg_ids, range(0, len(data), size), strict=True)
         frames += [(leg_id, data[at : at + size]) for leg_id, at in starts]
-
-    def _encode_resampled(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
-        for leg_id, slot in zip(group.leg_ids, group.slots.tolist(), strict=True):
-            samples = self._out_resamplers[leg_id].process(self._clipped(self._acc[slot]))
-            frames.append((leg_id, encode(group.fmt.outbound, samples)))

@@ -1,10 +1,9 @@
 """Room membership and the hear-matrix: which legs share a room and who hears whom, how loudly.
 
-This module is the seam between whoever decides membership (the engine, later one runtime per
-worker process) and the mixer's arithmetic. ``Rooms`` is plain-Python bookkeeping: legs, rooms,
-per-pair gains, mute/deaf flags, and the passthrough decision. ``Rooms.layout`` turns that state
-into a ``Layout``: the index arrays and gain tensors the mixer's vectorised tick works from. The
-mixer rebuilds its layout only when ``Rooms.version`` changes.
+This module is the seam between whoever decides membership (the engine) and the mixer's maths.
+``Rooms`` is plain-Python bookkeeping: legs, rooms, per-pair gains, mute/deaf flags, and the
+passthrough decision. ``Rooms.layout`` turns that state into a ``Layout``: the index arrays and
+gain tensors the mixer's tick works from, rebuilt only when ``Rooms.version`` changes.
 
 The hear-matrix of a room of k legs is a k x k gain matrix ``G[listener, speaker]``. Its default is
 mix-minus (1 off the diagonal, 0 on it: everyone hears everyone else, nobody hears themselves).
@@ -19,12 +18,13 @@ A leg's input and output formats are separate (``LegFormats``): a provider may s
 us and decode another from us (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``). A room
 is *passthrough* when it has exactly two legs, each speaking the very format the other listens in
 (speaker's input == listener's output, both ways, so the bytes can be forwarded untouched), the
-default matrix, no tap and no overlay on either leg, and the mixer was built with passthrough
-allowed.
-Such a room skips the tick's mixing; each frame is forwarded to the peer as it arrives. A leg
+default matrix, no tap and no overlay on either leg, passthrough allowed. Such a room skips the
+tick's mixing; each frame is forwarded to the peer as it arrives. A leg
 with in-band DTMF detection on (``detect``) still needs its audio decoded every tick, so in
 passthrough it is *sniffed*: its frames are forwarded and also queued, and the tick decodes them
-without mixing; a leg without detection is forwarded only (``forward``, the hot path).
+without mixing; a leg without detection is forwarded only (``forward``, the hot path). A leg that
+has just entered passthrough is listed in ``entered`` until the mixer has sent its peer what it
+still had queued for the mix (``settled``), so no frame is skipped or overtaken at the switch.
 
 Errors (all ``MediaError``)::
 
@@ -40,6 +40,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
@@ -88,7 +89,7 @@ class Kind(enum.Enum):
     ULAW = "ulaw"  # one table lookup per law over the whole group
     ALAW = "alaw"
     L16 = "l16"  # a byte-order view, no table
-    RESAMPLED = "resampled"  # another sample rate: per-leg codec call and stateful Resampler
+    RESAMPLED = "resampled"  # another rate: batched per group through media.resample_bank
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +114,9 @@ Flag = Literal["muted", "deaf", "tapped", "overlaid", "detect"]
 
 
 @dataclass(slots=True)
-class LegState:
+class MixerLeg:
+    """One leg as the mixer sees it: its slot, formats, room and flags (not the machine's Leg)."""
+
     leg_id: str
     fmt: LegFormats
     slot: int
@@ -164,7 +167,8 @@ class Layout:
     sniffed: tuple[FormatGroup, ...]  # passthrough legs with detection: decoded only
     detect: NDArray[np.intp]  # slots with in-band DTMF detection on (all decoded), ascending
     taps: tuple[tuple[str, int], ...]
-    overlays: tuple[tuple[str, int], ...]
+    overlays: tuple[str, ...]  # legs with an overlay
+    overlay_slots: NDArray[np.intp]  # their slots, in the same order
 
 
 _EMPTY: NDArray[np.intp] = np.zeros(0, dtype=np.intp)
@@ -178,21 +182,26 @@ def _rows(rooms: dict[str, tuple[int, ...]], k: int) -> NDArray[np.intp]:
 class Rooms:
     """Membership, hear-matrix and passthrough state of every leg one mixer knows.
 
-    Besides the plain records, it keeps each room filed where the tick will want it (passthrough,
-    a mix-minus room of size k, or a weighted room with its matrix) and each leg the tick mixes
-    filed by format. Every change refiles only the room it touches, so ``layout`` is a handful
-    of C-speed conversions even with thousands of legs.
+    It also keeps each room filed where the tick will want it (passthrough, a mix-minus room of
+    size k, or a weighted room with its matrix) and each mixed leg filed by format. A change
+    refiles only its room, so ``layout`` is a handful of C-speed conversions at any leg count.
     """
 
-    def __init__(self, *, passthrough: bool = True) -> None:
+    def __init__(
+        self, *, passthrough: bool = True, sniff_ended: Callable[[int], None] = lambda slot: None
+    ) -> None:
         self._passthrough = passthrough
-        self._legs: dict[str, LegState] = {}
+        self._sniff_ended = sniff_ended  # a sniffed leg's slot, when it stops being forwarded
+        self._legs: dict[str, MixerLeg] = {}
         self._rooms: dict[str, RoomState] = {}
         # Passthrough partner of each leg in a passthrough room, and of those of them whose
         # input the tick does not need (no detection): the mixer's put_frame reads ``forward``
-        # on every frame, so both are kept up to date eagerly, on every change.
+        # on every frame, so both are kept up to date eagerly, on every change. A leg enters
+        # ``forward`` only once the mixer has ``settled`` it (sent its peer what it still had
+        # queued); until then it is listed in ``entered``, so no frame overtakes queued ones.
         self.peers: dict[str, str] = {}
         self.forward: dict[str, str] = {}
+        self.entered: dict[str, str] = {}
         self.version = 0
         self._frame_bytes: dict[AudioFormat, int] = {}  # per format, at the mixer's frame length
         self._solo: dict[str, int] = {}  # legs in no room -> slot
@@ -212,7 +221,7 @@ class Rooms:
 
     # -- legs -------------------------------------------------------------------------------
 
-    def leg(self, leg_id: str) -> LegState:
+    def leg(self, leg_id: str) -> MixerLeg:
         try:
             return self._legs[leg_id]
         except KeyError:
@@ -221,14 +230,14 @@ class Rooms:
     def add(self, leg_id: str, fmt: LegFormats, slot: int, frame_ms: int) -> None:
         if leg_id in self._legs:
             raise DuplicateLeg(leg_id)
-        self._legs[leg_id] = LegState(leg_id, fmt, slot)
+        self._legs[leg_id] = MixerLeg(leg_id, fmt, slot)
         for one in (fmt.inbound, fmt.outbound):
             self._frame_bytes[one] = one.frame_bytes(frame_ms)
         self._solo[leg_id] = slot
         self._active[fmt][leg_id] = slot
         self.version += 1
 
-    def remove(self, leg_id: str) -> LegState:
+    def remove(self, leg_id: str) -> MixerLeg:
         state = self.leg(leg_id)
         self.leave(leg_id)
         del self._legs[leg_id]
@@ -277,6 +286,13 @@ class Rooms:
     def is_passthrough(self, room_id: str) -> bool:
         room = self._rooms.get(room_id)
         return room is not None and room.members[0] in self.peers
+
+    def settled(self, leg_id: str) -> None:
+        """The mixer has sent the peer of this leg, just entered passthrough, all it had queued;
+        from now on it is forwarded by ``forward`` alone, or, sniffed, queued too."""
+        peer = self.entered.pop(leg_id)
+        if not self._legs[leg_id].detect:
+            self.forward[leg_id] = peer
 
     # -- hear-matrix ------------------------------------------------------------------------
 
@@ -338,7 +354,7 @@ class Rooms:
             state.muted_for = listeners
             self._leg_changed(state)
 
-    def _leg_changed(self, state: LegState) -> None:
+    def _leg_changed(self, state: MixerLeg) -> None:
         self.version += 1
         if state.room is not None:
             self._changed(state.room)
@@ -387,11 +403,10 @@ class Rooms:
             a, b = (self._legs[m] for m in room.members)
             for leg, peer in ((a, b), (b, a)):
                 self.peers[leg.leg_id] = peer.leg_id
+                self.entered[leg.leg_id] = peer.leg_id
                 del self._active[leg.fmt][leg.leg_id]
                 if leg.detect:
                     self._sniffed[leg.fmt][leg.leg_id] = leg.slot
-                else:
-                    self.forward[leg.leg_id] = peer.leg_id
             return
         slots = tuple(self._legs[m].slot for m in room.members)
         if self._is_default(room):
@@ -407,7 +422,10 @@ class Rooms:
             del self.peers[peer]
             for state in (self._legs[leg_id], self._legs[peer]):
                 self.forward.pop(state.leg_id, None)
-                self._sniffed[state.fmt].pop(state.leg_id, None)
+                settled = self.entered.pop(state.leg_id, None) is None
+                sniffed = self._sniffed[state.fmt].pop(state.leg_id, None) is not None
+                if sniffed and settled:  # everything it queued was forwarded as it came
+                    self._sniff_ended(state.slot)
                 self._active[state.fmt][state.leg_id] = state.slot
 
     def _forwards(self, room: RoomState) -> bool:
@@ -457,7 +475,10 @@ class Rooms:
             sniffed=sniffed,
             detect=np.sort(np.fromiter(detect.values(), dtype=np.intp, count=len(detect))),
             taps=tuple(self._tapped.items()),
-            overlays=tuple(self._overlaid.items()),
+            overlays=tuple(self._overlaid),
+            overlay_slots=np.fromiter(
+                self._overlaid.values(), dtype=np.intp, count=len(self._overlaid)
+            ),
         )
 
     def _groups(

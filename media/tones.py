@@ -5,6 +5,11 @@ int16 samples, so the mixer can overlay any of them on a leg without knowing whi
 Sources are stateful and continuous: consecutive calls concatenate into one clean signal, whatever
 frame sizes the caller uses.
 
+Nothing is synthesised per frame: a ringback's whole cadence cycle, and a stretch of comfort
+noise, is rendered once per set of parameters (cached, read-only, shared by every leg that plays
+it) and each call returns the next slice of it, wrapping around. A frame that does not wrap is a
+read-only view, not a copy: the mixer only adds it in.
+
 Levels are in dBFS where a full-scale sine is 0 dBFS (AES17): a tone at ``level_dbfs`` has a peak
 amplitude of ``32767 * 10 ** (level_dbfs / 20)``.
 
@@ -59,6 +64,10 @@ MODULATION_DEPTH = 0.9
 RAMP_S = 0.002
 
 _DATA_FILE = "data/ringback-tones.json"
+#: Samples of comfort noise rendered once and looped.
+NOISE_LOOP = 1 << 16
+_ZEROS = np.zeros(1 << 12, dtype=np.int16)
+_ZEROS.setflags(write=False)
 
 
 class ToneSource(Protocol):
@@ -150,12 +159,69 @@ def _to_int16(signal: NDArray[np.float64]) -> NDArray[np.int16]:
     return np.clip(np.rint(signal), -32768, 32767).astype(np.int16)
 
 
-class Ringback:
+def _read_only(samples: NDArray[np.int16]) -> NDArray[np.int16]:
+    samples.setflags(write=False)
+    return samples
+
+
+def _wrapped(loop: NDArray[np.int16], position: int, n: int) -> NDArray[np.int16]:
+    """``n`` samples of ``loop`` played round and round, from ``position``."""
+    end = position + n
+    if end <= loop.size:
+        return loop[position:end]
+    return loop.take(np.arange(position, end), mode="wrap")
+
+
+class _Loop:
+    """A precomputed signal played round and round: the state of one leg's source."""
+
+    def __init__(self, loop: NDArray[np.int16]) -> None:
+        self._loop = loop
+        self._position = 0
+
+    def __call__(self, n: int) -> NDArray[np.int16]:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        frame = _wrapped(self._loop, self._position, n)
+        self._position = (self._position + n) % self._loop.size
+        return frame
+
+
+@functools.cache
+def _cadence_cycle(spec: RingtoneSpec, sample_rate: int, level_dbfs: float) -> NDArray[np.int16]:
+    """One whole cadence cycle of a ringback: its bursts with their ramps, then its silences.
+
+    Each cycle starts its oscillators at phase 0, so every burst starts the same way; the cycle
+    ends in silence (cadences are on/off pairs), so the restart is inaudible.
+    """
+    # Cumulative edges rounded once, so a cadence at a rate where a segment is not a whole
+    # number of samples still keeps its period exactly over time.
+    ends = np.rint(np.cumsum(spec.cadence_ms) * sample_rate / 1000.0).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1]))
+    position = np.arange(int(ends[-1]), dtype=np.int64)
+    segment = np.searchsorted(ends, position, side="right")
+    edge = np.minimum(position - starts[segment], ends[segment] - 1 - position)
+    ramp = round(RAMP_S * sample_rate)
+    gain = np.where(segment % 2 == 0, _ramp_gain(edge, ramp), 0.0)
+    cycles = np.asarray(spec.frequencies_hz)[:, None] / sample_rate * position
+    waves = np.sin(2.0 * np.pi * (cycles % 1.0))
+    modulated = waves[0] * (1.0 + MODULATION_DEPTH * waves[1]) if spec.modulated else None
+    wave = waves.sum(axis=0) if modulated is None else modulated
+    return _read_only(_to_int16(dbfs_to_amplitude(level_dbfs) * gain * wave))
+
+
+@functools.cache
+def _noise(level_dbfs: float, seed: int) -> NDArray[np.int16]:
+    rms = dbfs_to_amplitude(level_dbfs) / math.sqrt(2.0)
+    return _read_only(_to_int16(np.random.default_rng(seed).standard_normal(NOISE_LOOP) * rms))
+
+
+class Ringback(_Loop):
     """The ringback tone of one country, as a continuous stream of frames.
 
-    The oscillators run on sample time whether the cadence is on or off, and the cadence is
+    The cadence cycle is rendered once per (country, rate, level) and played round and round,
     indexed by the absolute sample count, so frames of any size concatenate into exactly the
-    signal one long call would have produced: no phase jumps, no drift.
+    signal one long call would have produced.
     """
 
     def __init__(
@@ -166,64 +232,33 @@ class Ringback:
         self.spec = ringtone_spec(country)
         self.sample_rate = sample_rate
         self.level_dbfs = level_dbfs
-        self._amplitude = dbfs_to_amplitude(level_dbfs)
-        # Cumulative edges rounded once, so a cadence at a rate where a segment is not a whole
-        # number of samples still keeps its period exactly over time.
-        edges_ms = np.cumsum(self.spec.cadence_ms)
-        self._ends = np.rint(edges_ms * sample_rate / 1000.0).astype(np.int64)
-        self._starts = np.concatenate(([0], self._ends[:-1]))
-        self._period = int(self._ends[-1])
-        self._ramp = round(RAMP_S * sample_rate)
-        self._steps = np.asarray(self.spec.frequencies_hz) / sample_rate  # cycles per sample
-        self._phases = np.zeros(len(self._steps))  # in cycles, kept in [0, 1)
-        self._position = 0  # samples into the cadence period
+        super().__init__(_cadence_cycle(self.spec, sample_rate, float(level_dbfs)))
 
     def next_frame(self, n: int = 160) -> NDArray[np.int16]:
         """The next ``n`` samples of the tone."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        k = np.arange(n, dtype=np.int64)
-        position = (self._position + k) % self._period
-        segment = np.searchsorted(self._ends, position, side="right")
-        edge = np.minimum(position - self._starts[segment], self._ends[segment] - 1 - position)
-        gain = np.where(segment % 2 == 0, _ramp_gain(edge, self._ramp), 0.0)
-
-        cycles = self._phases[:, None] + self._steps[:, None] * k
-        waves = np.sin(2.0 * np.pi * cycles)
-        if self.spec.modulated:
-            wave = waves[0] * (1.0 + MODULATION_DEPTH * waves[1])
-        else:
-            wave = waves.sum(axis=0)
-
-        self._position = (self._position + n) % self._period
-        self._phases = (self._phases + self._steps * n) % 1.0
-        return _to_int16(self._amplitude * gain * wave)
-
-    def __call__(self, n: int) -> NDArray[np.int16]:
-        return self.next_frame(n)
+        return self(n)
 
 
 class Silence:
     """Digital silence."""
 
     def __call__(self, n: int) -> NDArray[np.int16]:
+        if n <= _ZEROS.size:
+            return _ZEROS[:n]
         return np.zeros(n, dtype=np.int16)
 
 
-class ComfortNoise:
+class ComfortNoise(_Loop):
     """Low-level white noise, so a parked or muted leg does not sound dead.
 
     Seeded, so a run is reproducible; ``level_dbfs`` is the RMS level on the same scale as the
-    tones (a full-scale sine is 0 dBFS).
+    tones (a full-scale sine is 0 dBFS). It loops every ``NOISE_LOOP`` samples (8 s at 8 kHz):
+    at -70 dBFS nobody hears a repeat that long.
     """
 
     def __init__(self, level_dbfs: float = -70.0, seed: int = 0) -> None:
         self.level_dbfs = level_dbfs
-        self._rms = dbfs_to_amplitude(level_dbfs) / math.sqrt(2.0)
-        self._rng = np.random.default_rng(seed)
-
-    def __call__(self, n: int) -> NDArray[np.int16]:
-        return _to_int16(self._rng.standard_normal(n) * self._rms)
+        super().__init__(_noise(float(level_dbfs), seed))
 
 
 class Playback:
@@ -247,7 +282,7 @@ class Playback:
         if loops is not None and loops < 1:
             raise ValueError(f"loops must be >= 1 or None, got {loops}")
         # A read-only clip (a cached download every leg plays) is shared, not copied per leg.
-        self._samples = samples if not samples.flags.writeable else samples.copy()
+        self._samples = samples if not samples.flags.writeable else _read_only(samples.copy())
         self._loops = loops
         self._on_end = on_end
         self._position = 0
@@ -270,8 +305,13 @@ class Playback:
             self._stopped = True
 
     def __call__(self, n: int) -> NDArray[np.int16]:
-        out = np.zeros(n, dtype=np.int16)
         length = len(self._samples)
+        end = self._position + n
+        if end < length and not self._ended:  # the usual frame: a view of the clip
+            frame = self._samples[self._position : end]
+            self._position = end
+            return frame
+        out = np.zeros(n, dtype=np.int16)
         filled = 0
         while filled < n and not self._ended:
             take = min(n - filled, length - self._position)

@@ -111,6 +111,10 @@ async def test_schemathesis_finds_nothing(tmp_path: Path, family: str) -> None:
             database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
             secret_key=SECRET,
             log_level="error",
+            # Fuzzing is not about the request rate (tests/test_org_limits.py is): a 429 in
+            # the middle of a run would stand in for the answer under test.
+            org_api_rate=1e6,
+            org_api_burst=10**6,
         ),
         provisioner=LocalOnlyProvisioner(),
     )

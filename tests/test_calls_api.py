@@ -329,6 +329,7 @@ async def test_call_status(h: Harness) -> None:
         "state": "answered",
         "start_time": data["start_time"],
         "end_time": None,
+        "media": None,  # no media stream yet (engine/media_stats.py)
     }
     assert isinstance(data["call_duration"], int) and 0 <= data["call_duration"] <= 2
     assert data["start_time"].endswith("Z")

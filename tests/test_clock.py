@@ -165,3 +165,61 @@ async def test_driver_does_nothing_once_stopped() -> None:
     calls: list[int] = []
     await run_ticks(TickClock(INTERVAL, fake), calls.append, stop, sleep=fake.sleep)
     assert calls == []
+
+
+class RecordingObserver:
+    """A ``TickObserver`` that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.ticks: list[tuple[float, float]] = []
+        self.skipped: list[int] = []
+
+    def observe_tick(self, duration_s: float, lateness_s: float) -> None:
+        self.ticks.append((duration_s, lateness_s))
+
+    def ticks_skipped(self, count: int) -> None:
+        self.skipped.append(count)
+
+
+async def test_observer_hears_each_ticks_duration_and_lateness_on_the_clock() -> None:
+    fake = FakeTime()
+    clock = TickClock(INTERVAL, fake)
+    stop = asyncio.Event()
+    observer = RecordingObserver()
+    work = {0: 0.004, 1: 0.030, 2: 0.001, 3: 0.002}  # tick 1 overruns: tick 2 starts 10 ms late
+
+    def on_tick(tick: int) -> None:
+        fake.now += work[tick]
+        if tick == 3:
+            stop.set()
+
+    await run_ticks(clock, on_tick, stop, sleep=fake.sleep, observe=observer)
+    durations = [d for d, _ in observer.ticks]
+    lateness = [late for _, late in observer.ticks]
+    assert durations == pytest.approx([0.004, 0.030, 0.001, 0.002])
+    # Tick 2 was due at 40 ms and started at 20 + 30 = 50 ms; tick 3, due at 60 ms, at 60 ms.
+    assert lateness == pytest.approx([0.0, 0.0, 0.010, 0.0], abs=1e-9)
+    assert min(lateness) >= 0.0
+    assert observer.skipped == []
+
+
+async def test_observer_hears_skipped_ticks_after_a_stall() -> None:
+    fake = FakeTime()
+    clock = TickClock(INTERVAL, fake, max_catch_up=5)
+    stop = asyncio.Event()
+    observer = RecordingObserver()
+    seen: list[int] = []
+
+    def on_tick(tick: int) -> None:
+        seen.append(tick)
+        if tick == 0:
+            fake.now += 1.0 + 0.001  # a one-second stall: ticks 1..50 overdue
+        if tick == 50:
+            stop.set()
+
+    await run_ticks(clock, on_tick, stop, sleep=fake.sleep, observe=observer)
+    assert seen == [0, 46, 47, 48, 49, 50]
+    assert observer.skipped == [45]
+    assert sum(observer.skipped) == clock.stats.skipped
+    assert len(observer.ticks) == len(seen)
+    assert observer.ticks[1][1] == pytest.approx(0.001 + 4 * INTERVAL)  # tick 46, 81 ms late

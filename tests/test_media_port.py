@@ -25,6 +25,7 @@ from adapters.picows_media import DirectStreamOutput
 from adapters.telnyx.stream import TelnyxStreamCodec
 from engine.app import create_app
 from engine.config import Settings
+from engine.media_stats import LegMediaStats
 
 START_WITHOUT_TOKEN = orjson.dumps(
     {
@@ -112,16 +113,18 @@ class Transport:
 
 def test_the_output_writes_at_once_and_holds_only_while_back_pressured() -> None:
     transport = Transport()
-    output = DirectStreamOutput(transport, TelnyxStreamCodec(), "s1")  # type: ignore[arg-type]
+    stats = LegMediaStats()
+    output = DirectStreamOutput(transport, TelnyxStreamCodec(), "s1", stats)  # type: ignore[arg-type]
     output.send_frame(b"\x01")
     assert len(transport.sent) == 1, "written by the caller, no task in between"
     output.pause()
     for n in range(MAX_QUEUED_FRAMES + 3):
         output.send_frame(bytes([n]))
-    assert len(transport.sent) == 1 and output.dropped == 3, "the oldest dropped beyond a second"
+    assert len(transport.sent) == 1 and stats.output_dropped == 3, "oldest dropped past a second"
+    assert output.queued == MAX_QUEUED_FRAMES
     output.resume()
     assert len(transport.sent) == 1 + MAX_QUEUED_FRAMES
     assert transport.sent[1] == "Aw==", "what waited goes first, oldest kept first"  # b"\x03"
     transport.is_disconnected = True
     output.send_frame(b"\x09")
-    assert output.sent == 1 + MAX_QUEUED_FRAMES
+    assert stats.frames_out == 1 + MAX_QUEUED_FRAMES

@@ -239,3 +239,16 @@ async def test_bridge_with_live_calls_cannot_be_deleted(org: Org) -> None:
     assert "live" in reply.body["errors"]
     live.leg_ended("leg-1")
     assert (await org.call("DELETE", f"{BRIDGES}{bridge['slug']}/")).status == 200
+
+
+async def test_a_patch_with_a_blank_body_is_refused_and_an_empty_one_changes_nothing(
+    org: Org,
+) -> None:
+    bridge = await org.create_bridge("Blank")
+    url = f"{BRIDGES}{bridge['slug']}/"
+    json_type = {"Content-Type": "application/json"}
+    blank = await org.call("PATCH", url, data=" ", headers=json_type)  # found by schemathesis
+    assert blank.status == 400, blank.text
+    empty = await org.call("PATCH", url, data=b"", headers=json_type)
+    assert empty.status == 200, empty.text
+    assert empty.body["data"]["name"] == "Blank"

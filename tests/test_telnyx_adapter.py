@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.exceptions import ConnectionClosed
 
 from adapters.leg_tokens import DEFAULT_TTL_S, LegTokens
-from adapters.media_session import MediaOrder
+from adapters.media_order import MediaOrder
 from adapters.simulators import Callee, CallState, TelnyxCall, ToneSource, WebhookFaults
 from adapters.simulators.audio import FRAME_SAMPLES, SilenceSource
 from adapters.simulators.pacing import Impairments
@@ -482,7 +482,7 @@ def test_media_order_holds_a_reordering_stream_but_never_an_ordered_one() -> Non
     assert [play(n) for n in (1, 2, 4, 5)] == [[1], [2], [4], [5]]
     # 7 overtakes 6: 6 is too late to play in order; from now on the stream reorders.
     assert [play(7), play(6)] == [[7], []]
-    assert order.late == 1
+    assert order.counts.late == 1
     assert [play(9), play(8)] == [[], [8, 9]]
     # A gap that never fills is given up after two frames more.
     assert [play(11), play(12), play(13)] == [[], [], [11, 12, 13]]
@@ -491,6 +491,17 @@ def test_media_order_holds_a_reordering_stream_but_never_an_ordered_one() -> Non
     assert [play(n) for n in (60, 61, 62, 63)] == [[], [], [60, 61, 62], [63]]
     assert [play(1), play(2)] == [[1], [2]]
     assert order.push(None, b"x") == [b"x"]
+    # What it saw, for the leg's media statistics: 3, 6, 10 and 14..59 never played; 6, 13 and
+    # 12 came too late; 9, 11..13 and 60..62 were held behind a gap.
+    assert (order.counts.lost, order.counts.late, order.counts.reordered) == (49, 3, 7)
+
+
+def test_media_order_counts_no_loss_on_a_counter_that_counts_other_messages() -> None:
+    order = MediaOrder(window=2)
+    order.count_gaps = False  # a sequence number: marks and DTMF take numbers too
+    for n in (1, 2, 4, 5):
+        order.push(n, b"x")
+    assert order.counts.lost == 0
 
 
 # --- REST: dial, bridge, hangup, failures ------------------------------------------------------

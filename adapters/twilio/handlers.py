@@ -62,10 +62,10 @@ from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
 from engine import events as ev
 from engine.errors import InputFailed, NotFound
+from engine.ids import new_leg_ids
 from engine.inbound import Refusal, admit
 from engine.logs import get_logger
 from engine.model import HangupCause, HangupSource, RejectCause
-from engine.runtime import new_leg_ids
 from engine.store.base import ProviderConfigRecord
 
 if TYPE_CHECKING:

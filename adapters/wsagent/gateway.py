@@ -14,9 +14,10 @@ and its media live (mu-law 8 kHz), and from then on one ``AgentLeg`` per bot run
   into the leg's ``Playout``, marks queue behind it, ``clear`` flushes it. A frame Twilio would
   refuse is counted, logged (the first few per leg, then every hundredth) and ignored; a binary
   frame closes the socket with a reason, and ``websockets`` itself closes on an oversized one;
-- the gateway's one **pacer** (a drift-free 20 ms tick shared by all agent legs) feeds each
-  leg's ``Playout`` into the mix one frame per tick, as Twilio plays what it is sent in real
-  time, and echoes each mark once the audio before it has gone into the mix.
+- the gateway's **pump**, run by the engine's own media tick (``engine/media_tick.py``: one
+  clock for every leg) just before each mixer pass, feeds each leg's ``Playout`` into the mix
+  one frame per tick, as Twilio plays what it is sent in real time, and echoes each mark once
+  the audio before it has gone into the mix.
 
 The bot closing the socket ends the leg (``LegHungUp``, ``normal_clearing`` from the callee on a
 clean close, ``unspecified`` when the socket failed or we refused a frame); ``hangup`` sends
@@ -55,10 +56,10 @@ from engine import events as ev
 from engine.effects import DialCall
 from engine.errors import NotFound, ProviderError
 from engine.logs import get_logger
+from engine.media_stats import LegMediaStats
 from engine.model import HangupCause, HangupSource, RejectCause
 from engine.runtime import CallRuntime
 from engine.url_policy import ForbiddenAddress, open_guarded_socket
-from media.clock import TickClock, run_ticks
 from media.codecs import PCMU_8K
 
 __all__ = ["AgentCounters", "AgentLeg", "WebsocketAgentGateway"]
@@ -141,8 +142,7 @@ class AgentLeg:
         self.playout = Playout(max_bytes=MAX_QUEUED_AUDIO_BYTES)
         self.protocol_errors = 0
         self.discarded_bytes = 0
-        self.frames_sent = 0
-        self.frames_dropped = 0
+        self.stats = LegMediaStats()  # the leg's own once it is live (``bind_stats``)
         self.live = False  # media_started done: the pacer may feed the mix
         self._runtime = runtime
         self._on_end = on_end
@@ -164,6 +164,11 @@ class AgentLeg:
         await self.socket.send_text(self.stream.start(custom_parameters))
         self._origin = self._clock()
 
+    def bind_stats(self, stats: LegMediaStats) -> None:
+        """Count into the leg's media statistics (engine/media_stats.py) from now on."""
+        self.stats = stats
+        stats.stream_started(lambda: len(self._media))
+
     def run(self) -> None:
         self._writer = _background(self._write())
         self._reader = _background(self._read())
@@ -174,7 +179,7 @@ class AgentLeg:
             return
         if len(self._media) >= MAX_QUEUED_FRAMES:
             self._media.popleft()
-            self.frames_dropped += 1
+            self.stats.output_dropped += 1
         timestamp = int((self._clock() - self._origin) * 1000)
         self._media.append((bytes(payload), timestamp))
         self._ready.set()
@@ -207,7 +212,7 @@ class AgentLeg:
                     else:
                         payload, timestamp = self._media.popleft()
                         await socket.send_text(stream.media(payload, timestamp))
-                        self.frames_sent += 1
+                        self.stats.frames_out += 1
         except (ConnectionResetError, ConnectionError):
             pass  # the reader sees the close and ends the leg
         finally:
@@ -220,6 +225,7 @@ class AgentLeg:
             return
         frame, marks = self.playout.take()
         if frame:
+            self.stats.frames_in += 1
             self._runtime.media_frame(self.leg_id, frame)
         for name in marks:
             self._send_control(name)
@@ -338,8 +344,8 @@ class WebsocketAgentGateway:
         # Who resolves bot host names for the URL policy: the system's resolver unless given.
         self._resolver = resolver
         self._legs: dict[str, AgentLeg] = {}
-        self._pacer_stop: asyncio.Event | None = None
-        self._pacers: set[asyncio.Task[None]] = set()
+        # The runtime's media tick runs the agents' pump while any agent leg is live.
+        self._unpace: Callable[[], None] | None = None
         self._closed = False
         self.counters = AgentCounters()
 
@@ -353,10 +359,9 @@ class WebsocketAgentGateway:
 
     @property
     def pacing(self) -> bool:
-        """Whether a pacer task is still running."""
-        return bool(self._pacers)
+        """Whether the agents' pump is on the media tick."""
+        return self._unpace is not None
 
-    # -- ProviderGateway ----------------------------------------------------------------
     async def answer(self, call_control_id: str) -> None:
         log.info("answer is not meaningful for a websocket agent leg", leg_id=call_control_id)
 
@@ -455,29 +460,27 @@ class WebsocketAgentGateway:
         self.counters.connected += 1
         log.info("websocket agent connected", leg_id=leg_id, url=where, stream_sid=ids.stream_sid)
         await runtime.event(ev.LegAnswered(leg_id))
+        agent.bind_stats(runtime.plane.stats_of(leg_id))
         await runtime.media_started(leg_id, PCMU_8K, agent, stream_url=where)
         agent.live = True
         agent.run()
-        self._start_pacer()
+        if self._unpace is None:
+            self._unpace = runtime.tick.pace(self._pump)
 
     # -- internals ----------------------------------------------------------------------
     def _ended(self, agent: AgentLeg) -> None:
         if self._legs.get(agent.leg_id) is agent:
             del self._legs[agent.leg_id]
-        if not self._legs and self._pacer_stop is not None:
-            self._pacer_stop.set()  # the pacer finishes at its next tick
-            self._pacer_stop = None
+        if not self._legs:
+            self._stop_pacing()
 
-    def _start_pacer(self) -> None:
-        if self._pacer_stop is not None:
-            return
-        stop = asyncio.Event()
-        self._pacer_stop = stop
-        task = _background(run_ticks(TickClock(), self._tick, stop))
-        self._pacers.add(task)
-        task.add_done_callback(self._pacers.discard)
+    def _stop_pacing(self) -> None:
+        if self._unpace is not None:
+            self._unpace()
+            self._unpace = None
 
-    def _tick(self, _n: int) -> None:
+    def _pump(self) -> None:
+        """One media tick: each agent's next frame into the mix (before the mixer pass)."""
         for agent in list(self._legs.values()):
             try:
                 agent.pump()
@@ -486,14 +489,11 @@ class WebsocketAgentGateway:
                 log.exception("websocket agent pump failed", leg_id=agent.leg_id)
 
     async def close(self) -> None:
-        """App shutdown: end every agent stream (stop, close), then the pacer; later dials fail."""
+        """App shutdown: end every agent stream (stop, close), then the pump; later dials fail."""
         self._closed = True
         agents = list(self._legs.values())
         await asyncio.gather(
             *(a.end(CLOSE_GOING_AWAY, "callbridge is shutting down") for a in agents),
             return_exceptions=True,
         )
-        if self._pacer_stop is not None:
-            self._pacer_stop.set()
-            self._pacer_stop = None
-        await asyncio.gather(*self._pacers, return_exceptions=True)
+        self._stop_pacing()

@@ -174,6 +174,8 @@ class Tally:
 
 
 MAX_EXAMPLES: Final = 20
+
+
 class AudioChecker:
     """Checks the frames every listener receives against its room; see the module docstring.
 

@@ -3,29 +3,28 @@
 Exit status: 0 when the run passed (no misrouted frame, at most ``--max-loss`` of speaker frames
 lost, every leg heard its whole room; for ``--ramp``, the first step passed and no step had a
 misrouted frame: the step that crosses a limit ends the ramp and is reported, not failed),
-1 when it did not, 2 when it could not run.
+1 when it did not, 2 when it could not run (also when the ``load`` extra, which brings the live
+display and the plots, is not installed: the message says how to install it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.live import Live
-
-from benchmarks.loadtest import report
+from benchmarks.loadtest.engine_host import event_loop_runner
 from benchmarks.loadtest.generator import LoadConfig, LoadTest, RunResult
 from engine.logs import configure_logging
 
-__all__ = ["build_parser", "main", "run"]
+if TYPE_CHECKING:  # the ``load`` extra: imported once ``main`` has checked it is installed
+    from rich.console import Console
 
-T = TypeVar("T")
+__all__ = ["build_parser", "main", "run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,13 +56,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="run `callbridge serve` as a child pinned to --engine-core; this process pins "
              "itself to --generator-core")  # fmt: skip
     add("--engine-core", type=int, default=0, help="-1: do not pin the engine")
-    add("--generator-core", type=int, default=1, help="-1: do not pin this process")
+    add(
+        "--generator-core",
+        type=int,
+        default=1,
+        help="one generator process: pin it here with --spawn-engine (-1: do not pin)",
+    )
+    add(
+        "--generator-procs",
+        type=int,
+        default=1,
+        help="spread the legs over this many generator processes (whole rooms each), so that "
+        "the engine, not the generator, is the limit; 1: this process generates",
+    )
+    add(
+        "--generator-cores",
+        type=_cores,
+        help="with --generator-procs: cores to pin them to, round robin, e.g. 1,2,3 "
+        "(default: every core but --engine-core's)",
+    )
     add("--engine-loop", choices=("asyncio", "uvloop"), default="asyncio",
         help="with --spawn-engine: the engine's loop (asyncio is `callbridge serve`)")  # fmt: skip
     add("--no-uvloop", action="store_true", help="run this process on the asyncio loop")
     add("--results", type=Path, default=Path("results"), help="where reports go")
     add("--no-live", action="store_true", help="no live display (also when not a terminal)")
     return parser
+
+
+def _cores(text: str) -> tuple[int, ...]:
+    try:
+        cores = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of core numbers: {text!r}") from None
+    if not cores or min(cores) < 0:
+        raise argparse.ArgumentTypeError(f"not a list of core numbers: {text!r}")
+    return cores
 
 
 def config_from(args: argparse.Namespace) -> LoadConfig:
@@ -76,21 +103,44 @@ def config_from(args: argparse.Namespace) -> LoadConfig:
         spawn_engine=args.spawn_engine,
         engine_core=args.engine_core if args.engine_core >= 0 else None,
         generator_core=args.generator_core if args.generator_core >= 0 else None,
-        engine_loop=args.engine_loop,
+        engine_loop=args.engine_loop, generator_procs=args.generator_procs,
+        generator_cores=args.generator_cores,
     )  # fmt: skip
 
 
-def _runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, T]], T]:
-    if use_uvloop:
+LOAD_EXTRA = ("rich", "matplotlib")
+INSTALL_HINT = (
+    "callbridge loadtest needs the 'load' extra ({missing} is not installed): "
+    "pip install 'callbridge[load]' (from a checkout: pip install -e '.[load]')"
+)
+
+
+def missing_extra() -> str | None:
+    """The first module of the ``load`` extra that cannot be imported, if any."""
+    for module in LOAD_EXTRA:
         try:
-            import uvloop
+            importlib.import_module(module)
         except ImportError:
-            return asyncio.run
-        return uvloop.run
-    return asyncio.run
+            return module
+    return None
 
 
-async def run(config: LoadConfig, console: Console, live: bool) -> RunResult:
+def _load_test(config: LoadConfig, progress: Any, use_uvloop: bool) -> Any:
+    """One generator process (this one), or a fleet of them."""
+    if config.generator_procs > 1:
+        from benchmarks.loadtest.fleet import Fleet
+
+        return Fleet(config, progress, use_uvloop=use_uvloop)
+    return LoadTest(config, progress)
+
+
+async def run(
+    config: LoadConfig, console: Console, live: bool, use_uvloop: bool = True
+) -> RunResult:
+    from rich.live import Live
+
+    from benchmarks.loadtest import report
+
     if not live:
         last = [0.0]
 
@@ -101,21 +151,31 @@ async def run(config: LoadConfig, console: Console, live: bool) -> RunResult:
                     f"[dim]{snapshot['phase']}: {snapshot['legs_armed']}/"
                     f"{snapshot['legs_placed']} legs hearing their room, "
                     f"{snapshot['frames']:,} frames, {snapshot['lost']} lost, "
-                    f"{snapshot['misrouted']} misrouted[/dim]"
+                    f"{snapshot['misrouted']} misrouted{report.tick_line(snapshot)}[/dim]"
                 )
 
-        return await LoadTest(config, lines).run()
+        result: RunResult = await _load_test(config, lines, use_uvloop).run()
+        return result
     with Live(console=console, refresh_per_second=4, transient=True) as display:
-        return await LoadTest(
-            config, lambda snapshot: display.update(report.progress_table(snapshot))
+        result = await _load_test(
+            config, lambda snapshot: display.update(report.progress_table(snapshot)), use_uvloop
         ).run()
+        return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_extra()
+    if missing is not None:
+        print(INSTALL_HINT.format(missing=missing), file=sys.stderr)
+        return 2
+    from rich.console import Console
+
+    from benchmarks.loadtest import report
+
     console = Console()
     if not console.is_terminal:
-        console = Console(width=170)  # a log or a pipe: keep the table's columns readable
+        console = Console(width=200)  # a log or a pipe: keep the table's columns readable
     try:
         config = config_from(args)
         config.steps()
@@ -126,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # An engine in this process logs here: only errors, so the display stays readable.
     configure_logging("console", "error")
     try:
-        result = _runner(not args.no_uvloop)(run(config, console, live))
+        run_loop = event_loop_runner(not args.no_uvloop)
+        result = run_loop(run(config, console, live, not args.no_uvloop))
     except (OSError, RuntimeError, ValueError) as exc:
         console.print(f"callbridge loadtest: could not run: {exc}")
         return 2

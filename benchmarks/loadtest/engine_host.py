@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -35,7 +36,14 @@ from engine.app import create_app
 from engine.config import Settings
 from engine.crypto import new_api_token, token_digest
 
-__all__ = ["Engine", "ProcessStats", "open_engine", "pin_to_core", "process_stats"]
+__all__ = [
+    "Engine",
+    "ProcessStats",
+    "event_loop_runner",
+    "open_engine",
+    "pin_to_core",
+    "process_stats",
+]
 
 ORG_HANDLE = "loadtest"
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -232,3 +240,17 @@ async def _wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None
                         return
             await asyncio.sleep(0.1)  # a child process starting: nothing to wait on but time
     raise RuntimeError("the engine did not answer /healthz within 20 s")
+
+
+T = TypeVar("T")
+
+
+def event_loop_runner(use_uvloop: bool) -> Callable[[Coroutine[Any, Any, T]], T]:
+    """``uvloop.run`` when asked for and installed, else ``asyncio.run``."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run
+        return uvloop.run
+    return asyncio.run

@@ -7,17 +7,22 @@ limit (any misrouted frame, more than ``max_loss`` lost, p99 over the budget, or
 came together) or ``ramp_max`` is reached; the highest passing step is the sustained count.
 A step: provision its new rooms through the platform API, place their legs through the
 simulators (``setup_rate`` legs a second), wait until every listener is armed (hears its whole
-room), settle, then measure: open a checker window, stream, close it. Engine CPU and memory,
-this process's CPU and its event-loop lag are sampled over the same window.
+room), settle, then measure: open a checker window, stream, close it. Engine CPU, memory and
+media tick (``measures.py``), this process's CPU and its event-loop lag are sampled over the
+same window.
+
+A ``LoadTest`` may run one *share* of the plan (``share=(k, n)``: the rooms whose index is k
+modulo n) behind a ``WindowGate`` that another process opens and closes: that is how
+``fleet.py`` spreads a run over several generator processes. Alone, it opens its own windows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import platform
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +34,20 @@ from benchmarks.loadtest.application import CallControl, Event, PairingApp
 from benchmarks.loadtest.checker import AudioChecker, SendLog, Tally
 from benchmarks.loadtest.engine_host import Engine, open_engine, pin_to_core, process_stats
 from benchmarks.loadtest.frames import FRAME_S
+from benchmarks.loadtest.gates import LocalGate, WindowGate
 from benchmarks.loadtest.legs import Ear, MarkerTone
+from benchmarks.loadtest.measures import (
+    EngineProbe,
+    LiveReadout,
+    TickWindow,
+    engine_counters,
+    environment,
+    lag_summary,
+)
 from benchmarks.loadtest.plan import Plan, ProviderChoice, RoomPlan, make_plan
 from benchmarks.loadtest.provision import Accounts, Platform
 
-__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult"]
+__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult", "judge_step"]
 
 MIN_REALTIME = 0.98  # a step whose legs sent less than this share of real time is not valid
 CAUGHT_UP_FRAMES = 3
@@ -62,6 +76,8 @@ class LoadConfig:
     engine_core: int | None = 0
     generator_core: int | None = 1
     engine_loop: str = "asyncio"
+    generator_procs: int = 1  # more: that many child processes share the legs (fleet.py)
+    generator_cores: tuple[int, ...] | None = None  # None: every core but the engine's
     bridge_options: Mapping[str, Any] = field(default_factory=dict)
     keep_calls: bool = False  # leave the calls up at the end (the caller hangs up)
 
@@ -83,6 +99,13 @@ class LoadConfig:
             steps = list(range(step, self.ramp_max + 1, step))
         if not steps or steps[0] < self.room_size:
             raise ValueError(f"not even one room of {self.room_size} legs to run")
+        if self.generator_procs < 1:
+            raise ValueError("--generator-procs must be at least 1")
+        if steps[0] < self.generator_procs * self.room_size:
+            raise ValueError(
+                f"{self.generator_procs} generator processes need at least one room each: "
+                f"{self.generator_procs * self.room_size} legs in the first step"
+            )
         return steps
 
 
@@ -99,6 +122,9 @@ class StepResult:
     loop_lag_ms: dict[str, float]
     realtime: float = 1.0  # frames the legs sent in the window / frames real time asks for
     failures: list[str] = field(default_factory=list)
+    ticks: TickWindow | None = None  # the engine's media tick over the window
+    generators: int = 1  # processes whose shares this step merges
+    loop_lag_s: list[float] = field(default_factory=list, repr=False)  # samples, for merging
 
     @property
     def passed(self) -> bool:
@@ -139,9 +165,18 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 class LoadTest:
-    def __init__(self, config: LoadConfig, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        config: LoadConfig,
+        progress: Progress | None = None,
+        *,
+        share: tuple[int, int] = (0, 1),
+        gate: WindowGate | None = None,
+    ) -> None:
         self.config = config
         self.progress = progress
+        self.share = share
+        self.gate = gate
         steps = config.steps()
         self.plan = make_plan(steps[-1], config.room_size, config.provider)
         self.log = SendLog(len(self.plan.legs), capacity=int(config.duration_s * 60) + 500)
@@ -175,7 +210,10 @@ class LoadTest:
         try:
             await accounts.start()
             await app.start()
-            return await self._with_engine(accounts, app)
+            result = await self._with_engine(accounts, app)
+            if self.gate is not None:
+                await self.gate.done(result)
+            return result
         finally:
             await app.close()
             await accounts.close()
@@ -183,32 +221,33 @@ class LoadTest:
     async def _with_engine(self, accounts: Accounts, app: PairingApp) -> RunResult:
         config = self.config
         async with (
-            open_engine(
-                target=config.target, token=config.token, org_handle=config.org_handle,
-                engine_pid=config.engine_pid, spawn=config.spawn_engine,
-                engine_core=config.engine_core, engine_loop=config.engine_loop,
-            ) as engine,
+            engine_for(config) as engine,
             aiohttp.ClientSession() as session,
         ):  # fmt: skip
             app.calls = CallControl(session, engine.base_url, engine.token)
             platform_api = Platform(session, engine.base_url, engine.token, engine.org_handle)
             await accounts.configure(platform_api)
+            # A share run by fleet.py reports to its parent, which reads the engine itself.
+            readout = LiveReadout(EngineProbe(engine, session)) if self.gate is None else None
+            gate = self.gate or LocalGate(EngineProbe(engine, session))
             background = [
                 asyncio.ensure_future(self._drain_forever()),
                 asyncio.ensure_future(self._watch_loop()),
-                asyncio.ensure_future(self._report_forever(engine)),
+                asyncio.ensure_future(self._report_forever(readout)),
             ]
             steps: list[StepResult] = []
             try:
                 placed_rooms = 0
+                k, n = self.share
                 for step_legs in config.steps():
-                    rooms = self.plan.rooms[placed_rooms : step_legs // config.room_size]
-                    step = await self._step(engine, platform_api, accounts, app, rooms)
-                    placed_rooms += len(rooms)
+                    new = self.plan.rooms[placed_rooms : step_legs // config.room_size]
+                    placed_rooms += len(new)
+                    rooms = tuple(room for room in new if room.index % n == k)
+                    step = await self._step(gate, platform_api, accounts, app, rooms)
                     steps.append(step)
-                    if not step.passed:
+                    if not await gate.verdict(step):
                         break
-                counters = _engine_counters(engine)
+                counters = engine_counters(engine)
             finally:
                 self._checking = False
                 self.phase = "hanging up"
@@ -223,7 +262,7 @@ class LoadTest:
                 plan=self.plan,
                 engine={"mode": engine.mode, "url": engine.base_url, "loop": engine.loop,
                         "pid": engine.pid, "core": config.engine_core if engine.pid else None},
-                environment=_environment(config),
+                environment=environment(config.generator_procs, config.generator_cores),
                 steps=steps,
                 events=app.events,
                 app_errors=app.errors,
@@ -233,7 +272,7 @@ class LoadTest:
 
     async def _step(
         self,
-        engine: Engine,
+        gate: WindowGate,
         platform_api: Platform,
         accounts: Accounts,
         app: PairingApp,
@@ -252,9 +291,11 @@ class LoadTest:
         self.phase = "settling"
         await asyncio.sleep(config.settle_s)
         await self._caught_up(legs, timeout_s=10.0)
+        self.phase = "ready"
+        await gate.open()
         self.phase = "measuring"
         self._drain()
-        before_engine, before_self = engine.stats(), process_stats(None)
+        before_self = process_stats(None)
         sent_before = int(self.log.count[legs].sum())
         window_start = time.monotonic()
         self.lag.clear()
@@ -262,7 +303,8 @@ class LoadTest:
         self._window_started = window_start
         await asyncio.sleep(config.duration_s)
         window_end = time.monotonic()
-        after_engine, after_self = engine.stats(), process_stats(None)
+        after_self = process_stats(None)
+        engine_window = await gate.close()
         sent = int(self.log.count[legs].sum()) - sent_before
         # Audio sent before the end is still owed: keep checking for a grace period, then
         # charge what has not arrived (a window never ends on frames still in flight).
@@ -272,41 +314,22 @@ class LoadTest:
         tally = self.checker.close_window(window_end + grace, allowance_s=grace)
         self._window_started = None
         wall = window_end - window_start
-        engine_cpu = rss = generator_cpu = None
-        if before_engine is not None and after_engine is not None:
-            engine_cpu = (after_engine.cpu_s - before_engine.cpu_s) / wall
-            rss = after_engine.rss_bytes
-        if engine.mode != "in-process":
+        engine_cpu = rss = generator_cpu = ticks = None
+        if engine_window is not None:
+            engine_cpu, rss = engine_window.cpu_cores, engine_window.rss_bytes
+            ticks = engine_window.ticks
+        if self.gate is not None or config.spawn_engine or config.target is not None:
+            # In-process, this process's CPU is the engine's too: not the generator's alone.
             generator_cpu = (after_self.cpu_s - before_self.cpu_s) / wall
         step = StepResult(
             legs=len(legs), rooms=len(legs) // config.room_size, duration_s=wall,
             setup_s=setup_s, tally=tally, engine_cpu_cores=engine_cpu, engine_rss_bytes=rss,
-            generator_cpu_cores=generator_cpu, loop_lag_ms=_lag_summary(self.lag),
-            realtime=sent / (len(legs) * wall / FRAME_S),
+            generator_cpu_cores=generator_cpu, loop_lag_ms=lag_summary(self.lag),
+            realtime=sent / (len(legs) * wall / FRAME_S), ticks=ticks,
+            loop_lag_s=list(self.lag),
         )  # fmt: skip
-        step.failures = self._judge(tally, step.realtime, step.loop_lag_ms["p99"])
+        step.failures = judge_step(config, tally, step.realtime, step.loop_lag_ms["p99"])
         return step
-
-    def _judge(self, tally: Tally, realtime: float, lag_p99_ms: float) -> list[str]:
-        failures: list[str] = []
-        budget_ms = self.config.budget_s * 1000
-        if realtime < MIN_REALTIME or lag_p99_ms > budget_ms:
-            # The generator itself is behind: latency and loss would be its own, not the
-            # engine's (a stalled reader makes the engine drop what it cannot deliver).
-            failures.append(
-                f"generator overloaded (sent {realtime:.1%} of real time, loop lag p99 "
-                f"{lag_p99_ms:.0f} ms): not a measure of the engine"
-            )
-        if tally.misrouted_frames:
-            failures.append(f"{tally.misrouted_frames} misrouted frames")
-        if tally.loss_ratio > self.config.max_loss:
-            failures.append(f"{tally.loss_ratio:.3%} lost")
-        if tally.unarmed_legs:
-            failures.append(f"{len(tally.unarmed_legs)} legs never heard their room")
-        p99 = tally.percentiles_ms()["p99"]
-        if self.config.ramp and not p99 <= budget_ms:
-            failures.append(f"p99 {p99:.1f} ms > {budget_ms:g} ms")
-        return failures
 
     # --- legs ----------------------------------------------------------------------------------
 
@@ -401,19 +424,20 @@ class LoadTest:
             await asyncio.sleep(interval)
             self.lag.append(time.monotonic() - before - interval)
 
-    async def _report_forever(self, engine: Engine) -> None:
-        last_at, last = time.monotonic(), engine.stats()
+    async def _report_forever(self, readout: LiveReadout | None) -> None:
+        """A snapshot every half second; the engine (CPU, memory, tick) read once a second."""
+        engine: dict[str, Any] = {"engine_cpu": None, "engine_rss": None, "tick": None}
+        beat = 0
         while True:
             await asyncio.sleep(0.5)
-            now, stats = time.monotonic(), engine.stats()
-            cpu = None
-            if stats is not None and last is not None:
-                cpu = (stats.cpu_s - last.cpu_s) / (now - last_at)
-            last_at, last = now, stats
+            beat += 1
+            if readout is not None and beat % 2:
+                engine = await readout.read()
             if self.progress is not None:
-                self.progress(self._snapshot(cpu, stats.rss_bytes if stats else None))
+                self.progress({**self.snapshot(), **engine})
 
-    def _snapshot(self, cpu: float | None, rss: int | None) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
+        """What the live display shows of this generator (``_report_forever`` adds the engine)."""
         tally = self.checker.tally
         streaming = sum(1 for call in self.calls.values() if call.state is CallState.STREAMING)
         window = (
@@ -433,49 +457,37 @@ class LoadTest:
             "misrouted": tally.misrouted_frames,
             "late": tally.late_frames,
             "p99_ms": p99,
-            "engine_cpu": cpu,
-            "engine_rss": rss,
             "loop_lag_ms": max(self.lag[-25:], default=0.0) * 1000,
         }
 
 
-def _lag_summary(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    p50, p99 = np.percentile(samples, [50, 99]) * 1000
-    return {"p50": float(p50), "p99": float(p99), "max": float(max(samples) * 1000)}
+def judge_step(config: LoadConfig, tally: Tally, realtime: float, lag_p99_ms: float) -> list[str]:
+    """Why a step failed (empty: it passed)."""
+    failures: list[str] = []
+    budget_ms = config.budget_s * 1000
+    if realtime < MIN_REALTIME or lag_p99_ms > budget_ms:
+        # The generator itself is behind: latency and loss would be its own, not the
+        # engine's (a stalled reader makes the engine drop what it cannot deliver).
+        failures.append(
+            f"generator overloaded (sent {realtime:.1%} of real time, loop lag p99 "
+            f"{lag_p99_ms:.0f} ms): not a measure of the engine"
+        )
+    if tally.misrouted_frames:
+        failures.append(f"{tally.misrouted_frames} misrouted frames")
+    if tally.loss_ratio > config.max_loss:
+        failures.append(f"{tally.loss_ratio:.3%} lost")
+    if tally.unarmed_legs:
+        failures.append(f"{len(tally.unarmed_legs)} legs never heard their room")
+    p99 = tally.percentiles_ms()["p99"]
+    if config.ramp and not p99 <= budget_ms:
+        failures.append(f"p99 {p99:.1f} ms > {budget_ms:g} ms")
+    return failures
 
 
-def _engine_counters(engine: Engine) -> dict[str, Any]:
-    """In-process only: what the engine's mixer and tick clock saw."""
-    if engine.app is None:
-        return {}
-    from engine.api.keys import RUNTIME
-
-    runtime = engine.app[RUNTIME]
-    mixer = runtime.plane.mixer.counters
-    ticks = runtime.tick_clock.stats
-    return {
-        "mixer_frames_mixed": mixer.frames_mixed,
-        "mixer_frames_missing": mixer.frames_missing,
-        "mixer_bytes_dropped": mixer.bytes_dropped,
-        "ticks": ticks.ticks,
-        "ticks_late": ticks.late,
-        "ticks_skipped": ticks.skipped,
-        "tick_max_lateness_ms": ticks.max_lateness * 1000,
-    }
-
-
-def _environment(config: LoadConfig) -> dict[str, Any]:
-    import os
-
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average": os.getloadavg(),
-        "generator_loop": loop,
-    }
+def engine_for(config: LoadConfig) -> AbstractAsyncContextManager[Engine]:
+    """The engine a load test runs against, as its configuration says (engine_host.py)."""
+    return open_engine(
+        target=config.target, token=config.token, org_handle=config.org_handle,
+        engine_pid=config.engine_pid, spawn=config.spawn_engine,
+        engine_core=config.engine_core, engine_loop=config.engine_loop,
+    )  # fmt: skip

@@ -1,5 +1,8 @@
 """What a load test shows: a live progress panel, a final table, a JSON report and PNG plots.
 
+Every step shows the engine's media tick over its window (duration p50/p99, lateness p99,
+skipped ticks: ``measures.py``), "-" when the engine does not export it.
+
 ``write`` puts ``report.json``, ``latency.png`` (histogram of engine-added latency per step) and,
 for a ramp, ``ramp.png`` (legs vs engine CPU and vs p99 latency) into one folder per run.
 """
@@ -17,7 +20,7 @@ from rich.table import Table
 
 from benchmarks.loadtest.generator import RunResult, StepResult
 
-__all__ = ["progress_table", "run_folder", "summary_table", "to_json", "write"]
+__all__ = ["progress_table", "run_folder", "summary_table", "tick_line", "to_json", "write"]
 
 
 def _ms(value: float | None) -> str:
@@ -26,6 +29,29 @@ def _ms(value: float | None) -> str:
 
 def _cores(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _tick_cells(tick: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """Tick duration p50, p99, lateness p99 (ms) and skipped ticks, as table cells."""
+    if tick is None:
+        return "-", "-", "-", "-"
+    return (
+        f"{tick['duration_p50_ms']:.2f}", f"{tick['duration_p99_ms']:.2f}",
+        f"{tick['lateness_p99_ms']:.2f}", f"{tick['skipped']:,}",
+    )  # fmt: skip
+
+
+def _tick_columns(step: StepResult) -> tuple[str, str, str]:
+    p50, p99, late, skipped = _tick_cells(step.ticks.to_json() if step.ticks else None)
+    return (f"{p50}/{p99}" if p50 != "-" else "-"), late, skipped
+
+
+def tick_line(snapshot: dict[str, Any]) -> str:
+    """The engine's tick in the last second, for a progress line (empty when unknown)."""
+    p50, p99, late, skipped = _tick_cells(snapshot.get("tick"))
+    if p50 == "-":
+        return ""
+    return f", tick p50/p99 {p50}/{p99} ms, lateness p99 {late} ms, {skipped} skipped"
 
 
 def progress_table(snapshot: dict[str, Any]) -> Table:
@@ -48,8 +74,14 @@ def progress_table(snapshot: dict[str, Any]) -> Table:
         ("engine CPU", _cores(snapshot["engine_cpu"])),
         ("engine RSS (MB)", "-" if snapshot["engine_rss"] is None
          else f"{snapshot['engine_rss'] / 2**20:.0f}"),
+        ("engine tick p50 / p99, last second (ms)",
+         " / ".join(_tick_cells(snapshot.get("tick"))[:2])),
+        ("engine tick lateness p99 (ms) / skipped ticks",
+         " / ".join(_tick_cells(snapshot.get("tick"))[2:])),
         ("event-loop lag, recent max (ms)", _ms(snapshot["loop_lag_ms"])),
     ]  # fmt: skip
+    if "generators" in snapshot:
+        rows.append(("generator processes reporting", snapshot["generators"]))
     for name, value in rows:
         table.add_row(name, value)
     return table
@@ -86,7 +118,9 @@ def step_json(step: StepResult) -> dict[str, Any]:
         else step.engine_rss_bytes / 2**20,
         "generator_cpu_cores": step.generator_cpu_cores,
         "generator_realtime": step.realtime,
+        "generator_procs": step.generators,
         "loop_lag_ms": step.loop_lag_ms,
+        "engine_tick": step.ticks.to_json() if step.ticks is not None else None,
         "passed": step.passed,
         "failures": step.failures,
         "misroute_examples": [
@@ -107,6 +141,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "duration_s": config.duration_s, "ramp": config.ramp, "ramp_step": config.ramp_step,
             "ramp_max": config.ramp_max, "budget_ms": config.budget_s * 1000,
             "max_loss": config.max_loss, "setup_rate": config.setup_rate,
+            "generator_procs": config.generator_procs,
+            "generator_cores": list(config.generator_cores or []) or None,
         },
         "engine": result.engine,
         "environment": result.environment,
@@ -127,9 +163,11 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 def summary_table(result: RunResult) -> Table:
     table = Table(title=f"callbridge load test: {result.config.provider}, rooms of "
-                  f"{result.config.room_size}, engine {result.engine['mode']}")  # fmt: skip
+                  f"{result.config.room_size}, engine {result.engine['mode']}, "
+                  f"{result.config.generator_procs} generator process(es)")  # fmt: skip
     columns = "legs,setup s,frames,lost,misrouted,late,p50 ms,p95 ms,p99 ms,max ms,engine CPU"
-    columns += ",CPU/leg,RSS MB,gen CPU,gen real time,gen lag p99 ms,verdict"
+    columns += ",CPU/leg,RSS MB,tick p50/p99 ms,tick late p99 ms,skipped ticks"
+    columns += ",gen CPU,gen real time,gen lag p99 ms,verdict"
     for name in columns.split(","):
         table.add_column(name, justify="right")
     for step in result.steps:
@@ -143,6 +181,7 @@ def summary_table(result: RunResult) -> Table:
             _ms(pct["p50"]), _ms(pct["p95"]), _ms(pct["p99"]), _ms(pct["max"]),
             _cores(cpu), "-" if cpu is None else f"{cpu * 100 / max(1, step.legs):.2f}%",
             "-" if step.engine_rss_bytes is None else f"{step.engine_rss_bytes / 2**20:.0f}",
+            *_tick_columns(step),
             _cores(step.generator_cpu_cores), f"{step.realtime:.1%}",
             _ms(step.loop_lag_ms["p99"]),
             "pass" if step.passed else "FAIL: " + "; ".join(step.failures),

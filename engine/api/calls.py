@@ -58,9 +58,10 @@ def status_view(status: CallStatus) -> dict[str, Any]:
 async def dial(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
     admission = request.app[ADMISSION]
-    if not admission.open:
+    refused = admission.refusal()
+    if refused == "shutting_down":
         raise ShuttingDown(f"callbridge is {admission.reason}: it places no new calls")
-    if not admission.admitting:
+    if refused == "overloaded":
         raise TooManyRequests(
             f"callbridge is {admission.reason}: it places no new calls until it keeps time",
             retry_after_s=admission.load.retry_after_s,
@@ -91,7 +92,11 @@ async def call_status(request: web.Request) -> web.StreamResponse:
     org = await bearer_organization(request)
     runtime = request.app[RUNTIME]
     status = runtime.machine.status(request.match_info["call_control_id"], org.id, runtime.now())
-    return json_response({"data": status_view(status)})
+    view = status_view(status)
+    # callbridge's extension to Telnyx's shape: what the leg's media streams carried
+    # (engine/media_stats.py); null for a leg that never had media.
+    view["media"] = runtime.plane.stats_view(status.call_control_id)
+    return json_response({"data": view})
 
 
 async def action(request: web.Request) -> web.StreamResponse:

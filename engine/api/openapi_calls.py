@@ -23,6 +23,29 @@ RECORD: dict[str, Schema] = {
     "record_custom_file_name": string(),
 }
 
+# callbridge's extension to Telnyx's call status (engine/media_stats.py); null before media.
+_MEDIA_COUNTS = [
+    "streams",
+    "frames_in",
+    "frames_out",
+    "lost",
+    "late",
+    "reordered",
+    "concealed",
+    "output_dropped",
+    "output_queue",
+]
+MEDIA_STATS: Schema = obj(
+    [*_MEDIA_COUNTS, "jitter_ms"],
+    **dict.fromkeys(_MEDIA_COUNTS, INT),
+    jitter_ms={"type": "number", "minimum": 0},
+)
+MEDIA_STATS["description"] = (
+    "What the leg's media streams carried (callbridge's extension): frames in and out, inbound "
+    "frames lost (numbered and never played), late, reordered; ticks concealed with silence; "
+    "outbound frames dropped and waiting; RFC 3550 inter-arrival jitter"
+)
+
 SCHEMAS: dict[str, Schema] = {
     "TelnyxErrors": obj(
         ["errors"],
@@ -52,6 +75,7 @@ SCHEMAS: dict[str, Schema] = {
             state=string(),
             start_time=string(),
             end_time=nullable(string()),
+            media=nullable(MEDIA_STATS),
         ),
     ),
     "DialRequest": obj(

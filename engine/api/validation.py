@@ -23,9 +23,9 @@ _MISSING = object()
 async def json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """The request body as a JSON object. The size limit is enforced by aiohttp (413)."""
     raw = await request.read()
+    if not raw and allow_empty:  # no body at all; whitespace is a body, and not JSON
+        return {}
     if not raw.strip():
-        if allow_empty:
-            return {}
         raise ValidationError("Request body must be a JSON object")
     try:
         body = orjson.loads(raw)

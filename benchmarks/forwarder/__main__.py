@@ -1,0 +1,3 @@
+from benchmarks.forwarder.server import main
+
+main()
