@@ -180,7 +180,7 @@ def _step(
         legs_hearing_peer=sum(1 for leg in legs.legs.values() if _hears_peer(leg, payloads)),
         close_codes=dict(closed),
         lateness_p99_ms=float(np.percentile(lateness, 99)),
-        lateness_max_ms=float(lateness.max()),
+        lateness_max_ms=float(np.max(lateness)),
     )
     step.problems = _problems(step)
     return step
