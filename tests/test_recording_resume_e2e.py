@@ -71,7 +71,7 @@ async def record_across_a_restart(
     w: World, fmt: Literal["wav", "mp3"], stop: Callable[[], Awaitable[None]]
 ) -> None:
     """Record the Twilio caller (``fmt``), ``stop`` the engine two seconds in, start a new one,
-    record two more seconds and stop: one ``call.recording.saved`` for the same file, which
+    record three more seconds and stop: one ``call.recording.saved`` for the same file, which
     holds the voice, the outage as silence, and the voice again."""
     twilio_call, telnyx_call = await bridged_pair(w)
     leg = w.legs[TWILIO_NUMBER]
@@ -94,7 +94,9 @@ async def record_across_a_restart(
         assert isinstance(twilio_call.playout, Tap)
         playout = twilio_call.playout
 
-        await twilio_call.wait_until(lambda _call: len(playout.frames) >= start + 100)
+        # Three seconds: the first frames of a new stream may wait for the adopting process
+        # to bind it, and only the newest of those are mixed (the rest would be latency).
+        await twilio_call.wait_until(lambda _call: len(playout.frames) >= start + 150)
         await sdk.calls.actions.stop_recording(leg)
     finally:
         await sdk.close()
