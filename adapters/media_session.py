@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from adapters.media_order import MediaOrder
 from adapters.stream_drops import FrameDrops
 from adapters.stream_session import CLOSE_NORMAL, LegFinder, OutputFactory, StreamSession
 from adapters.streams import StreamCodec
@@ -31,7 +30,6 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "MAX_QUEUED_FRAMES",
     "LegFinder",
-    "MediaOrder",
     "QueuedStreamOutput",
     "StreamSessions",
 ]

@@ -64,10 +64,6 @@ class MediaTick:
 
         return stop
 
-    @property
-    def pumps(self) -> int:
-        return len(self._pumps)
-
     async def run(self, stop: asyncio.Event) -> None:
         await run_ticks(self.clock, self._tick, stop, observe=self._observers)
 
