@@ -587,7 +587,7 @@ async def test_connect_number(store: SqlStore) -> None:
     assert (number.state, number.active, number.channels_count, number.status) == (
         "ASSIGNED",
         True,
-        1,
+        100,
         "active",
     )
     assert number.created.utcoffset() == timedelta(0)

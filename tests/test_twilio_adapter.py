@@ -255,7 +255,13 @@ async def test_a_draft_bridge_rejects_busy(env: TwilioEnv) -> None:
 async def test_a_number_at_its_channels_count_rejects_busy_until_a_channel_frees(
     env: TwilioEnv,
 ) -> None:
-    await env.bridge("Support", (NUMBER,))  # channels_count 1
+    bridge = await env.bridge("Support", (NUMBER,))
+    capped = await env.org.call(
+        "POST",
+        f"{BRIDGES}{bridge['slug']}/connect-provider/",
+        {"provider_config_id": env.config["id"], "phone_number": NUMBER, "channels_count": 1},
+    )
+    assert capped.status == 200, capped.text
     first = await env.sim.place_inbound_call(CALLER, NUMBER, source=ToneSource(440))
     await first.wait_for(CallState.STREAMING)
     second = await env.sim.place_inbound_call("+15557654322", NUMBER)

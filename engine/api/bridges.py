@@ -17,6 +17,7 @@ from engine.api.validation import (
     e164,
     int_id,
     json_object,
+    optional_count,
     optional_str,
     query_int,
     required_str,
@@ -29,6 +30,8 @@ from engine.url_policy import optional_http_url
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATUSES = ("ACTIVE", "DRAFT", "INACTIVE")
+# A number's channels_count is stored in an INTEGER column: 32-bit signed on PostgreSQL.
+MAX_CHANNELS = 2**31 - 1
 BASE = "/api/v2/platform/telephony/bridges/"
 log = get_logger("callbridge.bridges")
 
@@ -193,7 +196,8 @@ def config_id_from(body: dict[str, Any]) -> tuple[int | None, str]:
 def connection_data(
     bridge: BridgeRecord, config: ProviderConfigRecord | None, message: str, number: str | None
 ) -> dict[str, Any]:
-    """A superset of both seed shapes: seed 001/002's fields and seed 000's bridge fields."""
+    """A superset of both seed shapes: seed 001/002's fields and seed 000's bridge fields, and
+    the connected number's ``channels_count`` (what it holds now, given or kept)."""
     data: dict[str, Any] = {
         "message": message,
         "bridge_slug": bridge.slug,
@@ -204,6 +208,9 @@ def connection_data(
     }
     if number is not None:
         data["phone_number"] = number
+        held = next((n for n in bridge.numbers if n.number == number), None)
+        if held is not None:
+            data["channels_count"] = held.channels_count
     return data
 
 
@@ -213,8 +220,15 @@ async def connect_provider(request: web.Request) -> web.StreamResponse:
     body = await json_object(request)
     config_id, _field = config_id_from(body)
     number = e164(body["phone_number"]) if body.get("phone_number") is not None else None
+    channels = optional_count(body, "channels_count", hi=MAX_CHANNELS)
     if config_id is None:
         raise ValidationError("provider_config_id is required", field="provider_config_id")
+    if channels is not None and number is None:
+        # The capacity belongs to a number; with none named it would be accepted and ignored.
+        raise ValidationError(
+            "channels_count is a number's capacity: give the phone_number it applies to",
+            field="channels_count",
+        )
     store = request.app[STORE]
     config = await store.get_provider_config(bridge.org_id, config_id)
     if config is None or not config.active:
@@ -222,14 +236,24 @@ async def connect_provider(request: web.Request) -> web.StreamResponse:
     if number is None:
         bridge = await store.set_bridge_provider(bridge.org_id, bridge.slug, config.id)
     else:
-        bridge = await attach_number(request, bridge, config, number)
-    log.info("provider connected", slug=bridge.slug, config_id=config.id, number=number)
+        bridge = await attach_number(request, bridge, config, number, channels)
+    log.info(
+        "provider connected",
+        slug=bridge.slug,
+        config_id=config.id,
+        number=number,
+        channels_count=channels,
+    )
     data = connection_data(bridge, config, "Provider connected successfully", number)
     return platform_ok("Provider connected to bridge successfully.", data)
 
 
 async def attach_number(
-    request: web.Request, bridge: BridgeRecord, config: ProviderConfigRecord, number: str
+    request: web.Request,
+    bridge: BridgeRecord,
+    config: ProviderConfigRecord,
+    number: str,
+    channels: int | None,
 ) -> BridgeRecord:
     store = request.app[STORE]
     route = await store.route_for_number(number)
@@ -241,7 +265,11 @@ async def attach_number(
     await request.app[PROVISIONER].attach(config, auth_token, number, bridge)
     try:
         return await store.connect_number(
-            bridge.org_id, bridge.slug, provider_config_id=config.id, number=number
+            bridge.org_id,
+            bridge.slug,
+            provider_config_id=config.id,
+            number=number,
+            channels_count=channels,
         )
     except Conflict:
         await request.app[PROVISIONER].detach(config, auth_token, number)

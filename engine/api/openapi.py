@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.api.bridges import MAX_CHANNELS
 from engine.api.envelopes import uses_telnyx_envelope
 from engine.api.rate_limit import LIMITED_PREFIXES
 
@@ -135,7 +136,7 @@ SCHEMAS: dict[str, Schema] = {
         number=string(),
         state=string(),
         active={"type": "boolean"},
-        channels_count={"type": "integer"},
+        channels_count={"type": "integer", "minimum": 1},
         status=string(),
     ),
     "ProviderCredential": obj(
@@ -218,6 +219,7 @@ SCHEMAS: dict[str, Schema] = {
         message=string(),
         bridge_slug=string(),
         phone_number=string(),
+        channels_count={"type": "integer", "minimum": 1},
         id={"type": "integer"},
         name=string(),
         slug=string(),
@@ -246,6 +248,16 @@ CONNECT = obj(
     provider_config_id=ID_OR_STRING,
     provider_credential_id=ID_OR_STRING,
     phone_number=string(pattern=r"^\+[1-9]\d{6,14}$"),
+    channels_count=nullable(
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_CHANNELS,
+            "description": "How many live legs phone_number carries at once (needs "
+            "phone_number). A newly connected number gets 100 when not given; connecting it "
+            "again to the same bridge sets it when given and keeps it when not.",
+        }
+    ),
 )
 DISCONNECT = obj(None, phone_number=string(), provider_credential_id=ID_OR_STRING)
 CONFIG_CREATE = obj(

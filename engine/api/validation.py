@@ -84,6 +84,18 @@ def int_id(value: Any, field: str) -> int:
     return number
 
 
+def optional_count(body: Mapping[str, Any], field: str, *, hi: int) -> int | None:
+    """A count from 1 to ``hi`` given as a JSON integer; None when absent or null (not given,
+    as for every optional field of this API). Unlike ids, a count is never read from a string:
+    ``true`` (a bool is an int in Python), ``"2"`` and ``2.0`` are refused."""
+    value = body.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+        raise ValidationError(f"{field} must be an integer from 1 to {hi}", field=field)
+    return value
+
+
 def e164(value: Any, field: str = "phone_number") -> str:
     if not isinstance(value, str) or not E164.match(value.strip()):
         raise ValidationError(

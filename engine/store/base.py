@@ -322,13 +322,22 @@ class Store(Protocol):
 
     # numbers
     async def connect_number(
-        self, org_id: int, slug: str, *, provider_config_id: int, number: str
+        self,
+        org_id: int,
+        slug: str,
+        *,
+        provider_config_id: int,
+        number: str,
+        channels_count: int | None = None,
     ) -> BridgeRecord:
         """Assign ``number`` to the bridge through the configuration and mark the configuration
         connected to the bridge. NotFound if the bridge or the configuration is not this
         organization's. Conflict if the number is on another bridge (any organization).
-        Connecting the same number to the same bridge again is a no-op; naming another
-        configuration of the organization moves the number to that configuration."""
+        ``channels_count`` is the number's capacity in live legs: a new assignment takes it, or
+        the column's default (100) when None. Connecting the same number to the same bridge
+        again sets it when given and keeps the stored one when None; with nothing changed it
+        is a no-op. Naming another configuration of the organization moves the number to
+        that configuration."""
 
     async def set_bridge_provider(
         self, org_id: int, slug: str, provider_config_id: int | None

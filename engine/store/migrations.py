@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateColumn
+from sqlalchemy.types import TypeEngine
 
 from engine.errors import StorageError
 from engine.store.schema import NAMING_CONVENTION, event_type_of, schema_version
@@ -131,20 +132,7 @@ def _v1_initial_tables(conn: Connection) -> None:
         ),
         Column("created", stamp, nullable=False),
     )
-    Table(
-        "number_assignments",
-        md,
-        Column("id", ident, primary_key=True, autoincrement=True),
-        Column(
-            "phone_number_id", ident, ForeignKey("phone_numbers.id"), nullable=False, unique=True
-        ),
-        Column("bridge_id", ident, ForeignKey("bridges.id"), nullable=False, index=True),
-        Column("state", String(16), nullable=False, server_default="ASSIGNED"),
-        Column("active", Boolean(), nullable=False, server_default=true()),
-        Column("channels_count", Integer(), nullable=False, server_default="1"),
-        Column("status", String(16), nullable=False, server_default="active"),
-        Column("created", stamp, nullable=False),
-    )
+    _number_assignments(md, ident, stamp, channels_default="1")
     Table(
         "webhook_outbox",
         md,
@@ -349,6 +337,59 @@ def _v7_live_recordings(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _number_assignments(
+    md: MetaData, ident: TypeEngine[int], stamp: TypeEngine[Any], *, channels_default: str
+) -> Table:
+    """The number_assignments table as version 1 made it; version 8 changed only the default."""
+    return Table(
+        "number_assignments",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column(
+            "phone_number_id", ident, ForeignKey("phone_numbers.id"), nullable=False, unique=True
+        ),
+        Column("bridge_id", ident, ForeignKey("bridges.id"), nullable=False, index=True),
+        Column("state", String(16), nullable=False, server_default="ASSIGNED"),
+        Column("active", Boolean(), nullable=False, server_default=true()),
+        Column("channels_count", Integer(), nullable=False, server_default=channels_default),
+        Column("status", String(16), nullable=False, server_default="active"),
+        Column("created", stamp, nullable=False),
+    )
+
+
+def _v8_channels_count_default(conn: Connection) -> None:
+    """A newly connected number takes 100 live legs, not 1 (a conference number takes its
+    callers; the organization's max_legs still applies). Only the column's default changes:
+    numbers connected before keep their channels_count, since raising a capacity nobody asked
+    for could let more callers in than their operator planned for."""
+    if conn.dialect.name != "sqlite":
+        # Standard SQL; PostgreSQL's ALTER TABLE docs: "defaults only apply to subsequent
+        # INSERT commands; they do not cause rows already in the table to change".
+        conn.exec_driver_sql(
+            "ALTER TABLE number_assignments ALTER COLUMN channels_count SET DEFAULT 100"
+        )
+        return
+    # SQLite cannot alter a column's default: the table is rebuilt and its rows copied
+    # (https://www.sqlite.org/lang_altertable.html). The old table is renamed first so the new
+    # one is created under its final name with its constraint names; that order is safe only
+    # because no table, view or trigger refers to number_assignments (a rename rewrites those).
+    # Its index stays with the renamed table, and its name is reused, so it goes first.
+    conn.exec_driver_sql("ALTER TABLE number_assignments RENAME TO number_assignments_v7")
+    conn.exec_driver_sql("DROP INDEX ix_number_assignments_bridge_id")
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table("phone_numbers", md, Column("id", ident, primary_key=True))  # for the foreign keys
+    Table("bridges", md, Column("id", ident, primary_key=True))
+    # Version 1's shape, with the new default.
+    _number_assignments(md, ident, DateTime(timezone=True), channels_default="100")
+    md.tables["number_assignments"].create(conn, checkfirst=False)
+    columns = "id, phone_number_id, bridge_id, state, active, channels_count, status, created"
+    conn.exec_driver_sql(
+        f"INSERT INTO number_assignments ({columns}) SELECT {columns} FROM number_assignments_v7"
+    )
+    conn.exec_driver_sql("DROP TABLE number_assignments_v7")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -357,6 +398,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhook delivery status, attempts and public ids", _v5_webhook_deliveries),
     Migration(6, "live state of calls, for adoption after a restart", _v6_live_state),
     Migration(7, "recordings in progress, continued after a restart", _v7_live_recordings),
+    Migration(8, "a new number's channels_count defaults to 100", _v8_channels_count_default),
 )
 
 

@@ -92,6 +92,9 @@ def event_type_of(body: str) -> str:
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# A newly connected number's channels_count when the request gives none.
+DEFAULT_CHANNELS_COUNT = 100
+
 # Which migrations have been applied. Created before any migration runs (so it is not itself
 # a migration) and therefore never changes shape.
 schema_version = Table(
@@ -185,7 +188,15 @@ number_assignments = Table(
     Column("bridge_id", ID, ForeignKey("bridges.id"), nullable=False, index=True),
     Column("state", String(16), nullable=False, default="ASSIGNED", server_default="ASSIGNED"),
     Column("active", Boolean(), nullable=False, default=True, server_default=true()),
-    Column("channels_count", Integer(), nullable=False, default=1, server_default="1"),
+    # The number's capacity in live legs (engine/inbound.py). 100 since version 8, so that a
+    # conference number takes its callers; numbers connected before keep what they had.
+    Column(
+        "channels_count",
+        Integer(),
+        nullable=False,
+        default=DEFAULT_CHANNELS_COUNT,
+        server_default=str(DEFAULT_CHANNELS_COUNT),
+    ),
     Column("status", String(16), nullable=False, default="active", server_default="active"),
     Column("created", UTCDateTime(), nullable=False),
 )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import Conflict, NotFound
 from engine.store.base import (
@@ -316,16 +317,24 @@ class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, 
     # --- numbers ---------------------------------------------------------------------------
 
     async def connect_number(
-        self, org_id: int, slug: str, *, provider_config_id: int, number: str
+        self,
+        org_id: int,
+        slug: str,
+        *,
+        provider_config_id: int,
+        number: str,
+        channels_count: int | None = None,
     ) -> BridgeRecord:
         elsewhere = f"{number} is already connected to another bridge"
         na, pn = number_assignments, phone_numbers
+        # None leaves the column to its default (new rows) or to its stored value.
+        capacity = {} if channels_count is None else {"channels_count": channels_count}
         async with self._write(elsewhere) as conn:
             bridge = await _own_bridge(conn, org_id, slug)
             await _own_config(conn, org_id, provider_config_id)
             held = (
                 await conn.execute(
-                    select(pn.c.id, pn.c.provider_config_id, na.c.bridge_id)
+                    select(pn.c.id, pn.c.provider_config_id, na.c.bridge_id, na.c.channels_count)
                     .select_from(pn.join(na, na.c.phone_number_id == pn.c.id))
                     .where(pn.c.number == number)
                 )
@@ -343,7 +352,10 @@ class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, 
                 )
                 await conn.execute(
                     insert(na).values(
-                        phone_number_id=_new_id(result), bridge_id=bridge.id, created=now
+                        phone_number_id=_new_id(result),
+                        bridge_id=bridge.id,
+                        created=now,
+                        **capacity,
                     )
                 )
                 changed = True
@@ -351,13 +363,13 @@ class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, 
                 # Same message whoever owns the other bridge: naming it would leak another
                 # organization's data.
                 raise Conflict(elsewhere, field="phone_number")
-            elif held.provider_config_id != provider_config_id:
-                await conn.execute(
-                    update(pn)
-                    .where(pn.c.id == held.id)
-                    .values(provider_config_id=provider_config_id)
+            else:
+                changed = await _reconnect(
+                    conn,
+                    held.id,
+                    config_ids=(held.provider_config_id, provider_config_id),
+                    counts=(held.channels_count, channels_count),
                 )
-                changed = True
             if bridge.provider_config_id != provider_config_id:
                 await _touch_bridge(conn, bridge.id, provider_config_id=provider_config_id)
             elif changed:
@@ -414,6 +426,33 @@ class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, 
             return Route(bridge=bridge, number=assignment, provider_config=config)
 
     # --- webhook outbox --------------------------------------------------------------------
+
+
+async def _reconnect(
+    conn: AsyncConnection,
+    number_id: int,
+    *,
+    config_ids: tuple[int, int],
+    counts: tuple[int, int | None],
+) -> bool:
+    """A number connected again to its own bridge: ``config_ids`` and ``counts`` are (stored,
+    asked). Moves it to the asked configuration and sets the asked capacity, if any. Whether
+    anything changed."""
+    changed = False
+    if config_ids[0] != config_ids[1]:
+        await conn.execute(
+            update(phone_numbers)
+            .where(phone_numbers.c.id == number_id)
+            .values(provider_config_id=config_ids[1])
+        )
+        changed = True
+    if counts[1] is not None and counts[0] != counts[1]:
+        na = number_assignments
+        await conn.execute(
+            update(na).where(na.c.phone_number_id == number_id).values(channels_count=counts[1])
+        )
+        changed = True
+    return changed
 
 
 if TYPE_CHECKING:
