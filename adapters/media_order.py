@@ -59,11 +59,14 @@ class MediaOrder:
         self.counts: OrderCounts = counts if counts is not None else Counts()
         self.count_gaps = True
 
-    def push(self, counter: int | None, payload: bytes) -> list[bytes]:
+    def push(self, counter: int | None, payload: bytes) -> tuple[bytes, ...] | list[bytes]:
         """The frames to play now, in order (often just this one, sometimes none)."""
         nxt = self._next
         if counter is None:
-            return [payload]
+            return (payload,)
+        if counter == nxt and not self._held:  # the usual frame: the next, nothing held
+            self._next = counter + 1
+            return (payload,)
         if nxt is not None and counter < nxt:
             if nxt - counter <= _COUNTER_RESTART:
                 self.counts.late += 1

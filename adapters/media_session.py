@@ -55,8 +55,7 @@ class QueuedStreamOutput:
         self, socket: MediaSocket, codec: StreamCodec, stream_id: str, stats: LegMediaStats
     ) -> None:
         self._socket = socket
-        self._codec = codec
-        self._stream_id = stream_id
+        self._render = codec.media_renderer(stream_id)
         self._stats = stats
         self._queue: deque[bytes] = deque()
         self._ready = asyncio.Event()
@@ -73,7 +72,7 @@ class QueuedStreamOutput:
         if len(self._queue) >= MAX_QUEUED_FRAMES:
             self._queue.popleft()
             self._stats.output_dropped += 1
-        self._queue.append(self._codec.render_media(self._stream_id, payload))
+        self._queue.append(self._render(payload))
         self._ready.set()
 
     async def _write(self) -> None:

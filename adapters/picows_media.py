@@ -56,14 +56,13 @@ class DirectStreamOutput:
     """The engine's ``MediaOutput`` for one picows stream: written from the caller (the tick,
     or a forwarding ``put_frame``), queued only while the socket is back-pressured."""
 
-    __slots__ = ("_codec", "_held", "_paused", "_stats", "_stream_id", "_transport")
+    __slots__ = ("_held", "_paused", "_render", "_stats", "_transport")
 
     def __init__(
         self, transport: WSTransport, codec: StreamCodec, stream_id: str, stats: LegMediaStats
     ) -> None:
         self._transport = transport
-        self._codec = codec
-        self._stream_id = stream_id
+        self._render = codec.media_renderer(stream_id)
         self._stats = stats
         self._paused = False
         self._held: deque[bytes] = deque()
@@ -76,7 +75,7 @@ class DirectStreamOutput:
         transport = self._transport
         if transport.is_disconnected:
             return
-        message = self._codec.render_media(self._stream_id, payload)
+        message = self._render(payload)
         if self._paused:
             if len(self._held) >= MAX_QUEUED_FRAMES:
                 self._held.popleft()

@@ -74,7 +74,8 @@ CLOSE_INTERNAL_ERROR = 1011  # RFC 6455: the server met a condition it cannot ha
 #: Beyond that the oldest are dropped and counted (never a flood: the provider is not at fault).
 MAX_BACKLOG = 250
 
-LegFinder = Callable[[StreamStart], str]
+#: (the ``start`` frame, the token the ``connected`` frame carried if any) -> the leg's id.
+LegFinder = Callable[[StreamStart, str | None], str]
 #: What a provider needs to take a stream: its codec, how the ``start`` finds the leg, and the
 #: context for logs; made from the upgrade request's query and headers (``media_binding``).
 MediaBinding = tuple[StreamCodec, LegFinder, dict[str, str]]
@@ -140,6 +141,8 @@ class StreamSession:
         self._bytes_per_s = 8000.0  # of the stream's payloads, as announced (``_start``)
         self._monotonic = time.monotonic
         self._convert: Callable[[bytes], bytes] | None = None
+        self._frame_in = runtime.plane.frame_in  # bound once: called for every frame
+        self._connected_token: str | None = None  # what the ``connected`` frame carried
         self._backlog: deque[str | bytes] | None = None  # while a step runs
         self._step: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None  # the close this session asked for
@@ -209,15 +212,15 @@ class StreamSession:
             return
         if message.track != "inbound":
             return
-        stats.arrived(self._monotonic(), len(message.payload) / self._bytes_per_s)
+        payload = message.payload
+        stats.arrived(self._monotonic(), len(payload) / self._bytes_per_s)
         chunk = message.chunk
-        counter = chunk if chunk is not None else message.sequence
-        self._order.count_gaps = chunk is not None
-        convert = self._convert
-        frame_in = self._runtime.media_frame
-        for payload in self._order.push(counter, message.payload):
+        order = self._order
+        order.count_gaps = chunk is not None
+        convert, frame_in = self._convert, self._frame_in
+        for spoken in order.push(chunk if chunk is not None else message.sequence, payload):
             stats.frames_in += 1
-            frame_in(leg_id, payload if convert is None else convert(payload))
+            frame_in(leg_id, spoken if convert is None else convert(spoken))
 
     def _other(self, message: StreamMessage) -> Step | None:
         leg_id = self.leg_id
@@ -235,13 +238,15 @@ class StreamSession:
             self._drops.provider_error(message, leg_id)
         elif isinstance(message, StreamUnknown):
             self._drops.unknown(message.event, leg_id)
-        elif not isinstance(message, StreamConnected | StreamMark):
+        elif isinstance(message, StreamConnected):
+            self._connected_token = message.auth_token or self._connected_token
+        elif not isinstance(message, StreamMark):
             raise AssertionError(f"unhandled stream message {message!r}")
         return None
 
     def _admit(self, start: StreamStart) -> str:
         try:
-            leg_id = self._find_leg(start)
+            leg_id = self._find_leg(start, self._connected_token)
         except InvalidLegToken as exc:
             raise StreamProtocolError(exc.reason, CLOSE_POLICY) from None
         try:

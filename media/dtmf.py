@@ -198,6 +198,9 @@ class DtmfDetector:
         self._candidate = np.zeros(0, dtype=np.int8)  # what the last window named
         self._hits = np.zeros(0, dtype=np.int32)  # windows in a row naming _candidate
         self._misses = np.zeros(0, dtype=np.int32)  # windows in a row without _held
+        # No row names or holds a digit: a tick in which no window names one changes nothing
+        # that matters (hits count only toward a candidate, misses only against a held digit).
+        self._idle = True
 
     @property
     def capacity(self) -> int:
@@ -268,9 +271,13 @@ class DtmfDetector:
         energy = earlier[16] + later[16]
         low, high = tones[:4], tones[4:]
         low_peak, high_peak = low.max(axis=0), high.max(axis=0)
+        loud = np.minimum(low_peak, high_peak) >= self._floor
+        if not loud.any():
+            # The usual window (speech, silence, a single tone): no digit can be named, and the
+            # remaining tests would cost a dozen more array operations per tick.
+            return np.full(loud.size, -1, dtype=np.int8)
         valid = (
-            (low_peak >= self._floor)
-            & (high_peak >= self._floor)
+            loud
             & (high_peak <= low_peak * MAX_TWIST)
             & (low_peak <= high_peak * MAX_TWIST)
             & (low_peak + high_peak >= self._share * energy)
@@ -291,6 +298,8 @@ class DtmfDetector:
         rows: NDArray[np.intp] | None,
     ) -> list[tuple[int, str]]:
         """Run both windows of the frame through each row's debounce, in order."""
+        if self._idle and not (named >= 0).any():
+            return []  # no row holds or counts toward a digit, and none is named now
         candidate, hits = self._candidate[index], self._hits[index]
         held, misses = self._held[index], self._misses[index]
         detected: list[tuple[int, str]] = []
@@ -307,4 +316,5 @@ class DtmfDetector:
                 detected.append((row, KEYPAD[window[position]]))
         self._candidate[index], self._hits[index] = candidate, hits
         self._held[index], self._misses[index] = held, misses
+        self._idle = bool((self._candidate < 0).all() and (self._held < 0).all())
         return detected

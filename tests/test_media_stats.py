@@ -168,7 +168,7 @@ async def test_media_waiting_behind_a_slow_start_is_kept_not_a_flood(
     sessions = h.client.app[ADAPTERS].require_sessions()  # type: ignore[index]
     session = sessions.session(
         TelnyxStreamCodec(),
-        lambda start: leg,
+        lambda start, connected_token: leg,
         make_output=lambda codec, stream_id, stats: CollectingStreamOutput(),
         close=close,
         context={"provider": "telnyx"},

@@ -37,7 +37,7 @@ from aiohttp import web
 from adapters.carrier import Carrier
 from adapters.leg_tokens import InvalidLegToken
 from adapters.stream_session import MediaBinding
-from adapters.streams import StreamConnected, StreamMessage, StreamStart
+from adapters.streams import StreamStart
 from adapters.telnyx.gateway import TelnyxLeg
 from adapters.telnyx.signature import (
     SIGNATURE_HEADER,
@@ -109,22 +109,6 @@ class RecentEvents:
     def release(self, event_id: str) -> None:
         """Forget a claim whose handling failed, so Telnyx's retry is handled."""
         self._seen.pop(event_id, None)
-
-
-class _WatchedCodec(TelnyxStreamCodec):
-    """Telnyx's stream codec, keeping the token a ``connected`` frame may carry."""
-
-    __slots__ = ("connected_token",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.connected_token: str | None = None
-
-    def parse(self, text: str | bytes) -> StreamMessage:
-        message = super().parse(text)
-        if isinstance(message, StreamConnected) and message.auth_token:
-            self.connected_token = message.auth_token
-        return message
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -362,10 +346,9 @@ class TelnyxHandlers:
         websocket server (aiohttp's here, the media port's: ``adapters/picows_media.py``)."""
         query_token = query.get("token")
         header_token = headers.get(AUTH_TOKEN_HEADER)
-        codec = _WatchedCodec()
 
-        def find_leg(start: StreamStart) -> str:
-            token = query_token or header_token or codec.connected_token
+        def find_leg(start: StreamStart, connected_token: str | None) -> str:
+            token = query_token or header_token or connected_token
             if not token:
                 raise InvalidLegToken("missing media token")
             leg_id = self._context.tokens.leg_of(token)
@@ -374,7 +357,7 @@ class TelnyxHandlers:
                 raise InvalidLegToken("the media token is not for this call")
             return leg_id
 
-        return codec, find_leg, {"provider": "telnyx"}
+        return TelnyxStreamCodec(), find_leg, {"provider": "telnyx"}
 
 
 def _sip_cause(value: object) -> str | None:

@@ -10,6 +10,7 @@ order is a per-leg setting of ``TelnyxStreamCodec``, big-endian (RTP's network o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,16 +22,14 @@ from adapters.streams import (
     StreamDtmf,
     StreamError,
     StreamMark,
-    StreamMedia,
     StreamMessage,
     StreamStart,
     StreamStop,
     audio_format,
-    counter,
     load_frame,
     loose_text,
+    media_message,
     optional_text,
-    payload_bytes,
     section,
     string_map,
     text_field,
@@ -58,14 +57,7 @@ def parse_message(text: str | bytes, l16_byte_order: ByteOrder = "big") -> Strea
     event, frame = load_frame(text)
     # Media is ~50 frames a second per leg, everything else a handful per call: test it first.
     if event == "media":
-        media = section(frame, "media", event)
-        return StreamMedia(
-            payload=payload_bytes(media, event),
-            sequence=counter(frame, "sequence_number", event),
-            chunk=counter(media, "chunk", event),
-            timestamp=counter(media, "timestamp", event),
-            track=optional_text(media, "track", event) or "inbound",
-        )
+        return media_message(frame, "sequence_number")
     if event == "mark":
         # Shape unconfirmed by Telnyx (PROTOCOLS.md 3.2); read like Twilio's mark.name.
         return StreamMark(text_field(section(frame, "mark", event), "name", event))
@@ -149,11 +141,17 @@ def _custom_parameters(value: object) -> dict[str, str]:
     return string_map(value, "custom_parameters", "start")
 
 
+_MEDIA_HEAD = b'{"event":"media","media":{"payload":"'
+_MEDIA_TAIL = b'"}}'
+
+
 def render_media(payload: bytes) -> bytes:
-    """Outbound audio in the leg's ``stream_bidirectional_codec``, 20 ms to 30 s per message."""
-    return orjson.dumps(
-        {"event": "media", "media": {"payload": pybase64.b64encode_as_string(payload)}}
-    )
+    """Outbound audio in the leg's ``stream_bidirectional_codec``, 20 ms to 30 s per message.
+
+    Joined from fixed parts rather than dumped (base64 needs no JSON escaping): one per frame
+    per leg, and a third of the cost of ``orjson.dumps`` on a nested dict here.
+    """
+    return _MEDIA_HEAD + pybase64.b64encode(payload) + _MEDIA_TAIL
 
 
 def render_mark(name: str) -> bytes:
@@ -190,8 +188,8 @@ class TelnyxStreamCodec:
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text, self.l16_byte_order)
 
-    def render_media(self, stream_id: str, payload: bytes) -> bytes:
-        return render_media(payload)
+    def media_renderer(self, stream_id: str) -> Callable[[bytes], bytes]:
+        return render_media
 
     def render_mark(self, stream_id: str, name: str) -> bytes:
         return render_mark(name)

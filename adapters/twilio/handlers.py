@@ -433,7 +433,8 @@ class TwilioHandlers:
         (aiohttp's here, the media port's: ``adapters/picows_media.py``)."""
         signature = headers.get(SIGNATURE_HEADER)
 
-        def find_leg(start: StreamStart) -> str:
+        def find_leg(start: StreamStart, connected_token: str | None) -> str:
+            # Twilio's connected frame carries no token: the request's signature identifies it.
             return self._stream_leg(start, signature)
 
         return TwilioStreamCodec(), find_leg, {"provider": "twilio"}

@@ -7,6 +7,7 @@ the message, so the renderers build fixed shapes and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,16 +18,14 @@ from adapters.streams import (
     StreamConnected,
     StreamDtmf,
     StreamMark,
-    StreamMedia,
     StreamMessage,
     StreamStart,
     StreamStop,
     audio_format,
-    counter,
     load_frame,
     loose_text,
+    media_message,
     optional_text,
-    payload_bytes,
     section,
     string_map,
     text_field,
@@ -42,14 +41,7 @@ def parse_message(text: str | bytes) -> StreamMessage:
     event, frame = load_frame(text)
     # Media is ~50 frames a second per leg, everything else a handful per call: test it first.
     if event == "media":
-        media = section(frame, "media", event)
-        return StreamMedia(
-            payload=payload_bytes(media, event),
-            sequence=counter(frame, "sequenceNumber", event),
-            chunk=counter(media, "chunk", event),
-            timestamp=counter(media, "timestamp", event),
-            track=optional_text(media, "track", event) or "inbound",
-        )
+        return media_message(frame, "sequenceNumber")
     if event == "mark":
         return StreamMark(text_field(section(frame, "mark", event), "name", event))
     if event == "dtmf":
@@ -88,14 +80,23 @@ def _parse_start(frame: dict[str, Any]) -> StreamStart:
     )
 
 
+_MEDIA_HEAD = b'{"event":"media","streamSid":'
+_MEDIA_PAYLOAD = b',"media":{"payload":"'
+_MEDIA_TAIL = b'"}}'
+
+
 def render_media(stream_sid: str, payload: bytes) -> bytes:
-    """Outbound audio: raw mu-law 8 kHz bytes, no header, any length."""
-    return orjson.dumps(
-        {
-            "event": "media",
-            "streamSid": stream_sid,
-            "media": {"payload": pybase64.b64encode_as_string(payload)},
-        }
+    """Outbound audio: raw mu-law 8 kHz bytes, no header, any length.
+
+    Joined from fixed parts (one per frame per leg): the stream id through orjson for its JSON
+    escaping, the payload as base64, which needs none; the keys are exactly Twilio's.
+    """
+    return (
+        _MEDIA_HEAD
+        + orjson.dumps(stream_sid)
+        + _MEDIA_PAYLOAD
+        + pybase64.b64encode(payload)
+        + _MEDIA_TAIL
     )
 
 
@@ -129,8 +130,13 @@ class TwilioStreamCodec:
     def parse(self, text: str | bytes) -> StreamMessage:
         return parse_message(text)
 
-    def render_media(self, stream_id: str, payload: bytes) -> bytes:
-        return render_media(stream_id, payload)
+    def media_renderer(self, stream_id: str) -> Callable[[bytes], bytes]:
+        head = _MEDIA_HEAD + orjson.dumps(stream_id) + _MEDIA_PAYLOAD
+
+        def render(payload: bytes) -> bytes:
+            return head + pybase64.b64encode(payload) + _MEDIA_TAIL
+
+        return render
 
     def render_mark(self, stream_id: str, name: str) -> bytes:
         return render_mark(stream_id, name)
