@@ -20,15 +20,15 @@ from adapters.carrier import BadCarrier, Carrier
 from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from adapters.stream_session import BindingFactory
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.live import LiveLegIndex
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
-from engine.gateway import AdoptedLeg, ProviderGateway
-from engine.live import LiveLegIndex
 from engine.logs import get_logger
-from engine.model import Leg
-from engine.runtime import CallRuntime
+from engine.machine.model import Leg
+from engine.providers.gateway import AdoptedLeg, ProviderGateway
+from engine.runtime.runtime import CallRuntime
 from engine.store.base import BridgeRecord, ProviderConfigRecord, Store
 
 log = get_logger("callbridge.adapters")

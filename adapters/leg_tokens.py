@@ -17,7 +17,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from engine.model import DEFAULT_TIME_LIMIT_SECS
+from engine.machine.model import DEFAULT_TIME_LIMIT_SECS
 
 # A token must outlive every reconnect of its leg's stream: a leg may live up to Call Control's
 # time limit (4 h, DEFAULT_TIME_LIMIT_SECS) from its answer, and the token is issued before that,

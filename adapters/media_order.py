@@ -14,7 +14,7 @@ _COUNTER_RESTART = 50
 
 
 class OrderCounts(Protocol):
-    """Where a reorder window counts what it sees (``engine.media_stats.LegMediaStats``)."""
+    """Where a reorder window counts what it sees (``engine.media_plane.stats.LegMediaStats``)."""
 
     late: int
     reordered: int

@@ -22,9 +22,9 @@ from adapters.stream_session import CLOSE_NORMAL, LegFinder, OutputFactory, Stre
 from adapters.streams import StreamCodec
 from adapters.transport import MediaSocket
 from engine.logs import get_logger
-from engine.media_stats import LegMediaStats
+from engine.media_plane.stats import LegMediaStats
 from engine.metrics import Metrics
-from engine.runtime import CallRuntime
+from engine.runtime.runtime import CallRuntime
 
 __all__ = [
     "CLOSE_GOING_AWAY",

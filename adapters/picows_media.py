@@ -42,7 +42,7 @@ from adapters.stream_session import BindingFactory, StreamSession
 from adapters.streams import StreamCodec
 from adapters.transport import DEFAULT_MAX_MESSAGE, reason_bytes
 from engine.logs import get_logger
-from engine.media_stats import LegMediaStats
+from engine.media_plane.stats import LegMediaStats
 
 __all__ = ["DirectStreamOutput", "MediaStreamListener", "serve_media"]
 

@@ -16,7 +16,7 @@ neither may end a live call (issue 10, PROTOCOLS.md gotcha 13). So each stream h
   stream's clock, injectable for tests) is a flood: ``drop`` raises ``StreamProtocolError`` with
   RFC 6455 code 1007, and the media session closes the stream as one that dropped without
   ``stop``: the leg waits for a new stream like any leg whose stream dropped
-  (``engine/machine_streams.py``).
+  (``engine/machine/streams.py``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ is judged once the stream is bound to its leg (``media.inbound``; G.722 decoded 
 edge); a codec callbridge cannot decode is reported to the machine, which asks for a new stream
 or ends the leg. Unusable frames are dropped and counted (``adapters/stream_drops.py``); a flood
 of them closes the stream. When a stream ends, clean or not, the machine decides what the leg
-does next (``engine/machine_streams.py``). Inbound media that arrives out of order (Telnyx does
+does next (``engine/machine/streams.py``). Inbound media that arrives out of order (Telnyx does
 not promise order) is put back in order by ``MediaOrder`` before the engine sees it.
 """
 
@@ -46,8 +46,8 @@ from adapters.streams import (
 )
 from engine.errors import NotFound
 from engine.logs import get_logger
-from engine.media_stats import LegMediaStats
-from engine.runtime import CallRuntime
+from engine.media_plane.stats import LegMediaStats
+from engine.runtime.runtime import CallRuntime
 from media.errors import UnsupportedEncoding
 from media.inbound import InboundDecoder, inbound_decoder
 

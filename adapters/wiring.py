@@ -19,12 +19,12 @@ from adapters.picows_media import serve_media
 from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
 from adapters.wsagent import kit as wsagent_kit
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.live import LiveLegIndex
 from engine.api.keys import METRICS
 from engine.config import Settings
 from engine.crypto import SecretBox
-from engine.live import LiveLegIndex
-from engine.runtime import CallRuntime
+from engine.runtime.runtime import CallRuntime
 from engine.store.base import Store
 from engine.url_policy import http_connector
 

@@ -283,12 +283,11 @@ def _stdlib_parse(text: str) -> StreamMedia:
     except (binascii.Error, ValueError):
         raise StreamProtocolError("media payload is not valid base64") from None
     sequence = frame.get("sequenceNumber")
-    chunk, stamp = media.get("chunk"), media.get("timestamp")
+    chunk = media.get("chunk")
     return StreamMedia(
         payload=payload,
         sequence=int(sequence) if sequence is not None else None,
         chunk=int(chunk) if chunk is not None else None,
-        timestamp=int(stamp) if stamp is not None else None,
         track=media.get("track") or "inbound",
     )
 

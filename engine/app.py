@@ -16,7 +16,9 @@ import aiohttp
 from aiohttp import web
 
 from adapters import wiring
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.limits import OrgRateLimiter
+from engine.admission.live import LiveLegIndex
 from engine.api import bridges, calls, ops, provider_configs, recordings, webhook_deliveries
 from engine.api.keys import (
     ADMISSION,
@@ -31,27 +33,25 @@ from engine.api.keys import (
 )
 from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
-from engine.audio_fetch import AudioFetcher, AudioFetchLimits
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
-from engine.gateway import GatewayResolver
-from engine.ids import new_room_key
-from engine.limits import OrgRateLimiter
-from engine.live import LiveLegIndex
-from engine.machine import CallMachine
-from engine.media_plane import MediaPlane
-from engine.media_tick import MediaTick
+from engine.machine.machine import CallMachine
+from engine.media_plane.audio_fetch import AudioFetcher, AudioFetchLimits
+from engine.media_plane.plane import MediaPlane
+from engine.media_plane.tick import MediaTick
 from engine.metrics import Metrics
-from engine.provider_calls import ProviderCalls, RetryPolicy
-from engine.provisioning import NumberProvisioner
-from engine.reconcile import ReconcileSettings
+from engine.providers.calls import ProviderCalls, RetryPolicy
+from engine.providers.gateway import GatewayResolver
+from engine.providers.provisioning import NumberProvisioner
+from engine.providers.reconcile import ReconcileSettings
 from engine.recordings import RecordingCatalog, RecordingUrls
-from engine.runtime import CallRuntime
-from engine.signing import OrgSigningKeys
+from engine.runtime.ids import new_room_key
+from engine.runtime.runtime import CallRuntime
 from engine.store.base import Store
 from engine.store.sql import SqlStore
 from engine.url_policy import http_connector
-from engine.webhooks import WebhookOutbox
+from engine.webhooks.outbox import WebhookOutbox
+from engine.webhooks.signing import OrgSigningKeys
 from media.blas import pin_blas_to_one_thread
 from media.mixer import Mixer
 

@@ -18,18 +18,18 @@ from typing import TypeVar
 import orjson
 from aiohttp import web
 
+from engine.admission.limits import effective_limits
 from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, SIGNING_KEYS, STORE
 from engine.api.public_keys import keys_document
 from engine.app import create_app
 from engine.config import Settings, parse_count, parse_rate, resolve_secret_key, sqlite_path
 from engine.crypto import new_api_token, token_digest
 from engine.errors import CallbridgeError, NotFound, ValidationError
-from engine.lifecycle import drain
-from engine.limits import effective_limits
 from engine.logs import configure_logging, get_logger
-from engine.signing import OrgSigningKeys
+from engine.runtime.lifecycle import drain
 from engine.store.base import OrgLimitsRecord, Store
 from engine.store.sql import SqlStore
+from engine.webhooks.signing import OrgSigningKeys
 
 DEV_HANDLE = "dev"
 DEFAULT_DRAIN_TIMEOUT_S = 300.0
@@ -200,7 +200,7 @@ async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = N
     """Serve until SIGTERM or SIGINT. Then stop admitting new calls at once (``/readyz`` 503,
     inbound calls busy, dials 503) and either hand the live calls over (keep answering for
     ``shutdown_grace_s`` so load balancers see the 503, then stop: the store holds every call
-    for the next process) or, with ``drain_s``, drain them (engine/lifecycle.py); then stop
+    for the next process) or, with ``drain_s``, drain them (engine/runtime/lifecycle.py); then stop
     listening, finish the requests in flight and clean up."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)

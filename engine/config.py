@@ -47,18 +47,19 @@ class Settings:
     # before callbridge asks the provider for a new stream, and again before it hangs up.
     media_wait_s: float = 5.0
     # How long an organization's webhook-signing key stays published after a rotation replaced
-    # it, so that its receivers can switch to the new key (engine/signing.py).
+    # it, so that its receivers can switch to the new key (engine/webhooks/signing.py).
     signing_key_grace_s: float = 24 * 3600.0
-    # Webhook delivery (engine/webhooks.py): attempts before a webhook is dead-lettered, and how
-    # long delivered and dead-lettered webhooks stay (GET /v2/webhook_deliveries) before purging.
+    # Webhook delivery (engine/webhooks/outbox.py): attempts before a webhook is dead-lettered, and
+    # how long delivered and dead-lettered webhooks stay (GET /v2/webhook_deliveries) before
+    # purging.
     webhook_max_attempts: int = 12
     webhook_retention_s: float = 7 * 24 * 3600.0
     # Whether tenant-given URLs (webhooks, audio, websocket agents, provider API bases) may reach
     # loopback, private, link-local or metadata addresses (engine/url_policy.py). Off unless
     # CALLBRIDGE_ALLOW_PRIVATE_URLS says so or ``serve --dev`` runs everything on one machine.
     allow_private_urls: bool = False
-    # Each organization's defaults (engine/limits.py; `callbridge org limits` overrides them per
-    # organization): concurrent live legs, and a token bucket of API requests per second.
+    # Each organization's defaults (engine/admission/limits.py; `callbridge org limits` overrides
+    # them per organization): concurrent live legs, and a token bucket of API requests per second.
     # Generous enough for the load test's ramp on one organization.
     org_max_legs: int = 1000
     org_api_rate: float = 100.0
@@ -66,9 +67,9 @@ class Settings:
     # How long a signed recording download URL works (engine/recordings.py): Telnyx's
     # recording_urls last 10 minutes.
     recording_url_ttl_s: float = 600.0
-    # Provider faults (engine/provider_calls.py, engine/reconcile.py, engine/machine_setup.py):
-    # how long a provider call is retried in all, how long one REST request may take (the
-    # Telnyx and Twilio gateways cut it then, a transient fault), the longest
+    # Provider faults (engine/providers/calls.py, engine/providers/reconcile.py,
+    # engine/machine/leg_setup.py): how long a provider call is retried in all, how long one REST
+    # request may take (the Telnyx and Twilio gateways cut it then, a transient fault), the longest
     # wait between the retries of a hangup past that time, how often the providers are asked
     # about stuck legs and after how long without news about any leg, and how long an incoming
     # leg may stay unanswered.
@@ -86,9 +87,9 @@ class Settings:
     # On SIGTERM (without --drain), how long the process keeps answering, /readyz 503 and new
     # calls busy, before it stops listening, so load balancers and providers move on first.
     shutdown_grace_s: float = 2.0
-    # http(s) audio_url playback (engine/audio_fetch.py): the most bytes one download may be,
-    # how long it may take in all, the longest audio it may hold, and how long, and within how
-    # many decoded bytes, fetched audio stays cached for the next playback of the same URL.
+    # http(s) audio_url playback (engine/media_plane/audio_fetch.py): the most bytes one download
+    # may be, how long it may take in all, the longest audio it may hold, and how long, and within
+    # how many decoded bytes, fetched audio stays cached for the next playback of the same URL.
     audio_max_bytes: int = 10 * 1024 * 1024
     audio_fetch_timeout_s: float = 10.0
     audio_max_seconds: float = 1800.0

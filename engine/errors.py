@@ -13,7 +13,8 @@ errors for the wire.
     +-- NotFound               404  no such resource visible to the caller
     +-- Conflict               409  the request collides with current state
     +-- InvalidState           422  command not allowed in the leg's current state
-    +-- TooManyRequests        429  an organization over its limits (engine.limits), Retry-After
+    +-- TooManyRequests        429  an organization over its limits, Retry-After
+                                    (engine.admission.limits)
     +-- ProviderError          502  a provider's API refused or failed
     +-- StorageError           500  the database failed
     +-- InputFailed            500  the machine failed on an input and rolled back (engine.runtime)
@@ -102,7 +103,7 @@ class StorageError(CallbridgeError):
 
 
 class ShuttingDown(CallbridgeError):
-    """503: this process is stopping and takes no new calls (engine/lifecycle.py); another
+    """503: this process is stopping and takes no new calls (engine/runtime/lifecycle.py); another
     process, or this one's successor, will."""
 
     status = 503

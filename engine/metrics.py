@@ -50,7 +50,8 @@ class Metrics:
             registry=self.registry,
         )
         # Exposed as callbridge_recordings_failed_total. ``reason`` takes only
-        # engine.media_recordings.FAILURE_REASONS (disk_stalled, write_failed, unsupported_format).
+        # engine.media_plane.recordings.FAILURE_REASONS (disk_stalled, write_failed,
+        # unsupported_format).
         self.recordings_failed = Counter(
             "callbridge_recordings_failed",
             "Recordings that ended with call.recording.error, by reason",
@@ -79,7 +80,7 @@ class Metrics:
         )
 
         # Exposed as callbridge_admission_refusals_total; ``reason`` is one of
-        # engine.admission.REFUSALS (shutting_down, overloaded).
+        # engine.admission.gate.REFUSALS (shutting_down, overloaded).
         self.admission_refusals = Counter(
             "callbridge_admission_refusals",
             "New calls refused (inbound busy, dial 503 or 429), by reason",
@@ -92,7 +93,7 @@ class Metrics:
 
     def watch_media(self, totals: Callable[[], Mapping[str, int]]) -> None:
         """Export the media plane's per-leg statistics summed over every leg
-        (engine/media_stats.py ``TOTALS``), read at each scrape: no per-leg series."""
+        (engine/media_plane/stats.py ``TOTALS``), read at each scrape: no per-leg series."""
         self.registry.register(_MediaTotals(totals))
 
     def observe_tick(self, duration_s: float, lateness_s: float) -> None:
@@ -112,7 +113,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-#: The media totals exported, by ``engine.media_stats.TOTALS`` key: (metric name, help).
+#: The media totals exported, by ``engine.media_plane.stats.TOTALS`` key: (metric name, help).
 MEDIA_TOTALS = {
     "frames_in": ("callbridge_media_frames_received", "Inbound media frames handed to the mixer"),
     "frames_out": ("callbridge_media_frames_sent", "Media frames written to legs' sockets"),

@@ -1,7 +1,8 @@
 """Test-only helpers for the Call Control API and runtime tests.
 
-- ``RecordingGateway``: the recording fake provider adapter (``engine.gateway.ProviderGateway``);
-  it records every call and can be told to fail an operation with ``ProviderError``.
+- ``RecordingGateway``: the recording fake provider adapter
+  (``engine.providers.gateway.ProviderGateway``); it records every call and can be told to fail an
+  operation with ``ProviderError``.
 - ``FakeResolver``: hands that gateway out for dials, recording what it was asked.
 - ``WebhookReceiver``: the application's webhook endpoint on 127.0.0.1; a test awaits "the next
   webhook of type X for leg Y" (asyncio conditions with a timeout, never sleeps).
@@ -31,14 +32,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from numpy.typing import NDArray
 
-from engine import events as ev
 from engine.api.keys import RUNTIME, STORE
 from engine.app import create_app
 from engine.config import Settings
-from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.gateway import AdoptedLeg
-from engine.model import (
+from engine.machine import events as ev
+from engine.machine.effects import DialCall
+from engine.machine.model import (
     DtmfSource,
     HangupCause,
     HangupSource,
@@ -47,7 +47,8 @@ from engine.model import (
     TimerKey,
     TimerKind,
 )
-from engine.runtime import CallRuntime
+from engine.providers.gateway import AdoptedLeg
+from engine.runtime.runtime import CallRuntime
 from media.codecs import PCMU_8K, AudioFormat, decode, encode
 from tests.platform_client import Org, make_org
 

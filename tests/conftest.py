@@ -8,7 +8,7 @@ from aiohttp import web
 
 from engine.app import create_app
 from engine.config import Settings
-from engine.provisioning import LocalOnlyProvisioner
+from engine.providers.provisioning import LocalOnlyProvisioner
 from tests.e2e_checks import check_protocol_errors
 from tests.platform_client import Org, make_org
 

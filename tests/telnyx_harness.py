@@ -37,7 +37,7 @@ from adapters.telnyx.kit import TELNYX_KIT, TelnyxKit
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
-from engine.runtime import CallRuntime
+from engine.runtime.runtime import CallRuntime
 from tests.e2e_checks import watch
 from tests.platform_client import BRIDGES, CONFIGS, Org, Reply, make_org
 

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from engine.admission import Admission, TickLoad
+from engine.admission.gate import Admission, TickLoad
+from engine.admission.inbound import admit
+from engine.admission.live import LiveLegIndex
 from engine.api.keys import ADMISSION, METRICS
 from engine.config import Settings
-from engine.inbound import admit
-from engine.live import LiveLegIndex
-from engine.model import RejectCause
+from engine.machine.model import RejectCause
 from engine.store.sql import SqlStore
 from tests.call_fakes import Harness
 

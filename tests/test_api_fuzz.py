@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from engine.app import create_app
 from engine.config import Settings
-from engine.provisioning import LocalOnlyProvisioner
+from engine.providers.provisioning import LocalOnlyProvisioner
 from tests.platform_client import BRIDGES, CONFIGS, Org, make_org
 
 SECRET = "api-fuzz-test-secret-" + "k" * 32

@@ -21,13 +21,13 @@ import pytest
 from aiohttp import web
 from numpy.typing import NDArray
 
-from engine import commands as cmd
-from engine.audio_fetch import AudioCache, AudioFetcher, AudioFetchLimits
-from engine.audio_sources import OverlayError, decode_audio, sniff_audio
-from engine.commands import ParameterError
 from engine.config import Settings
 from engine.errors import ValidationError
-from engine.model import OverlaySource
+from engine.machine import commands as cmd
+from engine.machine.commands import ParameterError
+from engine.machine.model import OverlaySource
+from engine.media_plane.audio_fetch import AudioCache, AudioFetcher, AudioFetchLimits
+from engine.media_plane.audio_sources import OverlayError, decode_audio, sniff_audio
 from tests.call_fakes import WAIT_S, Harness, share
 
 WAV_HZ, MP3_HZ = 600.0, 1000.0  # on the 50 Hz grid of one 20 ms frame's spectrum

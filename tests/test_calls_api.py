@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from engine.api.keys import LIVE_LEGS
-from engine.commands import ACTIONS
 from engine.config import Settings
-from engine.model import TimerKind
-from engine.signing import verify
+from engine.machine.commands import ACTIONS
+from engine.machine.model import TimerKind
+from engine.webhooks.signing import verify
 from tests.call_fakes import Harness, b64, write_wav
 
 
@@ -329,7 +329,7 @@ async def test_call_status(h: Harness) -> None:
         "state": "answered",
         "start_time": data["start_time"],
         "end_time": None,
-        "media": None,  # no media stream yet (engine/media_stats.py)
+        "media": None,  # no media stream yet (engine/media_plane/stats.py)
     }
     assert isinstance(data["call_duration"], int) and 0 <= data["call_duration"] <= 2
     assert data["start_time"].endswith("Z")

@@ -15,7 +15,7 @@ import telnyx
 from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
 
 from engine.config import Settings
-from engine.model import TimerKind
+from engine.machine.model import TimerKind
 from tests.call_fakes import Harness, b64, write_wav
 
 

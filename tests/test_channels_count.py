@@ -20,13 +20,13 @@ import pytest
 
 from adapters.simulators import CallState, ToneSource, TwilioCall, TwilioSimulator
 from adapters.twilio.twiml import Reject, parse_twiml
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.inbound import Refusal, admit
+from engine.admission.live import LiveLegIndex
 from engine.api.bridges import MAX_CHANNELS
 from engine.api.keys import LIVE_LEGS
 from engine.config import Settings
-from engine.inbound import Refusal, admit
-from engine.live import LiveLegIndex
-from engine.model import RejectCause
+from engine.machine.model import RejectCause
 from engine.store.base import OrgLimitsRecord
 from engine.store.connect import open_engine
 from engine.store.migrations import MIGRATIONS, migrate

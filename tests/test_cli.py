@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from engine.cli import main
-from engine.signing import org_signing_key, public_key_b64
+from engine.webhooks.signing import org_signing_key, public_key_b64
 
 
 def test_org_create_prints_json_and_refuses_a_duplicate(

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from engine import commands as cmd
-from engine.commands import ACTIONS, Command, ParameterError, parse_dial
 from engine.errors import NotFound, ValidationError
-from engine.model import RINGTONES, MuteDtmf, RecordingOptions, RejectCause, TargetLegs
+from engine.machine import commands as cmd
+from engine.machine.commands import ACTIONS, Command, ParameterError, parse_dial
+from engine.machine.model import RINGTONES, MuteDtmf, RecordingOptions, RejectCause, TargetLegs
 
 MEDIA_DIR = "/srv"  # where file:// playback may read from in these tests
 

@@ -15,7 +15,7 @@ import pytest
 
 from engine.config import Settings, sqlite_path
 from engine.errors import InputNotStored
-from engine.live_codec import LIVE_SCHEMA_VERSION
+from engine.store.live_codec import LIVE_SCHEMA_VERSION
 from tests.call_fakes import Harness
 
 

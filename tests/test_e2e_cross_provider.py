@@ -31,7 +31,7 @@ from benchmarks.loadtest.judge import VoiceSource, judge
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
-from engine.runtime import CallRuntime
+from engine.runtime.runtime import CallRuntime
 from tests.e2e_checks import LISTEN_FRAMES, hearing, tap, voices, watch
 from tests.platform_client import BRIDGES, Org, make_org
 from tests.telnyx_harness import AppServer

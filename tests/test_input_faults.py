@@ -1,7 +1,7 @@
 """An input the machine fails on is answered with an error and changes nothing; every other call
 carries on (issue 11, point 2), through the real app and runtime.
 
-The fault is planted in ``engine.machine_legs.end_leg``, wrapped to raise after doing its work
+The fault is planted in ``engine.machine.legs.end_leg``, wrapped to raise after doing its work
 for one chosen leg: a bug half-way through a hangup, after the leg and its room have changed.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from engine import machine_legs
 from engine.config import Settings
 from engine.logs import configure_logging
-from engine.model import TimerKind
-from engine.runtime import TIMER_RETRY_S
+from engine.machine import legs as machine_legs
+from engine.machine.model import TimerKind
+from engine.runtime.runtime import TIMER_RETRY_S
 from media.codecs import PCMA_8K
 from tests.call_fakes import Harness, hear_each_other
 

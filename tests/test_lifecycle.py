@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.inbound import Refusal, admit
 from engine.api.keys import ADMISSION, SETTINGS, STORE
 from engine.config import Settings
-from engine.inbound import Refusal, admit
-from engine.lifecycle import drain
-from engine.model import RejectCause
+from engine.machine.model import RejectCause
+from engine.runtime.lifecycle import drain
 from tests.call_fakes import Harness
 
 

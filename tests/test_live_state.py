@@ -17,14 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import effects as fx
-from engine import live_codec
 from engine.errors import CallbridgeError
-from engine.live_changes import LiveChanges, changes_between
-from engine.live_codec import LiveStateError
-from engine.machine_core import Checkpoint
-from engine.model import Leg, Queue, Room, TimerKey
+from engine.machine import effects as fx
+from engine.machine.core import Checkpoint
+from engine.machine.live_changes import LiveChanges, changes_between
+from engine.machine.model import Leg, Queue, Room, TimerKey
+from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
+from engine.store.live_codec import LiveStateError
 from engine.store.sql import SqlStore
 from tests.test_machine_atomic import (
     Step,

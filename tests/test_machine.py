@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.errors import InvalidState, NotFound, ValidationError
-from engine.model import (
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.model import (
     CallEnded,
     HangupCause,
     HangupSource,
@@ -294,7 +294,7 @@ def test_default_routing_answers_and_joins_the_conference() -> None:
     room = h.m.leg("in").room_id
     assert room is not None and room.startswith("conf:")  # named by the machine
     out = h.event(ev.MediaStarted("in", "PCMU/8000"))
-    # Media is flowing: the wait for it (machine_streams) is over.
+    # Media is flowing: the wait for it (engine/machine/streams.py) is over.
     media_wait = TimerKey("in", TimerKind.MEDIA_WAIT)
     assert out == [fx.JoinRoom("in", room), fx.CancelTimer(media_wait)]
     assert h.state("in") is S.BRIDGED

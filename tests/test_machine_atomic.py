@@ -3,7 +3,7 @@
 
 A hypothesis property test drives random sequences of provider events and commands for two
 organizations through a ``CallMachine``, carrying its mixer effects out on a real
-``media.mixer.Mixer`` the way ``engine.media_plane`` does, its timer effects on a table of
+``media.mixer.Mixer`` the way ``engine.media_plane.plane`` does, its timer effects on a table of
 pending timers, and media streams the way ``adapters.media_session`` binds them (one per live
 leg). After every step it checks the invariants; a step may carry a planted fault (the machine's
 core raising half-way through the input, after some of its changes), after which the machine
@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.errors import CallbridgeError, NotFound
-from engine.machine import CallMachine, Snapshot
-from engine.machine_core import Core, mixer_room
-from engine.model import (
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.core import Core, mixer_room
+from engine.machine.machine import CallMachine, Snapshot
+from engine.machine.model import (
     DtmfSource,
     HangupCause,
     HangupSource,
@@ -95,7 +95,7 @@ class World:
     now: float = T0
     faults: int = 0
 
-    # Carrying effects out, as engine.runtime and engine.media_plane do.
+    # Carrying effects out, as engine.runtime.runtime and engine.media_plane.plane do.
     def carry_out(self, effects: list[fx.Effect]) -> None:
         for effect in effects:
             match effect:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.diagram import (
+from engine.machine.diagram import (
     BEGIN_MARKER,
     END_MARKER,
     check_readme_diagram,
@@ -12,8 +12,8 @@ from engine.diagram import (
     readme_block,
     render_mermaid,
 )
-from engine.model import LegState
-from engine.transitions import TRANSITIONS
+from engine.machine.model import LegState
+from engine.machine.transitions import TRANSITIONS
 
 
 def _arrows() -> dict[tuple[str, str], set[str]]:

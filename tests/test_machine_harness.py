@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
-from engine.machine import CallMachine
-from engine.model import LegState, NewLegIds, TimerKey, TimerKind
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.machine import CallMachine
+from engine.machine.model import LegState, NewLegIds, TimerKey, TimerKind
 
 ORG = 1
 OTHER_ORG = 2
@@ -165,5 +165,5 @@ def test_dialled_leg_rings_until_answered() -> None:
     assert h.timers("b") == {TimerKind.RING_TIMEOUT}
     h.event(ev.LegAnswered("b"))
     assert h.state("b") is LegState.ANSWERED
-    # Answered, no media yet: the leg also waits for its stream (machine_streams).
+    # Answered, no media yet: the leg also waits for its stream (engine/machine/streams.py).
     assert h.timers("b") == {TimerKind.TIME_LIMIT, TimerKind.MEDIA_WAIT}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.errors import InvalidState, NotFound
-from engine.model import (
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.model import (
     CallEnded,
     DtmfSource,
     HangupCause,
@@ -325,23 +325,16 @@ def test_a_retried_initiated_webhook_is_ignored() -> None:
     assert h.m.snapshot() == before
 
 
-CORE = [
-    "machine",
-    "machine_commands",
-    "machine_core",
-    "machine_legs",
-    "machine_media",
-    "machine_queue",
-    "machine_setup",
-    "machine_streams",
-]
+# The machine package's pure modules (engine/machine/; command_body.py checks URLs through
+# engine/url_policy.py, and live_changes.py is the store's view of an input).
+CORE = ["machine", "core", "actions", "legs", "media", "queues", "leg_setup", "streams"]
 CORE += ["transitions", "model", "events", "effects", "commands", "diagram"]
 FORBIDDEN = {"asyncio", "aiohttp", "socket", "time", "random", "uuid", "secrets", "os", "threading"}
 
 
 @pytest.mark.parametrize("module", CORE)
 def test_the_core_does_no_io_and_names_no_provider(module: str) -> None:
-    path = Path(__file__).parent.parent / "engine" / f"{module}.py"
+    path = Path(__file__).parent.parent / "engine" / "machine" / f"{module}.py"
     source = path.read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):

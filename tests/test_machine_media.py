@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.errors import InvalidState
-from engine.machine_media import DTMF_SAME_PRESS_S
-from engine.model import (
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.media import DTMF_SAME_PRESS_S
+from engine.machine.model import (
     DtmfSource,
     HangupCause,
     HangupSource,

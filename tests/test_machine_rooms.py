@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.errors import NotFound
-from engine.machine import CallMachine
-from engine.model import LegState
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.machine import CallMachine
+from engine.machine.model import LegState
 from tests.test_machine_harness import OTHER_ORG, Harness, hooks, of_type
 
 

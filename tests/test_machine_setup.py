@@ -1,13 +1,13 @@
 """Setup timeout (incoming legs not answered in time) and legs whose provider call is gone
-(``engine.machine_setup``)."""
+(``engine.machine.leg_setup``)."""
 
 from __future__ import annotations
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
-from engine.machine import CallMachine
-from engine.model import LegState, TimerKey, TimerKind
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.machine import CallMachine
+from engine.machine.model import LegState, TimerKey, TimerKind
 from tests.test_machine_harness import Harness, hook, hooks, of_type
 
 

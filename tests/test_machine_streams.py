@@ -1,14 +1,14 @@
-"""No answered leg without media (engine/machine_streams.py), table by table, with a fake clock."""
+"""No answered leg without media (engine/machine/streams.py), table by table, with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
-from engine.machine_streams import RESTART_WINDOW_S
-from engine.model import LegState, TimerKind
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.model import LegState, TimerKind
+from engine.machine.streams import RESTART_WINDOW_S
 from tests.test_machine_harness import Harness, hook, hooks, of_type
 
 WAIT = TimerKind.MEDIA_WAIT

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from engine import commands as cmd
-from engine import events as ev
 from engine.errors import CallbridgeError, InvalidState
-from engine.model import (
+from engine.machine import commands as cmd
+from engine.machine import events as ev
+from engine.machine.model import (
     CallEnded,
     HangupCause,
     HangupSource,
@@ -23,7 +23,7 @@ from engine.model import (
     RejectCause,
     TimerKind,
 )
-from engine.transitions import TRANSITIONS, Trigger
+from engine.machine.transitions import TRANSITIONS, Trigger
 from tests.test_machine_harness import Harness, key
 
 S, T = LegState, Trigger

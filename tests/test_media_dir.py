@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import commands as cmd
 from engine.app import recordings_dir
-from engine.commands import ParameterError
 from engine.config import Settings
+from engine.machine import commands as cmd
+from engine.machine.commands import ParameterError
 from tests.call_fakes import Harness, write_wav
 
 

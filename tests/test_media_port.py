@@ -25,7 +25,7 @@ from adapters.picows_media import DirectStreamOutput
 from adapters.telnyx.stream import TelnyxStreamCodec
 from engine.app import create_app
 from engine.config import Settings
-from engine.media_stats import LegMediaStats
+from engine.media_plane.stats import LegMediaStats
 
 START_WITHOUT_TOKEN = orjson.dumps(
     {

@@ -21,7 +21,7 @@ from adapters.telnyx.stream import TelnyxStreamCodec
 from adapters.wiring import ADAPTERS
 from engine.api.keys import METRICS
 from engine.config import Settings
-from engine.media_stats import LegMediaStats
+from engine.media_plane.stats import LegMediaStats
 from tests.call_fakes import Harness
 from tests.telnyx_harness import Stack, caller, telnyx_stack
 

@@ -19,9 +19,9 @@ from telnyx.lib.webhook_verification import WebhookVerificationError, verify_web
 
 from engine.config import Settings
 from engine.errors import NotFound, ValidationError
-from engine.signing import OrgSigningKeys, org_signing_key, public_key_b64
 from engine.store.sql import SqlStore
-from engine.webhooks import WebhookOutbox
+from engine.webhooks.outbox import WebhookOutbox
+from engine.webhooks.signing import OrgSigningKeys, org_signing_key, public_key_b64
 from tests.call_fakes import Harness, Hook
 from tests.platform_client import Org
 

@@ -1,4 +1,4 @@
-"""Limits per organization (engine/limits.py): live legs and the API request rate.
+"""Limits per organization (engine/admission/limits.py): live legs and the API request rate.
 
 The rate tests drive each organization's token bucket with an injected clock, so nothing
 sleeps; the leg tests reach the limit through the real paths: dial (429) and inbound calls
@@ -18,14 +18,14 @@ from aiohttp import web
 
 from adapters.simulators import CallState, ToneSource, TwilioCall, TwilioSimulator
 from adapters.twilio.twiml import Reject, parse_twiml
+from engine.admission.limits import OrgLimits, OrgRateLimiter, TokenBucket, TooManyRequests
 from engine.api.keys import LIVE_LEGS, STORE
 from engine.api.rate_limit import RATE_LIMITER
 from engine.app import create_app
 from engine.cli import main
 from engine.config import Settings
 from engine.errors import NotFound, ValidationError
-from engine.limits import OrgLimits, OrgRateLimiter, TokenBucket, TooManyRequests
-from engine.provisioning import LocalOnlyProvisioner
+from engine.providers.provisioning import LocalOnlyProvisioner
 from engine.store.base import OrgLimitsRecord
 from engine.store.sql import SqlStore
 from tests.call_fakes import Harness

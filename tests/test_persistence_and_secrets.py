@@ -9,7 +9,7 @@ import pytest
 from engine.app import create_app
 from engine.config import Settings
 from engine.logs import configure_logging
-from engine.provisioning import LocalOnlyProvisioner
+from engine.providers.provisioning import LocalOnlyProvisioner
 from tests.platform_client import BRIDGES, CONFIGS, make_org
 
 SECRET = "s3cr3t-auth-token-value-0123456789"

@@ -1,5 +1,5 @@
-"""The provider-call retry policy (engine/provider_calls.py), the reconciliation's judgement
-(engine/reconcile.py), their settings, and the media token's lifetime."""
+"""The provider-call retry policy (engine/providers/calls.py), the reconciliation's judgement
+(engine/providers/reconcile.py), their settings, and the media token's lifetime."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import pytest
 from adapters.leg_tokens import DEFAULT_TTL_S, InvalidLegToken, LegTokens
 from engine.config import Settings
 from engine.errors import ProviderError, ValidationError
-from engine.gateway import CallPresence
-from engine.model import DEFAULT_TIME_LIMIT_SECS, Direction, Leg, LegState
-from engine.provider_calls import (
+from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Direction, Leg, LegState
+from engine.providers.calls import (
     ProviderCallError,
     ProviderCalls,
     RetryPolicy,
@@ -22,7 +21,8 @@ from engine.provider_calls import (
     next_delay,
     parse_retry_after,
 )
-from engine.reconcile import ReconcileSettings, disagrees, needs_check
+from engine.providers.gateway import CallPresence
+from engine.providers.reconcile import ReconcileSettings, disagrees, needs_check
 
 POLICY = RetryPolicy(base_delay_s=0.5, max_delay_s=8.0, budget_s=30.0, persistent_cap_s=60.0)
 

@@ -24,10 +24,10 @@ import telnyx
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from adapters.simulators import Callee, CallState, TelnyxSimulator, ToneSource, TwilioSimulator
+from engine.admission.live import LiveLegIndex
 from engine.api.keys import LIVE_LEGS
 from engine.app import create_app
 from engine.config import Settings
-from engine.live import LiveLegIndex
 from tests.e2e_checks import watch
 from tests.platform_client import make_org
 from tests.telnyx_harness import SECRET_KEY, AppServer, Stack, caller

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import diagram
-from engine.diagram import BEGIN_MARKER, END_MARKER, check_readme_diagram, render_mermaid
-from engine.model import LegState
-from engine.transitions import TRANSITIONS, Trigger
+from engine.machine import diagram
+from engine.machine.diagram import BEGIN_MARKER, END_MARKER, check_readme_diagram, render_mermaid
+from engine.machine.model import LegState
+from engine.machine.transitions import TRANSITIONS, Trigger
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -25,14 +25,14 @@ import pytest
 from numpy.typing import NDArray
 from telnyx.types.call_recording_error_webhook_event import CallRecordingErrorWebhookEvent
 
-from engine import commands as cmd
-from engine import effects as fx
-from engine import events as ev
 from engine.api.keys import STORE
 from engine.config import Settings
-from engine.media_recordings import FAILURE_REASONS
+from engine.machine import commands as cmd
+from engine.machine import effects as fx
+from engine.machine import events as ev
+from engine.machine.model import HangupCause, RecordingOptions
+from engine.media_plane.recordings import FAILURE_REASONS
 from engine.metrics import Metrics
-from engine.model import HangupCause, RecordingOptions
 from media.codecs import PCMA_8K, PCMU_8K
 from media.recorder import Recorder, RecordingError, RecordingStalled
 from media.recorder_queue import WriterQueue

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from engine.api.keys import STORE
 from engine.config import Settings, sqlite_path
-from engine.model import RecordingOptions
+from engine.machine.model import RecordingOptions
 from engine.store.base import LiveRecording
 from engine.store.sql import SqlStore
 from media.codecs import PCMA_8K

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.config import Settings, sqlite_path
-from engine.model import LegState, TimerKind
+from engine.machine.model import LegState, TimerKind
 from media.codecs import PCMA_8K
 from tests.call_fakes import Harness, hear_each_other
 

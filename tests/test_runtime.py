@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import events as ev
 from engine.api.keys import LIVE_LEGS
 from engine.config import Settings
-from engine.model import HangupCause
+from engine.machine import events as ev
+from engine.machine.model import HangupCause
 from media.codecs import PCMA_8K, PCMU_8K
 from tests.call_fakes import Harness, RecordingGateway, share, tone_frames, write_wav
 

@@ -72,7 +72,7 @@ def forbidden_imports(source: str, package: str = "adapters.simulators") -> set[
     ("source", "caught"),
     [
         ("from media.codecs import encode", "media.codecs"),
-        ("import engine.runtime as runtime", "engine.runtime"),
+        ("import engine.runtime.runtime as runtime", "engine.runtime.runtime"),
         ("from adapters.telnyx.signature import sign_webhook", "adapters.telnyx.signature"),
         ("from adapters import twilio", "adapters.twilio"),
         ("from ..twilio.twiml import parse_twiml", "adapters.twilio.twiml"),

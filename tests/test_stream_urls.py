@@ -18,10 +18,10 @@ from adapters.telnyx import webhooks as telnyx_wire
 from adapters.telnyx.gateway import TelnyxGateway, TelnyxLegs
 from adapters.twilio.gateway import stream_twiml
 from adapters.wiring import adapter_context
+from engine.admission.live import LiveLegIndex
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
-from engine.live import LiveLegIndex
 from engine.store.base import ProviderConfigRecord
 from engine.store.sql import SqlStore
 

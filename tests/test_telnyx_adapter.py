@@ -31,7 +31,7 @@ from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_w
 from adapters.telnyx.webhooks import build_event
 from engine.api.keys import LIVE_LEGS, STORE
 from engine.errors import ProviderError
-from engine.model import RejectCause
+from engine.machine.model import RejectCause
 from media.codecs import ULAW_DECODE
 from tests.platform_client import BRIDGES
 from tests.telnyx_harness import (

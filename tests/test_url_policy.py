@@ -21,14 +21,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.wiring import adapter_context
 from adapters.wsagent.gateway import WebsocketAgentGateway
+from engine.admission.live import LiveLegIndex
 from engine.app import create_app
 from engine.config import Settings
 from engine.crypto import SecretBox
-from engine.effects import DialCall
 from engine.errors import ProviderError, ValidationError
-from engine.live import LiveLegIndex
-from engine.provisioning import LocalOnlyProvisioner
-from engine.signing import OrgSigningKeys
+from engine.machine.effects import DialCall
+from engine.providers.provisioning import LocalOnlyProvisioner
 from engine.store.sql import SqlStore
 from engine.url_policy import (
     ForbiddenAddress,
@@ -38,7 +37,8 @@ from engine.url_policy import (
     open_guarded_socket,
     refusal,
 )
-from engine.webhooks import WebhookOutbox
+from engine.webhooks.outbox import WebhookOutbox
+from engine.webhooks.signing import OrgSigningKeys
 from tests.platform_client import BRIDGES, CONFIGS, Org, make_org
 
 SECRET = "url-policy-test-secret-" + "k" * 32

@@ -18,10 +18,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from engine.signing import OrgSigningKeys
 from engine.store.base import DeliveryFilter
 from engine.store.sql import SqlStore
-from engine.webhooks import WebhookOutbox
+from engine.webhooks.outbox import WebhookOutbox
+from engine.webhooks.signing import OrgSigningKeys
 
 SECRET = "webhook-delivery-secret-" + "x" * 32
 EVENTS = ("call.initiated", "call.answered", "call.hangup")

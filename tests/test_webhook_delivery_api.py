@@ -23,7 +23,7 @@ from engine.api.keys import RUNTIME, STORE
 from engine.app import create_app
 from engine.config import Settings
 from engine.errors import ValidationError
-from engine.provisioning import LocalOnlyProvisioner
+from engine.providers.provisioning import LocalOnlyProvisioner
 from engine.store.base import AttemptRecord, DeliveryFilter
 from engine.store.sql import SqlStore
 from tests.platform_client import Org, make_org

@@ -22,8 +22,8 @@ import pytest
 
 from adapters.simulators import CallState, ToneSource, TwilioSimulator
 from adapters.twilio.gateway import VOICE_PATH
-from engine import machine_legs
-from engine.machine import CallMachine
+from engine.machine import legs as machine_legs
+from engine.machine.machine import CallMachine
 from tests.telnyx_harness import Stack, caller, telnyx_stack
 from tests.twilio_env import TwilioEnv
 

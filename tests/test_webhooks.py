@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from engine.signing import OrgSigningKeys, org_signing_key, public_key_b64, verify
 from engine.store.base import DeliveryFilter
 from engine.store.sql import SqlStore
-from engine.webhooks import WebhookOutbox
+from engine.webhooks.outbox import WebhookOutbox
+from engine.webhooks.signing import OrgSigningKeys, org_signing_key, public_key_b64, verify
 
 SECRET = "webhook-test-secret-" + "x" * 32
 

@@ -41,10 +41,10 @@ from adapters.wsagent.protocol import (
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
-from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.events import DtmfReceived
-from engine.model import DtmfSource
+from engine.machine.effects import DialCall
+from engine.machine.events import DtmfReceived
+from engine.machine.model import DtmfSource
 from media.codecs import PCMU_8K, encode
 from tests.platform_client import Org, make_org
 from tests.wsagent_bot import WAIT_S, AgentBot, BotSession

@@ -24,11 +24,11 @@ from adapters.twilio.gateway import TwilioLeg
 from adapters.twilio.kit import TwilioKit
 from adapters.twilio.twiml import ConnectStream, parse_twiml
 from adapters.wiring import ADAPTERS
+from engine.admission.live import LiveLegIndex
 from engine.api.keys import LIVE_LEGS, RUNTIME
 from engine.app import create_app
 from engine.config import Settings
-from engine.live import LiveLegIndex
-from engine.runtime import CallRuntime
+from engine.runtime.runtime import CallRuntime
 from tests.e2e_checks import watch
 from tests.platform_client import BRIDGES, Org, make_org
 

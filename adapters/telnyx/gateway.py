@@ -9,7 +9,7 @@
 - ``TelnyxGateway`` is the engine's ``ProviderGateway`` for one configuration: answer with the
   leg's media stream, reject, hang up, dial, and the call's status. Any refusal or failure of
   Telnyx is a ``ProviderCallError`` carrying the HTTP status and ``Retry-After`` (the runtime
-  retries transient ones, engine/provider_calls.py); 422 ``90018`` ("call has already ended") is
+  retries transient ones, engine/providers/calls.py); 422 ``90018`` ("call has already ended") is
   success for hangup and reject. Answer, hangup, reject and dial carry a ``command_id``, so a
   command retried after a lost answer is ignored by Telnyx rather than done twice (the SDK's
   ``command_id``: "Telnyx will ignore any command with the same `command_id` for the same
@@ -37,12 +37,12 @@ from adapters.carrier import Carrier
 from adapters.context import AdapterContext
 from adapters.telnyx import webhooks as wire
 from adapters.telnyx.webhooks import TelnyxRequest, is_already_ended
-from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.gateway import CallGone, CallPresence
 from engine.logs import get_logger
-from engine.model import RejectCause
-from engine.provider_calls import ProviderCallError, parse_retry_after
+from engine.machine.effects import DialCall
+from engine.machine.model import RejectCause
+from engine.providers.calls import ProviderCallError, parse_retry_after
+from engine.providers.gateway import CallGone, CallPresence
 from engine.store.base import ProviderConfigRecord
 
 __all__ = [
@@ -155,7 +155,7 @@ class TelnyxRest:
             body = orjson.dumps(request.body)
         url = api_url(self._base_url, request.path)
         try:
-            # A request without an answer in time is a transient fault (engine/provider_calls.py).
+            # A request without an answer in time is a transient fault (engine/providers/calls.py).
             timeout = aiohttp.ClientTimeout(total=self._context.settings.provider_attempt_timeout_s)
             async with http.request(
                 request.method, url, data=body, headers=headers, timeout=timeout

@@ -48,11 +48,11 @@ from adapters.telnyx.signature import (
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
 from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
-from engine import events as ev
+from engine.admission.inbound import Refusal, admit
 from engine.errors import InputFailed
-from engine.inbound import Refusal, admit
 from engine.logs import get_logger
-from engine.model import HangupCause, HangupSource
+from engine.machine import events as ev
+from engine.machine.model import HangupCause, HangupSource
 from engine.store.base import ProviderConfigRecord, Route
 
 if TYPE_CHECKING:

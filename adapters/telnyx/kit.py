@@ -21,7 +21,7 @@ from adapters.telnyx.handlers import TelnyxHandlers
 from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER
 from engine.api.ops import OPENAPI_DOC
-from engine.model import Leg
+from engine.machine.model import Leg
 from engine.store.base import BridgeRecord, ProviderConfigRecord
 
 __all__ = ["TELNYX_KIT", "TelnyxKit", "install"]

@@ -7,7 +7,7 @@ Three pieces:
   (default ``https://api.twilio.com``). A provider that cannot be reached raises
   ``ProviderCallError``; a refusal comes back as a ``RestReply`` for the caller to judge, and
   the gateway raises it as a ``ProviderCallError`` with its status and ``Retry-After``, so the
-  runtime can retry the transient ones (engine/provider_calls.py).
+  runtime can retry the transient ones (engine/providers/calls.py).
 - ``TwilioLegs``: every Twilio leg of this process, by ``call_control_id`` and by ``CallSid``,
   with the configuration that owns it (its auth token verifies the leg's webhooks and stream).
 - ``TwilioGateway``: the engine's provider calls for the legs of one configuration.
@@ -50,12 +50,12 @@ from adapters.twilio.webhooks import (
     is_call_gone,
     update_call_twiml,
 )
-from engine.effects import DialCall
 from engine.errors import ProviderError
-from engine.gateway import CallGone, CallPresence
 from engine.logs import get_logger
-from engine.model import RejectCause
-from engine.provider_calls import ProviderCallError, parse_retry_after
+from engine.machine.effects import DialCall
+from engine.machine.model import RejectCause
+from engine.providers.calls import ProviderCallError, parse_retry_after
+from engine.providers.gateway import CallGone, CallPresence
 from engine.store.base import ProviderConfigRecord
 
 __all__ = [
@@ -266,7 +266,7 @@ class TwilioGateway:
             self.config.account_sid,
             self._context.auth_token(self.config),
             self.config.api_base_url,
-            # A request without an answer in time is a transient fault (engine/provider_calls).
+            # A request without an answer in time is a transient fault (engine/providers/calls.py).
             timeout_s=self._context.settings.provider_attempt_timeout_s,
         )
 

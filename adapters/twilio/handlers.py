@@ -6,8 +6,8 @@ configuration that owns the call, and ``AccountSid`` must be that configuration'
 bad signature is a 403 and nothing happens.
 
 - ``POST /webhooks/twilio/voice``. An inbound call is routed by the bridge of its ``To`` number
-  (``engine.inbound.admit``): no bridge -> ``<Reject reason="rejected"/>``, refused (DRAFT or
-  INACTIVE bridge, ``channels_count`` reached) -> ``<Reject reason="busy"/>``. Otherwise a leg is
+  (``engine.admission.inbound.admit``): no bridge -> ``<Reject reason="rejected"/>``, refused (DRAFT
+  or INACTIVE bridge, ``channels_count`` reached) -> ``<Reject reason="busy"/>``. Otherwise a leg is
   created and the response is held until the engine decides (see ``adapters.twilio.gateway``):
   answer -> ``<Connect><Stream>`` with the leg token as a ``<Parameter>``, and ``LegAnswered``;
   reject -> ``<Reject>``; hangup -> ``<Hangup/>``. If nobody decides within
@@ -60,12 +60,12 @@ from adapters.twilio.gateway import (
 from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
-from engine import events as ev
+from engine.admission.inbound import Refusal, admit
 from engine.errors import InputFailed, NotFound
-from engine.ids import new_leg_ids
-from engine.inbound import Refusal, admit
 from engine.logs import get_logger
-from engine.model import HangupCause, HangupSource, RejectCause
+from engine.machine import events as ev
+from engine.machine.model import HangupCause, HangupSource, RejectCause
+from engine.runtime.ids import new_leg_ids
 from engine.store.base import ProviderConfigRecord
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from adapters.twilio.gateway import (
 from adapters.twilio.handlers import TwilioHandlers
 from adapters.twilio.signature import SIGNATURE_HEADER
 from engine.api.ops import OPENAPI_DOC
-from engine.model import Leg
+from engine.machine.model import Leg
 from engine.store.base import BridgeRecord, ProviderConfigRecord
 
 __all__ = ["DEFAULT_DECISION_TIMEOUT_S", "TwilioKit", "install"]

@@ -14,7 +14,7 @@ and its media live (mu-law 8 kHz), and from then on one ``AgentLeg`` per bot run
   into the leg's ``Playout``, marks queue behind it, ``clear`` flushes it. A frame Twilio would
   refuse is counted, logged (the first few per leg, then every hundredth) and ignored; a binary
   frame closes the socket with a reason, and ``websockets`` itself closes on an oversized one;
-- the gateway's **pump**, run by the engine's own media tick (``engine/media_tick.py``: one
+- the gateway's **pump**, run by the engine's own media tick (``engine/media_plane/tick.py``: one
   clock for every leg) just before each mixer pass, feeds each leg's ``Playout`` into the mix
   one frame per tick, as Twilio plays what it is sent in real time, and echoes each mark once
   the audio before it has gone into the mix.
@@ -52,13 +52,13 @@ from adapters.wsagent.protocol import (
     Playout,
     StreamIds,
 )
-from engine import events as ev
-from engine.effects import DialCall
 from engine.errors import NotFound, ProviderError
 from engine.logs import get_logger
-from engine.media_stats import LegMediaStats
-from engine.model import HangupCause, HangupSource, RejectCause
-from engine.runtime import CallRuntime
+from engine.machine import events as ev
+from engine.machine.effects import DialCall
+from engine.machine.model import HangupCause, HangupSource, RejectCause
+from engine.media_plane.stats import LegMediaStats
+from engine.runtime.runtime import CallRuntime
 from engine.url_policy import ForbiddenAddress, open_guarded_socket
 from media.codecs import PCMU_8K
 
@@ -165,7 +165,7 @@ class AgentLeg:
         self._origin = self._clock()
 
     def bind_stats(self, stats: LegMediaStats) -> None:
-        """Count into the leg's media statistics (engine/media_stats.py) from now on."""
+        """Count into the leg's media statistics (engine/media_plane/stats.py) from now on."""
         self.stats = stats
         stats.stream_started(lambda: len(self._media))
 

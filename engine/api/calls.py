@@ -19,19 +19,19 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from engine.admission.limits import TooManyRequests
 from engine.api import public_keys
 from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
 from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
-from engine.command_body import not_a_media_file
-from engine.commands import PlaybackStart, parse_command, parse_dial
 from engine.errors import ShuttingDown
-from engine.limits import TooManyRequests
-from engine.model import CallStatus
+from engine.machine.command_body import not_a_media_file
+from engine.machine.commands import PlaybackStart, parse_command, parse_dial
+from engine.machine.model import CallStatus
 from engine.store.base import OrganizationRecord
-from engine.webhooks import occurred_at
+from engine.webhooks.outbox import occurred_at
 
 OK = {"data": {"result": "ok"}}
 
@@ -94,7 +94,7 @@ async def call_status(request: web.Request) -> web.StreamResponse:
     status = runtime.machine.status(request.match_info["call_control_id"], org.id, runtime.now())
     view = status_view(status)
     # callbridge's extension to Telnyx's shape: what the leg's media streams carried
-    # (engine/media_stats.py); null for a leg that never had media.
+    # (engine/media_plane/stats.py); null for a leg that never had media.
     view["media"] = runtime.plane.stats_view(status.call_control_id)
     return json_response({"data": view})
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.admission import Admission
+from engine.admission.gate import Admission
+from engine.admission.live import LiveLegIndex
 from engine.config import Settings
 from engine.crypto import SecretBox
-from engine.live import LiveLegIndex
 from engine.metrics import Metrics
-from engine.provisioning import NumberProvisioner
-from engine.runtime import CallRuntime
-from engine.signing import OrgSigningKeys
+from engine.providers.provisioning import NumberProvisioner
+from engine.runtime.runtime import CallRuntime
 from engine.store.base import Store
+from engine.webhooks.signing import OrgSigningKeys
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from engine.admission.limits import TooManyRequests
 from engine.api.envelopes import (
     error_response,
     http_error_response,
@@ -23,7 +24,6 @@ from engine.api.envelopes import (
 )
 from engine.api.keys import METRICS
 from engine.errors import CallbridgeError
-from engine.limits import TooManyRequests
 from engine.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.api.openapi import Schema, json_body, nullable, obj, ref, response, string
-from engine.commands import ACTIONS
-from engine.model import RINGTONES
+from engine.machine.commands import ACTIONS
+from engine.machine.model import RINGTONES
 
 BOOL: Schema = {"type": "boolean"}
 INT: Schema = {"type": "integer"}
@@ -23,7 +23,7 @@ RECORD: dict[str, Schema] = {
     "record_custom_file_name": string(),
 }
 
-# callbridge's extension to Telnyx's call status (engine/media_stats.py); null before media.
+# callbridge's extension to Telnyx's call status (engine/media_plane/stats.py); null before media.
 _MEDIA_COUNTS = [
     "streams",
     "frames_in",

@@ -24,8 +24,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 async def readyz(request: web.Request) -> web.StreamResponse:
     """Whether to send this process new work: 503 from the moment it begins to stop (SIGTERM),
-    while ``/healthz`` stays 200 (engine/lifecycle.py), and while its media tick is overloaded
-    (engine/admission.py)."""
+    while ``/healthz`` stays 200 (engine/runtime/lifecycle.py), and while its media tick is
+    overloaded (engine/admission/gate.py)."""
     admission = request.app[ADMISSION]
     if admission.admitting:
         return json_response({"status": "ready"})

@@ -27,7 +27,7 @@ from engine.api.validation import (
 from engine.api.views import config_view
 from engine.errors import NotFound, ValidationError
 from engine.logs import get_logger
-from engine.providers import CATALOG, Provider, find_provider
+from engine.providers.catalog import CATALOG, Provider, find_provider
 from engine.store.base import ProviderConfigRecord
 from engine.url_policy import optional_http_url
 

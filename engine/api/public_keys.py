@@ -17,8 +17,8 @@ from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
 from engine.api.keys import SIGNING_KEYS
 from engine.logs import get_logger
-from engine.signing import PublishedKey
-from engine.webhooks import occurred_at
+from engine.webhooks.outbox import occurred_at
+from engine.webhooks.signing import PublishedKey
 
 log = get_logger("callbridge.api.keys")
 

@@ -1,4 +1,4 @@
-"""The API request rate per organization (engine/limits.py), as a middleware; and dial's
+"""The API request rate per organization (engine/admission/limits.py), as a middleware; and dial's
 check of the organization's live legs.
 
 Both API families are limited, keyed by the organization that owns the request's token (any of
@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from engine.admission.limits import LEGS_RETRY_AFTER_S, OrgRateLimiter, TooManyRequests, limits_for
 from engine.api.keys import LIVE_LEGS, RUNTIME, SETTINGS, STORE
-from engine.commands import Dial
 from engine.crypto import token_digest
-from engine.limits import LEGS_RETRY_AFTER_S, OrgRateLimiter, TooManyRequests, limits_for
 from engine.logs import get_logger
-from engine.machine import DialResult
+from engine.machine.commands import Dial
+from engine.machine.machine import DialResult
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RATE_LIMITER = web.AppKey("org_rate_limiter", OrgRateLimiter)

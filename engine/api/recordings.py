@@ -30,7 +30,7 @@ from engine.errors import NotFound, StorageError
 from engine.logs import get_logger
 from engine.recordings import CONTENT_TYPES, RecordingCatalog
 from engine.store.base import RecordingRecord
-from engine.webhooks import occurred_at
+from engine.webhooks.outbox import occurred_at
 
 log = get_logger("callbridge.api.recordings")
 DEFAULT_PAGE_SIZE = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.providers import provider_by_slug
+from engine.providers.catalog import provider_by_slug
 from engine.store.base import BridgeRecord, NumberRecord, OrganizationRecord, ProviderConfigRecord
 
 

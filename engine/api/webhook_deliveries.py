@@ -38,7 +38,7 @@ from engine.api.recordings import DEFAULT_PAGE_SIZE, MAX_PAGE_NUMBER, MAX_PAGE_S
 from engine.api.validation import query_int
 from engine.errors import NotFound, ValidationError
 from engine.store.base import AttemptRecord, DeliveryFilter, OutboxRecord
-from engine.webhooks import occurred_at
+from engine.webhooks.outbox import occurred_at
 
 STATUSES = ("delivered", "failed")
 MAX_FILTER_TEXT = 255

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from engine.live_changes import LiveChanges
-from engine.model import Leg, Queue, RecordingOptions, Room, TimerKey
+from engine.machine.live_changes import LiveChanges
+from engine.machine.model import Leg, Queue, RecordingOptions, Room, TimerKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ class RetiredKeyRecord:
 class SigningKeysRecord:
     """Which of an organization's webhook-signing keys is current, and which were retired.
 
-    Only versions are kept; ``engine.signing`` derives each key from the secret key."""
+    Only versions are kept; ``engine.webhooks.signing`` derives each key from the secret key."""
 
     version: int  # the current key's: 1 until the first rotation
     retired: tuple[RetiredKeyRecord, ...]  # retired at or after the asked-for time, newest first

@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import Table, and_, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine import live_codec
-from engine.live_changes import LiveChanges
-from engine.model import Leg, Queue, Room, TimerKey, TimerKind
+from engine.machine.live_changes import LiveChanges
+from engine.machine.model import Leg, Queue, Room, TimerKey, TimerKind
+from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
 from engine.store.outbox import outbox_values
 from engine.store.schema import (

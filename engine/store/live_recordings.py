@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy import delete, insert, select
 
-from engine import live_codec
-from engine.model import RecordingOptions
+from engine.machine.model import RecordingOptions
+from engine.store import live_codec
 from engine.store.base import LiveRecording
 from engine.store.schema import live_recordings
 from engine.store.transactions import SqlTransactions

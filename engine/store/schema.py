@@ -188,8 +188,8 @@ number_assignments = Table(
     Column("bridge_id", ID, ForeignKey("bridges.id"), nullable=False, index=True),
     Column("state", String(16), nullable=False, default="ASSIGNED", server_default="ASSIGNED"),
     Column("active", Boolean(), nullable=False, default=True, server_default=true()),
-    # The number's capacity in live legs (engine/inbound.py). 100 since version 8, so that a
-    # conference number takes its callers; numbers connected before keep what they had.
+    # The number's capacity in live legs (engine/admission/inbound.py). 100 since version 8, so that
+    # a conference number takes its callers; numbers connected before keep what they had.
     Column(
         "channels_count",
         Integer(),
@@ -201,9 +201,9 @@ number_assignments = Table(
     Column("created", UTCDateTime(), nullable=False),
 )
 
-# Each organization's retired webhook-signing key versions (engine.signing derives the keys; no
-# key is stored). The current version is one past the highest retired one (1 before the first
-# rotation), and the unique pair makes two concurrent rotations conflict instead of skipping a
+# Each organization's retired webhook-signing key versions (engine.webhooks.signing derives the
+# keys; no key is stored). The current version is one past the highest retired one (1 before the
+# first rotation), and the unique pair makes two concurrent rotations conflict instead of skipping a
 # version. retired_at is epoch seconds (the runtime's clock), compared with "now" when the keys
 # still published are listed.
 retired_signing_keys = Table(
@@ -243,7 +243,7 @@ recordings = Table(
     Index(None, "org_id", "id"),
 )
 
-# Call-control webhooks and their delivery (engine/webhooks.py). Times are epoch seconds (the
+# Call-control webhooks and their delivery (engine/webhooks/outbox.py). Times are epoch seconds (the
 # runtime's clock), compared with "now" on every poll. status is pending | delivered | failed
 # (dead-lettered after the last attempt); a pending row's next_attempt_at is when it is due, or,
 # while a POST is in flight, when that claim lapses (a crash mid-POST sends it again then).
@@ -283,8 +283,8 @@ webhook_outbox = Table(
 )
 
 
-# Per-organization overrides of the limits in ``Settings`` (engine/limits.py); NULL keeps the
-# process's default, and an organization without a row has every default.
+# Per-organization overrides of the limits in ``Settings`` (engine/admission/limits.py); NULL keeps
+# the process's default, and an organization without a row has every default.
 org_limits = Table(
     "org_limits",
     metadata,
@@ -295,8 +295,8 @@ org_limits = Table(
 )
 
 
-# The machine's live state (engine/live_changes.py, engine/live_codec.py): one row per leg,
-# room, queue, default conference and armed timer, written in the transaction of the input that
+# The machine's live state (engine/machine/live_changes.py, engine/store/live_codec.py): one row per
+# leg, room, queue, default conference and armed timer, written in the transaction of the input that
 # changed it, so a restarted process adopts the calls exactly as they were (issue: calls survive
 # a restart). ``state`` is the codec's JSON, which carries its own schema version.
 live_legs = Table(

@@ -1,0 +1,182 @@
+"""Output effects: what the runtime must do after the machine handled an input.
+
+The machine returns them in order; the runtime carries them out in that order, so webhooks of
+one leg leave in emission order. Four families:
+
+- provider calls: ``AnswerCall``, ``HangupCall``, ``RejectCall``, ``DialCall``, ``SendDtmf``
+  (out-of-band digits on a leg, as its far end will hear them);
+- media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
+  (ringback and playback to one listener), ``SetDtmfMute`` (strip DTMF from what one listener
+  hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
+  ``StopRecording``;
+- ``EmitWebhook``: a Call Control v2 event for the application;
+- timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
+
+Mixer membership follows one rule: a leg is in the mixer's room exactly while it is a member
+of a room *and* its media stream is live. So ``JoinRoom`` comes at bridge time when media is
+already up, or at ``MediaStarted`` when the bridge came first; the bridge itself never waits
+and never fails for missing media.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions, RejectCause, TimerKey
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerCall:
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestartMedia:
+    """Ask the provider to open the leg's media stream again (the first one never came, failed,
+    or dropped). How is the provider's business (a new stream command, new call instructions)."""
+
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangupCall:
+    """End the leg at its provider. Best effort: "already ended" there counts as done."""
+
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectCall:
+    call_control_id: str
+    cause: RejectCause
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialCall:
+    call_control_id: str
+    org_id: int
+    connection_id: str
+    from_: str
+    to: str  # +E.164, sip:, or ws:// / wss:// for a websocket agent leg
+    timeout_secs: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendDtmf:
+    call_control_id: str
+    digits: str
+    duration_millis: int = 250
+
+
+@dataclass(frozen=True, slots=True)
+class RelayDtmf:
+    """A room peer of this listener pressed ``digit``: let the listener learn of it.
+
+    Provider-neutral: the media plane tells a listener whose media carries key presses as
+    messages (a websocket agent: Media Streams ``dtmf``) with a message, whatever the source;
+    any other listener gets regenerated tones for an ``OUT_OF_BAND`` digit only, since an
+    ``IN_BAND`` one is in the audio it hears already.
+    """
+
+    call_control_id: str
+    digit: str
+    source: DtmfSource
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRoom:
+    call_control_id: str
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRoom:
+    call_control_id: str
+    room_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetDtmfMute:
+    """While muted, the mixer strips DTMF tones from what this leg hears (in-band digits)."""
+
+    call_control_id: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetOverlay:
+    """Play `source` to this listener on top of its room's mix, under `tag` (one per source).
+
+    `loop` None repeats until cleared. Overlays play whether or not the leg is in a room, once
+    its media is live; the runtime reports the end of a playback with ``PlaybackEnded``.
+    """
+
+    call_control_id: str
+    tag: str
+    source: OverlaySource
+    loop: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOverlay:
+    call_control_id: str
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    call_control_id: str
+    recording_id: str
+    options: RecordingOptions
+    org_id: int  # whose recordings directory the file goes in
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    call_control_id: str
+    recording_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmitWebhook:
+    """One Call Control v2 event for the application: the runtime wraps `payload` in
+    ``{"data": {"record_type": "event", "event_type", "id", "occurred_at", "payload"}}``."""
+
+    call_control_id: str
+    webhook_url: str
+    event_type: str
+    payload: dict[str, object]
+    occurred_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    key: TimerKey
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: TimerKey
+
+
+Effect: TypeAlias = (
+    AnswerCall
+    | RestartMedia
+    | HangupCall
+    | RejectCall
+    | DialCall
+    | SendDtmf
+    | RelayDtmf
+    | JoinRoom
+    | LeaveRoom
+    | SetDtmfMute
+    | SetOverlay
+    | ClearOverlay
+    | StartRecording
+    | StopRecording
+    | EmitWebhook
+    | StartTimer
+    | CancelTimer
+)

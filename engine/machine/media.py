@@ -1,0 +1,276 @@
+"""What a leg hears and sends besides its room's mix: media streams, DTMF, playback, recording.
+
+- DTMF: every key press yields one ``call.dtmf.received`` for its leg, and a ``RelayDtmf`` to
+  each room peer that may hear DTMF (the media plane turns it into a key-press message for a
+  peer whose media carries them, regenerated tones for an out-of-band digit, or nothing for an
+  in-band digit, which the mix carries already). Listeners with ``dtmf_muted`` get no relay and
+  have in-band tones stripped by the mixer (``SetDtmfMute``, derived in ``Core.put``).
+  One press can be reported twice, out-of-band by the provider and in-band by the media core's
+  detector: a report from the other source of the same digit, within ``DTMF_SAME_PRESS_S`` of
+  one not yet matched, is that same press and yields nothing. Two reports from one source are
+  always two presses, however quick.
+- Playback: a ``SetOverlay`` per listener under the playback's id; ``call.playback.started`` at
+  once, ``call.playback.ended`` when the runtime reports the end, when stopped ("cancelled"), when
+  replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
+  Call Control v2 queues a non-overlay playback behind the current one; callbridge replaces it.
+- Recording: one at a time per leg; ``call.recording.saved`` when the runtime has written the
+  file, even after the leg ended. A recording the media plane could not write (disk full or
+  stalled: ``engine.media_plane.recordings``) ends with ``call.recording.error`` instead, and is no
+  longer in progress: no ``call.recording.saved`` follows, and a new one may start.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from engine.errors import InvalidState
+from engine.machine import effects as fx
+from engine.machine.commands import PlaybackStart, PlaybackStop, RecordStart, RecordStop, SendDtmf
+from engine.machine.core import Core, iso
+from engine.machine.events import (
+    DtmfReceived,
+    MediaStarted,
+    PlaybackEnded,
+    RecordingFailed,
+    RecordingSaved,
+)
+from engine.machine.model import (
+    INVALID_STATE_CODE,
+    ActivePlayback,
+    DtmfPress,
+    Leg,
+    OverlaySource,
+    RecordingOptions,
+    TargetLegs,
+    TimerKind,
+)
+
+RINGBACK_TAG = "ringback"
+
+# How far apart the two reports of one key press may arrive. In-band detection names a digit
+# 40-60 ms after its tone starts (three 10 ms Goertzel windows, plus the frame and tick that
+# carry them: engine/media_plane/plane.py). When the provider sends its out-of-band report is not
+# documented (a provider's stream `dtmf` message may carry no time at all; an RFC 4733 sender
+# may report at the start or only at the end of the press, and a human press lasts 100-300 ms),
+# and the two travel different paths (a webhook or stream message vs. the audio, through a
+# jitter buffer). 500 ms covers a long press reported at its end plus that skew. Two real
+# presses stay two: only reports from *different* sources are paired, a pair is used once, and
+# a second press of the same key needs a release and a new tone (ITU-T Q.24: at least 40 ms of
+# each), which yields its own report from each source. They merge only if each source missed
+# the press the other saw, within the window.
+DTMF_SAME_PRESS_S = 0.5
+# Unmatched reports kept per leg: a stream that floods digits must not grow the leg without end.
+_MAX_UNMATCHED_DTMF = 16
+
+
+# Media streams and DTMF (events).
+def media_started(core: Core, leg: Leg, event: MediaStarted) -> None:
+    if leg.media_started:
+        return  # a duplicate start frame
+    leg = core.update(leg, media_started=True, media_format=event.media_format)
+    core.webhook(leg, "streaming.started", stream_url=event.stream_url)
+
+
+def media_stopped(core: Core, leg: Leg) -> None:
+    if leg.media_started:
+        leg = core.update(leg, media_started=False)
+        core.webhook(leg, "streaming.stopped")
+
+
+def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> None:
+    # Reports older than the window can match nothing any more.
+    recent = [p for p in leg.dtmf_unmatched if core.now - p.at <= DTMF_SAME_PRESS_S]
+    # The oldest report of this digit from the other source is this press's first report.
+    twin = next(
+        (p for p in recent if p.digit == event.digit and p.source is not event.source), None
+    )
+    if twin is not None:
+        recent.remove(twin)
+        core.update(leg, dtmf_unmatched=tuple(recent))
+        return
+    recent.append(DtmfPress(event.digit, event.source, core.now))
+    leg = core.update(leg, dtmf_unmatched=tuple(recent[-_MAX_UNMATCHED_DTMF:]))
+    core.webhook(leg, "call.dtmf.received", digit=event.digit)
+    for peer in core.peers(leg):
+        if not peer.dtmf_muted:
+            core.emit(fx.RelayDtmf(peer.call_control_id, event.digit, event.source))
+
+
+def send_dtmf(core: Core, leg: Leg, command: SendDtmf) -> None:
+    core.emit(fx.SendDtmf(leg.call_control_id, command.digits, command.duration_millis))
+
+
+# Playback.
+def _listeners(core: Core, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
+    peers = tuple(p.call_control_id for p in core.peers(leg))
+    if target is TargetLegs.SELF:
+        return (leg.call_control_id,)
+    if target is TargetLegs.OPPOSITE:
+        return peers
+    return (leg.call_control_id, *peers)
+
+
+def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
+    if not _listeners(core, leg, command.target_legs):
+        raise InvalidState(
+            "target_legs names no leg: this leg is in no room",
+            field="target_legs",
+            code=INVALID_STATE_CODE,
+        )
+
+
+def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
+    for old in leg.playbacks:
+        if old.overlay == command.overlay:
+            leg = end_playback(core, leg, old, "cancelled")
+    playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
+    source = _playback_source(leg, command)
+    listeners = _listeners(core, leg, command.target_legs)
+    for listener in listeners:
+        core.emit(fx.SetOverlay(listener, playback_id, source, command.loop))
+    playback = ActivePlayback(
+        playback_id, listeners, command.audio_url, command.media_name, command.overlay
+    )
+    leg = core.update(leg, seq=leg.seq + 1, playbacks=(*leg.playbacks, playback))
+    core.webhook(leg, "call.playback.started", **_playback_fields(playback))
+
+
+def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
+    url = command.audio_url
+    if url is None:
+        return OverlaySource("media", command.media_name or "")
+    if url.startswith("file:"):
+        return OverlaySource("file", unquote(urlsplit(url).path))
+    # Fetched for the leg's organization only (engine.media_plane.audio_fetch keys its cache by it).
+    return OverlaySource("url", url, org_id=leg.org_id, audio_type=command.audio_type)
+
+
+def _playback_fields(playback: ActivePlayback) -> dict[str, object]:
+    return {
+        "media_url": playback.media_url,
+        "media_name": playback.media_name,
+        "overlay": playback.overlay,
+    }
+
+
+def end_playback(core: Core, leg: Leg, playback: ActivePlayback, status: str) -> Leg:
+    for listener in playback.listeners:
+        core.emit(fx.ClearOverlay(listener, playback.playback_id))
+    leg = core.update(
+        leg, playbacks=tuple(p for p in leg.playbacks if p.playback_id != playback.playback_id)
+    )
+    core.webhook(leg, "call.playback.ended", status=status, **_playback_fields(playback))
+    return leg
+
+
+def playback_stop(core: Core, leg: Leg, command: PlaybackStop) -> None:
+    """Stop this leg's playbacks of the named kind. With no queue, current and all agree."""
+    for playback in leg.playbacks:
+        if playback.overlay == command.overlay:
+            leg = end_playback(core, leg, playback, "cancelled")
+
+
+def playback_ended(core: Core, leg: Leg, event: PlaybackEnded) -> None:
+    for playback in leg.playbacks:
+        if playback.playback_id == event.playback_id:
+            end_playback(core, leg, playback, event.status)
+            return
+
+
+# Recording.
+def check_record_start(leg: Leg, command: RecordStart) -> None:
+    if leg.recording_id is not None:
+        raise InvalidState("a recording is already in progress", code=INVALID_STATE_CODE)
+
+
+def start_recording(core: Core, leg: Leg, options: RecordingOptions) -> Leg:
+    recording_id = f"{leg.call_control_id}/recording/{leg.seq + 1}"
+    core.emit(fx.StartRecording(leg.call_control_id, recording_id, options, leg.org_id))
+    leg = core.update(
+        leg,
+        seq=leg.seq + 1,
+        recording_id=recording_id,
+        recordings_unsaved=(*leg.recordings_unsaved, recording_id),
+    )
+    if options.max_length_secs:
+        leg = core.start_timer(leg, TimerKind.RECORD_LIMIT, options.max_length_secs, recording_id)
+    return leg
+
+
+def check_record_stop(leg: Leg, command: RecordStop) -> None:
+    if leg.recording_id is None:
+        raise InvalidState("no recording is in progress", code=INVALID_STATE_CODE)
+    if command.recording_id not in (None, leg.recording_id):
+        raise InvalidState(
+            "no such recording in progress", field="recording_id", code=INVALID_STATE_CODE
+        )
+
+
+def stop_recording(core: Core, leg: Leg) -> Leg:
+    if leg.recording_id is None:
+        return leg
+    core.emit(fx.StopRecording(leg.call_control_id, leg.recording_id))
+    leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
+    return core.update(leg, recording_id=None)
+
+
+def recording_saved(core: Core, leg: Leg, event: RecordingSaved) -> None:
+    if event.recording_id not in leg.recordings_unsaved:
+        return  # unknown, or already reported
+    unsaved = tuple(r for r in leg.recordings_unsaved if r != event.recording_id)
+    leg = core.update(leg, recordings_unsaved=unsaved)
+    core.webhook(
+        leg,
+        "call.recording.saved",
+        # The id GET /v2/recordings/{id} answers to, so the application can fetch it again.
+        recording_id=event.public_id or event.recording_id,
+        channels=event.channels,
+        recording_started_at=iso(event.started_at),
+        recording_ended_at=iso(event.ended_at),
+        recording_urls={event.format: event.url},
+        public_recording_urls={event.format: event.url},
+    )
+
+
+# Call Control v2's ``call.recording.error`` payload (its SDK's types/call_recording_error.py)
+# has the leg's ids, client_state and ``reason``, one of a closed set naming storage failures; of
+# them only "Internal server error" fits a local disk. Why exactly goes in callbridge's
+# extension fields, as for call.hangup.
+RECORDING_ERROR_REASON = "Internal server error"
+
+
+def recording_failed(core: Core, leg: Leg, event: RecordingFailed) -> None:
+    if event.recording_id not in leg.recordings_unsaved:
+        return  # unknown, or already reported
+    unsaved = tuple(r for r in leg.recordings_unsaved if r != event.recording_id)
+    leg = core.update(leg, recordings_unsaved=unsaved)
+    if leg.recording_id == event.recording_id:  # in progress until now: a new one may start
+        leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
+        leg = core.update(leg, recording_id=None)
+    core.webhook(
+        leg,
+        "call.recording.error",
+        reason=RECORDING_ERROR_REASON,
+        recording_id=event.recording_id,
+        callbridge_reason=event.reason,
+        callbridge_reason_detail=event.detail[:300],
+    )
+
+
+def set_ringback(leg: Leg, source: OverlaySource) -> fx.SetOverlay:
+    """Ringback to a leg whose bridge waits for its ringing peer; plays until cleared."""
+    return fx.SetOverlay(leg.call_control_id, RINGBACK_TAG, source, None)
+
+
+def clear_ringback(leg: Leg) -> fx.ClearOverlay:
+    return fx.ClearOverlay(leg.call_control_id, RINGBACK_TAG)
+
+
+def stop_all(core: Core, leg: Leg) -> Leg:
+    """Everything a leg plays or records stops: it is ending."""
+    if leg.ringback:
+        core.emit(clear_ringback(leg))
+        leg = core.update(leg, ringback=False)
+    for playback in leg.playbacks:
+        leg = end_playback(core, leg, playback, "call_hangup")
+    return stop_recording(core, leg)

@@ -1,0 +1,124 @@
+"""Audio a playback can play: local WAV files, built-in tones, and fetched WAV or MP3 bytes.
+
+Everything here is pure (bytes or a path in, int16 samples at the mixer's rate out) so the
+media plane can call it on a file it owns and the audio fetcher (``engine.media_plane.audio_fetch``)
+can run it in a worker thread on bytes it downloaded. ``OverlayError`` carries the status of the
+``call.playback.ended`` it leads to; the statuses are Telnyx's (the telnyx SDK's
+``CallPlaybackEnded`` payload: file_not_found, call_hangup, unknown, cancelled, cancelled_amd,
+completed, failed).
+
+Telnyx's ``playback_start`` plays "either a WAV or MP3 file" from ``audio_url`` (telnyx SDK,
+``ActionStartPlaybackParams.audio_url``). Fetched audio is judged by its bytes, not by the
+``Content-Type`` the server claims (object stores often say ``application/octet-stream``), and
+decoded with miniaudio (dr_wav and dr_mp3), which also mixes to mono and resamples.
+"""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import miniaudio
+import numpy as np
+from numpy.typing import NDArray
+
+from media.codecs import Resampler
+from media.errors import MediaError
+from media.tones import Ringback
+
+AudioKind = Literal["wav", "mp3"]
+# Audio the mixer pulls n samples at a time (continuous across calls).
+Source = Callable[[int], NDArray[np.int16]]
+
+
+class OverlayError(MediaError):
+    """An overlay could not be made (missing file, unknown tone); carries a playback status."""
+
+    def __init__(self, detail: str, status: str = "failed") -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+def load_wav(path: Path, rate: int) -> NDArray[np.int16]:
+    """A local 16-bit mono WAV as int16 at ``rate`` (8 or 16 kHz sources are resampled)."""
+    if not path.is_file():
+        raise OverlayError(f"no such audio file: {path}", status="file_not_found")
+    try:
+        with wave.open(str(path), "rb") as reader:
+            if reader.getsampwidth() != 2 or reader.getnchannels() != 1:
+                raise OverlayError(f"{path} must be 16-bit mono PCM WAV")
+            source_rate = reader.getframerate()
+            samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    except (wave.Error, EOFError) as exc:
+        raise OverlayError(f"{path} is not a readable WAV file: {exc}") from None
+    samples = samples.astype(np.int16)
+    if source_rate != rate:
+        if {source_rate, rate} != {8000, 16000}:
+            raise OverlayError(f"{path} has a sample rate of {source_rate} Hz; use 8 or 16 kHz")
+        samples = Resampler(source_rate, rate).process(samples)
+    return samples
+
+
+def builtin_source(name: str) -> Source:
+    """``media_name`` values callbridge knows: ``ringback-<country>``, ``tone-<hz>``."""
+    kind, _, arg = name.partition("-")
+    if kind == "ringback" and arg:
+        try:
+            return Ringback(arg)
+        except MediaError as exc:
+            raise OverlayError(str(exc), status="file_not_found") from None
+    if kind == "tone" and arg.isdigit() and 20 <= int(arg) <= 3900:
+        frequency = int(arg)
+        phase = [0]
+
+        def tone(n: int) -> NDArray[np.int16]:
+            t = np.arange(phase[0], phase[0] + n)
+            phase[0] += n
+            return (np.sin(2 * np.pi * frequency * t / 8000) * 8000).astype(np.int16)
+
+        return tone
+    raise OverlayError(f"unknown media_name {name!r}", status="file_not_found")
+
+
+def sniff_audio(data: bytes) -> AudioKind | None:
+    """What the bytes are, from their magic numbers: a RIFF/WAVE file, or MP3 (an ID3v2 tag or
+    an MPEG audio frame sync: 11 set bits, then a layer other than "reserved")."""
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:3] == b"ID3":
+        return "mp3"
+    if len(data) >= 2 and data[0] == 0xFF and (data[1] & 0xE0) == 0xE0 and (data[1] & 0x06):
+        return "mp3"
+    return None
+
+
+def decode_audio(data: bytes, rate: int, *, max_seconds: float) -> NDArray[np.int16]:
+    """WAV or MP3 bytes as mono int16 at ``rate``. ``OverlayError`` ("failed") when the bytes
+    are neither, do not decode, or last longer than ``max_seconds`` (checked from the header
+    before decoding, so a small file cannot claim hours of audio and fill memory)."""
+    kind = sniff_audio(data)
+    if kind is None:
+        raise OverlayError("not a WAV or MP3 file")
+    try:
+        info = miniaudio.wav_get_info(data) if kind == "wav" else miniaudio.mp3_get_info(data)
+        if info.sample_rate <= 0:
+            raise OverlayError(f"the {kind.upper()} file has no sample rate")
+        seconds = info.num_frames / info.sample_rate
+        if seconds > max_seconds:
+            raise OverlayError(
+                f"the {kind.upper()} file lasts {seconds:.0f} s; at most {max_seconds:.0f} s"
+            )
+        decoded = miniaudio.decode(
+            data,
+            output_format=miniaudio.SampleFormat.SIGNED16,
+            nchannels=1,
+            sample_rate=rate,
+        )
+    except miniaudio.MiniaudioError as exc:
+        raise OverlayError(f"the {kind.upper()} file does not decode: {exc}") from None
+    samples = np.frombuffer(decoded.samples, dtype=np.int16).copy()
+    if samples.size == 0:
+        raise OverlayError(f"the {kind.upper()} file holds no audio")
+    return samples

@@ -1,0 +1,485 @@
+"""The engine's side of the media: mixer membership, overlays, recordings, per-leg outputs.
+
+The runtime drives it from effects (``JoinRoom``, ``SetOverlay``, ``StartRecording`` ...) and
+from the media streams the adapters accept (``attach``, ``frame_in``, ``detach``); ``tick``
+runs one mixer pass and hands every leg its frame. It reports what the machine must hear
+about (a playback that ended, a recording that was written) as events, never acting on them.
+
+A leg's media can start after the machine asked for an overlay (ringback, playback) or a
+recording: those wait for it and begin when its stream attaches (again from the start if the
+stream re-attaches), until they are cleared.
+
+A URL overlay (an http(s) ``audio_url``) starts when its audio is at hand: ``RemoteAudio``
+(``engine.media_plane.audio_fetch``) either has it cached or fetches it and calls back; meanwhile
+the overlay waits like one whose leg has no media yet, a cleared overlay is simply not started when
+the audio arrives, and a failed fetch ends every playback waiting for that URL, once each.
+
+The transport is hidden behind ``MediaOutput``: whatever the adapter does to put a frame on
+its websocket, the plane only calls ``send_frame`` with bytes in the leg's own format.
+
+A peer's key press reaches a listener (``relay_dtmf``, from the machine's ``RelayDtmf``) the way
+the listener's media carries key presses: an output that is also a ``KeyPressOutput`` (a
+websocket agent, whose bot reads Media Streams ``dtmf`` messages and not tones in the audio)
+gets a message for every digit; any other gets regenerated tones for an out-of-band digit, and
+nothing for an in-band one, which is in the audio it hears already.
+
+In-band DTMF: the mixer detects digits in what every attached leg says (``detect_dtmf``; Telnyx
+detects on every call-control leg too, so it is on by default, and off only for load tests) and
+``tick`` reports each key press once as ``DtmfReceived(leg, digit, IN_BAND)``. The tone itself
+is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: from
+the tick after a digit is detected on speaker S, every DTMF-muted listener in S's room stops
+hearing S (``Mixer.mute_for``, a hear-matrix gain of 0; a passthrough room is mixed meanwhile)
+until the detector releases the digit and ``DTMF_HANGOVER_TICKS`` more ticks have passed.
+Limit, by design: the detector names a digit after three 10 ms windows of it (about 40 ms of
+tone), and the frame that completes them has been mixed and sent by then, so the first 40-60 ms
+of every digit still reach a muted listener (in passthrough they left as they arrived); the
+mute cuts in from the next frame. A human hears a short blip; a DTMF receiver at the far end
+that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still decode that onset.
+``tests/test_inband_dtmf.py`` pins the leak to the frames up to the detecting one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.logs import get_logger
+from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
+from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
+from engine.media_plane.audio_sources import OverlayError, Source, builtin_source, load_wav
+from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
+from engine.media_plane.stats import LegMediaStats
+from engine.store.base import LiveRecording
+from media.codecs import AudioFormat
+from media.dtmf import DtmfSequence
+from media.mixer import Mixer
+from media.recorder import FileOpener, open_new_file
+from media.tones import Playback, Ringback
+
+__all__ = [
+    "DTMF_HANGOVER_TICKS",
+    "RELAYED_DTMF_MS",
+    "ActiveRecording",
+    "AudioArrived",
+    "KeyPressOutput",
+    "LegMedia",
+    "MediaOutput",
+    "MediaPlane",
+    "RemoteAudio",
+    "close_recording",
+]
+
+log = get_logger("callbridge.media")
+#: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
+DTMF_HANGOVER_TICKS = 2
+#: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
+RELAYED_DTMF_MS = 250
+
+
+class MediaOutput(Protocol):
+    """Where a leg's outgoing audio goes: one encoded frame at a time, never blocking."""
+
+    def send_frame(self, payload: bytes) -> None: ...
+
+
+@runtime_checkable
+class KeyPressOutput(MediaOutput, Protocol):
+    """An output whose far end reads key presses as messages, not as tones in the audio."""
+
+    def send_key_press(self, digit: str) -> None:
+        """Tell the far end a peer pressed ``digit``; never blocking."""
+
+
+@dataclass(slots=True)
+class LegMedia:
+    fmt: AudioFormat
+    output: MediaOutput
+    overlays: dict[str, Source] = field(default_factory=dict)
+
+
+AudioArrived = Callable[[OverlaySource, NDArray[np.int16] | OverlayError], None]
+
+
+class RemoteAudio(Protocol):
+    """Where a URL overlay's samples come from (``engine.media_plane.audio_fetch.AudioFetcher``)."""
+
+    def cached(self, source: OverlaySource) -> NDArray[np.int16] | None:
+        """The samples if they are at hand now, at the mixer's rate."""
+
+    def request(self, source: OverlaySource, arrived: AudioArrived) -> None:
+        """Fetch them; ``arrived`` is called later (never from within this call), on the loop."""
+
+    async def close(self) -> None:
+        """Stop fetching (the engine is shutting down)."""
+
+
+class MediaPlane:
+    def __init__(
+        self,
+        mixer: Mixer,
+        recordings_dir: Path,
+        *,
+        detect_dtmf: bool = True,
+        media_dir: Path | None = None,
+        remote_audio: RemoteAudio | None = None,
+        recording_opener: FileOpener = open_new_file,
+        on_recording_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        """``recording_opener`` opens recording files (tests inject disks that block or fail);
+        ``on_recording_failed`` is told the reason of each recording that fails (a counter)."""
+        self.mixer = mixer
+        self.recordings_dir = recordings_dir
+        self.recordings = Recordings(
+            recordings_dir,
+            mixer.sample_rate,
+            opener=recording_opener,
+            on_failed=on_recording_failed,
+        )
+        # http(s) audio_url playback (None: such overlays fail at once).
+        self.remote_audio = remote_audio
+        # The one directory file:// playback reads from (None: none); checked again here, after
+        # symlinks, because the API could only check the path it was given.
+        self.media_dir = media_dir.resolve() if media_dir is not None else None
+        self.detect_dtmf = detect_dtmf
+        self._legs: dict[str, LegMedia] = {}
+        # Listeners that must not hear DTMF (SetDtmfMute), whether or not their media is live.
+        self._dtmf_muted: set[str] = set()
+        # Speakers pressing a digit -> ticks DTMF-muted listeners will still not hear them once
+        # it is released (their media is live: detach forgets them).
+        self._dtmf_hangover: dict[str, int] = {}
+        # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
+        self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
+        self._pending: list[Event] = []
+        self._stats: dict[str, LegMediaStats] = {}
+        self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
+
+    # streams
+    def attach(
+        self,
+        leg_id: str,
+        fmt: AudioFormat,
+        output: MediaOutput,
+        out_fmt: AudioFormat | None = None,
+    ) -> None:
+        """The leg's stream is live: it sends ``fmt`` and decodes ``out_fmt`` (``fmt`` if None)."""
+        self.mixer.add_leg(leg_id, fmt, out_fmt)
+        self._legs[leg_id] = LegMedia(fmt, output)
+        if self.detect_dtmf:
+            self.mixer.set_detect(leg_id, True)
+        if leg_id in self.recordings:
+            self.mixer.set_tap(leg_id, True)
+        for tag, (source, loop) in list(self._overlay_specs.get(leg_id, {}).items()):
+            self._start_overlay(leg_id, tag, source, loop)
+
+    def detach(self, leg_id: str) -> None:
+        if self._legs.pop(leg_id, None) is not None:
+            stats = self._stats.get(leg_id)
+            if stats is not None:  # the stream's concealed ticks stay the leg's
+                stats.concealed_before += self.mixer.concealed(leg_id)
+            self.mixer.remove_leg(leg_id)
+            self._dtmf_hangover.pop(leg_id, None)
+
+    def is_attached(self, leg_id: str) -> bool:
+        return leg_id in self._legs
+
+    # statistics (engine.media_plane.stats)
+    def stats_of(self, leg_id: str) -> LegMediaStats:
+        """The leg's media statistics, kept from its first stream until ``forget_stats``."""
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            stats = self._stats[leg_id] = LegMediaStats()
+        return stats
+
+    def stats_view(self, leg_id: str) -> dict[str, object] | None:
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            return None
+        self._sync_concealed(leg_id, stats)
+        return stats.view()
+
+    def summary_once(self, leg_id: str) -> dict[str, object] | None:
+        """The leg's statistics the first time they are asked for as its summary; None after,
+        or for a leg that never had media."""
+        stats = self._stats.get(leg_id)
+        if stats is None or stats.summarized:
+            return None
+        stats.summarized = True
+        return self.stats_view(leg_id)
+
+    def forget_stats(self, leg_id: str) -> None:
+        if leg_id in self._stats:
+            self._sync_concealed(leg_id, self._stats[leg_id])
+            self._stats.pop(leg_id).add_to(self._retired)
+
+    def media_totals(self) -> dict[str, int]:
+        """Every leg's statistics summed, forgotten legs included (the Prometheus counters)."""
+        totals = dict(self._retired)
+        for leg_id, stats in self._stats.items():
+            self._sync_concealed(leg_id, stats)
+            stats.add_to(totals)
+        return totals
+
+    def _sync_concealed(self, leg_id: str, stats: LegMediaStats) -> None:
+        live = self.mixer.concealed(leg_id) if leg_id in self._legs else 0
+        stats.concealed = stats.concealed_before + live
+
+    def frame_in(self, leg_id: str, payload: bytes) -> None:
+        for peer, data in self.mixer.put_frame(leg_id, payload):
+            media = self._legs.get(peer)
+            if media is not None:
+                media.output.send_frame(data)
+
+    # membership
+    def join(self, leg_id: str, room_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.join(leg_id, room_id)
+
+    def leave(self, leg_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.leave(leg_id)
+
+    # overlays
+    def set_overlay(self, leg_id: str, tag: str, source: OverlaySource, loop: int | None) -> None:
+        self._overlay_specs.setdefault(leg_id, {})[tag] = (source, loop)
+        if leg_id in self._legs:
+            self._start_overlay(leg_id, tag, source, loop)
+
+    def _start_overlay(
+        self,
+        leg_id: str,
+        tag: str,
+        source: OverlaySource,
+        loop: int | None,
+        samples: NDArray[np.int16] | None = None,
+    ) -> None:
+        media = self._legs[leg_id]
+        try:
+            made = self._make_source(leg_id, tag, source, loop, samples)
+        except OverlayError as exc:
+            log.info("overlay refused", leg_id=leg_id, tag=tag, reason=str(exc))
+            self._forget_overlay(leg_id, tag)
+            self._playback_ended(tag, exc.status, str(exc))
+            return
+        if made is None:
+            return  # a URL still being fetched: ``_audio_arrived`` starts it
+        media.overlays[tag] = made
+        self._refresh_overlay(leg_id, media)
+
+    def _audio_arrived(
+        self, source: OverlaySource, result: NDArray[np.int16] | OverlayError
+    ) -> None:
+        """A fetched URL is here (or failed): start it on every live leg still waiting for it;
+        on failure end its playbacks (once per playback, whatever the number of listeners)."""
+        ended: set[str] = set()
+        for leg_id, specs in list(self._overlay_specs.items()):
+            for tag, (wanted, loop) in list(specs.items()):
+                if wanted != source:
+                    continue
+                if isinstance(result, OverlayError):
+                    self.clear_overlay(leg_id, tag)
+                    ended.add(tag)
+                elif leg_id in self._legs and tag not in self._legs[leg_id].overlays:
+                    self._start_overlay(leg_id, tag, wanted, loop, result)
+        for tag in sorted(ended):
+            assert isinstance(result, OverlayError)
+            self._playback_ended(tag, result.status, str(result))
+
+    def _forget_overlay(self, leg_id: str, tag: str) -> None:
+        specs = self._overlay_specs.get(leg_id)
+        if specs is not None:
+            specs.pop(tag, None)
+            if not specs:
+                del self._overlay_specs[leg_id]
+
+    def clear_overlay(self, leg_id: str, tag: str) -> None:
+        self._forget_overlay(leg_id, tag)
+        media = self._legs.get(leg_id)
+        if media is not None and media.overlays.pop(tag, None) is not None:
+            self._refresh_overlay(leg_id, media)
+
+    def play_dtmf(self, leg_id: str, digits: str, duration_millis: int) -> None:
+        media = self._legs.get(leg_id)
+        if media is None:
+            return
+        tag = f"dtmf/{len(media.overlays)}/{digits}"
+        sequence = DtmfSequence(
+            digits, tone_ms=duration_millis, on_end=lambda: self.clear_overlay(leg_id, tag)
+        )
+        media.overlays[tag] = sequence
+        self._refresh_overlay(leg_id, media)
+
+    def relay_dtmf(self, leg_id: str, digit: str, source: DtmfSource) -> None:
+        """A peer of this leg pressed ``digit`` (see the module docstring)."""
+        media = self._legs.get(leg_id)
+        if media is None:
+            return  # no live media: nothing could carry it
+        if isinstance(media.output, KeyPressOutput):
+            media.output.send_key_press(digit)
+        elif source is DtmfSource.OUT_OF_BAND:
+            self.play_dtmf(leg_id, digit, RELAYED_DTMF_MS)
+
+    def _make_source(
+        self,
+        leg_id: str,
+        tag: str,
+        source: OverlaySource,
+        loop: int | None,
+        samples: NDArray[np.int16] | None,
+    ) -> Source | None:
+        """The overlay's audio; None while a URL's audio is being fetched."""
+        if source.kind == "ringback":
+            return Ringback(source.name)
+        loops = None if loop is None or loop <= 0 else loop
+
+        def ended() -> None:
+            self.clear_overlay(leg_id, tag)
+            self._playback_ended(tag, "completed", None)
+
+        if source.kind == "file":
+            samples = load_wav(self._media_file(source.name), self.mixer.sample_rate)
+        elif source.kind == "url":
+            samples = samples if samples is not None else self._remote_samples(source)
+            if samples is None:
+                return None
+        else:
+            return builtin_source(source.name)
+        return Playback(samples, loops=loops, on_end=ended)
+
+    def _remote_samples(self, source: OverlaySource) -> NDArray[np.int16] | None:
+        if self.remote_audio is None:
+            raise OverlayError("this engine plays no audio URLs")
+        samples = self.remote_audio.cached(source)
+        if samples is None:
+            self.remote_audio.request(source, self._audio_arrived)
+        return samples
+
+    def _media_file(self, name: str) -> Path:
+        path = Path(name).resolve()
+        if self.media_dir is None or not path.is_relative_to(self.media_dir):
+            # The same status as a missing file: nothing outside the directory is confirmed.
+            raise OverlayError(f"no such audio file: {name}", status="file_not_found")
+        return path
+
+    def _playback_ended(self, tag: str, status: str, detail: str | None) -> None:
+        commander, sep, _ = tag.partition("/playback/")
+        if sep:
+            self._pending.append(PlaybackEnded(commander, tag, status, detail))
+
+    def _refresh_overlay(self, leg_id: str, media: LegMedia) -> None:
+        sources = list(media.overlays.values())
+        if not sources:
+            self.mixer.set_overlay(leg_id, None)
+        elif len(sources) == 1:
+            self.mixer.set_overlay(leg_id, sources[0])
+        else:
+
+            def mixed(n: int) -> NDArray[np.int16]:
+                total = np.zeros(n, dtype=np.int32)
+                for play in sources:
+                    total += play(n)
+                return np.clip(total, -32768, 32767).astype(np.int16)
+
+            self.mixer.set_overlay(leg_id, mixed)
+
+    # recordings (engine.media_plane.recordings)
+    def start_recording(
+        self,
+        leg_id: str,
+        recording_id: str,
+        options: RecordingOptions,
+        now: float,
+        *,
+        org_id: int,
+    ) -> None:
+        """Record the leg into its organization's directory; a recording that cannot start is
+        reported (``RecordingFailed``) with the next tick's events."""
+        failed = self.recordings.start(leg_id, recording_id, options, now, org_id)
+        if failed is not None:
+            self._pending.append(failed)
+        elif leg_id in self._legs:
+            self.mixer.set_tap(leg_id, True)
+
+    def resume_recording(self, stored: LiveRecording) -> RecordingFailed | None:
+        """Continue a recording an earlier process left (``Recordings.resume``); the event if
+        it cannot be continued."""
+        failed = self.recordings.resume(stored)
+        if failed is None and stored.call_control_id in self._legs:
+            self.mixer.set_tap(stored.call_control_id, True)
+        return failed
+
+    def take_recording(self, leg_id: str) -> ActiveRecording | None:
+        """Stop feeding a recording and hand it over to be closed (off the media path)."""
+        active = self.recordings.take(leg_id)
+        if active is not None:
+            self._untap(leg_id)
+        return active
+
+    def _untap(self, leg_id: str) -> None:
+        if leg_id in self._legs:
+            self.mixer.set_tap(leg_id, False)
+
+    # in-band DTMF
+    def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
+        """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
+        if muted:
+            self._dtmf_muted.add(leg_id)
+        else:
+            self._dtmf_muted.discard(leg_id)
+        for speaker in list(self._dtmf_hangover):
+            self._silence_dtmf(speaker)
+
+    def _dtmf_tick(self, digits: list[tuple[str, str]]) -> list[Event]:
+        """Report new digits; keep DTMF-muted listeners from hearing the ones being pressed."""
+        events: list[Event] = []
+        for leg_id, digit in digits:
+            events.append(DtmfReceived(leg_id, digit, DtmfSource.IN_BAND))
+            self._dtmf_hangover[leg_id] = DTMF_HANGOVER_TICKS
+        for speaker, left in list(self._dtmf_hangover.items()):
+            if self.mixer.dtmf_held(speaker) is not None:
+                left = DTMF_HANGOVER_TICKS  # still pressed: the hangover starts at the release
+            elif left == 0:
+                del self._dtmf_hangover[speaker]
+                self.mixer.mute_for(speaker, frozenset())
+                continue
+            else:
+                left -= 1
+            self._dtmf_hangover[speaker] = left
+            self._silence_dtmf(speaker)
+        return events
+
+    def _silence_dtmf(self, speaker: str) -> None:
+        """The DTMF-muted listeners in the speaker's room stop hearing it (from the next tick)."""
+        room = self.mixer.room_of(speaker)
+        listeners: frozenset[str] = frozenset()
+        if room is not None and self._dtmf_muted:
+            members = self.mixer.members(room)
+            listeners = frozenset(m for m in members if m in self._dtmf_muted and m != speaker)
+        self.mixer.mute_for(speaker, listeners)
+
+    # the tick
+    def tick(self) -> list[Event]:
+        """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
+        result = self.mixer.tick()
+        events, self._pending = self._pending, []
+        if result.digits or self._dtmf_hangover:
+            # Before any frame goes out: a frame that arrives meanwhile meets the new mutes.
+            events += self._dtmf_tick(result.digits)
+        legs = self._legs
+        for leg_id, payload in result.frames:
+            media = legs.get(leg_id)
+            if media is not None:
+                media.output.send_frame(payload)
+        for unopened in self.recordings.poll():  # files that could not be opened
+            self._untap(unopened.call_control_id)
+            events.append(unopened)
+        for leg_id, heard, spoken in result.taps:
+            failed = self.recordings.write(leg_id, spoken, heard)
+            if failed is not None:  # taken out already: the tap stops feeding it
+                self.mixer.set_tap(leg_id, False)
+                events.append(failed)
+        return events
