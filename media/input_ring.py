@@ -16,10 +16,8 @@ Policies kept from the compacting queue it replaces:
   sheds the oldest (a burst must not add 40 ms to the rest of a call); one spare frame is the
   jitter cushion and is kept.
 
-``forwarded`` counts the bytes at the head that the leg's peer has already been sent by
-passthrough (a *sniffed* leg's queue holds audio only for DTMF detection): marked when such a leg
-stops being forwarded, counted down as frames are used, so that once mixed those bytes are not
-heard a second time (``media.mixer`` mixes them as silence).
+A ring only ever holds bytes nobody has heard yet: a leg in passthrough forwards its frames and
+queues none (its detection input waits in ``media.sniff_batch``).
 """
 
 from __future__ import annotations
@@ -43,14 +41,13 @@ def _kept(values: NDArray[np.int64], capacity: int) -> NDArray[np.int64]:
 class InputRing:
     """Input byte rings for ``capacity`` slots; slot state is reset by ``reset``.
 
-    ``head``, ``fill`` (bytes queued), ``size`` (ring length), ``forwarded`` and ``standing``
-    (ticks in a row with two whole frames left queued) are per-slot arrays the tick reads.
+    ``head``, ``fill`` (bytes queued), ``size`` (ring length) and ``standing`` (ticks in a row
+    with two whole frames left queued) are per-slot arrays the tick reads.
     """
 
     head: NDArray[np.int64]
     fill: NDArray[np.int64]
     size: NDArray[np.int64]
-    forwarded: NDArray[np.int64]
     standing: NDArray[np.int64]
 
     def __init__(self, capacity: int) -> None:
@@ -76,9 +73,6 @@ class InputRing:
         self.head = _kept(self.head, capacity) if old else np.zeros(capacity, dtype=np.int64)
         self.fill = _kept(self.fill, capacity) if old else np.zeros(capacity, dtype=np.int64)
         self.size = _kept(self.size, capacity) if old else np.zeros(capacity, dtype=np.int64)
-        self.forwarded = (
-            _kept(self.forwarded, capacity) if old else np.zeros(capacity, dtype=np.int64)
-        )
         self.standing = (
             _kept(self.standing, capacity) if old else np.zeros(capacity, dtype=np.int64)
         )
@@ -86,7 +80,6 @@ class InputRing:
         self._headv = self.head.data
         self._fillv = self.fill.data
         self._sizev = self.size.data
-        self._forwardedv = self.forwarded.data
         # Per slot, as Python ints for put: the ring's length and the frame size it is cut in.
         self._ring_bytes.extend([0] * (capacity - old))
         self._frame_bytes.extend([0] * (capacity - old))
@@ -108,7 +101,6 @@ class InputRing:
     def clear(self, slot: int) -> None:
         self._headv[slot] = 0
         self._fillv[slot] = 0
-        self._forwardedv[slot] = 0
         self.standing[slot] = 0  # _standing may stay True for a while: it only costs a check
 
     # -- writing ----------------------------------------------------------------------------
@@ -141,19 +133,10 @@ class InputRing:
         frame_bytes = self._frame_bytes[slot]
         dropped = -(-excess // frame_bytes) * frame_bytes  # whole frames, oldest first
         data = data[dropped:]
-        forwarded = max(0, self._forwardedv[slot] - dropped)
         self.clear(slot)
         self._buf[slot, : len(data)] = np.frombuffer(data, dtype=np.uint8)
         self._fillv[slot] = len(data)
-        self._forwardedv[slot] = forwarded
         return dropped
-
-    def any_forwarded(self) -> bool:
-        return bool(self.forwarded.any())
-
-    def mark_forwarded(self, slot: int) -> None:
-        """Everything the slot has queued was sent to its peer already."""
-        self._forwardedv[slot] = self._fillv[slot]
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -170,12 +153,6 @@ class InputRing:
         if end <= ring:
             return row[begin:end].tobytes()
         return row[begin:ring].tobytes() + row[: end - ring].tobytes()
-
-    def unsent(self, slot: int) -> bytes:
-        """The queued bytes the peer has not been sent yet; from now on they count as sent."""
-        data = self.queued(slot, self._forwardedv[slot])
-        self._forwardedv[slot] = self._fillv[slot]
-        return data
 
     def head_frames(self, slots: NDArray[np.intp], frame_bytes: int) -> NDArray[np.uint8]:
         """(len(slots), frame_bytes): the frame at the head of each slot (whatever is there)."""
@@ -216,7 +193,3 @@ class InputRing:
         head += step
         np.subtract(head, self.size, out=head, where=head >= self.size)
         fill -= step
-        if self.forwarded.any():
-            forwarded = self.forwarded
-            forwarded -= step
-            np.maximum(forwarded, 0, out=forwarded)

@@ -16,39 +16,28 @@ Default rooms (plain mix-minus) are summed in int32 (exact): two-party rooms are
 ones are sum-minus-self. Rooms with any other matrix go through a batched float32 matmul, rounded
 half to even; gains of 0 and 1, and dyadic gains such as 0.5, stay exact.
 
-Frame-size policy: providers do not promise 20 ms chunks, so ``put_frame`` accepts any length and
-appends to the leg's queue; each tick consumes exactly one frame (``AudioFormat.frame_bytes``) from
-every queue that holds one. A leg with less than a frame queued is silent for that tick and keeps
-its partial bytes; the tick after, they complete. With ``cushion_at_start`` a leg's input is first
-consumed once two frames are queued (and again whenever it returns from passthrough): the one-frame
-cushion that rides out arrival jitter then exists from the start, where otherwise the first frame
-to arrive a little late would build it, after a silent frame. A queue holds at most
-``queue_frames`` frames; beyond that the oldest whole frames are dropped (bounded latency, sample
-alignment kept) and counted in ``counters.bytes_dropped``. Each queue is a ring
-(``media.input_ring``): a tick reads every leg's frame with one gather per format and moves the
-queues on with a few array operations, whatever the number of legs.
+Frame sizes: ``put_frame`` takes any length (providers promise no 20 ms chunks) into the leg's
+ring (``media.input_ring``: one gather per format per tick, no per-leg loop); each tick consumes
+one whole frame where one is queued, else the leg is silent that tick (counted as concealed). With
+``cushion_at_start`` a leg's input is first consumed once two frames are queued (and again after
+passthrough), so the jitter cushion exists from the start. A queue holds ``queue_frames`` frames;
+beyond that the oldest whole frames are dropped and counted (``counters.bytes_dropped``).
 
-Formats per direction: ``add_leg`` takes the format a leg sends (input, decoded per tick) and,
-when it differs, the format it decodes (output, what the tick encodes for it). Providers declare
-the two separately (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``), and encoding a
-leg's output in its input codec garbles a call whose two differ (A-law heard as mu-law).
+Formats per direction: ``add_leg`` takes the format a leg sends (decoded per tick) and the one it
+decodes (encoded for it), which providers declare separately (Telnyx's ``stream_codec`` and
+``stream_bidirectional_codec``): encoding in the input codec garbles a call whose two differ.
 
-Passthrough: a two-party room whose legs each speak the other's output format, with nothing else
-to do (``media.rooms``), is skipped by the tick; ``put_frame`` returns ``[(peer, bytes as sent)]``.
+Passthrough (``media.rooms``): a two-party room whose legs each speak the other's output format is
+skipped by the tick; ``put_frame`` returns ``[(peer, bytes as sent)]``. Switches lose and repeat
+nothing: a leg entering passthrough first sends its peer what it still had queued for the mix
+(with its next ``put_frame``, or from the next tick), and a sniffed leg queues nothing in its ring,
+so a room that starts mixing holds no byte its peer has heard already.
 
-Switches between forwarding and mixing lose and repeat nothing: every frame a leg sends is heard
-by its peer once, in order. A leg that enters passthrough with bytes still queued for the mix
-sends them to its peer first (with its next ``put_frame``, or from the next tick if that comes
-first); until then its frames are not forwarded ahead of them. A sniffed leg's queued bytes were
-forwarded already (``media.input_ring``'s ``forwarded``): when the room starts mixing, the tick
-still decodes them for detection, taps and recording, but mixes them as silence.
-
-In-band DTMF (``set_detect``): the tick runs ``media.dtmf.DtmfDetector`` over the decoded input of
-every leg with detection on, in one vectorised call, after mixing, and reports each new digit in
-``TickResult.digits``. Legs in a mixed room or in none are decoded anyway; a passthrough leg with
-detection is *sniffed*: ``put_frame`` forwards its bytes and also queues them, and the tick decodes
-them without mixing (so turning detection on costs a passthrough leg the queue write and its share
-of one decode). ``mute_for`` silences a leg toward chosen listeners (the DTMF mute's tool).
+In-band DTMF (``set_detect``): ``media.dtmf.DtmfDetector`` runs, vectorised, over the decoded
+input of every mixed leg with detection on that had a frame (a missing frame is not the caller's
+silence), and over what *sniffed* legs (passthrough with detection) sent since the last tick,
+kept by one append each in ``media.sniff_batch`` and decoded in a batch per format; new digits are
+in ``TickResult.digits``. ``mute_for`` silences a leg toward chosen listeners (the DTMF mute).
 
 Legs in no room, or alone in one, hear silence (plus their overlay, e.g. a hold tone): the tick
 still sends them a frame every 20 ms. Taps report int16 frames at the mixer's rate: what the leg
@@ -79,6 +68,7 @@ from media.rooms import (
     UnknownLeg,
     UnknownRoom,
 )
+from media.sniff_batch import SniffBatch
 
 __all__ = [
     "DuplicateLeg",
@@ -117,8 +107,8 @@ class Mixer:
         self._queue_frames = queue_frames
         self._cushion_at_start = cushion_at_start
         self._ring = InputRing(0)
-        # A sniffed leg's queue is all forwarded; the ring is told when that starts to matter.
-        self._rooms = Rooms(passthrough=passthrough, sniff_ended=self._ring.mark_forwarded)
+        self._sniffs = SniffBatch()
+        self._rooms = Rooms(passthrough=passthrough)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
         self._entered = self._rooms.entered
@@ -132,6 +122,10 @@ class Mixer:
         self._capacity = 0
         self._free: list[int] = []
         self._frame_bytes: list[int] = []
+        # Formats legs send, numbered for the sniff batch, and each slot's (stale when free).
+        self._kinds: dict[AudioFormat, int] = {}
+        self._kind_formats: list[AudioFormat] = []
+        self._inbound: list[int] = []
         self._leg_at: list[str] = []  # slot -> leg id (stale for free slots)
         self._allocate(max(1, capacity))
 
@@ -154,6 +148,7 @@ class Mixer:
         self._free.extend(range(old, capacity))
         heapq.heapify(self._free)
         self._frame_bytes.extend([0] * (capacity - old))
+        self._inbound.extend([0] * (capacity - old))
         self._leg_at.extend([""] * (capacity - old))
         self._capacity = capacity
 
@@ -197,6 +192,10 @@ class Mixer:
         self._rooms.add(leg_id, formats, slot, self.frame_ms)
         self._slot_of[leg_id] = slot
         self._frame_bytes[slot] = frame_bytes
+        kind = self._kinds.setdefault(fmt, len(self._kinds))
+        if kind == len(self._kind_formats):
+            self._kind_formats.append(fmt)
+        self._inbound[slot] = kind
         self._leg_at[slot] = leg_id
         self._ring.reset(slot, frame_bytes, self._queue_frames)
         self._primed[slot] = False
@@ -209,6 +208,7 @@ class Mixer:
         state = self._rooms.remove(leg_id)
         del self._slot_of[leg_id]
         self._overlays.pop(leg_id, None)
+        self._sniffs.forget(state.slot)
         heapq.heappush(self._free, state.slot)
 
     def join(self, leg_id: str, room_id: str) -> None:
@@ -304,28 +304,25 @@ class Mixer:
         slot = self._slot_of.get(leg_id)
         if slot is None:
             raise UnknownLeg(leg_id)
-        dropped = self._put(slot, payload)
-        if dropped:
-            self.counters.bytes_dropped += dropped
-        peer = self._peers.get(leg_id)  # a sniffed leg: queued for detection, and forwarded
-        if peer is None:
-            return []
-        if leg_id in self._entered:  # just entered passthrough: what it had queued goes first
-            return self._settle(leg_id)
-        return [(peer, payload)]
+        peer = self._peers.get(leg_id)
+        if peer is not None and leg_id not in self._entered:  # sniffed: detected, not queued
+            self._sniffs.add(self._inbound[slot], slot, payload, self._frame_bytes[slot])
+            return [(peer, payload)]
+        self.counters.bytes_dropped += self._put(slot, payload)
+        # Just entered passthrough: what it had queued goes first.
+        return [] if peer is None else self._settle(leg_id)
 
     def _settle(self, leg_id: str) -> list[tuple[str, bytes]]:
-        """A leg just entered passthrough: what it queued that its peer never got, in frames.
-
-        A leg entered in ``forward`` only, from now on, needs nothing queued; a sniffed one keeps
-        its queue for detection, all of it counted as forwarded.
-        """
+        """A leg just entered passthrough: what it queued for the mix goes to its peer, in
+        frames, and its queue is emptied; a sniffed leg's queued bytes are also detected."""
         slot = self._slot_of[leg_id]
         peer = self._entered[leg_id]
-        unsent = self._ring.unsent(slot)
+        unsent = self._ring.queued(slot)
+        self._ring.clear(slot)
         self._rooms.settled(leg_id)
-        if leg_id in self._forward:  # forwarded only from now on: nothing stays queued
-            self._ring.clear(slot)
+        if leg_id not in self._forward:  # sniffed from now on
+            self._sniffs.forget(slot)  # nothing left of an earlier sniffing spell
+            self._sniffs.add(self._inbound[slot], slot, unsent, self._frame_bytes[slot])
         size = self._frame_bytes[slot]
         return [(peer, unsent[at : at + size]) for at in range(0, len(unsent), size)]
 
@@ -340,13 +337,14 @@ class Mixer:
         frames: list[tuple[str, bytes]] = []
         for leg_id in list(self._entered):  # legs that entered passthrough since the last tick
             frames += self._settle(leg_id)
+        digits = self._detect_sniffed()
         if not layout.active.size:
-            return TickResult(frames, [])
-        hidden = self._take_input(layout)
+            return TickResult(frames, [], digits)
+        got = self._take_input(layout)
         self._mix(layout)
-        for slot, spoken in hidden:  # mixed as silence; detected and tapped as said
-            self._pcm[slot] = spoken
-        digits = self._detect(layout.detect) if layout.detect.size else []
+        if layout.detect.size:
+            every = got.size == layout.active.size  # the usual tick: no frame missing
+            digits += self._detect(layout.detect if every else self._received(layout.detect, got))
         for group in layout.groups:
             self._encode(group, frames)
         taps = [
@@ -357,11 +355,29 @@ class Mixer:
 
     def _detect(self, slots: NDArray[np.intp]) -> list[tuple[str, str]]:
         assert self._detector is not None  # set_detect made it
+        if not slots.size:
+            return []
         if slots[-1] == slots.size - 1:  # ascending and unique: exactly slots 0 .. n-1
             found = self._detector.process(self._pcm[: slots.size])
         else:
             found = self._detector.process(np.take(self._pcm, slots, axis=0), slots)
         return [(self._leg_at[slot], digit) for slot, digit in found]
+
+    def _detect_sniffed(self) -> list[tuple[str, str]]:
+        """Detect on what sniffed legs sent since the last tick: a batch per format and round."""
+        digits: list[tuple[str, str]] = []
+        for kind, slots, frames in self._sniffs.take():
+            assert self._detector is not None  # only legs with detection are sniffed
+            fmt = self._kind_formats[kind]
+            rows = np.array(slots, dtype=np.intp)
+            raw = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), -1)
+            spoken = decode_rows(fmt, raw)
+            if fmt.sample_rate != self.sample_rate:
+                bank = self._bank(fmt.sample_rate, self.sample_rate)
+                spoken = bank.process(rows, spoken)[:, : self.samples]
+            found = self._detector.process(spoken, rows)
+            digits += [(self._leg_at[slot], digit) for slot, digit in found]
+        return digits
 
     def _relayout(self) -> Layout:
         previous = self._layout
@@ -387,26 +403,22 @@ class Mixer:
             returning = group.slots[~np.isin(group.slots, was_mixed)]
             if resampled_out:
                 self._bank(self.sample_rate, group.fmt.outbound.sample_rate).reset(returning)
-            if resampled_in:  # a sniffed leg's decoder kept going
-                fresh = returning[~np.isin(returning, previous.active)]
+            if resampled_in:  # a sniffed leg's decoder kept going (for its detection)
+                decoded = np.concatenate([previous.active, *(g.slots for g in previous.sniffed)])
+                fresh = returning[~np.isin(returning, decoded)]
                 self._bank(group.fmt.inbound.sample_rate, self.sample_rate).reset(fresh)
 
-    def _take_input(self, layout: Layout) -> list[tuple[int, NDArray[np.int16]]]:
-        """Decode one frame per active slot into ``_pcm``; silence where none is queued.
-
-        Returns the (slot, frame) of mixed slots whose frame was forwarded already, with their
-        rows of ``_pcm`` silenced for the mix; the tick puts the frames back after mixing.
-        """
+    def _take_input(self, layout: Layout) -> NDArray[np.intp]:
+        """Decode one frame per mixed slot into ``_pcm``; silence where none is queued.
+        Returns the slots that had a frame."""
         ring, pcm = self._ring, self._pcm
         active, need = layout.active, layout.active_frame_bytes
         if self._cushion_at_start:
-            # Mixed legs only: a sniffed leg is only listened to for DTMF, and a cushion there
-            # would just delay detection.
-            need = np.where(layout.active_mixed & ~self._primed[active], 2 * need, need)
+            need = np.where(self._primed[active], need, 2 * need)
         has = ring.fill[active] >= need
         got = active[has]
         self._primed[got] = True
-        for group in layout.groups + layout.sniffed:
+        for group in layout.groups:
             if group.kind is Kind.RESAMPLED:
                 self._decode_resampled(group, got)
             else:
@@ -415,31 +427,18 @@ class Mixer:
         missing = active[~has]
         if missing.size:
             pcm[missing] = 0
-            self._concealed[active[~has & layout.active_mixed]] += 1  # silence in its place
-        got_bytes = layout.active_frame_bytes[has]
-        hidden = self._hide_forwarded(got, got_bytes, layout.active_mixed[has])
-        self.counters.frames_shed += ring.consume(got, got_bytes)
+            self._concealed[missing] += 1  # silence in its place
+        self.counters.frames_shed += ring.consume(got, layout.active_frame_bytes[has])
         self.counters.frames_mixed += got.size
         self.counters.frames_missing += missing.size
-        return hidden
+        return got
 
-    def _hide_forwarded(
-        self, got: NDArray[np.intp], got_bytes: NDArray[np.int64], mixed: NDArray[np.bool_]
-    ) -> list[tuple[int, NDArray[np.int16]]]:
-        if not self._ring.any_forwarded():  # no sniffed leg at all
-            return []
-        slots, frame_bytes = got[mixed], got_bytes[mixed]
-        forwarded = self._ring.forwarded[slots]
-        if not forwarded.any():  # the usual case: nothing was forwarded before this mix
-            return []
-        hidden = []
-        for slot, sent, size in zip(
-            slots.tolist(), forwarded.tolist(), frame_bytes.tolist(), strict=True
-        ):
-            if sent:
-                hidden.append((slot, self._pcm[slot].copy()))
-                self._pcm[slot, : min(self.samples, sent * self.samples // size)] = 0
-        return hidden
+    def _received(self, slots: NDArray[np.intp], got: NDArray[np.intp]) -> NDArray[np.intp]:
+        """Those of ``slots`` that had a frame this tick: a missing frame is not silence from
+        the caller, and detecting it as such would end a digit that is still being pressed."""
+        had = np.zeros(self._capacity, dtype=bool)
+        had[got] = True
+        return slots[had[slots]]
 
     def _decode_resampled(self, group: FormatGroup, got: NDArray[np.intp]) -> None:
         """Decode and resample, in one batch, the legs of the group that have a frame."""

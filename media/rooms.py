@@ -19,12 +19,13 @@ us and decode another from us (Telnyx's ``stream_codec`` and ``stream_bidirectio
 is *passthrough* when it has exactly two legs, each speaking the very format the other listens in
 (speaker's input == listener's output, both ways, so the bytes can be forwarded untouched), the
 default matrix, no tap and no overlay on either leg, passthrough allowed. Such a room skips the
-tick's mixing; each frame is forwarded to the peer as it arrives. A leg
-with in-band DTMF detection on (``detect``) still needs its audio decoded every tick, so in
-passthrough it is *sniffed*: its frames are forwarded and also queued, and the tick decodes them
-without mixing; a leg without detection is forwarded only (``forward``, the hot path). A leg that
-has just entered passthrough is listed in ``entered`` until the mixer has sent its peer what it
-still had queued for the mix (``settled``), so no frame is skipped or overtaken at the switch.
+tick's mixing; each frame is forwarded to the peer as it arrives. A leg with in-band DTMF
+detection on (``detect``) still needs its audio decoded every tick, so in passthrough it is
+*sniffed*: its frames are forwarded and also kept for detection (``media.sniff_batch``), which
+the tick runs without mixing; a leg without detection is forwarded only (``forward``, the hot
+path). A leg that has just entered passthrough is listed in ``entered`` until the mixer has
+sent its peer what it still had queued for the mix (``settled``), so no frame is skipped or
+overtaken at the switch.
 
 Errors (all ``MediaError``)::
 
@@ -40,7 +41,6 @@ from __future__ import annotations
 import enum
 import math
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal
@@ -155,17 +155,16 @@ class Layout:
     """Everything the tick needs, as arrays; immutable, rebuilt when membership or gains change."""
 
     version: int
-    active: NDArray[np.intp]  # slots the tick decodes: those of ``groups``, then of ``sniffed``
+    active: NDArray[np.intp]  # slots the tick decodes and mixes: those of ``groups``
     active_frame_bytes: NDArray[np.int64]
-    active_mixed: NDArray[np.bool_]  # per ``active`` slot: mixed (True) or only sniffed (False)
     silent: NDArray[np.intp]  # hear nothing from a room (alone, or in no room)
     swap_dst: NDArray[np.intp]  # default two-party rooms: dst hears src
     swap_src: NDArray[np.intp]
     sums: tuple[NDArray[np.intp], ...]  # default rooms of k >= 3, one (R, k) array per k
     weighted: tuple[tuple[NDArray[np.intp], NDArray[np.float32]], ...]  # (R, k), (R, k, k)
     groups: tuple[FormatGroup, ...]  # mixed legs: decoded, mixed, encoded
-    sniffed: tuple[FormatGroup, ...]  # passthrough legs with detection: decoded only
-    detect: NDArray[np.intp]  # slots with in-band DTMF detection on (all decoded), ascending
+    sniffed: tuple[FormatGroup, ...]  # passthrough legs with detection (media.sniff_batch)
+    detect: NDArray[np.intp]  # mixed slots with in-band DTMF detection on, ascending
     taps: tuple[tuple[str, int], ...]
     overlays: tuple[str, ...]  # legs with an overlay
     overlay_slots: NDArray[np.intp]  # their slots, in the same order
@@ -187,11 +186,8 @@ class Rooms:
     refiles only its room, so ``layout`` is a handful of C-speed conversions at any leg count.
     """
 
-    def __init__(
-        self, *, passthrough: bool = True, sniff_ended: Callable[[int], None] = lambda slot: None
-    ) -> None:
+    def __init__(self, *, passthrough: bool = True) -> None:
         self._passthrough = passthrough
-        self._sniff_ended = sniff_ended  # a sniffed leg's slot, when it stops being forwarded
         self._legs: dict[str, MixerLeg] = {}
         self._rooms: dict[str, RoomState] = {}
         # Passthrough partner of each leg in a passthrough room, and of those of them whose
@@ -422,10 +418,8 @@ class Rooms:
             del self.peers[peer]
             for state in (self._legs[leg_id], self._legs[peer]):
                 self.forward.pop(state.leg_id, None)
-                settled = self.entered.pop(state.leg_id, None) is None
-                sniffed = self._sniffed[state.fmt].pop(state.leg_id, None) is not None
-                if sniffed and settled:  # everything it queued was forwarded as it came
-                    self._sniff_ended(state.slot)
+                self.entered.pop(state.leg_id, None)
+                self._sniffed[state.fmt].pop(state.leg_id, None)
                 self._active[state.fmt][state.leg_id] = state.slot
 
     def _forwards(self, room: RoomState) -> bool:
@@ -448,20 +442,15 @@ class Rooms:
             rows.append(slots)
             matrices.append(matrix)
         groups = self._groups(self._active, mix_rate)
-        sniffed = self._groups(self._sniffed, mix_rate)
-        decoded = groups + sniffed
-        active = [g.slots for g in decoded]
-        detect = self._detect
+        active = [g.slots for g in groups]
+        # Sniffed legs are detected from media.sniff_batch, not from the tick's decoded input.
+        detect = [slot for leg_id, slot in self._detect.items() if leg_id not in self.peers]
         return Layout(
             version=self.version,
             active=np.concatenate(active) if active else _EMPTY,
             active_frame_bytes=np.repeat(
-                np.array([g.frame_bytes for g in decoded], dtype=np.int64),
-                [g.slots.size for g in decoded],
-            ),
-            active_mixed=np.repeat(
-                np.array([True] * len(groups) + [False] * len(sniffed), dtype=bool),
-                [g.slots.size for g in decoded],
+                np.array([g.frame_bytes for g in groups], dtype=np.int64),
+                [g.slots.size for g in groups],
             ),
             silent=silent,
             swap_dst=pairs.ravel(),
@@ -472,8 +461,8 @@ class Rooms:
                 for rows, matrices in weighted.values()
             ),
             groups=groups,
-            sniffed=sniffed,
-            detect=np.sort(np.fromiter(detect.values(), dtype=np.intp, count=len(detect))),
+            sniffed=self._groups(self._sniffed, mix_rate),
+            detect=np.sort(np.array(detect, dtype=np.intp)),
             taps=tuple(self._tapped.items()),
             overlays=tuple(self._overlaid),
             overlay_slots=np.fromiter(

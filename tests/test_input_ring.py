@@ -87,17 +87,16 @@ def test_one_spare_frame_is_a_cushion_and_stays() -> None:
     assert queues.fill[1] == FRAME
 
 
-def test_forwarded_bytes_are_counted_down_as_frames_are_used_and_unsent_is_the_rest() -> None:
+def test_queued_is_every_byte_not_yet_used_in_order_and_clear_empties_the_ring() -> None:
     queues = ring()
-    queues.put(1, frame(1) + frame(2))
-    queues.mark_forwarded(1)
-    queues.put(1, frame(3))
-    assert queues.unsent(1) == frame(3)
-    assert queues.unsent(1) == b""  # now counted as sent
+    queues.put(1, frame(1) + frame(2) + frame(3))
     queues.consume(np.array([1]), ONE)
-    assert queues.forwarded[1] == 2 * FRAME
+    queues.consume(np.array([1]), ONE)
+    queues.put(1, frame(4) + frame(5) + frame(6))  # wraps past the end of a four-frame ring
+    assert queues.queued(1) == frame(3) + frame(4) + frame(5) + frame(6)
+    assert queues.queued(1, 2 * FRAME) == frame(5) + frame(6)
     queues.clear(1)
-    assert queues.fill[1] == 0 and queues.forwarded[1] == 0
+    assert queues.fill[1] == 0 and queues.queued(1) == b""
 
 
 def test_growing_keeps_every_queue_and_fits_a_new_frame_size() -> None:
