@@ -93,6 +93,50 @@ async def publish(outbox: WebhookOutbox, org: int, url: str, legs: list[str]) ->
     return sent
 
 
+class FailsFirst:
+    """An application endpoint that answers its first request 503 and acknowledges the rest."""
+
+    def __init__(self) -> None:
+        self.attempts: list[float] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.attempts.append(time.monotonic())
+        return web.Response(status=503 if len(self.attempts) == 1 else 200)
+
+
+async def test_a_retry_is_sent_when_it_comes_due_not_at_the_next_poll(
+    aiohttp_server: Any, store: SqlStore
+) -> None:
+    """The sender sleeps until the earliest pending webhook is due (an idle engine does not
+    query the store every second); the poll is only a backstop, here longer than the test."""
+    receiver = FailsFirst()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    url = str((await aiohttp_server(app)).make_url("/hook"))
+    outbox = WebhookOutbox(
+        store,
+        OrgSigningKeys(SECRET, store),
+        backoff=(0.3,),
+        rand=lambda: 1.0 - 1e-9,  # the full 0.3 s: the retry is due after the first attempt
+        poll_interval_s=3600.0,
+    )
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        sender = asyncio.create_task(outbox.run(session, stop))
+        try:
+            await outbox.publish(
+                org_id=1, leg_id="l1", url=url, event_type="call.answered",
+                payload={"call_control_id": "l1"},
+            )
+            await until(lambda: outbox.delivered == 1, "the retry, due 0.3 s after the 503")
+        finally:
+            stop.set()
+            await sender
+    first, second = receiver.attempts
+    assert second - first >= 0.25, "not before its backoff"
+
+
 async def test_a_black_holed_receiver_delays_only_its_own_organization(
     aiohttp_server: Any, store: SqlStore
 ) -> None:

@@ -157,3 +157,18 @@ async def test_migration_5_keeps_the_webhooks_already_queued(tmp_path: Path) -> 
         assert new > max(r.id for r in records)
     finally:
         await store.close()
+
+
+async def test_next_due_is_the_earliest_pending_webhook_or_a_claims_lease_end(
+    store: SqlStore,
+) -> None:
+    assert await store.next_webhook_due() is None  # nothing pending: nothing to look for
+    await enqueue(store, "a1", at=5.0)
+    await enqueue(store, "a2", at=3.0)
+    assert await store.next_webhook_due() == 3.0
+    await claim(store, 10.0)  # both claimed until 50.0 (the lease)
+    assert await store.next_webhook_due() == 50.0
+    for webhook_id in (1, 2):
+        delivered = tried("delivered", 11.0)
+        await store.record_webhook_attempt(webhook_id, delivered, next_attempt_at=None)
+    assert await store.next_webhook_due() is None  # delivered rows are never due again

@@ -373,6 +373,10 @@ class Store(Protocol):
         the same leg is pending, so delivering everything returned, even concurrently, keeps
         each leg's events in order. Given-up webhooks hold nothing back."""
 
+    async def next_webhook_due(self) -> float | None:
+        """The earliest ``next_attempt_at`` of a pending webhook (a claimed one's is the end of
+        its lease), or None when nothing is pending: when the sender must look again."""
+
     async def mark_webhook_delivered(self, webhook_id: int, now: float) -> None:
         """Record delivery at ``now`` (the first time counts) without an attempt's details.
         NotFound if absent."""

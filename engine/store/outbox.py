@@ -76,6 +76,12 @@ class SqlOutbox(SqlTransactions):
         async with self._read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def next_webhook_due(self) -> float | None:
+        query = select(func.min(wo.c.next_attempt_at)).where(wo.c.status == PENDING)
+        async with self._read() as conn:
+            due = (await conn.execute(query)).scalar_one()
+        return None if due is None else float(due)
+
     async def due_webhooks(self, now: float, limit: int) -> list[OutboxRecord]:
         _check_page(0, limit)
         query = select(wo).where(*_due(now)).order_by(wo.c.id).limit(limit)

@@ -77,7 +77,7 @@ class WebhookOutbox:
         rand: Callable[[], float] = random.random,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout_s: float = 10.0,
-        poll_interval_s: float = 1.0,
+        poll_interval_s: float = 10.0,
         batch: int = 100,
         per_destination: int = 4,
         retention_s: float = DEFAULT_RETENTION_S,
@@ -153,8 +153,11 @@ class WebhookOutbox:
         return len(self._in_flight)
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; woken by ``publish`` and by each finished POST (a
-        leg's next webhook may be due), and every poll interval for retries that come due.
+        """Deliver until ``stop`` is set; woken by ``publish``, by each finished POST (a
+        leg's next webhook may be due) and when the earliest pending webhook comes due (a
+        retry, or a lapsed claim), looking again at least every ``poll_interval_s`` for what
+        this process cannot know of (another process's webhooks). An idle engine does not poll
+        the store every second: a poll is a write transaction, CPU every live call shares.
         On stop, POSTs still in flight get ``stop_grace_s``; the rest are cancelled and their
         claims given back, to be sent by the next process."""
         tasks: set[asyncio.Task[None]] = set()
@@ -163,9 +166,23 @@ class WebhookOutbox:
                 self._wake.clear()
                 if await self._start_due(session, tasks):
                     continue  # more may be due: other destinations, or room left
-                await _first_of(self._wake, stop, within_s=self._poll)
+                await _first_of(self._wake, stop, within_s=await self._until_due())
         finally:
             await self._stop_in_flight(tasks)
+
+    async def _until_due(self) -> float:
+        """Seconds until the earliest pending webhook comes due, at most ``poll_interval_s``.
+        One already due was not handed out: it waits behind a busy destination or an earlier
+        webhook of its leg in flight, and a finished POST wakes the loop, so the poll stands."""
+        try:
+            due = await self._store.next_webhook_due()
+        except Exception:
+            log.exception("webhook due time unreadable")
+            return self._poll
+        if due is None:
+            return self._poll
+        wait = due - self._clock()
+        return self._poll if wait <= 0 else min(wait, self._poll)
 
     async def _start_due(
         self, session: aiohttp.ClientSession, tasks: set[asyncio.Task[None]]
