@@ -7,7 +7,11 @@ stays on the grid. A loop that falls more than ``max_catch_up`` ticks behind (a 
 the excess instead of bursting through it; skipped tick numbers are never run, so the numbers
 ``on_tick`` sees stay aligned with time.
 
-``run_ticks`` is the thin asyncio driver: run the due ticks, sleep until the next one. Given a
+``run_ticks`` is the thin asyncio driver: run the due ticks, sleep until the next one, the sleep
+rounded up to a whole millisecond: libuv (uvloop, the engine's loop) keeps timers in whole
+milliseconds and fires one up to a millisecond early, so an exact sleep woke the loop about ten
+times per tick under uvloop for nothing (measured: 2,237 sleeps for 200 ticks, 200 rounded; the
+median lateness stays under a millisecond either way). Given a
 ``TickObserver`` (the app's metrics), it reports each tick's duration and lateness, and skipped
 ticks, as they happen: one extra clock read per tick, since the read that dated the tick's start
 (its lateness) also starts its duration.
@@ -157,4 +161,9 @@ async def run_ticks(
                 observe.observe_tick(clock.now() - clock.last_started, lateness)
             if stop.is_set():
                 return
-        await sleep(clock.delay_until_next())
+        await sleep(whole_ms(clock.delay_until_next()))
+
+
+def whole_ms(seconds: float) -> float:
+    """``seconds`` rounded up to a whole millisecond (the finest timer libuv keeps)."""
+    return math.ceil(seconds * 1000.0 - _EPSILON) / 1000.0

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from media.clock import TickClock, run_ticks
+from media.clock import TickClock, run_ticks, whole_ms
 
 INTERVAL = 0.020
 
@@ -135,7 +135,8 @@ async def test_driver_runs_every_tick_on_time_with_a_fake_sleep() -> None:
     await run_ticks(clock, on_tick, stop, sleep=jittery_sleep)
     origin = seen[0][1]
     assert [tick for tick, _ in seen] == list(range(500))
-    assert all(0 <= at - (origin + tick * INTERVAL) < 0.004 + 1e-9 for tick, at in seen)
+    # Late by at most the sleep's jitter and its rounding up to a whole millisecond.
+    assert all(0 <= at - (origin + tick * INTERVAL) < 0.005 + 1e-9 for tick, at in seen)
     assert clock.stats.ticks == 500
 
 
@@ -156,6 +157,65 @@ async def test_driver_catches_up_after_a_slow_tick() -> None:
     assert seen == list(range(7))
     assert clock.stats.late >= 1
     assert clock.stats.skipped == 0
+
+
+async def test_driver_sleeps_whole_milliseconds_and_stays_on_the_grid() -> None:
+    fake = FakeTime(start=5000.0004)  # a start off the millisecond grid
+    clock = TickClock(INTERVAL, fake)
+    stop = asyncio.Event()
+    slept: list[float] = []
+    seen: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await fake.sleep(seconds)
+
+    def on_tick(tick: int) -> None:
+        seen.append(fake.now)
+        fake.now += 0.0031  # a tick's work, not a whole millisecond
+        if tick == 20:
+            stop.set()
+
+    await run_ticks(clock, on_tick, stop, sleep=sleep)
+    assert all(round(s * 1000) == pytest.approx(s * 1000, abs=1e-6) for s in slept)
+    assert len(slept) == 20, "one sleep per tick: none ends short of its tick"
+    origin = seen[0]
+    assert all(0 <= at - (origin + n * INTERVAL) < 0.001 for n, at in enumerate(seen))
+
+
+def test_whole_ms_rounds_up_and_keeps_whole_values() -> None:
+    assert whole_ms(0.0196) == pytest.approx(0.020)
+    assert whole_ms(0.019) == pytest.approx(0.019)
+    assert whole_ms(0.0190000000001) == pytest.approx(0.019)  # float noise is not a millisecond
+    assert whole_ms(0.0) == 0.0
+
+
+def test_under_uvloop_the_driver_wakes_once_per_tick() -> None:
+    """libuv fires timers up to a millisecond early: an exact sleep woke the loop ten times a
+    tick (2,237 sleeps for 200 ticks, measured) with nothing due."""
+    uvloop = pytest.importorskip("uvloop")
+    sleeps = 0
+
+    async def counted(seconds: float) -> None:
+        nonlocal sleeps
+        sleeps += 1
+        await asyncio.sleep(seconds)
+
+    async def main() -> int:
+        clock, stop = TickClock(INTERVAL), asyncio.Event()
+        ticks = 0
+
+        def on_tick(_: int) -> None:
+            nonlocal ticks
+            ticks += 1
+            if ticks == 25:
+                stop.set()
+
+        await run_ticks(clock, on_tick, stop, sleep=counted)
+        return ticks
+
+    ticks = uvloop.run(main())
+    assert sleeps <= ticks + 2
 
 
 async def test_driver_does_nothing_once_stopped() -> None:
