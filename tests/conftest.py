@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,16 +12,36 @@ from engine.config import Settings
 from engine.providers.provisioning import LocalOnlyProvisioner
 from tests.e2e_checks import check_protocol_errors
 from tests.platform_client import Org, make_org
+from tests.postgres import both_databases, drop_all, made_now
 
 pytest_plugins = ("pytester",)  # tests/test_e2e_checks.py runs small suites of its own
 
 SECRET_KEY = "test-secret-key-" + "k" * 32
 
 
+@pytest.fixture(scope="session", autouse=True)
+def postgres_databases_dropped() -> Iterator[None]:
+    """The PostgreSQL databases the run made (tests/postgres.py) go when it ends."""
+    yield
+    asyncio.run(drop_all())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module's own pytest_generate_tests runs too: theirs parametrize what they ask for.
+    if metafunc.definition.get_closest_marker("both_databases") is not None:
+        both_databases(metafunc)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_kind() -> str:
+    """SQLite, unless the test is marked ``both_databases`` (then it runs on each)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_kind: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
+        database_url=made_now(database_kind, str(tmp_path / "callbridge.db")),
         secret_key=SECRET_KEY,
         public_url="http://127.0.0.1:8080",
         max_body_bytes=64 * 1024,

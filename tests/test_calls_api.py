@@ -21,6 +21,8 @@ from engine.machine.model import TimerKind
 from engine.webhooks.signing import verify
 from tests.call_fakes import Harness, b64, write_wav
 
+pytestmark = pytest.mark.both_databases  # the same tests on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 async def h(aiohttp_server, aiohttp_client, settings: Settings) -> Harness:  # type: ignore[no-untyped-def]

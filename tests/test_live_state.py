@@ -8,7 +8,6 @@ codec on its own (versions, damage) and the store's tables.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,8 +23,10 @@ from engine.machine.live_changes import LiveChanges, changes_between
 from engine.machine.model import Leg, Queue, Room, TimerKey
 from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
+from engine.store.connect import open_engine
 from engine.store.live_codec import LiveStateError
 from engine.store.sql import SqlStore
+from tests.postgres import both_databases, database_url
 from tests.test_machine_atomic import (
     Step,
     World,
@@ -177,14 +178,31 @@ class RecordingWorld(StoredWorld):
         self.committed.append(changes_between(before, self.core.checkpoint(), captured, self.now))
 
 
-def refuse_webhooks_to(db: Path, url: str) -> None:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both_databases(metafunc)
+
+
+async def refuse_webhooks_to(database: str, url: str) -> None:
     """A write failure planted in the database itself: inserting a webhook for ``url`` aborts
     the transaction it is in, after whatever that transaction wrote before it."""
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON webhook_outbox"
-            f" WHEN NEW.url = '{url}' BEGIN SELECT RAISE(ABORT, 'planted write failure'); END"
-        )
+    planter = open_engine(database)
+    async with planter.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON webhook_outbox"
+                f" WHEN NEW.url = '{url}' BEGIN SELECT RAISE(ABORT, 'planted write failure'); END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.url = '{url}' THEN RAISE EXCEPTION 'planted write failure'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON webhook_outbox"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+    await planter.dispose()
 
 
 SCENARIO: list[Step] = [
@@ -199,18 +217,25 @@ SCENARIO: list[Step] = [
 ]
 
 
-async def test_the_store_gives_back_what_was_committed(tmp_path: Path) -> None:
+async def test_the_store_gives_back_what_was_committed(
+    database_kind: str, tmp_path: Path
+) -> None:
     world = RecordingWorld(*faulty_machine())
     for step in SCENARIO:
         run_step(world, step, None)
-    store = SqlStore(f"sqlite:///{tmp_path / 'live.db'}")
-    await store.start()
-    try:
-        for changes in world.committed:
-            await store.commit_input(changes, [], world.now)
-        snapshot = await store.load_live()
-    finally:
-        await store.close()
+    async with database_url(database_kind, str(tmp_path / "live.db")) as url:
+        store = SqlStore(url)
+        await store.start()
+        try:
+            await given_back(store, world)
+        finally:
+            await store.close()
+
+
+async def given_back(store: SqlStore, world: RecordingWorld) -> None:
+    for changes in world.committed:
+        await store.commit_input(changes, [], world.now)
+    snapshot = await store.load_live()
     expected = world.core.checkpoint()
     assert {leg.call_control_id: leg for leg in snapshot.legs} == expected.legs
     assert {room.room_id: room for room in snapshot.rooms} == expected.rooms
@@ -220,22 +245,28 @@ async def test_the_store_gives_back_what_was_committed(tmp_path: Path) -> None:
     assert {key for key, _ in snapshot.timers} == armed and armed
 
 
-async def test_state_and_webhooks_commit_together_or_not_at_all(tmp_path: Path) -> None:
+async def test_state_and_webhooks_commit_together_or_not_at_all(
+    database_kind: str, tmp_path: Path
+) -> None:
     world = RecordingWorld(*faulty_machine())
     run_step(world, ("up", (1, 0), None), None)
-    db = tmp_path / "live.db"
-    store = SqlStore(f"sqlite:///{db}")
-    await store.start()
-    refuse_webhooks_to(db, "https://refused.example/h")
-    try:
-        good = QueuedWebhook(1, "o1-0", "https://app.example.com/h", '{"event_type":"x"}')
-        broken = QueuedWebhook(1, "o1-0", "https://refused.example/h", '{"event_type":"y"}')
-        with pytest.raises(CallbridgeError):
-            await store.commit_input(world.committed[0], [good, broken], world.now)
-        assert await store.load_live() == LiveSnapshot()
-        assert await store.due_webhooks(world.now + 1, 10) == []
-        await store.commit_input(world.committed[0], [good], world.now)
-        assert len((await store.load_live()).legs) == 1
-        assert len(await store.due_webhooks(world.now + 1, 10)) == 1
-    finally:
-        await store.close()
+    async with database_url(database_kind, str(tmp_path / "live.db")) as url:
+        store = SqlStore(url)
+        await store.start()
+        try:
+            await refuse_webhooks_to(url, "https://refused.example/h")
+            await together_or_not_at_all(store, world)
+        finally:
+            await store.close()
+
+
+async def together_or_not_at_all(store: SqlStore, world: RecordingWorld) -> None:
+    good = QueuedWebhook(1, "o1-0", "https://app.example.com/h", '{"event_type":"x"}')
+    broken = QueuedWebhook(1, "o1-0", "https://refused.example/h", '{"event_type":"y"}')
+    with pytest.raises(CallbridgeError):
+        await store.commit_input(world.committed[0], [good, broken], world.now)
+    assert await store.load_live() == LiveSnapshot()
+    assert await store.due_webhooks(world.now + 1, 10) == []
+    await store.commit_input(world.committed[0], [good], world.now)
+    assert len((await store.load_live()).legs) == 1
+    assert len(await store.due_webhooks(world.now + 1, 10)) == 1

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from engine.api.keys import LIVE_LEGS
 from tests.platform_client import BRIDGES, Org
+
+pytestmark = pytest.mark.both_databases  # the same tests on SQLite and on PostgreSQL
+
 
 SEED_CREATE = {
     "name": "Support Bridge",

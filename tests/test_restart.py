@@ -10,16 +10,18 @@ ended. The end-to-end test with real processes and provider simulators is
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from engine.config import Settings, sqlite_path
+from engine.config import Settings
 from engine.machine.model import LegState, TimerKind
+from engine.store.connect import normalize_database_url, open_engine
 from media.codecs import PCMA_8K
 from tests.call_fakes import Harness, hear_each_other
+
+pytestmark = pytest.mark.both_databases  # the same tests on SQLite and on PostgreSQL
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ async def test_timers_that_came_due_while_down_fire_at_once(
     a = await h.dial(timeout_secs=30)
     assert h.timers.delay(a, TimerKind.RING_TIMEOUT) == 30
     # The engine was down for 31 s: the stored deadline is in the past by the restart.
-    await asyncio.to_thread(shift_deadlines, settings, -31.0)
+    await shift_deadlines(settings, -31.0)
 
     h = await h.restarted(aiohttp_client, settings)
 
@@ -78,11 +80,16 @@ async def test_timers_that_came_due_while_down_fire_at_once(
     assert hangup.payload["hangup_cause"] == "timeout"
 
 
-def shift_deadlines(settings: Settings, seconds: float) -> None:
-    db = sqlite_path(settings.database_url)
-    assert db is not None
-    with sqlite3.connect(db, timeout=10) as conn:
-        conn.execute("UPDATE live_timers SET deadline = deadline + ?", (seconds,))
+async def shift_deadlines(settings: Settings, seconds: float) -> None:
+    """Move every stored deadline, behind the engine's back (it is down)."""
+    database = open_engine(normalize_database_url(settings.database_url))
+    try:
+        async with database.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE live_timers SET deadline = deadline + :s"), {"s": seconds}
+            )
+    finally:
+        await database.dispose()
 
 
 async def test_a_leg_no_adapter_can_reach_is_ended_with_call_hangup(

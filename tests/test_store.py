@@ -22,6 +22,7 @@ from engine.store.connect import normalize_database_url, open_engine
 from engine.store.migrations import MIGRATIONS, Migration, migrate
 from engine.store.schema import metadata
 from engine.store.sql import SqlStore
+from tests.postgres import both_databases, database_url
 
 A_NUMBER = "+14155550100"
 B_NUMBER = "+14155550101"
@@ -36,12 +37,18 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "callbridge.db"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test of the store runs on both databases but those reading the SQLite file itself.
+    both_databases(metafunc, sqlite_only=("db_path",))
+
+
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqlStore]:
-    s = SqlStore(f"sqlite:///{db_path}")
-    await s.start()
-    yield s
-    await s.close()
+async def store(database_kind: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    async with database_url(database_kind, str(tmp_path / "callbridge.db")) as url:
+        s = SqlStore(url)
+        await s.start()
+        yield s
+        await s.close()
 
 
 async def make_org(store: SqlStore, handle: str, n: int) -> OrganizationRecord:

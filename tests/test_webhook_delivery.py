@@ -22,6 +22,7 @@ from engine.store.base import DeliveryFilter
 from engine.store.sql import SqlStore
 from engine.webhooks.outbox import WebhookOutbox
 from engine.webhooks.signing import OrgSigningKeys
+from tests.postgres import both_databases, database_url
 
 SECRET = "webhook-delivery-secret-" + "x" * 32
 EVENTS = ("call.initiated", "call.answered", "call.hangup")
@@ -72,12 +73,17 @@ async def until(condition: Callable[[], bool], what: str, within: float = 15.0) 
         await asyncio.sleep(0.01)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both_databases(metafunc)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite:///{tmp_path / 'hooks.db'}")
-    await store.start()
-    yield store
-    await store.close()
+async def store(database_kind: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    async with database_url(database_kind, str(tmp_path / "hooks.db")) as url:
+        store = SqlStore(url)
+        await store.start()
+        yield store
+        await store.close()
 
 
 async def publish(outbox: WebhookOutbox, org: int, url: str, legs: list[str]) -> dict[str, list]:

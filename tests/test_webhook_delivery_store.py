@@ -15,16 +15,22 @@ from engine.store.base import AttemptRecord, DeliveryFilter
 from engine.store.connect import open_engine
 from engine.store.migrations import MIGRATIONS, migrate
 from engine.store.sql import SqlStore
+from tests.postgres import both_databases, database_url
 
 A, B = "https://a.example/hook", "https://b.example/hook"
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    both_databases(metafunc)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite:///{tmp_path / 'outbox.db'}")
-    await store.start()
-    yield store
-    await store.close()
+async def store(database_kind: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    async with database_url(database_kind, str(tmp_path / "outbox.db")) as url:
+        store = SqlStore(url)
+        await store.start()
+        yield store
+        await store.close()
 
 
 async def enqueue(store: SqlStore, leg: str, url: str = A, org: int = 1, at: float = 1.0) -> int:
