@@ -22,7 +22,7 @@ from engine.store.base import DeliveryFilter
 from engine.store.sql import SqlStore
 from engine.webhooks.outbox import WebhookOutbox
 from engine.webhooks.signing import OrgSigningKeys
-from tests.postgres import both_databases, database_url
+from tests.postgres import both_databases, database_url, fresh_database
 
 SECRET = "webhook-delivery-secret-" + "x" * 32
 EVENTS = ("call.initiated", "call.answered", "call.hangup")
@@ -311,3 +311,48 @@ async def test_a_lapsed_claim_is_not_handed_out_again_while_its_post_runs(
             stop.set()
             await sender
     assert held.most_held == 1
+
+
+class SlowReceiver(Receiver):
+    """Acknowledges each webhook after a short wait, so that two senders overlap in time."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(0.005)  # the receiver's own latency, not a wait in the test
+        return await super().handle(request)
+
+
+async def test_two_nodes_on_one_postgresql_database_deliver_each_webhook_once_in_order(
+    aiohttp_server: Any,
+) -> None:
+    """Two engine processes share a PostgreSQL outbox (issue 16, point 1): either may deliver
+    any webhook, none is delivered twice, and each leg's arrive in order."""
+    receiver = SlowReceiver()
+    url = await listen(aiohttp_server, receiver)
+    async with fresh_database() as database:
+        stores = [SqlStore(database), SqlStore(database)]
+        for store in stores:
+            await store.start()
+        outboxes = [
+            WebhookOutbox(store, OrgSigningKeys(SECRET, store), poll_interval_s=0.01)
+            for store in stores
+        ]
+        stop = asyncio.Event()
+        try:
+            async with aiohttp.ClientSession() as session:
+                senders = [asyncio.create_task(o.run(session, stop)) for o in outboxes]
+                # Each node queues half the legs' webhooks; both wake and claim at once.
+                halves = await asyncio.gather(
+                    publish(outboxes[0], 1, url, [f"l{n}" for n in range(4)]),
+                    publish(outboxes[1], 1, url, [f"l{n}" for n in range(4, 8)]),
+                )
+                sent = {**halves[0], **halves[1]}
+                await until(lambda: len(receiver.acked) >= 24, "every webhook delivered")
+                stop.set()
+                await asyncio.gather(*senders)
+        finally:
+            for store in stores:
+                await store.close()
+    for leg, events in sent.items():
+        assert receiver.of_leg(leg) == events, "in order per leg, each event id once"
+    assert len(receiver.acked) == 24
+    assert all(o.delivered > 0 for o in outboxes), "both nodes delivered some"
