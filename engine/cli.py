@@ -28,6 +28,7 @@ from engine.errors import CallbridgeError, NotFound, ValidationError
 from engine.logs import configure_logging, get_logger
 from engine.runtime.lifecycle import drain
 from engine.store.base import OrgLimitsRecord, Store
+from engine.store.copy import copy_database
 from engine.store.sql import SqlStore
 from engine.webhooks.signing import OrgSigningKeys
 
@@ -88,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key.add_argument("--handle", required=True, help="the organization's domain handle")
     key.add_argument("--database", dest="database_url")
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    copy = db_commands.add_parser(
+        "migrate",
+        help="copy the whole database (organizations, numbers, live calls, webhooks) into an "
+        "empty one, e.g. SQLite to PostgreSQL; stop the engine first",
+    )
+    copy.add_argument("--database", dest="database_url", help="the source (default: the setting)")
+    copy.add_argument("--to", dest="target_url", required=True, help="the empty target's URL")
     return parser
 
 
@@ -318,6 +328,13 @@ def org_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def db_migrate(args: argparse.Namespace) -> int:
+    settings = Settings.from_env().with_overrides(database_url=args.database_url)
+    counts = asyncio.run(copy_database(settings.database_url, args.target_url))
+    print(orjson.dumps({"copied": counts}).decode())
+    return 0
+
+
 def loadtest(argv: Sequence[str]) -> int:
     """The load generator lives in ``benchmarks.loadtest`` (installed with the project)."""
     cli = importlib.import_module("benchmarks.loadtest.cli")
@@ -334,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(args)
         if args.command == "public-key":
             return public_key(args)
+        if args.command == "db":
+            return db_migrate(args)
         if args.org_command == "limits":
             return org_limits(args)
         return org_create(args)
