@@ -35,6 +35,7 @@ from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
 from engine.config import Settings, resolve_secret_key, sqlite_path
 from engine.crypto import SecretBox
+from engine.live_metrics import LiveMetrics
 from engine.machine.machine import CallMachine
 from engine.media_plane.audio_fetch import AudioFetcher, AudioFetchLimits
 from engine.media_plane.plane import MediaPlane
@@ -121,7 +122,7 @@ def create_app(
         store=app[STORE],
         live=app[LIVE_LEGS],
         resolver=resolver if resolver is not None else directory,
-        provider_calls=ProviderCalls(retry_policy(settings)),
+        provider_calls=ProviderCalls(retry_policy(settings), observe=app[METRICS].provider_attempt),
         reconcile=ReconcileSettings(
             interval_s=settings.reconcile_interval_s, silence_s=settings.reconcile_silence_s
         ),
@@ -132,8 +133,11 @@ def create_app(
         ),
         # Every tick's duration and lateness: exported, and judged for admission.
         tick=MediaTick(observers=(app[METRICS], app[ADMISSION].load)),
+        observe_commit=app[METRICS].store_commit_seconds.observe,
     )
     app[METRICS].watch_media(app[RUNTIME].plane.media_totals)
+    live_metrics = LiveMetrics(app[RUNTIME])
+    app[METRICS].watch(live_metrics, live_metrics.refresh)
     wiring.install(app, context, app[RUNTIME])
     app.cleanup_ctx.append(_store_lifetime)
     app.cleanup_ctx.append(_runtime_lifetime)
@@ -195,6 +199,7 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
             asyncio.create_task(runtime.outbox.purge_loop(stop)),
             asyncio.create_task(runtime.run_media(stop)),
             asyncio.create_task(runtime.run_reconciliation(stop)),
+            asyncio.create_task(app[METRICS].watch_loop_lag(stop)),
         ]
         yield
         stop.set()

@@ -7,14 +7,17 @@ measurement window (bucket deltas between two scrapes of ``GET /metrics``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "TICK_BUCKETS", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "LAG_PROBE_S", "TICK_BUCKETS", "Metrics"]
+
+LAG_PROBE_S = 0.25  # the event-loop lag probe's sleep: four samples a second, nothing to cost
 
 # Seconds, for a 20 ms tick: fine below 5 ms (a healthy tick's duration and the loop's wake-up
 # lateness live there, so p50 and p99 can be told apart), then around the budget, then past it
@@ -88,6 +91,27 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.provider_request_seconds = Histogram(
+            "callbridge_provider_request_seconds",
+            "Provider REST requests (each attempt), by provider, operation and outcome",
+            ["provider", "operation", "outcome"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.store_commit_seconds = Histogram(
+            "callbridge_store_commit_seconds",
+            "Time to store one input's state changes and webhooks (before it is acknowledged)",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.event_loop_lag_seconds = Histogram(
+            "callbridge_event_loop_lag_seconds",
+            f"How late the loop woke from a {LAG_PROBE_S:g} s sleep (all else waited as long)",
+            registry=self.registry,
+            buckets=TICK_BUCKETS,
+        )
+        self._refreshers: list[Callable[[], Awaitable[None]]] = []
+
     def admission_refused(self, reason: str) -> None:
         self.admission_refusals.labels(reason).inc()
 
@@ -109,6 +133,29 @@ class Metrics:
         """Count one failed recording (the media plane's ``on_recording_failed``)."""
         self.recordings_failed.labels(reason).inc()
 
+    def provider_attempt(self, provider: str, operation: str, seconds: float, outcome: str) -> None:
+        """One provider REST attempt (``engine.providers.calls.AttemptObserver``)."""
+        self.provider_request_seconds.labels(provider, operation, outcome).observe(seconds)
+
+    def watch(self, collector: Collector, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Export ``collector``; ``refresh`` runs before each scrape (reads that must await)."""
+        self.registry.register(collector)
+        self._refreshers.append(refresh)
+
+    async def watch_loop_lag(self, stop: asyncio.Event) -> None:
+        """Until ``stop``: sleep ``LAG_PROBE_S`` again and again and record how late each sleep
+        ended: the time every callback, media frame and request waits behind whatever runs."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            asked = loop.time()
+            await asyncio.sleep(LAG_PROBE_S)
+            self.event_loop_lag_seconds.observe(max(loop.time() - asked - LAG_PROBE_S, 0.0))
+
+    async def refresh(self) -> None:
+        """What the watched collectors read by awaiting, read now (before ``render``)."""
+        for refresh in self._refreshers:
+            await refresh()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -122,6 +169,7 @@ MEDIA_TOTALS = {
     "reordered": ("callbridge_media_frames_reordered", "Inbound frames put back in order"),
     "concealed": ("callbridge_media_frames_concealed", "Mixer ticks with silence for a leg"),
     "output_dropped": ("callbridge_media_output_dropped", "Outbound frames dropped, socket behind"),
+    "reconnects": ("callbridge_media_stream_reconnects", "Media streams after a leg's first"),
 }
 
 

@@ -33,7 +33,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    body = request.app[METRICS].render()
+    metrics = request.app[METRICS]
+    await metrics.refresh()  # the outbox's backlog is a store query
+    body = metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

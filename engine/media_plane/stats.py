@@ -21,7 +21,10 @@ from typing import Any
 __all__ = ["TOTALS", "LegMediaStats"]
 
 #: What is summed over legs for Prometheus (engine/metrics.py): counters only, no gauges.
-TOTALS = ("frames_in", "frames_out", "lost", "late", "reordered", "concealed", "output_dropped")
+TOTALS = (
+    "frames_in", "frames_out", "lost", "late", "reordered", "concealed", "output_dropped",
+    "reconnects",
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -44,6 +47,11 @@ class LegMediaStats:
     concealed_before: int = field(default=0, repr=False)  # of the streams before this one
     _last_arrival: float | None = field(default=None, repr=False)
     _last_audio_s: float = field(default=0.0, repr=False)
+
+    @property
+    def reconnects(self) -> int:
+        """Media streams the leg opened after its first (a drop and a new stream)."""
+        return max(self.streams - 1, 0)
 
     def stream_started(self, output_queue: Callable[[], int] | None) -> None:
         self.streams += 1

@@ -149,6 +149,11 @@ def parse_retry_after(headers: Mapping[str, str], now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+#: Told of every attempt: provider, operation, seconds it took, and its outcome: "ok",
+#: "transient" (a fault worth retrying) or "final" (a refusal, or a fault not safe to repeat).
+AttemptObserver = Callable[[str, str, float, str], None]
+
+
 class ProviderCalls:
     """Carries provider calls out under a ``RetryPolicy``; ``close`` ends every wait (at
     shutdown a call still retrying gives up with its last error)."""
@@ -159,10 +164,12 @@ class ProviderCalls:
         *,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        observe: AttemptObserver | None = None,
     ) -> None:
         self.policy = policy if policy is not None else RetryPolicy()
         self._rand = rand
         self._clock = clock
+        self._observe = observe
         self._closed = asyncio.Event()
 
     def close(self) -> None:
@@ -174,18 +181,25 @@ class ProviderCalls:
         leg_id: str,
         call: Callable[[], Awaitable[T]],
         *,
+        provider: str = "unknown",
         idempotent: bool = True,
         persistent: bool = False,
     ) -> T:
-        """``call()`` until it succeeds; its last error once the policy gives up."""
+        """``call()`` until it succeeds; its last error once the policy gives up. Each attempt
+        is reported to the observer with ``provider`` and ``operation``."""
         started = self._clock()
         attempt = 0
         while True:
+            tried_at = self._clock()
             try:
-                return await call()
+                result = await call()
             except Exception as exc:
+                transient = is_transient(exc, idempotent=idempotent)
+                self._attempted(
+                    provider, operation, tried_at, "transient" if transient else "final"
+                )
                 delay = None
-                if is_transient(exc, idempotent=idempotent):
+                if transient:
                     delay = next_delay(
                         self.policy,
                         attempt=attempt,
@@ -205,6 +219,13 @@ class ProviderCalls:
                                 leg_id=leg_id)  # fmt: skip
                     raise
                 attempt += 1
+            else:
+                self._attempted(provider, operation, tried_at, "ok")
+                return result
+
+    def _attempted(self, provider: str, operation: str, tried_at: float, outcome: str) -> None:
+        if self._observe is not None:
+            self._observe(provider, operation, self._clock() - tried_at, outcome)
 
     async def _pause(self, delay_s: float) -> bool:
         """Wait ``delay_s``; False if closed meanwhile."""

@@ -39,6 +39,11 @@ class ProviderLanes:
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self.ending: set[str] = set()  # legs whose provider hangup/reject is not confirmed yet
 
+    def provider_of(self, leg_id: str) -> str | None:
+        """The name of the gateway carrying the leg (its provider), if it has one."""
+        gateway = self._gateways.get(leg_id)
+        return None if gateway is None else gateway.name
+
     def run(
         self,
         leg_id: str,
@@ -69,6 +74,7 @@ class ProviderLanes:
                     operation,
                     leg_id,
                     lambda: call(gateway),
+                    provider=gateway.name,
                     # Only a dial may place a second call when repeated
                     # (engine/providers/gateway.py).
                     idempotent=dial_is_idempotent(gateway) if is_dial else True,

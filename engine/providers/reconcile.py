@@ -127,7 +127,9 @@ class Reconciler:
         asked_at = self._clock()
         async with limit:
             try:
-                presence = await self._calls.run("status", leg_id, lambda: gateway.status(leg_id))
+                presence = await self._calls.run(
+                    "status", leg_id, lambda: gateway.status(leg_id), provider=gateway.name
+                )
             except (CallbridgeError, TimeoutError) as exc:
                 log.warning("reconciliation: provider status unknown", leg_id=leg_id,
                             error=str(exc))  # fmt: skip

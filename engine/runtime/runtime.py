@@ -73,6 +73,7 @@ class CallRuntime:
         provider_calls: ProviderCalls | None = None,
         reconcile: ReconcileSettings | None = None,
         tick: MediaTick | None = None,
+        observe_commit: Callable[[float], None] | None = None,
     ) -> None:
         self.machine = machine
         self.plane = plane
@@ -82,6 +83,8 @@ class CallRuntime:
         self.live = live
         self._resolver = resolver
         self._clock = clock
+        # Told how many seconds each input's store commit took (the operators' metrics).
+        self._observe_commit = observe_commit or (lambda seconds: None)
         self.timers: Timers = timers if timers is not None else LoopTimers()
         self._lock = asyncio.Lock()
         self._gateways: dict[str, ProviderGateway] = {}
@@ -224,6 +227,7 @@ class CallRuntime:
         now = self._clock()
         webhooks = [self._queued(e) for e in effects if isinstance(e, fx.EmitWebhook)]
         changes = changes_between(before, self.machine.checkpoint(), effects, now)
+        started = time.perf_counter()
         try:
             await self.store.commit_input(changes, webhooks, now)
         except CallbridgeError as exc:
@@ -233,6 +237,7 @@ class CallRuntime:
                 "input not stored and rolled back", fault_id=fault_id, input=name, error=str(exc)
             )
             raise InputNotStored(fault_id) from exc
+        self._observe_commit(time.perf_counter() - started)
         if webhooks:
             self.outbox.wake()
 
@@ -462,9 +467,8 @@ class CallRuntime:
 
     async def prune(self, retention_s: float = ENDED_LEG_RETENTION_S) -> list[str]:
         """Forget legs that ended more than ``retention_s`` ago (until then a command on one
-        gets 90018, after it 404), so a long-running engine does not keep every leg it saw;
-        their stored rows go in the same step (``InputNotStored`` if they cannot: then nothing
-        is forgotten)."""
+        gets 90018, after it 404), and their stored rows in the same step (``InputNotStored``
+        if they cannot: then nothing is forgotten)."""
         async with self._lock:
             before = self.machine.checkpoint()
             gone = self.machine.prune(self._clock(), retention_s)
@@ -483,9 +487,7 @@ class CallRuntime:
         await self.tick.run(stop)
 
     async def run_reconciliation(self, stop: asyncio.Event) -> None:
-        """Ask the providers about quiet or stuck legs until ``stop``
-        (engine/providers/reconcile.py)."""
-        await self.reconciler.run(stop)
+        await self.reconciler.run(stop)  # asks the providers about quiet or stuck legs
 
     async def settle(self) -> None:
         """Wait until every provider call and follow-up started so far has finished."""

@@ -373,6 +373,10 @@ class Store(Protocol):
         the same leg is pending, so delivering everything returned, even concurrently, keeps
         each leg's events in order. Given-up webhooks hold nothing back."""
 
+    async def webhook_backlog(self) -> tuple[int, float | None]:
+        """Webhooks not yet delivered nor dead-lettered, and when the oldest was queued (None
+        if there is none): the outbox's depth and age for the operators' metrics."""
+
     async def next_webhook_due(self) -> float | None:
         """The earliest ``next_attempt_at`` of a pending webhook (a claimed one's is the end of
         its lease), or None when nothing is pending: when the sender must look again."""

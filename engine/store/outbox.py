@@ -76,6 +76,12 @@ class SqlOutbox(SqlTransactions):
         async with self._read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
+    async def webhook_backlog(self) -> tuple[int, float | None]:
+        query = select(func.count(), func.min(wo.c.created)).where(wo.c.status == PENDING)
+        async with self._read() as conn:
+            count, oldest = (await conn.execute(query)).one()
+        return int(count), None if oldest is None else float(oldest)
+
     async def next_webhook_due(self) -> float | None:
         query = select(func.min(wo.c.next_attempt_at)).where(wo.c.status == PENDING)
         async with self._read() as conn:
