@@ -178,3 +178,12 @@ async def test_next_due_is_the_earliest_pending_webhook_or_a_claims_lease_end(
         delivered = tried("delivered", 11.0)
         await store.record_webhook_attempt(webhook_id, delivered, next_attempt_at=None)
     assert await store.next_webhook_due() is None  # delivered rows are never due again
+
+
+async def test_a_webhook_behind_a_claimed_one_of_its_leg_is_due_when_the_claim_lapses(
+    store: SqlStore,
+) -> None:
+    await enqueue(store, "a1", at=1.0)
+    await claim(store, 10.0)  # a1's first, claimed until 50.0 (by a process that then died)
+    await enqueue(store, "a1", at=12.0)  # a1's next: due at 12.0 but held behind the first
+    assert await store.next_webhook_due() == 50.0

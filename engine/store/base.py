@@ -378,8 +378,9 @@ class Store(Protocol):
         if there is none): the outbox's depth and age for the operators' metrics."""
 
     async def next_webhook_due(self) -> float | None:
-        """The earliest ``next_attempt_at`` of a pending webhook (a claimed one's is the end of
-        its lease), or None when nothing is pending: when the sender must look again."""
+        """The earliest ``next_attempt_at`` among the pending webhooks that are first of their
+        leg (a claimed one's is the end of its lease; a later webhook of the same leg cannot go
+        before it), or None when nothing is pending: when the sender must look again."""
 
     async def mark_webhook_delivered(self, webhook_id: int, now: float) -> None:
         """Record delivery at ``now`` (the first time counts) without an attempt's details.

@@ -83,7 +83,10 @@ class SqlOutbox(SqlTransactions):
         return int(count), None if oldest is None else float(oldest)
 
     async def next_webhook_due(self) -> float | None:
-        query = select(func.min(wo.c.next_attempt_at)).where(wo.c.status == PENDING)
+        # A leg's later webhooks wait for its first pending one: that one's time is theirs.
+        query = select(func.min(wo.c.next_attempt_at)).where(
+            wo.c.status == PENDING, _first_pending_of_its_leg()
+        )
         async with self._read() as conn:
             due = (await conn.execute(query)).scalar_one()
         return None if due is None else float(due)
