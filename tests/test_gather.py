@@ -251,3 +251,42 @@ async def test_invalid_input_plays_the_invalid_prompt_then_the_prompt_again(
     await press(h, a, "1#")
     assert await ended(h, a) == ("valid", "1")
     assert h.receiver.types(a).count("call.gather.ended") == 1
+
+
+# ---- restarts ----------------------------------------------------------------------------------
+async def test_a_gather_survives_a_restart(
+    h: Harness, aiohttp_client: Any, settings: Settings
+) -> None:
+    a = await h.up()
+    await h.ok(a, "gather", maximum_digits=3, inter_digit_timeout_millis=4000)
+    await press(h, a, "1")
+    wait = h.timers.delay(a, TimerKind.GATHER_DIGIT_WAIT)
+
+    h = await h.restarted(aiohttp_client, settings)
+
+    # Its timers run on from where they were, and digits go on being collected.
+    assert h.timers.delay(a, TimerKind.GATHER_DIGIT_WAIT) <= wait
+    assert h.timers.delay(a, TimerKind.GATHER_TIMEOUT) <= 60.0
+    await h.media(a)
+    await press(h, a, "2")
+    h.timers.fire(a, TimerKind.GATHER_DIGIT_WAIT)
+    assert await ended(h, a) == ("valid", "12")
+
+
+async def test_a_prompt_playing_at_a_restart_plays_again(
+    h: Harness, aiohttp_client: Any, settings: Settings, tmp_path: Path
+) -> None:
+    a = await h.up()
+    prompt = write_wav(tmp_path / "media" / "menu.wav", 440, 30.0).as_uri()
+    await h.ok(a, "gather_using_audio", audio_url=prompt, maximum_digits=1)
+    await next_playback(h, a, "started")
+
+    h = await h.restarted(aiohttp_client, settings)
+
+    # The old process's audio went with it: the prompt starts again, and a key stops it.
+    assert (await next_playback(h, a, "ended"))["status"] == "cancelled"
+    assert (await next_playback(h, a, "started"))["media_url"] == prompt
+    await h.media(a)
+    await press(h, a, "3")
+    assert (await next_playback(h, a, "ended"))["status"] == "cancelled"
+    assert await ended(h, a) == ("valid", "3")
