@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 import telnyx
 from telnyx.types import CallGatherEnded
+from telnyx.types.calls import (
+    action_gather_params,
+    action_gather_using_audio_params,
+    action_stop_gather_params,
+)
 
 from engine.config import Settings
 from engine.machine import events as ev
@@ -290,3 +295,20 @@ async def test_a_prompt_playing_at_a_restart_plays_again(
     await press(h, a, "3")
     assert (await next_playback(h, a, "ended"))["status"] == "cancelled"
     assert await ended(h, a) == ("valid", "3")
+
+
+# ---- /openapi.json -----------------------------------------------------------------------------
+async def test_openapi_documents_exactly_the_sdks_gather_fields(h: Harness) -> None:
+    doc = (await h.request("GET", "/openapi.json")).body
+    schemas = doc["components"]["schemas"]
+    action = doc["paths"]["/v2/calls/{call_control_id}/actions/{action}"]["post"]
+    assert {"gather", "gather_using_audio", "gather_stop"} <= set(
+        action["parameters"][1]["schema"]["enum"]
+    )
+    for name, params in (
+        ("GatherAction", action_gather_params.ActionGatherParams),
+        ("GatherUsingAudioAction", action_gather_using_audio_params.ActionGatherUsingAudioParams),
+        ("GatherStopAction", action_stop_gather_params.ActionStopGatherParams),
+    ):
+        assert set(schemas[name]["properties"]) == set(params.__annotations__), name
+        assert schemas[name]["additionalProperties"] is False
