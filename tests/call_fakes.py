@@ -20,7 +20,8 @@ import base64
 import itertools
 import uuid
 import wave
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
+import telnyx
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from numpy.typing import NDArray
@@ -381,6 +383,15 @@ class Harness:
         )  # fmt: skip
 
     # HTTP
+    @asynccontextmanager
+    async def sdk(self) -> AsyncIterator[telnyx.AsyncTelnyx]:
+        """The official SDK's client, pointed at this app as the organization."""
+        client = telnyx.AsyncTelnyx(
+            api_key=self.org.token, base_url=str(self.client.make_url("/v2")), max_retries=0
+        )
+        async with client:
+            yield client
+
     async def request(
         self, method: str, path: str, body: Any = None, *, org: Org | None = None, **kw: Any
     ) -> Reply:

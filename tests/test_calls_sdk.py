@@ -26,10 +26,7 @@ async def h(aiohttp_server, aiohttp_client, settings: Settings) -> Harness:  # t
 
 @pytest.fixture
 async def sdk(h: Harness) -> AsyncIterator[telnyx.AsyncTelnyx]:
-    client = telnyx.AsyncTelnyx(
-        api_key=h.org.token, base_url=str(h.client.make_url("/v2")), max_retries=0
-    )
-    async with client:
+    async with h.sdk() as client:
         yield client
 
 

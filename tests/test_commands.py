@@ -34,7 +34,12 @@ MINIMAL: dict[str, dict[str, object]] = {
     "playback_stop": {},
     "send_dtmf": {"digits": "1"},
     "client_state_update": {"client_state": "aGk="},
+    "gather": {},
+    "gather_using_audio": {"media_name": "tone-440"},
+    "gather_stop": {},
 }
+# The DTMF gathers refuse what they would not carry out (engine/machine/gather_commands.py).
+STRICT = ("gather", "gather_using_audio", "gather_stop")
 # The bridge command's ringtone enum exactly as documented (seed 003).
 TELNYX_RINGTONE_ENUM = [
     "at", "au", "be", "bg", "br", "ch", "cl", "cn", "cz", "de", "dk", "ee", "es", "fi", "fr",
@@ -48,12 +53,22 @@ def test_every_action_has_a_minimal_body() -> None:
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-def test_every_action_takes_client_state_and_command_id_and_ignores_unknown_fields(
-    action: str,
-) -> None:
-    body = MINIMAL[action] | {"client_state": "aGVsbG8=", "command_id": "c-9", "whatever": [1]}
+def test_every_action_takes_client_state_and_command_id(action: str) -> None:
+    body = MINIMAL[action] | {"client_state": "aGVsbG8=", "command_id": "c-9"}
     command = parse_command(action, body)
     assert (command.client_state, command.command_id) == ("aGVsbG8=", "c-9")
+
+
+@pytest.mark.parametrize("action", [a for a in ACTIONS if a not in STRICT])
+def test_actions_ignore_unknown_fields_as_call_control_does(action: str) -> None:
+    parse_command(action, MINIMAL[action] | {"whatever": [1]})
+
+
+@pytest.mark.parametrize("action", STRICT)
+def test_the_gathers_refuse_a_field_they_would_not_carry_out(action: str) -> None:
+    with pytest.raises(ParameterError) as refused:
+        parse_command(action, MINIMAL[action] | {"whatever": [1]})
+    assert (refused.value.field, refused.value.status) == ("whatever", 422)
 
 
 @pytest.mark.parametrize("action", ACTIONS)

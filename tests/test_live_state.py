@@ -8,7 +8,7 @@ codec on its own (versions, damage) and the store's tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from engine.errors import CallbridgeError
 from engine.machine import effects as fx
 from engine.machine.core import Checkpoint
 from engine.machine.live_changes import LiveChanges, changes_between
-from engine.machine.model import Leg, Queue, Room, TimerKey
+from engine.machine.model import Gather, GatherAudio, GatherRules, Leg, Queue, Room, TimerKey
 from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
 from engine.store.connect import open_engine
@@ -156,6 +156,17 @@ def test_a_field_added_since_takes_its_default() -> None:
     record: dict[str, Any] = {"v": 1, "state": live_codec.to_plain(leg)}
     del record["state"]["dtmf_muted"]  # as if written before the field existed
     assert live_codec.from_plain(Leg, record["state"]) == leg
+
+
+def test_a_gather_in_progress_is_stored_and_a_leg_stored_before_gathers_loads() -> None:
+    rules = GatherRules(minimum_digits=2, terminating_digit="", initial_timeout_millis=900)
+    prompt = GatherAudio(audio_url="https://example.com/menu.mp3")
+    gather = Gather(tag="a/gather/1", rules=rules, prompt=prompt, digits="1#", playing="a/p/2")
+    leg = replace(some_leg(), gather=gather)
+    assert live_codec.loads(Leg, live_codec.dumps(leg)) == leg
+    older = live_codec.to_plain(some_leg())
+    del older["gather"]  # written before gathers existed
+    assert live_codec.from_plain(Leg, older).gather is None
 
 
 # ---- the store ---------------------------------------------------------------------------------

@@ -28,7 +28,13 @@ from engine.api.rate_limit import dial_within_limit
 from engine.api.validation import json_object
 from engine.errors import ShuttingDown
 from engine.machine.command_body import not_a_media_file
-from engine.machine.commands import PlaybackStart, parse_command, parse_dial
+from engine.machine.commands import (
+    Command,
+    GatherUsingAudio,
+    PlaybackStart,
+    parse_command,
+    parse_dial,
+)
 from engine.machine.model import CallStatus
 from engine.store.base import OrganizationRecord
 from engine.webhooks.outbox import occurred_at
@@ -108,20 +114,35 @@ async def action(request: web.Request) -> web.StreamResponse:
     command = parse_command(
         name, body, allow_private_urls=settings.allow_private_urls, media_dir=media_dir
     )
-    audio_url = command.audio_url if isinstance(command, PlaybackStart) else None
-    if audio_url is not None and audio_url.startswith("file:") and media_dir:
-        _require_media_file(audio_url, media_dir)
+    for field, url in _audio_urls(command):
+        if url.startswith("file:") and media_dir:
+            _require_media_file(url, media_dir, field)
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
 
 
-def _require_media_file(url: str, media_dir: str) -> None:
+def _audio_urls(command: Command) -> list[tuple[str, str]]:
+    """The command's audio URLs, with the field naming each."""
+    if isinstance(command, PlaybackStart):
+        found = [("audio_url", command.audio_url)]
+    elif isinstance(command, GatherUsingAudio):
+        invalid = command.invalid_prompt
+        found = [
+            ("audio_url", command.prompt.audio_url),
+            ("invalid_audio_url", invalid.audio_url if invalid else None),
+        ]
+    else:
+        return []
+    return [(field, url) for field, url in found if url is not None]
+
+
+def _require_media_file(url: str, media_dir: str, field: str) -> None:
     """The file must exist in the media directory, symlinks followed: a missing file gets the
     same answer as one outside (the command checked the path alone). The media plane checks
     again when it opens the file, as it may have changed since."""
     path = Path(unquote(urlsplit(url).path)).resolve()
     if not (path.is_relative_to(Path(media_dir).resolve()) and path.is_file()):
-        raise not_a_media_file("audio_url")
+        raise not_a_media_file(field)
 
 
 def _media_dir(configured: str | None) -> str | None:

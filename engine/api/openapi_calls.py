@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.api.openapi import Schema, json_body, nullable, obj, ref, response, string
 from engine.machine.commands import ACTIONS
+from engine.machine.gather_commands import MAX_WAIT_MILLIS
 from engine.machine.model import RINGTONES
 
 BOOL: Schema = {"type": "boolean"}
@@ -46,7 +47,64 @@ MEDIA_STATS["description"] = (
     "outbound frames dropped and waiting; RFC 3550 inter-arrival jitter"
 )
 
+# The DTMF gathers (engine/machine/gather_commands.py: defaults from Telnyx's API reference).
+DTMF_KEYS = "^[0-9A-D*#]+$"
+WAIT_MILLIS: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_WAIT_MILLIS}
+GATHER_RULES: dict[str, Schema] = {
+    "minimum_digits": {"type": "integer", "minimum": 1, "maximum": 128, "default": 1},
+    "maximum_digits": {"type": "integer", "minimum": 1, "maximum": 128, "default": 128},
+    "terminating_digit": string(
+        pattern="^[0-9A-D*#]?$", default="#", description='"" collects "#" like any digit'
+    ),
+    "valid_digits": string(pattern=DTMF_KEYS, default="0123456789#*"),
+    "inter_digit_timeout_millis": {**WAIT_MILLIS, "default": 5000},
+}
+GATHER_ENDED = (
+    " Ends with call.gather.ended: digits, status valid | invalid | timeout | cancelled |"
+    " call_hangup. Fields other than these are refused (422 naming them)."
+)
+
+
+def _gather_schemas() -> dict[str, Schema]:
+    gather = obj(
+        None,
+        **GATHER_RULES,
+        timeout_millis={**WAIT_MILLIS, "default": 60000, "description": "the whole gather"},
+        initial_timeout_millis={**WAIT_MILLIS, "default": 5000},
+        gather_id=string(maxLength=100, description="echoed in call.gather.ended"),
+        **COMMON,
+    )
+    gather["additionalProperties"] = False
+    gather["description"] = "gather: collect DTMF digits." + GATHER_ENDED
+    audio = obj(
+        None,
+        **GATHER_RULES,
+        timeout_millis={
+            **WAIT_MILLIS,
+            "default": 60000,
+            "description": "the wait for a first digit once the prompt has played",
+        },
+        audio_url=string(description="http(s), or file:// in the media directory"),
+        media_name=string(description="tone-<hz> or ringback-<country>"),
+        invalid_audio_url=string(),
+        invalid_media_name=string(),
+        maximum_tries={"type": "integer", "minimum": 1, "default": 3},
+        **COMMON,
+    )
+    audio["additionalProperties"] = False
+    audio["description"] = (
+        "gather_using_audio: play audio_url or media_name (a key press stops it) and collect"
+        " DTMF digits; after invalid input or none, the invalid prompt, then the prompt again,"
+        " up to maximum_tries." + GATHER_ENDED
+    )
+    stop = obj(None, **COMMON)
+    stop["additionalProperties"] = False
+    stop["description"] = "gather_stop: end the gather in progress (status cancelled)"
+    return {"GatherAction": gather, "GatherUsingAudioAction": audio, "GatherStopAction": stop}
+
+
 SCHEMAS: dict[str, Schema] = {
+    **_gather_schemas(),
     "TelnyxErrors": obj(
         ["errors"],
         errors={
@@ -124,7 +182,9 @@ SCHEMAS: dict[str, Schema] = {
         "unbridge (callbridge's extension), reject (cause), enqueue (queue_name, "
         "max_wait_time_secs, max_size), record_start (format, channels, max_length, trim, "
         "custom_file_name, recording_track), playback_start (audio_url file://, media_name, "
-        "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis).",
+        "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis); gather, "
+        "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
+        "GatherStopAction.",
     },
     "PublicKey": obj(
         ["data"],
@@ -198,14 +258,22 @@ def call_paths() -> dict[str, Schema]:
         },
         "/v2/calls/{call_control_id}/actions/{action}": {
             "post": {
-                "summary": "A command on a leg (answer, bridge, unbridge, hangup, ...)",
+                "summary": "A command on a leg (answer, bridge, unbridge, hangup, gather, ...)",
                 "security": SECURITY,
                 "parameters": [CALL_ID, action_param],
                 "requestBody": {
                     "required": False,
                     "content": {
                         "application/json": {
-                            "schema": {"anyOf": [ref("BridgeAction"), ref("ActionBody")]}
+                            "schema": {
+                                "anyOf": [
+                                    ref("BridgeAction"),
+                                    ref("GatherAction"),
+                                    ref("GatherUsingAudioAction"),
+                                    ref("GatherStopAction"),
+                                    ref("ActionBody"),
+                                ]
+                            }
                         }
                     },
                 },

@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 from engine.machine import commands as cmd
 from engine.machine import effects as fx
-from engine.machine import legs, media, queues
+from engine.machine import gather, legs, media, queues
 from engine.machine.core import Core
 from engine.machine.model import Direction, HangupCause, Leg
 from engine.machine.transitions import Trigger, require
@@ -66,9 +66,18 @@ def _check_media(core: Core, leg: Leg, command: cmd.Command) -> Apply:
             return lambda a: media.send_dtmf(core, a, command)
         case cmd.PlaybackStart():
             media.check_playback_start(core, leg, command)
-            return lambda a: media.playback_start(core, a, command)
+            return lambda a: _then_gather(core, media.playback_start(core, a, command))
         case cmd.PlaybackStop():
-            return lambda a: media.playback_stop(core, a, command)
+            return lambda a: _then_gather(core, media.playback_stop(core, a, command))
+        case cmd.Gather():
+            gather.check_start(leg)
+            return lambda a: gather.start(core, a, command)
+        case cmd.GatherUsingAudio():
+            gather.check_start(leg)
+            return lambda a: gather.start_using_audio(core, a, command)
+        case cmd.GatherStop():
+            gather.check_stop(leg)
+            return lambda a: gather.stop(core, a)
         case cmd.RecordStart():
             media.check_record_start(leg, command)
             return lambda a: media.start_recording(core, a, command.options)
@@ -76,6 +85,11 @@ def _check_media(core: Core, leg: Leg, command: cmd.Command) -> Apply:
             media.check_record_stop(leg, command)
             return lambda a: media.stop_recording(core, a)
     raise AssertionError(f"unhandled command {type(command).__name__}")
+
+
+def _then_gather(core: Core, leg: Leg) -> Leg:
+    """A playback command may have stopped or replaced a gather's prompt."""
+    return gather.playback_changed(core, leg)
 
 
 def _answer(core: Core, leg: Leg, command: cmd.Answer) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import binascii
 import re
 from base64 import b64decode
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TypedDict
 from urllib.parse import unquote, urlsplit
@@ -19,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 from engine.errors import ValidationError
 from engine.url_policy import check_url
 
-__all__ = ["Body", "Common", "ParameterError", "not_a_media_file"]
+__all__ = ["Body", "CommandBase", "Common", "ParameterError", "not_a_media_file"]
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -28,6 +29,15 @@ class ParameterError(ValidationError):
     """A bad body field. Call Control v2 answers those with 422, not the generic 400."""
 
     status = 422
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandBase:
+    """What every command carries: ``client_state`` (base64, echoed on later webhooks) and
+    ``command_id`` (a repeat on the same leg within 60 s is carried out once)."""
+
+    client_state: str | None = None
+    command_id: str | None = None
 
 
 class Common(TypedDict):
@@ -72,6 +82,12 @@ class Body:
         if url is not None and url.startswith(("http://", "https://")):
             return self.reachable(name, url)
         return self.media_file(name)
+
+    def only(self, known: Collection[str]) -> None:
+        """Refuse a field outside ``known``: for commands that take nothing they would ignore."""
+        for name in self._body:
+            if name not in known and name not in ("client_state", "command_id"):
+                raise ParameterError(f"'{name}' is not supported by this command", field=name)
 
     def has(self, name: str) -> bool:
         return self._body.get(name) is not None

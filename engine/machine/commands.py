@@ -10,6 +10,9 @@ Every command carries ``client_state`` (base64, echoed on later webhooks) and ``
 (a repeat on the same leg within 60 s is carried out once). ``JoinConference`` has no action:
 the runtime uses it for the default routing of calls whose bridge has no webhook URL.
 
+The DTMF gathers (``gather``, ``gather_using_audio``, ``gather_stop``) are parsed in
+``engine.machine.gather_commands``; unlike the others they refuse fields they do not carry out.
+
 callbridge's own extension: ``unbridge`` (Call Control v2 has none) takes a leg out of its room.
 """
 
@@ -21,9 +24,23 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from engine.errors import NotFound
-from engine.machine.command_body import Body
+from engine.machine.command_body import Body, CommandBase
 from engine.machine.command_body import (
     ParameterError as ParameterError,  # raised by the parsers here
+)
+from engine.machine.gather_commands import (
+    Gather as Gather,
+)
+from engine.machine.gather_commands import (
+    GatherStop as GatherStop,
+)
+from engine.machine.gather_commands import (
+    GatherUsingAudio as GatherUsingAudio,
+)
+from engine.machine.gather_commands import (
+    parse_gather,
+    parse_gather_stop,
+    parse_gather_using_audio,
 )
 from engine.machine.model import (
     DEFAULT_TIME_LIMIT_SECS,
@@ -41,10 +58,7 @@ RECORD_CHANNELS = ("single", "dual")
 RECORD_TRACKS = ("both", "inbound", "outbound")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Command:
-    client_state: str | None = None
-    command_id: str | None = None
+_Command = CommandBase
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +179,9 @@ Command: TypeAlias = (
     | SendDtmf
     | ClientStateUpdate
     | JoinConference
+    | Gather
+    | GatherUsingAudio
+    | GatherStop
 )
 
 
@@ -326,6 +343,9 @@ _PARSERS: dict[str, Callable[[Body], Command]] = {
     "playback_stop": _playback_stop,
     "send_dtmf": _send_dtmf,
     "client_state_update": _client_state_update,
+    "gather": parse_gather,
+    "gather_using_audio": parse_gather_using_audio,
+    "gather_stop": parse_gather_stop,
 }
 
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)

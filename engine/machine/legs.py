@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import CallbridgeError, InvalidState, NotFound
-from engine.machine import media, queues
+from engine.machine import gather, media, queues
 from engine.machine.commands import Bridge, JoinConference, ParameterError
 from engine.machine.core import Core, iso
 from engine.machine.effects import Effect, HangupCall
@@ -140,6 +140,7 @@ def end_leg(
         core.emit(provider)
     leg = core.cancel_timers(leg)
     leg = media.stop_all(core, leg)
+    leg = gather.hung_up(core, leg)
     leg, orphans = detach(core, leg, "hangup")
     leg = core.move(
         leg,

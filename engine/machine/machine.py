@@ -29,8 +29,8 @@ from engine.machine import actions as commands
 from engine.machine import commands as cmd
 from engine.machine import effects as fx
 from engine.machine import events as ev
+from engine.machine import gather, legs, media, queues, streams
 from engine.machine import leg_setup as setup
-from engine.machine import legs, media, queues, streams
 from engine.machine.core import Checkpoint, Core, iso
 from engine.machine.model import (
     CallEnded,
@@ -240,6 +240,7 @@ class CallMachine:
             core.update(leg, carrier=event.carrier)
         elif isinstance(event, ev.LegAdopted):
             streams.adopted(core, leg)
+            gather.adopted(core, core.legs[leg.call_control_id])
         elif isinstance(event, ev.MediaStarted):
             media.media_started(core, leg, event)
             streams.media_flowing(core, core.legs[leg.call_control_id])
@@ -249,9 +250,12 @@ class CallMachine:
         elif isinstance(event, ev.MediaFailed):
             streams.media_failed(core, leg, event)
         elif isinstance(event, ev.DtmfReceived):
-            media.dtmf_received(core, leg, event)
+            if (pressed := media.dtmf_received(core, leg, event)) is not None:
+                gather.digit(core, pressed, event.digit)
         elif isinstance(event, ev.PlaybackEnded):
             media.playback_ended(core, leg, event)
+            completed = event.status == "completed"
+            gather.playback_changed(core, core.legs[leg.call_control_id], completed=completed)
 
     def _initiated(self, event: ev.LegInitiated) -> None:
         core = self._core
@@ -312,6 +316,8 @@ class CallMachine:
             streams.wait_expired(core, leg)
         elif kind is TimerKind.SETUP_TIMEOUT:
             setup.setup_expired(core, leg)
+        elif kind in (TimerKind.GATHER_TIMEOUT, TimerKind.GATHER_DIGIT_WAIT):
+            gather.timer_fired(core, leg, event.key)
 
     def _end_by_timer(self, leg: Leg, trigger: Trigger, cause: HangupCause) -> None:
         hangup = fx.HangupCall(leg.call_control_id)

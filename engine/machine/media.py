@@ -77,7 +77,8 @@ def media_stopped(core: Core, leg: Leg) -> None:
         core.webhook(leg, "streaming.stopped")
 
 
-def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> None:
+def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> Leg | None:
+    """The leg after a new key press, or None when the report was a press already counted."""
     # Reports older than the window can match nothing any more.
     recent = [p for p in leg.dtmf_unmatched if core.now - p.at <= DTMF_SAME_PRESS_S]
     # The oldest report of this digit from the other source is this press's first report.
@@ -87,13 +88,14 @@ def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> None:
     if twin is not None:
         recent.remove(twin)
         core.update(leg, dtmf_unmatched=tuple(recent))
-        return
+        return None
     recent.append(DtmfPress(event.digit, event.source, core.now))
     leg = core.update(leg, dtmf_unmatched=tuple(recent[-_MAX_UNMATCHED_DTMF:]))
     core.webhook(leg, "call.dtmf.received", digit=event.digit)
     for peer in core.peers(leg):
         if not peer.dtmf_muted:
             core.emit(fx.RelayDtmf(peer.call_control_id, event.digit, event.source))
+    return leg
 
 
 def send_dtmf(core: Core, leg: Leg, command: SendDtmf) -> None:
@@ -119,7 +121,7 @@ def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
         )
 
 
-def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
+def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> Leg:
     for old in leg.playbacks:
         if old.overlay == command.overlay:
             leg = end_playback(core, leg, old, "cancelled")
@@ -133,6 +135,7 @@ def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
     )
     leg = core.update(leg, seq=leg.seq + 1, playbacks=(*leg.playbacks, playback))
     core.webhook(leg, "call.playback.started", **_playback_fields(playback))
+    return leg
 
 
 def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
@@ -163,11 +166,12 @@ def end_playback(core: Core, leg: Leg, playback: ActivePlayback, status: str) ->
     return leg
 
 
-def playback_stop(core: Core, leg: Leg, command: PlaybackStop) -> None:
+def playback_stop(core: Core, leg: Leg, command: PlaybackStop) -> Leg:
     """Stop this leg's playbacks of the named kind. With no queue, current and all agree."""
     for playback in leg.playbacks:
         if playback.overlay == command.overlay:
             leg = end_playback(core, leg, playback, "cancelled")
+    return leg
 
 
 def playback_ended(core: Core, leg: Leg, event: PlaybackEnded) -> None:

@@ -136,6 +136,8 @@ class TimerKind(enum.Enum):
     RECORD_LIMIT = "record_limit"  # a recording's max_length
     MEDIA_WAIT = "media_wait"  # an answered leg without a media stream (streams.py)
     SETUP_TIMEOUT = "setup_timeout"  # an incoming leg not yet answered (leg_setup.py)
+    GATHER_TIMEOUT = "gather_timeout"  # a gather's timeout_millis (gather.py)
+    GATHER_DIGIT_WAIT = "gather_digit_wait"  # a gather's wait for its first or next digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,43 @@ class ActivePlayback:
     media_url: str | None
     media_name: str | None
     overlay: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatherRules:
+    """How a gather collects digits; the defaults are Call Control v2's (engine.machine.gather)."""
+
+    minimum_digits: int = 1
+    maximum_digits: int = 128
+    terminating_digit: str = "#"  # "" collects "#" like any other digit
+    valid_digits: str = "0123456789#*"
+    timeout_millis: int = 60000
+    inter_digit_timeout_millis: int = 5000
+    initial_timeout_millis: int = 5000  # gather only: the wait for the first digit
+
+
+@dataclass(frozen=True, slots=True)
+class GatherAudio:
+    """A gather_using_audio prompt: an audio_url or a media_name, as playback_start takes."""
+
+    audio_url: str | None = None
+    media_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gather:
+    """A DTMF gather in progress on a leg (engine.machine.gather). ``tag`` names this gather's
+    timers, so a late firing of an earlier one's never acts on it."""
+
+    tag: str
+    rules: GatherRules
+    gather_id: str | None = None  # gather's own, echoed in call.gather.ended
+    prompt: GatherAudio | None = None  # gather_using_audio: played at the start of each try
+    invalid_prompt: GatherAudio | None = None  # played before the next try after invalid input
+    tries_left: int = 1  # prompts still to play, the current one included
+    digits: str = ""
+    playing: str | None = None  # the playback id of the prompt now playing
+    playing_invalid: bool = False  # that playback is the invalid prompt; the prompt follows
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +277,7 @@ class Leg:
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
     recording_id: str | None = None  # the recording in progress
+    gather: Gather | None = None  # the DTMF gather in progress
     recordings_unsaved: tuple[str, ...] = ()  # started, call.recording.saved not yet sent
     bridge_record: RecordingOptions | None = None  # bridge's record-from-answer, until bridged
     seq: int = 0  # counter behind playback and recording ids
