@@ -10,8 +10,8 @@ the media port over picows, a websocket agent over ``websockets``) goes through 
 - control messages (a websocket agent's mark echoes and key presses) go ahead of waiting audio,
   after control sent before them, so a stream's message counter follows the wire order;
 - every frame written counts (``stats.frames_out``); once the connection is lost nothing more
-  is written or counted; ``close`` drops what waits; ``finish`` writes one last message (an
-  agent's ``stop``) ahead of waiting audio, waits a bounded time for it, then closes.
+  is written or counted; ``close`` drops what waits; ``end_with`` makes one message (an agent's
+  ``stop``) the last, ahead of waiting audio, and ``flushed`` waits for it to be written.
 
 The seam: a transport supplies
 - ``write(message)``: put one text message on the wire now, synchronously; return True when the
@@ -184,21 +184,25 @@ class FrameWriter(Generic[Frame]):
         self._shut()
         await self._stop_draining()
 
-    async def finish(self, last: bytes) -> None:
-        """Write ``last`` ahead of waiting audio (after waiting control), then close. While the
-        transport is back-pressured this waits for it to take ``last``: bound the wait with
-        ``asyncio.timeout`` and ``close`` after it."""
+    def end_with(self, last: bytes) -> None:
+        """``last`` is the stream's last message: ahead of waiting audio (which is dropped, not
+        counted), after waiting control; nothing is written after it. ``flushed`` waits for it
+        while the transport is back-pressured."""
         if not self._open or self._final:
             return
-        if self._holding:
-            self._final = True
-            self._held.clear()
-            self._control.append(last)
-            if self._drain is not None:
-                await asyncio.shield(self._drain)
-        else:
+        if not self._holding:
             self._write_control(last)
-        await self.close()
+            self._shut()
+            return
+        self._final = True
+        self._held.clear()
+        self._control.append(last)
+
+    async def flushed(self) -> None:
+        """Return once nothing waits for the transport (bound it with ``asyncio.timeout``)."""
+        drain = self._drain
+        if drain is not None:
+            await asyncio.shield(drain)
 
     async def _stop_draining(self) -> None:
         drain = self._drain

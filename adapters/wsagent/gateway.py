@@ -274,9 +274,10 @@ class AgentLeg:
             return
         self._ending = True
         self.live = False
+        self._output.end_with(self.stream.stop().encode())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_FLUSH_S):
-                await self._output.finish(self.stream.stop().encode())
+                await self._output.flushed()
         await self._output.close()
         await self.socket.close(code, reason)
         if self._reader is not None:
