@@ -78,8 +78,8 @@ class MediaSocket(Protocol):
         ...
 
     async def drained(self) -> None:
-        """Return once the socket takes data again (at once if it does now); raises
-        ``ConnectionResetError`` if the connection is lost meanwhile."""
+        """Return once the socket takes data again (at once if it does now, or is gone); may
+        raise ``ConnectionResetError`` if the connection is lost meanwhile."""
         ...
 
     async def close(self, code: int, reason: str) -> None: ...
