@@ -4,20 +4,20 @@ The provider endpoints accept a websocket and hand it here with their ``StreamCo
 to find the leg from the stream's ``start`` (a leg token). What happens to each message is the
 provider- and server-neutral ``StreamSession``'s (``adapters/stream_session.py``); this module
 keeps the registry (one stream per leg, every open socket so shutdown can close them) and the
-aiohttp side: a read loop that feeds the session, and ``QueuedStreamOutput``, whose one writer
-task per stream sends the engine's frames in order (aiohttp's send is a coroutine). The media
-port's faster server writes from the tick instead (``adapters/picows_media.py``).
+aiohttp side: a read loop that feeds the session, and the stream's output: the one output writer
+(``adapters/stream_output.py``) over the socket's synchronous ``write_now``. The media port's
+faster server is ``adapters/picows_media.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from adapters.stream_drops import FrameDrops
+from adapters.stream_output import FrameWriter
 from adapters.stream_session import CLOSE_NORMAL, LegFinder, OutputFactory, StreamSession
 from adapters.streams import StreamCodec
 from adapters.transport import MediaSocket
@@ -26,19 +26,11 @@ from engine.media_plane.stats import LegMediaStats
 from engine.metrics import Metrics
 from engine.runtime.runtime import CallRuntime
 
-__all__ = [
-    "CLOSE_GOING_AWAY",
-    "MAX_QUEUED_FRAMES",
-    "LegFinder",
-    "QueuedStreamOutput",
-    "StreamSessions",
-]
+__all__ = ["CLOSE_GOING_AWAY", "LegFinder", "StreamSessions", "socket_output"]
 
 log = get_logger("callbridge.media_session")
 
 CLOSE_GOING_AWAY = 1001  # RFC 6455: the server is going down
-# Output beyond this many queued frames (one second) is latency nobody wants: drop the oldest.
-MAX_QUEUED_FRAMES = 50
 
 
 class Closable(Protocol):
@@ -47,50 +39,14 @@ class Closable(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
-class QueuedStreamOutput:
-    """The engine's ``MediaOutput`` for one aiohttp stream: frames queue here, one writer
-    task sends them."""
-
-    def __init__(
-        self, socket: MediaSocket, codec: StreamCodec, stream_id: str, stats: LegMediaStats
-    ) -> None:
-        self._socket = socket
-        self._render = codec.media_renderer(stream_id)
-        self._stats = stats
-        self._queue: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
-        self._writer = asyncio.ensure_future(self._write())
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def send_frame(self, payload: bytes) -> None:
-        if self._closed:
-            return
-        if len(self._queue) >= MAX_QUEUED_FRAMES:
-            self._queue.popleft()
-            self._stats.output_dropped += 1
-        self._queue.append(self._render(payload))
-        self._ready.set()
-
-    async def _write(self) -> None:
-        while not self._closed:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._queue and not self._closed:
-                try:
-                    await self._socket.send_text(self._queue.popleft())
-                except (ConnectionResetError, ConnectionError):
-                    self._closed = True
-                    return
-                self._stats.frames_out += 1
-
-    async def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-        await asyncio.gather(self._writer, return_exceptions=True)
+def socket_output(
+    socket: MediaSocket, codec: StreamCodec, stream_id: str, stats: LegMediaStats
+) -> FrameWriter[bytes]:
+    """The engine's ``MediaOutput`` for one aiohttp stream: written at once, from the caller,
+    while the socket takes data; one drain task only while it is back-pressured."""
+    return FrameWriter(
+        socket.write_now, codec.media_renderer(stream_id), stats, drained=socket.drained
+    )
 
 
 class StreamSessions:
@@ -182,8 +138,8 @@ class StreamSessions:
         """Run one aiohttp stream to its end; every refusal is a close with a reason, and
         logged."""
 
-        def output(codec: StreamCodec, stream_id: str, stats: LegMediaStats) -> QueuedStreamOutput:
-            return QueuedStreamOutput(socket, codec, stream_id, stats)
+        def output(codec: StreamCodec, stream_id: str, stats: LegMediaStats) -> FrameWriter[bytes]:
+            return socket_output(socket, codec, stream_id, stats)
 
         session = self.session(
             codec,

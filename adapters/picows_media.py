@@ -8,10 +8,9 @@ with ``CALLBRIDGE_PUBLIC_MEDIA_URL``.
 
 picows calls back on every frame, and writes synchronously to the socket. So a frame goes from
 the socket to the mixer (``StreamSession.feed``) with no task switch, and the engine's frames go
-out from the tick that made them (``DirectStreamOutput.send_frame``), with no writer task woken
-per frame. Only while the socket is back-pressured (the kernel's buffer full: picows says so
-with ``pause_writing``) do frames wait, at most ``MAX_QUEUED_FRAMES`` of them (the oldest
-dropped first and counted), until ``resume_writing`` flushes them.
+out from the tick that made them, through the one output writer (``adapters/stream_output.py``)
+given picows' synchronous send: no writer task woken per frame. picows' ``pause_writing`` and
+``resume_writing`` tell that writer when to hold frames and when to flush them.
 
 A stream here is the same stream as on the API port: the same binding per provider (the kit's
 ``media_binding``), the same ``StreamSession`` rules, the same registry (one stream per leg;
@@ -22,8 +21,8 @@ request for any other path is answered 404.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 
 from picows import (
     WSCloseCode,
@@ -37,14 +36,15 @@ from picows import (
 from yarl import URL
 
 from adapters.context import AdapterContext
-from adapters.media_session import MAX_QUEUED_FRAMES, StreamSessions
+from adapters.media_session import StreamSessions
+from adapters.stream_output import FrameWriter
 from adapters.stream_session import BindingFactory, StreamSession
 from adapters.streams import StreamCodec
 from adapters.transport import DEFAULT_MAX_MESSAGE, reason_bytes
 from engine.logs import get_logger
 from engine.media_plane.stats import LegMediaStats
 
-__all__ = ["DirectStreamOutput", "MediaStreamListener", "serve_media"]
+__all__ = ["MediaStreamListener", "direct_output", "serve_media"]
 
 log = get_logger("callbridge.media_session")
 
@@ -52,52 +52,13 @@ _TEXT = WSMsgType.TEXT
 _PAYLOAD_TYPES = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
-class DirectStreamOutput:
-    """The engine's ``MediaOutput`` for one picows stream: written from the caller (the tick,
-    or a forwarding ``put_frame``), queued only while the socket is back-pressured."""
-
-    __slots__ = ("_held", "_paused", "_render", "_stats", "_transport")
-
-    def __init__(
-        self, transport: WSTransport, codec: StreamCodec, stream_id: str, stats: LegMediaStats
-    ) -> None:
-        self._transport = transport
-        self._render = codec.media_renderer(stream_id)
-        self._stats = stats
-        self._paused = False
-        self._held: deque[bytes] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._held)
-
-    def send_frame(self, payload: bytes) -> None:
-        transport = self._transport
-        if transport.is_disconnected:
-            return
-        message = self._render(payload)
-        if self._paused:
-            if len(self._held) >= MAX_QUEUED_FRAMES:
-                self._held.popleft()
-                self._stats.output_dropped += 1
-            self._held.append(message)
-            return
-        transport.send(_TEXT, message)
-        self._stats.frames_out += 1
-
-    def pause(self) -> None:
-        self._paused = True
-
-    def resume(self) -> None:
-        """The socket takes data again: what waited goes first, in order."""
-        self._paused = False
-        held, transport = self._held, self._transport
-        while held and not self._paused and not transport.is_disconnected:
-            transport.send(_TEXT, held.popleft())
-            self._stats.frames_out += 1
-
-    async def close(self) -> None:
-        self._held.clear()
+def direct_output(
+    transport: WSTransport, codec: StreamCodec, stream_id: str, stats: LegMediaStats
+) -> FrameWriter[bytes]:
+    """The engine's ``MediaOutput`` for one picows stream: picows writes synchronously, so the
+    writer writes to it directly; the listener tells it of back-pressure (``pause_writing``,
+    ``resume_writing``) and of the end (``on_ws_disconnected``)."""
+    return FrameWriter(partial(transport.send, _TEXT), codec.media_renderer(stream_id), stats)
 
 
 class MediaStreamListener(WSListener):
@@ -112,7 +73,7 @@ class MediaStreamListener(WSListener):
         self._headers: Mapping[str, str] = request.headers
         self._transport: WSTransport | None = None
         self._session: StreamSession | None = None
-        self._output: DirectStreamOutput | None = None
+        self._output: FrameWriter[bytes] | None = None
         self._fragments: list[bytes] = []
         self._fragment_bytes = 0
         self._ended: asyncio.Task[None] | None = None
@@ -149,6 +110,8 @@ class MediaStreamListener(WSListener):
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._output is not None:
+            self._output.lost()
         session = self._session
         if session is not None and self._ended is None:
             self._sessions.closed(self, session)
@@ -166,9 +129,9 @@ class MediaStreamListener(WSListener):
     # -- the session's side --------------------------------------------------------------------
     def _make_output(
         self, codec: StreamCodec, stream_id: str, stats: LegMediaStats
-    ) -> DirectStreamOutput:
+    ) -> FrameWriter[bytes]:
         assert self._transport is not None
-        self._output = DirectStreamOutput(self._transport, codec, stream_id, stats)
+        self._output = direct_output(self._transport, codec, stream_id, stats)
         return self._output
 
     async def close(self, code: int, reason: str) -> None:

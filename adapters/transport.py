@@ -12,17 +12,25 @@ Contract shared by both: ``receive()`` returns a text frame as ``str``, a binary
 ``bytes`` and ``None`` once the socket is closed (by either side; ping/pong are handled inside);
 ``send_text`` on a closed socket raises ``ConnectionResetError``; ``close`` is idempotent and cuts
 an over-long reason to the 123 bytes a close frame can carry.
+
+Both are also the synchronous sink of the one output writer (``adapters/stream_output.py``):
+``write_now`` puts a text frame on the wire without awaiting (neither library offers that as a
+coroutine-free call; how each is done is said where it is) and says whether the socket is now
+back-pressured; ``drained`` returns once it takes data again.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Mapping
 from typing import Protocol
 
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 __all__ = ["AiohttpMediaSocket", "MediaSocket", "WebsocketsClientSocket", "reason_bytes"]
 
@@ -64,7 +72,32 @@ class MediaSocket(Protocol):
         """A text frame; ``bytes`` are text already encoded as UTF-8."""
         ...
 
+    def write_now(self, message: bytes) -> bool:
+        """A text frame (UTF-8 ``message``) onto the wire without awaiting; True when the socket
+        is back-pressured after it. Raises ``ConnectionResetError`` once the socket is closed."""
+        ...
+
+    async def drained(self) -> None:
+        """Return once the socket takes data again (at once if it does now, or is gone); may
+        raise ``ConnectionResetError`` if the connection is lost meanwhile."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
+
+
+_FIN_TEXT = 0x81  # RFC 6455 5.2: FIN, opcode 1 (text); a server's frames are not masked
+_HEADER_7 = struct.Struct("!BB").pack
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of one unmasked, unfragmented, uncompressed text frame of ``length`` bytes."""
+    if length < 126:
+        return _HEADER_7(_FIN_TEXT, length)
+    if length < 1 << 16:
+        return _HEADER_16(_FIN_TEXT, 126, length)
+    return _HEADER_64(_FIN_TEXT, 127, length)
 
 
 def reason_bytes(reason: str) -> bytes:
@@ -73,15 +106,43 @@ def reason_bytes(reason: str) -> bytes:
 
 
 class AiohttpMediaSocket:
-    """Server-side media socket over an aiohttp ``WebSocketResponse``."""
+    """Server-side media socket over an aiohttp ``WebSocketResponse``.
 
-    __slots__ = ("_close_reason", "_headers", "_remote", "_ws")
+    ``write_now``: aiohttp's sends are coroutines, though an uncompressed frame is written to
+    the transport before their first await. So the frame is written here, whole, to the
+    connection's asyncio transport (``BaseRequest.transport``, public), with the RFC 6455 header
+    a server's text frame has: aiohttp writes its own frames (pings, pongs, close) whole and
+    synchronously too, so the two never interleave within a frame. The frame is not compressed
+    even if permessage-deflate was agreed, which RFC 7692 allows per message (RSV1 unset), and
+    nothing goes after aiohttp's close frame (``closed`` is set before it is written). The
+    socket is back-pressured once the transport holds more than its high-water mark (when
+    asyncio pauses the protocol), and ``drained`` is the response's payload writer's ``drain``
+    (``AbstractStreamWriter``, public), which waits for the protocol to resume.
+    """
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.BaseRequest) -> None:
+    __slots__ = (
+        "_close_reason",
+        "_headers",
+        "_high_water",
+        "_payload",
+        "_remote",
+        "_transport",
+        "_ws",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.BaseRequest,
+        payload: AbstractStreamWriter | None = None,
+    ) -> None:
         self._ws = ws
+        self._payload = payload
         self._headers: Mapping[str, str] = request.headers
         self._remote = request.remote or ""
         self._close_reason: str | None = None
+        transport = self._transport = request.transport
+        self._high_water = transport.get_write_buffer_limits()[1] if transport is not None else 0
 
     @classmethod
     async def accept(
@@ -98,8 +159,8 @@ class AiohttpMediaSocket:
         request is not a websocket upgrade.
         """
         ws = web.WebSocketResponse(max_msg_size=max_message, heartbeat=heartbeat)
-        await ws.prepare(request)
-        return cls(ws, request)
+        payload = await ws.prepare(request)
+        return cls(ws, request, payload)
 
     @property
     def response(self) -> web.WebSocketResponse:
@@ -149,6 +210,18 @@ class AiohttpMediaSocket:
             await self._ws.send_frame(text, WSMsgType.TEXT)
         else:
             await self._ws.send_str(text)
+
+    def write_now(self, message: bytes) -> bool:
+        transport = self._transport
+        if self._ws.closed or transport is None or transport.is_closing():
+            raise ConnectionResetError("media socket is closed")
+        transport.write(text_frame_header(len(message)) + message)
+        return transport.get_write_buffer_size() > self._high_water
+
+    async def drained(self) -> None:
+        if self._payload is None:
+            raise ConnectionResetError("media socket was never opened")
+        await self._payload.drain()
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason_bytes(reason))
@@ -216,6 +289,25 @@ class WebsocketsClientSocket:
         try:
             await self._connection.send(text, text=True)
         except ConnectionClosed as exc:
+            raise ConnectionResetError("media socket is closed") from exc
+
+    def write_now(self, message: bytes) -> bool:
+        # What ``send`` does before its first await, without the await: the sans-I/O protocol
+        # frames the message, ``send_data`` writes it to the transport, ``paused`` is the
+        # connection's flow control (names of the asyncio ``Connection`` checked against
+        # websockets 17.4, the version installed; none of them starts with an underscore).
+        connection = self._connection
+        protocol = connection.protocol
+        if protocol.state is not State.OPEN:
+            raise ConnectionResetError("media socket is closed")
+        protocol.send_text(message)
+        connection.send_data()
+        return connection.paused
+
+    async def drained(self) -> None:
+        try:
+            await self._connection.drain()
+        except OSError as exc:
             raise ConnectionResetError("media socket is closed") from exc
 
     async def close(self, code: int, reason: str) -> None:

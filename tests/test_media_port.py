@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestServer, unused_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from adapters.media_session import MAX_QUEUED_FRAMES
-from adapters.picows_media import DirectStreamOutput
+from adapters.picows_media import direct_output
+from adapters.stream_output import MAX_QUEUED_FRAMES
 from adapters.telnyx.stream import TelnyxStreamCodec
 from engine.app import create_app
 from engine.config import Settings
@@ -101,11 +101,10 @@ async def test_shutdown_closes_every_media_stream_going_away(settings: Settings)
 
 
 class Transport:
-    """A picows transport as the output uses it: sends recorded, or the peer gone."""
+    """A picows transport as the output uses it: sends recorded."""
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
-        self.is_disconnected = False
 
     def send(self, kind: Any, message: bytes) -> None:
         self.sent.append(orjson.loads(message)["media"]["payload"])
@@ -114,7 +113,7 @@ class Transport:
 def test_the_output_writes_at_once_and_holds_only_while_back_pressured() -> None:
     transport = Transport()
     stats = LegMediaStats()
-    output = DirectStreamOutput(transport, TelnyxStreamCodec(), "s1", stats)  # type: ignore[arg-type]
+    output = direct_output(transport, TelnyxStreamCodec(), "s1", stats)  # type: ignore[arg-type]
     output.send_frame(b"\x01")
     assert len(transport.sent) == 1, "written by the caller, no task in between"
     output.pause()
@@ -125,6 +124,6 @@ def test_the_output_writes_at_once_and_holds_only_while_back_pressured() -> None
     output.resume()
     assert len(transport.sent) == 1 + MAX_QUEUED_FRAMES
     assert transport.sent[1] == "Aw==", "what waited goes first, oldest kept first"  # b"\x03"
-    transport.is_disconnected = True
+    output.lost()  # what the listener does when picows says the socket is gone
     output.send_frame(b"\x09")
     assert stats.frames_out == 1 + MAX_QUEUED_FRAMES

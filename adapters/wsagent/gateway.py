@@ -5,11 +5,13 @@ through the provider directory. ``dial`` opens the websocket as a client (within
 ``timeout_secs``), sends ``connected`` and ``start`` as Twilio would, reports the leg answered
 and its media live (mu-law 8 kHz), and from then on one ``AgentLeg`` per bot runs:
 
-- its **writer** is the leg's ``MediaOutput``: the engine's frames go to the bot as ``media``
-  messages as the engine produces them (one per tick, or per peer frame in passthrough), through
-  a bounded queue that drops the oldest frame rather than grow latency; echoed marks, a peer's
-  key presses (``dtmf`` messages: the leg is a ``KeyPressOutput``) and ``stop`` go through the
-  same writer, ahead of queued audio, so ``sequenceNumber`` follows the wire order;
+- it is the leg's ``MediaOutput``: the engine's frames go to the bot as ``media`` messages,
+  stamped when the engine produces them (one per tick, or per peer frame in passthrough), through
+  the one output writer (``adapters/stream_output.py``: written at once, queued only while the
+  socket is back-pressured, oldest dropped); echoed marks, a peer's key presses (``dtmf``
+  messages: the leg is a ``KeyPressOutput``) and ``stop`` are its control messages, ahead of
+  queued audio; every message is rendered as it goes out, so ``sequenceNumber`` follows the wire
+  order;
 - its **reader** parses the bot's frames strictly (``adapters.wsagent.protocol``): media goes
   into the leg's ``Playout``, marks queue behind it, ``clear`` flushes it. A frame Twilio would
   refuse is counted, logged (the first few per leg, then every hundredth) and ignored; a binary
@@ -33,7 +35,6 @@ import contextlib
 import contextvars
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +43,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver
 
 from adapters.context import AdapterContext
+from adapters.stream_output import FrameWriter
 from adapters.transport import WebsocketsClientSocket
 from adapters.wsagent.protocol import (
     AgentProtocolError,
@@ -71,8 +73,6 @@ log = get_logger("callbridge.wsagent")
 MAX_QUEUED_AUDIO_BYTES: Final = 60 * 8000
 # One frame may carry up to about 48 s of mu-law in base64; a larger one closes the socket.
 MAX_BOT_MESSAGE: Final = 512 * 1024
-# What the engine sends the bot, waiting for the socket: one second at most, then oldest dropped.
-MAX_QUEUED_FRAMES: Final = 50
 # How long a hangup waits for ``stop`` to leave before closing regardless.
 STOP_FLUSH_S: Final = 2.0
 LOGGED_ERRORS_PER_LEG: Final = 5
@@ -80,20 +80,6 @@ CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_UNSUPPORTED: Final = 1003
 CLOSE_INTERNAL: Final = 1011
-
-
-class _Stop:
-    """The writer's "send ``stop``, then finish" entry."""
-
-
-_STOP: Final = _Stop()
-
-
-@dataclass(frozen=True, slots=True)
-class _KeyPress:
-    """The writer's "send a ``dtmf`` message" entry (a plain string is a mark echo)."""
-
-    digit: str
 
 
 @dataclass(slots=True)
@@ -124,7 +110,7 @@ def safe_url(url: str) -> str:
 
 
 class AgentLeg:
-    """One dialled bot: its socket, stream state, playout, writer and reader."""
+    """One dialled bot: its socket, stream state, playout, output and reader."""
 
     def __init__(
         self,
@@ -149,12 +135,11 @@ class AgentLeg:
         self._counters = counters
         self._clock = clock
         self._origin = clock()
-        self._media: deque[tuple[bytes, int]] = deque()
-        self._control: deque[str | _KeyPress | _Stop] = deque()
-        self._ready = asyncio.Event()
-        self._writing = True
+        # Media is (payload, milliseconds since the start), stamped when the engine sends it.
+        self._output: FrameWriter[tuple[bytes, int]] = FrameWriter(
+            socket.write_now, self._render_media, self.stats, drained=socket.drained
+        )
         self._ending = False  # we are closing the stream: the bot did not hang up
-        self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
 
     # -- setup --------------------------------------------------------------------------
@@ -166,57 +151,26 @@ class AgentLeg:
 
     def bind_stats(self, stats: LegMediaStats) -> None:
         """Count into the leg's media statistics (engine/media_plane/stats.py) from now on."""
-        self.stats = stats
-        stats.stream_started(lambda: len(self._media))
+        self.stats = self._output.stats = stats
+        output = self._output
+        stats.stream_started(lambda: output.queued)
 
     def run(self) -> None:
-        self._writer = _background(self._write())
         self._reader = _background(self._read())
 
     # -- engine -> bot (MediaOutput) ----------------------------------------------------
     def send_frame(self, payload: bytes) -> None:
-        if not self._writing:
-            return
-        if len(self._media) >= MAX_QUEUED_FRAMES:
-            self._media.popleft()
-            self.stats.output_dropped += 1
-        timestamp = int((self._clock() - self._origin) * 1000)
-        self._media.append((bytes(payload), timestamp))
-        self._ready.set()
+        self._output.send_frame((payload, int((self._clock() - self._origin) * 1000)))
+
+    def _render_media(self, frame: tuple[bytes, int]) -> bytes:
+        return self.stream.media(*frame).encode()
 
     def send_key_press(self, digit: str) -> None:
         """A peer pressed ``digit``: the bot gets a ``dtmf`` message (``KeyPressOutput``)."""
-        self._send_control(_KeyPress(digit))
+        self._output.send_control(self.stream.dtmf(digit).encode())
 
-    def _send_control(self, item: str | _KeyPress | _Stop) -> None:
-        if self._writing:
-            self._control.append(item)
-            self._ready.set()
-
-    async def _write(self) -> None:
-        stream, socket = self.stream, self.socket
-        try:
-            while self._writing:
-                await self._ready.wait()
-                self._ready.clear()
-                while self._control or self._media:
-                    if self._control:
-                        item = self._control.popleft()
-                        if isinstance(item, _Stop):
-                            await socket.send_text(stream.stop())
-                            return
-                        if isinstance(item, _KeyPress):
-                            await socket.send_text(stream.dtmf(item.digit))
-                        else:
-                            await socket.send_text(stream.mark(item))
-                    else:
-                        payload, timestamp = self._media.popleft()
-                        await socket.send_text(stream.media(payload, timestamp))
-                        self.stats.frames_out += 1
-        except (ConnectionResetError, ConnectionError):
-            pass  # the reader sees the close and ends the leg
-        finally:
-            self._writing = False
+    def _echo_mark(self, name: str) -> None:
+        self._output.send_control(self.stream.mark(name).encode())
 
     # -- pacer -> engine ----------------------------------------------------------------
     def pump(self) -> None:
@@ -228,7 +182,7 @@ class AgentLeg:
             self.stats.frames_in += 1
             self._runtime.media_frame(self.leg_id, frame)
         for name in marks:
-            self._send_control(name)
+            self._echo_mark(name)
 
     # -- bot -> engine ------------------------------------------------------------------
     async def _read(self) -> None:
@@ -262,10 +216,10 @@ class AgentLeg:
                 self._error(AgentProtocolError("media discarded: over a minute queued", "31931"))
         elif isinstance(message, BotMark):
             for name in playout.queue_mark(message.name):
-                self._send_control(name)
+                self._echo_mark(name)
         else:
             for name in playout.clear():
-                self._send_control(name)
+                self._echo_mark(name)
 
     def _error(self, exc: AgentProtocolError) -> None:
         self.protocol_errors += 1
@@ -301,8 +255,7 @@ class AgentLeg:
         """The stream is over: the engine stops mixing the leg and, unless we ended it, hears
         that the bot hung up."""
         self.live = False
-        self._writing = False
-        self._ready.set()
+        self._output.lost()
         self._on_end(self)
         try:
             await self._runtime.media_stopped(self.leg_id)
@@ -310,8 +263,7 @@ class AgentLeg:
                 log.info("websocket agent hung up", leg_id=self.leg_id, cause=cause.value)
                 await self._runtime.event(ev.LegHungUp(self.leg_id, cause, HangupSource.CALLEE))
         finally:
-            if self._writer is not None:
-                await asyncio.gather(self._writer, return_exceptions=True)
+            await self._output.close()
 
     # -- callbridge ends the stream -----------------------------------------------------
     async def end(self, code: int = CLOSE_NORMAL, reason: str = "call ended") -> None:
@@ -322,13 +274,11 @@ class AgentLeg:
             return
         self._ending = True
         self.live = False
-        self._send_control(_STOP)
-        if self._writer is not None:
-            try:
-                async with asyncio.timeout(STOP_FLUSH_S):
-                    await asyncio.gather(self._writer, return_exceptions=True)
-            except TimeoutError:
-                self._writer.cancel()
+        self._output.end_with(self.stream.stop().encode())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self._output.flushed()
+        await self._output.close()
         await self.socket.close(code, reason)
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
