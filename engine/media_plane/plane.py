@@ -26,16 +26,17 @@ nothing for an in-band one, which is in the audio it hears already.
 In-band DTMF: the mixer detects digits in what every attached leg says (``detect_dtmf``; Telnyx
 detects on every call-control leg too, so it is on by default, and off only for load tests) and
 ``tick`` reports each key press once as ``DtmfReceived(leg, digit, IN_BAND)``. The tone itself
-is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: from
-the tick after a digit is detected on speaker S, every DTMF-muted listener in S's room stops
-hearing S (``Mixer.mute_for``, a hear-matrix gain of 0; a passthrough room is mixed meanwhile)
-until the detector releases the digit and ``DTMF_HANGOVER_TICKS`` more ticks have passed.
-Limit, by design: the detector names a digit after three 10 ms windows of it (about 40 ms of
-tone), and the frame that completes them has been mixed and sent by then, so the first 40-60 ms
-of every digit still reach a muted listener (in passthrough they left as they arrived); the
-mute cuts in from the next frame. A human hears a short blip; a DTMF receiver at the far end
-that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still decode that onset.
-``tests/test_inband_dtmf.py`` pins the leak to the frames up to the detecting one.
+is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: who
+stops hearing whom, from when and until when, is ``engine.media_plane.dtmf_mute``'s to decide;
+the plane hands it the machine's marks, each tick's new digits and the detector's held ones,
+and applies the hear-matrix entries it returns (``Mixer.mute_for``, a gain of 0; a passthrough
+room is mixed meanwhile). Limit, by design: the detector names a digit after three 10 ms
+windows of it (about 40 ms of tone), and the frame that completes them has been mixed and sent
+by then, so the first 40-60 ms of every digit still reach a muted listener (in passthrough they
+left as they arrived); the mute cuts in from the next frame. A human hears a short blip; a DTMF
+receiver at the far end that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still
+decode that onset. ``tests/test_inband_dtmf.py`` pins the leak to the frames up to the
+detecting one.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from engine.logs import get_logger
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.media_plane.audio_sources import OverlayError, Source, builtin_source, load_wav
+from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.stats import LegMediaStats
 from engine.store.base import LiveRecording
@@ -62,7 +64,6 @@ from media.recorder import FileOpener, open_new_file
 from media.tones import Playback, Ringback
 
 __all__ = [
-    "DTMF_HANGOVER_TICKS",
     "RELAYED_DTMF_MS",
     "ActiveRecording",
     "AudioArrived",
@@ -75,8 +76,6 @@ __all__ = [
 ]
 
 log = get_logger("callbridge.media")
-#: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
-DTMF_HANGOVER_TICKS = 2
 #: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
 RELAYED_DTMF_MS = 250
 
@@ -147,11 +146,7 @@ class MediaPlane:
         self.media_dir = media_dir.resolve() if media_dir is not None else None
         self.detect_dtmf = detect_dtmf
         self._legs: dict[str, LegMedia] = {}
-        # Listeners that must not hear DTMF (SetDtmfMute), whether or not their media is live.
-        self._dtmf_muted: set[str] = set()
-        # Speakers pressing a digit -> ticks DTMF-muted listeners will still not hear them once
-        # it is released (their media is live: detach forgets them).
-        self._dtmf_hangover: dict[str, int] = {}
+        self.dtmf_mute = DtmfMute()
         # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
         self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
         self._pending: list[Event] = []
@@ -182,7 +177,7 @@ class MediaPlane:
             if stats is not None:  # the stream's concealed ticks stay the leg's
                 stats.concealed_before += self.mixer.concealed(leg_id)
             self.mixer.remove_leg(leg_id)
-            self._dtmf_hangover.pop(leg_id, None)
+            self.dtmf_mute.forget(leg_id)
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
@@ -426,47 +421,24 @@ class MediaPlane:
     # in-band DTMF
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
         """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
-        if muted:
-            self._dtmf_muted.add(leg_id)
-        else:
-            self._dtmf_muted.discard(leg_id)
-        for speaker in list(self._dtmf_hangover):
-            self._silence_dtmf(speaker)
+        self._apply_mutes(self.dtmf_mute.set_muted(leg_id, muted))
 
     def _dtmf_tick(self, digits: list[tuple[str, str]]) -> list[Event]:
-        """Report new digits; keep DTMF-muted listeners from hearing the ones being pressed."""
-        events: list[Event] = []
-        for leg_id, digit in digits:
-            events.append(DtmfReceived(leg_id, digit, DtmfSource.IN_BAND))
-            self._dtmf_hangover[leg_id] = DTMF_HANGOVER_TICKS
-        for speaker, left in list(self._dtmf_hangover.items()):
-            if self.mixer.dtmf_held(speaker) is not None:
-                left = DTMF_HANGOVER_TICKS  # still pressed: the hangover starts at the release
-            elif left == 0:
-                del self._dtmf_hangover[speaker]
-                self.mixer.mute_for(speaker, frozenset())
-                continue
-            else:
-                left -= 1
-            self._dtmf_hangover[speaker] = left
-            self._silence_dtmf(speaker)
-        return events
+        """Report new digits; the mute policy judges who hears the ones being pressed."""
+        started = [leg_id for leg_id, _ in digits]
+        self._apply_mutes(self.dtmf_mute.tick(started, self.mixer.dtmf_held))
+        return [DtmfReceived(leg_id, digit, DtmfSource.IN_BAND) for leg_id, digit in digits]
 
-    def _silence_dtmf(self, speaker: str) -> None:
-        """The DTMF-muted listeners in the speaker's room stop hearing it (from the next tick)."""
-        room = self.mixer.room_of(speaker)
-        listeners: frozenset[str] = frozenset()
-        if room is not None and self._dtmf_muted:
-            members = self.mixer.members(room)
-            listeners = frozenset(m for m in members if m in self._dtmf_muted and m != speaker)
-        self.mixer.mute_for(speaker, listeners)
+    def _apply_mutes(self, changes: MuteChanges) -> None:
+        for speaker, listeners in changes.items():
+            self.mixer.mute_for(speaker, listeners)
 
     # the tick
     def tick(self) -> list[Event]:
         """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
         result = self.mixer.tick()
         events, self._pending = self._pending, []
-        if result.digits or self._dtmf_hangover:
+        if result.digits or self.dtmf_mute.active:
             # Before any frame goes out: a frame that arrives meanwhile meets the new mutes.
             events += self._dtmf_tick(result.digits)
         legs = self._legs
