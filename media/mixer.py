@@ -283,7 +283,7 @@ class Mixer:
     # -- overlays and taps ------------------------------------------------------------------
 
     def set_overlay(self, leg_id: str, source: Overlay | None) -> None:
-        """Extra audio only this leg hears (ringback, playback), summed in before clipping."""
+        """Audio only this leg hears, pulled from ``source`` each tick, summed before clipping."""
         self._rooms.set_flag(leg_id, "overlaid", source is not None)
         if source is None:
             self._overlays.pop(leg_id, None)
