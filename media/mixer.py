@@ -37,7 +37,7 @@ In-band DTMF (``set_detect``): ``media.dtmf.DtmfDetector`` runs, vectorised, ove
 input of every mixed leg with detection on that had a frame (a missing frame is not the caller's
 silence), and over what *sniffed* legs (passthrough with detection) sent since the last tick,
 kept by one append each in ``media.sniff_batch`` and decoded in a batch per format; new digits are
-in ``TickResult.digits``. ``mute_for`` silences a leg toward chosen listeners (the DTMF mute).
+in ``TickResult.digits``. Who then stops hearing whom is not decided here (``mute_for``).
 
 Legs in no room, or alone in one, hear silence (plus their overlay, e.g. a hold tone): the tick
 still sends them a frame every 20 ms. Taps report int16 frames at the mixer's rate: what the leg
@@ -254,8 +254,8 @@ class Mixer:
     def mute_for(self, leg_id: str, listeners: frozenset[str]) -> None:
         """From the next tick, exactly ``listeners`` do not hear the leg (frozenset() for none).
 
-        It follows the leg and applies in any room it shares with a listener; while it names
-        anyone, the leg's room is mixed, never passthrough.
+        It follows the leg and applies in any room it shares with a listener; while that room
+        holds a listener it names, the room is mixed, never passthrough.
         """
         self._rooms.mute_for(leg_id, listeners)
 
@@ -283,7 +283,7 @@ class Mixer:
     # -- overlays and taps ------------------------------------------------------------------
 
     def set_overlay(self, leg_id: str, source: Overlay | None) -> None:
-        """Extra audio only this leg hears (ringback, playback), summed in before clipping."""
+        """Audio only this leg hears, pulled from ``source`` each tick, summed before clipping."""
         self._rooms.set_flag(leg_id, "overlaid", source is not None)
         if source is None:
             self._overlays.pop(leg_id, None)

@@ -11,8 +11,8 @@ mix-minus (1 off the diagonal, 0 on it: everyone hears everyone else, nobody hea
 leg, not the room, so they follow it from room to room: a *muted* leg's column is zero (nobody
 hears it), a *deaf* leg's row is zero (it hears no one). Whisper/coach, monitor and barge are
 patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out. ``mute_for`` also
-lives on the leg: the listeners named there do not hear it (in-band DTMF muting sets it for the
-length of a digit).
+lives on the leg: the listeners named there do not hear it, in whatever room they meet it (a
+named listener elsewhere changes nothing until it joins).
 
 A leg's input and output formats are separate (``LegFormats``): a provider may stream one codec to
 us and decode another from us (Telnyx's ``stream_codec`` and ``stream_bidirectional_codec``). A room
@@ -346,8 +346,12 @@ class Rooms:
     def mute_for(self, leg_id: str, listeners: frozenset[str]) -> None:
         """Exactly ``listeners`` do not hear the leg (in whatever room they share with it)."""
         state = self.leg(leg_id)
-        if state.muted_for != listeners:
-            state.muted_for = listeners
+        if state.muted_for == listeners:
+            return
+        before, state.muted_for = state.muted_for, listeners
+        room = self._rooms.get(state.room) if state.room is not None else None
+        # Only its room's matrix can change, and only if a listener named before or now is in it.
+        if room is not None and not (before | listeners).isdisjoint(room.members):
             self._leg_changed(state)
 
     def _leg_changed(self, state: MixerLeg) -> None:
@@ -369,16 +373,20 @@ class Rooms:
                 matrix[i, :] = 0.0
             if state.muted:
                 matrix[:, i] = 0.0
-            for listener in state.muted_for:
-                if listener in position:
+            if state.muted_for:
+                for listener in state.muted_for.intersection(position):
                     matrix[position[listener], i] = 0.0
         return matrix
 
     def _is_default(self, room: RoomState) -> bool:
         if room.gains:
             return False
-        legs = self._legs
-        return not any(legs[m].muted or legs[m].deaf or legs[m].muted_for for m in room.members)
+        members = room.members
+        for state in map(self._legs.__getitem__, members):
+            heard_by_all = not state.muted_for or state.muted_for.isdisjoint(members)
+            if state.muted or state.deaf or not heard_by_all:
+                return False
+        return True
 
     # -- filing: passthrough, mix-minus by size, weighted -----------------------------------
 

@@ -23,12 +23,8 @@ from numpy.typing import NDArray
 from engine.config import Settings
 from engine.machine.events import DtmfReceived, Event
 from engine.machine.model import DtmfSource
-from engine.media_plane.plane import (
-    DTMF_HANGOVER_TICKS,
-    RELAYED_DTMF_MS,
-    KeyPressOutput,
-    MediaPlane,
-)
+from engine.media_plane.dtmf_mute import DTMF_HANGOVER_TICKS
+from engine.media_plane.plane import RELAYED_DTMF_MS, KeyPressOutput, MediaPlane
 from media.codecs import PCMA_8K, PCMU_8K, AudioFormat, decode, encode
 from media.dtmf import COLUMN_HZ, KEYPAD, ROW_HZ, dtmf_tone
 from media.mixer import Mixer

@@ -809,6 +809,18 @@ def test_mute_for_silences_a_leg_toward_chosen_listeners_and_follows_it() -> Non
     assert mixer.is_passthrough("s")
 
 
+def test_mute_for_naming_only_legs_elsewhere_leaves_the_room_as_it_was() -> None:
+    mixer = room_of_pcm("a", "b")
+    room_of_pcm("d", mixer=mixer, room="s")
+    version = mixer._rooms.version
+    mixer.mute_for("a", frozenset({"d"}))
+    assert mixer.is_passthrough("r") and mixer._rooms.version == version, "nothing to refile"
+    mixer.join("d", "r")  # they meet: d does not hear a from this tick
+    assert not mixer.is_passthrough("r") and mixer.gain("r", "d", "a") == 0.0
+    mixer.leave("d")
+    assert mixer.is_passthrough("r")
+
+
 # -- in-band DTMF --------------------------------------------------------------------------------
 
 

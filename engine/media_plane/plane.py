@@ -7,7 +7,9 @@ about (a playback that ended, a recording that was written) as events, never act
 
 A leg's media can start after the machine asked for an overlay (ringback, playback) or a
 recording: those wait for it and begin when its stream attaches (again from the start if the
-stream re-attaches), until they are cleared.
+stream re-attaches), until they are cleared. Overlays are kept, spec and running source, in
+``engine.media_plane.overlays``; the plane makes sources from specs and tells the mixer what to
+pull each tick.
 
 A URL overlay (an http(s) ``audio_url``) starts when its audio is at hand: ``RemoteAudio``
 (``engine.media_plane.audio_fetch``) either has it cached or fetches it and calls back; meanwhile
@@ -26,22 +28,23 @@ nothing for an in-band one, which is in the audio it hears already.
 In-band DTMF: the mixer detects digits in what every attached leg says (``detect_dtmf``; Telnyx
 detects on every call-control leg too, so it is on by default, and off only for load tests) and
 ``tick`` reports each key press once as ``DtmfReceived(leg, digit, IN_BAND)``. The tone itself
-is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: from
-the tick after a digit is detected on speaker S, every DTMF-muted listener in S's room stops
-hearing S (``Mixer.mute_for``, a hear-matrix gain of 0; a passthrough room is mixed meanwhile)
-until the detector releases the digit and ``DTMF_HANGOVER_TICKS`` more ticks have passed.
-Limit, by design: the detector names a digit after three 10 ms windows of it (about 40 ms of
-tone), and the frame that completes them has been mixed and sent by then, so the first 40-60 ms
-of every digit still reach a muted listener (in passthrough they left as they arrived); the
-mute cuts in from the next frame. A human hears a short blip; a DTMF receiver at the far end
-that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still decode that onset.
-``tests/test_inband_dtmf.py`` pins the leak to the frames up to the detecting one.
+is in the audio, so a listener the machine marked with ``SetDtmfMute`` must not hear it: who
+stops hearing whom, from when and until when, is ``engine.media_plane.dtmf_mute``'s to decide;
+the plane hands it the machine's marks, each tick's new digits and the detector's held ones,
+and applies the hear-matrix entries it returns (``Mixer.mute_for``, a gain of 0; a passthrough
+room is mixed meanwhile). Limit, by design: the detector names a digit after three 10 ms
+windows of it (about 40 ms of tone), and the frame that completes them has been mixed and sent
+by then, so the first 40-60 ms of every digit still reach a muted listener (in passthrough they
+left as they arrived); the mute cuts in from the next frame. A human hears a short blip; a DTMF
+receiver at the far end that accepts 40 ms tones (ITU-T Q.24 requires accepting them) may still
+decode that onset. ``tests/test_inband_dtmf.py`` pins the leak to the frames up to the
+detecting one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -52,6 +55,8 @@ from engine.logs import get_logger
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.media_plane.audio_sources import OverlayError, Source, builtin_source, load_wav
+from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
+from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.stats import LegMediaStats
 from engine.store.base import LiveRecording
@@ -62,7 +67,6 @@ from media.recorder import FileOpener, open_new_file
 from media.tones import Playback, Ringback
 
 __all__ = [
-    "DTMF_HANGOVER_TICKS",
     "RELAYED_DTMF_MS",
     "ActiveRecording",
     "AudioArrived",
@@ -75,8 +79,6 @@ __all__ = [
 ]
 
 log = get_logger("callbridge.media")
-#: Ticks a DTMF-muted listener keeps not hearing a speaker after its digit is released (40 ms).
-DTMF_HANGOVER_TICKS = 2
 #: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
 RELAYED_DTMF_MS = 250
 
@@ -95,11 +97,10 @@ class KeyPressOutput(MediaOutput, Protocol):
         """Tell the far end a peer pressed ``digit``; never blocking."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LegMedia:
     fmt: AudioFormat
     output: MediaOutput
-    overlays: dict[str, Source] = field(default_factory=dict)
 
 
 AudioArrived = Callable[[OverlaySource, NDArray[np.int16] | OverlayError], None]
@@ -147,13 +148,8 @@ class MediaPlane:
         self.media_dir = media_dir.resolve() if media_dir is not None else None
         self.detect_dtmf = detect_dtmf
         self._legs: dict[str, LegMedia] = {}
-        # Listeners that must not hear DTMF (SetDtmfMute), whether or not their media is live.
-        self._dtmf_muted: set[str] = set()
-        # Speakers pressing a digit -> ticks DTMF-muted listeners will still not hear them once
-        # it is released (their media is live: detach forgets them).
-        self._dtmf_hangover: dict[str, int] = {}
-        # Overlays asked for and not cleared, by leg and tag, whether or not media is live.
-        self._overlay_specs: dict[str, dict[str, tuple[OverlaySource, int | None]]] = {}
+        self.dtmf_mute = DtmfMute()
+        self.overlays = Overlays()
         self._pending: list[Event] = []
         self._stats: dict[str, LegMediaStats] = {}
         self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
@@ -173,8 +169,8 @@ class MediaPlane:
             self.mixer.set_detect(leg_id, True)
         if leg_id in self.recordings:
             self.mixer.set_tap(leg_id, True)
-        for tag, (source, loop) in list(self._overlay_specs.get(leg_id, {}).items()):
-            self._start_overlay(leg_id, tag, source, loop)
+        for tag, spec in self.overlays.wanted(leg_id):
+            self._start_overlay(leg_id, tag, spec)
 
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
@@ -182,7 +178,8 @@ class MediaPlane:
             if stats is not None:  # the stream's concealed ticks stay the leg's
                 stats.concealed_before += self.mixer.concealed(leg_id)
             self.mixer.remove_leg(leg_id)
-            self._dtmf_hangover.pop(leg_id, None)
+            self.dtmf_mute.forget(leg_id)
+            self.overlays.detached(leg_id)
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
@@ -245,30 +242,24 @@ class MediaPlane:
 
     # overlays
     def set_overlay(self, leg_id: str, tag: str, source: OverlaySource, loop: int | None) -> None:
-        self._overlay_specs.setdefault(leg_id, {})[tag] = (source, loop)
+        spec = OverlaySpec(source, loop)
+        self.overlays.want(leg_id, tag, spec)
         if leg_id in self._legs:
-            self._start_overlay(leg_id, tag, source, loop)
+            self._start_overlay(leg_id, tag, spec)
 
     def _start_overlay(
-        self,
-        leg_id: str,
-        tag: str,
-        source: OverlaySource,
-        loop: int | None,
-        samples: NDArray[np.int16] | None = None,
+        self, leg_id: str, tag: str, spec: OverlaySpec, samples: NDArray[np.int16] | None = None
     ) -> None:
-        media = self._legs[leg_id]
         try:
-            made = self._make_source(leg_id, tag, source, loop, samples)
+            made = self._make_source(leg_id, tag, spec, samples)
         except OverlayError as exc:
             log.info("overlay refused", leg_id=leg_id, tag=tag, reason=str(exc))
-            self._forget_overlay(leg_id, tag)
+            self.overlays.stop(leg_id, tag)
             self._playback_ended(tag, exc.status, str(exc))
-            return
-        if made is None:
-            return  # a URL still being fetched: ``_audio_arrived`` starts it
-        media.overlays[tag] = made
-        self._refresh_overlay(leg_id, media)
+        else:
+            if made is not None:  # else a URL still being fetched: ``_audio_arrived`` starts it
+                self.overlays.start(leg_id, tag, made)
+        self._refresh_overlay(leg_id)
 
     def _audio_arrived(
         self, source: OverlaySource, result: NDArray[np.int16] | OverlayError
@@ -276,42 +267,29 @@ class MediaPlane:
         """A fetched URL is here (or failed): start it on every live leg still waiting for it;
         on failure end its playbacks (once per playback, whatever the number of listeners)."""
         ended: set[str] = set()
-        for leg_id, specs in list(self._overlay_specs.items()):
-            for tag, (wanted, loop) in list(specs.items()):
-                if wanted != source:
-                    continue
-                if isinstance(result, OverlayError):
-                    self.clear_overlay(leg_id, tag)
-                    ended.add(tag)
-                elif leg_id in self._legs and tag not in self._legs[leg_id].overlays:
-                    self._start_overlay(leg_id, tag, wanted, loop, result)
+        for leg_id, tag, spec in self.overlays.wanting(source):
+            if isinstance(result, OverlayError):
+                self.clear_overlay(leg_id, tag)
+                ended.add(tag)
+            elif leg_id in self._legs and not self.overlays.is_running(leg_id, tag):
+                self._start_overlay(leg_id, tag, spec, result)
         for tag in sorted(ended):
             assert isinstance(result, OverlayError)
             self._playback_ended(tag, result.status, str(result))
 
-    def _forget_overlay(self, leg_id: str, tag: str) -> None:
-        specs = self._overlay_specs.get(leg_id)
-        if specs is not None:
-            specs.pop(tag, None)
-            if not specs:
-                del self._overlay_specs[leg_id]
-
     def clear_overlay(self, leg_id: str, tag: str) -> None:
-        self._forget_overlay(leg_id, tag)
-        media = self._legs.get(leg_id)
-        if media is not None and media.overlays.pop(tag, None) is not None:
-            self._refresh_overlay(leg_id, media)
+        if self.overlays.stop(leg_id, tag) and leg_id in self._legs:
+            self._refresh_overlay(leg_id)
 
     def play_dtmf(self, leg_id: str, digits: str, duration_millis: int) -> None:
-        media = self._legs.get(leg_id)
-        if media is None:
+        if leg_id not in self._legs:
             return
-        tag = f"dtmf/{len(media.overlays)}/{digits}"
+        tag = f"dtmf/{self.overlays.running_count(leg_id)}/{digits}"
         sequence = DtmfSequence(
             digits, tone_ms=duration_millis, on_end=lambda: self.clear_overlay(leg_id, tag)
         )
-        media.overlays[tag] = sequence
-        self._refresh_overlay(leg_id, media)
+        self.overlays.start(leg_id, tag, sequence)
+        self._refresh_overlay(leg_id)
 
     def relay_dtmf(self, leg_id: str, digit: str, source: DtmfSource) -> None:
         """A peer of this leg pressed ``digit`` (see the module docstring)."""
@@ -324,17 +302,13 @@ class MediaPlane:
             self.play_dtmf(leg_id, digit, RELAYED_DTMF_MS)
 
     def _make_source(
-        self,
-        leg_id: str,
-        tag: str,
-        source: OverlaySource,
-        loop: int | None,
-        samples: NDArray[np.int16] | None,
+        self, leg_id: str, tag: str, spec: OverlaySpec, samples: NDArray[np.int16] | None
     ) -> Source | None:
         """The overlay's audio; None while a URL's audio is being fetched."""
+        source = spec.source
         if source.kind == "ringback":
             return Ringback(source.name)
-        loops = None if loop is None or loop <= 0 else loop
+        loops = None if spec.loop is None or spec.loop <= 0 else spec.loop
 
         def ended() -> None:
             self.clear_overlay(leg_id, tag)
@@ -370,21 +344,9 @@ class MediaPlane:
         if sep:
             self._pending.append(PlaybackEnded(commander, tag, status, detail))
 
-    def _refresh_overlay(self, leg_id: str, media: LegMedia) -> None:
-        sources = list(media.overlays.values())
-        if not sources:
-            self.mixer.set_overlay(leg_id, None)
-        elif len(sources) == 1:
-            self.mixer.set_overlay(leg_id, sources[0])
-        else:
-
-            def mixed(n: int) -> NDArray[np.int16]:
-                total = np.zeros(n, dtype=np.int32)
-                for play in sources:
-                    total += play(n)
-                return np.clip(total, -32768, 32767).astype(np.int16)
-
-            self.mixer.set_overlay(leg_id, mixed)
+    def _refresh_overlay(self, leg_id: str) -> None:
+        """What the mixer pulls the leg's overlay from, after a change to the leg's overlays."""
+        self.mixer.set_overlay(leg_id, self.overlays.playing(leg_id))
 
     # recordings (engine.media_plane.recordings)
     def start_recording(
@@ -426,47 +388,24 @@ class MediaPlane:
     # in-band DTMF
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
         """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
-        if muted:
-            self._dtmf_muted.add(leg_id)
-        else:
-            self._dtmf_muted.discard(leg_id)
-        for speaker in list(self._dtmf_hangover):
-            self._silence_dtmf(speaker)
+        self._apply_mutes(self.dtmf_mute.set_muted(leg_id, muted))
 
     def _dtmf_tick(self, digits: list[tuple[str, str]]) -> list[Event]:
-        """Report new digits; keep DTMF-muted listeners from hearing the ones being pressed."""
-        events: list[Event] = []
-        for leg_id, digit in digits:
-            events.append(DtmfReceived(leg_id, digit, DtmfSource.IN_BAND))
-            self._dtmf_hangover[leg_id] = DTMF_HANGOVER_TICKS
-        for speaker, left in list(self._dtmf_hangover.items()):
-            if self.mixer.dtmf_held(speaker) is not None:
-                left = DTMF_HANGOVER_TICKS  # still pressed: the hangover starts at the release
-            elif left == 0:
-                del self._dtmf_hangover[speaker]
-                self.mixer.mute_for(speaker, frozenset())
-                continue
-            else:
-                left -= 1
-            self._dtmf_hangover[speaker] = left
-            self._silence_dtmf(speaker)
-        return events
+        """Report new digits; the mute policy judges who hears the ones being pressed."""
+        started = [leg_id for leg_id, _ in digits]
+        self._apply_mutes(self.dtmf_mute.tick(started, self.mixer.dtmf_held))
+        return [DtmfReceived(leg_id, digit, DtmfSource.IN_BAND) for leg_id, digit in digits]
 
-    def _silence_dtmf(self, speaker: str) -> None:
-        """The DTMF-muted listeners in the speaker's room stop hearing it (from the next tick)."""
-        room = self.mixer.room_of(speaker)
-        listeners: frozenset[str] = frozenset()
-        if room is not None and self._dtmf_muted:
-            members = self.mixer.members(room)
-            listeners = frozenset(m for m in members if m in self._dtmf_muted and m != speaker)
-        self.mixer.mute_for(speaker, listeners)
+    def _apply_mutes(self, changes: MuteChanges) -> None:
+        for speaker, listeners in changes.items():
+            self.mixer.mute_for(speaker, listeners)
 
     # the tick
     def tick(self) -> list[Event]:
         """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
         result = self.mixer.tick()
         events, self._pending = self._pending, []
-        if result.digits or self._dtmf_hangover:
+        if result.digits or self.dtmf_mute.active:
             # Before any frame goes out: a frame that arrives meanwhile meets the new mutes.
             events += self._dtmf_tick(result.digits)
         legs = self._legs
