@@ -18,7 +18,11 @@ RECORD: dict[str, Schema] = {
     "record_channels": string(enum=["single", "dual"]),
     "record_format": string(enum=["wav", "mp3"]),
     "record_max_length": {"type": "integer", "minimum": 0, "maximum": 43200},
-    "record_timeout_secs": INT,
+    "record_timeout_secs": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "seconds of silence after speech that end the recording; 0: never",
+    },
     "record_track": string(enum=["both", "inbound", "outbound"]),
     "record_trim": string(enum=["trim-silence"]),
     "record_custom_file_name": string(),
@@ -176,12 +180,16 @@ SCHEMAS: dict[str, Schema] = {
             media_name=string(),
             format=string(enum=["wav", "mp3"]),
             channels=string(enum=["single", "dual"]),
+            timeout_secs={"type": "integer", "minimum": 0, "default": 0},
+            play_beep={"type": "boolean", "default": False},
             **COMMON,
         ),
         "description": "Fields of the action named in the path: bridge (see BridgeAction), "
         "unbridge (callbridge's extension), reject (cause), enqueue (queue_name, "
         "max_wait_time_secs, max_size), record_start (format, channels, max_length, trim, "
-        "custom_file_name, recording_track), playback_start (audio_url file://, media_name, "
+        "custom_file_name, recording_track, timeout_secs: seconds of silence after speech that "
+        "end it, play_beep: a 1 kHz beep of 250 ms as it starts), playback_start (audio_url "
+        "file://, media_name, "
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
         "GatherStopAction.",

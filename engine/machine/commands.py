@@ -186,8 +186,14 @@ Command: TypeAlias = (
 
 
 def _recording(body: Body, prefix: str, max_length: int) -> RecordingOptions:
-    """Recording options from `record_start` (no prefix) or bridge's `record_*` fields."""
+    """Recording options from `record_start` (no prefix) or bridge's `record_*` fields. Call Control
+    v2's bridge has no beep field (the SDK's ActionBridgeParams), so bridge refuses `play_beep`."""
     track_field = "record_track" if prefix else "recording_track"
+    if prefix and body.has("play_beep"):
+        raise ParameterError(
+            "'play_beep' is a record_start field; bridge's record-from-answer plays no beep",
+            field="play_beep",
+        )
     return RecordingOptions(
         format=body.choice(f"{prefix}format", RECORD_FORMATS, "mp3"),
         channels=body.choice(f"{prefix}channels", RECORD_CHANNELS, "dual"),
@@ -196,7 +202,7 @@ def _recording(body: Body, prefix: str, max_length: int) -> RecordingOptions:
         timeout_secs=body.req_integer(f"{prefix}timeout_secs", 0, None, 0),
         trim=body.opt_choice(f"{prefix}trim", ("trim-silence",)),
         custom_file_name=body.file_name(f"{prefix}custom_file_name"),
-        play_beep=body.flag("play_beep"),
+        play_beep=not prefix and body.flag("play_beep"),
     )
 
 

@@ -163,6 +163,15 @@ class RecordingFailed:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingSilenced:
+    """A recording's ``timeout_secs`` ran out: that much silence after speech was heard
+    (``media.silence_timeout``). The machine ends the recording as ``record_stop`` would."""
+
+    call_control_id: str
+    recording_id: str  # the machine's, as in StartRecording
+
+
 Event: TypeAlias = (
     LegInitiated
     | CarrierAssigned
@@ -179,4 +188,5 @@ Event: TypeAlias = (
     | PlaybackEnded
     | RecordingSaved
     | RecordingFailed
+    | RecordingSilenced
 )

@@ -252,6 +252,9 @@ class CallMachine:
         elif isinstance(event, ev.DtmfReceived):
             if (pressed := media.dtmf_received(core, leg, event)) is not None:
                 gather.digit(core, pressed, event.digit)
+        elif isinstance(event, ev.RecordingSilenced):
+            if leg.recording_id == event.recording_id:  # else stopped meanwhile
+                media.stop_recording(core, leg)
         elif isinstance(event, ev.PlaybackEnded):
             media.playback_ended(core, leg, event)
             completed = event.status == "completed"

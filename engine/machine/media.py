@@ -46,6 +46,8 @@ from engine.machine.model import (
 )
 
 RINGBACK_TAG = "ringback"
+#: The beep of ``record_start``'s ``play_beep`` (engine.media_plane.audio_sources.beep).
+START_BEEP = OverlaySource("beep", "recording-start")
 
 # How far apart the two reports of one key press may arrive. In-band detection names a digit
 # 40-60 ms after its tone starts (three 10 ms Goertzel windows, plus the frame and tick that
@@ -190,6 +192,12 @@ def check_record_start(leg: Leg, command: RecordStart) -> None:
 def start_recording(core: Core, leg: Leg, options: RecordingOptions) -> Leg:
     recording_id = f"{leg.call_control_id}/recording/{leg.seq + 1}"
     core.emit(fx.StartRecording(leg.call_control_id, recording_id, options, leg.org_id))
+    if options.play_beep:
+        # Call Control v2: "If enabled, a beep sound will be played at the start of a
+        # recording". The leg hears it (it waits for the leg's media, as the recording does)
+        # and, being part of what the leg hears, it is in the recording too, as on a recorded
+        # line.
+        core.emit(fx.SetOverlay(leg.call_control_id, f"beep/{recording_id}", START_BEEP, 1))
     leg = core.update(
         leg,
         seq=leg.seq + 1,

@@ -158,10 +158,10 @@ class RecordingOptions:
     channels: str = "dual"  # single | dual
     track: str = "both"  # both | inbound | outbound
     max_length_secs: int = 0  # 0 = no limit
-    timeout_secs: int = 0  # silence timeout once speech was heard; 0 = none (runtime enforces)
+    timeout_secs: int = 0  # silence that ends it once speech was heard (media.silence_timeout)
     trim: str | None = None  # "trim-silence"
     custom_file_name: str | None = None
-    play_beep: bool = False
+    play_beep: bool = False  # a beep to the leg as it starts (engine.machine.media)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +171,7 @@ class OverlaySource:
     kind "ringback": `name` is a ringtone country code; kind "file": `name` is an absolute local
     path (from a file:// audio_url); kind "url": `name` is an http(s) audio_url, fetched for
     organization `org_id` (engine.media_plane.audio_fetch); kind "media": `name` is a media_name the
-    runtime resolves (built-in tones).
+    runtime resolves (built-in tones); kind "beep": a recording's start beep, played once.
     """
 
     kind: str

@@ -82,6 +82,19 @@ def builtin_source(name: str) -> Source:
     raise OverlayError(f"unknown media_name {name!r}", status="file_not_found")
 
 
+#: ``play_beep``'s beep. Telnyx documents only "a beep sound ... at the start of a recording",
+#: no frequency or length: callbridge plays 1 kHz for 250 ms, at about -12 dBFS.
+BEEP_HZ = 1000
+BEEP_S = 0.25
+
+
+def beep(rate: int) -> NDArray[np.int16]:
+    """The start-of-recording beep at ``rate``, with 5 ms ramps so it does not click."""
+    t = np.arange(round(BEEP_S * rate)) / rate
+    ramp = np.minimum(1.0, np.minimum(t, BEEP_S - t) / 0.005)
+    return (8000 * ramp * np.sin(2 * np.pi * BEEP_HZ * t)).astype(np.int16)
+
+
 def sniff_audio(data: bytes) -> AudioKind | None:
     """What the bytes are, from their magic numbers: a RIFF/WAVE file, or MP3 (an ID3v2 tag or
     an MPEG audio frame sync: 11 set bits, then a layer other than "reserved")."""

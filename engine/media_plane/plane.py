@@ -54,7 +54,13 @@ from numpy.typing import NDArray
 from engine.logs import get_logger
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
-from engine.media_plane.audio_sources import OverlayError, Source, builtin_source, load_wav
+from engine.media_plane.audio_sources import (
+    OverlayError,
+    Source,
+    beep,
+    builtin_source,
+    load_wav,
+)
 from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
@@ -314,7 +320,9 @@ class MediaPlane:
             self.clear_overlay(leg_id, tag)
             self._playback_ended(tag, "completed", None)
 
-        if source.kind == "file":
+        if source.kind == "beep":
+            samples = beep(self.mixer.sample_rate)
+        elif source.kind == "file":
             samples = load_wav(self._media_file(source.name), self.mixer.sample_rate)
         elif source.kind == "url":
             samples = samples if samples is not None else self._remote_samples(source)
@@ -417,8 +425,9 @@ class MediaPlane:
             self._untap(unopened.call_control_id)
             events.append(unopened)
         for leg_id, heard, spoken in result.taps:
-            failed = self.recordings.write(leg_id, spoken, heard)
-            if failed is not None:  # taken out already: the tap stops feeding it
+            outcome = self.recordings.write(leg_id, spoken, heard)
+            if isinstance(outcome, RecordingFailed):  # taken out already: stop feeding it
                 self.mixer.set_tap(leg_id, False)
-                events.append(failed)
+            if outcome is not None:
+                events.append(outcome)
         return events

@@ -25,6 +25,16 @@ written (its mtime, which a kill -9 leaves at the last flush), at most ``MAX_RES
 the whole outage, up to the new stream's first frame, is silence in the recording. One stopped
 but not yet saved is ``reopen``ed only to be closed and saved. A recording whose file is gone
 or cannot be continued fails like any other (``RecordingFailed``: ``call.recording.error``).
+
+A recording with ``timeout_secs`` has a ``media.silence_timeout.SilenceTimeout`` fed the
+directions it records (``recording_track``: inbound is what the leg says, outbound what it
+hears, both both) on every tick; when it runs out the machine gets ``RecordingSilenced`` and
+ends the recording as ``record_stop`` does (``call.recording.saved``). The tap goes on feeding
+the recording until that stop takes it, so nothing is lost meanwhile. A ``play_beep`` beep is
+in what the leg hears, so its length is not counted as speech. The timer lives in this process
+only: a resumed recording starts it over, waiting for speech again (the silence heard before
+the restart, and the outage written as silence, do not count), so a restart can only lengthen
+a recording's silent tail, never cut it short.
 """
 
 from __future__ import annotations
@@ -39,8 +49,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.logs import get_logger
-from engine.machine.events import RecordingFailed
+from engine.machine.events import RecordingFailed, RecordingSilenced
 from engine.machine.model import RecordingOptions
+from engine.media_plane.audio_sources import BEEP_S
 from engine.store.base import LiveRecording
 from media.recorder import (
     CLOSE_WAIT_S,
@@ -53,6 +64,7 @@ from media.recorder import (
     UnsupportedRecordingFormat,
     open_new_file,
 )
+from media.silence_timeout import SilenceTimeout
 
 __all__ = [
     "FAILURE_REASONS",
@@ -83,6 +95,8 @@ class ActiveRecording:
     org_id: int
     #: A resumed recording, until its first frame: when its file was last written (epoch s).
     resumed_from: float | None = None
+    #: ``timeout_secs``'s timer (module docstring); None without one.
+    silence: SilenceTimeout | None = None
 
 
 def failure_reason(error: RecordingError) -> str:
@@ -154,6 +168,7 @@ class Recordings:
         except RecordingError as exc:
             return self._report(leg_id, recording_id, exc)
         active = ActiveRecording(recording_id, recorder, options, now, org_id)
+        active.silence = self._silence_timeout(options, beeped=options.play_beep)
         self._active[leg_id] = self._opening[leg_id] = active
         return None
 
@@ -180,6 +195,13 @@ class Recordings:
         from then on a restart continues them (``engine.runtime.recording_lifecycle``)."""
         opened, self._opened = self._opened, []
         return opened
+
+    def _silence_timeout(self, options: RecordingOptions, beeped: bool) -> SilenceTimeout | None:
+        if not options.timeout_secs:
+            return None
+        # The beep and the tick it may straddle are not speech.
+        ignore_s = BEEP_S + 0.02 if beeped else 0.0
+        return SilenceTimeout(options.timeout_secs, self.sample_rate, ignore_s=ignore_s)
 
     def _recorder(
         self, path: Path, options: RecordingOptions, opener: FileOpener | None, *, resume: bool
@@ -243,6 +265,7 @@ class Recordings:
             stored.started_at,
             stored.org_id,
             last_written,
+            self._silence_timeout(stored.options, beeped=False),  # no beep on resuming
         )
 
     def suspend_all(self, timeout: float = CLOSE_WAIT_S) -> list[LiveRecording]:
@@ -276,19 +299,38 @@ class Recordings:
 
     def write(
         self, leg_id: str, spoken: NDArray[np.int16], heard: NDArray[np.int16]
-    ) -> RecordingFailed | None:
+    ) -> RecordingFailed | RecordingSilenced | None:
         """Feed one tick of the leg's audio to its recording, if it has one; never waits. A
-        recording found failed is taken out and aborted: the returned event says so."""
+        recording found failed is taken out and aborted: the returned event says so. One
+        whose silence timeout ran out with this tick is only reported, for the machine to
+        stop it (``RecordingSilenced``)."""
         active = self._active.get(leg_id)
         if active is None:
             return None
         if active.resumed_from is not None:
             self._pad_gap(leg_id, active, active.resumed_from)
         if active.recorder.write(spoken, heard):
-            return None
+            return self._silenced(leg_id, active, spoken, heard)
         if active.recorder.failure is None:
             return None  # max length reached: the machine's RECORD_LIMIT timer stops it
         return self._drop(leg_id, active)
+
+    def _silenced(
+        self,
+        leg_id: str,
+        active: ActiveRecording,
+        spoken: NDArray[np.int16],
+        heard: NDArray[np.int16],
+    ) -> RecordingSilenced | None:
+        if active.silence is None:
+            return None
+        recorded = {"inbound": (spoken,), "outbound": (heard,)}.get(
+            active.options.track, (spoken, heard)
+        )
+        if not active.silence.feed(*recorded):
+            return None
+        log.info("recording silence timeout", leg_id=leg_id, recording_id=active.recording_id)
+        return RecordingSilenced(leg_id, active.recording_id)
 
     def _drop(self, leg_id: str, active: ActiveRecording) -> RecordingFailed:
         """A recording found failed: taken out, aborted, reported."""
