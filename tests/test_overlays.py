@@ -153,7 +153,7 @@ def test_a_looped_playback_ends_once_after_its_loops_and_is_forgotten(tmp_path: 
     plane.set_overlay("a", tag, OverlaySource("file", str(wav)), 2)
     events = [event for _ in range(5) for event in plane.tick()]
     assert events == [PlaybackEnded("c", tag, "completed", None)]
-    assert [int(frame.max()) for frame in out.sent] == [1000, 1000, 1000, 0, 0]
+    assert [int(np.max(frame)) for frame in out.sent] == [1000, 1000, 1000, 0, 0]
     assert plane.overlays.wanted("a") == [] and plane.overlays.playing("a") is None
 
 
