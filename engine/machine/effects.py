@@ -62,8 +62,14 @@ class DialCall:
     timeout_secs: int
 
 
+#: The overlay tag of a leg's outgoing digits; clearing it empties the leg's digit queue.
+DTMF_TAG = "dtmf"
+
+
 @dataclass(frozen=True, slots=True)
 class SendDtmf:
+    """Queue ``digits`` to sound in what this leg's far end hears, after any sent before."""
+
     call_control_id: str
     digits: str
     duration_millis: int = 250

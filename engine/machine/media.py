@@ -271,7 +271,8 @@ def clear_ringback(leg: Leg) -> fx.ClearOverlay:
 
 
 def stop_all(core: Core, leg: Leg) -> Leg:
-    """Everything a leg plays or records stops: it is ending."""
+    """Everything a leg plays or records stops: it is ending (digits still queued included)."""
+    core.emit(fx.ClearOverlay(leg.call_control_id, fx.DTMF_TAG))
     if leg.ringback:
         core.emit(clear_ringback(leg))
         leg = core.update(leg, ringback=False)
