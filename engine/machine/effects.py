@@ -3,10 +3,10 @@
 The machine returns them in order; the runtime carries them out in that order, so webhooks of
 one leg leave in emission order. Four families:
 
-- provider calls: ``AnswerCall``, ``HangupCall``, ``RejectCall``, ``DialCall``, ``SendDtmf``
-  (out-of-band digits on a leg, as its far end will hear them);
+- provider calls: ``AnswerCall``, ``HangupCall``, ``RejectCall``, ``DialCall``;
 - media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
-  (ringback and playback to one listener), ``SetDtmfMute`` (strip DTMF from what one listener
+  (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
+  end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
   hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
   ``StopRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;

@@ -11,6 +11,10 @@ stream re-attaches), until they are cleared. Overlays are kept, spec and running
 ``engine.media_plane.overlays``; the plane makes sources from specs and tells the mixer what to
 pull each tick.
 
+Digits sent to a leg (``play_dtmf``: ``send_dtmf`` and regenerated key presses) go into the
+leg's one queue in ``engine.media_plane.digits_out`` and play in order, one at a time, as the
+overlay ``DTMF_TAG`` while its media is live; clearing that overlay empties the queue.
+
 A URL overlay (an http(s) ``audio_url``) starts when its audio is at hand: ``RemoteAudio``
 (``engine.media_plane.audio_fetch``) either has it cached or fetches it and calls back; meanwhile
 the overlay waits like one whose leg has no media yet, a cleared overlay is simply not started when
