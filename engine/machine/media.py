@@ -10,8 +10,8 @@
   one not yet matched, is that same press and yields nothing. Two reports from one source are
   always two presses, however quick.
   ``send_dtmf`` is a ``SendDtmf``: the media plane queues the digits behind the leg's earlier
-  ones; the leg's end clears what is left (``ClearOverlay(leg, DTMF_TAG)``). No webhook, as
-  with Telnyx.
+  ones; the leg's end clears what is left (``ClearOverlay(leg, DTMF_TAG)``). No webhook:
+  Call Control v2 defines none for it.
 - Playback: a ``SetOverlay`` per listener under the playback's id; ``call.playback.started`` at
   once, ``call.playback.ended`` when the runtime reports the end, when stopped ("cancelled"), when
   replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
