@@ -1,4 +1,4 @@
-"""DTMF: generating digits (for ``send_dtmf``) and detecting them in-band on every leg at once.
+"""DTMF: digit tones (queued per leg by ``media.dtmf_out``) and in-band detection on all legs.
 
 Detection runs the Goertzel algorithm over all legs in one pass. The Goertzel state after a block
 of ``N`` samples is linear in the samples, ``s[N-1] = sum x[n] * sin((N-n)w) / sin w`` and
@@ -18,18 +18,17 @@ digit pressed again after a normal 40 ms pause is reported again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from media.errors import MediaError
-from media.tones import Playback, burst_envelope, dbfs_to_amplitude
+from media.tones import burst_envelope, dbfs_to_amplitude
 
 __all__ = [
     "DTMF_DIGITS",
     "DtmfDetector",
-    "DtmfSequence",
     "InvalidDtmfDigit",
     "dtmf_tone",
     "goertzel_power",
@@ -40,8 +39,6 @@ COLUMN_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
 #: Keypad in row-major order: digit index = 4 * row + column.
 KEYPAD = "123A456B789C*0#D"
 DTMF_DIGITS = frozenset(KEYPAD)
-#: Pause characters of ``send_dtmf`` strings and their length.
-PAUSES_MS = {"w": 500, "W": 1000}
 
 # Detector thresholds, in power ratios unless named otherwise.
 MIN_TONE_DBFS = -36.0  # each tone must be at least this loud (valid signals reach about -28)
@@ -79,51 +76,6 @@ def dtmf_tone(
         dbfs_to_amplitude(level_dbfs) * burst_envelope(n, sample_rate) * wave
     )
     return np.clip(np.rint(signal), -32768, 32767).astype(np.int16)
-
-
-class DtmfSequence:
-    """A ``send_dtmf`` string as a tone source: each digit for ``tone_ms``, ``gap_ms`` between.
-
-    ``w`` and ``W`` are pauses of 0.5 s and 1 s (they replace the gap). ``finished`` turns true
-    on the call that plays the last tone sample; ``on_end`` is called once at that moment.
-    """
-
-    def __init__(
-        self,
-        digits: str,
-        *,
-        tone_ms: int = 250,
-        gap_ms: int = 100,
-        sample_rate: int = 8000,
-        level_dbfs: float = -10.0,
-        on_end: Callable[[], None] | None = None,
-    ) -> None:
-        parts: list[NDArray[np.int16]] = []
-        gap = np.zeros(round(gap_ms * sample_rate / 1000), dtype=np.int16)
-        previous_was_tone = False
-        for char in digits:
-            if char in PAUSES_MS:
-                parts.append(np.zeros(PAUSES_MS[char] * sample_rate // 1000, dtype=np.int16))
-                previous_was_tone = False
-                continue
-            tone = dtmf_tone(char, tone_ms, sample_rate, level_dbfs)
-            if previous_was_tone:
-                parts.append(gap)
-            parts.append(tone)
-            previous_was_tone = True
-        self.digits = digits
-        self.samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-        self._playback = Playback(self.samples, on_end=on_end)
-
-    @property
-    def finished(self) -> bool:
-        return self._playback.ended
-
-    def stop(self) -> None:
-        self._playback.stop()
-
-    def __call__(self, n: int) -> NDArray[np.int16]:
-        return self._playback(n)
 
 
 def _goertzel_weights(

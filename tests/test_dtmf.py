@@ -14,7 +14,6 @@ from media.dtmf import (
     DTMF_DIGITS,
     ROW_HZ,
     DtmfDetector,
-    DtmfSequence,
     InvalidDtmfDigit,
     dtmf_tone,
     goertzel_power,
@@ -229,31 +228,8 @@ def test_process_refuses_frames_of_the_wrong_shape() -> None:
         DtmfDetector().process(np.zeros(160, dtype=np.int16))
 
 
-def test_dtmf_sequence_plays_digits_gaps_and_pauses_then_finishes() -> None:
-    ends: list[int] = []
-    sequence = DtmfSequence("12w3", tone_ms=100, gap_ms=50, on_end=lambda: ends.append(1))
-    # 3 tones of 100 ms, one 50 ms gap (1 -> 2), a 500 ms pause replacing the gap before 3.
-    assert len(sequence.samples) == (3 * 100 + 50 + 500) * RATE // 1000
-    played = []
-    while not sequence.finished:
-        played.append(sequence(FRAME))
-    assert ends == [1]
-    audio = np.concatenate([*played, silence(100)])
-    assert digits_of(audio) == "123"
-    assert not sequence(FRAME).any()
-
-
-def test_dtmf_sequence_output_round_trips_through_the_detector_with_defaults() -> None:
-    digits = "0123456789*#ABCD"
-    sequence = DtmfSequence(digits)
-    played = [sequence(FRAME) for _ in range(len(sequence.samples) // FRAME + 5)]
-    assert digits_of(np.concatenate(played)) == digits
-
-
 def test_invalid_digits_are_refused_with_a_typed_error() -> None:
     with pytest.raises(InvalidDtmfDigit, match="'x'"):
         dtmf_tone("x")
-    with pytest.raises(InvalidDtmfDigit, match="'e'"):
-        DtmfSequence("12e")
     with pytest.raises(InvalidDtmfDigit):
         dtmf_tone("12")

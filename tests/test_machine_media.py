@@ -155,6 +155,14 @@ def test_send_dtmf_sends_on_the_commanded_leg() -> None:
     assert out == [fx.SendDtmf("a", "12w#", 300)]
 
 
+def test_hangup_clears_the_digits_still_queued_for_the_leg() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.command("a", cmd.parse_command("send_dtmf", {"digits": "123"}))
+    out = h.command("a", cmd.Hangup())
+    assert fx.ClearOverlay("a", fx.DTMF_TAG) in out
+
+
 def test_playback_plays_to_its_targets_and_reports_start_and_end() -> None:
     h = Harness()
     h.bridged_pair()
@@ -222,7 +230,8 @@ def test_hangup_ends_playback_with_call_hangup_before_the_hangup_webhook() -> No
     out = h.command("a", cmd.Hangup())
     assert hooks(out, "a") == ["call.playback.ended", "call.hangup"]
     assert _ended(out)[0]["status"] == "call_hangup"
-    assert [c.call_control_id for c in of_type(out, fx.ClearOverlay)] == ["b"]
+    playback_clears = [c for c in of_type(out, fx.ClearOverlay) if c.tag != fx.DTMF_TAG]
+    assert [c.call_control_id for c in playback_clears] == ["b"]
 
 
 def test_recording_start_stop_and_saved_after_hangup() -> None:

@@ -175,7 +175,11 @@ SCHEMAS: dict[str, Schema] = {
                 enum=["CALL_REJECTED", "USER_BUSY", "NOT_FOUND", "TEMPORARILY_UNAVAILABLE"]
             ),
             queue_name=string(),
-            digits=string(),
+            digits=string(
+                pattern="^[0-9A-D*#wW]+$",
+                description="send_dtmf: played after the leg's earlier sends (w: 0.5 s, W: 1 s)",
+            ),
+            duration_millis={"type": "integer", "minimum": 100, "maximum": 500, "default": 250},
             audio_url=string(),
             media_name=string(),
             format=string(enum=["wav", "mp3"]),

@@ -3,10 +3,10 @@
 The machine returns them in order; the runtime carries them out in that order, so webhooks of
 one leg leave in emission order. Four families:
 
-- provider calls: ``AnswerCall``, ``HangupCall``, ``RejectCall``, ``DialCall``, ``SendDtmf``
-  (out-of-band digits on a leg, as its far end will hear them);
+- provider calls: ``AnswerCall``, ``HangupCall``, ``RejectCall``, ``DialCall``;
 - media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
-  (ringback and playback to one listener), ``SetDtmfMute`` (strip DTMF from what one listener
+  (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
+  end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
   hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
   ``StopRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;
@@ -62,8 +62,14 @@ class DialCall:
     timeout_secs: int
 
 
+#: The overlay tag of a leg's outgoing digits; clearing it empties the leg's digit queue.
+DTMF_TAG = "dtmf"
+
+
 @dataclass(frozen=True, slots=True)
 class SendDtmf:
+    """Queue ``digits`` to sound in what this leg's far end hears, after any sent before."""
+
     call_control_id: str
     digits: str
     duration_millis: int = 250

@@ -9,6 +9,9 @@
   detector: a report from the other source of the same digit, within ``DTMF_SAME_PRESS_S`` of
   one not yet matched, is that same press and yields nothing. Two reports from one source are
   always two presses, however quick.
+  ``send_dtmf`` is a ``SendDtmf``: the media plane queues the digits behind the leg's earlier
+  ones; the leg's end clears what is left (``ClearOverlay(leg, DTMF_TAG)``). No webhook:
+  Call Control v2 defines none for it.
 - Playback: a ``SetOverlay`` per listener under the playback's id; ``call.playback.started`` at
   once, ``call.playback.ended`` when the runtime reports the end, when stopped ("cancelled"), when
   replaced by a new playback of the same kind ("cancelled"), or when the leg ends ("call_hangup").
@@ -279,7 +282,8 @@ def clear_ringback(leg: Leg) -> fx.ClearOverlay:
 
 
 def stop_all(core: Core, leg: Leg) -> Leg:
-    """Everything a leg plays or records stops: it is ending."""
+    """Everything a leg plays or records stops: it is ending (digits still queued included)."""
+    core.emit(fx.ClearOverlay(leg.call_control_id, fx.DTMF_TAG))
     if leg.ringback:
         core.emit(clear_ringback(leg))
         leg = core.update(leg, ringback=False)

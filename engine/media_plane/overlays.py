@@ -8,8 +8,9 @@ with a tag replaces what that tag played. Per leg and tag the store keeps:
   playback ends, whether or not the leg's media is live;
 - the *running* source, only while the leg's media is: ``detached`` drops a leg's running
   sources and keeps its specs, and the media plane starts them again, from the beginning, when
-  a stream attaches (``wanted``). Digits sent to a leg (``start`` without ``want``) have no spec:
-  they play on the stream that is live and are not started again.
+  a stream attaches (``wanted``). Digits sent to a leg (``start`` without ``want``) have no spec
+  here: their queue is kept by ``engine.media_plane.digits_out``, which outlives the stream, and
+  the media plane starts it again on the next one.
 
 Making a source from a spec (reading a file, fetching a URL) is the media plane's; the store
 only keeps what it is given. The mixer takes each leg's frame from here every tick through

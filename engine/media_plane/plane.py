@@ -11,6 +11,10 @@ stream re-attaches), until they are cleared. Overlays are kept, spec and running
 ``engine.media_plane.overlays``; the plane makes sources from specs and tells the mixer what to
 pull each tick.
 
+Digits sent to a leg (``play_dtmf``: ``send_dtmf`` and regenerated key presses) go into the
+leg's one queue in ``engine.media_plane.digits_out`` and play in order, one at a time, as the
+overlay ``DTMF_TAG`` while its media is live; clearing that overlay empties the queue.
+
 A URL overlay (an http(s) ``audio_url``) starts when its audio is at hand: ``RemoteAudio``
 (``engine.media_plane.audio_fetch``) either has it cached or fetches it and calls back; meanwhile
 the overlay waits like one whose leg has no media yet, a cleared overlay is simply not started when
@@ -52,6 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.logs import get_logger
+from engine.machine.effects import DTMF_TAG
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.media_plane.audio_sources import (
@@ -61,13 +66,13 @@ from engine.media_plane.audio_sources import (
     builtin_source,
     load_wav,
 )
+from engine.media_plane.digits_out import DigitsOut
 from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.stats import LegMediaStats
 from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
-from media.dtmf import DtmfSequence
 from media.mixer import Mixer
 from media.recorder import FileOpener, open_new_file
 from media.tones import Playback, Ringback
@@ -156,6 +161,9 @@ class MediaPlane:
         self._legs: dict[str, LegMedia] = {}
         self.dtmf_mute = DtmfMute()
         self.overlays = Overlays()
+        self.digits_out = DigitsOut(
+            mixer.sample_rate, lambda leg_id: self.clear_overlay(leg_id, DTMF_TAG)
+        )
         self._pending: list[Event] = []
         self._stats: dict[str, LegMediaStats] = {}
         self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
@@ -177,6 +185,9 @@ class MediaPlane:
             self.mixer.set_tap(leg_id, True)
         for tag, spec in self.overlays.wanted(leg_id):
             self._start_overlay(leg_id, tag, spec)
+        digits = self.digits_out.waiting(leg_id)
+        if digits is not None:
+            self._start_digits(leg_id, digits)
 
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
@@ -186,6 +197,7 @@ class MediaPlane:
             self.mixer.remove_leg(leg_id)
             self.dtmf_mute.forget(leg_id)
             self.overlays.detached(leg_id)
+            self.digits_out.interrupted(leg_id)
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
@@ -284,17 +296,21 @@ class MediaPlane:
             self._playback_ended(tag, result.status, str(result))
 
     def clear_overlay(self, leg_id: str, tag: str) -> None:
+        """Stop the tag's overlay; ``DTMF_TAG`` also drops the digits still queued."""
+        if tag == DTMF_TAG:
+            self.digits_out.clear(leg_id)
         if self.overlays.stop(leg_id, tag) and leg_id in self._legs:
             self._refresh_overlay(leg_id)
 
     def play_dtmf(self, leg_id: str, digits: str, duration_millis: int) -> None:
-        if leg_id not in self._legs:
-            return
-        tag = f"dtmf/{self.overlays.running_count(leg_id)}/{digits}"
-        sequence = DtmfSequence(
-            digits, tone_ms=duration_millis, on_end=lambda: self.clear_overlay(leg_id, tag)
-        )
-        self.overlays.start(leg_id, tag, sequence)
+        """Queue digits for the leg: they play after its earlier ones, once its media is live
+        (``engine.media_plane.digits_out``)."""
+        started = self.digits_out.send(leg_id, digits, duration_millis)
+        if started is not None and leg_id in self._legs:
+            self._start_digits(leg_id, started)
+
+    def _start_digits(self, leg_id: str, digits: Source) -> None:
+        self.overlays.start(leg_id, DTMF_TAG, digits)
         self._refresh_overlay(leg_id)
 
     def relay_dtmf(self, leg_id: str, digit: str, source: DtmfSource) -> None:
