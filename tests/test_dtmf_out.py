@@ -31,7 +31,7 @@ def sounding(samples: NDArray[np.int16]) -> list[tuple[int, int]]:
     loud = np.flatnonzero(samples)
     if loud.size == 0:
         return []
-    breaks = np.flatnonzero(np.diff(loud) > 16)
+    breaks = np.flatnonzero(np.diff(loud) > 16).tolist()
     starts = [int(loud[0]), *(int(loud[i + 1]) for i in breaks)]
     ends = [*(int(loud[i]) + 1 for i in breaks), int(loud[-1]) + 1]
     return list(zip(starts, ends, strict=True))
