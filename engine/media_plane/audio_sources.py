@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from media.codecs import Resampler
 from media.errors import MediaError
-from media.tones import Ringback
+from media.tones import Ringback, burst_envelope, dbfs_to_amplitude
 
 AudioKind = Literal["wav", "mp3"]
 # Audio the mixer pulls n samples at a time (continuous across calls).
@@ -83,16 +83,17 @@ def builtin_source(name: str) -> Source:
 
 
 #: ``play_beep``'s beep. Telnyx documents only "a beep sound ... at the start of a recording",
-#: no frequency or length: callbridge plays 1 kHz for 250 ms, at about -12 dBFS.
+#: no frequency or length: callbridge plays 1 kHz for 250 ms, at -12 dBFS.
 BEEP_HZ = 1000
 BEEP_S = 0.25
+BEEP_DBFS = -12.0
 
 
 def beep(rate: int) -> NDArray[np.int16]:
-    """The start-of-recording beep at ``rate``, with 5 ms ramps so it does not click."""
-    t = np.arange(round(BEEP_S * rate)) / rate
-    ramp = np.minimum(1.0, np.minimum(t, BEEP_S - t) / 0.005)
-    return (8000 * ramp * np.sin(2 * np.pi * BEEP_HZ * t)).astype(np.int16)
+    """The start-of-recording beep at ``rate``, soft-edged as every tone burst (media/tones.py)."""
+    n = round(BEEP_S * rate)
+    wave = np.sin(2 * np.pi * BEEP_HZ * np.arange(n) / rate)
+    return np.rint(dbfs_to_amplitude(BEEP_DBFS) * burst_envelope(n, rate) * wave).astype(np.int16)
 
 
 def sniff_audio(data: bytes) -> AudioKind | None:
