@@ -51,7 +51,7 @@ import heapq
 import numpy as np
 from numpy.typing import NDArray
 
-from media.codecs import AudioFormat, decode_rows, encode
+from media.codecs import AudioFormat, decode_joined, decode_rows, encode
 from media.dtmf import DtmfDetector
 from media.input_ring import InputRing
 from media.mix_results import MixerCounters, Overlay, TickResult
@@ -108,6 +108,10 @@ class Mixer:
         self._cushion_at_start = cushion_at_start
         self._ring = InputRing(0)
         self._sniffs = SniffBatch()
+        # Listeners whose speakers' digits must be found on the tick they complete (DTMF-muted
+        # listeners), and whether the next tick must also take the relaxed sniffed frames.
+        self._prompt_listeners: set[str] = set()
+        self._take_all_sniffed = False
         self._rooms = Rooms(passthrough=passthrough)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
@@ -271,7 +275,20 @@ class Mixer:
         if self._detector is not None and state.detect != on:
             self._detector.ensure_capacity(self._capacity)
             self._detector.reset_row(state.slot)  # a leg starts, or ends, with no digit held
+            self._sniffs.forget(state.slot)  # nor with frames of an earlier spell to detect
         self._rooms.set_flag(leg_id, "detect", on)
+
+    def set_dtmf_prompt(self, listener_id: str, prompt: bool) -> None:
+        """Whether digits in what ``listener_id`` hears are needed on the tick they complete (it
+        must stop hearing them: a DTMF-muted listener). Otherwise a passthrough speaker's digits
+        may be found a tick late (``media.sniff_batch``). Kept for legs not (yet) in the mixer."""
+        if prompt != (listener_id in self._prompt_listeners):
+            # Its speaker's frames kept for later go first, before the prompt ones.
+            self._take_all_sniffed = True
+        if prompt:
+            self._prompt_listeners.add(listener_id)
+        else:
+            self._prompt_listeners.discard(listener_id)
 
     def dtmf_held(self, leg_id: str) -> str | None:
         """The digit the leg is in the middle of, as the detector last saw it; None if none."""
@@ -306,7 +323,8 @@ class Mixer:
             raise UnknownLeg(leg_id)
         peer = self._peers.get(leg_id)
         if peer is not None and leg_id not in self._entered:  # sniffed: detected, not queued
-            self._sniffs.add(self._inbound[slot], slot, payload, self._frame_bytes[slot])
+            prompt = peer in self._prompt_listeners
+            self._sniffs.add(self._inbound[slot], slot, payload, self._frame_bytes[slot], prompt)
             return [(peer, payload)]
         self.counters.bytes_dropped += self._put(slot, payload)
         # Just entered passthrough: what it had queued goes first.
@@ -322,7 +340,8 @@ class Mixer:
         self._rooms.settled(leg_id)
         if leg_id not in self._forward:  # sniffed from now on
             self._sniffs.forget(slot)  # nothing left of an earlier sniffing spell
-            self._sniffs.add(self._inbound[slot], slot, unsent, self._frame_bytes[slot])
+            prompt = peer in self._prompt_listeners
+            self._sniffs.add(self._inbound[slot], slot, unsent, self._frame_bytes[slot], prompt)
         size = self._frame_bytes[slot]
         return [(peer, unsent[at : at + size]) for at in range(0, len(unsent), size)]
 
@@ -331,13 +350,18 @@ class Mixer:
     def tick(self) -> TickResult:
         """Consume one frame per mixed leg and return what each of them hears."""
         layout = self._layout
+        # Relaxed sniffed frames are taken every second tick, and on any change of rooms: a leg
+        # mixed from now on has its sniffed frames detected before its first mixed one.
+        take_all = self._take_all_sniffed or self.counters.ticks % 2 == 1
         if layout is None or layout.version != self._rooms.version:
             layout = self._relayout()
+            take_all = True
+        self._take_all_sniffed = False
         self.counters.ticks += 1
         frames: list[tuple[str, bytes]] = []
         for leg_id in list(self._entered):  # legs that entered passthrough since the last tick
             frames += self._settle(leg_id)
-        digits = self._detect_sniffed()
+        digits = self._detect_sniffed(take_all)
         if not layout.active.size:
             return TickResult(frames, [], digits)
         got = self._take_input(layout)
@@ -363,18 +387,18 @@ class Mixer:
             found = self._detector.process(np.take(self._pcm, slots, axis=0), slots)
         return [(self._leg_at[slot], digit) for slot, digit in found]
 
-    def _detect_sniffed(self) -> list[tuple[str, str]]:
-        """Detect on what sniffed legs sent since the last tick: a batch per format and round."""
+    def _detect_sniffed(self, take_all: bool) -> list[tuple[str, str]]:
+        """Detect on what sniffed legs sent: prompt legs' frames since the last tick, with
+        ``take_all`` the relaxed legs' too; a block (``k`` frames per slot) per detector call."""
         digits: list[tuple[str, str]] = []
-        for kind, slots, frames in self._sniffs.take():
+        for kind, slots, frames, k in self._sniffs.take(take_all):
             assert self._detector is not None  # only legs with detection are sniffed
             fmt = self._kind_formats[kind]
             rows = np.array(slots, dtype=np.intp)
-            raw = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), -1)
-            spoken = decode_rows(fmt, raw)
+            spoken = decode_joined(fmt, b"".join(frames)).reshape(k, len(slots), -1)
             if fmt.sample_rate != self.sample_rate:
                 bank = self._bank(fmt.sample_rate, self.sample_rate)
-                spoken = bank.process(rows, spoken)[:, : self.samples]
+                spoken = np.stack([bank.process(rows, f)[:, : self.samples] for f in spoken])
             found = self._detector.process(spoken, rows)
             digits += [(self._leg_at[slot], digit) for slot, digit in found]
         return digits

@@ -1,13 +1,20 @@
-"""What sniffed legs said since the last tick, kept for in-band DTMF detection only.
+"""What sniffed legs said since their last detection, kept for in-band DTMF detection only.
 
 A *sniffed* leg is in passthrough with detection on (``media.rooms``): each frame it sends goes
-to its peer at once, untouched, and the tick must still see it once to detect digits. Queuing it
+to its peer at once, untouched, and the mixer must still see it once to detect digits. Queuing it
 in the leg's input ring cost a ring write per frame and the ring's bookkeeping per tick, and left
 already-forwarded bytes in a queue the mix must then skip. Here a frame costs one append: frames
-are kept per format, in arrival order, and the tick takes them all at once (``take``), one batch
-per format and *round*: a round holds at most one frame per slot (the detector takes one frame per
-row per call), so a leg that sent two frames since the last tick has its second in the next round,
-in order.
+are kept per format, in arrival order, and the tick takes them in *blocks*: a block holds ``k``
+frames of each of its slots (frame-major, ``frames[f * len(slots) + i]`` is frame ``f`` of
+``slots[i]``), which the detector takes in one call.
+
+Most sniffed legs are *relaxed*: what they say feeds only ``call.dtmf.received``, which may come
+a tick later, so the mixer takes them every second tick, two frames per slot in one block: the
+detector's cost is mostly fixed per call (``media.dtmf``), and halving the calls halves it. A leg
+heard by a DTMF-muted listener is *prompt*: its digit must be found on the tick it completes
+(``engine.media_plane.dtmf_mute`` silences it from the next tick), so it is taken every tick.
+When the mixer takes both, relaxed blocks come first: a slot moved from relaxed to prompt has its
+older frames there.
 
 Providers do not promise 20 ms chunks, so a payload that is not exactly one frame is cut into
 frames here; the bytes short of a frame wait for the leg's next payload (``_partial``). Whatever
@@ -16,41 +23,46 @@ a slot still has here when its leg goes (``forget``) is dropped: a new leg may t
 
 from __future__ import annotations
 
-__all__ = ["SniffBatch", "SniffRound"]
+__all__ = ["SniffBatch", "SniffBlock"]
 
-#: One round of one format: the format's number (the caller's: an int hashes in nanoseconds, an
-#: ``int`` in Python code), the slots (distinct) and, in the same order, one frame each.
-SniffRound = tuple[int, list[int], list[bytes]]
+#: One block of one format: the format's number (the caller's), the slots (distinct), their
+#: frames frame-major (``k`` frames per slot) and ``k``.
+SniffBlock = tuple[int, list[int], list[bytes], int]
+
+#: Per format number: slots and frames in arrival order.
+_Pending = dict[int, tuple[list[int], list[bytes]]]
 
 
 class SniffBatch:
-    """Frames of sniffed legs since the last ``take``, per format, in arrival order."""
+    """Frames of sniffed legs not yet taken, per format, in arrival order."""
 
-    __slots__ = ("_formats", "_partial")
+    __slots__ = ("_partial", "_prompt", "_relaxed")
 
     def __init__(self) -> None:
-        self._formats: dict[int, tuple[list[int], list[bytes]]] = {}  # by format number
+        self._relaxed: _Pending = {}
+        self._prompt: _Pending = {}
         self._partial: dict[int, bytes] = {}  # slot -> bytes short of a frame
 
-    def add(self, kind: int, slot: int, payload: bytes, frame_bytes: int) -> None:
+    def add(
+        self, kind: int, slot: int, payload: bytes, frame_bytes: int, prompt: bool = False
+    ) -> None:
         """``payload`` as the slot's leg sent it (any length), in the format numbered ``kind``;
-        whole frames are kept."""
+        whole frames are kept, for the next take (``prompt``) or the next full take."""
+        pending = self._prompt if prompt else self._relaxed
         if len(payload) == frame_bytes and slot not in self._partial:  # the usual 20 ms chunk
-            pending = self._formats.get(kind)
-            if pending is None:
-                pending = self._formats[kind] = ([], [])
-            pending[0].append(slot)
-            pending[1].append(payload)
+            kept = pending.get(kind)
+            if kept is None:
+                kept = pending[kind] = ([], [])
+            kept[0].append(slot)
+            kept[1].append(payload)
             return
-        self._add_cut(kind, slot, self._partial.pop(slot, b"") + payload, frame_bytes)
-
-    def _add_cut(self, kind: int, slot: int, data: bytes, frame_bytes: int) -> None:
+        data = self._partial.pop(slot, b"") + payload
         whole = len(data) - len(data) % frame_bytes
         if whole < len(data):
             self._partial[slot] = data[whole:]
         if not whole:
             return
-        slots, frames = self._formats.setdefault(kind, ([], []))
+        slots, frames = pending.setdefault(kind, ([], []))
         for at in range(0, whole, frame_bytes):
             slots.append(slot)
             frames.append(data[at : at + frame_bytes])
@@ -58,37 +70,60 @@ class SniffBatch:
     def forget(self, slot: int) -> None:
         """The slot's leg is gone (or starts sniffing afresh): nothing of it is detected later."""
         self._partial.pop(slot, None)
-        for slots, frames in self._formats.values():
-            if slot in slots:
-                kept = [(s, f) for s, f in zip(slots, frames, strict=True) if s != slot]
-                slots[:] = [s for s, _ in kept]
-                frames[:] = [f for _, f in kept]
+        for pending in (self._relaxed, self._prompt):
+            for slots, frames in pending.values():
+                if slot in slots:
+                    kept = [(s, f) for s, f in zip(slots, frames, strict=True) if s != slot]
+                    slots[:] = [s for s, _ in kept]
+                    frames[:] = [f for _, f in kept]
 
-    def take(self) -> list[SniffRound]:
-        """Everything kept, in rounds of distinct slots (earlier frames in earlier rounds)."""
-        if not self._formats:
-            return []
-        taken, self._formats = self._formats, {}
-        rounds: list[SniffRound] = []
-        for kind, (slots, frames) in taken.items():
-            if not slots:  # all forgotten
-                continue
-            if len(set(slots)) == len(slots):  # the usual tick: one frame per leg
-                rounds.append((kind, slots, frames))
-                continue
-            rounds += _rounds(kind, slots, frames)
-        return rounds
+    def take(self, relaxed_too: bool) -> list[SniffBlock]:
+        """The prompt legs' frames, and with ``relaxed_too`` the relaxed legs' (first), in
+        blocks; each slot's frames come in order (an earlier block, or earlier in its block)."""
+        blocks: list[SniffBlock] = []
+        if relaxed_too and self._relaxed:
+            taken, self._relaxed = self._relaxed, {}
+            blocks += _blocks(taken)
+        if self._prompt:
+            taken, self._prompt = self._prompt, {}
+            blocks += _blocks(taken)
+        return blocks
 
 
-def _rounds(kind: int, slots: list[int], frames: list[bytes]) -> list[SniffRound]:
-    """Split frames so that no round holds a slot twice; a slot's n-th frame is in round n."""
-    split: list[SniffRound] = []
+def _blocks(pending: _Pending) -> list[SniffBlock]:
+    blocks: list[SniffBlock] = []
+    for kind, (slots, frames) in pending.items():
+        if not slots:  # all forgotten
+            continue
+        distinct = len(set(slots))
+        if distinct == len(slots):  # one frame per slot: a prompt tick
+            blocks.append((kind, slots, frames, 1))
+        elif len(slots) == 2 * distinct and slots[:distinct] == slots[distinct:]:
+            blocks.append((kind, slots[:distinct], frames, 2))  # two ticks, legs in one order
+        elif len(slots) == 2 * distinct and len(set(slots[:distinct])) == distinct == len(
+            set(slots[distinct:])
+        ):
+            blocks.append(_reordered(kind, slots, frames, distinct))  # two ticks, another order
+        else:  # a leg missed a tick, sent a burst or came mid-way: one block per round
+            blocks += _rounds(kind, slots, frames)
+    return blocks
+
+
+def _reordered(kind: int, slots: list[int], frames: list[bytes], n: int) -> SniffBlock:
+    """Two frames per slot, the second tick's in the first tick's slot order."""
+    later = {slot: frames[n + at] for at, slot in enumerate(slots[n:])}
+    return kind, slots[:n], frames[:n] + [later[slot] for slot in slots[:n]], 2
+
+
+def _rounds(kind: int, slots: list[int], frames: list[bytes]) -> list[SniffBlock]:
+    """Split frames so that no block holds a slot twice; a slot's n-th frame is in block n."""
+    split: list[tuple[list[int], list[bytes]]] = []
     seen: dict[int, int] = {}
     for slot, frame in zip(slots, frames, strict=True):
         n = seen.get(slot, 0)
         seen[slot] = n + 1
         if n == len(split):
-            split.append((kind, [], []))
-        split[n][1].append(slot)
-        split[n][2].append(frame)
-    return split
+            split.append(([], []))
+        split[n][0].append(slot)
+        split[n][1].append(frame)
+    return [(kind, round_slots, round_frames, 1) for round_slots, round_frames in split]

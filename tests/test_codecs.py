@@ -22,6 +22,8 @@ from media.codecs import (
     alaw_decode,
     alaw_encode,
     decode,
+    decode_joined,
+    decode_rows,
     encode,
     parse_format,
     resample,
@@ -342,3 +344,10 @@ def test_empty_input_leaves_the_stream_state_unchanged() -> None:
     assert with_empties.process(signal[:0]).shape == (0,)
     got = np.concatenate([first, with_empties.process(signal[161:])])
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("fmt", [PCMU_8K, PCMA_8K, L16_8K], ids=lambda f: f.encoding.value)
+def test_joined_payloads_decode_as_the_tables_do(fmt: AudioFormat) -> None:
+    payload = ALL_CODES.tobytes() * 5  # every G.711 code; 640 L16 samples
+    rows = np.frombuffer(payload, dtype=np.uint8).reshape(4, -1)
+    np.testing.assert_array_equal(decode_joined(fmt, payload), decode_rows(fmt, rows).ravel())

@@ -233,3 +233,32 @@ def test_invalid_digits_are_refused_with_a_typed_error() -> None:
         dtmf_tone("x")
     with pytest.raises(InvalidDtmfDigit):
         dtmf_tone("12")
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_k_frames_per_call_find_what_k_calls_find(k: int) -> None:
+    # Four legs, each pressing digits at its own offset over noise: fed one frame per call to one
+    # detector and k frames per call (frame-major, rows in a shuffled order) to another.
+    legs = np.zeros((4, 60 * FRAME), dtype=np.int16)
+    for row in range(4):
+        for at, digit in enumerate("1#5D9"):
+            tone = dtmf_tone(digit, 50 + 15 * row)
+            start = 600 + at * 1800 + 37 * row
+            legs[row, start : start + len(tone)] = tone
+        legs[row] = add_noise(legs[row], 200.0, seed=row)
+    one_by_one = [(row, digit) for _, row, digit in detect(legs)]
+    assert len(one_by_one) == 20
+    rows = np.array([2, 0, 3, 1], dtype=np.intp)
+    detector = DtmfDetector()
+    batched: list[tuple[int, str]] = []
+    for tick in range(0, legs.shape[1] // FRAME, k):
+        block = legs[rows, tick * FRAME : (tick + k) * FRAME].reshape(4, k, FRAME)
+        batched += detector.process(block.transpose(1, 0, 2), rows)
+    assert sorted(batched) == sorted(one_by_one)
+    for row in range(4):  # and each leg's digits in the order pressed
+        assert [d for r, d in batched if r == row] == [d for r, d in one_by_one if r == row]
+
+
+def test_a_block_of_no_frames_is_refused() -> None:
+    with pytest.raises(ValueError, match="k, rows"):
+        DtmfDetector().process(np.zeros((0, 2, FRAME), dtype=np.int16))

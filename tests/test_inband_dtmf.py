@@ -166,9 +166,12 @@ def test_each_key_press_is_reported_once_in_order(tmp_path: Path, room: str) -> 
         said["b"] = frames(voice(2000, 180.0))  # the other side talks over it
     scene.run(said)
     assert scene.digits() == in_band("a", "1", "#")
+    # Nobody in a passthrough pair mutes DTMF, so its legs' frames are detected every second
+    # tick, two at a time (media/sniff_batch.py): a digit may be found one tick later.
+    relaxed = 1 if room == "passthrough pair" else 0
     for digit, span in SPANS.items():
         latency = scene.detected_at(digit) - span[0]
-        assert 1 <= latency < LEAKED_FRAMES, (digit, latency)
+        assert 1 <= latency < LEAKED_FRAMES + relaxed, (digit, latency)
     if room == "passthrough pair":
         assert all(scene.passthrough), "nobody is DTMF-muted: the pair stays in passthrough"
         got = [data for _, data in scene.outputs["b"].frames]

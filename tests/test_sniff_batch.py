@@ -1,4 +1,4 @@
-"""media/sniff_batch.py: what sniffed legs said, kept for detection, taken in rounds per format."""
+"""media/sniff_batch.py: what sniffed legs said, kept for detection, taken in blocks per format."""
 
 from __future__ import annotations
 
@@ -12,23 +12,63 @@ def frame(n: int, size: int = FRAME) -> bytes:
     return bytes([n]) * size
 
 
-def test_one_frame_per_leg_is_one_round_per_format_and_taking_empties_it() -> None:
+def test_one_prompt_frame_per_leg_is_one_block_per_format_and_taking_empties_it() -> None:
     batch = SniffBatch()
-    batch.add(MU, 3, frame(1), FRAME)
-    batch.add(A, 5, frame(2), FRAME)
+    batch.add(MU, 3, frame(1), FRAME, prompt=True)
+    batch.add(A, 5, frame(2), FRAME, prompt=True)
+    batch.add(MU, 1, frame(3), FRAME, prompt=True)
+    assert batch.take(relaxed_too=False) == [
+        (MU, [3, 1], [frame(1), frame(3)], 1),
+        (A, [5], [frame(2)], 1),
+    ]
+    assert batch.take(relaxed_too=True) == []
+
+
+def test_relaxed_frames_wait_for_a_full_take_and_come_two_per_slot() -> None:
+    batch = SniffBatch()
+    batch.add(MU, 1, frame(1), FRAME)
+    batch.add(MU, 2, frame(2), FRAME)
+    assert batch.take(relaxed_too=False) == []  # kept for the next tick
     batch.add(MU, 1, frame(3), FRAME)
-    assert batch.take() == [(MU, [3, 1], [frame(1), frame(3)]), (A, [5], [frame(2)])]
-    assert batch.take() == []
+    batch.add(MU, 2, frame(4), FRAME)
+    # Frame-major: both slots' first frames, then both second frames.
+    assert batch.take(relaxed_too=True) == [
+        (MU, [1, 2], [frame(1), frame(2), frame(3), frame(4)], 2)
+    ]
 
 
-def test_a_leg_that_sent_two_frames_has_its_second_in_the_next_round() -> None:
+def test_the_second_tick_in_another_order_is_put_in_the_first_ticks_order() -> None:
+    batch = SniffBatch()
+    for slot, n in ((1, 1), (2, 2), (3, 3), (3, 4), (1, 5), (2, 6)):
+        batch.add(MU, slot, frame(n), FRAME)
+    assert batch.take(relaxed_too=True) == [
+        (MU, [1, 2, 3], [frame(1), frame(2), frame(3), frame(5), frame(6), frame(4)], 2)
+    ]
+
+
+def test_a_leg_that_missed_or_doubled_a_tick_has_its_frames_in_rounds_in_order() -> None:
     batch = SniffBatch()
     for slot, n in ((1, 1), (2, 2), (1, 3), (1, 4), (2, 5)):
         batch.add(MU, slot, frame(n), FRAME)
-    assert batch.take() == [
-        (MU, [1, 2], [frame(1), frame(2)]),
-        (MU, [1, 2], [frame(3), frame(5)]),
-        (MU, [1], [frame(4)]),
+    assert batch.take(relaxed_too=True) == [
+        (MU, [1, 2], [frame(1), frame(2)], 1),
+        (MU, [1, 2], [frame(3), frame(5)], 1),
+        (MU, [1], [frame(4)], 1),
+    ]
+    batch.add(MU, 1, frame(6), FRAME)
+    batch.add(MU, 2, frame(7), FRAME)
+    batch.add(MU, 2, frame(8), FRAME)
+    batch.add(MU, 2, frame(9), FRAME)  # two halves of equal size, but slot 1 sent only one
+    assert [block[1] for block in batch.take(relaxed_too=True)] == [[1, 2], [2], [2]]
+
+
+def test_relaxed_frames_come_before_prompt_ones_when_a_slot_changes_side() -> None:
+    batch = SniffBatch()
+    batch.add(MU, 1, frame(1), FRAME)  # relaxed, kept
+    batch.add(MU, 1, frame(2), FRAME, prompt=True)  # its listener became DTMF-muted
+    assert batch.take(relaxed_too=True) == [
+        (MU, [1], [frame(1)], 1),
+        (MU, [1], [frame(2)], 1),
     ]
 
 
@@ -36,13 +76,13 @@ def test_payloads_of_any_length_are_cut_into_frames_and_the_rest_waits() -> None
     batch = SniffBatch()
     said = bytes(range(256)) * 3  # 768 bytes: four frames and 128 more
     batch.add(MU, 1, said[:100], FRAME)  # short of a frame: nothing to detect yet
-    assert batch.take() == []
+    assert batch.take(relaxed_too=True) == []
     batch.add(MU, 1, said[100:500], FRAME)
     batch.add(MU, 1, said[500:], FRAME)
-    rounds = batch.take()
-    assert [r[2][0] for r in rounds] == [said[at : at + FRAME] for at in range(0, 640, FRAME)]
+    blocks = batch.take(relaxed_too=True)
+    assert [b[2][0] for b in blocks] == [said[at : at + FRAME] for at in range(0, 640, FRAME)]
     batch.add(MU, 1, frame(9, 32), FRAME)  # completes the 128 bytes left over
-    assert batch.take() == [(MU, [1], [said[640:] + frame(9, 32)])]
+    assert batch.take(relaxed_too=True) == [(MU, [1], [said[640:] + frame(9, 32)], 1)]
 
 
 def test_a_forgotten_slot_leaves_nothing_behind() -> None:
@@ -50,9 +90,10 @@ def test_a_forgotten_slot_leaves_nothing_behind() -> None:
     batch.add(MU, 1, frame(1), FRAME)
     batch.add(MU, 2, frame(2), FRAME)
     batch.add(MU, 1, frame(3, 50), FRAME)
+    batch.add(MU, 1, frame(4), FRAME, prompt=True)
     batch.forget(1)
-    batch.add(MU, 1, frame(4), FRAME)  # a new leg in the slot starts afresh
-    assert batch.take() == [(MU, [2, 1], [frame(2), frame(4)])]
-    batch.add(MU, 7, frame(5), FRAME)
+    batch.add(MU, 1, frame(5), FRAME)  # a new leg in the slot starts afresh
+    assert batch.take(relaxed_too=True) == [(MU, [2, 1], [frame(2), frame(5)], 1)]
+    batch.add(MU, 7, frame(6), FRAME)
     batch.forget(7)
-    assert batch.take() == []
+    assert batch.take(relaxed_too=True) == []

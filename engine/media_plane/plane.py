@@ -412,6 +412,7 @@ class MediaPlane:
     # in-band DTMF
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
         """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
+        self.mixer.set_dtmf_prompt(leg_id, muted)  # its speakers' digits are needed at once
         self._apply_mutes(self.dtmf_mute.set_muted(leg_id, muted))
 
     def _dtmf_tick(self, digits: list[tuple[str, str]]) -> list[Event]:
