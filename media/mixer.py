@@ -84,6 +84,10 @@ __all__ = [
 
 _LO, _HI = -32768, 32767
 
+#: Ticks between detections of relaxed sniffed legs (``media.sniff_batch``): their digits may be
+#: reported up to (RELAXED_TICKS - 1) * 20 ms later, for 1/RELAXED_TICKS of the detector calls.
+RELAXED_TICKS = 2
+
 
 class Mixer:
     """Mixes the rooms of the legs it knows; one instance per worker process."""
@@ -350,9 +354,9 @@ class Mixer:
     def tick(self) -> TickResult:
         """Consume one frame per mixed leg and return what each of them hears."""
         layout = self._layout
-        # Relaxed sniffed frames are taken every second tick, and on any change of rooms: a leg
-        # mixed from now on has its sniffed frames detected before its first mixed one.
-        take_all = self._take_all_sniffed or self.counters.ticks % 2 == 1
+        # Relaxed sniffed frames are taken every RELAXED_TICKS ticks, and on any change of rooms:
+        # a leg mixed from now on has its sniffed frames detected before its first mixed one.
+        take_all = self._take_all_sniffed or self.counters.ticks % RELAXED_TICKS == 0
         if layout is None or layout.version != self._rooms.version:
             layout = self._relayout()
             take_all = True

@@ -9,8 +9,8 @@ frames of each of its slots (frame-major, ``frames[f * len(slots) + i]`` is fram
 ``slots[i]``), which the detector takes in one call.
 
 Most sniffed legs are *relaxed*: what they say feeds only ``call.dtmf.received``, which may come
-a tick later, so the mixer takes them every second tick, two frames per slot in one block: the
-detector's cost is mostly fixed per call (``media.dtmf``), and halving the calls halves it. A leg
+a few ticks later, so the mixer takes them every few ticks, ``k`` frames per slot in one block:
+the detector's cost is mostly fixed per call (``media.dtmf``), and fewer calls cost less. A leg
 heard by a DTMF-muted listener is *prompt*: its digit must be found on the tick it completes
 (``engine.media_plane.dtmf_mute`` silences it from the next tick), so it is taken every tick.
 When the mixer takes both, relaxed blocks come first: a slot moved from relaxed to prompt has its
@@ -22,6 +22,8 @@ a slot still has here when its leg goes (``forget``) is dropped: a new leg may t
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 __all__ = ["SniffBatch", "SniffBlock"]
 
@@ -98,21 +100,26 @@ def _blocks(pending: _Pending) -> list[SniffBlock]:
         distinct = len(set(slots))
         if distinct == len(slots):  # one frame per slot: a prompt tick
             blocks.append((kind, slots, frames, 1))
-        elif len(slots) == 2 * distinct and slots[:distinct] == slots[distinct:]:
-            blocks.append((kind, slots[:distinct], frames, 2))  # two ticks, legs in one order
-        elif len(slots) == 2 * distinct and len(set(slots[:distinct])) == distinct == len(
-            set(slots[distinct:])
-        ):
-            blocks.append(_reordered(kind, slots, frames, distinct))  # two ticks, another order
-        else:  # a leg missed a tick, sent a burst or came mid-way: one block per round
-            blocks += _rounds(kind, slots, frames)
+            continue
+        k, rest = divmod(len(slots), distinct)
+        block = None if rest else _in_step(kind, slots, frames, distinct, k)
+        # A leg missed a tick, sent a burst or came mid-way: one block per round.
+        blocks += _rounds(kind, slots, frames) if block is None else [block]
     return blocks
 
 
-def _reordered(kind: int, slots: list[int], frames: list[bytes], n: int) -> SniffBlock:
-    """Two frames per slot, the second tick's in the first tick's slot order."""
-    later = {slot: frames[n + at] for at, slot in enumerate(slots[n:])}
-    return kind, slots[:n], frames[:n] + [later[slot] for slot in slots[:n]], 2
+def _in_step(kind: int, slots: list[int], frames: list[bytes], n: int, k: int) -> SniffBlock | None:
+    """``k`` frames of each of ``n`` slots, the ``k`` runs of ``n`` each holding every slot once
+    (each tick's arrivals, in any order), as one block; None if they do not."""
+    if slots == slots[:n] * k:  # every run in the first run's order
+        return kind, slots[:n], frames, k
+    runs = np.array(slots).reshape(k, n)
+    order = np.argsort(runs, axis=1)
+    ordered = np.take_along_axis(runs, order, axis=1)
+    if not (ordered == ordered[0]).all():
+        return None
+    at = (order + n * np.arange(k)[:, None]).ravel().tolist()
+    return kind, ordered[0].tolist(), [frames[i] for i in at], k
 
 
 def _rounds(kind: int, slots: list[int], frames: list[bytes]) -> list[SniffBlock]:

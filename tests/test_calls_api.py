@@ -309,6 +309,8 @@ async def test_every_action_answers_ok(h: Harness, tmp_path: Any) -> None:
     await ok(a, "gather_using_audio", audio_url=wav.as_uri())
     await ok(a, "gather_stop")
     await ok(a, "record_start", format="wav", channels="single")
+    await ok(a, "record_pause")
+    await ok(a, "record_resume")
     await ok(a, "record_stop")
     await ok(a, "enqueue", queue_name="sales")
     await ok(a, "leave_queue")

@@ -94,6 +94,12 @@ async def test_the_sdk_drives_every_command(
     await actions.stop_recording(a)  # the bridge's record-from-answer
     await h.receiver.next("call.recording.saved", a)
     await actions.start_recording(a, format="wav", channels="dual", recording_track="both")
+    await actions.pause_recording(a)
+    assert h.runtime.machine.leg(a).recording_paused
+    recording_id = h.runtime.machine.leg(a).recording_id
+    assert recording_id is not None
+    await actions.resume_recording(a, recording_id=recording_id)
+    assert not h.runtime.machine.leg(a).recording_paused
     await actions.stop_recording(a)
     await h.receiver.next("call.recording.saved", a)
     # State, status.

@@ -30,6 +30,8 @@ MINIMAL: dict[str, dict[str, object]] = {
     "leave_queue": {},
     "record_start": {"format": "wav", "channels": "single"},
     "record_stop": {},
+    "record_pause": {},
+    "record_resume": {},
     "playback_start": {"audio_url": "file:///srv/a.wav"},
     "playback_stop": {},
     "send_dtmf": {"digits": "1"},

@@ -228,9 +228,7 @@ SCENARIO: list[Step] = [
 ]
 
 
-async def test_the_store_gives_back_what_was_committed(
-    database_kind: str, tmp_path: Path
-) -> None:
+async def test_the_store_gives_back_what_was_committed(database_kind: str, tmp_path: Path) -> None:
     world = RecordingWorld(*faulty_machine())
     for step in SCENARIO:
         run_step(world, step, None)

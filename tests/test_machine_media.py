@@ -264,6 +264,44 @@ def test_record_max_length_stops_the_recording() -> None:
         h.command("a", cmd.RecordStop())
 
 
+def test_record_pause_and_resume_keep_one_recording_and_max_length_counts_recorded_time() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.command("a", cmd.RecordStart(options=RecordingOptions(max_length_secs=10)))
+    recording = h.m.leg("a").recording_id or ""
+    h.tick(4)  # 4 s recorded
+    out = h.command("a", cmd.RecordPause(paused=True))
+    assert of_type(out, fx.PauseRecording) == [fx.PauseRecording("a", recording, True)]
+    assert of_type(out, fx.CancelTimer) and TimerKind.RECORD_LIMIT not in h.timers("a")
+    assert hooks(out) == []  # Call Control sends no webhook for a pause or a resume
+    assert h.command("a", cmd.RecordPause(paused=True)) == []  # paused already: nothing to do
+    h.tick(60)  # paused: the limit does not run
+    out = h.command("a", cmd.RecordPause(paused=False, recording_id=recording))
+    assert of_type(out, fx.PauseRecording) == [fx.PauseRecording("a", recording, False)]
+    (timer,) = of_type(out, fx.StartTimer)
+    assert timer.delay_s == pytest.approx(6.0)  # 10 s in all, 4 s recorded before the pause
+    out = h.fire("a", TimerKind.RECORD_LIMIT)
+    assert out == [fx.StopRecording("a", recording)]
+    leg = h.m.leg("a")
+    assert (leg.recording_id, leg.recording_paused, leg.recording_left_s) == (None, False, None)
+
+
+def test_record_pause_needs_the_recording_in_progress() -> None:
+    h = Harness()
+    h.incoming("a")
+    with pytest.raises(InvalidState, match="no recording"):
+        h.command("a", cmd.RecordPause(paused=True))
+    h.command("a", cmd.RecordStart(options=RecordingOptions()))
+    with pytest.raises(InvalidState) as raised:
+        h.command("a", cmd.RecordPause(paused=False, recording_id="another"))
+    assert raised.value.field == "recording_id"
+    out = h.command("a", cmd.RecordPause(paused=True))  # without a limit: no timer to move
+    assert not of_type(out, fx.StartTimer) and not of_type(out, fx.CancelTimer)
+    out = h.command("a", cmd.Hangup())
+    assert of_type(out, fx.StopRecording), "a paused recording ends with its leg"
+    assert not h.m.leg("a").recording_paused
+
+
 def test_bridge_record_from_answer_starts_when_the_bridge_completes() -> None:
     h = Harness()
     h.incoming("a")

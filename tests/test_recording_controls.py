@@ -20,6 +20,7 @@ import pytest
 from numpy.typing import NDArray
 
 from engine.config import Settings
+from engine.machine.model import TimerKind
 from tests.call_fakes import Harness, share
 
 RATE = 8000
@@ -144,3 +145,69 @@ async def test_play_beep_plays_a_beep_to_the_leg_as_the_recording_starts(
     await h.ok(leg, "record_stop")
     recorded = read_mono(await saved_file(h, leg))
     assert share(recorded[: 10 * FRAME], 1000) > 0.9, "the beep is in the recording"
+
+
+async def say_then_hush(h: Harness, leg: str, frequency: float, frames: int) -> None:
+    """The far end says ``frequency`` for about ``frames`` frames, then is silent until what it
+    said has all been mixed (a few frames)."""
+    h.speak(leg, frequency)
+    await h.outputs[leg].collect(frames)
+    h.outputs[leg].on_frame = None
+    await h.outputs[leg].collect(5)
+
+
+def frames_of(samples: NDArray[np.int16], frequency: float) -> list[int]:
+    count = len(samples) // FRAME
+    return [i for i in range(count) if share(samples[i * FRAME : (i + 1) * FRAME], frequency) > 0.5]
+
+
+async def test_record_pause_leaves_out_what_is_said_until_record_resume_in_one_file(
+    h: Harness,
+) -> None:
+    leg = await h.up()
+    body = {"format": "wav", "channels": "single", "recording_track": "inbound"}
+    await h.ok(leg, "record_start", **body)
+    await say_then_hush(h, leg, 440, 25)
+    await h.ok(leg, "record_pause")
+    await h.ok(leg, "record_pause")  # paused already: still ok, nothing changes
+    await say_then_hush(h, leg, 880, 25)
+    await say_then_hush(h, leg, 880, 25)
+    recording_id = h.runtime.machine.leg(leg).recording_id
+    await h.ok(leg, "record_resume", recording_id=recording_id)
+    await say_then_hush(h, leg, 1300, 25)
+    await h.ok(leg, "record_stop")
+    samples = read_mono(await saved_file(h, leg))
+    first, paused, second = (frames_of(samples, hz) for hz in (440, 880, 1300))
+    assert paused == [], "nothing said while paused is in the recording"
+    assert len(first) >= 20 and len(second) >= 20, (first, second)
+    assert max(first) < min(second)
+    # The file holds the recorded stretches only: about 30 + 30 frames, not the 60 paused.
+    assert len(samples) / FRAME < 90, len(samples) / FRAME
+    assert h.receiver.types(leg).count("call.recording.saved") == 1
+
+
+async def test_record_pause_without_a_recording_is_refused(h: Harness) -> None:
+    leg = await h.up()
+    reply = await h.act(leg, "record_pause")
+    assert reply.status == 422
+    await h.ok(leg, "record_start", format="wav", channels="single")
+    reply = await h.act(leg, "record_resume", recording_id="not-this-one")
+    assert reply.status == 422
+    assert reply.body["errors"][0]["source"] == {"pointer": "/recording_id"}
+
+
+async def test_max_length_counts_recorded_time_not_the_pause(h: Harness) -> None:
+    leg = await h.up()
+    await h.ok(leg, "record_start", format="wav", channels="single", max_length=1)
+    assert h.timers.delay(leg, TimerKind.RECORD_LIMIT) == 1
+    await h.outputs[leg].collect(25)  # about 0.5 s recorded
+    await h.ok(leg, "record_pause")
+    assert not [k for k in h.timers.pending if k.kind is TimerKind.RECORD_LIMIT]
+    await h.outputs[leg].collect(75)  # 1.5 s paused: past the limit by the clock
+    await h.ok(leg, "record_resume")
+    left = h.timers.delay(leg, TimerKind.RECORD_LIMIT)
+    assert 0.2 <= left <= 0.6, left  # what is left of the second, whatever the pause took
+    await h.outputs[leg].collect(40)  # the recorder takes no more than the limit meanwhile
+    h.timers.fire(leg, TimerKind.RECORD_LIMIT)
+    samples = read_mono(await saved_file(h, leg))
+    assert len(samples) / RATE == pytest.approx(1.0, abs=0.021), len(samples) / RATE

@@ -137,6 +137,36 @@ async def test_a_recording_goes_on_in_the_same_file_after_a_restart(
     assert await stored_recordings(h) == []  # over: nothing left to continue
 
 
+async def test_a_paused_recording_stays_paused_across_a_restart_and_has_no_outage_in_it(
+    h: Harness, aiohttp_client: Any, settings: Settings
+) -> None:
+    a, b = await h.up(), await h.up()
+    await h.bridged(a, b)
+    await h.ok(a, "record_start", format="wav", channels="dual")
+    await talk(h, a, b, 440, 1000)
+    await h.ok(a, "record_pause")
+    await talk(h, a, b, 700, 700)  # paused: not recorded
+    path = await recording_in_progress(h, a)
+    await h.client.close()
+    down_since = time.time() - OUTAGE_S
+    os.utime(path, (down_since, down_since))  # as if written OUTAGE_S ago: the pause began then
+    h = await h.restarted(aiohttp_client, settings)
+    assert h.runtime.machine.leg(a).recording_paused
+    await h.media(a)
+    await h.media(b)
+    await talk(h, a, b, 700, 700)  # still paused after the restart
+    await h.ok(a, "record_resume")
+    await talk(h, a, b, 1300, 1600)
+    await h.ok(a, "record_stop")
+    saved = await h.receiver.next("call.recording.saved", a)
+    samples = await asyncio.to_thread(read_stereo, path, "wav")
+    names = segments(samples[:, 0], (440.0, 700.0, 1300.0))
+    assert "700" not in names and names.count("440") >= 5 and names.count("1300") >= 5, names
+    # What was recorded, back to back: no outage, no pause (a few quiet windows at the seams).
+    assert names.count("silence") + names.count("?") <= 6, names
+    assert saved.payload["recording_urls"]["wav"]
+
+
 async def test_a_recording_whose_leg_ended_while_down_is_saved(
     h: Harness, aiohttp_client: Any, settings: Settings
 ) -> None:

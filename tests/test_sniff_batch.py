@@ -79,8 +79,8 @@ def test_payloads_of_any_length_are_cut_into_frames_and_the_rest_waits() -> None
     assert batch.take(relaxed_too=True) == []
     batch.add(MU, 1, said[100:500], FRAME)
     batch.add(MU, 1, said[500:], FRAME)
-    blocks = batch.take(relaxed_too=True)
-    assert [b[2][0] for b in blocks] == [said[at : at + FRAME] for at in range(0, 640, FRAME)]
+    four = [said[at : at + FRAME] for at in range(0, 640, FRAME)]
+    assert batch.take(relaxed_too=True) == [(MU, [1], four, 4)]  # one leg's frames in one block
     batch.add(MU, 1, frame(9, 32), FRAME)  # completes the 128 bytes left over
     assert batch.take(relaxed_too=True) == [(MU, [1], [said[640:] + frame(9, 32)], 1)]
 
@@ -97,3 +97,14 @@ def test_a_forgotten_slot_leaves_nothing_behind() -> None:
     batch.add(MU, 7, frame(6), FRAME)
     batch.forget(7)
     assert batch.take(relaxed_too=True) == []
+
+
+def test_four_ticks_in_four_orders_are_one_block_in_the_first_orders_slots() -> None:
+    batch = SniffBatch()
+    order = ([1, 2, 3], [3, 1, 2], [2, 3, 1], [1, 3, 2])
+    for tick, slots in enumerate(order):
+        for slot in slots:
+            batch.add(MU, slot, frame(10 * slot + tick), FRAME)
+    [(kind, slots, frames, k)] = batch.take(relaxed_too=True)
+    assert (kind, k) == (MU, 4)
+    assert frames == [frame(10 * slot + tick) for tick in range(4) for slot in slots]

@@ -132,7 +132,10 @@ async def test_a_retry_is_sent_when_it_comes_due_not_at_the_next_poll(
         sender = asyncio.create_task(outbox.run(session, stop))
         try:
             await outbox.publish(
-                org_id=1, leg_id="l1", url=url, event_type="call.answered",
+                org_id=1,
+                leg_id="l1",
+                url=url,
+                event_type="call.answered",
                 payload={"call_control_id": "l1"},
             )
             await until(lambda: outbox.delivered == 1, "the retry, due 0.3 s after the 503")

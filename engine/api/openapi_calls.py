@@ -186,13 +186,19 @@ SCHEMAS: dict[str, Schema] = {
             channels=string(enum=["single", "dual"]),
             timeout_secs={"type": "integer", "minimum": 0, "default": 0},
             play_beep={"type": "boolean", "default": False},
+            recording_id=string(
+                description="record_stop, record_pause, record_resume: the recording in "
+                "progress (the only one a leg has; another id is refused)"
+            ),
             **COMMON,
         ),
         "description": "Fields of the action named in the path: bridge (see BridgeAction), "
         "unbridge (callbridge's extension), reject (cause), enqueue (queue_name, "
         "max_wait_time_secs, max_size), record_start (format, channels, max_length, trim, "
         "custom_file_name, recording_track, timeout_secs: seconds of silence after speech that "
-        "end it, play_beep: a 1 kHz beep of 250 ms as it starts), playback_start (audio_url "
+        "end it, play_beep: a 1 kHz beep of 250 ms as it starts), record_pause and record_resume "
+        "(recording_id: the recording in progress stops, or goes on, taking audio; one file, "
+        "max_length counts recorded time), playback_start (audio_url "
         "file://, media_name, "
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "

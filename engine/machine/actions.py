@@ -84,6 +84,9 @@ def _check_media(core: Core, leg: Leg, command: cmd.Command) -> Apply:
         case cmd.RecordStop():
             media.check_record_stop(leg, command)
             return lambda a: media.stop_recording(core, a)
+        case cmd.RecordPause():
+            media.check_record_stop(leg, command)
+            return lambda a: media.pause_recording(core, a, command.paused)
     raise AssertionError(f"unhandled command {type(command).__name__}")
 
 

@@ -117,6 +117,15 @@ class RecordStop(_Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RecordPause(_Command):
+    """record_pause (paused=True) or record_resume: the recording in progress stops, or goes
+    on, taking the leg's audio; one file, one call.recording.saved, as Call Control describes."""
+
+    paused: bool
+    recording_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PlaybackStart(_Command):
     audio_url: str | None = None  # http(s), or file:// in the media directory
     media_name: str | None = None
@@ -174,6 +183,7 @@ Command: TypeAlias = (
     | LeaveQueue
     | RecordStart
     | RecordStop
+    | RecordPause
     | PlaybackStart
     | PlaybackStop
     | SendDtmf
@@ -271,6 +281,13 @@ def _record_stop(b: Body) -> Command:
     return RecordStop(recording_id=b.string("recording_id"), **b.common())
 
 
+def _record_pause(paused: bool) -> Callable[[Body], Command]:
+    # Call Control v2's pause/resume recording parameters (its SDK's
+    # ActionPauseRecordingParams, ActionResumeRecordingParams): client_state, command_id and
+    # recording_id, nothing else.
+    return lambda b: RecordPause(paused=paused, recording_id=b.string("recording_id"), **b.common())
+
+
 def _loop(b: Body) -> int | None:
     value = b._get("loop", False)
     if value == "infinity":
@@ -345,6 +362,8 @@ _PARSERS: dict[str, Callable[[Body], Command]] = {
     "leave_queue": lambda b: LeaveQueue(**b.common()),
     "record_start": _record_start,
     "record_stop": _record_stop,
+    "record_pause": _record_pause(True),
+    "record_resume": _record_pause(False),
     "playback_start": _playback_start,
     "playback_stop": _playback_stop,
     "send_dtmf": _send_dtmf,

@@ -8,7 +8,7 @@ one leg leave in emission order. Four families:
   (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
   end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
   hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
-  ``StopRecording``;
+  ``StopRecording``/``PauseRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
 
@@ -144,6 +144,15 @@ class StopRecording:
     recording_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class PauseRecording:
+    """The recording stops (``paused``) or goes on taking the leg's audio, in the same file."""
+
+    call_control_id: str
+    recording_id: str
+    paused: bool
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmitWebhook:
     """One Call Control v2 event for the application: the runtime wraps `payload` in
@@ -182,6 +191,7 @@ Effect: TypeAlias = (
     | ClearOverlay
     | StartRecording
     | StopRecording
+    | PauseRecording
     | EmitWebhook
     | StartTimer
     | CancelTimer

@@ -28,7 +28,14 @@ from urllib.parse import unquote, urlsplit
 
 from engine.errors import InvalidState
 from engine.machine import effects as fx
-from engine.machine.commands import PlaybackStart, PlaybackStop, RecordStart, RecordStop, SendDtmf
+from engine.machine.commands import (
+    PlaybackStart,
+    PlaybackStop,
+    RecordPause,
+    RecordStart,
+    RecordStop,
+    SendDtmf,
+)
 from engine.machine.core import Core, iso
 from engine.machine.events import (
     DtmfReceived,
@@ -206,13 +213,15 @@ def start_recording(core: Core, leg: Leg, options: RecordingOptions) -> Leg:
         seq=leg.seq + 1,
         recording_id=recording_id,
         recordings_unsaved=(*leg.recordings_unsaved, recording_id),
+        recording_left_s=float(options.max_length_secs) if options.max_length_secs else None,
+        recording_since=core.now,
     )
     if options.max_length_secs:
         leg = core.start_timer(leg, TimerKind.RECORD_LIMIT, options.max_length_secs, recording_id)
     return leg
 
 
-def check_record_stop(leg: Leg, command: RecordStop) -> None:
+def check_record_stop(leg: Leg, command: RecordStop | RecordPause) -> None:
     if leg.recording_id is None:
         raise InvalidState("no recording is in progress", code=INVALID_STATE_CODE)
     if command.recording_id not in (None, leg.recording_id):
@@ -225,8 +234,33 @@ def stop_recording(core: Core, leg: Leg) -> Leg:
     if leg.recording_id is None:
         return leg
     core.emit(fx.StopRecording(leg.call_control_id, leg.recording_id))
+    return _recording_over(core, leg)
+
+
+def _recording_over(core: Core, leg: Leg) -> Leg:
     leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
-    return core.update(leg, recording_id=None)
+    return core.update(leg, recording_id=None, recording_paused=False, recording_left_s=None)
+
+
+def pause_recording(core: Core, leg: Leg, paused: bool) -> Leg:
+    """record_pause / record_resume. Pausing a paused recording (or resuming a running one)
+    changes nothing and is not an error: the command's outcome holds either way. max_length
+    counts recorded time: its timer stops while paused and restarts with what is left."""
+    recording_id = leg.recording_id
+    assert recording_id is not None  # check_record_stop
+    if paused == leg.recording_paused:
+        return leg
+    core.emit(fx.PauseRecording(leg.call_control_id, recording_id, paused))
+    left = leg.recording_left_s
+    if paused:
+        if left is not None:
+            left = max(0.0, left - (core.now - leg.recording_since))
+        leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
+    elif left is not None:
+        leg = core.start_timer(leg, TimerKind.RECORD_LIMIT, left, recording_id)
+    return core.update(
+        leg, recording_paused=paused, recording_left_s=left, recording_since=core.now
+    )
 
 
 def recording_saved(core: Core, leg: Leg, event: RecordingSaved) -> None:
@@ -260,8 +294,7 @@ def recording_failed(core: Core, leg: Leg, event: RecordingFailed) -> None:
     unsaved = tuple(r for r in leg.recordings_unsaved if r != event.recording_id)
     leg = core.update(leg, recordings_unsaved=unsaved)
     if leg.recording_id == event.recording_id:  # in progress until now: a new one may start
-        leg = core.cancel_timers(leg, TimerKind.RECORD_LIMIT)
-        leg = core.update(leg, recording_id=None)
+        leg = _recording_over(core, leg)
     core.webhook(
         leg,
         "call.recording.error",

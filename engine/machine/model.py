@@ -277,6 +277,11 @@ class Leg:
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
     recording_id: str | None = None  # the recording in progress
+    recording_paused: bool = False  # record_pause'd: none of its audio is written until resumed
+    # The recording's max_length left as of `recording_since` (None: no limit), and when its
+    # current unpaused stretch began (the machine's clock): the limit counts recorded time only.
+    recording_left_s: float | None = None
+    recording_since: float = 0.0
     gather: Gather | None = None  # the DTMF gather in progress
     recordings_unsaved: tuple[str, ...] = ()  # started, call.recording.saved not yet sent
     bridge_record: RecordingOptions | None = None  # bridge's record-from-answer, until bridged

@@ -390,10 +390,12 @@ class MediaPlane:
         elif leg_id in self._legs:
             self.mixer.set_tap(leg_id, True)
 
-    def resume_recording(self, stored: LiveRecording) -> RecordingFailed | None:
-        """Continue a recording an earlier process left (``Recordings.resume``); the event if
-        it cannot be continued."""
-        failed = self.recordings.resume(stored)
+    def resume_recording(
+        self, stored: LiveRecording, *, paused: bool = False
+    ) -> RecordingFailed | None:
+        """Continue a recording an earlier process left (``Recordings.resume``), paused if the
+        machine has it paused; the event if it cannot be continued."""
+        failed = self.recordings.resume(stored, paused=paused)
         if failed is None and stored.call_control_id in self._legs:
             self.mixer.set_tap(stored.call_control_id, True)
         return failed

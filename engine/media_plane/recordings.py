@@ -97,6 +97,8 @@ class ActiveRecording:
     resumed_from: float | None = None
     #: ``timeout_secs``'s timer (module docstring); None without one.
     silence: SilenceTimeout | None = None
+    #: record_pause'd: the tap's audio is not written (nor judged for silence) until resumed.
+    paused: bool = False
 
 
 def failure_reason(error: RecordingError) -> str:
@@ -231,12 +233,16 @@ class Recordings:
             started_at=active.started_at,
         )
 
-    def resume(self, stored: LiveRecording) -> RecordingFailed | None:
+    def resume(self, stored: LiveRecording, *, paused: bool = False) -> RecordingFailed | None:
         """Continue a recording an earlier process left, in its file (module docstring); one
-        that cannot be continued fails at once (the returned event). Touches the disk."""
+        that cannot be continued fails at once (the returned event). Touches the disk. One
+        that was paused stays paused, and the outage is not in it: its file was last written
+        when the pause began, before the outage."""
         reopened = self.reopen(stored)
         if isinstance(reopened, RecordingFailed):
             return reopened
+        if paused:
+            reopened.paused, reopened.resumed_from = True, None
         self._active[stored.call_control_id] = reopened
         log.info("recording resumed", leg_id=stored.call_control_id,
                  recording_id=stored.recording_id)  # fmt: skip
@@ -291,6 +297,19 @@ class Recordings:
                 unstored.append(self._stored(leg_id, each))
         return unstored
 
+    def set_paused(self, leg_id: str, paused: bool) -> None:
+        """record_pause / record_resume: the recording keeps its file, and takes no audio while
+        paused. A resumed recording paused before its first frame gets the outage's silence now
+        (the outage was recorded time; the pause starts after it)."""
+        active = self._active.get(leg_id)
+        if active is None:
+            return  # failed or stopped meanwhile: its outcome is reported on its own
+        if paused and active.resumed_from is not None:
+            self._pad_gap(leg_id, active, active.resumed_from)
+        active.paused = paused
+        log.info("recording paused" if paused else "recording resumed taking audio",
+                 leg_id=leg_id, recording_id=active.recording_id)  # fmt: skip
+
     def take(self, leg_id: str) -> ActiveRecording | None:
         """The leg's recording, no longer fed, to be closed (off the media path); its writer
         opens the file first if it has not yet."""
@@ -305,7 +324,7 @@ class Recordings:
         whose silence timeout ran out with this tick is only reported, for the machine to
         stop it (``RecordingSilenced``)."""
         active = self._active.get(leg_id)
-        if active is None:
+        if active is None or active.paused:
             return None
         if active.resumed_from is not None:
             self._pad_gap(leg_id, active, active.resumed_from)

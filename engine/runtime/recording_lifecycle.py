@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from engine.errors import CallbridgeError
 from engine.logs import get_logger
+from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine.model import Leg
 from engine.media_plane.plane import ActiveRecording, MediaPlane, close_recording
@@ -48,6 +49,19 @@ class RecordingLifecycle:
         self._report = report  # an input of the engine's own to the machine
         self._spawn = spawn
         self._clock = clock
+
+    def apply(self, effect: fx.StartRecording | fx.StopRecording | fx.PauseRecording) -> None:
+        """The machine's recording effects; nothing here waits on the disk (a new recording is
+        stored once its file is open: the runtime's tick)."""
+        match effect:
+            case fx.StartRecording(leg_id, recording_id, options, org_id):
+                self._plane.start_recording(
+                    leg_id, recording_id, options, self._clock(), org_id=org_id
+                )
+            case fx.StopRecording(leg_id, _recording_id):
+                self._spawn(self.finish(leg_id))
+            case fx.PauseRecording(leg_id, _recording_id, paused):
+                self._plane.recordings.set_paused(leg_id, paused)
 
     async def finish(self, leg_id: str) -> None:
         """Close the leg's recording off the loop (waiting at most media.recorder.CLOSE_WAIT_S:
@@ -125,7 +139,7 @@ class RecordingLifecycle:
             if leg is None:
                 await self.forget(stored.recording_id)
             elif leg.recording_id == stored.recording_id:
-                failed = self._plane.resume_recording(stored)
+                failed = self._plane.resume_recording(stored, paused=leg.recording_paused)
                 if failed is not None:
                     await self.forget(stored.recording_id)
                     await self._report(failed)

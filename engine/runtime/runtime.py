@@ -398,13 +398,8 @@ class CallRuntime:
                 self.plane.relay_dtmf(leg_id, digit, source)
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
-            case fx.StartRecording(leg_id, recording_id, options, org_id):
-                # Stored once its file is open (_on_tick): nothing here waits on the disk.
-                self.plane.start_recording(
-                    leg_id, recording_id, options, self._clock(), org_id=org_id
-                )
-            case fx.StopRecording(leg_id, _recording_id):
-                self._spawn(self.recording_files.finish(leg_id))
+            case fx.StartRecording() | fx.StopRecording() | fx.PauseRecording():
+                self.recording_files.apply(effect)
             case fx.StartTimer(key, delay):
                 self.timers.start(key, delay, self._timer_fired)
             case fx.CancelTimer(key):
