@@ -35,8 +35,10 @@ from numpy.typing import NDArray
 from media.errors import MediaError
 
 __all__ = [
+    "HOLD_TONE",
     "RINGTONE_COUNTRIES",
     "ComfortNoise",
+    "HoldTone",
     "Playback",
     "Ringback",
     "RingtoneSpec",
@@ -237,6 +239,21 @@ class Ringback(_Loop):
     def next_frame(self, n: int = 160) -> NDArray[np.int16]:
         """The next ``n`` samples of the tone."""
         return self(n)
+
+
+#: What a held leg hears (``hold_after_unbridge``): a tone on hold, as PBXs play without a music
+#: source, so the caller knows the line is alive. Call Control documents no hold audio for a
+#: plain call; callbridge's choice: 440 Hz for 300 ms every 4 s, soft-edged.
+HOLD_TONE = RingtoneSpec("hold", "callbridge tone on hold", (440.0,), False, (300, 3700))
+
+
+class HoldTone(_Loop):
+    """``HOLD_TONE`` as a continuous stream of frames (like ``Ringback``)."""
+
+    def __init__(self, sample_rate: int = 8000, level_dbfs: float = -20.0) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        super().__init__(_cadence_cycle(HOLD_TONE, sample_rate, float(level_dbfs)))
 
 
 class Silence:

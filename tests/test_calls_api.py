@@ -8,6 +8,7 @@ recording fake gateway; webhooks are delivered by the app's own outbox loop to a
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from engine.config import Settings
 from engine.machine.commands import ACTIONS
 from engine.machine.model import TimerKind
 from engine.webhooks.signing import verify
-from tests.call_fakes import Harness, b64, write_wav
+from tests.call_fakes import Harness, b64, share, tone_frames, write_wav
 
 pytestmark = pytest.mark.both_databases  # the same tests on SQLite and on PostgreSQL
 
@@ -736,3 +737,40 @@ async def test_a_failed_provider_hangup_still_ends_the_leg(h: Harness) -> None:
     await h.runtime.settle()
     assert h.state(a) == "hangup"
     assert h.receiver.types(a).count("call.hangup") == 1
+
+
+def hold_tone_frames(h: Harness, leg: str, frames: list[bytes]) -> list[int]:
+    samples = h.outputs[leg].samples(frames)
+    windows = [samples[i * 160 : (i + 1) * 160] for i in range(len(frames))]
+    return [i for i, window in enumerate(windows) if share(window, 440) > 0.5]
+
+
+async def test_a_held_leg_hears_the_tone_on_hold_until_a_bridge_takes_it_off_hold(
+    h: Harness,
+) -> None:
+    a, b, c = await h.up(), await h.up(), await h.up()
+    await h.bridged(a, b, hold_after_unbridge=True)
+    await h.bridged(c, b)  # b moves to c: a is left behind, held
+    assert h.state(a) == "held"
+    output = h.outputs[a]
+    start = len(output.frames)
+    await output.collect(230)  # 4.6 s: at least one whole burst of the 4 s cadence
+    tone = hold_tone_frames(h, a, output.frames[start:])
+    # 300 ms bursts (15 frames, 16 if one straddles a frame) 4 s apart, silence between.
+    # The first one may have begun before the frames looked at: the last is whole.
+    bursts = [i for i in tone if i - 1 not in tone]
+    assert 1 <= len(bursts) <= 2 and all(199 <= j - i <= 201 for i, j in itertools.pairwise(bursts))
+    assert 14 <= len([i for i in tone if bursts[-1] <= i < bursts[-1] + 20]) <= 16, tone
+    assert len(tone) <= 32, tone  # and nothing else but silence
+    await h.bridged(a, c)  # a is taken off hold: c hears a, a hears c, no tone
+    assert h.state(a) == "bridged"
+    # A pair in passthrough: each frame c says is a frame a hears, nothing else is added.
+    said = tone_frames(1000, h.outputs[c].fmt)
+    start = len(output.frames)
+    for _ in range(40):
+        h.runtime.media_frame(c, next(said))
+    if len(output.frames) < start + 40:  # not yet forwarded: still mixed for a tick or two
+        await output.collect(start + 40 - len(output.frames))
+    heard = h.outputs[a].samples(output.frames[start : start + 40])
+    frames = [heard[i * 160 : (i + 1) * 160] for i in range(40)]
+    assert all(share(f, 1000) > 0.5 and share(f, 440) < 0.01 for f in frames)

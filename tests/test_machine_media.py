@@ -328,3 +328,16 @@ def test_dtmf_after_hangup_is_ignored() -> None:
     h.incoming("a")
     h.event(ev.LegHungUp("a", HangupCause.NORMAL_CLEARING, HangupSource.CALLER))
     assert h.event(ev.DtmfReceived("a", "1", OOB)) == []
+
+
+def test_a_held_leg_hears_the_tone_on_hold_exactly_while_it_is_held() -> None:
+    h = Harness()
+    h.bridged_pair(hold_after_unbridge=True)
+    h.incoming("c")
+    hold = fx.SetOverlay("a", fx.HOLD_TAG, OverlaySource("hold", ""), None)
+    out = h.command("c", cmd.parse_command("bridge", {"call_control_id": "b"}))
+    assert hold in out and h.state("a").value == "held"
+    out = h.command("a", cmd.PlaybackStop())  # a media command keeps it held: no change
+    assert not [e for e in out if getattr(e, "tag", None) == fx.HOLD_TAG]
+    out = h.command("a", cmd.parse_command("bridge", {"call_control_id": "c"}))
+    assert fx.ClearOverlay("a", fx.HOLD_TAG) in out and h.state("a").value == "bridged"

@@ -21,15 +21,27 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
 from engine.machine.effects import (
+    HOLD_TAG,
     CancelTimer,
+    ClearOverlay,
     Effect,
     EmitWebhook,
     JoinRoom,
     LeaveRoom,
     SetDtmfMute,
+    SetOverlay,
     StartTimer,
 )
-from engine.machine.model import Leg, LegState, Queue, Room, RoomKind, TimerKey, TimerKind
+from engine.machine.model import (
+    Leg,
+    LegState,
+    OverlaySource,
+    Queue,
+    Room,
+    RoomKind,
+    TimerKey,
+    TimerKind,
+)
 from engine.machine.transitions import TRANSITIONS, Trigger
 
 _ROOM_PREFIX: Final = {RoomKind.BRIDGE: "room", RoomKind.CONFERENCE: "conf"}
@@ -134,6 +146,13 @@ class Core:
         """Apply a transition the handler has already checked. A missing pair is a bug in the
         handler, not a user error, so it raises KeyError."""
         target = TRANSITIONS[(leg.state, trigger)]
+        held = (leg.state is LegState.HELD, target is LegState.HELD)
+        # One owner for hold audio: a leg hears its tone on hold exactly while it is held (a
+        # later bridge, conference join, queue or hangup takes it off hold).
+        if held == (False, True):
+            self.emit(SetOverlay(leg.call_control_id, HOLD_TAG, OverlaySource("hold", ""), None))
+        elif held == (True, False):
+            self.emit(ClearOverlay(leg.call_control_id, HOLD_TAG))
         return self.put(replace(leg, state=target, **changes))
 
     def with_client_state(self, leg: Leg, client_state: str | None) -> Leg:

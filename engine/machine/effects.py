@@ -64,6 +64,8 @@ class DialCall:
 
 #: The overlay tag of a leg's outgoing digits; clearing it empties the leg's digit queue.
 DTMF_TAG = "dtmf"
+#: The overlay of a held leg's tone on hold: set when it enters the state, cleared when it leaves.
+HOLD_TAG = "hold"
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,8 @@ class OverlaySource:
     kind "ringback": `name` is a ringtone country code; kind "file": `name` is an absolute local
     path (from a file:// audio_url); kind "url": `name` is an http(s) audio_url, fetched for
     organization `org_id` (engine.media_plane.audio_fetch); kind "media": `name` is a media_name the
-    runtime resolves (built-in tones); kind "beep": a recording's start beep, played once.
+    runtime resolves (built-in tones); kind "beep": a recording's start beep, played once; kind
+    "hold": the tone on hold of a held leg (media.tones.HOLD_TONE), until it leaves the state.
     """
 
     kind: str

@@ -75,7 +75,7 @@ from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
 from media.mixer import Mixer
 from media.recorder import FileOpener, open_new_file
-from media.tones import Playback, Ringback
+from media.tones import HoldTone, Playback, Ringback
 
 __all__ = [
     "RELAYED_DTMF_MS",
@@ -330,6 +330,8 @@ class MediaPlane:
         source = spec.source
         if source.kind == "ringback":
             return Ringback(source.name)
+        if source.kind == "hold":
+            return HoldTone(self.mixer.sample_rate)
         loops = None if spec.loop is None or spec.loop <= 0 else spec.loop
 
         def ended() -> None:
