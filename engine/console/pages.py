@@ -40,7 +40,9 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": with it Chromium sends "Origin: null" on the sign-in form's POST,
+    # which the origin check must refuse. Same-origin requests only carry a referrer.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 ERROR_SLOT = b"<!--error-->"

@@ -59,7 +59,7 @@ function useFeed() {
 
 function Meter({ dbfs }) {
   const label = dbfs === null || dbfs === undefined ? "no media" : `${dbfs.toFixed(1)} dBFS`;
-  return html`<meter class="level" min="0" max="1" low="0.6" high="0.9" optimum="0.3"
+  return html`<meter class="level" min="0" max="1" low="0.5" high="0.9" optimum="0.7"
     value=${meterValue(dbfs)} data-dbfs=${dbfs ?? ""} title=${label}></meter>`;
 }
 
@@ -131,7 +131,7 @@ function Bridges({ bridges }) {
       <thead><tr><th>Name</th><th>Status</th><th>Numbers</th></tr></thead>
       <tbody>${bridges.map((b) => html`<tr key=${b.id} data-bridge=${b.slug}>
         <td>${b.name} <span class="muted mono">${b.slug}</span></td><td>${b.status}</td>
-        <td class="mono">${b.numbers.map((n) => n.number).join(", ") || "—"}</td>
+        <td class="mono wrap">${b.numbers.map((n) => n.number).join(", ") || "—"}</td>
       </tr>`)}</tbody></table>`}
   </section>`;
 }
@@ -147,7 +147,9 @@ function Webhooks({ webhooks }) {
 }
 
 function Audit({ audit }) {
-  return html`<section id="audit"><h2>Audit log</h2><div class="log"><ul>
+  return html`<section id="audit"><h2>Audit log</h2>
+    ${audit.length === 0 ? html`<p class="muted">No control actions yet.</p>` : ""}
+    <div class="log"><ul>
     ${audit.map((a) => html`<li key=${a.id} data-action=${a.action}>
       <span class="mono">${clock(a.at)}</span> <b>${a.action}</b>
       <span class="mono muted">${short(a.call_control_id)}</span>
@@ -198,7 +200,9 @@ async function start() {
     return;
   }
   const { data } = await response.json();
-  render(html`<${Console} session=${data} />`, document.getElementById("app"));
+  const app = document.getElementById("app");
+  app.textContent = ""; // the "Loading" line: preact renders into an empty node
+  render(html`<${Console} session=${data} />`, app);
 }
 
 start();
