@@ -163,3 +163,14 @@ def _digest(token: str) -> str:
     from engine.crypto import token_digest
 
     return token_digest(token)
+
+
+async def test_signing_out_ends_the_session(env: TwilioEnv, console: ConsoleClient) -> None:
+    await console.sign_in(env.org.token)
+    signout = env.public_url + "/console/signout"
+    refused = await console.session.post(signout, headers={"X-CSRF-Token": "forged"})
+    assert refused.status == 403
+    done = await console.session.post(signout, headers={"X-CSRF-Token": console.csrf})
+    assert done.status == 200
+    feed = await console.session.get(env.public_url + "/console/api/feed")
+    assert feed.status == 401
