@@ -34,6 +34,7 @@ from engine.api.keys import (
 from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
 from engine.config import Settings, resolve_secret_key, sqlite_path
+from engine.console import routes as console
 from engine.crypto import SecretBox
 from engine.live_metrics import LiveMetrics
 from engine.machine.machine import CallMachine
@@ -147,6 +148,7 @@ def create_app(
     calls.add_routes(app)
     recordings.add_routes(app)
     webhook_deliveries.add_routes(app)
+    console.install(app)  # the operator console at /console
     return app
 
 

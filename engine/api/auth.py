@@ -11,7 +11,7 @@ from aiohttp import web
 from engine.api.keys import STORE
 from engine.crypto import token_digest
 from engine.errors import AuthenticationError, PermissionDenied
-from engine.store.base import OrganizationRecord
+from engine.store.base import OrganizationRecord, Store
 
 ORGANIZATION = web.RequestKey("organization", OrganizationRecord)
 
@@ -33,8 +33,12 @@ async def organization_for(request: web.Request, scheme: str) -> OrganizationRec
             "Authorization header is missing",
             message="Authentication credentials were not provided.",
         )
-    token = bearer_credentials(header, scheme)
-    org = await request.app[STORE].organization_for_token(token_digest(token))
+    return await organization_by_token(request.app[STORE], bearer_credentials(header, scheme))
+
+
+async def organization_by_token(store: Store, token: str) -> OrganizationRecord:
+    """The organization owning the API token; 401 if none does (the console signs in here)."""
+    org = await store.organization_for_token(token_digest(token))
     if org is None:
         raise AuthenticationError("Invalid token", message="Invalid token.")
     return org

@@ -68,6 +68,7 @@ from engine.media_plane.audio_sources import (
 )
 from engine.media_plane.digits_out import DigitsOut
 from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
+from engine.media_plane.levels import InputLevels
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.stats import LegMediaStats
@@ -167,6 +168,9 @@ class MediaPlane:
         self._pending: list[Event] = []
         self._stats: dict[str, LegMediaStats] = {}
         self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
+        # The console's level meters: the legs someone watches (engine/media_plane/levels.py).
+        self.levels = InputLevels()
+        self._metered = self.levels.frames
 
     # streams
     def attach(
@@ -201,6 +205,11 @@ class MediaPlane:
 
     def is_attached(self, leg_id: str) -> bool:
         return leg_id in self._legs
+
+    def input_format(self, leg_id: str) -> AudioFormat | None:
+        """The format the leg's stream sends (what ``frame_in`` gets); None without one."""
+        media = self._legs.get(leg_id)
+        return None if media is None else media.fmt
 
     # statistics (engine.media_plane.stats)
     def stats_of(self, leg_id: str) -> LegMediaStats:
@@ -244,6 +253,9 @@ class MediaPlane:
         stats.concealed = stats.concealed_before + live
 
     def frame_in(self, leg_id: str, payload: bytes) -> None:
+        metered = self._metered.get(leg_id)  # None unless a console watches the leg
+        if metered is not None:
+            metered.append(payload)
         for peer, data in self.mixer.put_frame(leg_id, payload):
             media = self._legs.get(peer)
             if media is not None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from engine.machine.live_changes import LiveChanges
 from engine.machine.model import Leg, Queue, RecordingOptions, Room, TimerKey
+from engine.store.audit_log import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +193,7 @@ class Route:
     provider_config: ProviderConfigRecord
 
 
-class Store(Protocol):
+class Store(AuditLog, Protocol):
     """Persistence for organizations, tokens, provider configurations, bridges and numbers.
 
     Errors: ``engine.errors.Conflict`` for uniqueness and in-use violations, ``NotFound`` for

@@ -390,6 +390,27 @@ def _v8_channels_count_default(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE number_assignments_v7")
 
 
+def _v9_console_audit(conn: Connection) -> None:
+    """The console's audit log: every control action, who, what, when (engine/console)."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    ident = BigInteger().with_variant(Integer(), "sqlite")
+    Table("organizations", md, Column("id", ident, primary_key=True))  # for the foreign key
+    Table(
+        "console_audit",
+        md,
+        Column("id", ident, primary_key=True, autoincrement=True),
+        Column("org_id", ident, ForeignKey("organizations.id"), nullable=False),
+        Column("token_id", ident, nullable=False),
+        Column("action", String(64), nullable=False),
+        Column("call_control_id", String(128), nullable=False),
+        Column("body", Text(), nullable=False),
+        Column("outcome", Text(), nullable=False),
+        Column("at", Double(), nullable=False),
+        Index(None, "org_id", "id"),
+    )
+    md.tables["console_audit"].create(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -399,6 +420,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "live state of calls, for adoption after a restart", _v6_live_state),
     Migration(7, "recordings in progress, continued after a restart", _v7_live_recordings),
     Migration(8, "a new number's channels_count defaults to 100", _v8_channels_count_default),
+    Migration(9, "the console's audit log of control actions", _v9_console_audit),
 )
 
 

@@ -349,3 +349,18 @@ live_recordings = Table(
     Column("options", Text(), nullable=False),
     Column("started_at", Double(), nullable=False),
 )
+# What operators did through the console (engine/console/controls.py): who (organization and API
+# token), what (the action, its leg, its body as JSON), when, and how it ended ("ok" or the error).
+console_audit = Table(
+    "console_audit",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("token_id", ID, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("call_control_id", String(128), nullable=False),
+    Column("body", Text(), nullable=False),
+    Column("outcome", Text(), nullable=False),
+    Column("at", Double(), nullable=False),
+    Index(None, "org_id", "id"),
+)

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import Conflict, NotFound
+from engine.store.audit import SqlAudit
 from engine.store.base import (
     BridgeRecord,
     OrganizationRecord,
@@ -65,7 +66,15 @@ if TYPE_CHECKING:
     from engine.store.base import Store
 
 
-class SqlStore(SqlOutbox, SqlSigningKeys, SqlOrgLimits, SqlRecordings, SqlLive, SqlLiveRecordings):
+class SqlStore(
+    SqlOutbox,
+    SqlSigningKeys,
+    SqlOrgLimits,
+    SqlRecordings,
+    SqlLive,
+    SqlLiveRecordings,
+    SqlAudit,
+):
     """``Store`` on a SQLAlchemy async engine.
 
     ``url`` is a database URL or a SQLite file path (see ``normalize_database_url``);

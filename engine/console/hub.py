@@ -1,0 +1,164 @@
+"""The console's feed: for each organization someone watches, what its page shows, pushed.
+
+One loop serves every connected console. Each pass (ten a second, ``LEVELS_EVERY_S``) it points
+the media plane's level meters at the live legs of the watched organizations only and sends each
+organization its legs' levels; every ``LIVE_EVERY`` passes its live legs and rooms; every
+``STORED_EVERY`` passes what the store holds (bridges and numbers, the newest webhooks, the
+audit log), each only when it changed. An organization's messages go to its own subscribers and
+no one else's. With no subscriber the loop sleeps and no level is measured.
+
+A subscriber is a bounded queue: one that falls behind loses its oldest messages (every message
+is a whole state, so the next one repairs it), never the engine's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from engine.console.views import audit_view, bridges_view, live_view, webhooks_view
+from engine.logs import get_logger
+from engine.store.base import DeliveryFilter, Store
+
+if TYPE_CHECKING:
+    from engine.runtime.runtime import CallRuntime
+
+__all__ = ["LEVELS_EVERY_S", "ConsoleHub", "Message"]
+
+log = get_logger("callbridge.console")
+
+LEVELS_EVERY_S = 0.1  # ten level updates a second (the console promises at least five)
+LIVE_EVERY = 5  # passes: legs and rooms twice a second
+STORED_EVERY = 10  # passes: bridges, webhooks and the audit log once a second
+WEBHOOKS_SHOWN = 50
+AUDIT_SHOWN = 20
+BRIDGES_SHOWN = 200
+QUEUE_MESSAGES = 64
+
+Message = tuple[str, bytes] | None  # (event name, JSON); None ends the stream
+
+
+class ConsoleHub:
+    def __init__(self, runtime: CallRuntime, store: Store, clock: Callable[[], float]) -> None:
+        self._runtime = runtime
+        self._store = store
+        self._clock = clock
+        self._subscribers: dict[int, set[asyncio.Queue[Message]]] = {}
+        self._sent: dict[int, dict[str, bytes]] = {}  # each organization's latest of each kind
+        self._fresh: set[int] = set()  # organizations with a new subscriber: everything now
+        self._woken = asyncio.Event()
+        self._stopped = False
+
+    def watched(self) -> frozenset[int]:
+        return frozenset(self._subscribers)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, org_id: int) -> AsyncIterator[asyncio.Queue[Message]]:
+        """A queue of the organization's messages, starting with the latest of each kind."""
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=QUEUE_MESSAGES)
+        for event, data in self._sent.get(org_id, {}).items():
+            queue.put_nowait((event, data))
+        self._subscribers.setdefault(org_id, set()).add(queue)
+        self._fresh.add(org_id)
+        self._woken.set()
+        try:
+            yield queue
+        finally:
+            queues = self._subscribers.get(org_id, set())
+            queues.discard(queue)
+            if not queues:
+                self._subscribers.pop(org_id, None)
+                self._sent.pop(org_id, None)
+
+    def refresh(self, org_id: int) -> None:
+        """Send the organization everything at the next pass (after one of its controls)."""
+        self._fresh.add(org_id)
+
+    def end_streams(self) -> None:
+        """The app is shutting down: every subscriber's stream ends."""
+        for queues in self._subscribers.values():
+            for queue in queues:
+                _put(queue, None)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._woken.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        passes = 0
+        due = loop.time()
+        while not self._stopped:
+            if not self._subscribers:
+                self._runtime.plane.levels.watch(())  # nobody looks: nothing is measured
+                self._woken.clear()
+                await self._woken.wait()
+                passes, due = 0, loop.time()
+                continue
+            try:
+                await self._pass(passes)
+            except Exception:
+                log.exception("console feed pass failed")
+            passes += 1
+            # A fixed rate, not a fixed pause: a slow pass does not slow the meters down.
+            due = max(due + LEVELS_EVERY_S, loop.time())
+            await asyncio.sleep(due - loop.time())
+        self._runtime.plane.levels.watch(())
+
+    async def _pass(self, passes: int) -> None:
+        orgs = self.watched()
+        fresh, self._fresh = self._fresh & orgs, set()
+        self._levels(orgs)
+        now = self._clock()
+        for org_id in orgs:
+            if passes % LIVE_EVERY == 0 or org_id in fresh:
+                self._publish(org_id, "live", live_view(self._runtime, org_id, now))
+            if passes % STORED_EVERY == 0 or org_id in fresh:
+                await self._stored(org_id)
+
+    def _levels(self, orgs: frozenset[int]) -> None:
+        plane = self._runtime.plane
+        owner = {
+            leg.call_control_id: leg.org_id
+            for leg in self._runtime.machine.snapshot().legs
+            if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
+        }
+        plane.levels.watch(owner)
+        levels: dict[int, dict[str, float | None]] = {org_id: {} for org_id in orgs}
+        for leg_id, level in plane.levels.take(plane.input_format).items():
+            levels[owner[leg_id]][leg_id] = level
+        for org_id, of_org in levels.items():
+            self._publish(org_id, "levels", of_org, always=True)
+
+    async def _stored(self, org_id: int) -> None:
+        store = self._store
+        bridges, _ = await store.list_bridges(org_id, status=None, offset=0, limit=BRIDGES_SHOWN)
+        self._publish(org_id, "bridges", bridges_view(bridges))
+        webhooks, _ = await store.list_webhook_deliveries(
+            org_id, DeliveryFilter(), offset=0, limit=WEBHOOKS_SHOWN
+        )
+        self._publish(org_id, "webhooks", webhooks_view(webhooks))
+        self._publish(org_id, "audit", audit_view(await store.audit_entries(org_id, AUDIT_SHOWN)))
+
+    def _publish(self, org_id: int, event: str, payload: Any, *, always: bool = False) -> None:
+        queues = self._subscribers.get(org_id)
+        if not queues:  # its last console left meanwhile
+            return
+        data = orjson.dumps(payload)
+        sent = self._sent.setdefault(org_id, {})
+        if not always and sent.get(event) == data:
+            return
+        sent[event] = data
+        for queue in queues:
+            _put(queue, (event, data))
+
+
+def _put(queue: asyncio.Queue[Message], message: Message) -> None:
+    """Queue without waiting; a full queue loses its oldest message."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(message)
