@@ -236,7 +236,7 @@ async def test_migration_8_makes_100_the_default_and_keeps_connected_numbers(
             "SELECT channels_count FROM number_assignments WHERE phone_number_id = 9"
         ).fetchall() == [(100,)]
         versions = conn.execute("SELECT version, description FROM schema_version").fetchall()
-    assert versions[-1] == (8, "a new number's channels_count defaults to 100")
+    assert (8, "a new number's channels_count defaults to 100") in versions
 
 
 # --- admission ---------------------------------------------------------------------------------

@@ -390,6 +390,19 @@ def _v8_channels_count_default(conn: Connection) -> None:
     conn.exec_driver_sql("DROP TABLE number_assignments_v7")
 
 
+def _v9_conference_records(conn: Connection) -> None:
+    """The Conferences API's conferences, live and ended (engine/store/live.py)."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    Table(
+        "live_conference_records",
+        md,
+        Column("conference_id", String(64), primary_key=True),
+        Column("org_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+        Column("state", Text(), nullable=False),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -399,6 +412,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "live state of calls, for adoption after a restart", _v6_live_state),
     Migration(7, "recordings in progress, continued after a restart", _v7_live_recordings),
     Migration(8, "a new number's channels_count defaults to 100", _v8_channels_count_default),
+    Migration(9, "conferences of the Conferences API", _v9_conference_records),
 )
 
 
