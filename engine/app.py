@@ -19,7 +19,15 @@ from adapters import wiring
 from engine.admission.gate import Admission
 from engine.admission.limits import OrgRateLimiter
 from engine.admission.live import LiveLegIndex
-from engine.api import bridges, calls, ops, provider_configs, recordings, webhook_deliveries
+from engine.api import (
+    bridges,
+    calls,
+    conferences,
+    ops,
+    provider_configs,
+    recordings,
+    webhook_deliveries,
+)
 from engine.api.keys import (
     ADMISSION,
     LIVE_LEGS,
@@ -146,6 +154,7 @@ def create_app(
     bridges.add_routes(app)
     provider_configs.add_routes(app)
     calls.add_routes(app)
+    conferences.add_routes(app)
     recordings.add_routes(app)
     webhook_deliveries.add_routes(app)
     console.install(app)  # the operator console at /console

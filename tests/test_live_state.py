@@ -20,7 +20,16 @@ from engine.errors import CallbridgeError
 from engine.machine import effects as fx
 from engine.machine.core import Checkpoint
 from engine.machine.live_changes import LiveChanges, changes_between
-from engine.machine.model import Gather, GatherAudio, GatherRules, Leg, Queue, Room, TimerKey
+from engine.machine.model import (
+    Conference,
+    Gather,
+    GatherAudio,
+    GatherRules,
+    Leg,
+    Queue,
+    Room,
+    TimerKey,
+)
 from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
 from engine.store.connect import open_engine
@@ -48,6 +57,7 @@ class Mirror:
     queues: dict[tuple[int, str], bytes] = field(default_factory=dict)
     conferences: dict[tuple[int, int], str] = field(default_factory=dict)
     timers: dict[TimerKey, float] = field(default_factory=dict)
+    records: dict[str, bytes] = field(default_factory=dict)
 
     def apply(self, changes: LiveChanges) -> None:
         for leg in changes.legs:
@@ -56,6 +66,8 @@ class Mirror:
             self.rooms[room.room_id] = live_codec.dumps(room)
         for queue in changes.queues:
             self.queues[(queue.org_id, queue.name)] = live_codec.dumps(queue)
+        for record in changes.records:
+            self.records[record.conference_id] = live_codec.dumps(record)
         self.conferences.update(changes.conferences)
         self.timers.update(changes.timers)
         _drop(self.legs, changes.legs_gone)
@@ -63,6 +75,7 @@ class Mirror:
         _drop(self.queues, changes.queues_gone)
         _drop(self.conferences, changes.conferences_gone)
         _drop(self.timers, changes.timers_gone)
+        _drop(self.records, changes.records_gone)
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -70,6 +83,7 @@ class Mirror:
             {k: live_codec.loads(Room, v) for k, v in self.rooms.items()},
             {k: live_codec.loads(Queue, v) for k, v in self.queues.items()},
             dict(self.conferences),
+            {k: live_codec.loads(Conference, v) for k, v in self.records.items()},
         )
 
 

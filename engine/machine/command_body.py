@@ -92,6 +92,10 @@ class Body:
     def has(self, name: str) -> bool:
         return self._body.get(name) is not None
 
+    def raw(self, name: str) -> object:
+        """The field as the JSON gave it (None when absent), for a shape no reader here has."""
+        return self._body.get(name)
+
     def _get(self, name: str, required: bool) -> object:
         value = self._body.get(name)
         if value is None and required:

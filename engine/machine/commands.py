@@ -28,6 +28,7 @@ from engine.machine.command_body import Body, CommandBase
 from engine.machine.command_body import (
     ParameterError as ParameterError,  # raised by the parsers here
 )
+from engine.machine.conference_commands import ConferenceCommand
 from engine.machine.gather_commands import (
     Gather as Gather,
 )
@@ -193,6 +194,8 @@ Command: TypeAlias = (
     | GatherUsingAudio
     | GatherStop
 )
+# What the runtime feeds the machine: a leg's command or a conference's.
+AnyCommand: TypeAlias = Command | ConferenceCommand
 
 
 def _recording(body: Body, prefix: str, max_length: int) -> RecordingOptions:

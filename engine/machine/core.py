@@ -9,7 +9,7 @@ was before the input, effects included: ``CallMachine`` frames every input with 
 
 Two effects are never emitted by hand but derived from the change of a leg in ``Core.put``, so
 they cannot drift from the state: mixer membership (``JoinRoom``/``LeaveRoom``: a leg is mixed
-exactly while it is a room member with live media) and ``SetDtmfMute``.
+exactly while it is a room member with live media), ``SetDtmfMute`` and ``SetMuted``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from engine.machine.effects import (
     JoinRoom,
     LeaveRoom,
     SetDtmfMute,
+    SetMuted,
     SetOverlay,
     StartTimer,
 )
 from engine.machine.model import (
+    Conference,
     Leg,
     LegState,
     OverlaySource,
@@ -55,6 +57,7 @@ class Checkpoint(NamedTuple):
     rooms: dict[str, Room]
     queues: dict[tuple[int, str], Queue]
     conferences: dict[tuple[int, int], str]
+    records: dict[str, Conference]  # conference_id -> the Conferences API's record
 
 
 def iso(t: float) -> str:
@@ -68,6 +71,11 @@ def mixer_room(leg: Leg | None) -> str | None:
     if leg is None or not leg.media_started or leg.state is LegState.HANGUP:
         return None
     return leg.room_id
+
+
+def heard_muted(leg: Leg | None) -> bool:
+    """Whether the mixer must keep the leg unheard now: a muted participant in the mixer."""
+    return leg is not None and leg.muted and mixer_room(leg) is not None
 
 
 def counting_ids() -> Callable[[], str]:
@@ -89,6 +97,8 @@ class Core:
         self.queues: dict[tuple[int, str], Queue] = {}
         # (organization, bridge) -> its default conference room, while the room has members.
         self.conferences: dict[tuple[int, int], str] = {}
+        # Conferences of the Conferences API, live and ended (engine.machine.conferences).
+        self.records: dict[str, Conference] = {}
         self.now = 0.0
         self.out: list[Effect] = []
 
@@ -103,17 +113,22 @@ class Core:
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
-            dict(self.legs), dict(self.rooms), dict(self.queues), dict(self.conferences)
+            dict(self.legs),
+            dict(self.rooms),
+            dict(self.queues),
+            dict(self.conferences),
+            dict(self.records),
         )
 
     def restore(self, saved: Checkpoint) -> None:
         """Back to ``saved``, dropping the effects of the input under way: an input that
         failed half-way must leave neither state nor effects behind."""
-        self.legs, self.rooms, self.queues, self.conferences = (
+        self.legs, self.rooms, self.queues, self.conferences, self.records = (
             dict(saved.legs),
             dict(saved.rooms),
             dict(saved.queues),
             dict(saved.conferences),
+            dict(saved.records),
         )
         self.out = []
 
@@ -137,6 +152,8 @@ class Core:
                 self.emit(JoinRoom(leg.call_control_id, after))
         if (old.dtmf_muted if old else False) != leg.dtmf_muted:
             self.emit(SetDtmfMute(leg.call_control_id, leg.dtmf_muted))
+        if heard_muted(old) != heard_muted(leg):
+            self.emit(SetMuted(leg.call_control_id, heard_muted(leg)))
         return leg
 
     def update(self, leg: Leg, **changes: Any) -> Leg:
@@ -200,23 +217,40 @@ class Core:
         """Emit a Call Control v2 event for `leg`, unless nobody listens (default routing)."""
         if leg.webhook_url is None:
             return
-        payload: dict[str, object] = {
-            "call_control_id": leg.call_control_id,
-            "call_leg_id": leg.call_leg_id,
-            "call_session_id": leg.call_session_id,
-            "connection_id": leg.connection_id,
-            "client_state": leg.client_state,
-            "from": leg.from_,
-            "to": leg.to,
-            "direction": leg.direction.value,
-        }
+        payload = leg_fields(leg, leg.client_state)
+        payload["from"], payload["to"] = leg.from_, leg.to
+        payload["direction"] = leg.direction.value
         payload.update(extra)
+        self.send(leg.call_control_id, leg.org_id, leg.webhook_url, event_type, payload)
+
+    def send(
+        self,
+        leg_id: str,
+        org_id: int,
+        url: str,
+        event_type: str,
+        payload: dict[str, object],
+        order_key: str | None = None,
+    ) -> None:
         self.emit(
             EmitWebhook(
-                call_control_id=leg.call_control_id,
-                webhook_url=leg.webhook_url,
+                call_control_id=leg_id,
+                org_id=org_id,
+                webhook_url=url,
                 event_type=event_type,
                 payload=payload,
                 occurred_at=self.now,
+                order_key=order_key,
             )
         )
+
+
+def leg_fields(leg: Leg, client_state: str | None) -> dict[str, object]:
+    """The ids every event about a leg carries, call.* and conference.* alike."""
+    return {
+        "call_control_id": leg.call_control_id,
+        "call_leg_id": leg.call_leg_id,
+        "call_session_id": leg.call_session_id,
+        "connection_id": leg.connection_id,
+        "client_state": client_state,
+    }

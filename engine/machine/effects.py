@@ -7,8 +7,8 @@ one leg leave in emission order. Four families:
 - media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
   (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
   end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
-  hears), ``RelayDtmf`` (a peer's key press, to one listener), ``StartRecording``/
-  ``StopRecording``/``PauseRecording``;
+  hears), ``SetMuted`` (nobody in its room hears the leg), ``RelayDtmf`` (a peer's key
+  press, to one listener), ``StartRecording``/``StopRecording``/``PauseRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
 
@@ -113,6 +113,16 @@ class SetDtmfMute:
 
 
 @dataclass(frozen=True, slots=True)
+class SetMuted:
+    """Whether nobody in its mixer room hears the leg (a conference's mute). Derived in
+    ``Core.put``: true exactly while a muted participant is in the mixer, so each new stream
+    of the leg gets it again after its ``JoinRoom``."""
+
+    call_control_id: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SetOverlay:
     """Play `source` to this listener on top of its room's mix, under `tag` (one per source).
 
@@ -158,13 +168,18 @@ class PauseRecording:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmitWebhook:
     """One Call Control v2 event for the application: the runtime wraps `payload` in
-    ``{"data": {"record_type": "event", "event_type", "id", "occurred_at", "payload"}}``."""
+    ``{"data": {"record_type": "event", "event_type", "id", "occurred_at", "payload"}}``.
+
+    Webhooks leave in order per ``order_key``: the leg's call_control_id, or for a conference's
+    events its room id (all of one conference's events in order, whichever leg they name)."""
 
     call_control_id: str
+    org_id: int
     webhook_url: str
     event_type: str
     payload: dict[str, object]
     occurred_at: float
+    order_key: str | None = None  # None: call_control_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +204,7 @@ Effect: TypeAlias = (
     | JoinRoom
     | LeaveRoom
     | SetDtmfMute
+    | SetMuted
     | SetOverlay
     | ClearOverlay
     | StartRecording

@@ -11,7 +11,9 @@ is B. A bridge room holds two legs; a conference room any number.
   dissolves and the leg left behind follows its own policy: park_after_unbridge "self" parks
   it, hold_after_unbridge holds it, otherwise it is hung up (normal_clearing). A ringing B whose
   A went away is not hung up: it keeps ringing and is merely answered when it answers.
-- Leaving a conference room affects nobody else; the room ends with its last member.
+- Leaving a conference room affects nobody else; the room ends with its last member. Each
+  conference room has its record (``engine.machine.conference_events``), which reports joins,
+  leaves and the end.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import CallbridgeError, InvalidState, NotFound
-from engine.machine import gather, media, queues
+from engine.machine import conference_events, gather, media, queues
 from engine.machine.commands import Bridge, JoinConference, ParameterError
 from engine.machine.core import Core, iso
 from engine.machine.effects import Effect, HangupCall
@@ -76,7 +78,9 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
                 core.conferences.pop((room.org_id, room.bridge_id), None)
         else:
             orphans += _empty(core, replace(room, members=rest))
-        leg = core.update(leg, room_id=None, dtmf_muted=False)
+        leg = core.update(leg, room_id=None, dtmf_muted=False, muted=False, joined_room_at=None)
+        if room.kind is RoomKind.CONFERENCE:
+            conference_events.left(core, room, leg, last=not rest)
     return leg, orphans
 
 
@@ -323,8 +327,12 @@ def join_conference(core: Core, leg: Leg, room_id: str, *, bridge_id: int | None
         raise RuntimeError(f"leg of org {leg.org_id} joining room {room_id} of org {room.org_id}")
     if bridge_id is not None:
         core.conferences[(leg.org_id, bridge_id)] = room_id
+    record = conference_events.record_of(core, room_id)
+    if record is None or record.ended_at is not None:
+        conference_events.opened(core, conference_events.default_record(core, room, leg), leg)
     core.rooms[room_id] = replace(room, members=(*room.members, leg.call_control_id))
-    core.move(leg, Trigger.JOIN_CONFERENCE, room_id=room_id)
+    leg = core.move(leg, Trigger.JOIN_CONFERENCE, room_id=room_id, joined_room_at=core.now)
+    conference_events.joined(core, room_id, leg)
     left_behind(core, orphans)
 
 

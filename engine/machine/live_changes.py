@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from engine.machine.core import Checkpoint
 from engine.machine.effects import Effect, StartTimer
-from engine.machine.model import Leg, Queue, Room, TimerKey
+from engine.machine.model import Conference, Leg, Queue, Room, TimerKey
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,6 +36,8 @@ class LiveChanges:
     conferences_gone: tuple[tuple[int, int], ...] = ()
     timers: tuple[tuple[TimerKey, float], ...] = ()  # (key, deadline in epoch seconds)
     timers_gone: tuple[TimerKey, ...] = ()
+    records: tuple[Conference, ...] = ()
+    records_gone: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -49,6 +51,7 @@ def changes_between(
     rooms, rooms_gone = _diff(before.rooms, after.rooms)
     queues, queues_gone = _diff(before.queues, after.queues)
     conferences, conferences_gone = _diff(before.conferences, after.conferences)
+    records, records_gone = _diff(before.records, after.records)
     armed = {e.key: now + e.delay_s for e in effects if isinstance(e, StartTimer)}
     return LiveChanges(
         legs=tuple(leg for _, leg in legs),
@@ -61,6 +64,8 @@ def changes_between(
         conferences_gone=conferences_gone,
         timers=tuple(armed.items()),
         timers_gone=_timers_gone(before.legs, after.legs, armed),
+        records=tuple(record for _, record in records),
+        records_gone=records_gone,
     )
 
 

@@ -1,14 +1,16 @@
 """The call-control state machine: events and commands in, effects out, no I/O.
 
-``CallMachine`` owns every live leg, room and queue of one engine. Three entries change it:
+``CallMachine`` owns every live leg, room, queue and conference of one engine. Three entries
+change it:
 
 - ``handle_event(event, now)``: a provider-side fact (``engine.machine.events``). Never refused: an
   event that does not fit (duplicate, late, reordered, unknown leg) yields no effects.
-- ``handle_command(call_control_id, org_id, command, now)``: an application command
-  (``engine.machine.commands``). Refused with a typed error (``NotFound``, ``ValidationError``,
-  ``InvalidState``/``CallEnded``) *before* anything changes; legality comes from the table in
-  ``engine.machine.transitions``. A repeated ``command_id`` on the same leg within 60 s returns no
-  effects and no error.
+- ``handle_command(target, org_id, command, now)``: an application command on a leg (``target``
+  its call_control_id, ``engine.machine.commands``) or on a conference (``target`` its id, or
+  for create the creating leg's; ``engine.machine.conference_commands``). Refused with a typed
+  error (``NotFound``, ``ValidationError``, ``InvalidState``/``CallEnded``) *before* anything
+  changes; legality comes from the table in ``engine.machine.transitions``. A repeated
+  ``command_id`` on the same target within 60 s returns no effects and no error.
 - ``dial(ids, org_id, command, now)``: ``POST /v2/calls``; the caller picks the new leg's ids.
 
 Each returns the effects (``engine.machine.effects``) to carry out, in order. Time is always passed
@@ -27,14 +29,16 @@ from dataclasses import dataclass
 from engine.errors import Conflict, NotFound
 from engine.machine import actions as commands
 from engine.machine import commands as cmd
+from engine.machine import conferences, gather, legs, media, queues, streams
 from engine.machine import effects as fx
 from engine.machine import events as ev
-from engine.machine import gather, legs, media, queues, streams
 from engine.machine import leg_setup as setup
+from engine.machine.conference_commands import ConferenceCommand
 from engine.machine.core import Checkpoint, Core, iso
 from engine.machine.model import (
     CallEnded,
     CallStatus,
+    Conference,
     Direction,
     HangupCause,
     HangupSource,
@@ -64,6 +68,7 @@ class Snapshot:
     rooms: tuple[Room, ...]
     queues: tuple[Queue, ...]
     conferences: tuple[tuple[tuple[int, int], str], ...]  # (org, bridge) -> default conference
+    records: tuple[Conference, ...] = ()  # the Conferences API's, live and ended
 
 
 class CallMachine:
@@ -113,6 +118,19 @@ class CallMachine:
         room = self._core.rooms.get(room_id)
         return tuple(self._core.legs[m] for m in room.members) if room else ()
 
+    def conference(self, conference_id: str, org_id: int) -> Conference:
+        """The organization's conference, live or ended; ``NotFound`` otherwise."""
+        return conferences.find(self._core, org_id, conference_id)
+
+    def conferences_of(self, org_id: int) -> list[Conference]:
+        """The organization's conferences, oldest first."""
+        found = [r for r in self._core.records.values() if r.org_id == org_id]
+        return sorted(found, key=lambda r: (r.created_at, r.conference_id))
+
+    def participants(self, record: Conference) -> tuple[Leg, ...]:
+        """A conference's participants now, in the order they joined."""
+        return tuple(self._core.legs[i] for i in conferences.members(self._core, record))
+
     def queue(self, org_id: int, name: str) -> Queue | None:
         return self._core.queues.get((org_id, name))
 
@@ -139,6 +157,7 @@ class CallMachine:
             tuple(core.rooms.values()),
             tuple(core.queues.values()),
             tuple(sorted(core.conferences.items())),
+            tuple(core.records.values()),
         )
 
     def prune(self, now: float, retention_s: float = 3600.0) -> list[str]:
@@ -152,6 +171,11 @@ class CallMachine:
         for call_control_id in gone:
             del self._core.legs[call_control_id]
             self._command_ids.pop(call_control_id, None)
+        records = self._core.records
+        for record in list(records.values()):
+            if record.ended_at is not None and now - record.ended_at >= retention_s:
+                del records[record.conference_id]
+                self._command_ids.pop(record.conference_id, None)
         return gone
 
     def checkpoint(self) -> Checkpoint:
@@ -328,18 +352,23 @@ class CallMachine:
 
     # Commands.
     def handle_command(
-        self, call_control_id: str, org_id: int, command: cmd.Command, now: float
+        self, target: str, org_id: int, command: cmd.Command | ConferenceCommand, now: float
     ) -> list[fx.Effect]:
-        leg = self.leg(call_control_id, org_id)
-        if self._is_repeat(call_control_id, command.command_id, now):
+        leg = None if isinstance(command, ConferenceCommand) else self.leg(target, org_id)
+        if self._is_repeat(target, command.command_id, now):
             return []
         with self._input(now) as core:
-            apply = commands.check(core, leg, command)  # raises, having changed nothing
-            apply(core.with_client_state(leg, command.client_state))
+            # Each check raises, having changed nothing.
+            if isinstance(command, ConferenceCommand):
+                conferences.check(core, org_id, target, command)()
+            else:
+                assert leg is not None
+                apply = commands.check(core, leg, command)
+                apply(core.with_client_state(leg, command.client_state))
             effects = core.finish()
         # Only once the command has applied: a failed one may be retried under its command_id.
         if command.command_id is not None:
-            self._command_ids.setdefault(call_control_id, {})[command.command_id] = now
+            self._command_ids.setdefault(target, {})[command.command_id] = now
         return effects
 
     def _is_repeat(self, call_control_id: str, command_id: str | None, now: float) -> bool:

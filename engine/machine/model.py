@@ -274,6 +274,8 @@ class Leg:
     media_format: str | None = None
     media_restarted_at: float | None = None  # when callbridge last asked for a new stream
     dtmf_muted: bool = False  # this leg must not hear its peers' DTMF
+    muted: bool = False  # a conference participant nobody hears (conferences' mute)
+    joined_room_at: float | None = None  # when it joined its conference room
     dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
@@ -320,6 +322,36 @@ class Room:
     members: tuple[str, ...] = ()
     pending: str | None = None  # a ringing leg that joins on answer (bridge rooms only)
     bridge_id: int | None = None  # the bridge whose default conference this is
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conference:
+    """A conference of the Conferences API (engine.machine.conferences): the record of a
+    conference room, kept after the room is gone so GET still finds it until pruned.
+
+    ``conference_id`` is the room key as a UUID (Call Control v2's ids are UUIDs). Its webhooks
+    go to ``webhook_url`` (the creating leg's; None for a bridge's default conference, which nobody
+    listens to) with ``client_state``, and name the creating leg (``creator``) when they concern
+    the conference as a whole."""
+
+    conference_id: str
+    room_id: str
+    org_id: int
+    name: str
+    created_at: float
+    updated_at: float
+    creator: str  # call_control_id of the leg that created it
+    connection_id: str
+    webhook_url: str | None = None
+    client_state: str | None = None
+    max_participants: int = 250
+    bridge_id: int | None = None  # a bridge's default conference
+    ended_at: float | None = None
+    end_reason: str | None = None  # all_left | ended_via_api
+
+    @property
+    def status(self) -> str:
+        return "in_progress" if self.ended_at is None else "completed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from engine.errors import CallbridgeError, InputFailed, InputNotStored
 from engine.logs import get_logger
 from engine.machine import effects as fx
 from engine.machine import events as ev
-from engine.machine.commands import Command, Dial
+from engine.machine.commands import AnyCommand, Dial
 from engine.machine.core import Checkpoint
 from engine.machine.live_changes import changes_between
 from engine.machine.machine import CallMachine, DialResult
@@ -165,8 +165,9 @@ class CallRuntime:
             if isinstance(event, ev.LegHungUp | ev.MediaStopped):
                 self._media_summary(event.call_control_id)
 
-    async def command(self, org_id: int, call_control_id: str, command: Command) -> None:
-        """Carry out an API command; typed errors propagate having changed nothing."""
+    async def command(self, org_id: int, call_control_id: str, command: AnyCommand) -> None:
+        """Carry out an API command (on a leg, or a conference: then ``call_control_id`` is
+        the conference's id); typed errors propagate having changed nothing."""
         async with self._lock:
             before = self.machine.checkpoint()
             effects = self._guarded(
@@ -243,8 +244,8 @@ class CallRuntime:
 
     def _queued(self, effect: fx.EmitWebhook) -> QueuedWebhook:
         return self.outbox.prepare(
-            org_id=self.machine.leg(effect.call_control_id).org_id,
-            leg_id=effect.call_control_id,
+            org_id=effect.org_id,
+            leg_id=effect.order_key or effect.call_control_id,
             url=effect.webhook_url,
             event_type=effect.event_type,
             payload=effect.payload,
@@ -261,14 +262,8 @@ class CallRuntime:
         the app listens (a provider told to stream now would find nobody at the address).
         Returns the live legs adopted."""
         snapshot = await self.store.load_live()
-        stored = Checkpoint(
-            {leg.call_control_id: leg for leg in snapshot.legs},
-            {room.room_id: room for room in snapshot.rooms},
-            {(queue.org_id, queue.name): queue for queue in snapshot.queues},
-            dict(snapshot.conferences),
-        )
         async with self._lock:
-            self.machine.adopt(stored)
+            self.machine.adopt(snapshot.checkpoint())
         await self.recording_files.resume(snapshot.legs)
         now = self._clock()
         for key, deadline in snapshot.timers:
@@ -398,6 +393,8 @@ class CallRuntime:
                 self.plane.relay_dtmf(leg_id, digit, source)
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
+            case fx.SetMuted(leg_id, muted):
+                self.plane.set_muted(leg_id, muted)
             case fx.StartRecording() | fx.StopRecording() | fx.PauseRecording():
                 self.recording_files.apply(effect)
             case fx.StartTimer(key, delay):

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from engine.machine.core import Checkpoint
 from engine.machine.live_changes import LiveChanges
-from engine.machine.model import Leg, Queue, RecordingOptions, Room, TimerKey
+from engine.machine.model import Conference, Leg, Queue, RecordingOptions, Room, TimerKey
 from engine.store.audit_log import AuditLog
 
 
@@ -472,6 +473,17 @@ class LiveSnapshot:
     queues: tuple[Queue, ...] = ()
     conferences: tuple[tuple[tuple[int, int], str], ...] = ()
     timers: tuple[tuple[TimerKey, float], ...] = ()  # (key, deadline in epoch seconds)
+    records: tuple[Conference, ...] = ()  # the Conferences API's, live and ended
+
+    def checkpoint(self) -> Checkpoint:
+        """The machine's state as it was stored, for ``CallMachine.adopt``."""
+        return Checkpoint(
+            {leg.call_control_id: leg for leg in self.legs},
+            {room.room_id: room for room in self.rooms},
+            {(queue.org_id, queue.name): queue for queue in self.queues},
+            dict(self.conferences),
+            {record.conference_id: record for record in self.records},
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,12 @@ from sqlalchemy import Table, and_, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.machine.live_changes import LiveChanges
-from engine.machine.model import Leg, Queue, Room, TimerKey, TimerKind
+from engine.machine.model import Conference, Leg, Queue, Room, TimerKey, TimerKind
 from engine.store import live_codec
 from engine.store.base import LiveSnapshot, QueuedWebhook
 from engine.store.outbox import outbox_values
 from engine.store.schema import (
+    live_conference_records,
     live_conferences,
     live_legs,
     live_queues,
@@ -98,6 +99,25 @@ async def write_live(conn: AsyncConnection, changes: LiveChanges, now: float) ->
     )
     await _write_conferences(conn, changes)
     await _write_timers(conn, changes)
+    await _write_records(conn, changes)
+
+
+async def _write_records(conn: AsyncConnection, changes: LiveChanges) -> None:
+    table = live_conference_records
+    ids = [r.conference_id for r in changes.records] + list(changes.records_gone)
+    await _delete(conn, table, [table.c.conference_id], [(i,) for i in ids])
+    await _insert(
+        conn,
+        table,
+        [
+            {
+                "conference_id": r.conference_id,
+                "org_id": r.org_id,
+                "state": live_codec.dumps(r).decode(),
+            }
+            for r in changes.records
+        ],
+    )
 
 
 async def _write_conferences(conn: AsyncConnection, changes: LiveChanges) -> None:
@@ -150,7 +170,13 @@ async def read_live(conn: AsyncConnection) -> LiveSnapshot:
         (TimerKey(row.call_control_id, TimerKind(row.kind), row.tag), row.deadline)
         for row in await conn.execute(select(live_timers))
     ]
-    return LiveSnapshot(tuple(legs), tuple(rooms), tuple(queues), tuple(conferences), tuple(timers))
+    records = [
+        live_codec.loads(Conference, row.state)
+        for row in await conn.execute(select(live_conference_records))
+    ]
+    return LiveSnapshot(
+        tuple(legs), tuple(rooms), tuple(queues), tuple(conferences), tuple(timers), tuple(records)
+    )
 
 
 # Keys per statement: well under SQLite's bound-parameter limit with three columns a key.

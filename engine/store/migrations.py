@@ -411,6 +411,19 @@ def _v9_console_audit(conn: Connection) -> None:
     md.tables["console_audit"].create(conn, checkfirst=False)
 
 
+def _v10_conference_records(conn: Connection) -> None:
+    """The Conferences API's conferences, live and ended (engine/store/live.py)."""
+    md = MetaData(naming_convention=NAMING_CONVENTION)
+    Table(
+        "live_conference_records",
+        md,
+        Column("conference_id", String(64), primary_key=True),
+        Column("org_id", BigInteger().with_variant(Integer(), "sqlite"), nullable=False),
+        Column("state", Text(), nullable=False),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -421,6 +434,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "recordings in progress, continued after a restart", _v7_live_recordings),
     Migration(8, "a new number's channels_count defaults to 100", _v8_channels_count_default),
     Migration(9, "the console's audit log of control actions", _v9_console_audit),
+    Migration(10, "conferences of the Conferences API", _v10_conference_records),
 )
 
 

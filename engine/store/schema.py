@@ -328,6 +328,15 @@ live_conferences = Table(
     Column("bridge_id", ID, primary_key=True),
     Column("room_id", String(80), nullable=False),
 )
+# The Conferences API's conferences, live and ended (engine/machine/conference_events.py), until
+# the machine prunes an ended one.
+live_conference_records = Table(
+    "live_conference_records",
+    metadata,
+    Column("conference_id", String(64), primary_key=True),
+    Column("org_id", ID, nullable=False),
+    Column("state", Text(), nullable=False),
+)
 live_timers = Table(
     "live_timers",
     metadata,

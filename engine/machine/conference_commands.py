@@ -1,0 +1,151 @@
+"""The Conferences API's commands, parsed from Call Control v2 bodies: create, join, leave,
+mute, unmute and end (``POST /v2/conferences`` and ``/v2/conferences/{id}/actions/{action}``).
+
+Fields and paths are the official SDK's (its ``types/conference_create_params.py``,
+``types/conferences/action_{join,leave,mute,unmute,end_conference}_params.py``,
+``resources/conferences/actions.py``: ``end_conference`` posts to ``actions/end``). What
+callbridge carries out is parsed; every other field the SDK has (``beep_enabled``,
+``hold_audio_url``, ``duration_minutes``, ``region``, ``end_conference_on_exit``, the whisper
+roles, ...) is refused with 422 naming it, so nothing is accepted and ignored.
+
+Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``name`` at most
+255 characters (callbridge's bound; the SDK states none). ``start_conference_on_create`` may only
+be true, its default: a conference that waits, its participants on hold, is not implemented.
+``supervisor_role`` on join may be ``none`` or ``barge`` (the SDK: "barge" is "the same as
+none"); ``monitor`` and ``whisper`` come with supervision (issue 14 point 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from engine.errors import NotFound
+from engine.machine.command_body import Body, CommandBase, ParameterError
+
+MAX_NAME = 255
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateConference(CommandBase):
+    call_control_id: str
+    name: str
+    max_participants: int = 250
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinParticipant(CommandBase):
+    call_control_id: str
+    mute: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaveParticipant(CommandBase):
+    call_control_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MuteParticipants(CommandBase):
+    """mute (``muted`` true) or unmute; no ids means every participant (the SDK's docstring:
+    "When empty all participants will be muted")."""
+
+    call_control_ids: tuple[str, ...]
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndConference(CommandBase):
+    pass
+
+
+ConferenceCommand: TypeAlias = (
+    CreateConference | JoinParticipant | LeaveParticipant | MuteParticipants | EndConference
+)
+
+
+def parse_create(body: Mapping[str, object]) -> CreateConference:
+    b = Body(body, allow_private_urls=False)
+    b.only(("call_control_id", "name", "max_participants", "start_conference_on_create"))
+    if not b.flag("start_conference_on_create", True):
+        raise ParameterError(
+            "'start_conference_on_create' false (a conference that waits, its participants on"
+            " hold) is not supported",
+            field="start_conference_on_create",
+        )
+    return CreateConference(
+        call_control_id=b.req_string("call_control_id"),
+        name=_name(b),
+        max_participants=b.req_integer("max_participants", 2, 800, 250),
+        **b.common(),
+    )
+
+
+def _name(b: Body) -> str:
+    name = b.req_string("name")
+    if len(name) > MAX_NAME:
+        raise ParameterError(f"'name' must be at most {MAX_NAME} characters", field="name")
+    return name
+
+
+def _join(b: Body) -> JoinParticipant:
+    b.only(("call_control_id", "mute", "supervisor_role"))
+    b.choice("supervisor_role", ("none", "barge"), "none")  # both: an ordinary participant
+    return JoinParticipant(
+        call_control_id=b.req_string("call_control_id"), mute=b.flag("mute"), **b.common()
+    )
+
+
+def _leave(b: Body) -> LeaveParticipant:
+    b.only(("call_control_id",))
+    _refuse(b, "client_state")
+    return LeaveParticipant(call_control_id=b.req_string("call_control_id"), **b.common())
+
+
+def _mute(muted: bool) -> Callable[[Body], MuteParticipants]:
+    def parse(b: Body) -> MuteParticipants:
+        b.only(("call_control_ids",))
+        _refuse(b, "client_state", "command_id")
+        return MuteParticipants(call_control_ids=_ids(b, "call_control_ids"), muted=muted)
+
+    return parse
+
+
+def _end(b: Body) -> EndConference:
+    b.only(())
+    _refuse(b, "client_state")
+    return EndConference(**b.common())
+
+
+def _ids(b: Body, name: str) -> tuple[str, ...]:
+    value = b.raw(name)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+        raise ParameterError(f"'{name}' must be an array of call_control_ids", field=name)
+    return tuple(dict.fromkeys(value))  # each once, in order
+
+
+def _refuse(b: Body, *names: str) -> None:
+    """Fields every other command takes but the SDK does not list for this one."""
+    for name in names:
+        if b.has(name):
+            raise ParameterError(f"'{name}' is not supported by this command", field=name)
+
+
+_ACTIONS: dict[str, Callable[[Body], ConferenceCommand]] = {
+    "join": _join,
+    "leave": _leave,
+    "mute": _mute(True),
+    "unmute": _mute(False),
+    "end": _end,
+}
+
+
+def parse_action(action: str, body: Mapping[str, object]) -> ConferenceCommand:
+    """The command of ``POST /v2/conferences/{id}/actions/{action}``; an action callbridge does
+    not carry out is not found, as an unknown path is."""
+    parse = _ACTIONS.get(action)
+    if parse is None:
+        raise NotFound(f"no conference action '{action}'")
+    return parse(Body(body, allow_private_urls=False))
