@@ -5,10 +5,10 @@ Two callers reach a bridge whose application answers them; one sends a tone, the
 The console shows each leg soon after its call.initiated, the tone's level meter moves and the
 silent one's stays still (there is no mute: the Call Control API has none), the tone's meter
 falls still once that caller goes silent, another organization's console sees none of these
-calls, the record button starts a recording, and the hang-up button ends the call at the
-simulator; both controls appear in the audit log. The page's screenshot goes to the
-test's folder; with CALLBRIDGE_UPDATE_SCREENSHOT=1 also to docs/console.png, which the README
-shows (a run of the suite leaves the tree as it was).
+calls, the record button starts a recording, listening to the room plays its mix, and the
+hang-up button ends the call at the simulator; both controls appear in the audit log. The page's
+screenshot goes to the test's folder; with CALLBRIDGE_UPDATE_SCREENSHOT=1 also to
+docs/console.png, which the README shows (a run of the suite leaves the tree as it was).
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium. Without it (or without
 Playwright) the test is skipped, except under CI=true, where that is a failure (.ci/run installs
@@ -161,9 +161,19 @@ async def test_the_console_shows_levels_and_hangs_up_in_chromium(
     await page.locator(f'tr[data-leg="{leg_loud}"] button.record-start').click()
     await page.locator(f'tr[data-leg="{leg_loud}"] button.record-stop').wait_for(timeout=WAIT_MS)
     await page.locator('#audit li[data-action="record_start"]').wait_for(timeout=WAIT_MS)
+    # Listening to the room: its mix (the tone) arrives and is played, chunk after chunk.
+    await page.locator("#rooms button.listen").click()
+    await page.wait_for_function(
+        "() => { const h = document.querySelector('#rooms .heard');"
+        " return h !== null && Number(h.dataset.chunks) >= 10 && Number(h.dataset.level) > -20; }",
+        timeout=WAIT_MS,
+    )
     await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
     if os.environ.get("CALLBRIDGE_UPDATE_SCREENSHOT") == "1":
         await page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
+
+    await page.locator("#rooms button.listen").click()  # stop listening
+    await page.locator("#rooms .heard").wait_for(state="detached", timeout=WAIT_MS)
 
     loud.source = SilenceSource()  # the tone stops: its meter falls and stays still
     await page.wait_for_function(meter_at_zero(), arg=leg_loud, timeout=WAIT_MS)
