@@ -80,6 +80,10 @@ function LegControls({ leg, others, act }) {
     <button class="hangup" onClick=${() => act(leg, "hangup")}>Hang up</button>
     <button class="unbridge" disabled=${!leg.room_id} onClick=${() => act(leg, "unbridge")}>Unbridge</button>
     ${record}
+    ${leg.room_id && leg.room_id.startsWith("conf:")
+      ? html`<button class=${leg.muted ? "unmute" : "mute"}
+          onClick=${() => act(leg, leg.muted ? "unmute" : "mute")}>${leg.muted ? "Unmute" : "Mute"}</button>`
+      : ""}
     <select class="peer" value=${peer} onChange=${(e) => setPeer(e.target.value)}
       aria-label="leg to bridge with">
       <option value="">bridge with…</option>
