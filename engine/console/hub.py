@@ -12,7 +12,9 @@ is a whole state, so the next one repairs it), never the engine's time.
 
 Listeners (``listen``) subscribe to one room's audio instead: each pass, the level meters' pass
 keeps the decoded samples of the members of every listened room, and each room's listeners get
-the members' sum (``engine/console/listening.py``). A listened room counts as watched.
+the members' sum (``engine/console/listening.py``). A listened room counts as watched. A muted
+conference participant reads silent on its meter and is left out of the sum: both show what its
+room hears of it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from engine.console.room_mix import audio_message, room_mix
 from engine.console.views import audit_view, bridges_view, live_view, webhooks_view
 from engine.errors import NotFound
 from engine.logs import get_logger
+from engine.media_plane.levels import SILENT_DBFS
 from engine.store.base import DeliveryFilter, Store
 
 if TYPE_CHECKING:
@@ -153,22 +156,25 @@ class ConsoleHub:
 
     def _levels(self, orgs: frozenset[int]) -> None:
         plane = self._runtime.plane
-        owner = {
-            leg.call_control_id: leg.org_id
+        live = [
+            leg
             for leg in self._runtime.machine.snapshot().legs
             if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
-        }
+        ]
+        owner = {leg.call_control_id: leg.org_id for leg in live}
+        # A muted participant's meter shows what its room hears of it: nothing.
+        muted = {leg.call_control_id for leg in live if leg.muted}
         plane.levels.watch(owner)
         members = self._listened_members()
         heard = {leg for legs in members.values() for leg in legs}
         levels: dict[int, dict[str, float | None]] = {org_id: {} for org_id in orgs}
         for leg_id, level in plane.levels.take(plane.input_format, heard).items():
-            levels[owner[leg_id]][leg_id] = level
+            levels[owner[leg_id]][leg_id] = SILENT_DBFS if leg_id in muted else level
         for org_id, of_org in levels.items():
             self._publish(org_id, "levels", of_org, always=True)
         for room_id, legs in members.items():
             kept = plane.levels.kept
-            mix = room_mix(kept[leg] for leg in legs if leg in kept)
+            mix = room_mix(kept[leg] for leg in legs if leg in kept and leg not in muted)
             for queue in self._listeners[room_id][1]:
                 _put(queue, ("audio", orjson.dumps(audio_message(mix))))
 

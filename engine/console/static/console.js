@@ -106,7 +106,7 @@ function Legs({ live, levels, levelUpdates, act }) {
         <td class="mono" title=${leg.call_control_id}>${short(leg.call_control_id)}</td>
         <td>${leg.provider ?? "—"}</td><td>${leg.direction}</td>
         <td class="mono">${leg.from} → ${leg.to}</td>
-        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}</td>
+        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}${leg.muted ? " (muted)" : ""}</td>
         <td class="mono">${duration(leg.duration_s)}</td>
         <td class="mono">${leg.room_id ? short(leg.room_id) : leg.queue ? "queue " + leg.queue : "—"}</td>
         <td><${Meter} dbfs=${levels[leg.call_control_id]} /></td>
