@@ -25,6 +25,7 @@ from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
 from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
+from engine.api.transfer import transfer
 from engine.api.validation import json_object
 from engine.errors import ShuttingDown
 from engine.machine.command_body import not_a_media_file
@@ -110,6 +111,12 @@ async def action(request: web.Request) -> web.StreamResponse:
     name = request.match_info["action"]
     body = await json_object(request, allow_empty=True)
     settings = request.app[SETTINGS]
+    if name == "transfer":  # a dial of the new party, bridged on answer (engine/api/transfer.py)
+        leg_id = request.match_info["call_control_id"]
+        await transfer(
+            request, org.id, leg_id, body, allow_private_urls=settings.allow_private_urls
+        )
+        return json_response(OK)
     media_dir = _media_dir(settings.media_dir)
     command = parse_command(
         name, body, allow_private_urls=settings.allow_private_urls, media_dir=media_dir

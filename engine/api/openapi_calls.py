@@ -186,6 +186,9 @@ SCHEMAS: dict[str, Schema] = {
             channels=string(enum=["single", "dual"]),
             timeout_secs={"type": "integer", "minimum": 0, "default": 0},
             play_beep={"type": "boolean", "default": False},
+            to=string(description="transfer: the new party (+E.164 or a SIP URI)"),
+            target_leg_client_state=string(contentEncoding="base64"),
+            early_media={"type": "boolean", "enum": [False]},
             recording_id=string(
                 description="record_stop, record_pause, record_resume: the recording in "
                 "progress (the only one a leg has; another id is refused)"
@@ -202,7 +205,9 @@ SCHEMAS: dict[str, Schema] = {
         "file://, media_name, "
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
-        "GatherStopAction.",
+        "GatherStopAction; transfer (to, from: default the leg's to, timeout_secs, "
+        "time_limit_secs, target_leg_client_state, webhook_url: the new leg's, early_media: "
+        "false only): the new party is dialled through the leg's bridge, bridged on answer.",
     },
     "PublicKey": obj(
         ["data"],
@@ -255,7 +260,7 @@ def call_paths() -> dict[str, Schema]:
         "name": "action",
         "in": "path",
         "required": True,
-        "schema": string(enum=[a for a in ACTIONS if a != "client_state_update"]),
+        "schema": string(enum=[*(a for a in ACTIONS if a != "client_state_update"), "transfer"]),
     }
     return {
         "/v2/calls": {

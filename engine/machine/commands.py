@@ -397,7 +397,8 @@ def parse_command(
     return parser(Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
 
 
-def _number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
+def parse_number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
+    """A destination field: a +E.164 number or a URL of one of ``schemes``."""
     value = b._get(name, True)
     if isinstance(value, list):
         raise ParameterError(f"'{name}' must be a single destination", field=name)
@@ -417,8 +418,8 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
     b = Body(body, allow_private_urls=allow_private_urls)
     dial = Dial(
         connection_id=b.req_string("connection_id"),
-        from_=_number(b, "from", ("sip:", "sips:")),
-        to=_number(b, "to", ("sip:", "sips:", "ws://", "wss://")),
+        from_=parse_number(b, "from", ("sip:", "sips:")),
+        to=parse_number(b, "to", ("sip:", "sips:", "ws://", "wss://")),
         link_to=b.string("link_to"),
         bridge_intent=b.flag("bridge_intent"),
         bridge_on_answer=b.flag("bridge_on_answer"),
