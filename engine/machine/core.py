@@ -74,8 +74,15 @@ def mixer_room(leg: Leg | None) -> str | None:
 
 
 def heard_muted(leg: Leg | None) -> bool:
-    """Whether the mixer must keep the leg unheard now: a muted participant in the mixer."""
-    return leg is not None and leg.muted and mixer_room(leg) is not None
+    """Whether the mixer must keep the leg unheard now: a muted or held participant in the
+    mixer."""
+    return leg is not None and (leg.muted or leg.on_hold) and mixer_room(leg) is not None
+
+
+def deafened(leg: Leg | None) -> bool:
+    """Whether the mixer must keep the room from the leg now: a held participant in the mixer
+    (it hears its hold audio alone)."""
+    return leg is not None and leg.on_hold and mixer_room(leg) is not None
 
 
 def counting_ids() -> Callable[[], str]:
@@ -152,8 +159,8 @@ class Core:
                 self.emit(JoinRoom(leg.call_control_id, after))
         if (old.dtmf_muted if old else False) != leg.dtmf_muted:
             self.emit(SetDtmfMute(leg.call_control_id, leg.dtmf_muted))
-        if heard_muted(old) != heard_muted(leg):
-            self.emit(SetMuted(leg.call_control_id, heard_muted(leg)))
+        if (heard_muted(old), deafened(old)) != (heard_muted(leg), deafened(leg)):
+            self.emit(SetMuted(leg.call_control_id, heard_muted(leg), deafened(leg)))
         return leg
 
     def update(self, leg: Leg, **changes: Any) -> Leg:

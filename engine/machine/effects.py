@@ -66,6 +66,8 @@ class DialCall:
 DTMF_TAG = "dtmf"
 #: The overlay of a held leg's tone on hold: set when it enters the state, cleared when it leaves.
 HOLD_TAG = "hold"
+#: The overlay of a conference participant's hold audio (the conference ``hold`` action).
+CONFERENCE_HOLD_TAG = "conference-hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +116,14 @@ class SetDtmfMute:
 
 @dataclass(frozen=True, slots=True)
 class SetMuted:
-    """Whether nobody in its mixer room hears the leg (a conference's mute). Derived in
-    ``Core.put``: true exactly while a muted participant is in the mixer, so each new stream
-    of the leg gets it again after its ``JoinRoom``."""
+    """Whether nobody in its mixer room hears the leg (a conference's mute or hold) and whether
+    it hears nobody there (``deaf``: a held participant, who hears only its hold audio). Derived
+    in ``Core.put``: true exactly while a muted (held) participant is in the mixer, so each new
+    stream of the leg gets it again after its ``JoinRoom``."""
 
     call_control_id: str
     muted: bool
+    deaf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

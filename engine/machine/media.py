@@ -151,13 +151,20 @@ def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> Leg:
 
 
 def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
-    url = command.audio_url
+    return audio_source(leg.org_id, command.audio_url, command.media_name, command.audio_type)
+
+
+def audio_source(
+    org_id: int, url: str | None, media_name: str | None, audio_type: str | None = None
+) -> OverlaySource:
+    """What an ``audio_url`` (file:// in the media directory, or http(s)) or ``media_name``
+    plays."""
     if url is None:
-        return OverlaySource("media", command.media_name or "")
+        return OverlaySource("media", media_name or "")
     if url.startswith("file:"):
         return OverlaySource("file", unquote(urlsplit(url).path))
-    # Fetched for the leg's organization only (engine.media_plane.audio_fetch keys its cache by it).
-    return OverlaySource("url", url, org_id=leg.org_id, audio_type=command.audio_type)
+    # Fetched for the organization only (engine.media_plane.audio_fetch keys its cache by it).
+    return OverlaySource("url", url, org_id=org_id, audio_type=audio_type)
 
 
 def _playback_fields(playback: ActivePlayback) -> dict[str, object]:

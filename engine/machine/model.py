@@ -275,6 +275,7 @@ class Leg:
     media_restarted_at: float | None = None  # when callbridge last asked for a new stream
     dtmf_muted: bool = False  # this leg must not hear its peers' DTMF
     muted: bool = False  # a conference participant nobody hears (conferences' mute)
+    on_hold: bool = False  # a conference participant on hold: hears its hold audio, nobody hears it
     joined_room_at: float | None = None  # when it joined its conference room
     dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
@@ -324,6 +325,19 @@ class Room:
     bridge_id: int | None = None  # the bridge whose default conference this is
 
 
+@dataclass(frozen=True, slots=True)
+class ConferencePlayback:
+    """A conference ``play`` in progress (engine.machine.conference_media): to the whole room
+    (``targeted`` false: conference.playback.* webhooks) or to named participants
+    (conference.participant.playback.* per listener)."""
+
+    playback_id: str
+    listeners: tuple[str, ...]  # legs whose overlay plays it now
+    media_url: str | None
+    media_name: str | None
+    targeted: bool
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conference:
     """A conference of the Conferences API (engine.machine.conferences): the record of a
@@ -348,6 +362,8 @@ class Conference:
     bridge_id: int | None = None  # a bridge's default conference
     ended_at: float | None = None
     end_reason: str | None = None  # all_left | ended_via_api
+    playbacks: tuple[ConferencePlayback, ...] = ()  # its play in progress (one at a time)
+    seq: int = 0  # counter behind its playback ids
 
     @property
     def status(self) -> str:
