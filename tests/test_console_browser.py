@@ -4,12 +4,12 @@ driven by Playwright against the real app and the Twilio simulator.
 Two callers reach a bridge whose application answers them; one sends a tone, the other silence.
 The console shows each leg soon after its call.initiated, the tone's level meter moves and the
 silent one's stays still, the tone's meter falls still once that caller goes silent, another
-organization's console sees none of these calls, the record button starts a recording,
-listening to the room plays its mix, and the hang-up button ends the call at the simulator;
-both controls appear in the audit log. The page's screenshot goes to the test's folder; with CALLBRIDGE_UPDATE_SCREENSHOT=1 also to
-docs/console.png, which the README shows (a run of the suite leaves the tree as it was). In a
-conference, the Mute button (the conference's mute) stills the participant's meter: the room
-hears nothing of it.
+organization's console sees none of these calls, the record button starts a recording, listening
+to the room plays its mix, and the hang-up button ends the call at the simulator; both controls
+appear in the audit log. The page's screenshot goes to the test's folder; with
+CALLBRIDGE_UPDATE_SCREENSHOT=1 also to docs/console.png, which the README shows (a run of the
+suite leaves the tree as it was). In a conference, the Mute button (the conference's mute)
+stills the participant's meter: the room hears nothing of it.
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium. Without it (or without
 Playwright) the test is skipped, except under CI=true, where that is a failure (.ci/run installs
