@@ -176,7 +176,7 @@ async def test_signing_out_ends_the_session(env: TwilioEnv, console: ConsoleClie
     assert feed.status == 401
 
 
-async def test_mute_and_unmute_are_the_conference_actions_on_the_leg(
+async def test_mute_and_hold_are_the_conference_actions_on_the_leg(
     env: TwilioEnv, console: ConsoleClient, aiohttp_server: Any
 ) -> None:
     _, leg = await answered_call(env, aiohttp_server, tone=True)
@@ -192,8 +192,14 @@ async def test_mute_and_unmute_are_the_conference_actions_on_the_leg(
         status, reply = await console.act(leg, action)
         assert status == 200, reply
         assert runtime.machine.leg(leg).muted is muted
+    for action, on_hold in (("hold", True), ("unhold", False)):
+        status, reply = await console.act(leg, action)
+        assert status == 200, reply
+        assert runtime.machine.leg(leg).on_hold is on_hold
     entries = await env.app[STORE].audit_entries(env.org.org_id, 10)
     assert [(e.action, e.outcome == "ok") for e in entries] == [
+        ("unhold", True),
+        ("hold", True),
         ("unmute", True),
         ("mute", True),
         ("mute", False),

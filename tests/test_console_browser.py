@@ -8,8 +8,8 @@ organization's console sees none of these calls, the record button starts a reco
 to the room plays its mix, and the hang-up button ends the call at the simulator; both controls
 appear in the audit log. The page's screenshot goes to the test's folder; with
 CALLBRIDGE_UPDATE_SCREENSHOT=1 also to docs/console.png, which the README shows (a run of the
-suite leaves the tree as it was). In a conference, the Mute button (the conference's mute)
-stills the participant's meter: the room hears nothing of it.
+suite leaves the tree as it was). In a conference, the Mute and Hold buttons (the conference's
+actions) still the participant's meter: the room hears nothing of it.
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium. Without it (or without
 Playwright) the test is skipped, except under CI=true, where that is a failure (.ci/run installs
@@ -233,3 +233,10 @@ async def test_a_muted_participants_meter_stays_still_in_chromium(
     await page.locator(f'tr[data-leg="{legs[0]}"] button.unmute').click()
     await page.wait_for_function(meter_above(0.5), arg=legs[0], timeout=WAIT_MS)
     await page.locator('#audit li[data-action="unmute"]').wait_for(timeout=WAIT_MS)
+    # Hold: the participant hears its hold audio and the room hears nothing of it.
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.hold').click()
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.unhold').wait_for(timeout=WAIT_MS)
+    await page.wait_for_function(meter_at_zero(), arg=legs[1], timeout=WAIT_MS)
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.unhold').click()
+    await page.wait_for_function(meter_above(0.5), arg=legs[1], timeout=WAIT_MS)
+    await page.locator('#audit li[data-action="unhold"]').wait_for(timeout=WAIT_MS)

@@ -4,9 +4,10 @@
 the Call Control API does, for the actions the console offers (``CONTROLS``); it is parsed by
 the API's own ``parse_command`` and carried out by ``CallRuntime.command`` under the session's
 organization, so the console can do exactly what the API can, and answers alike (404 for a leg
-of another organization, 422 naming a bad field or a refused state). Mute and unmute are the
-Conferences API's actions on the leg's conference (``call_control_ids`` naming the leg): the
-Call Control API has no mute on a leg, so a leg in no conference is refused (422).
+of another organization, 422 naming a bad field or a refused state). Mute, unmute, hold and
+unhold are the Conferences API's actions on the leg's conference (``call_control_ids`` naming
+the leg; hold plays the built-in hold tone): the Call Control API has none of them on a plain
+leg, so a leg in no conference is refused (422).
 
 Every attempt, carried out or refused, is written to the audit log (who: organization and API
 token id; what: action, leg and body; when; outcome) and logged. ``GET /console/api/audit``
@@ -40,7 +41,7 @@ log = get_logger("callbridge.console")
 #: Hang up, take out of its room, record, and move into a new room with another leg (bridge).
 CALL_CONTROLS = frozenset({"hangup", "unbridge", "record_start", "record_stop", "bridge"})
 #: The Conferences API's actions on one participant, addressed by its leg.
-CONFERENCE_CONTROLS = frozenset({"mute", "unmute"})
+CONFERENCE_CONTROLS = frozenset({"mute", "unmute", "hold", "unhold"})
 CONTROLS = CALL_CONTROLS | CONFERENCE_CONTROLS
 AUDIT_LISTED = 100
 

@@ -162,8 +162,8 @@ class ConsoleHub:
             if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
         ]
         owner = {leg.call_control_id: leg.org_id for leg in live}
-        # A muted participant's meter shows what its room hears of it: nothing.
-        muted = {leg.call_control_id for leg in live if leg.muted}
+        # A muted or held participant's meter shows what its room hears of it: nothing.
+        muted = {leg.call_control_id for leg in live if leg.muted or leg.on_hold}
         plane.levels.watch(owner)
         members = self._listened_members()
         heard = {leg for legs in members.values() for leg in legs}

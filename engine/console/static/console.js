@@ -82,7 +82,9 @@ function LegControls({ leg, others, act }) {
     ${record}
     ${leg.room_id && leg.room_id.startsWith("conf:")
       ? html`<button class=${leg.muted ? "unmute" : "mute"}
-          onClick=${() => act(leg, leg.muted ? "unmute" : "mute")}>${leg.muted ? "Unmute" : "Mute"}</button>`
+          onClick=${() => act(leg, leg.muted ? "unmute" : "mute")}>${leg.muted ? "Unmute" : "Mute"}</button>
+        <button class=${leg.on_hold ? "unhold" : "hold"}
+          onClick=${() => act(leg, leg.on_hold ? "unhold" : "hold")}>${leg.on_hold ? "Unhold" : "Hold"}</button>`
       : ""}
     <select class="peer" value=${peer} onChange=${(e) => setPeer(e.target.value)}
       aria-label="leg to bridge with">
@@ -106,7 +108,7 @@ function Legs({ live, levels, levelUpdates, act }) {
         <td class="mono" title=${leg.call_control_id}>${short(leg.call_control_id)}</td>
         <td>${leg.provider ?? "—"}</td><td>${leg.direction}</td>
         <td class="mono">${leg.from} → ${leg.to}</td>
-        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}${leg.muted ? " (muted)" : ""}</td>
+        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}${leg.muted ? " (muted)" : ""}${leg.on_hold ? " (on hold)" : ""}</td>
         <td class="mono">${duration(leg.duration_s)}</td>
         <td class="mono">${leg.room_id ? short(leg.room_id) : leg.queue ? "queue " + leg.queue : "—"}</td>
         <td><${Meter} dbfs=${levels[leg.call_control_id]} /></td>
