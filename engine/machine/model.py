@@ -190,6 +190,17 @@ class ActivePlayback:
     overlay: bool
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedPlayback:
+    """A playback_start waiting for the one playing before it (Call Control queues them)."""
+
+    source: OverlaySource
+    loop: int | None
+    target_legs: TargetLegs
+    media_url: str | None
+    media_name: str | None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatherRules:
     """How a gather collects digits; the defaults are Call Control v2's (engine.machine.gather)."""
@@ -280,6 +291,7 @@ class Leg:
     dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
+    playback_queue: tuple[QueuedPlayback, ...] = ()  # waiting for the playing one to end
     recording_id: str | None = None  # the recording in progress
     recording_paused: bool = False  # record_pause'd: none of its audio is written until resumed
     # The recording's max_length left as of `recording_since` (None: no limit), and when its

@@ -63,7 +63,7 @@ from engine.media_plane.audio_sources import (
     OverlayError,
     Source,
     beep,
-    builtin_source,
+    builtin_samples,
     load_wav,
 )
 from engine.media_plane.digits_out import DigitsOut
@@ -359,7 +359,7 @@ class MediaPlane:
             if samples is None:
                 return None
         else:
-            return builtin_source(source.name)
+            samples = builtin_samples(source.name, self.mixer.sample_rate)
         return Playback(samples, loops=loops, on_end=ended)
 
     def _remote_samples(self, source: OverlaySource) -> NDArray[np.int16] | None:
