@@ -68,6 +68,7 @@ class Body:
         self._body = body
         self._allow_private_urls = allow_private_urls
         self._media_dir = media_dir
+        self._read: set[str] = set()  # the fields a parser looked at (``refuse_unread``)
 
     def media_file(self, name: str) -> str | None:
         """A ``file:///`` URL naming a file inside the media directory, else 422. The check is
@@ -99,14 +100,25 @@ class Body:
             if name not in known and name not in ("client_state", "command_id"):
                 raise ParameterError(f"'{name}' is not supported by this command", field=name)
 
+    def refuse_unread(self) -> None:
+        """After a parser: a field it never looked at is one callbridge would ignore, so it is
+        refused, named (422), rather than accepted and ignored (Telnyx's fields callbridge does
+        not carry out, and anything unknown)."""
+        for name, value in self._body.items():
+            if name not in self._read and value is not None:
+                raise ParameterError(f"'{name}' is not supported by callbridge", field=name)
+
     def has(self, name: str) -> bool:
+        self._read.add(name)
         return self._body.get(name) is not None
 
     def raw(self, name: str) -> object:
         """The field as the JSON gave it (None when absent), for a shape no reader here has."""
+        self._read.add(name)
         return self._body.get(name)
 
     def _get(self, name: str, required: bool) -> object:
+        self._read.add(name)
         value = self._body.get(name)
         if value is None and required:
             raise ParameterError(f"'{name}' is required", field=name, code="10004")

@@ -373,7 +373,10 @@ def parse_command(
     parser = _PARSERS.get(action)
     if parser is None:
         raise NotFound(f"unknown action '{action}'", field="action")
-    return parser(Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
+    b = Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir)
+    command = parser(b)
+    b.refuse_unread()  # nothing is accepted and ignored
+    return command
 
 
 def parse_number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
@@ -419,4 +422,5 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
             raise ParameterError(
                 f"'link_to' is required with '{name}'", field="link_to", code="10004"
             )
+    b.refuse_unread()  # nothing is accepted and ignored
     return dial
