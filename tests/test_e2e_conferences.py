@@ -212,7 +212,11 @@ async def _stranger(w: World, conf: str, b: str) -> None:
 async def _bad_input(sdk: telnyx.AsyncTelnyx, conf: str, b: str) -> None:
     cases: list[tuple[Any, str]] = [
         (
-            sdk.conferences.create(call_control_id=b, name="x", beep_enabled="always"),
+            sdk.post(
+                "/conferences",
+                body={"call_control_id": b, "name": "x", "beep_enabled": "sometimes"},
+                cast_to=object,
+            ),
             "beep_enabled",
         ),
         (sdk.conferences.create(call_control_id=b, name="x", region="US"), "region"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.machine import commands as cmd
 from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine.conference_commands import (
@@ -110,3 +111,40 @@ async def test_the_record_is_stored_and_read_back(database_kind: str, tmp_path: 
         finally:
             await store.close()
     assert stored.records == full.records
+
+
+def _beeps(effects: list[fx.Effect]) -> list[str]:
+    return sorted(e.call_control_id for e in of_type(effects, fx.SetOverlay) if "/beep/" in e.tag)
+
+
+@pytest.mark.parametrize(
+    ("setting", "on_join", "on_leave"),
+    [("never", [], []), ("always", ["a", "b"], ["a"]), ("on_enter", ["a", "b"], []),
+     ("on_exit", [], ["a"])],
+)  # fmt: skip
+def test_beep_enabled_beeps_to_the_room_as_participants_come_and_go(
+    setting: str, on_join: list[str], on_leave: list[str]
+) -> None:
+    h = Harness()
+    for leg in ("a", "b"):
+        h.incoming(leg)
+    create = CreateConference(call_control_id="a", name="n", beep_enabled=setting)
+    h.m.handle_command("a", ORG, create, h.now)
+    (record,) = h.m.conferences_of(ORG)
+    join = JoinParticipant(call_control_id="b")
+    assert _beeps(h.m.handle_command(record.conference_id, ORG, join, h.now)) == on_join
+    assert _beeps(h.command("b", cmd.Hangup())) == on_leave  # the rest hear it leave
+
+
+def test_a_participants_beep_enabled_overrides_the_conferences() -> None:
+    h = Harness()
+    for leg in ("a", "b", "c"):
+        h.incoming(leg)
+    create = CreateConference(call_control_id="a", name="n", beep_enabled="always")
+    h.m.handle_command("a", ORG, create, h.now)
+    (record,) = h.m.conferences_of(ORG)
+    quiet = JoinParticipant(call_control_id="b", beep_enabled="never")
+    assert _beeps(h.m.handle_command(record.conference_id, ORG, quiet, h.now)) == []
+    loud = JoinParticipant(call_control_id="c")
+    assert _beeps(h.m.handle_command(record.conference_id, ORG, loud, h.now)) == ["a", "b", "c"]
+    assert _beeps(h.command("b", cmd.Hangup())) == []

@@ -6,11 +6,15 @@ Fields and paths are the official SDK's (its ``types/conference_create_params.py
 ``types/conferences/action_{join,leave,mute,unmute,hold,unhold,play,stop,send_dtmf,
 end_conference}_params.py``, ``resources/conferences/actions.py``: ``end_conference`` posts to
 ``actions/end``). What callbridge carries out is parsed; every other field the SDK has
-(``beep_enabled``, ``hold_audio_url``, ``duration_minutes``, ``region``,
+(``hold_audio_url``, ``duration_minutes``, ``region``,
 ``end_conference_on_exit``, the whisper roles, ...) is refused with 422 naming it, so nothing is
 accepted and ignored. ``hold_audio_url``/``hold_media_name`` of create stay refused: the SDK says
 they take effect "only when start_conference_on_create is set to false", which callbridge does
 not support; the ``hold`` action's own ``audio_url``/``media_name`` are carried out.
+
+``beep_enabled`` (create, and join to override it for one participant): ``always``,
+``never`` (the default), ``on_enter``, ``on_exit``, the SDK's values; the beep is callbridge's
+1 kHz for 250 ms (Call Control names none), played to everyone in the room.
 
 Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``name`` at most
 255 characters (callbridge's bound; the SDK states none). ``start_conference_on_create`` may only
@@ -38,17 +42,23 @@ from engine.machine.command_body import (
 MAX_NAME = 255
 
 
+#: The SDK's beep_enabled values.
+BEEPS = ("always", "never", "on_enter", "on_exit")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateConference(CommandBase):
     call_control_id: str
     name: str
     max_participants: int = 250
+    beep_enabled: str = "never"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JoinParticipant(CommandBase):
     call_control_id: str
     mute: bool = False
+    beep_enabled: str | None = None  # overrides the conference's for this participant
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +129,15 @@ ConferenceCommand: TypeAlias = (
 
 def parse_create(body: Mapping[str, object]) -> CreateConference:
     b = Body(body, allow_private_urls=False)
-    b.only(("call_control_id", "name", "max_participants", "start_conference_on_create"))
+    b.only(
+        (
+            "call_control_id",
+            "name",
+            "max_participants",
+            "start_conference_on_create",
+            "beep_enabled",
+        )
+    )
     if not b.flag("start_conference_on_create", True):
         raise ParameterError(
             "'start_conference_on_create' false (a conference that waits, its participants on"
@@ -130,6 +148,7 @@ def parse_create(body: Mapping[str, object]) -> CreateConference:
         call_control_id=b.req_string("call_control_id"),
         name=_name(b),
         max_participants=b.req_integer("max_participants", 2, 800, 250),
+        beep_enabled=b.choice("beep_enabled", BEEPS, "never"),
         **b.common(),
     )
 
@@ -142,10 +161,13 @@ def _name(b: Body) -> str:
 
 
 def _join(b: Body) -> JoinParticipant:
-    b.only(("call_control_id", "mute", "supervisor_role"))
+    b.only(("call_control_id", "mute", "supervisor_role", "beep_enabled"))
     b.choice("supervisor_role", ("none", "barge"), "none")  # both: an ordinary participant
     return JoinParticipant(
-        call_control_id=b.req_string("call_control_id"), mute=b.flag("mute"), **b.common()
+        call_control_id=b.req_string("call_control_id"),
+        mute=b.flag("mute"),
+        beep_enabled=b.opt_choice("beep_enabled", BEEPS),
+        **b.common(),
     )
 
 

@@ -179,6 +179,25 @@ def playback_ended(core: Core, record: Conference, event: PlaybackEnded) -> None
             return
 
 
+#: The beep of a conference's beep_enabled (the plane's one-shot beep: 1 kHz, 250 ms).
+JOIN_BEEP = OverlaySource("beep", "conference")
+
+
+def beep(core: Core, room_id: str, leg: Leg, moment: str, hearers: tuple[str, ...]) -> None:
+    """``leg`` entered (``moment`` "enter") or is leaving ("exit") the room: a beep to
+    ``hearers`` if its beep_enabled (its join's, else the conference's) says so."""
+    record = record_of(core, room_id)
+    if record is None:
+        return
+    setting = leg.conference_beep or record.beep_enabled
+    if setting not in ("always", f"on_{moment}") or not hearers:
+        return
+    tag = f"{room_id}/beep/{record.seq + 1}"
+    core.records[record.conference_id] = replace(record, seq=record.seq + 1)
+    for hearer in hearers:
+        core.emit(fx.SetOverlay(hearer, tag, JOIN_BEEP, 1))
+
+
 def leaving(core: Core, room_id: str, leg: Leg) -> Leg:
     """``leg`` is leaving the conference room: off hold, and out of its playbacks."""
     record = record_of(core, room_id)

@@ -146,6 +146,7 @@ def _create(core: Core, leg: Leg, command: CreateConference) -> None:
     record = conference_events.new_record(
         core, room_id, leg.org_id, leg, command.name, max_participants=command.max_participants
     )
+    record = replace(record, beep_enabled=command.beep_enabled)
     conference_events.opened(core, record, leg)
     legs.join_conference(core, leg, room_id)
 
@@ -153,6 +154,7 @@ def _create(core: Core, leg: Leg, command: CreateConference) -> None:
 def _join(core: Core, record: Conference, leg: Leg, command: JoinParticipant) -> None:
     # The SDK's join: client_state "will be updated for the participant call leg".
     leg = core.with_client_state(leg, command.client_state)
+    leg = core.update(leg, conference_beep=command.beep_enabled)
     legs.join_conference(core, leg, record.room_id)
     if command.mute:
         core.update(core.legs[leg.call_control_id], muted=True)

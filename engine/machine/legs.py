@@ -79,8 +79,16 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
         else:
             orphans += _empty(core, replace(room, members=rest))
         if room.kind is RoomKind.CONFERENCE:
+            conference_media.beep(core, room.room_id, leg, "exit", rest)
             leg = conference_media.leaving(core, room.room_id, leg)
-        leg = core.update(leg, room_id=None, dtmf_muted=False, muted=False, joined_room_at=None)
+        leg = core.update(
+            leg,
+            room_id=None,
+            dtmf_muted=False,
+            muted=False,
+            joined_room_at=None,
+            conference_beep=None,
+        )
         if room.kind is RoomKind.CONFERENCE:
             conference_events.left(core, room, leg, last=not rest)
     return leg, orphans
@@ -335,6 +343,7 @@ def join_conference(core: Core, leg: Leg, room_id: str, *, bridge_id: int | None
     core.rooms[room_id] = replace(room, members=(*room.members, leg.call_control_id))
     leg = core.move(leg, Trigger.JOIN_CONFERENCE, room_id=room_id, joined_room_at=core.now)
     conference_events.joined(core, room_id, leg)
+    conference_media.beep(core, room_id, leg, "enter", core.rooms[room_id].members)
     left_behind(core, orphans)
 
 

@@ -292,6 +292,7 @@ class Leg:
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
     playback_queue: tuple[QueuedPlayback, ...] = ()  # waiting for the playing one to end
+    conference_beep: str | None = None  # its conference join's beep_enabled, while a participant
     recording_id: str | None = None  # the recording in progress
     recording_paused: bool = False  # record_pause'd: none of its audio is written until resumed
     # The recording's max_length left as of `recording_since` (None: no limit), and when its
@@ -371,6 +372,9 @@ class Conference:
     webhook_url: str | None = None
     client_state: str | None = None
     max_participants: int = 250
+    # beep_enabled: a beep to the room as participants join and/or leave (never, always,
+    # on_enter, on_exit); a participant's join may override it (Leg.conference_beep).
+    beep_enabled: str = "never"
     bridge_id: int | None = None  # a bridge's default conference
     ended_at: float | None = None
     end_reason: str | None = None  # all_left | ended_via_api
