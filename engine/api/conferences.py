@@ -27,7 +27,7 @@ from engine.api.keys import RUNTIME
 from engine.api.validation import json_object, query_int
 from engine.errors import NotFound, ValidationError
 from engine.machine.conference_commands import parse_action, parse_create
-from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Conference, Leg
+from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Conference, Leg, SupervisorRole
 from engine.runtime.runtime import CallRuntime
 from engine.webhooks.outbox import occurred_at
 
@@ -71,11 +71,16 @@ def participant_view(record: Conference, leg: Leg) -> dict[str, Any]:
         "on_hold": False,
         "end_conference_on_exit": False,
         "soft_end_conference_on_exit": False,
-        "whisper_call_control_ids": [],
+        "whisper_call_control_ids": list(whispering_to(leg)),
         "label": None,
         "created_at": joined,
         "updated_at": joined,
     }
+
+
+def whispering_to(leg: Leg) -> tuple[str, ...]:
+    """The participants a whisper supervisor reaches (the SDK's whisper_call_control_ids)."""
+    return leg.whisper_to if leg.supervisor_role is SupervisorRole.WHISPER else ()
 
 
 def _runtime(request: web.Request) -> CallRuntime:
@@ -151,10 +156,14 @@ async def list_participants(request: web.Request) -> web.StreamResponse:
     found = [
         participant_view(record, leg)
         for leg in _runtime(request).machine.participants(record)
-        # Hold and whisper are not implemented yet: nobody is on hold or whispering.
+        # Hold is not implemented yet: nobody is on hold.
         if all(
             want is None or have == want
-            for have, want in zip((leg.muted, False, False), wanted.values(), strict=True)
+            for have, want in zip(
+                (leg.muted, False, leg.supervisor_role is SupervisorRole.WHISPER),
+                wanted.values(),
+                strict=True,
+            )
         )
     ]
     return _page(request, found)

@@ -1,5 +1,6 @@
 """The Conferences API's commands, parsed from Call Control v2 bodies: create, join, leave,
-mute, unmute and end (``POST /v2/conferences`` and ``/v2/conferences/{id}/actions/{action}``).
+mute, unmute, update and end (``POST /v2/conferences`` and
+``/v2/conferences/{id}/actions/{action}``).
 
 Fields and paths are the official SDK's (its ``types/conference_create_params.py``,
 ``types/conferences/action_{join,leave,mute,unmute,end_conference}_params.py``,
@@ -11,8 +12,8 @@ roles, ...) is refused with 422 naming it, so nothing is accepted and ignored.
 Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``name`` at most
 255 characters (callbridge's bound; the SDK states none). ``start_conference_on_create`` may only
 be true, its default: a conference that waits, its participants on hold, is not implemented.
-``supervisor_role`` on join may be ``none`` or ``barge`` (the SDK: "barge" is "the same as
-none"); ``monitor`` and ``whisper`` come with supervision (issue 14 point 2).
+``supervisor_role`` and ``whisper_call_control_ids`` on join, and the ``update`` action, are
+parsed in ``engine.machine.supervision_commands``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import TypeAlias
 
 from engine.errors import NotFound
 from engine.machine.command_body import Body, CommandBase, ParameterError
+from engine.machine.model import SupervisorRole
+from engine.machine.supervision_commands import UpdateSupervisor, conference_role, parse_update
 
 MAX_NAME = 255
 
@@ -38,6 +41,8 @@ class CreateConference(CommandBase):
 class JoinParticipant(CommandBase):
     call_control_id: str
     mute: bool = False
+    role: SupervisorRole = SupervisorRole.NONE
+    whisper_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,7 +65,12 @@ class EndConference(CommandBase):
 
 
 ConferenceCommand: TypeAlias = (
-    CreateConference | JoinParticipant | LeaveParticipant | MuteParticipants | EndConference
+    CreateConference
+    | JoinParticipant
+    | LeaveParticipant
+    | MuteParticipants
+    | EndConference
+    | UpdateSupervisor
 )
 
 
@@ -89,10 +99,14 @@ def _name(b: Body) -> str:
 
 
 def _join(b: Body) -> JoinParticipant:
-    b.only(("call_control_id", "mute", "supervisor_role"))
-    b.choice("supervisor_role", ("none", "barge"), "none")  # both: an ordinary participant
+    b.only(("call_control_id", "mute", "supervisor_role", "whisper_call_control_ids"))
+    role, whisper_to = conference_role(b, required=False)
     return JoinParticipant(
-        call_control_id=b.req_string("call_control_id"), mute=b.flag("mute"), **b.common()
+        call_control_id=b.req_string("call_control_id"),
+        mute=b.flag("mute"),
+        role=role,
+        whisper_to=whisper_to,
+        **b.common(),
     )
 
 
@@ -139,6 +153,7 @@ _ACTIONS: dict[str, Callable[[Body], ConferenceCommand]] = {
     "mute": _mute(True),
     "unmute": _mute(False),
     "end": _end,
+    "update": parse_update,
 }
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from engine.errors import Conflict, NotFound
 from engine.machine import actions as commands
 from engine.machine import commands as cmd
-from engine.machine import conferences, gather, legs, media, queues, streams
+from engine.machine import conferences, gather, legs, media, queues, streams, supervision
 from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine import leg_setup as setup
@@ -401,6 +401,8 @@ class CallMachine:
         if ids.call_control_id in self._core.legs:
             raise Conflict(f"call_control_id '{ids.call_control_id}' is already in use")
         linked = self._linked(command.link_to, org_id)
+        if command.supervision is not None:
+            supervision.check_dial(self._core, org_id, command.supervision)
         with self._input(now) as core:
             leg = core.put(
                 Leg(
@@ -424,6 +426,7 @@ class CallMachine:
                     prevent_double_bridge=command.prevent_double_bridge,
                     ring_timeout_secs=command.timeout_secs,
                     time_limit_secs=command.time_limit_secs,
+                    **supervision.dial_fields(command.supervision),
                 )
             )
             core.emit(

@@ -426,11 +426,12 @@ class MediaPlane:
             self.mixer.set_tap(leg_id, False)
 
     # in-band DTMF
-    def set_muted(self, leg_id: str, muted: bool) -> None:
-        """Nobody in its room hears the leg (a conference's mute), from the next tick. The
-        machine says it again after each new stream's join, so a detached leg is skipped."""
+    def set_audience(self, leg_id: str, heard_by: frozenset[str] | None) -> None:
+        """Only ``heard_by`` in its room hear the leg (None: everyone), from the next tick: the
+        machine's decision (engine.machine.hearing). It says it again after each new stream's
+        join, so a detached leg is skipped."""
         if leg_id in self._legs:
-            self.mixer.mute(leg_id, muted)
+            self.mixer.hear_only(leg_id, heard_by)
 
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
         """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""
