@@ -16,7 +16,8 @@ from engine.machine.conference_commands import (
     MuteParticipants,
     parse_action,
 )
-from engine.machine.model import HangupCause, HangupSource, LegState, Room, SupervisorRole
+from engine.machine.model import HangupCause, HangupSource, Leg, LegState, Room, SupervisorRole
+from engine.store import live_codec
 from tests.test_machine_conferences import conference
 from tests.test_machine_harness import ORG, Harness, hooks, of_type
 
@@ -212,3 +213,13 @@ def test_whispering_to_a_non_participant_is_refused_and_changes_nothing() -> Non
         h.m.handle_command(conf, ORG, update, h.now)
     assert caught.value.field == "whisper_call_control_ids"
     assert h.m.leg("b").supervisor_role is SupervisorRole.NONE
+
+
+def test_supervision_is_stored_with_the_leg_and_the_room() -> None:
+    h = Harness()
+    room = supervised(h, "whisper")
+    h.event(ev.LegAnswered("s"))
+    leg, stored_room = h.m.leg("s"), room_of(h, room)
+    assert live_codec.loads(Leg, live_codec.dumps(leg)) == leg
+    assert live_codec.loads(Room, live_codec.dumps(stored_room)) == stored_room
+    assert live_codec.loads(Room, live_codec.dumps(stored_room)).supervisors == ("s",)
