@@ -158,8 +158,10 @@ def test_a_conference_participant_updated_to_whisper_is_heard_by_the_named_only(
         "update",
         {"call_control_id": "d", "supervisor_role": "whisper", "whisper_call_control_ids": ["b"]},
     )
+    h.tick(5)
     out = h.m.handle_command(conf, ORG, update, h.now)
     assert of_type(out, fx.SetAudience) == [fx.SetAudience("d", frozenset({"b"}))]
+    assert h.m.conferences_of(ORG)[0].updated_at == h.now
     # Muted, a whisperer is heard by nobody; unmuted, by its targets again.
     mute = MuteParticipants(call_control_ids=("d",), muted=True)
     assert of_type(h.m.handle_command(conf, ORG, mute, h.now), fx.SetAudience) == [

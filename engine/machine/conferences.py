@@ -79,7 +79,7 @@ def check(core: Core, org_id: int, target: str, command: ConferenceCommand) -> C
         case UpdateSupervisor():
             leg = _participant(core, record, command.call_control_id, "call_control_id")
             _whisper_targets(core, record, command.whisper_to)
-            return lambda: supervision.set_role(core, leg, command.role, command.whisper_to)
+            return lambda: _update(core, record, leg, command)
     raise AssertionError(f"unhandled conference command {type(command).__name__}")
 
 
@@ -168,6 +168,11 @@ def _mute(core: Core, chosen: list[Leg], muted: bool) -> None:
         record = conference_events.record_of(core, chosen[0].room_id or "")
         if record is not None:
             core.records[record.conference_id] = replace(record, updated_at=core.now)
+
+
+def _update(core: Core, record: Conference, leg: Leg, command: UpdateSupervisor) -> None:
+    supervision.set_role(core, leg, command.role, command.whisper_to)
+    core.records[record.conference_id] = replace(record, updated_at=core.now)
 
 
 def _end(core: Core, record: Conference) -> None:

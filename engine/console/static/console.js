@@ -120,7 +120,7 @@ function Rooms({ rooms }) {
       <tbody>${rooms.map((r) => html`<tr key=${r.room_id} data-room=${r.room_id}>
         <td class="mono" title=${r.room_id}>${short(r.room_id)}</td><td>${r.kind}</td>
         <td>${r.forwarded ? "forwarded" : "mixed"}</td>
-        <td class="mono">${r.members.map(short).join(", ")}${r.pending ? ` (+${short(r.pending)} ringing)` : ""}</td>
+        <td class="mono">${r.members.map(short).join(", ")}${r.supervisors.length ? ` (+${r.supervisors.map(short).join(", ")} supervising)` : ""}${r.pending ? ` (+${short(r.pending)} ringing)` : ""}</td>
       </tr>`)}</tbody></table>`}
   </section>`;
 }
