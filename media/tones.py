@@ -47,6 +47,7 @@ __all__ = [
     "UnknownRingtone",
     "burst_envelope",
     "dbfs_to_amplitude",
+    "ringback_cycle",
     "ringtone_spec",
     "ringtone_specs",
 ]
@@ -216,6 +217,13 @@ def _cadence_cycle(spec: RingtoneSpec, sample_rate: int, level_dbfs: float) -> N
 def _noise(level_dbfs: float, seed: int) -> NDArray[np.int16]:
     rms = dbfs_to_amplitude(level_dbfs) / math.sqrt(2.0)
     return _read_only(_to_int16(np.random.default_rng(seed).standard_normal(NOISE_LOOP) * rms))
+
+
+def ringback_cycle(
+    country: str, sample_rate: int = 8000, level_dbfs: float = -16.0
+) -> NDArray[np.int16]:
+    """One whole cadence cycle of a country's ringback (read-only): a ``loop`` of it."""
+    return _cadence_cycle(ringtone_spec(country), sample_rate, float(level_dbfs))
 
 
 class Ringback(_Loop):

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
+from adapters.simulators import TwilioSimulator
 from engine.app import create_app
 from engine.config import Settings
 from engine.providers.provisioning import LocalOnlyProvisioner
 from tests.e2e_checks import check_protocol_errors
 from tests.platform_client import Org, make_org
 from tests.postgres import both_databases, drop_all, made_now
+from tests.twilio_env import TwilioEnv
 
 pytest_plugins = ("pytester",)  # tests/test_e2e_checks.py runs small suites of its own
 
@@ -81,3 +84,18 @@ def no_unexpected_protocol_errors(request: pytest.FixtureRequest) -> Iterator[No
     yield
     marker = request.node.get_closest_marker("expect_protocol_errors")
     check_protocol_errors(None if marker is None else marker.args)
+
+
+@pytest.fixture
+async def twilio_sim() -> AsyncIterator[TwilioSimulator]:
+    """The Twilio simulator, for tests of the app behind Twilio (``twilio_env``)."""
+    async with TwilioSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def twilio_env(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, twilio_sim: TwilioSimulator
+) -> TwilioEnv:
+    """The app behind the Twilio simulator, with an organization (tests/twilio_env.py)."""
+    return await TwilioEnv.start(aiohttp_server, aiohttp_client, tmp_path, twilio_sim)

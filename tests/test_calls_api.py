@@ -213,6 +213,31 @@ BAD_DIALS: list[tuple[dict[str, Any], str, str]] = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("playback_start", {"media_name": "tone-440", "cache_audio": True}, "cache_audio"),
+        (
+            "playback_start",
+            {"media_name": "tone-440", "playback_content": "AAAA"},
+            "playback_content",
+        ),
+        ("answer", {"preferred_codecs": "PCMA"}, "preferred_codecs"),
+        ("hangup", {"custom_headers": []}, "custom_headers"),
+    ],
+)
+async def test_a_call_control_field_callbridge_does_not_carry_out_is_refused(
+    h: Harness, action: str, body: dict[str, Any], field: str
+) -> None:
+    leg = await h.up()
+    reply = await h.act(leg, action, **body)
+    assert reply.status == 422, reply
+    assert reply.body["errors"][0]["source"] == {"pointer": f"/{field}"}
+    dial = {"connection_id": h.bridge["slug"], "from": "+15550001111", "to": "+15550003333"}
+    reply = await h.request("POST", "/v2/calls", {**dial, "stream_url": "wss://x.example/s"})
+    assert reply.status == 422 and reply.body["errors"][0]["source"] == {"pointer": "/stream_url"}
+
+
 async def test_bad_dial_parameters_are_refused_naming_the_field(h: Harness) -> None:
     for body, pointer, code in BAD_DIALS:
         reply = await h.request("POST", "/v2/calls", body)

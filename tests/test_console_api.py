@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.simulators import CallState, SilenceSource, ToneSource, TwilioCall, TwilioSimulator
-from engine.api.keys import STORE
+from engine.api.keys import RUNTIME, STORE
 from tests.console_client import ConsoleClient
 from tests.platform_client import make_org
 from tests.twilio_env import AppHooks, TwilioEnv
@@ -109,7 +109,7 @@ async def test_a_control_needs_the_csrf_token_and_every_attempt_is_audited(
     await console.sign_in(env.org.token)
     status, _ = await console.act(leg, "hangup", csrf="forged")
     assert status == 403 and call.state is not CallState.ENDED
-    status, _ = await console.act(leg, "mute")
+    status, _ = await console.act(leg, "speak")
     assert status == 404  # the console offers only what the API can do
 
     status, reply = await console.act(leg, "hangup")
@@ -174,3 +174,33 @@ async def test_signing_out_ends_the_session(env: TwilioEnv, console: ConsoleClie
     assert done.status == 200
     feed = await console.session.get(env.public_url + "/console/api/feed")
     assert feed.status == 401
+
+
+async def test_mute_and_hold_are_the_conference_actions_on_the_leg(
+    env: TwilioEnv, console: ConsoleClient, aiohttp_server: Any
+) -> None:
+    _, leg = await answered_call(env, aiohttp_server, tone=True)
+    await console.sign_in(env.org.token)
+    status, reply = await console.act(leg, "mute")
+    assert status == 422 and "conference" in str(reply)  # in no conference: nothing to mute
+    status, reply = await env.api(
+        "POST", "/v2/conferences", {"call_control_id": leg, "name": "standup"}
+    )
+    assert status == 200, reply
+    runtime = env.app[RUNTIME]
+    for action, muted in (("mute", True), ("unmute", False)):
+        status, reply = await console.act(leg, action)
+        assert status == 200, reply
+        assert runtime.machine.leg(leg).muted is muted
+    for action, on_hold in (("hold", True), ("unhold", False)):
+        status, reply = await console.act(leg, action)
+        assert status == 200, reply
+        assert runtime.machine.leg(leg).on_hold is on_hold
+    entries = await env.app[STORE].audit_entries(env.org.org_id, 10)
+    assert [(e.action, e.outcome == "ok") for e in entries] == [
+        ("unhold", True),
+        ("hold", True),
+        ("unmute", True),
+        ("mute", True),
+        ("mute", False),
+    ]

@@ -3,12 +3,13 @@ driven by Playwright against the real app and the Twilio simulator.
 
 Two callers reach a bridge whose application answers them; one sends a tone, the other silence.
 The console shows each leg soon after its call.initiated, the tone's level meter moves and the
-silent one's stays still (there is no mute: the Call Control API has none), the tone's meter
-falls still once that caller goes silent, another organization's console sees none of these
-calls, the record button starts a recording, and the hang-up button ends the call at the
-simulator; both controls appear in the audit log. The page's screenshot goes to the
-test's folder; with CALLBRIDGE_UPDATE_SCREENSHOT=1 also to docs/console.png, which the README
-shows (a run of the suite leaves the tree as it was).
+silent one's stays still, the tone's meter falls still once that caller goes silent, another
+organization's console sees none of these calls, the record button starts a recording, listening
+to the room plays its mix, and the hang-up button ends the call at the simulator; both controls
+appear in the audit log. The page's screenshot goes to the test's folder; with
+CALLBRIDGE_UPDATE_SCREENSHOT=1 also to docs/console.png, which the README shows (a run of the
+suite leaves the tree as it was). In a conference, the Mute and Hold buttons (the conference's
+actions) still the participant's meter: the room hears nothing of it.
 
 Playwright never downloads a browser here: it launches /usr/bin/chromium. Without it (or without
 Playwright) the test is skipped, except under CI=true, where that is a failure (.ci/run installs
@@ -161,9 +162,19 @@ async def test_the_console_shows_levels_and_hangs_up_in_chromium(
     await page.locator(f'tr[data-leg="{leg_loud}"] button.record-start').click()
     await page.locator(f'tr[data-leg="{leg_loud}"] button.record-stop').wait_for(timeout=WAIT_MS)
     await page.locator('#audit li[data-action="record_start"]').wait_for(timeout=WAIT_MS)
+    # Listening to the room: its mix (the tone) arrives and is played, chunk after chunk.
+    await page.locator("#rooms button.listen").click()
+    await page.wait_for_function(
+        "() => { const h = document.querySelector('#rooms .heard');"
+        " return h !== null && Number(h.dataset.chunks) >= 10 && Number(h.dataset.level) > -20; }",
+        timeout=WAIT_MS,
+    )
     await page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
     if os.environ.get("CALLBRIDGE_UPDATE_SCREENSHOT") == "1":
         await page.screenshot(path=str(DOCS_SCREENSHOT), full_page=True)
+
+    await page.locator("#rooms button.listen").click()  # stop listening
+    await page.locator("#rooms .heard").wait_for(state="detached", timeout=WAIT_MS)
 
     loud.source = SilenceSource()  # the tone stops: its meter falls and stays still
     await page.wait_for_function(meter_at_zero(), arg=leg_loud, timeout=WAIT_MS)
@@ -187,3 +198,45 @@ async def test_the_console_shows_levels_and_hangs_up_in_chromium(
     await page.locator(f'tr[data-leg="{leg_loud}"]').wait_for(state="detached", timeout=WAIT_MS)
     await page.locator('#audit li[data-action="hangup"]').wait_for(timeout=WAIT_MS)
     assert "ok" in await page.locator('#audit li[data-action="hangup"]').inner_text()
+
+
+async def test_a_muted_participants_meter_stays_still_in_chromium(
+    env: TwilioEnv, aiohttp_server: Any, browser: Browser
+) -> None:
+    hooks = await AppHooks.start(aiohttp_server)
+    await env.bridge("Standup", NUMBERS, webhook_url=hooks.url)
+    legs = []
+    for caller, number, tone in zip(CALLERS, NUMBERS, (1000, 440), strict=True):
+        call = await env.sim.place_inbound_call(caller, number, source=ToneSource(tone))
+        leg = (await hooks.next("call.initiated")).leg
+        await env.act(leg, "answer")
+        await call.wait_for(CallState.STREAMING)
+        legs.append(leg)
+    body = {"call_control_id": legs[0], "name": "standup"}
+    status, reply = await env.api("POST", "/v2/conferences", body)
+    assert status == 200, reply
+    conference = reply["data"]["id"]
+    status, reply = await env.api(
+        "POST", f"/v2/conferences/{conference}/actions/join", {"call_control_id": legs[1]}
+    )
+    assert status == 200, reply
+    page = await signed_in(browser, env.public_url, env.org.token)
+    for leg in legs:  # both speak: both meters move
+        await page.wait_for_function(meter_above(0.5), arg=leg, timeout=WAIT_MS)
+
+    await page.locator(f'tr[data-leg="{legs[0]}"] button.mute').click()  # the conference's mute
+    await page.wait_for_function(meter_at_zero(), arg=legs[0], timeout=WAIT_MS)
+    still = await page.evaluate(OVER_UPDATES, [legs[0], 10])
+    assert still["highest"] == 0, still  # the room hears nothing of it: its meter stays still
+    moving = await page.evaluate(OVER_UPDATES, [legs[1], 10])
+    assert moving["highest"] > 0.5, moving
+    await page.locator(f'tr[data-leg="{legs[0]}"] button.unmute').click()
+    await page.wait_for_function(meter_above(0.5), arg=legs[0], timeout=WAIT_MS)
+    await page.locator('#audit li[data-action="unmute"]').wait_for(timeout=WAIT_MS)
+    # Hold: the participant hears its hold audio and the room hears nothing of it.
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.hold').click()
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.unhold').wait_for(timeout=WAIT_MS)
+    await page.wait_for_function(meter_at_zero(), arg=legs[1], timeout=WAIT_MS)
+    await page.locator(f'tr[data-leg="{legs[1]}"] button.unhold').click()
+    await page.wait_for_function(meter_above(0.5), arg=legs[1], timeout=WAIT_MS)
+    await page.locator('#audit li[data-action="unhold"]').wait_for(timeout=WAIT_MS)

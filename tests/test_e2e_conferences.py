@@ -17,7 +17,7 @@ import pytest
 import telnyx
 
 from adapters.simulators import CallState, SimulatedCall
-from benchmarks.loadtest.judge import VoiceSource
+from benchmarks.loadtest.judge import Voice, VoiceSource
 from tests.e2e_checks import hearing, hearing_since, tap, voices
 from tests.platform_client import make_org
 from tests.test_e2e_cross_provider import TELNYX_NUMBER, TWILIO_NUMBER, World, world
@@ -36,8 +36,12 @@ def sdk_for(w: World, token: str) -> telnyx.AsyncTelnyx:
     return telnyx.AsyncTelnyx(api_key=token, base_url=w.base_url + "/v2", max_retries=0)
 
 
-async def three_answered(w: World, sdk: telnyx.AsyncTelnyx) -> dict[str, tuple[Any, str]]:
-    """A (Twilio), B and C (Telnyx) called in; the application answered each."""
+async def three_answered(
+    w: World, sdk: telnyx.AsyncTelnyx, spoken: tuple[Voice, Voice, Voice] | None = None
+) -> dict[str, tuple[Any, str]]:
+    """A (Twilio), B and C (Telnyx) called in, speaking ``spoken`` (A_VOICE, B_VOICE and C_VOICE
+    unless given); the application answered each."""
+    a_voice, b_voice, c_voice = spoken or (A_VOICE, B_VOICE, C_VOICE)
     legs: dict[str, str] = {}  # caller number -> leg
     answered = asyncio.Event()
 
@@ -52,11 +56,11 @@ async def three_answered(w: World, sdk: telnyx.AsyncTelnyx) -> dict[str, tuple[A
 
     w.app_server.on_event = application
     calls: dict[str, SimulatedCall] = {}
-    for name, number, voice in (("A", "+15557770001", A_VOICE),):
+    for name, number, voice in (("A", "+15557770001", a_voice),):
         calls[name] = await w.twilio.place_inbound_call(
             number, TWILIO_NUMBER, source=VoiceSource(voice)
         )
-    for name, number, voice in (("B", "+15557770002", B_VOICE), ("C", "+15557770003", C_VOICE)):
+    for name, number, voice in (("B", "+15557770002", b_voice), ("C", "+15557770003", c_voice)):
         calls[name] = await w.telnyx.place_inbound_call(
             number, TELNYX_NUMBER, source=VoiceSource(voice)
         )

@@ -66,7 +66,9 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path, *, media_port: int | None = None) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, *, media_port: int | None = None, media_dir: Path | None = None
+) -> AsyncIterator[World]:
     port = unused_port()
     base_url = f"http://127.0.0.1:{port}"
     settings = Settings(
@@ -75,6 +77,7 @@ async def world(tmp_path: Path, *, media_port: int | None = None) -> AsyncIterat
         secret_key=SECRET_KEY,
         public_url=base_url,
         recordings_dir=str(tmp_path / "recordings"),
+        media_dir=str(media_dir) if media_dir is not None else None,
         # Simulators, bots and webhook receivers all listen on 127.0.0.1.
         allow_private_urls=True,
     )

@@ -18,7 +18,7 @@ def test_a_whisperers_digit_is_kept_from_its_dtmf_muted_target_and_nobody_else_h
     scene = Scene(tmp_path)
     for leg in ("s", "target", "other"):
         scene.leg(leg)
-    scene.plane.set_audience("s", frozenset({"target"}))  # s whispers to target
+    scene.plane.set_audience("s", frozenset({"target"}), deaf=False)  # s whispers to target
     scene.plane.set_dtmf_mute("target", True)
     scene.run({"s": ONE_HASH, "other": frames(sine(400, 4000))})
     detected = scene.detected_at("1")

@@ -202,19 +202,55 @@ def test_playback_to_the_opposite_leg_needs_one() -> None:
     assert h.m.snapshot() == before
 
 
-def test_a_new_playback_replaces_the_current_one_and_stop_cancels() -> None:
+def test_playbacks_queue_and_stop_current_plays_the_next() -> None:
     h = Harness()
     h.incoming("a")
     first = h.command("a", cmd.PlaybackStart(media_name="one"))
-    second = h.command("a", cmd.PlaybackStart(media_name="two"))
-    assert hooks(second) == ["call.playback.ended", "call.playback.started"]
-    assert hook(second, "a", "call.playback.ended")["status"] == "cancelled"
-    assert of_type(second, fx.ClearOverlay)[0].tag == of_type(first, fx.SetOverlay)[0].tag
+    assert hooks(first) == ["call.playback.started"]
+    assert hooks(h.command("a", cmd.PlaybackStart(media_name="two"))) == []  # queued
     overlay = h.command("a", cmd.PlaybackStart(media_name="three", overlay=True))
-    assert hooks(overlay) == ["call.playback.started"]  # overlays play on top
-    stopped = h.command("a", cmd.PlaybackStop())
-    assert [p["media_name"] for p in _ended(stopped)] == ["two"]
-    assert len(h.m.leg("a").playbacks) == 1
+    assert hooks(overlay) == ["call.playback.started"]  # an overlay plays on top, at once
+    one = of_type(first, fx.SetOverlay)[0].tag
+    out = h.event(ev.PlaybackEnded("a", one, "completed", None))
+    assert [(e.event_type, e.payload["media_name"]) for e in of_type(out, fx.EmitWebhook)] == [
+        ("call.playback.ended", "one"),
+        ("call.playback.started", "two"),
+    ]
+    out = h.command("a", cmd.PlaybackStart(media_name="four", stop="current"))
+    assert [p["media_name"] for p in _ended(out)] == ["two"]  # cut short: the queue moves on
+    assert _ended(out)[0]["status"] == "cancelled"
+    assert hook(out, "a", "call.playback.started")["media_name"] == "four"
+    h.command("a", cmd.PlaybackStart(media_name="five"))
+    stopped = h.command("a", cmd.PlaybackStop())  # stop: all, the default
+    assert [p["media_name"] for p in _ended(stopped)] == ["four"]
+    assert "call.playback.started" not in hooks(stopped), "the queue is cleared"
+    assert [p.overlay for p in h.m.leg("a").playbacks] == [True]
+    assert h.m.leg("a").playback_queue == ()
+
+
+def test_stop_all_on_start_clears_the_queue_and_plays_at_once() -> None:
+    h = Harness()
+    h.incoming("a")
+    h.command("a", cmd.PlaybackStart(media_name="one"))
+    h.command("a", cmd.PlaybackStart(media_name="two"))
+    out = h.command("a", cmd.PlaybackStart(media_name="three", stop="all"))
+    assert [p["media_name"] for p in _ended(out)] == ["one"]
+    assert hook(out, "a", "call.playback.started")["media_name"] == "three"
+    assert h.m.leg("a").playback_queue == ()
+    out = h.command("a", cmd.PlaybackStop(stop="current"))  # nothing queued: nothing follows
+    assert hooks(out) == ["call.playback.ended"]
+
+
+def test_an_overlay_needs_a_playback_to_play_over_and_plays_to_self_only() -> None:
+    h = Harness()
+    h.bridged_pair()
+    with pytest.raises(InvalidState) as refused:
+        h.command("a", cmd.PlaybackStart(media_name="on top", overlay=True))
+    assert refused.value.field == "overlay"
+    h.command("a", cmd.PlaybackStart(media_name="music"))
+    with pytest.raises(InvalidState) as refused:
+        h.command("a", cmd.PlaybackStart(media_name="x", overlay=True, target_legs=TargetLegs.BOTH))
+    assert refused.value.field == "target_legs"
 
 
 def _ended(effects: list[fx.Effect]) -> list[dict[str, object]]:

@@ -182,7 +182,10 @@ async def test_a_bounded_call_stops_at_its_budget_and_a_persistent_one_does_not(
 
 
 async def test_close_ends_the_retries_of_a_persistent_call() -> None:
-    runner = ProviderCalls(replace(FAST, persistent_cap_s=30.0, base_delay_s=30.0))
+    # A fixed share of the jitter: a random one near zero would retry before close() comes.
+    runner = ProviderCalls(
+        replace(FAST, persistent_cap_s=30.0, base_delay_s=30.0), rand=lambda: 0.5
+    )
     tried = asyncio.Event()
     call, calls = failing([ProviderCallError("503", status=503)] * 100, tried)
     task = asyncio.ensure_future(runner.run("hangup", "leg", call, persistent=True))

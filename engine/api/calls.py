@@ -25,6 +25,7 @@ from engine.api.auth import organization_for
 from engine.api.envelopes import json_response
 from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, STORE
 from engine.api.rate_limit import dial_within_limit
+from engine.api.transfer import transfer
 from engine.api.validation import json_object
 from engine.errors import ShuttingDown
 from engine.machine.command_body import not_a_media_file
@@ -110,13 +111,19 @@ async def action(request: web.Request) -> web.StreamResponse:
     name = request.match_info["action"]
     body = await json_object(request, allow_empty=True)
     settings = request.app[SETTINGS]
-    media_dir = _media_dir(settings.media_dir)
+    if name == "transfer":  # a dial of the new party, bridged on answer (engine/api/transfer.py)
+        leg_id = request.match_info["call_control_id"]
+        await transfer(
+            request, org.id, leg_id, body, allow_private_urls=settings.allow_private_urls
+        )
+        return json_response(OK)
+    media_dir = media_dir_of(settings.media_dir)
     command = parse_command(
         name, body, allow_private_urls=settings.allow_private_urls, media_dir=media_dir
     )
     for field, url in _audio_urls(command):
         if url.startswith("file:") and media_dir:
-            _require_media_file(url, media_dir, field)
+            require_media_file(url, media_dir, field)
     await request.app[RUNTIME].command(org.id, request.match_info["call_control_id"], command)
     return json_response(OK)
 
@@ -136,7 +143,7 @@ def _audio_urls(command: Command) -> list[tuple[str, str]]:
     return [(field, url) for field, url in found if url is not None]
 
 
-def _require_media_file(url: str, media_dir: str, field: str) -> None:
+def require_media_file(url: str, media_dir: str, field: str) -> None:
     """The file must exist in the media directory, symlinks followed: a missing file gets the
     same answer as one outside (the command checked the path alone). The media plane checks
     again when it opens the file, as it may have changed since."""
@@ -145,7 +152,7 @@ def _require_media_file(url: str, media_dir: str, field: str) -> None:
         raise not_a_media_file(field)
 
 
-def _media_dir(configured: str | None) -> str | None:
+def media_dir_of(configured: str | None) -> str | None:
     # Absolute, because the command checks file:// paths against it; a string operation on the
     # configured value and the working directory, nothing read from disk.
     return os.path.abspath(configured) if configured else None

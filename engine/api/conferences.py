@@ -9,8 +9,9 @@ and ``filter[status]``), live and ended, default-routed ones included; ``GET
 /v2/conferences/{id}`` one. ``GET /v2/conferences/{id}/participants`` lists who is in it now
 (``filter[muted]``, ``filter[on_hold]``, ``filter[whispering]``), ``GET
 .../participants/{participant_id}`` one, by its ``id`` (the leg's ``call_leg_id``) or its
-``call_control_id``. Actions: ``join``, ``leave``, ``mute``, ``unmute``, ``end``
-(``engine.machine.conference_commands``). Another organization's conference or leg is 404, as
+``call_control_id``. Actions: ``join``, ``leave``, ``mute``, ``unmute``, ``hold``, ``unhold``,
+``play``, ``stop``, ``send_dtmf``, ``end`` (``engine.machine.conference_commands``); audio URLs
+are checked as ``/v2/calls`` actions check them. Another organization's conference or leg is 404, as
 an unknown one. Query parameters of the SDK's other filters are refused (422 naming them).
 """
 
@@ -22,11 +23,17 @@ from typing import Any
 from aiohttp import web
 
 from engine.api.auth import organization_for
+from engine.api.calls import media_dir_of, require_media_file
 from engine.api.envelopes import json_response
-from engine.api.keys import RUNTIME
+from engine.api.keys import RUNTIME, SETTINGS
 from engine.api.validation import json_object, query_int
 from engine.errors import NotFound, ValidationError
-from engine.machine.conference_commands import parse_action, parse_create
+from engine.machine.conference_commands import (
+    HoldParticipants,
+    PlayConference,
+    parse_action,
+    parse_create,
+)
 from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Conference, Leg, SupervisorRole
 from engine.runtime.runtime import CallRuntime
 from engine.webhooks.outbox import occurred_at
@@ -68,7 +75,7 @@ def participant_view(record: Conference, leg: Leg) -> dict[str, Any]:
         "conference_id": record.conference_id,
         "status": "joined",
         "muted": leg.muted,
-        "on_hold": False,
+        "on_hold": leg.on_hold,
         "end_conference_on_exit": False,
         "soft_end_conference_on_exit": False,
         "whisper_call_control_ids": list(whispering_to(leg)),
@@ -156,11 +163,10 @@ async def list_participants(request: web.Request) -> web.StreamResponse:
     found = [
         participant_view(record, leg)
         for leg in _runtime(request).machine.participants(record)
-        # Hold is not implemented yet: nobody is on hold.
         if all(
             want is None or have == want
             for have, want in zip(
-                (leg.muted, False, leg.supervisor_role is SupervisorRole.WHISPER),
+                (leg.muted, leg.on_hold, leg.supervisor_role is SupervisorRole.WHISPER),
                 wanted.values(),
                 strict=True,
             )
@@ -192,9 +198,18 @@ async def action(request: web.Request) -> web.StreamResponse:
     conference_id = request.match_info["conference_id"]
     # An unknown or foreign conference is 404 before the body is judged, as a leg's is.
     _runtime(request).machine.conference(conference_id, org_id)
+    settings = request.app[SETTINGS]
+    media_dir = media_dir_of(settings.media_dir)
     command = parse_action(
-        request.match_info["action"], await json_object(request, allow_empty=True)
+        request.match_info["action"],
+        await json_object(request, allow_empty=True),
+        allow_private_urls=settings.allow_private_urls,
+        media_dir=media_dir,
     )
+    if isinstance(command, HoldParticipants | PlayConference) and media_dir:
+        url = command.audio_url
+        if url is not None and url.startswith("file:"):
+            require_media_file(url, media_dir, "audio_url")
     await _runtime(request).command(org_id, conference_id, command)
     return json_response(OK)
 

@@ -194,6 +194,9 @@ SCHEMAS: dict[str, Schema] = {
             channels=string(enum=["single", "dual"]),
             timeout_secs={"type": "integer", "minimum": 0, "default": 0},
             play_beep={"type": "boolean", "default": False},
+            to=string(description="transfer: the new party (+E.164 or a SIP URI)"),
+            target_leg_client_state=string(contentEncoding="base64"),
+            early_media={"type": "boolean", "enum": [False]},
             role=string(
                 enum=["barge", "whisper", "monitor"],
                 description="switch_supervisor_role: the supervisor's new role (no "
@@ -216,7 +219,9 @@ SCHEMAS: dict[str, Schema] = {
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis), "
         "switch_supervisor_role (role, of a leg dialled with supervise_call_control_id); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
-        "GatherStopAction.",
+        "GatherStopAction; transfer (to, from: default the leg's to, timeout_secs, "
+        "time_limit_secs, target_leg_client_state, webhook_url: the new leg's, early_media: "
+        "false only): the new party is dialled through the leg's bridge, bridged on answer.",
     },
     "PublicKey": obj(
         ["data"],
@@ -269,7 +274,7 @@ def call_paths() -> dict[str, Schema]:
         "name": "action",
         "in": "path",
         "required": True,
-        "schema": string(enum=[a for a in ACTIONS if a != "client_state_update"]),
+        "schema": string(enum=[*(a for a in ACTIONS if a != "client_state_update"), "transfer"]),
     }
     return {
         "/v2/calls": {

@@ -39,7 +39,7 @@ PARTICIPANT: Schema = obj(
     conference_id=string(format="uuid"),
     status=string(enum=["joined"]),
     muted=BOOL,
-    on_hold={**BOOL, "description": "always false: hold is not implemented yet"},
+    on_hold={**BOOL, "description": "put on hold by the hold action, until unhold"},
     end_conference_on_exit=BOOL,
     soft_end_conference_on_exit=BOOL,
     whisper_call_control_ids={
@@ -83,6 +83,11 @@ SUPERVISOR: dict[str, Schema] = {
     },
 }
 IDS = {"type": "array", "items": string(), "description": "none or empty: every participant"}
+AUDIO_URL = string(description="http(s), or file:/// in the media directory")
+LOOP = {
+    "oneOf": [{"type": "integer", "minimum": 1, "maximum": 100}, string(enum=["infinity"])],
+    "default": 1,
+}
 ACTIONS: dict[str, Schema] = {
     "join": _closed(
         ["call_control_id"],
@@ -101,6 +106,39 @@ ACTIONS: dict[str, Schema] = {
     "mute": _closed([], "Nobody hears these participants.", call_control_ids=IDS),
     "unmute": _closed([], "These participants are heard again.", call_control_ids=IDS),
     "end": _closed([], "Hang up every participant; end_reason ended_via_api.", command_id=string()),
+    "hold": _closed(
+        [],
+        "These participants hear only the hold audio (audio_url or media_name; else the built-in"
+        " tone on hold) and nobody hears them, until unhold or they leave.",
+        call_control_ids=IDS,
+        audio_url=AUDIO_URL,
+        media_name=string(),
+    ),
+    "unhold": _closed(
+        ["call_control_ids"],
+        "These participants hear the room and are heard again.",
+        call_control_ids={"type": "array", "items": string(), "minItems": 1},
+    ),
+    "play": _closed(
+        [],
+        "Play audio_url or media_name (one of them) to these participants (none: the whole room,"
+        " conference.playback.*; named: conference.participant.playback.* each); replaces the"
+        " conference's current playback.",
+        call_control_ids=IDS,
+        audio_url=AUDIO_URL,
+        media_name=string(),
+        loop=LOOP,
+    ),
+    "stop": _closed(
+        [], "Stop the conference's playback for these participants.", call_control_ids=IDS
+    ),
+    "send_dtmf": _closed(
+        ["digits"],
+        "Queue the digits on each of these participants, as a leg's send_dtmf does.",
+        call_control_ids=IDS,
+        digits=string(pattern="^[0-9A-D*#wW]+$"),
+        duration_millis={"type": "integer", "minimum": 100, "maximum": 500, "default": 250},
+    ),
     "update": _closed(
         ["call_control_id", "supervisor_role"],
         "Set a participant's supervisor role (who hears it; it hears everyone).",
@@ -201,7 +239,8 @@ def conference_paths() -> dict[str, Schema]:
         },
         "/v2/conferences/{conference_id}/actions/{action}": {
             "post": {
-                "summary": "join, leave, mute, unmute or end (the SDK's end_conference)",
+                "summary": "join, leave, mute, unmute, hold, unhold, play, stop, send_dtmf or end"
+                " (the SDK's end_conference)",
                 "security": SECURITY,
                 "parameters": [CONFERENCE_ID, action],
                 "requestBody": {

@@ -4,8 +4,10 @@
 the Call Control API does, for the actions the console offers (``CONTROLS``); it is parsed by
 the API's own ``parse_command`` and carried out by ``CallRuntime.command`` under the session's
 organization, so the console can do exactly what the API can, and answers alike (404 for a leg
-of another organization, 422 naming a bad field or a refused state). There is no mute: the
-Call Control API has no mute action on a leg, and the console adds none of its own.
+of another organization, 422 naming a bad field or a refused state). Mute, unmute, hold and
+unhold are the Conferences API's actions on the leg's conference (``call_control_ids`` naming
+the leg; hold plays the built-in hold tone): the Call Control API has none of them on a plain
+leg, so a leg in no conference is refused (422).
 
 Every attempt, carried out or refused, is written to the audit log (who: organization and API
 token id; what: action, leg and body; when; outcome) and logged. ``GET /console/api/audit``
@@ -25,9 +27,11 @@ from engine.console.guard import check_csrf, check_origin, require_session
 from engine.console.keys import HUB
 from engine.console.sessions import ConsoleSession
 from engine.console.views import audit_view
-from engine.errors import CallbridgeError, NotFound
+from engine.errors import CallbridgeError, InvalidState, NotFound
 from engine.logs import get_logger
 from engine.machine.commands import parse_command
+from engine.machine.conference_commands import parse_action
+from engine.machine.conference_events import ROOM_PREFIX, conference_id_of
 from engine.store.audit_log import AuditRecord
 
 __all__ = ["CONTROLS", "audit_list", "control"]
@@ -35,7 +39,10 @@ __all__ = ["CONTROLS", "audit_list", "control"]
 log = get_logger("callbridge.console")
 
 #: Hang up, take out of its room, record, and move into a new room with another leg (bridge).
-CONTROLS = frozenset({"hangup", "unbridge", "record_start", "record_stop", "bridge"})
+CALL_CONTROLS = frozenset({"hangup", "unbridge", "record_start", "record_stop", "bridge"})
+#: The Conferences API's actions on one participant, addressed by its leg.
+CONFERENCE_CONTROLS = frozenset({"mute", "unmute", "hold", "unhold"})
+CONTROLS = CALL_CONTROLS | CONFERENCE_CONTROLS
 AUDIT_LISTED = 100
 
 
@@ -50,10 +57,13 @@ async def control(request: web.Request) -> web.StreamResponse:
     body = await json_object(request, allow_empty=True)
     outcome = "unexpected error"  # replaced unless the action fails unexpectedly
     try:
-        command = parse_command(
-            action, body, allow_private_urls=request.app[SETTINGS].allow_private_urls
-        )
-        await request.app[RUNTIME].command(session.org_id, leg_id, command)
+        if action in CONFERENCE_CONTROLS:
+            await _on_conference(request, session.org_id, leg_id, action)
+        else:
+            command = parse_command(
+                action, body, allow_private_urls=request.app[SETTINGS].allow_private_urls
+            )
+            await request.app[RUNTIME].command(session.org_id, leg_id, command)
         outcome = "ok"
     except CallbridgeError as exc:
         outcome = exc.detail
@@ -61,6 +71,17 @@ async def control(request: web.Request) -> web.StreamResponse:
     finally:
         await _audit(request, session, action, leg_id, body, outcome)
     return web.json_response({"data": {"result": "ok"}})
+
+
+async def _on_conference(request: web.Request, org_id: int, leg_id: str, action: str) -> None:
+    """The conference action on the leg, as ``POST /v2/conferences/{id}/actions/{action}``
+    with ``call_control_ids: [leg]`` would carry it out."""
+    runtime = request.app[RUNTIME]
+    room_id = runtime.machine.leg(leg_id, org_id).room_id  # NotFound: not the organization's
+    if room_id is None or not room_id.startswith(ROOM_PREFIX):
+        raise InvalidState(f"{action} applies to a conference participant; the leg is in none")
+    command = parse_action(action, {"call_control_ids": [leg_id]})
+    await runtime.command(org_id, conference_id_of(room_id), command)
 
 
 async def _audit(

@@ -9,19 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
 from engine.console.guard import require_session
+from engine.console.hub import Message
 from engine.console.keys import HUB, SESSIONS
+from engine.console.sessions import ConsoleSession
 
-__all__ = ["feed"]
+__all__ = ["event_stream", "feed"]
 
 KEEPALIVE_S = 15.0
 
 
 async def feed(request: web.Request) -> web.StreamResponse:
     session = require_session(request)
+    return await event_stream(request, session, request.app[HUB].subscribe(session.org_id))
+
+
+async def event_stream(
+    request: web.Request,
+    session: ConsoleSession,
+    subscription: AbstractAsyncContextManager[asyncio.Queue[Message]],
+) -> web.StreamResponse:
+    """A hub subscription's messages as server-sent events, until it ends (None), the client
+    goes, or the session is signed out or expires."""
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -31,7 +44,7 @@ async def feed(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     sessions = request.app[SESSIONS]
-    async with request.app[HUB].subscribe(session.org_id) as queue:
+    async with subscription as queue:
         with contextlib.suppress(ConnectionResetError):
             while True:
                 try:

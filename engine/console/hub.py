@@ -9,6 +9,12 @@ no one else's. With no subscriber the loop sleeps and no level is measured.
 
 A subscriber is a bounded queue: one that falls behind loses its oldest messages (every message
 is a whole state, so the next one repairs it), never the engine's time.
+
+Listeners (``listen``) subscribe to one room's audio instead: each pass, the level meters' pass
+keeps the decoded samples of the members of every listened room, and each room's listeners get
+the members' sum (``engine/console/listening.py``). A listened room counts as watched. A muted
+conference participant reads silent on its meter and is left out of the sum: both show what its
+room hears of it.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from engine.console.room_mix import audio_message, room_mix
 from engine.console.views import audit_view, bridges_view, live_view, webhooks_view
+from engine.errors import NotFound
 from engine.logs import get_logger
+from engine.machine.hearing import audience
+from engine.media_plane.levels import SILENT_DBFS
 from engine.store.base import DeliveryFilter, Store
 
 if TYPE_CHECKING:
@@ -52,9 +62,34 @@ class ConsoleHub:
         self._fresh: set[int] = set()  # organizations with a new subscriber: everything now
         self._woken = asyncio.Event()
         self._stopped = False
+        # Rooms someone listens to: room id -> (its organization, the listeners' queues).
+        self._listeners: dict[str, tuple[int, set[asyncio.Queue[Message]]]] = {}
 
     def watched(self) -> frozenset[int]:
-        return frozenset(self._subscribers)
+        return frozenset(self._subscribers) | {org for org, _ in self._listeners.values()}
+
+    def listen(
+        self, org_id: int, room_id: str
+    ) -> contextlib.AbstractAsyncContextManager[asyncio.Queue[Message]]:
+        """A queue of the room's audio, to enter; NotFound, at once, unless the room is live
+        and the organization's."""
+        rooms = self._runtime.machine.snapshot().rooms
+        if not any(r.room_id == room_id and r.org_id == org_id for r in rooms):
+            raise NotFound(f"no live room {room_id}", message="Room not found.")
+        return self._listening(org_id, room_id)
+
+    @contextlib.asynccontextmanager
+    async def _listening(self, org_id: int, room_id: str) -> AsyncIterator[asyncio.Queue[Message]]:
+        queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=QUEUE_MESSAGES)
+        self._listeners.setdefault(room_id, (org_id, set()))[1].add(queue)
+        self._woken.set()
+        try:
+            yield queue
+        finally:
+            _, queues = self._listeners.get(room_id, (org_id, set()))
+            queues.discard(queue)
+            if not queues:
+                self._listeners.pop(room_id, None)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, org_id: int) -> AsyncIterator[asyncio.Queue[Message]]:
@@ -80,7 +115,7 @@ class ConsoleHub:
 
     def end_streams(self) -> None:
         """The app is shutting down: every subscriber's stream ends."""
-        for queues in self._subscribers.values():
+        for queues in [*self._subscribers.values(), *(q for _, q in self._listeners.values())]:
             for queue in queues:
                 _put(queue, None)
 
@@ -93,7 +128,7 @@ class ConsoleHub:
         passes = 0
         due = loop.time()
         while not self._stopped:
-            if not self._subscribers:
+            if not self.watched():
                 self._runtime.plane.levels.watch(())  # nobody looks: nothing is measured
                 self._woken.clear()
                 await self._woken.wait()
@@ -122,17 +157,41 @@ class ConsoleHub:
 
     def _levels(self, orgs: frozenset[int]) -> None:
         plane = self._runtime.plane
-        owner = {
-            leg.call_control_id: leg.org_id
+        live = [
+            leg
             for leg in self._runtime.machine.snapshot().legs
             if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
-        }
+        ]
+        owner = {leg.call_control_id: leg.org_id for leg in live}
+        # A leg its room does not hear (muted, held, a monitoring supervisor: the machine's
+        # audience) shows on its meter what the room hears of it: nothing.
+        muted = {leg.call_control_id for leg in live if audience(leg) == frozenset()}
         plane.levels.watch(owner)
+        members = self._listened_members()
+        heard = {leg for legs in members.values() for leg in legs}
         levels: dict[int, dict[str, float | None]] = {org_id: {} for org_id in orgs}
-        for leg_id, level in plane.levels.take(plane.input_format).items():
-            levels[owner[leg_id]][leg_id] = level
+        for leg_id, level in plane.levels.take(plane.input_format, heard).items():
+            levels[owner[leg_id]][leg_id] = SILENT_DBFS if leg_id in muted else level
         for org_id, of_org in levels.items():
             self._publish(org_id, "levels", of_org, always=True)
+        for room_id, legs in members.items():
+            kept = plane.levels.kept
+            mix = room_mix(kept[leg] for leg in legs if leg in kept and leg not in muted)
+            for queue in self._listeners[room_id][1]:
+                _put(queue, ("audio", orjson.dumps(audio_message(mix))))
+
+    def _listened_members(self) -> dict[str, tuple[str, ...]]:
+        """Each listened room's members now; a room that ended ends its listeners' streams."""
+        rooms = {room.room_id: room for room in self._runtime.machine.snapshot().rooms}
+        members: dict[str, tuple[str, ...]] = {}
+        for room_id, (_, queues) in list(self._listeners.items()):
+            room = rooms.get(room_id)
+            if room is None:
+                for queue in queues:
+                    _put(queue, None)
+                continue
+            members[room_id] = tuple(room.members)
+        return members
 
     async def _stored(self, org_id: int) -> None:
         store = self._store

@@ -67,6 +67,21 @@ def console_paths() -> dict[str, Schema]:
                 },
             }
         },
+        "/console/api/rooms/{room_id}/audio": {
+            "get": {
+                **_op("Listen to a room: its members' audio summed, as server-sent events", OK),
+                "parameters": [path_param("room_id", string())],
+                "responses": {
+                    "200": {
+                        "description": "events audio: {rate: 8000, pcm: base64 of 16-bit "
+                        "little-endian PCM (about 100 ms), level: dBFS}",
+                        "content": {"text/event-stream": {"schema": string()}},
+                    },
+                    "401": ERROR,
+                    "404": response("Another organization's, ended or unknown room"),
+                },
+            }
+        },
         "/console/api/audit": {
             "get": _op("The organization's newest control actions", OK),
         },

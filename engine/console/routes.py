@@ -10,7 +10,7 @@ from aiohttp import web
 
 from engine.api.keys import RUNTIME, STORE
 from engine.api.ops import OPENAPI_DOC
-from engine.console import controls, feed, pages
+from engine.console import controls, feed, listening, pages
 from engine.console.assets import ConsoleAssets
 from engine.console.hub import ConsoleHub
 from engine.console.keys import ASSETS, HUB, SESSIONS
@@ -40,6 +40,7 @@ def install(app: web.Application) -> None:
     router.add_get("/console/static/{name:.+}", pages.asset)
     router.add_get("/console/api/session", pages.session_info)
     router.add_get("/console/api/feed", feed.feed)
+    router.add_get("/console/api/rooms/{room_id}/audio", listening.room_audio)
     router.add_get("/console/api/audit", controls.audit_list)
     router.add_post("/console/api/calls/{call_control_id}/actions/{action}", controls.control)
 

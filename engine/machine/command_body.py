@@ -20,9 +20,19 @@ from urllib.parse import unquote, urlsplit
 from engine.errors import ValidationError
 from engine.url_policy import check_url
 
-__all__ = ["Body", "CommandBase", "Common", "ParameterError", "not_a_media_file"]
+__all__ = [
+    "Body",
+    "CommandBase",
+    "Common",
+    "ParameterError",
+    "not_a_media_file",
+    "parse_audio",
+    "parse_digits",
+    "parse_loop",
+]
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+DTMF_DIGITS = re.compile(r"^[0-9A-D*#wW]+$")
 
 
 class ParameterError(ValidationError):
@@ -58,6 +68,7 @@ class Body:
         self._body = body
         self._allow_private_urls = allow_private_urls
         self._media_dir = media_dir
+        self._read: set[str] = set()  # the fields a parser looked at (``refuse_unread``)
 
     def media_file(self, name: str) -> str | None:
         """A ``file:///`` URL naming a file inside the media directory, else 422. The check is
@@ -89,14 +100,25 @@ class Body:
             if name not in known and name not in ("client_state", "command_id"):
                 raise ParameterError(f"'{name}' is not supported by this command", field=name)
 
+    def refuse_unread(self) -> None:
+        """After a parser: a field it never looked at is one callbridge would ignore, so it is
+        refused, named (422), rather than accepted and ignored (Telnyx's fields callbridge does
+        not carry out, and anything unknown)."""
+        for name, value in self._body.items():
+            if name not in self._read and value is not None:
+                raise ParameterError(f"'{name}' is not supported by callbridge", field=name)
+
     def has(self, name: str) -> bool:
+        self._read.add(name)
         return self._body.get(name) is not None
 
     def raw(self, name: str) -> object:
         """The field as the JSON gave it (None when absent), for a shape no reader here has."""
+        self._read.add(name)
         return self._body.get(name)
 
     def _get(self, name: str, required: bool) -> object:
+        self._read.add(name)
         value = self._body.get(name)
         if value is None and required:
             raise ParameterError(f"'{name}' is required", field=name, code="10004")
@@ -213,3 +235,37 @@ def not_a_media_file(field: str = "audio_url") -> ParameterError:
         " directory (CALLBRIDGE_MEDIA_DIR)",
         field=field,
     )
+
+
+# Fields several commands read alike (calls' and conferences').
+def parse_loop(b: Body) -> int | None:
+    """Call Control's ``loop``: 1-100, or "infinity" (None)."""
+    value = b._get("loop", False)
+    if value == "infinity":
+        return None
+    if isinstance(value, str):
+        raise ParameterError("'loop' must be an integer or \"infinity\"", field="loop")
+    return b.integer("loop", 1, 100, 1)
+
+
+def parse_audio(b: Body, *, required: bool = True) -> tuple[str | None, str | None]:
+    """``audio_url`` and ``media_name``: at most one of them ("cannot be used together in one
+    request"), and with ``required`` exactly one."""
+    audio_url, media_name = b.audio_url("audio_url"), b.string("media_name")
+    if audio_url is not None and media_name is not None:
+        raise ParameterError(
+            "'audio_url' and 'media_name' cannot be used together", field="audio_url"
+        )
+    if required and audio_url is None and media_name is None:
+        raise ParameterError(
+            "'audio_url' or 'media_name' is required", field="audio_url", code="10004"
+        )
+    return audio_url, media_name
+
+
+def parse_digits(b: Body) -> tuple[str, int]:
+    """send_dtmf's ``digits`` and ``duration_millis`` (100-500 ms, 250 by default)."""
+    digits = b.req_string("digits")
+    if not DTMF_DIGITS.match(digits):
+        raise ParameterError("'digits' may hold only 0-9, A-D, *, #, w and W", field="digits")
+    return digits, b.req_integer("duration_millis", 100, 500, 250)

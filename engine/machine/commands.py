@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from engine.errors import NotFound
-from engine.machine.command_body import Body, CommandBase
+from engine.machine.command_body import Body, CommandBase, parse_audio, parse_digits, parse_loop
 from engine.machine.command_body import (
     ParameterError as ParameterError,  # raised by the parsers here
 )
@@ -61,7 +61,6 @@ from engine.machine.supervision_commands import (
 )
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-DTMF_DIGITS = re.compile(r"^[0-9A-D*#wW]+$")
 RECORD_FORMATS = ("wav", "mp3")
 RECORD_CHANNELS = ("single", "dual")
 RECORD_TRACKS = ("both", "inbound", "outbound")
@@ -301,15 +300,6 @@ def _record_pause(paused: bool) -> Callable[[Body], Command]:
     return lambda b: RecordPause(paused=paused, recording_id=b.string("recording_id"), **b.common())
 
 
-def _loop(b: Body) -> int | None:
-    value = b._get("loop", False)
-    if value == "infinity":
-        return None
-    if isinstance(value, str):
-        raise ParameterError("'loop' must be an integer or \"infinity\"", field="loop")
-    return b.integer("loop", 1, 100, 1)
-
-
 def _audio_type(b: Body, audio_url: str | None) -> str | None:
     """Call Control's ``audio_type``: what the audio at ``audio_url`` must be, checked against its
     bytes when fetched. A file:/// file is read as WAV only, and a media_name has no type."""
@@ -325,19 +315,11 @@ def _audio_type(b: Body, audio_url: str | None) -> str | None:
 
 
 def _playback_start(b: Body) -> Command:
-    audio_url, media_name = b.audio_url("audio_url"), b.string("media_name")
-    if audio_url is not None and media_name is not None:
-        raise ParameterError(
-            "'audio_url' and 'media_name' cannot be used together", field="audio_url"
-        )
-    if audio_url is None and media_name is None:
-        raise ParameterError(
-            "'audio_url' or 'media_name' is required", field="audio_url", code="10004"
-        )
+    audio_url, media_name = parse_audio(b)
     return PlaybackStart(
         audio_url=audio_url,
         media_name=media_name,
-        loop=_loop(b),
+        loop=parse_loop(b),
         overlay=b.flag("overlay"),
         target_legs=TargetLegs(b.choice("target_legs", tuple(t.value for t in TargetLegs), "self")),
         stop=b.opt_choice("stop", ("current", "all")),
@@ -353,10 +335,7 @@ def _playback_stop(b: Body) -> Command:
 
 
 def _send_dtmf(b: Body) -> Command:
-    digits = b.req_string("digits")
-    if not DTMF_DIGITS.match(digits):
-        raise ParameterError("'digits' may hold only 0-9, A-D, *, #, w and W", field="digits")
-    duration = b.req_integer("duration_millis", 100, 500, 250)
+    digits, duration = parse_digits(b)
     return SendDtmf(digits=digits, duration_millis=duration, **b.common())
 
 
@@ -405,10 +384,14 @@ def parse_command(
     parser = _PARSERS.get(action)
     if parser is None:
         raise NotFound(f"unknown action '{action}'", field="action")
-    return parser(Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))
+    b = Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir)
+    command = parser(b)
+    b.refuse_unread()  # nothing is accepted and ignored
+    return command
 
 
-def _number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
+def parse_number(b: Body, name: str, schemes: tuple[str, ...]) -> str:
+    """A destination field: a +E.164 number or a URL of one of ``schemes``."""
     value = b._get(name, True)
     if isinstance(value, list):
         raise ParameterError(f"'{name}' must be a single destination", field=name)
@@ -428,8 +411,8 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
     b = Body(body, allow_private_urls=allow_private_urls)
     dial = Dial(
         connection_id=b.req_string("connection_id"),
-        from_=_number(b, "from", ("sip:", "sips:")),
-        to=_number(b, "to", ("sip:", "sips:", "ws://", "wss://")),
+        from_=parse_number(b, "from", ("sip:", "sips:")),
+        to=parse_number(b, "to", ("sip:", "sips:", "ws://", "wss://")),
         link_to=b.string("link_to"),
         bridge_intent=b.flag("bridge_intent"),
         bridge_on_answer=b.flag("bridge_on_answer"),
@@ -457,4 +440,5 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
             raise ParameterError(
                 f"'link_to' is required with '{name}'", field="link_to", code="10004"
             )
+    b.refuse_unread()  # nothing is accepted and ignored
     return dial

@@ -1,13 +1,16 @@
 """The Conferences API's commands, parsed from Call Control v2 bodies: create, join, leave,
-mute, unmute, update and end (``POST /v2/conferences`` and
+mute, unmute, hold, unhold, play, stop, send_dtmf, update and end (``POST /v2/conferences`` and
 ``/v2/conferences/{id}/actions/{action}``).
 
 Fields and paths are the official SDK's (its ``types/conference_create_params.py``,
-``types/conferences/action_{join,leave,mute,unmute,end_conference}_params.py``,
-``resources/conferences/actions.py``: ``end_conference`` posts to ``actions/end``). What
-callbridge carries out is parsed; every other field the SDK has (``beep_enabled``,
-``hold_audio_url``, ``duration_minutes``, ``region``, ``end_conference_on_exit``, the whisper
-roles, ...) is refused with 422 naming it, so nothing is accepted and ignored.
+``types/conferences/action_{join,leave,mute,unmute,hold,unhold,play,stop,send_dtmf,
+end_conference}_params.py``, ``resources/conferences/actions.py``: ``end_conference`` posts to
+``actions/end``). What callbridge carries out is parsed; every other field the SDK has
+(``beep_enabled``, ``hold_audio_url``, ``duration_minutes``, ``region``,
+``end_conference_on_exit``, the whisper roles, ...) is refused with 422 naming it, so nothing is
+accepted and ignored. ``hold_audio_url``/``hold_media_name`` of create stay refused: the SDK says
+they take effect "only when start_conference_on_create is set to false", which callbridge does
+not support; the ``hold`` action's own ``audio_url``/``media_name`` are carried out.
 
 Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``name`` at most
 255 characters (callbridge's bound; the SDK states none). ``start_conference_on_create`` may only
@@ -23,7 +26,14 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from engine.errors import NotFound
-from engine.machine.command_body import Body, CommandBase, ParameterError
+from engine.machine.command_body import (
+    Body,
+    CommandBase,
+    ParameterError,
+    parse_audio,
+    parse_digits,
+    parse_loop,
+)
 from engine.machine.model import SupervisorRole
 from engine.machine.supervision_commands import UpdateSupervisor, conference_role, parse_update
 
@@ -64,12 +74,50 @@ class EndConference(CommandBase):
     pass
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldParticipants(CommandBase):
+    """hold (``held`` true, with the audio they hear: ``audio_url`` or ``media_name``, else the
+    built-in tone on hold) or unhold. No ids: every participant (hold's "When empty all
+    participants will be placed on hold"; unhold requires them)."""
+
+    call_control_ids: tuple[str, ...]
+    held: bool
+    audio_url: str | None = None
+    media_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlayConference(CommandBase):
+    """play: to ``call_control_ids``, or "the entire conference" when none are given."""
+
+    call_control_ids: tuple[str, ...]
+    audio_url: str | None
+    media_name: str | None
+    loop: int | None = 1  # None: "infinity"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopConference(CommandBase):
+    call_control_ids: tuple[str, ...]  # none: everyone
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConferenceDtmf(CommandBase):
+    call_control_ids: tuple[str, ...]  # none: "DTMF will be sent to all participants"
+    digits: str
+    duration_millis: int = 250
+
+
 ConferenceCommand: TypeAlias = (
     CreateConference
     | JoinParticipant
     | LeaveParticipant
     | MuteParticipants
     | EndConference
+    | HoldParticipants
+    | PlayConference
+    | StopConference
+    | ConferenceDtmf
     | UpdateSupervisor
 )
 
@@ -131,6 +179,56 @@ def _end(b: Body) -> EndConference:
     return EndConference(**b.common())
 
 
+def _hold(b: Body) -> HoldParticipants:
+    b.only(("call_control_ids", "audio_url", "media_name"))
+    _refuse(b, "client_state", "command_id")
+    audio_url, media_name = parse_audio(b, required=False)
+    return HoldParticipants(
+        call_control_ids=_ids(b, "call_control_ids"),
+        held=True,
+        audio_url=audio_url,
+        media_name=media_name,
+    )
+
+
+def _unhold(b: Body) -> HoldParticipants:
+    b.only(("call_control_ids",))
+    _refuse(b, "client_state", "command_id")
+    ids = _ids(b, "call_control_ids")
+    if not ids:  # Required in the SDK: "Enter each call control ID to be unheld."
+        raise ParameterError("'call_control_ids' is required", field="call_control_ids")
+    return HoldParticipants(call_control_ids=ids, held=False)
+
+
+def _play(b: Body) -> PlayConference:
+    b.only(("call_control_ids", "audio_url", "media_name", "loop"))
+    _refuse(b, "client_state", "command_id")
+    audio_url, media_name = parse_audio(b)
+    return PlayConference(
+        call_control_ids=_ids(b, "call_control_ids"),
+        audio_url=audio_url,
+        media_name=media_name,
+        loop=parse_loop(b),
+    )
+
+
+def _stop(b: Body) -> StopConference:
+    b.only(("call_control_ids",))
+    _refuse(b, "client_state", "command_id")
+    return StopConference(call_control_ids=_ids(b, "call_control_ids"))
+
+
+def _send_dtmf(b: Body) -> ConferenceDtmf:
+    b.only(("call_control_ids", "digits", "duration_millis"))
+    # The SDK has client_state ("add state to every subsequent webhook") but names no webhook
+    # that sending digits would produce, nor whose state it is: refused rather than guessed.
+    _refuse(b, "client_state", "command_id")
+    digits, duration = parse_digits(b)
+    return ConferenceDtmf(
+        call_control_ids=_ids(b, "call_control_ids"), digits=digits, duration_millis=duration
+    )
+
+
 def _ids(b: Body, name: str) -> tuple[str, ...]:
     value = b.raw(name)
     if value is None:
@@ -153,14 +251,26 @@ _ACTIONS: dict[str, Callable[[Body], ConferenceCommand]] = {
     "mute": _mute(True),
     "unmute": _mute(False),
     "end": _end,
+    "hold": _hold,
+    "unhold": _unhold,
+    "play": _play,
+    "stop": _stop,
+    "send_dtmf": _send_dtmf,
     "update": parse_update,
 }
 
 
-def parse_action(action: str, body: Mapping[str, object]) -> ConferenceCommand:
+def parse_action(
+    action: str,
+    body: Mapping[str, object],
+    *,
+    allow_private_urls: bool = False,
+    media_dir: str | None = None,
+) -> ConferenceCommand:
     """The command of ``POST /v2/conferences/{id}/actions/{action}``; an action callbridge does
-    not carry out is not found, as an unknown path is."""
+    not carry out is not found, as an unknown path is. Audio URLs as ``parse_command`` takes
+    them (the URL policy unless ``allow_private_urls``; ``file://`` inside ``media_dir``)."""
     parse = _ACTIONS.get(action)
     if parse is None:
         raise NotFound(f"no conference action '{action}'")
-    return parse(Body(body, allow_private_urls=False))
+    return parse(Body(body, allow_private_urls=allow_private_urls, media_dir=media_dir))

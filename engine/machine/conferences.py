@@ -1,4 +1,5 @@
-"""The Conferences API's commands on the machine: create, join, leave, mute, unmute, update, end.
+"""The Conferences API's commands on the machine: create, join, leave, mute, unmute, update,
+end; hold, unhold, play, stop and send_dtmf are ``engine.machine.conference_media``'s.
 
 A conference is a conference room (``RoomKind.CONFERENCE``) with its record
 (``engine.machine.conference_events``); the mixer mixes any number of members. Words and rules:
@@ -27,14 +28,18 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from engine.errors import InvalidState, NotFound
-from engine.machine import conference_events, legs, supervision
+from engine.machine import conference_events, conference_media, legs, supervision
 from engine.machine.conference_commands import (
     ConferenceCommand,
+    ConferenceDtmf,
     CreateConference,
     EndConference,
+    HoldParticipants,
     JoinParticipant,
     LeaveParticipant,
     MuteParticipants,
+    PlayConference,
+    StopConference,
     UpdateSupervisor,
 )
 from engine.machine.core import Core
@@ -71,9 +76,11 @@ def check(core: Core, org_id: int, target: str, command: ConferenceCommand) -> C
             require(leg.state, Trigger.UNBRIDGE, field="call_control_id")
             return lambda: legs.unbridge(core, leg)
         case MuteParticipants():
-            ids = command.call_control_ids or members(core, record)
-            chosen = [_participant(core, record, i, "call_control_ids") for i in ids]
+            chosen = _chosen(core, record, command.call_control_ids)
             return lambda: _mute(core, chosen, command.muted)
+        case HoldParticipants() | PlayConference() | StopConference() | ConferenceDtmf():
+            chosen = _chosen(core, record, command.call_control_ids)
+            return conference_media.change(core, record, chosen, command)
         case EndConference():
             return lambda: _end(core, record)
         case UpdateSupervisor():
@@ -94,6 +101,12 @@ def find(core: Core, org_id: int, conference_id: str) -> Conference:
 def members(core: Core, record: Conference) -> tuple[str, ...]:
     room = core.rooms.get(record.room_id) if record.ended_at is None else None
     return room.members if room is not None else ()
+
+
+def _chosen(core: Core, record: Conference, ids: tuple[str, ...]) -> list[Leg]:
+    """The participants ``ids`` name; none named: every participant."""
+    named = ids or members(core, record)
+    return [_participant(core, record, i, "call_control_ids") for i in named]
 
 
 def _leg(core: Core, org_id: int, call_control_id: str, field: str) -> Leg:

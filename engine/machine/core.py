@@ -34,7 +34,7 @@ from engine.machine.effects import (
     SetOverlay,
     StartTimer,
 )
-from engine.machine.hearing import Audience, audience
+from engine.machine.hearing import Audience, audience, deaf
 from engine.machine.model import (
     Conference,
     Leg,
@@ -75,9 +75,12 @@ def mixer_room(leg: Leg | None) -> str | None:
     return leg.room_id
 
 
-def mixer_audience(leg: Leg | None) -> Audience:
-    """Who the mixer lets hear the leg now (None: everyone, and for a leg not in the mixer)."""
-    return audience(leg) if leg is not None and mixer_room(leg) is not None else None
+def mixer_audience(leg: Leg | None) -> tuple[Audience, bool]:
+    """Who the mixer lets hear the leg now (None: everyone) and whether it is deaf, for a leg in
+    the mixer; (None, False) for one that is not."""
+    if leg is None or mixer_room(leg) is None:
+        return None, False
+    return audience(leg), deaf(leg)
 
 
 def counting_ids() -> Callable[[], str]:
@@ -154,8 +157,8 @@ class Core:
                 self.emit(JoinRoom(leg.call_control_id, after))
         if (old.dtmf_muted if old else False) != leg.dtmf_muted:
             self.emit(SetDtmfMute(leg.call_control_id, leg.dtmf_muted))
-        if mixer_audience(old) != (heard_by := mixer_audience(leg)):
-            self.emit(SetAudience(leg.call_control_id, heard_by))
+        if mixer_audience(old) != (now := mixer_audience(leg)):
+            self.emit(SetAudience(leg.call_control_id, *now))
         return leg
 
     def update(self, leg: Leg, **changes: Any) -> Leg:

@@ -66,6 +66,8 @@ class DialCall:
 DTMF_TAG = "dtmf"
 #: The overlay of a held leg's tone on hold: set when it enters the state, cleared when it leaves.
 HOLD_TAG = "hold"
+#: The overlay of a conference participant's hold audio (the conference ``hold`` action).
+CONFERENCE_HOLD_TAG = "conference-hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +116,14 @@ class SetDtmfMute:
 
 @dataclass(frozen=True, slots=True)
 class SetAudience:
-    """The only legs of its mixer room that hear the leg (None: everyone): a conference's mute,
-    a supervisor's role (``engine.machine.hearing``). Derived in ``Core.put`` while the leg is
-    in the mixer, so each new stream of the leg gets it again after its ``JoinRoom``."""
+    """Who in its mixer room hears the leg (``heard_by``; None: everyone) and whether it hears
+    nobody there (``deaf``: a held participant, who hears only its hold audio), as decided by
+    ``engine.machine.hearing`` (mute, hold, supervisor roles). Derived in ``Core.put`` while the
+    leg is in the mixer, so each new stream of the leg gets it again after its ``JoinRoom``."""
 
     call_control_id: str
     heard_by: frozenset[str] | None
+    deaf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,7 +192,8 @@ def _end(core: Core, leg: Leg, status: str) -> Leg:
 # Prompts.
 def _play(core: Core, leg: Leg, audio: GatherAudio, *, invalid: bool) -> Leg:
     command = PlaybackStart(audio_url=audio.audio_url, media_name=audio.media_name)
-    leg = media.playback_start(core, leg, command)
+    # At once, ahead of the leg's queued playbacks, which go on after the prompt.
+    leg = media.play_now(core, leg, media.queued_playback(leg, command))
     return _set(core, leg, playing=leg.playbacks[-1].playback_id, playing_invalid=invalid)
 
 
@@ -203,7 +204,8 @@ def _stop_prompt(core: Core, leg: Leg) -> Leg:
     for playback in leg.playbacks:
         if playback.playback_id == gather.playing:
             leg = media.end_playback(core, leg, playback, "cancelled")
-    return _set(core, leg, playing=None, playing_invalid=False)
+    leg = _set(core, leg, playing=None, playing_invalid=False)
+    return media.next_playback(core, leg)
 
 
 def _set(core: Core, leg: Leg, **changes: object) -> Leg:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import CallbridgeError, InvalidState, NotFound
-from engine.machine import conference_events, gather, media, queues, supervision
+from engine.machine import conference_events, conference_media, gather, media, queues, supervision
 from engine.machine.commands import Bridge, JoinConference, ParameterError
 from engine.machine.core import Core, iso
 from engine.machine.effects import Effect, HangupCall
@@ -85,6 +85,8 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
                     core.conferences.pop((room.org_id, room.bridge_id), None)
         else:
             orphans += _empty(core, replace(room, members=rest))
+        if room.kind is RoomKind.CONFERENCE:
+            leg = conference_media.leaving(core, room.room_id, leg)
         leg = core.update(
             leg,
             room_id=None,

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 from engine.errors import Conflict, NotFound
 from engine.machine import actions as commands
 from engine.machine import commands as cmd
-from engine.machine import conferences, gather, legs, media, queues, streams, supervision
+from engine.machine import (
+    conference_media,
+    conferences,
+    gather,
+    legs,
+    media,
+    queues,
+    streams,
+    supervision,
+)
 from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine import leg_setup as setup
@@ -209,6 +218,10 @@ class CallMachine:
             elif isinstance(event, ev.RecordingFailed):
                 if (leg := core.legs.get(event.call_control_id)) is not None:  # ended ones too
                     media.recording_failed(core, leg, event)
+            elif isinstance(event, ev.PlaybackEnded) and event.call_control_id in core.records:
+                # A conference's playback: its tags are "<conference_id>/playback/<n>".
+                record = core.records[event.call_control_id]
+                conference_media.playback_ended(core, record, event)
             else:
                 leg = core.live(event.call_control_id)
                 if leg is not None:

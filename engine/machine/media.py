@@ -50,6 +50,7 @@ from engine.machine.model import (
     DtmfPress,
     Leg,
     OverlaySource,
+    QueuedPlayback,
     RecordingOptions,
     TargetLegs,
     TimerKind,
@@ -125,7 +126,23 @@ def _listeners(core: Core, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
 
 
 def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
-    if not _listeners(core, leg, command.target_legs):
+    if command.overlay:
+        # Call Control: "When overlay is enabled, target_legs is limited to self" and "A
+        # customer cannot Play Audio with overlay=true unless there is a Play Audio with
+        # overlay=false actively playing" (its SDK's start_playback docstring).
+        if command.target_legs is not TargetLegs.SELF:
+            raise InvalidState(
+                "an overlay plays to this leg only: target_legs must be self",
+                field="target_legs",
+                code=INVALID_STATE_CODE,
+            )
+        if _current(leg) is None:
+            raise InvalidState(
+                "overlay: true needs a playback with overlay false playing on the leg",
+                field="overlay",
+                code=INVALID_STATE_CODE,
+            )
+    elif not _listeners(core, leg, command.target_legs):
         raise InvalidState(
             "target_legs names no leg: this leg is in no room",
             field="target_legs",
@@ -133,31 +150,93 @@ def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
         )
 
 
+def _current(leg: Leg) -> ActivePlayback | None:
+    """The leg's playback with overlay false, the one its queue waits for."""
+    return next((p for p in leg.playbacks if not p.overlay), None)
+
+
 def playback_start(core: Core, leg: Leg, command: PlaybackStart) -> Leg:
-    for old in leg.playbacks:
-        if old.overlay == command.overlay:
-            leg = end_playback(core, leg, old, "cancelled")
-    playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
-    source = _playback_source(leg, command)
-    listeners = _listeners(core, leg, command.target_legs)
-    for listener in listeners:
-        core.emit(fx.SetOverlay(listener, playback_id, source, command.loop))
-    playback = ActivePlayback(
-        playback_id, listeners, command.audio_url, command.media_name, command.overlay
+    """Call Control queues consecutive playbacks: one waits for the playing one unless it is an
+    overlay (mixed on top, replacing an earlier overlay) or asks to ``stop`` the ``current``
+    (the next in the queue plays) or ``all`` (the queue is cleared and it plays now)."""
+    queued = queued_playback(leg, command)
+    if command.overlay:
+        for old in leg.playbacks:
+            if old.overlay:
+                leg = end_playback(core, leg, old, "cancelled")
+        return _start(core, leg, queued, overlay=True)
+    current = _current(leg)
+    if command.stop == "all":
+        leg = core.update(leg, playback_queue=())
+        return play_now(core, leg, queued)
+    leg = core.update(leg, playback_queue=(*leg.playback_queue, queued))
+    if command.stop == "current" and current is not None:
+        leg = end_playback(core, leg, current, "cancelled")
+    return next_playback(core, leg)
+
+
+def queued_playback(leg: Leg, command: PlaybackStart) -> QueuedPlayback:
+    return QueuedPlayback(
+        _playback_source(leg, command),
+        command.loop,
+        command.target_legs,
+        command.audio_url,
+        command.media_name,
     )
-    leg = core.update(leg, seq=leg.seq + 1, playbacks=(*leg.playbacks, playback))
+
+
+def play_now(core: Core, leg: Leg, queued: QueuedPlayback) -> Leg:
+    """Start ``queued`` at once, cutting the playing one short; the queue waits behind it (a
+    gather's prompt plays so)."""
+    current = _current(leg)
+    if current is not None:
+        leg = end_playback(core, leg, current, "cancelled")
+    return _start(core, leg, queued, overlay=False)
+
+
+def next_playback(core: Core, leg: Leg) -> Leg:
+    """With nothing playing, the first queued playback starts (one whose target is gone ends
+    at once as failed, and the next is tried)."""
+    while _current(leg) is None and leg.playback_queue:
+        first, *rest = leg.playback_queue
+        leg = _start(core, core.update(leg, playback_queue=tuple(rest)), first, overlay=False)
+    return leg
+
+
+def _start(core: Core, leg: Leg, queued: QueuedPlayback, *, overlay: bool) -> Leg:
+    playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
+    listeners = _listeners(core, leg, queued.target_legs)
+    playback = ActivePlayback(playback_id, listeners, queued.media_url, queued.media_name, overlay)
+    leg = core.update(leg, seq=leg.seq + 1)
+    if not listeners:  # queued while the leg had a peer, which is gone
+        core.webhook(
+            leg, "call.playback.ended", status="failed",
+            status_detail="target_legs names no leg: this leg is in no room",
+            **_playback_fields(playback),
+        )  # fmt: skip
+        return leg
+    for listener in listeners:
+        core.emit(fx.SetOverlay(listener, playback_id, queued.source, queued.loop))
+    leg = core.update(leg, playbacks=(*leg.playbacks, playback))
     core.webhook(leg, "call.playback.started", **_playback_fields(playback))
     return leg
 
 
 def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
-    url = command.audio_url
+    return audio_source(leg.org_id, command.audio_url, command.media_name, command.audio_type)
+
+
+def audio_source(
+    org_id: int, url: str | None, media_name: str | None, audio_type: str | None = None
+) -> OverlaySource:
+    """What an ``audio_url`` (file:// in the media directory, or http(s)) or ``media_name``
+    plays."""
     if url is None:
-        return OverlaySource("media", command.media_name or "")
+        return OverlaySource("media", media_name or "")
     if url.startswith("file:"):
         return OverlaySource("file", unquote(urlsplit(url).path))
-    # Fetched for the leg's organization only (engine.media_plane.audio_fetch keys its cache by it).
-    return OverlaySource("url", url, org_id=leg.org_id, audio_type=command.audio_type)
+    # Fetched for the organization only (engine.media_plane.audio_fetch keys its cache by it).
+    return OverlaySource("url", url, org_id=org_id, audio_type=audio_type)
 
 
 def _playback_fields(playback: ActivePlayback) -> dict[str, object]:
@@ -179,18 +258,24 @@ def end_playback(core: Core, leg: Leg, playback: ActivePlayback, status: str) ->
 
 
 def playback_stop(core: Core, leg: Leg, command: PlaybackStop) -> Leg:
-    """Stop this leg's playbacks of the named kind. With no queue, current and all agree."""
+    """Stop the overlay (``overlay``), or the playing one: ``current`` lets the next in the
+    queue play, ``all`` (the default) clears the queue too."""
+    if not command.overlay and command.stop == "all":
+        leg = core.update(leg, playback_queue=())
     for playback in leg.playbacks:
         if playback.overlay == command.overlay:
             leg = end_playback(core, leg, playback, "cancelled")
-    return leg
+    return next_playback(core, leg)
 
 
-def playback_ended(core: Core, leg: Leg, event: PlaybackEnded) -> None:
+def playback_ended(core: Core, leg: Leg, event: PlaybackEnded) -> Leg | None:
+    """A playback played to its end (or could not be played): the next in the queue starts.
+    The leg after, or None when the playback was not the leg's (ended already)."""
     for playback in leg.playbacks:
         if playback.playback_id == event.playback_id:
-            end_playback(core, leg, playback, event.status)
-            return
+            leg = end_playback(core, leg, playback, event.status)
+            return next_playback(core, leg)
+    return None
 
 
 # Recording.
@@ -320,6 +405,7 @@ def stop_all(core: Core, leg: Leg) -> Leg:
     if leg.ringback:
         core.emit(clear_ringback(leg))
         leg = core.update(leg, ringback=False)
+    leg = core.update(leg, playback_queue=())  # never started: no webhook for them
     for playback in leg.playbacks:
         leg = end_playback(core, leg, playback, "call_hangup")
     return stop_recording(core, leg)

@@ -200,6 +200,17 @@ class ActivePlayback:
     overlay: bool
 
 
+@dataclass(frozen=True, slots=True)
+class QueuedPlayback:
+    """A playback_start waiting for the one playing before it (Call Control queues them)."""
+
+    source: OverlaySource
+    loop: int | None
+    target_legs: TargetLegs
+    media_url: str | None
+    media_name: str | None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatherRules:
     """How a gather collects digits; the defaults are Call Control v2's (engine.machine.gather)."""
@@ -285,6 +296,7 @@ class Leg:
     media_restarted_at: float | None = None  # when callbridge last asked for a new stream
     dtmf_muted: bool = False  # this leg must not hear its peers' DTMF
     muted: bool = False  # a conference participant nobody hears (conferences' mute)
+    on_hold: bool = False  # a conference participant on hold: hears its hold audio, nobody hears it
     # Supervision (engine.machine.supervision): the leg this one was dialled to supervise, its
     # role and the legs it whispers to; who hears it follows (engine.machine.hearing).
     supervise: str | None = None
@@ -294,6 +306,7 @@ class Leg:
     dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
     playbacks: tuple[ActivePlayback, ...] = ()  # started by this leg's commands
+    playback_queue: tuple[QueuedPlayback, ...] = ()  # waiting for the playing one to end
     recording_id: str | None = None  # the recording in progress
     recording_paused: bool = False  # record_pause'd: none of its audio is written until resumed
     # The recording's max_length left as of `recording_since` (None: no limit), and when its
@@ -342,6 +355,19 @@ class Room:
     supervisors: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class ConferencePlayback:
+    """A conference ``play`` in progress (engine.machine.conference_media): to the whole room
+    (``targeted`` false: conference.playback.* webhooks) or to named participants
+    (conference.participant.playback.* per listener)."""
+
+    playback_id: str
+    listeners: tuple[str, ...]  # legs whose overlay plays it now
+    media_url: str | None
+    media_name: str | None
+    targeted: bool
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Conference:
     """A conference of the Conferences API (engine.machine.conferences): the record of a
@@ -366,6 +392,8 @@ class Conference:
     bridge_id: int | None = None  # a bridge's default conference
     ended_at: float | None = None
     end_reason: str | None = None  # all_left | ended_via_api
+    playbacks: tuple[ConferencePlayback, ...] = ()  # its play in progress (one at a time)
+    seq: int = 0  # counter behind its playback ids
 
     @property
     def status(self) -> str:

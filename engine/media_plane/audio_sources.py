@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from media.codecs import Resampler
 from media.errors import MediaError
-from media.tones import Ringback, burst_envelope, dbfs_to_amplitude
+from media.tones import burst_envelope, dbfs_to_amplitude, ringback_cycle
 
 AudioKind = Literal["wav", "mp3"]
 # Audio the mixer pulls n samples at a time (continuous across calls).
@@ -61,24 +61,26 @@ def load_wav(path: Path, rate: int) -> NDArray[np.int16]:
     return samples
 
 
-def builtin_source(name: str) -> Source:
-    """``media_name`` values callbridge knows: ``ringback-<country>``, ``tone-<hz>``."""
+#: One pass (a ``loop``) of ``tone-<hz>``: a second of the tone.
+TONE_PASS_S = 1.0
+TONE_DBFS = -12.0
+
+
+def builtin_samples(name: str, rate: int) -> NDArray[np.int16]:
+    """One pass of a ``media_name`` callbridge knows, played ``loop`` times like a file:
+    ``ringback-<country>`` one cadence cycle, ``tone-<hz>`` a second of the tone (callbridge's
+    names: Call Control's media_name is a file uploaded to Telnyx, which callbridge has not)."""
     kind, _, arg = name.partition("-")
     if kind == "ringback" and arg:
         try:
-            return Ringback(arg)
+            return ringback_cycle(arg, rate)
         except MediaError as exc:
             raise OverlayError(str(exc), status="file_not_found") from None
     if kind == "tone" and arg.isdigit() and 20 <= int(arg) <= 3900:
-        frequency = int(arg)
-        phase = [0]
-
-        def tone(n: int) -> NDArray[np.int16]:
-            t = np.arange(phase[0], phase[0] + n)
-            phase[0] += n
-            return (np.sin(2 * np.pi * frequency * t / 8000) * 8000).astype(np.int16)
-
-        return tone
+        n = round(TONE_PASS_S * rate)
+        wave = np.sin(2 * np.pi * int(arg) * np.arange(n) / rate)
+        signal = dbfs_to_amplitude(TONE_DBFS) * burst_envelope(n, rate) * wave
+        return np.rint(signal).astype(np.int16)
     raise OverlayError(f"unknown media_name {name!r}", status="file_not_found")
 
 

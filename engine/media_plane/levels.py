@@ -9,15 +9,20 @@ The level is the RMS against a full-scale sine (AES17), so a sine whose peak is 
 scale reads N dBFS, the convention of ``media.tones.dbfs_to_amplitude``. Digital silence, whose
 logarithm has no value, reads ``SILENT_DBFS``; a leg that sent nothing since the last ``take``
 reads None (no media, or its stream stalled), which is not the same as silence.
+
+The same frames serve an operator listening to a room (``engine/console/listening.py``): ``take``
+keeps the decoded samples of the legs it is asked to (``keep``) in ``kept`` until the next call,
+so a room's members are decoded once for their meters and their mix.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 
 import numpy as np
+from numpy.typing import NDArray
 
 from media.codecs import AudioFormat, Encoding, decode
 from media.tones import FULL_SCALE
@@ -47,6 +52,8 @@ class InputLevels:
         # The watched legs, each with the frames it sent since the last ``take``; the media
         # plane appends to these (``MediaPlane.frame_in``), and only to these.
         self.frames: dict[str, deque[bytes]] = {}
+        #: What the last ``take`` decoded of the legs it was asked to keep, with their rates.
+        self.kept: dict[str, tuple[NDArray[np.int16], int]] = {}
 
     def watch(self, leg_ids: Iterable[str]) -> None:
         """Keep the frames of exactly these legs from now on; others' buffers are dropped."""
@@ -56,10 +63,14 @@ class InputLevels:
         for leg_id in wanted - self.frames.keys():
             self.frames[leg_id] = deque(maxlen=KEPT_FRAMES)
 
-    def take(self, fmt_of: Callable[[str], AudioFormat | None]) -> dict[str, float | None]:
+    def take(
+        self, fmt_of: Callable[[str], AudioFormat | None], keep: Container[str] = ()
+    ) -> dict[str, float | None]:
         """Each watched leg's level over what it sent since the last call (None: nothing);
-        ``fmt_of`` names the format a leg's frames are in (a leg without one reads None)."""
+        ``fmt_of`` names the format a leg's frames are in (a leg without one reads None). The
+        samples of the legs in ``keep`` stay in ``kept`` until the next call."""
         levels: dict[str, float | None] = {}
+        self.kept = {}
         for leg_id, frames in self.frames.items():
             fmt = fmt_of(leg_id)
             if fmt is None or not frames:
@@ -70,5 +81,8 @@ class InputLevels:
             frames.clear()
             if fmt.encoding not in (Encoding.PCMU, Encoding.PCMA):  # whole 16-bit samples only
                 payload = payload[: len(payload) // 2 * 2]
-            levels[leg_id] = round(rms_dbfs(decode(fmt, payload)), 1)
+            samples = decode(fmt, payload)
+            levels[leg_id] = round(rms_dbfs(samples), 1)
+            if leg_id in keep:
+                self.kept[leg_id] = (samples, fmt.sample_rate)
         return levels

@@ -63,7 +63,7 @@ from engine.media_plane.audio_sources import (
     OverlayError,
     Source,
     beep,
-    builtin_source,
+    builtin_samples,
     load_wav,
 )
 from engine.media_plane.digits_out import DigitsOut
@@ -359,7 +359,7 @@ class MediaPlane:
             if samples is None:
                 return None
         else:
-            return builtin_source(source.name)
+            samples = builtin_samples(source.name, self.mixer.sample_rate)
         return Playback(samples, loops=loops, on_end=ended)
 
     def _remote_samples(self, source: OverlaySource) -> NDArray[np.int16] | None:
@@ -426,12 +426,14 @@ class MediaPlane:
             self.mixer.set_tap(leg_id, False)
 
     # in-band DTMF
-    def set_audience(self, leg_id: str, heard_by: frozenset[str] | None) -> None:
-        """Only ``heard_by`` in its room hear the leg (None: everyone), from the next tick: the
+    def set_audience(self, leg_id: str, heard_by: frozenset[str] | None, *, deaf: bool) -> None:
+        """Only ``heard_by`` in its room hear the leg (None: everyone), and with ``deaf`` it hears
+        nobody there (hold: its overlay, the hold audio, still plays), from the next tick: the
         machine's decision (engine.machine.hearing). It says it again after each new stream's
         join, so a detached leg is skipped."""
         if leg_id in self._legs:
             self.mixer.hear_only(leg_id, heard_by)
+            self.mixer.deafen(leg_id, deaf)
 
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:
         """Whether the leg may hear in-band DTMF from the others in its room (from next tick)."""

@@ -80,6 +80,12 @@ function LegControls({ leg, others, act }) {
     <button class="hangup" onClick=${() => act(leg, "hangup")}>Hang up</button>
     <button class="unbridge" disabled=${!leg.room_id} onClick=${() => act(leg, "unbridge")}>Unbridge</button>
     ${record}
+    ${leg.room_id && leg.room_id.startsWith("conf:")
+      ? html`<button class=${leg.muted ? "unmute" : "mute"}
+          onClick=${() => act(leg, leg.muted ? "unmute" : "mute")}>${leg.muted ? "Unmute" : "Mute"}</button>
+        <button class=${leg.on_hold ? "unhold" : "hold"}
+          onClick=${() => act(leg, leg.on_hold ? "unhold" : "hold")}>${leg.on_hold ? "Unhold" : "Hold"}</button>`
+      : ""}
     <select class="peer" value=${peer} onChange=${(e) => setPeer(e.target.value)}
       aria-label="leg to bridge with">
       <option value="">bridge with…</option>
@@ -102,7 +108,7 @@ function Legs({ live, levels, levelUpdates, act }) {
         <td class="mono" title=${leg.call_control_id}>${short(leg.call_control_id)}</td>
         <td>${leg.provider ?? "—"}</td><td>${leg.direction}</td>
         <td class="mono">${leg.from} → ${leg.to}</td>
-        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}</td>
+        <td class=${"state-" + leg.state}>${leg.state}${leg.recording ? " ●rec" : ""}${leg.muted ? " (muted)" : ""}${leg.on_hold ? " (on hold)" : ""}</td>
         <td class="mono">${duration(leg.duration_s)}</td>
         <td class="mono">${leg.room_id ? short(leg.room_id) : leg.queue ? "queue " + leg.queue : "—"}</td>
         <td><${Meter} dbfs=${levels[leg.call_control_id]} /></td>
@@ -113,15 +119,73 @@ function Legs({ live, levels, levelUpdates, act }) {
   </section>`;
 }
 
+// Listening to a room: the engine sends its members' audio summed, about 100 ms of 8 kHz PCM
+// per server-sent "audio" event; each chunk is scheduled right after the previous one on the
+// Web Audio clock, a quarter second ahead so that a late chunk does not break the sound.
+class RoomListener {
+  constructor(roomId, onChunk) {
+    this.roomId = roomId;
+    this.chunks = 0;
+    this.level = null;
+    this.context = new AudioContext();
+    this.next = 0;
+    this.events = new EventSource(`/console/api/rooms/${encodeURIComponent(roomId)}/audio`);
+    this.events.addEventListener("audio", (event) => {
+      this.play(JSON.parse(event.data));
+      onChunk(this);
+    });
+  }
+
+  play(chunk) {
+    const raw = atob(chunk.pcm);
+    const count = raw.length >> 1;
+    if (count === 0) return;
+    const buffer = this.context.createBuffer(1, count, chunk.rate);
+    const out = buffer.getChannelData(0);
+    for (let i = 0; i < count; i += 1) {
+      const value = raw.charCodeAt(2 * i) | (raw.charCodeAt(2 * i + 1) << 8); // little-endian
+      out[i] = (value >= 32768 ? value - 65536 : value) / 32768;
+    }
+    const node = this.context.createBufferSource();
+    node.buffer = buffer;
+    node.connect(this.context.destination);
+    const now = this.context.currentTime;
+    if (this.next < now + 0.05) this.next = now + 0.25; // started, or fell behind: lead again
+    node.start(this.next);
+    this.next += buffer.duration;
+    this.chunks += 1;
+    this.level = chunk.level;
+  }
+
+  stop() {
+    this.events.close();
+    this.context.close();
+  }
+}
+
 function Rooms({ rooms }) {
+  const [listener, setListener] = useState(null);
+  const [, setHeard] = useState(0); // re-render as chunks arrive
+  useEffect(() => () => listener && listener.stop(), [listener]);
+  const toggle = (roomId) => {
+    if (listener) listener.stop();
+    setListener(listener && listener.roomId === roomId
+      ? null : new RoomListener(roomId, (l) => setHeard(l.chunks)));
+  };
   return html`<section id="rooms"><h2>Rooms (${rooms.length})</h2>
     ${rooms.length === 0 ? html`<p class="muted">No rooms.</p>` : html`<table>
-      <thead><tr><th>Room</th><th>Kind</th><th>Media</th><th>Members</th></tr></thead>
-      <tbody>${rooms.map((r) => html`<tr key=${r.room_id} data-room=${r.room_id}>
+      <thead><tr><th>Room</th><th>Kind</th><th>Media</th><th>Members</th><th></th></tr></thead>
+      <tbody>${rooms.map((r) => {
+        const on = listener && listener.roomId === r.room_id;
+        return html`<tr key=${r.room_id} data-room=${r.room_id}>
         <td class="mono" title=${r.room_id}>${short(r.room_id)}</td><td>${r.kind}</td>
         <td>${r.forwarded ? "forwarded" : "mixed"}</td>
         <td class="mono">${r.members.map(short).join(", ")}${r.supervisors.length ? ` (+${r.supervisors.map(short).join(", ")} supervising)` : ""}${r.pending ? ` (+${short(r.pending)} ringing)` : ""}</td>
-      </tr>`)}</tbody></table>`}
+        <td><button class="listen" onClick=${() => toggle(r.room_id)}>${on ? "Stop" : "Listen"}</button>
+          ${on ? html` <span class="mono heard" data-chunks=${listener.chunks}
+            data-level=${listener.level ?? ""}>${listener.chunks} chunks${listener.level === null ? "" : `, ${listener.level} dBFS`}</span>` : ""}</td>
+      </tr>`;
+      })}</tbody></table>`}
   </section>`;
 }
 

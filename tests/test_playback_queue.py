@@ -1,0 +1,85 @@
+"""Playback as Call Control defines it (issue 14 point 4), through the app with real audio: a
+built-in tone plays ``loop`` passes and ends; consecutive playbacks queue, each ending with
+``call.playback.ended`` before the next one's ``call.playback.started``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.config import Settings
+from engine.media_plane.audio_sources import TONE_PASS_S, builtin_samples
+from media.tones import ringback_cycle, ringtone_spec
+from tests.call_fakes import Harness, share
+
+RATE = 8000
+FRAME = RATE // 50
+PASS_FRAMES = round(TONE_PASS_S * 50)
+
+
+@pytest.fixture
+async def h(aiohttp_server: Any, aiohttp_client: Any, settings: Settings) -> Harness:
+    return await Harness.start(aiohttp_client, aiohttp_server, settings)
+
+
+def tone_frames(h: Harness, leg: str, frames: list[bytes], hz: float) -> list[int]:
+    samples = h.outputs[leg].samples(frames)
+    return [i for i in range(len(frames)) if share(samples[i * FRAME : (i + 1) * FRAME], hz) > 0.5]
+
+
+async def test_a_tone_plays_its_loops_and_ends_and_the_next_playback_follows(h: Harness) -> None:
+    leg = await h.up()
+    output = h.outputs[leg]
+    start = len(output.frames)
+    await h.ok(leg, "playback_start", media_name="tone-440", loop=2)
+    await h.ok(leg, "playback_start", media_name="tone-1000", loop=1)  # queued behind it
+    await h.receiver.next("call.playback.ended", leg)
+    await h.receiver.next("call.playback.ended", leg)
+    await output.collect(10)  # then silence
+    heard = output.frames[start:]
+    low, high = tone_frames(h, leg, heard, 440), tone_frames(h, leg, heard, 1000)
+    # Two passes of 440 Hz (a second each), then one of 1 kHz, back to back, nothing after.
+    assert 2 * PASS_FRAMES - 2 <= len(low) <= 2 * PASS_FRAMES + 1, len(low)
+    assert PASS_FRAMES - 2 <= len(high) <= PASS_FRAMES + 1, len(high)
+    assert max(low) < min(high) and max(high) < len(heard) - 5
+    events = [
+        (hook.event_type, hook.payload["media_name"], hook.payload.get("status"))
+        for hook in h.receiver.of(leg)
+        if hook.event_type.startswith("call.playback")
+    ]
+    assert events == [
+        ("call.playback.started", "tone-440", None),
+        ("call.playback.ended", "tone-440", "completed"),
+        ("call.playback.started", "tone-1000", None),
+        ("call.playback.ended", "tone-1000", "completed"),
+    ]
+
+
+async def test_an_overlay_needs_a_playback_and_stop_current_moves_the_queue_on(
+    h: Harness,
+) -> None:
+    leg = await h.up()
+    reply = await h.act(leg, "playback_start", media_name="tone-440", overlay=True)
+    assert reply.status == 422 and reply.body["errors"][0]["source"] == {"pointer": "/overlay"}
+    await h.ok(leg, "playback_start", media_name="tone-440", loop="infinity")
+    await h.ok(leg, "playback_start", media_name="tone-1000", loop=1)
+    await h.ok(leg, "playback_stop", stop="current")
+    ended = await h.receiver.next("call.playback.ended", leg)
+    assert (ended.payload["media_name"], ended.payload["status"]) == ("tone-440", "cancelled")
+    await h.barrier(leg)  # every webhook of the leg so far has arrived
+    started = [
+        hook.payload["media_name"]
+        for hook in h.receiver.of(leg)
+        if hook.event_type == "call.playback.started"
+    ]
+    assert started == ["tone-440", "tone-1000"]
+
+
+def test_a_pass_of_a_builtin_media_name() -> None:
+    tone = builtin_samples("tone-440", RATE)
+    assert len(tone) == round(TONE_PASS_S * RATE)
+    cycle = builtin_samples("ringback-uk", RATE)
+    assert len(cycle) == round(sum(ringtone_spec("uk").cadence_ms) * RATE / 1000)
+    np.testing.assert_array_equal(cycle, ringback_cycle("uk", RATE))
