@@ -56,18 +56,8 @@ from media.dtmf import DtmfDetector
 from media.input_ring import InputRing
 from media.mix_results import MixerCounters, Overlay, TickResult
 from media.resample_bank import ResamplerBank
-from media.rooms import (
-    DuplicateLeg,
-    FormatGroup,
-    InvalidGain,
-    Kind,
-    Layout,
-    LegFormats,
-    NotInRoom,
-    Rooms,
-    UnknownLeg,
-    UnknownRoom,
-)
+from media.room_errors import DuplicateLeg, InvalidGain, NotInRoom, UnknownLeg, UnknownRoom
+from media.rooms import FormatGroup, Kind, Layout, LegFormats, Rooms
 from media.sniff_batch import SniffBatch
 
 __all__ = [
@@ -248,8 +238,13 @@ class Mixer:
         return self._rooms.gain(room_id, listener, speaker)
 
     def mute(self, leg_id: str, on: bool = True) -> None:
-        """Nobody hears the leg (it follows the leg between rooms)."""
-        self._rooms.set_flag(leg_id, "muted", on)
+        """Nobody hears the leg (``hear_only`` with no listener, or everyone again)."""
+        self.hear_only(leg_id, frozenset() if on else None)
+
+    def hear_only(self, leg_id: str, listeners: frozenset[str] | None) -> None:
+        """From the next tick only ``listeners`` hear the leg (None: everyone); it follows the
+        leg between rooms and composes with ``mute_for`` and pair gains (all must allow)."""
+        self._rooms.hear_only(leg_id, listeners)
 
     def deafen(self, leg_id: str, on: bool = True) -> None:
         """The leg hears no one in its room; its overlay still plays."""

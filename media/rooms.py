@@ -8,8 +8,9 @@ gain tensors the mixer's tick works from, rebuilt only when ``Rooms.version`` ch
 The hear-matrix of a room of k legs is a k x k gain matrix ``G[listener, speaker]``. Its default is
 mix-minus (1 off the diagonal, 0 on it: everyone hears everyone else, nobody hears themselves).
 ``set_gain`` overrides one entry for as long as both legs stay in the room. Two flags live on the
-leg, not the room, so they follow it from room to room: a *muted* leg's column is zero (nobody
-hears it), a *deaf* leg's row is zero (it hears no one). Whisper/coach, monitor and barge are
+leg, not the room, so they follow it from room to room: a leg's *audience* (``heard_by``: None,
+everyone) keeps its column to those listeners (frozenset(): nobody hears it, a mute), a *deaf*
+leg's row is zero (it hears no one). Whisper/coach, monitor and barge are
 patterns of these entries; see ``tests/test_mixer.py`` for each one spelt out. ``mute_for`` also
 lives on the leg: the listeners named there do not hear it, in whatever room they meet it (a
 named listener elsewhere changes nothing until it joins).
@@ -49,38 +50,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from media.codecs import AudioFormat, Encoding
-from media.errors import MediaError
-
-
-class UnknownLeg(MediaError):
-    def __init__(self, leg_id: str) -> None:
-        super().__init__(f"unknown leg {leg_id!r}")
-        self.leg_id = leg_id
-
-
-class DuplicateLeg(MediaError):
-    def __init__(self, leg_id: str) -> None:
-        super().__init__(f"leg {leg_id!r} is already known")
-        self.leg_id = leg_id
-
-
-class UnknownRoom(MediaError):
-    def __init__(self, room_id: str) -> None:
-        super().__init__(f"no room {room_id!r}")
-        self.room_id = room_id
-
-
-class NotInRoom(MediaError):
-    def __init__(self, leg_id: str, room_id: str) -> None:
-        super().__init__(f"leg {leg_id!r} is not in room {room_id!r}")
-        self.leg_id = leg_id
-        self.room_id = room_id
-
-
-class InvalidGain(MediaError):
-    def __init__(self, gain: float) -> None:
-        super().__init__(f"gain must be finite and >= 0, got {gain!r}")
-        self.gain = gain
+from media.room_errors import DuplicateLeg, InvalidGain, NotInRoom, UnknownLeg, UnknownRoom
 
 
 class Kind(enum.Enum):
@@ -110,7 +80,7 @@ def kind_of(fmt: AudioFormat, mix_rate: int) -> Kind:
     return Kind.L16
 
 
-Flag = Literal["muted", "deaf", "tapped", "overlaid", "detect"]
+Flag = Literal["deaf", "tapped", "overlaid", "detect"]
 
 
 @dataclass(slots=True)
@@ -121,7 +91,7 @@ class MixerLeg:
     fmt: LegFormats
     slot: int
     room: str | None = None
-    muted: bool = False
+    heard_by: frozenset[str] | None = None  # the only listeners that hear it (None: everyone)
     deaf: bool = False
     tapped: bool = False
     overlaid: bool = False
@@ -327,7 +297,7 @@ class Rooms:
         room.gains.clear()
         for leg_id in room.members:
             state = self._legs[leg_id]
-            state.muted = state.deaf = False
+            state.heard_by, state.deaf = None, False
         self._changed(room_id)
 
     def set_flag(self, leg_id: str, name: Flag, on: bool) -> None:
@@ -342,6 +312,13 @@ class Rooms:
             else:
                 del filed[leg_id]
         self._leg_changed(state)
+
+    def hear_only(self, leg_id: str, listeners: frozenset[str] | None) -> None:
+        """Only ``listeners`` hear the leg (None: everyone), in whatever room it is."""
+        state = self.leg(leg_id)
+        if state.heard_by != listeners:
+            state.heard_by = listeners
+            self._leg_changed(state)
 
     def mute_for(self, leg_id: str, listeners: frozenset[str]) -> None:
         """Exactly ``listeners`` do not hear the leg (in whatever room they share with it)."""
@@ -371,8 +348,9 @@ class Rooms:
             state = self._legs[leg_id]
             if state.deaf:
                 matrix[i, :] = 0.0
-            if state.muted:
-                matrix[:, i] = 0.0
+            if state.heard_by is not None:
+                deny = [p for leg, p in position.items() if leg not in state.heard_by]
+                matrix[deny, i] = 0.0
             if state.muted_for:
                 for listener in state.muted_for.intersection(position):
                     matrix[position[listener], i] = 0.0
@@ -383,8 +361,11 @@ class Rooms:
             return False
         members = room.members
         for state in map(self._legs.__getitem__, members):
+            others = set(members) - {state.leg_id}
             heard_by_all = not state.muted_for or state.muted_for.isdisjoint(members)
-            if state.muted or state.deaf or not heard_by_all:
+            if state.heard_by is not None and not state.heard_by.issuperset(others):
+                heard_by_all = False
+            if state.deaf or not heard_by_all:
                 return False
         return True
 

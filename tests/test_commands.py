@@ -39,8 +39,11 @@ MINIMAL: dict[str, dict[str, object]] = {
     "gather": {},
     "gather_using_audio": {"media_name": "tone-440"},
     "gather_stop": {},
+    "switch_supervisor_role": {"role": "barge"},
 }
-# The DTMF gathers refuse what they would not carry out (engine/machine/gather_commands.py).
+# Actions whose SDK params have neither client_state nor command_id: both refused.
+BARE = ("switch_supervisor_role",)
+WITH_COMMON = [a for a in ACTIONS if a not in BARE]
 # The bridge command's ringtone enum exactly as documented (seed 003).
 TELNYX_RINGTONE_ENUM = [
     "at", "au", "be", "bg", "br", "ch", "cl", "cn", "cz", "de", "dk", "ee", "es", "fi", "fr",
@@ -53,7 +56,7 @@ def test_every_action_has_a_minimal_body() -> None:
     assert set(MINIMAL) == set(ACTIONS)
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("action", WITH_COMMON)
 def test_every_action_takes_client_state_and_command_id(action: str) -> None:
     body = MINIMAL[action] | {"client_state": "aGVsbG8=", "command_id": "c-9"}
     command = parse_command(action, body)
@@ -70,7 +73,15 @@ def test_every_action_refuses_a_field_it_would_not_carry_out(action: str) -> Non
         assert (refused.value.field, refused.value.status) == (field, 422)
 
 
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("action", BARE)
+@pytest.mark.parametrize("name", ["client_state", "command_id"])
+def test_an_action_without_them_refuses_client_state_and_command_id(action: str, name: str) -> None:
+    with pytest.raises(ParameterError) as refused:
+        parse_command(action, MINIMAL[action] | {name: "aGk="})
+    assert refused.value.field == name
+
+
+@pytest.mark.parametrize("action", WITH_COMMON)
 @pytest.mark.parametrize("client_state", ["not base64!", "abc", 12])
 def test_client_state_must_be_base64_on_every_action(action: str, client_state: object) -> None:
     with pytest.raises(ValidationError) as refused:

@@ -35,16 +35,19 @@ def test_hold_plays_the_tone_on_hold_mutes_and_deafens_until_unhold() -> None:
     conf = conference(h, "a", "b", "c")
     out = h.m.handle_command(conf, ORG, HoldParticipants(call_control_ids=("b",), held=True), h.now)
     assert of_type(out, fx.SetOverlay) == [fx.SetOverlay("b", HOLD, HOLD_TONE, None)]
-    assert of_type(out, fx.SetMuted) == [fx.SetMuted("b", True, True)]
+    assert of_type(out, fx.SetAudience) == [fx.SetAudience("b", frozenset(), True)]
     assert h.m.leg("b").on_hold
     # A new stream gets it again.
     again = h.event(ev.MediaStopped("b")) + h.event(ev.MediaStarted("b", "PCMU/8000"))
-    assert of_type(again, fx.SetMuted) == [fx.SetMuted("b", False), fx.SetMuted("b", True, True)]
+    assert of_type(again, fx.SetAudience) == [
+        fx.SetAudience("b", None),
+        fx.SetAudience("b", frozenset(), True),
+    ]
     out = h.m.handle_command(
         conf, ORG, HoldParticipants(call_control_ids=("b",), held=False), h.now
     )
     assert of_type(out, fx.ClearOverlay) == [fx.ClearOverlay("b", HOLD)]
-    assert of_type(out, fx.SetMuted) == [fx.SetMuted("b", False, False)]
+    assert of_type(out, fx.SetAudience) == [fx.SetAudience("b", None, False)]
     assert not h.m.leg("b").on_hold
 
 

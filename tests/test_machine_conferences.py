@@ -63,21 +63,21 @@ def test_mute_is_a_mixer_effect_given_again_to_each_new_stream() -> None:
     out = h.m.handle_command(
         conference_id, ORG, MuteParticipants(call_control_ids=("b",), muted=True), h.now
     )
-    assert of_type(out, fx.SetMuted) == [fx.SetMuted("b", True)]
+    assert of_type(out, fx.SetAudience) == [fx.SetAudience("b", frozenset())]
     assert h.event(ev.MediaStopped("b"))[:2] == [
         fx.LeaveRoom("b", h.m.leg("b").room_id or ""),
-        fx.SetMuted("b", False),
+        fx.SetAudience("b", None),
     ]
     again = h.event(ev.MediaStarted("b", "PCMU/8000"))
-    assert [e for e in again if isinstance(e, fx.JoinRoom | fx.SetMuted)] == [
+    assert [e for e in again if isinstance(e, fx.JoinRoom | fx.SetAudience)] == [
         fx.JoinRoom("b", h.m.leg("b").room_id or ""),
-        fx.SetMuted("b", True),
+        fx.SetAudience("b", frozenset()),
     ]
     # No ids: everyone.
     out = h.m.handle_command(
         conference_id, ORG, MuteParticipants(call_control_ids=(), muted=False), h.now
     )
-    assert of_type(out, fx.SetMuted) == [fx.SetMuted("b", False)]
+    assert of_type(out, fx.SetAudience) == [fx.SetAudience("b", None)]
 
 
 def test_end_hangs_up_everyone_and_webhooks_go_in_one_order() -> None:

@@ -34,7 +34,7 @@ from engine.machine.conference_commands import (
     parse_action,
     parse_create,
 )
-from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Conference, Leg
+from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Conference, Leg, SupervisorRole
 from engine.runtime.runtime import CallRuntime
 from engine.webhooks.outbox import occurred_at
 
@@ -78,11 +78,16 @@ def participant_view(record: Conference, leg: Leg) -> dict[str, Any]:
         "on_hold": leg.on_hold,
         "end_conference_on_exit": False,
         "soft_end_conference_on_exit": False,
-        "whisper_call_control_ids": [],
+        "whisper_call_control_ids": list(whispering_to(leg)),
         "label": None,
         "created_at": joined,
         "updated_at": joined,
     }
+
+
+def whispering_to(leg: Leg) -> tuple[str, ...]:
+    """The participants a whisper supervisor reaches (the SDK's whisper_call_control_ids)."""
+    return leg.whisper_to if leg.supervisor_role is SupervisorRole.WHISPER else ()
 
 
 def _runtime(request: web.Request) -> CallRuntime:
@@ -158,10 +163,13 @@ async def list_participants(request: web.Request) -> web.StreamResponse:
     found = [
         participant_view(record, leg)
         for leg in _runtime(request).machine.participants(record)
-        # Whisper is not implemented yet: nobody is whispering.
         if all(
             want is None or have == want
-            for have, want in zip((leg.muted, leg.on_hold, False), wanted.values(), strict=True)
+            for have, want in zip(
+                (leg.muted, leg.on_hold, leg.supervisor_role is SupervisorRole.WHISPER),
+                wanted.values(),
+                strict=True,
+            )
         )
     ]
     return _page(request, found)

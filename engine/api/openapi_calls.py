@@ -153,6 +153,14 @@ SCHEMAS: dict[str, Schema] = {
         timeout_secs={"type": "integer", "minimum": 5, "maximum": 600},
         time_limit_secs={"type": "integer", "minimum": 30, "maximum": 14400},
         webhook_url=string(format="uri"),
+        supervise_call_control_id=string(
+            description="a leg in a bridge or conference: the new leg joins its room on answer"
+        ),
+        supervisor_role=string(
+            enum=["barge", "whisper", "monitor"],
+            description="required with supervise_call_control_id; barge: heard by all, "
+            "whisper: only by the supervised leg, monitor: by none (it hears all)",
+        ),
         **COMMON,
     ),
     "BridgeAction": obj(
@@ -189,6 +197,11 @@ SCHEMAS: dict[str, Schema] = {
             to=string(description="transfer: the new party (+E.164 or a SIP URI)"),
             target_leg_client_state=string(contentEncoding="base64"),
             early_media={"type": "boolean", "enum": [False]},
+            role=string(
+                enum=["barge", "whisper", "monitor"],
+                description="switch_supervisor_role: the supervisor's new role (no "
+                "client_state nor command_id)",
+            ),
             recording_id=string(
                 description="record_stop, record_pause, record_resume: the recording in "
                 "progress (the only one a leg has; another id is refused)"
@@ -203,7 +216,8 @@ SCHEMAS: dict[str, Schema] = {
         "(recording_id: the recording in progress stops, or goes on, taking audio; one file, "
         "max_length counts recorded time), playback_start (audio_url "
         "file://, media_name, "
-        "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis); gather, "
+        "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis), "
+        "switch_supervisor_role (role, of a leg dialled with supervise_call_control_id); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
         "GatherStopAction; transfer (to, from: default the leg's to, timeout_secs, "
         "time_limit_secs, target_leg_client_state, webhook_url: the new leg's, early_media: "

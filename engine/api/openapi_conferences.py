@@ -42,7 +42,11 @@ PARTICIPANT: Schema = obj(
     on_hold={**BOOL, "description": "put on hold by the hold action, until unhold"},
     end_conference_on_exit=BOOL,
     soft_end_conference_on_exit=BOOL,
-    whisper_call_control_ids={"type": "array", "items": string()},
+    whisper_call_control_ids={
+        "type": "array",
+        "items": string(),
+        "description": "who hears it, when its supervisor_role is whisper",
+    },
     label=nullable(string()),
     created_at={**TIME, "description": "when the leg joined"},
     updated_at=TIME,
@@ -65,6 +69,19 @@ CREATE = _closed(
     start_conference_on_create={**BOOL, "enum": [True], "default": True},
     **COMMON,
 )
+SUPERVISOR: dict[str, Schema] = {
+    "supervisor_role": string(
+        enum=["none", "barge", "monitor", "whisper"],
+        description="none, barge: heard by all; monitor: by none; whisper: only by "
+        "whisper_call_control_ids",
+    ),
+    "whisper_call_control_ids": {
+        "type": "array",
+        "items": string(),
+        "description": "participants that hear a whisper supervisor (only with whisper; "
+        "none: nobody hears it)",
+    },
+}
 IDS = {"type": "array", "items": string(), "description": "none or empty: every participant"}
 AUDIO_URL = string(description="http(s), or file:/// in the media directory")
 LOOP = {
@@ -77,7 +94,7 @@ ACTIONS: dict[str, Schema] = {
         "A leg of the organization joins; client_state is set on that leg.",
         call_control_id=string(),
         mute=BOOL,
-        supervisor_role=string(enum=["none", "barge"]),
+        **SUPERVISOR,
         **COMMON,
     ),
     "leave": _closed(
@@ -121,6 +138,13 @@ ACTIONS: dict[str, Schema] = {
         call_control_ids=IDS,
         digits=string(pattern="^[0-9A-D*#wW]+$"),
         duration_millis={"type": "integer", "minimum": 100, "maximum": 500, "default": 250},
+    ),
+    "update": _closed(
+        ["call_control_id", "supervisor_role"],
+        "Set a participant's supervisor role (who hears it; it hears everyone).",
+        call_control_id=string(),
+        **SUPERVISOR,
+        command_id=string(),
     ),
 }
 SCHEMAS: dict[str, Schema] = {

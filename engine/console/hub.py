@@ -30,6 +30,7 @@ from engine.console.room_mix import audio_message, room_mix
 from engine.console.views import audit_view, bridges_view, live_view, webhooks_view
 from engine.errors import NotFound
 from engine.logs import get_logger
+from engine.machine.hearing import audience
 from engine.media_plane.levels import SILENT_DBFS
 from engine.store.base import DeliveryFilter, Store
 
@@ -162,8 +163,9 @@ class ConsoleHub:
             if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
         ]
         owner = {leg.call_control_id: leg.org_id for leg in live}
-        # A muted or held participant's meter shows what its room hears of it: nothing.
-        muted = {leg.call_control_id for leg in live if leg.muted or leg.on_hold}
+        # A leg its room does not hear (muted, held, a monitoring supervisor: the machine's
+        # audience) shows on its meter what the room hears of it: nothing.
+        muted = {leg.call_control_id for leg in live if audience(leg) == frozenset()}
         plane.levels.watch(owner)
         members = self._listened_members()
         heard = {leg for legs in members.values() for leg in legs}

@@ -54,6 +54,7 @@ def _room(runtime: CallRuntime, room: Room) -> dict[str, Any]:
         "room_id": room.room_id,
         "kind": room.kind.value,
         "members": list(room.members),
+        "supervisors": list(room.supervisors),  # mixed in, not members (engine.machine.supervision)
         "pending": room.pending,
         "bridge_id": room.bridge_id,
         # The mixer's choice: a two-party room whose frames pass through untouched, or mixed.

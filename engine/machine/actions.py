@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 from engine.machine import commands as cmd
 from engine.machine import effects as fx
-from engine.machine import gather, legs, media, queues
+from engine.machine import gather, legs, media, queues, supervision
 from engine.machine.core import Core
 from engine.machine.model import Direction, HangupCause, Leg
 from engine.machine.transitions import Trigger, require
@@ -42,6 +42,9 @@ def check(core: Core, leg: Leg, command: cmd.Command) -> Apply:
         case cmd.ClientStateUpdate():
             require(leg.state, Trigger.CLIENT_STATE_UPDATE)
             return lambda a: None  # the machine has set it already
+        case cmd.SwitchSupervisorRole():
+            supervision.check_switch(leg)
+            return lambda a: supervision.set_role(core, a, command.role, a.whisper_to)
     return _check_call(core, leg, command) or _check_media(core, leg, command)
 
 

@@ -51,6 +51,14 @@ from engine.machine.model import (
     RejectCause,
     TargetLegs,
 )
+from engine.machine.supervision_commands import (
+    Supervision,
+    parse_dial_supervision,
+    parse_switch,
+)
+from engine.machine.supervision_commands import (
+    SwitchSupervisorRole as SwitchSupervisorRole,
+)
 
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 RECORD_FORMATS = ("wav", "mp3")
@@ -171,6 +179,7 @@ class Dial(_Command):
     timeout_secs: int = 30
     time_limit_secs: int = DEFAULT_TIME_LIMIT_SECS
     webhook_url: str | None = None
+    supervision: Supervision | None = None
 
 
 Command: TypeAlias = (
@@ -192,6 +201,7 @@ Command: TypeAlias = (
     | Gather
     | GatherUsingAudio
     | GatherStop
+    | SwitchSupervisorRole
 )
 # What the runtime feeds the machine: a leg's command or a conference's.
 AnyCommand: TypeAlias = Command | ConferenceCommand
@@ -353,6 +363,7 @@ _PARSERS: dict[str, Callable[[Body], Command]] = {
     "gather": parse_gather,
     "gather_using_audio": parse_gather_using_audio,
     "gather_stop": parse_gather_stop,
+    "switch_supervisor_role": parse_switch,
 }
 
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)
@@ -410,8 +421,15 @@ def parse_dial(body: Mapping[str, object], *, allow_private_urls: bool = False) 
         timeout_secs=b.req_integer("timeout_secs", 5, 600, 30),
         time_limit_secs=b.req_integer("time_limit_secs", 30, 14400, DEFAULT_TIME_LIMIT_SECS),
         webhook_url=b.url("webhook_url", ("http://", "https://")),
+        supervision=parse_dial_supervision(b),
         **b.common(),
     )
+    if dial.supervision is not None and dial.bridge_on_answer:
+        # Both say where the answered leg goes: one room or the other.
+        raise ParameterError(
+            "'bridge_on_answer' and 'supervise_call_control_id' cannot be used together",
+            field="supervise_call_control_id",
+        )
     needs_link = {
         "bridge_intent": dial.bridge_intent,
         "bridge_on_answer": dial.bridge_on_answer,

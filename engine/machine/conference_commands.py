@@ -1,5 +1,5 @@
 """The Conferences API's commands, parsed from Call Control v2 bodies: create, join, leave,
-mute, unmute, hold, unhold, play, stop, send_dtmf and end (``POST /v2/conferences`` and
+mute, unmute, hold, unhold, play, stop, send_dtmf, update and end (``POST /v2/conferences`` and
 ``/v2/conferences/{id}/actions/{action}``).
 
 Fields and paths are the official SDK's (its ``types/conference_create_params.py``,
@@ -19,8 +19,8 @@ not support; the ``hold`` action's own ``audio_url``/``media_name`` are carried 
 Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``name`` at most
 255 characters (callbridge's bound; the SDK states none). ``start_conference_on_create`` may only
 be true, its default: a conference that waits, its participants on hold, is not implemented.
-``supervisor_role`` on join may be ``none`` or ``barge`` (the SDK: "barge" is "the same as
-none"); ``monitor`` and ``whisper`` come with supervision (issue 14 point 2).
+``supervisor_role`` and ``whisper_call_control_ids`` on join, and the ``update`` action, are
+parsed in ``engine.machine.supervision_commands``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from engine.machine.command_body import (
     parse_digits,
     parse_loop,
 )
+from engine.machine.model import SupervisorRole
+from engine.machine.supervision_commands import UpdateSupervisor, conference_role, parse_update
 
 MAX_NAME = 255
 
@@ -59,6 +61,8 @@ class JoinParticipant(CommandBase):
     call_control_id: str
     mute: bool = False
     beep_enabled: str | None = None  # overrides the conference's for this participant
+    role: SupervisorRole = SupervisorRole.NONE
+    whisper_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +128,7 @@ ConferenceCommand: TypeAlias = (
     | PlayConference
     | StopConference
     | ConferenceDtmf
+    | UpdateSupervisor
 )
 
 
@@ -161,12 +166,16 @@ def _name(b: Body) -> str:
 
 
 def _join(b: Body) -> JoinParticipant:
-    b.only(("call_control_id", "mute", "supervisor_role", "beep_enabled"))
-    b.choice("supervisor_role", ("none", "barge"), "none")  # both: an ordinary participant
+    b.only(
+        ("call_control_id", "mute", "supervisor_role", "whisper_call_control_ids", "beep_enabled")
+    )
+    role, whisper_to = conference_role(b, required=False)
     return JoinParticipant(
         call_control_id=b.req_string("call_control_id"),
         mute=b.flag("mute"),
         beep_enabled=b.opt_choice("beep_enabled", BEEPS),
+        role=role,
+        whisper_to=whisper_to,
         **b.common(),
     )
 
@@ -269,6 +278,7 @@ _ACTIONS: dict[str, Callable[[Body], ConferenceCommand]] = {
     "play": _play,
     "stop": _stop,
     "send_dtmf": _send_dtmf,
+    "update": parse_update,
 }
 
 

@@ -1,11 +1,12 @@
 """What a conference's participants hear besides each other: hold, play, stop, send_dtmf.
 
 - ``hold`` puts participants on hold (``Leg.on_hold``): ``Core.put`` derives the mixer's
-  ``SetMuted`` with ``deaf`` from it, so a held participant is heard by nobody and hears nobody
-  in the room; it hears its hold audio instead (the overlay ``CONFERENCE_HOLD_TAG``: the
-  action's ``audio_url`` or ``media_name``, else callbridge's tone on hold, looped until
-  ``unhold``). The SDK's ``ConferenceParticipant.on_hold`` shows it. Leaving the room (leave,
-  a bridge or conference elsewhere, hangup) takes it off hold: hold belongs to the conference.
+  ``SetAudience`` (nobody, and ``deaf``) from it (``engine.machine.hearing``), so a held
+  participant is heard by nobody and hears nobody in the room; it hears its hold audio instead
+  (the overlay ``CONFERENCE_HOLD_TAG``: the action's ``audio_url`` or ``media_name``, else
+  callbridge's tone on hold, looped until ``unhold``). The SDK's
+  ``ConferenceParticipant.on_hold`` shows it. Leaving the room (leave, a bridge or conference
+  elsewhere, hangup) takes it off hold: hold belongs to the conference.
 - ``play`` plays ``audio_url`` or ``media_name`` (``loop`` times) to the participants named,
   or to everyone in the room when none is, through the playback overlays of
   ``engine.machine.media``; the conference plays one at a time, a new ``play`` replacing the

@@ -1,5 +1,5 @@
-"""The Conferences API's commands on the machine: create, join, leave, mute, unmute, end;
-hold, unhold, play, stop and send_dtmf are ``engine.machine.conference_media``'s.
+"""The Conferences API's commands on the machine: create, join, leave, mute, unmute, update,
+end; hold, unhold, play, stop and send_dtmf are ``engine.machine.conference_media``'s.
 
 A conference is a conference room (``RoomKind.CONFERENCE``) with its record
 (``engine.machine.conference_events``); the mixer mixes any number of members. Words and rules:
@@ -9,8 +9,10 @@ A conference is a conference room (``RoomKind.CONFERENCE``) with its record
 - ``join`` puts a leg of the same organization in the room; ``leave`` takes one out, parked
   (Call Control v2's leave: the leg stays up under the application's control).
 - ``mute``/``unmute`` set the participants' ``Leg.muted`` (all of them when no id is named);
-  ``Core.put`` derives the mixer's ``SetMuted`` from it, so the mixer's hear-matrix, not this
+  ``Core.put`` derives the mixer's ``SetAudience`` from it, so the mixer's hear-matrix, not this
   module, decides what a muted leg's peers hear: nothing of it.
+- ``update`` (and ``join``'s ``supervisor_role``) set a participant's supervisor role and the
+  participants it whispers to (``engine.machine.hearing`` decides who hears it).
 - ``end`` hangs up every participant (the SDK's ``end_conference``: "End a conference and
   terminate all active participants"); the conference ends with ``end_reason``
   ``ended_via_api`` (the SDK's ``Conference.end_reason`` values).
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from engine.errors import InvalidState, NotFound
-from engine.machine import conference_events, conference_media, legs
+from engine.machine import conference_events, conference_media, legs, supervision
 from engine.machine.conference_commands import (
     ConferenceCommand,
     ConferenceDtmf,
@@ -38,6 +40,7 @@ from engine.machine.conference_commands import (
     MuteParticipants,
     PlayConference,
     StopConference,
+    UpdateSupervisor,
 )
 from engine.machine.core import Core
 from engine.machine.effects import HangupCall
@@ -80,6 +83,10 @@ def check(core: Core, org_id: int, target: str, command: ConferenceCommand) -> C
             return conference_media.change(core, record, chosen, command)
         case EndConference():
             return lambda: _end(core, record)
+        case UpdateSupervisor():
+            leg = _participant(core, record, command.call_control_id, "call_control_id")
+            _whisper_targets(core, record, command.whisper_to)
+            return lambda: _update(core, record, leg, command)
     raise AssertionError(f"unhandled conference command {type(command).__name__}")
 
 
@@ -122,7 +129,16 @@ def _participant(core: Core, record: Conference, call_control_id: str, field: st
     return leg
 
 
+def _whisper_targets(core: Core, record: Conference, ids: tuple[str, ...]) -> None:
+    """A supervisor whispers to participants of its conference (the SDK's
+    whisper_call_control_ids), checked when its role is set; one that leaves later simply no
+    longer hears it."""
+    for call_control_id in ids:
+        _participant(core, record, call_control_id, "whisper_call_control_ids")
+
+
 def _joining(core: Core, record: Conference, command: JoinParticipant) -> Leg:
+    _whisper_targets(core, record, command.whisper_to)
     leg = _leg(core, record.org_id, command.call_control_id, "call_control_id")
     require(leg.state, Trigger.JOIN_CONFERENCE, field="call_control_id")
     if leg.room_id == record.room_id:
@@ -156,8 +172,8 @@ def _join(core: Core, record: Conference, leg: Leg, command: JoinParticipant) ->
     leg = core.with_client_state(leg, command.client_state)
     leg = core.update(leg, conference_beep=command.beep_enabled)
     legs.join_conference(core, leg, record.room_id)
-    if command.mute:
-        core.update(core.legs[leg.call_control_id], muted=True)
+    leg = core.update(core.legs[leg.call_control_id], muted=command.mute)
+    supervision.set_role(core, leg, command.role, command.whisper_to)
 
 
 def _mute(core: Core, chosen: list[Leg], muted: bool) -> None:
@@ -167,6 +183,11 @@ def _mute(core: Core, chosen: list[Leg], muted: bool) -> None:
         record = conference_events.record_of(core, chosen[0].room_id or "")
         if record is not None:
             core.records[record.conference_id] = replace(record, updated_at=core.now)
+
+
+def _update(core: Core, record: Conference, leg: Leg, command: UpdateSupervisor) -> None:
+    supervision.set_role(core, leg, command.role, command.whisper_to)
+    core.records[record.conference_id] = replace(record, updated_at=core.now)
 
 
 def _end(core: Core, record: Conference) -> None:

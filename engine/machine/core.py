@@ -9,7 +9,8 @@ was before the input, effects included: ``CallMachine`` frames every input with 
 
 Two effects are never emitted by hand but derived from the change of a leg in ``Core.put``, so
 they cannot drift from the state: mixer membership (``JoinRoom``/``LeaveRoom``: a leg is mixed
-exactly while it is a room member with live media), ``SetDtmfMute`` and ``SetMuted``.
+exactly while it is a room member with live media), ``SetDtmfMute`` and ``SetAudience`` (who may
+hear the leg: ``engine.machine.hearing``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from engine.machine.effects import (
     EmitWebhook,
     JoinRoom,
     LeaveRoom,
+    SetAudience,
     SetDtmfMute,
-    SetMuted,
     SetOverlay,
     StartTimer,
 )
+from engine.machine.hearing import Audience, audience, deaf
 from engine.machine.model import (
     Conference,
     Leg,
@@ -73,16 +75,12 @@ def mixer_room(leg: Leg | None) -> str | None:
     return leg.room_id
 
 
-def heard_muted(leg: Leg | None) -> bool:
-    """Whether the mixer must keep the leg unheard now: a muted or held participant in the
-    mixer."""
-    return leg is not None and (leg.muted or leg.on_hold) and mixer_room(leg) is not None
-
-
-def deafened(leg: Leg | None) -> bool:
-    """Whether the mixer must keep the room from the leg now: a held participant in the mixer
-    (it hears its hold audio alone)."""
-    return leg is not None and leg.on_hold and mixer_room(leg) is not None
+def mixer_audience(leg: Leg | None) -> tuple[Audience, bool]:
+    """Who the mixer lets hear the leg now (None: everyone) and whether it is deaf, for a leg in
+    the mixer; (None, False) for one that is not."""
+    if leg is None or mixer_room(leg) is None:
+        return None, False
+    return audience(leg), deaf(leg)
 
 
 def counting_ids() -> Callable[[], str]:
@@ -159,8 +157,8 @@ class Core:
                 self.emit(JoinRoom(leg.call_control_id, after))
         if (old.dtmf_muted if old else False) != leg.dtmf_muted:
             self.emit(SetDtmfMute(leg.call_control_id, leg.dtmf_muted))
-        if (heard_muted(old), deafened(old)) != (heard_muted(leg), deafened(leg)):
-            self.emit(SetMuted(leg.call_control_id, heard_muted(leg), deafened(leg)))
+        if mixer_audience(old) != (now := mixer_audience(leg)):
+            self.emit(SetAudience(leg.call_control_id, *now))
         return leg
 
     def update(self, leg: Leg, **changes: Any) -> Leg:

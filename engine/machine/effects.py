@@ -7,7 +7,7 @@ one leg leave in emission order. Four families:
 - media plane: ``JoinRoom``/``LeaveRoom`` (mixer membership), ``SetOverlay``/``ClearOverlay``
   (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
   end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
-  hears), ``SetMuted`` (nobody in its room hears the leg), ``RelayDtmf`` (a peer's key
+  hears), ``SetAudience`` (who in its room hears the leg), ``RelayDtmf`` (a peer's key
   press, to one listener), ``StartRecording``/``StopRecording``/``PauseRecording``;
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
@@ -115,14 +115,14 @@ class SetDtmfMute:
 
 
 @dataclass(frozen=True, slots=True)
-class SetMuted:
-    """Whether nobody in its mixer room hears the leg (a conference's mute or hold) and whether
-    it hears nobody there (``deaf``: a held participant, who hears only its hold audio). Derived
-    in ``Core.put``: true exactly while a muted (held) participant is in the mixer, so each new
-    stream of the leg gets it again after its ``JoinRoom``."""
+class SetAudience:
+    """Who in its mixer room hears the leg (``heard_by``; None: everyone) and whether it hears
+    nobody there (``deaf``: a held participant, who hears only its hold audio), as decided by
+    ``engine.machine.hearing`` (mute, hold, supervisor roles). Derived in ``Core.put`` while the
+    leg is in the mixer, so each new stream of the leg gets it again after its ``JoinRoom``."""
 
     call_control_id: str
-    muted: bool
+    heard_by: frozenset[str] | None
     deaf: bool = False
 
 
@@ -208,7 +208,7 @@ Effect: TypeAlias = (
     | JoinRoom
     | LeaveRoom
     | SetDtmfMute
-    | SetMuted
+    | SetAudience
     | SetOverlay
     | ClearOverlay
     | StartRecording

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import CallbridgeError, InvalidState, NotFound
-from engine.machine import conference_events, conference_media, gather, media, queues
+from engine.machine import conference_events, conference_media, gather, media, queues, supervision
 from engine.machine.commands import Bridge, JoinConference, ParameterError
 from engine.machine.core import Core, iso
 from engine.machine.effects import Effect, HangupCall
@@ -67,15 +67,22 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
         room = core.rooms.pop(leg.pending_room_id, None)
         orphans += _empty(core, replace(room, pending=None) if room else None)
         leg = core.update(leg, pending_room_id=None, dtmf_muted=False)
+    if leg.room_id is not None and leg.call_control_id in core.rooms[leg.room_id].supervisors:
+        room = core.rooms[leg.room_id]
+        without = tuple(s for s in room.supervisors if s != leg.call_control_id)
+        core.rooms[room.room_id] = replace(room, supervisors=without)
+        leg = core.update(leg, room_id=None, **supervision.NOT_SUPERVISING)
     if leg.room_id is not None:
         room = core.rooms.pop(leg.room_id)
         rest = tuple(m for m in room.members if m != leg.call_control_id)
         if room.kind is RoomKind.CONFERENCE:
             if rest:
                 core.rooms[room.room_id] = replace(room, members=rest)
-            elif room.bridge_id is not None:
-                # An empty conference is gone; the bridge's next caller starts a new one.
-                core.conferences.pop((room.org_id, room.bridge_id), None)
+            else:
+                orphans += _empty(core, replace(room, members=()))  # its supervisors
+                if room.bridge_id is not None:
+                    # An empty conference is gone; the bridge's next caller starts a new one.
+                    core.conferences.pop((room.org_id, room.bridge_id), None)
         else:
             orphans += _empty(core, replace(room, members=rest))
         if room.kind is RoomKind.CONFERENCE:
@@ -88,6 +95,7 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
             muted=False,
             joined_room_at=None,
             conference_beep=None,
+            **supervision.NOT_SUPERVISING,
         )
         if room.kind is RoomKind.CONFERENCE:
             conference_events.left(core, room, leg, last=not rest)
@@ -95,15 +103,17 @@ def detach(core: Core, leg: Leg, dequeue_reason: str) -> tuple[Leg, list[str]]:
 
 
 def _empty(core: Core, room: Room | None) -> list[str]:
-    """Dissolve a bridge room (already removed from `core.rooms`): its ringing B stops waiting
-    for it, its members are out of it. Returns the members."""
+    """Dissolve a room (already removed from `core.rooms`): its ringing B stops waiting for it,
+    its members and supervisors are out of it. Returns them."""
     if room is None:
         return []
     if room.pending is not None and (pending := core.live(room.pending)) is not None:
         core.update(pending, pending_room_id=None, dtmf_muted=False)
     for member in room.members:
         core.update(core.legs[member], room_id=None, dtmf_muted=False)
-    return list(room.members)
+    for supervisor in room.supervisors:
+        core.update(core.legs[supervisor], room_id=None, **supervision.NOT_SUPERVISING)
+    return [*room.members, *room.supervisors]
 
 
 def left_behind(core: Core, orphans: list[str]) -> None:
@@ -354,6 +364,8 @@ def after_answer(core: Core, leg: Leg) -> None:
         peer_answered(core, leg)
     elif leg.bridge_on_answer and leg.link_to is not None:
         bridge_on_answer(core, leg)
+    elif leg.supervise is not None:
+        supervision.join_on_answer(core, leg)
     elif leg.join_conference_of is not None:
         bridge_id = leg.join_conference_of
         command = JoinConference(room_id=core.conference_of(leg.org_id, bridge_id))

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 from engine.errors import Conflict, NotFound
 from engine.machine import actions as commands
 from engine.machine import commands as cmd
-from engine.machine import conference_media, conferences, gather, legs, media, queues, streams
+from engine.machine import (
+    conference_media,
+    conferences,
+    gather,
+    legs,
+    media,
+    queues,
+    streams,
+    supervision,
+)
 from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine import leg_setup as setup
@@ -405,6 +414,8 @@ class CallMachine:
         if ids.call_control_id in self._core.legs:
             raise Conflict(f"call_control_id '{ids.call_control_id}' is already in use")
         linked = self._linked(command.link_to, org_id)
+        if command.supervision is not None:
+            supervision.check_dial(self._core, org_id, command.supervision)
         with self._input(now) as core:
             leg = core.put(
                 Leg(
@@ -428,6 +439,7 @@ class CallMachine:
                     prevent_double_bridge=command.prevent_double_bridge,
                     ring_timeout_secs=command.timeout_secs,
                     time_limit_secs=command.time_limit_secs,
+                    **supervision.dial_fields(command.supervision),
                 )
             )
             core.emit(

@@ -111,6 +111,16 @@ class MuteDtmf(enum.Enum):
     OPPOSITE = "opposite"  # the peer does not hear A's DTMF
 
 
+class SupervisorRole(enum.Enum):
+    """Who hears a supervisor (it hears everyone in its room in every role); the roles of the
+    SDK's dial, switch_supervisor_role and conference join/update (engine.machine.hearing)."""
+
+    NONE = "none"  # an ordinary participant: heard by all ("barge" is "the same as none")
+    BARGE = "barge"  # heard by all
+    WHISPER = "whisper"  # heard only by the legs it whispers to
+    MONITOR = "monitor"  # heard by none
+
+
 class DtmfSource(enum.Enum):
     IN_BAND = "in_band"  # detected in the audio by the media core: it is in the mix already
     OUT_OF_BAND = "out_of_band"  # a provider event (RFC 4733): not in the audio, must be relayed
@@ -287,6 +297,11 @@ class Leg:
     dtmf_muted: bool = False  # this leg must not hear its peers' DTMF
     muted: bool = False  # a conference participant nobody hears (conferences' mute)
     on_hold: bool = False  # a conference participant on hold: hears its hold audio, nobody hears it
+    # Supervision (engine.machine.supervision): the leg this one was dialled to supervise, its
+    # role and the legs it whispers to; who hears it follows (engine.machine.hearing).
+    supervise: str | None = None
+    supervisor_role: SupervisorRole = SupervisorRole.NONE
+    whisper_to: tuple[str, ...] = ()
     joined_room_at: float | None = None  # when it joined its conference room
     dtmf_unmatched: tuple[DtmfPress, ...] = ()  # recent digits one source alone has reported
     ringback: bool = False  # a ringback overlay is playing to this leg
@@ -336,6 +351,9 @@ class Room:
     members: tuple[str, ...] = ()
     pending: str | None = None  # a ringing leg that joins on answer (bridge rooms only)
     bridge_id: int | None = None  # the bridge whose default conference this is
+    # Legs dialled to supervise a member (dial's supervise_call_control_id): mixed in the room,
+    # not members of it (a bridge stays two-party; they are no conference's participants).
+    supervisors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

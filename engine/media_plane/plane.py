@@ -426,12 +426,13 @@ class MediaPlane:
             self.mixer.set_tap(leg_id, False)
 
     # in-band DTMF
-    def set_muted(self, leg_id: str, muted: bool, *, deaf: bool = False) -> None:
-        """Nobody in its room hears the leg (a conference's mute or hold), and with ``deaf`` it
-        hears nobody there (hold: its overlay, the hold audio, still plays), from the next tick.
-        The machine says it again after each new stream's join, so a detached leg is skipped."""
+    def set_audience(self, leg_id: str, heard_by: frozenset[str] | None, *, deaf: bool) -> None:
+        """Only ``heard_by`` in its room hear the leg (None: everyone), and with ``deaf`` it hears
+        nobody there (hold: its overlay, the hold audio, still plays), from the next tick: the
+        machine's decision (engine.machine.hearing). It says it again after each new stream's
+        join, so a detached leg is skipped."""
         if leg_id in self._legs:
-            self.mixer.mute(leg_id, muted)
+            self.mixer.hear_only(leg_id, heard_by)
             self.mixer.deafen(leg_id, deaf)
 
     def set_dtmf_mute(self, leg_id: str, muted: bool) -> None:

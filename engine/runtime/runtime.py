@@ -393,8 +393,8 @@ class CallRuntime:
                 self.plane.relay_dtmf(leg_id, digit, source)
             case fx.SetDtmfMute(leg_id, muted):
                 self.plane.set_dtmf_mute(leg_id, muted)
-            case fx.SetMuted(leg_id, muted, deaf):
-                self.plane.set_muted(leg_id, muted, deaf=deaf)
+            case fx.SetAudience(leg_id, heard_by, deaf):
+                self.plane.set_audience(leg_id, heard_by, deaf=deaf)
             case fx.StartRecording() | fx.StopRecording() | fx.PauseRecording():
                 self.recording_files.apply(effect)
             case fx.StartTimer(key, delay):

@@ -180,7 +180,7 @@ function Rooms({ rooms }) {
         return html`<tr key=${r.room_id} data-room=${r.room_id}>
         <td class="mono" title=${r.room_id}>${short(r.room_id)}</td><td>${r.kind}</td>
         <td>${r.forwarded ? "forwarded" : "mixed"}</td>
-        <td class="mono">${r.members.map(short).join(", ")}${r.pending ? ` (+${short(r.pending)} ringing)` : ""}</td>
+        <td class="mono">${r.members.map(short).join(", ")}${r.supervisors.length ? ` (+${r.supervisors.map(short).join(", ")} supervising)` : ""}${r.pending ? ` (+${short(r.pending)} ringing)` : ""}</td>
         <td><button class="listen" onClick=${() => toggle(r.room_id)}>${on ? "Stop" : "Listen"}</button>
           ${on ? html` <span class="mono heard" data-chunks=${listener.chunks}
             data-level=${listener.level ?? ""}>${listener.chunks} chunks${listener.level === null ? "" : `, ${listener.level} dBFS`}</span>` : ""}</td>
