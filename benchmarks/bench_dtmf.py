@@ -23,7 +23,8 @@ import numpy as np
 from media.blas import pin_blas_to_one_thread
 from media.codecs import PCMU_8K
 from media.dtmf import DtmfDetector
-from media.mixer import RELAXED_TICKS, Mixer
+from media.mixer import Mixer
+from media.mixer_dtmf import RELAXED_TICKS
 
 LEGS = (100, 1000, 5000)
 SECONDS_PER_CASE = 0.6

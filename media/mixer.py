@@ -33,11 +33,8 @@ nothing: a leg entering passthrough first sends its peer what it still had queue
 (with its next ``put_frame``, or from the next tick), and a sniffed leg queues nothing in its ring,
 so a room that starts mixing holds no byte its peer has heard already.
 
-In-band DTMF (``set_detect``): ``media.dtmf.DtmfDetector`` runs, vectorised, over the decoded
-input of every mixed leg with detection on that had a frame (a missing frame is not the caller's
-silence), and over what *sniffed* legs (passthrough with detection) sent since the last tick,
-kept by one append each in ``media.sniff_batch`` and decoded in a batch per format; new digits are
-in ``TickResult.digits``. Who then stops hearing whom is not decided here (``mute_for``).
+In-band DTMF (``set_detect``): ``media.mixer_dtmf`` detects over mixed legs' decoded input and
+over what sniffed legs (passthrough with detection) sent; new digits are in ``TickResult.digits``.
 
 Legs in no room, or alone in one, hear silence (plus their overlay, e.g. a hold tone): the tick
 still sends them a frame every 20 ms. Taps report int16 frames at the mixer's rate: what the leg
@@ -51,14 +48,13 @@ import heapq
 import numpy as np
 from numpy.typing import NDArray
 
-from media.codecs import AudioFormat, decode_joined, decode_rows, encode
-from media.dtmf import DtmfDetector
+from media.codecs import AudioFormat, decode_rows, encode
 from media.input_ring import InputRing
 from media.mix_results import MixerCounters, Overlay, TickResult
+from media.mixer_dtmf import MixerDtmf
 from media.resample_bank import ResamplerBank
 from media.room_errors import DuplicateLeg, InvalidGain, NotInRoom, UnknownLeg, UnknownRoom
 from media.rooms import FormatGroup, Kind, Layout, LegFormats, Rooms
-from media.sniff_batch import SniffBatch
 
 __all__ = [
     "DuplicateLeg",
@@ -73,10 +69,6 @@ __all__ = [
 ]
 
 _LO, _HI = -32768, 32767
-
-#: Ticks between detections of relaxed sniffed legs (``media.sniff_batch``): their digits may be
-#: reported up to (RELAXED_TICKS - 1) * 20 ms later, for 1/RELAXED_TICKS of the detector calls.
-RELAXED_TICKS = 2
 
 
 class Mixer:
@@ -101,16 +93,11 @@ class Mixer:
         self._queue_frames = queue_frames
         self._cushion_at_start = cushion_at_start
         self._ring = InputRing(0)
-        self._sniffs = SniffBatch()
-        # Listeners whose speakers' digits must be found on the tick they complete (DTMF-muted
-        # listeners), and whether the next tick must also take the relaxed sniffed frames.
-        self._prompt_listeners: set[str] = set()
-        self._take_all_sniffed = False
+        self._dtmf = MixerDtmf(sample_rate, self.samples)
         self._rooms = Rooms(passthrough=passthrough)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
         self._entered = self._rooms.entered
-        self._detector: DtmfDetector | None = None  # made when a leg first turns detection on
         self._slot_of: dict[str, int] = {}
         self._overlays: dict[str, Overlay] = {}
         # Filter state of legs whose input or output rate is not the mixer's, one row per slot.
@@ -206,7 +193,7 @@ class Mixer:
         state = self._rooms.remove(leg_id)
         del self._slot_of[leg_id]
         self._overlays.pop(leg_id, None)
-        self._sniffs.forget(state.slot)
+        self._dtmf.sniffs.forget(state.slot)
         heapq.heappush(self._free, state.slot)
 
     def join(self, leg_id: str, room_id: str) -> None:
@@ -267,34 +254,24 @@ class Mixer:
     def set_detect(self, leg_id: str, on: bool) -> None:
         """Run in-band DTMF detection on what the leg says; new digits come in TickResult."""
         state = self._rooms.leg(leg_id)
-        if on and self._detector is None:
+        if on and self._dtmf.detector is None:
             if self.frame_ms != 20:
                 raise ValueError(f"DTMF detection needs 20 ms frames, not {self.frame_ms} ms")
-            self._detector = DtmfDetector(self.sample_rate)
-        if self._detector is not None and state.detect != on:
-            self._detector.ensure_capacity(self._capacity)
-            self._detector.reset_row(state.slot)  # a leg starts, or ends, with no digit held
-            self._sniffs.forget(state.slot)  # nor with frames of an earlier spell to detect
+            self._dtmf.enable()
+        if state.detect != on:
+            self._dtmf.restart(state.slot, self._capacity)
         self._rooms.set_flag(leg_id, "detect", on)
 
     def set_dtmf_prompt(self, listener_id: str, prompt: bool) -> None:
         """Whether digits in what ``listener_id`` hears are needed on the tick they complete (it
         must stop hearing them: a DTMF-muted listener). Otherwise a passthrough speaker's digits
         may be found a tick late (``media.sniff_batch``). Kept for legs not (yet) in the mixer."""
-        if prompt != (listener_id in self._prompt_listeners):
-            # Its speaker's frames kept for later go first, before the prompt ones.
-            self._take_all_sniffed = True
-        if prompt:
-            self._prompt_listeners.add(listener_id)
-        else:
-            self._prompt_listeners.discard(listener_id)
+        self._dtmf.set_prompt(listener_id, prompt)
 
     def dtmf_held(self, leg_id: str) -> str | None:
         """The digit the leg is in the middle of, as the detector last saw it; None if none."""
         state = self._rooms.leg(leg_id)
-        if self._detector is None or not state.detect:
-            return None
-        return self._detector.held(state.slot)
+        return self._dtmf.held(state.slot) if state.detect else None
 
     # -- overlays and taps ------------------------------------------------------------------
 
@@ -322,8 +299,7 @@ class Mixer:
             raise UnknownLeg(leg_id)
         peer = self._peers.get(leg_id)
         if peer is not None and leg_id not in self._entered:  # sniffed: detected, not queued
-            prompt = peer in self._prompt_listeners
-            self._sniffs.add(self._inbound[slot], slot, payload, self._frame_bytes[slot], prompt)
+            self._dtmf.sniff(self._inbound[slot], slot, payload, self._frame_bytes[slot], peer)
             return [(peer, payload)]
         self.counters.bytes_dropped += self._put(slot, payload)
         # Just entered passthrough: what it had queued goes first.
@@ -338,9 +314,8 @@ class Mixer:
         self._ring.clear(slot)
         self._rooms.settled(leg_id)
         if leg_id not in self._forward:  # sniffed from now on
-            self._sniffs.forget(slot)  # nothing left of an earlier sniffing spell
-            prompt = peer in self._prompt_listeners
-            self._sniffs.add(self._inbound[slot], slot, unsent, self._frame_bytes[slot], prompt)
+            self._dtmf.sniffs.forget(slot)  # nothing left of an earlier sniffing spell
+            self._dtmf.sniff(self._inbound[slot], slot, unsent, self._frame_bytes[slot], peer)
         size = self._frame_bytes[slot]
         return [(peer, unsent[at : at + size]) for at in range(0, len(unsent), size)]
 
@@ -349,25 +324,22 @@ class Mixer:
     def tick(self) -> TickResult:
         """Consume one frame per mixed leg and return what each of them hears."""
         layout = self._layout
-        # Relaxed sniffed frames are taken every RELAXED_TICKS ticks, and on any change of rooms:
-        # a leg mixed from now on has its sniffed frames detected before its first mixed one.
-        take_all = self._take_all_sniffed or self.counters.ticks % RELAXED_TICKS == 0
-        if layout is None or layout.version != self._rooms.version:
+        changed = layout is None or layout.version != self._rooms.version
+        if layout is None or changed:
             layout = self._relayout()
-            take_all = True
-        self._take_all_sniffed = False
         self.counters.ticks += 1
         frames: list[tuple[str, bytes]] = []
         for leg_id in list(self._entered):  # legs that entered passthrough since the last tick
             frames += self._settle(leg_id)
-        digits = self._detect_sniffed(take_all)
+        digits = self._dtmf.detect_sniffed(changed, self._kind_formats, self._bank, self._leg_at)
         if not layout.active.size:
             return TickResult(frames, [], digits)
         got = self._take_input(layout)
         self._mix(layout)
         if layout.detect.size:
             every = got.size == layout.active.size  # the usual tick: no frame missing
-            digits += self._detect(layout.detect if every else self._received(layout.detect, got))
+            slots = layout.detect if every else self._received(layout.detect, got)
+            digits += self._dtmf.detect_mixed(self._pcm, slots, self._leg_at)
         for group in layout.groups:
             self._encode(group, frames)
         taps = [
@@ -375,32 +347,6 @@ class Mixer:
             for leg_id, slot in layout.taps
         ]
         return TickResult(frames, taps, digits)
-
-    def _detect(self, slots: NDArray[np.intp]) -> list[tuple[str, str]]:
-        assert self._detector is not None  # set_detect made it
-        if not slots.size:
-            return []
-        if slots[-1] == slots.size - 1:  # ascending and unique: exactly slots 0 .. n-1
-            found = self._detector.process(self._pcm[: slots.size])
-        else:
-            found = self._detector.process(np.take(self._pcm, slots, axis=0), slots)
-        return [(self._leg_at[slot], digit) for slot, digit in found]
-
-    def _detect_sniffed(self, take_all: bool) -> list[tuple[str, str]]:
-        """Detect on what sniffed legs sent: prompt legs' frames since the last tick, with
-        ``take_all`` the relaxed legs' too; a block (``k`` frames per slot) per detector call."""
-        digits: list[tuple[str, str]] = []
-        for kind, slots, frames, k in self._sniffs.take(take_all):
-            assert self._detector is not None  # only legs with detection are sniffed
-            fmt = self._kind_formats[kind]
-            rows = np.array(slots, dtype=np.intp)
-            spoken = decode_joined(fmt, b"".join(frames)).reshape(k, len(slots), -1)
-            if fmt.sample_rate != self.sample_rate:
-                bank = self._bank(fmt.sample_rate, self.sample_rate)
-                spoken = np.stack([bank.process(rows, f)[:, : self.samples] for f in spoken])
-            found = self._detector.process(spoken, rows)
-            digits += [(self._leg_at[slot], digit) for slot, digit in found]
-        return digits
 
     def _relayout(self) -> Layout:
         previous = self._layout
