@@ -54,7 +54,7 @@ class LegTokens:
     def leg_of(self, token: str) -> str:
         """The leg a token is for; ``InvalidLegToken`` when it is not good now."""
         parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
             raise InvalidLegToken("malformed media token")
         encoded_leg, expiry, mac = parts
         try:

@@ -61,6 +61,8 @@ async def test_configuration_validation(org: Org) -> None:
         ({"account_sid": "a", "auth_token": "b"}, "provider"),
         ({**SEED_CONFIG, "provider": "vonage"}, "vonage"),
         ({**SEED_CONFIG, "provider": 99}, "99"),
+        # A digit int() refuses (str.isdigit() accepts it): found by the fuzzer, was a 500.
+        ({**SEED_CONFIG, "provider": "\u00b2"}, "provider"),
         ({"provider": "twilio", "auth_token": "b"}, "account_sid"),
         ({"provider": "twilio", "account_sid": "a"}, "auth_token"),
         ({**SEED_CONFIG, "auth_token": 5}, "auth_token"),

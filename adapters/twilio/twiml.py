@@ -155,7 +155,7 @@ def _parse_verb(element: ET.Element) -> TwimlVerb:
         return _parse_stream(streams[0])
     if element.tag == "Pause":
         length = element.get("length", "1")
-        if not length.isdigit() or int(length) < 1:
+        if not (length.isascii() and length.isdigit()) or int(length) < 1:
             raise ValueError(f"<Pause> length must be a whole number of seconds, not {length!r}")
         return Pause(int(length))
     raise ValueError(f"unsupported TwiML verb <{element.tag}>")

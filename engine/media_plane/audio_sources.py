@@ -76,7 +76,7 @@ def builtin_samples(name: str, rate: int) -> NDArray[np.int16]:
             return ringback_cycle(arg, rate)
         except MediaError as exc:
             raise OverlayError(str(exc), status="file_not_found") from None
-    if kind == "tone" and arg.isdigit() and 20 <= int(arg) <= 3900:
+    if kind == "tone" and arg.isascii() and arg.isdigit() and 20 <= int(arg) <= 3900:
         n = round(TONE_PASS_S * rate)
         wave = np.sin(2 * np.pi * int(arg) * np.arange(n) / rate)
         signal = dbfs_to_amplitude(TONE_DBFS) * burst_envelope(n, rate) * wave

@@ -37,7 +37,9 @@ def find_provider(value: Any) -> Provider:
         raise ValidationError(
             "provider is required (a slug such as 'twilio' or an id)", field="provider"
         )
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (
+        isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
+    ):
         wanted = int(value)
         for provider in CATALOG:
             if provider.id == wanted:
