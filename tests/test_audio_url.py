@@ -9,6 +9,7 @@ for many legs, and a cache no other organization shares.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import wave
 from collections import Counter
@@ -262,6 +263,34 @@ async def test_another_organization_never_gets_audio_fetched_for_one(
     assert fetcher.cached(OverlaySource("url", url, org_id=2)) is None
     await fetch(fetcher, url, org=2)
     assert host.hits["tone.wav"] == 2
+
+
+def _settle(arrived: asyncio.Future[Any], _source: OverlaySource, result: Any) -> None:
+    arrived.set_result(result)
+
+
+async def test_cache_audio_false_fetches_each_time_and_keeps_nothing(host: AudioHost) -> None:
+    url = f"{host.url}/tone.wav"
+    audio = AudioFetcher(8000, LIMITS, allow_private=True)
+    try:
+        fresh = OverlaySource("url", url, org_id=1, cache=False)
+        for _ in range(2):
+            assert audio.cached(fresh) is None
+            arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            audio.request(fresh, functools.partial(_settle, arrived))
+            async with asyncio.timeout(WAIT_S):
+                assert not isinstance(await arrived, OverlayError)
+        assert host.hits["tone.wav"] == 2
+        assert audio.cached(OverlaySource("url", url, org_id=1)) is None  # nothing was kept
+    finally:
+        await audio.close()
+
+
+def test_cache_audio_is_carried_to_the_source() -> None:
+    url = "https://example.com/a.wav"
+    on, off = parse({"audio_url": url}), parse({"audio_url": url, "cache_audio": False})
+    assert isinstance(on, cmd.PlaybackStart) and isinstance(off, cmd.PlaybackStart)
+    assert (on.cache_audio, off.cache_audio) == (True, False)
 
 
 # ---- the API -----------------------------------------------------------------------------------

@@ -216,7 +216,6 @@ BAD_DIALS: list[tuple[dict[str, Any], str, str]] = [
 @pytest.mark.parametrize(
     ("action", "body", "field"),
     [
-        ("playback_start", {"media_name": "tone-440", "cache_audio": True}, "cache_audio"),
         (
             "playback_start",
             {"media_name": "tone-440", "playback_content": "AAAA"},

@@ -142,6 +142,7 @@ class PlaybackStart(_Command):
     target_legs: TargetLegs = TargetLegs.SELF
     stop: str | None = None  # current | all: what to stop before this one starts
     audio_type: str | None = None
+    cache_audio: bool = True  # callbridge's default (Call Control documents none)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +325,7 @@ def _playback_start(b: Body) -> Command:
         target_legs=TargetLegs(b.choice("target_legs", tuple(t.value for t in TargetLegs), "self")),
         stop=b.opt_choice("stop", ("current", "all")),
         audio_type=_audio_type(b, audio_url),
+        cache_audio=b.flag("cache_audio", default=True),
         **b.common(),
     )
 

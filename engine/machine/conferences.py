@@ -40,7 +40,6 @@ from engine.machine.conference_commands import (
     MuteParticipants,
     PlayConference,
     StopConference,
-    UpdateSupervisor,
 )
 from engine.machine.core import Core
 from engine.machine.effects import HangupCall
@@ -52,6 +51,7 @@ from engine.machine.model import (
     Leg,
     RoomKind,
 )
+from engine.machine.supervision_commands import UpdateSupervisor
 from engine.machine.transitions import Trigger, next_state, require
 
 Change = Callable[[], object]

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import unquote, urlsplit
 
 from engine.errors import InvalidState
@@ -223,7 +224,8 @@ def _start(core: Core, leg: Leg, queued: QueuedPlayback, *, overlay: bool) -> Le
 
 
 def _playback_source(leg: Leg, command: PlaybackStart) -> OverlaySource:
-    return audio_source(leg.org_id, command.audio_url, command.media_name, command.audio_type)
+    source = audio_source(leg.org_id, command.audio_url, command.media_name, command.audio_type)
+    return source if command.cache_audio else replace(source, cache=False)
 
 
 def audio_source(

@@ -189,6 +189,7 @@ class OverlaySource:
     name: str
     org_id: int | None = None
     audio_type: str | None = None  # kind "url": "wav" or "mp3", checked against the bytes
+    cache: bool = True  # kind "url": playback_start's cache_audio (false: fetched every time)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,7 +125,9 @@ class AudioFetcher:
         self.failed = 0
 
     def cached(self, source: OverlaySource) -> NDArray[np.int16] | None:
-        return self.cache.get(_key(source))
+        """The cached samples; None for a source asking not to be cached (``cache_audio``
+        false: fetched again each time it plays, and not kept)."""
+        return self.cache.get(_key(source)) if source.cache else None
 
     def request(self, source: OverlaySource, arrived: Arrived) -> None:
         """Fetch ``source`` (once, however many ask) and call ``arrived`` with the result."""
@@ -163,9 +165,10 @@ class AudioFetcher:
             result = OverlayError(f"{url} could not be played", status="unknown")
             self.failed += 1
         else:
-            self.cache.put(key, result)
             self.fetched += 1
         source, waiters = self._waiting.pop(key)
+        if source.cache and not isinstance(result, OverlayError):
+            self.cache.put(key, result)
         for arrived in waiters:
             arrived(source, result)
 
