@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from adapters.simulators import CallState, ToneSource
 from engine.api.keys import RUNTIME
 from engine.console.room_mix import MIX_RATE, room_mix
+from tests.call_fakes import share
 from tests.console_client import WAIT_S, ConsoleClient
 from tests.platform_client import make_org
 from tests.twilio_env import AppHooks, TwilioEnv
@@ -58,12 +59,6 @@ async def heard(console: ConsoleClient, room: str, chunks: int) -> NDArray[np.in
     finally:
         response.close()
     return np.concatenate(pcm)
-
-
-def share(samples: NDArray[np.int16], hz: float) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
-    freqs = np.fft.rfftfreq(len(samples), 1 / MIX_RATE)
-    return float(spectrum[np.abs(freqs - hz) <= 30].sum() / spectrum.sum())
 
 
 async def test_a_listener_hears_the_rooms_members_summed(
