@@ -94,6 +94,9 @@ class Mixer:
         self._cushion_at_start = cushion_at_start
         self._ring = InputRing(0)
         self._dtmf = MixerDtmf(sample_rate, self.samples)
+        # Bound once, as ``_put``: a sniffed leg's every frame goes there.
+        self._sniff = self._dtmf.sniffs.add
+        self._prompt = self._dtmf.prompt
         self._rooms = Rooms(passthrough=passthrough)
         self._peers = self._rooms.peers  # the same dicts, read on every put_frame
         self._forward = self._rooms.forward
@@ -299,7 +302,8 @@ class Mixer:
             raise UnknownLeg(leg_id)
         peer = self._peers.get(leg_id)
         if peer is not None and leg_id not in self._entered:  # sniffed: detected, not queued
-            self._dtmf.sniff(self._inbound[slot], slot, payload, self._frame_bytes[slot], peer)
+            prompt = peer in self._prompt
+            self._sniff(self._inbound[slot], slot, payload, self._frame_bytes[slot], prompt)
             return [(peer, payload)]
         self.counters.bytes_dropped += self._put(slot, payload)
         # Just entered passthrough: what it had queued goes first.
@@ -315,7 +319,8 @@ class Mixer:
         self._rooms.settled(leg_id)
         if leg_id not in self._forward:  # sniffed from now on
             self._dtmf.sniffs.forget(slot)  # nothing left of an earlier sniffing spell
-            self._dtmf.sniff(self._inbound[slot], slot, unsent, self._frame_bytes[slot], peer)
+            prompt = peer in self._prompt
+            self._sniff(self._inbound[slot], slot, unsent, self._frame_bytes[slot], prompt)
         size = self._frame_bytes[slot]
         return [(peer, unsent[at : at + size]) for at in range(0, len(unsent), size)]
 

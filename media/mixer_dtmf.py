@@ -38,8 +38,9 @@ class MixerDtmf:
         self.samples = samples
         self.detector: DtmfDetector | None = None
         self.sniffs = SniffBatch()
-        # Listeners whose speakers' digits must be found on the tick they complete.
-        self._prompt: set[str] = set()
+        # Listeners whose speakers' digits must be found on the tick they complete (read by the
+        # mixer's put_frame, per frame, with the batch's bound ``add``).
+        self.prompt: set[str] = set()
         self._take_all = False  # the next tick takes the relaxed sniffed frames too
         self._ticks = 0
 
@@ -59,16 +60,12 @@ class MixerDtmf:
         return None if self.detector is None else self.detector.held(slot)
 
     def set_prompt(self, listener_id: str, prompt: bool) -> None:
-        if prompt != (listener_id in self._prompt):
+        if prompt != (listener_id in self.prompt):
             self._take_all = True  # its speaker's relaxed frames go first, before prompt ones
         if prompt:
-            self._prompt.add(listener_id)
+            self.prompt.add(listener_id)
         else:
-            self._prompt.discard(listener_id)
-
-    def sniff(self, kind: int, slot: int, payload: bytes, frame_bytes: int, peer: str) -> None:
-        """What a sniffed leg sent to ``peer``: kept for detection."""
-        self.sniffs.add(kind, slot, payload, frame_bytes, peer in self._prompt)
+            self.prompt.discard(listener_id)
 
     def detect_sniffed(
         self,

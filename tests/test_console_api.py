@@ -5,12 +5,11 @@ audit log. Real app, Twilio simulator; the browser itself is tests/test_console_
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.simulators import CallState, SilenceSource, ToneSource, TwilioCall, TwilioSimulator
+from adapters.simulators import CallState, SilenceSource, ToneSource, TwilioCall
 from engine.api.keys import RUNTIME, STORE
 from tests.console_client import ConsoleClient
 from tests.platform_client import make_org
@@ -21,16 +20,9 @@ CALLER = "+15557015001"
 
 
 @pytest.fixture
-async def sim(aiohttp_server: Any) -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def env(
-    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, sim: TwilioSimulator
-) -> TwilioEnv:
-    return await TwilioEnv.start(aiohttp_server, aiohttp_client, tmp_path, sim)
+def env(twilio_env: TwilioEnv) -> TwilioEnv:
+    """The app behind the Twilio simulator (the shared ``twilio_env`` of conftest.py)."""
+    return twilio_env
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from adapters.simulators import CallState, SilenceSource, ToneSource, TwilioSimulator
+from adapters.simulators import CallState, SilenceSource, ToneSource
 from tests.platform_client import make_org
 from tests.twilio_env import AppHooks, TwilioEnv
 
@@ -58,16 +58,9 @@ def need_chromium() -> None:
 
 
 @pytest.fixture
-async def sim(aiohttp_server: Any) -> AsyncIterator[TwilioSimulator]:
-    async with TwilioSimulator() as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def env(
-    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, sim: TwilioSimulator
-) -> TwilioEnv:
-    return await TwilioEnv.start(aiohttp_server, aiohttp_client, tmp_path, sim)
+def env(twilio_env: TwilioEnv) -> TwilioEnv:
+    """The app behind the Twilio simulator (the shared ``twilio_env`` of conftest.py)."""
+    return twilio_env
 
 
 @pytest.fixture

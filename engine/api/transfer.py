@@ -31,18 +31,7 @@ from engine.machine.command_body import Body, ParameterError
 from engine.machine.commands import ClientStateUpdate, Dial, parse_number
 from engine.machine.model import DEFAULT_TIME_LIMIT_SECS, Leg, LegState
 
-__all__ = ["TRANSFER_FIELDS", "transfer"]
-
-#: The fields callbridge carries out (client_state and command_id besides).
-TRANSFER_FIELDS = (
-    "to",
-    "from",
-    "timeout_secs",
-    "time_limit_secs",
-    "target_leg_client_state",
-    "webhook_url",
-    "early_media",
-)
+__all__ = ["transfer"]
 #: Answered, in a room or not: a leg whose call is up. A leg still ringing has nothing to move.
 TRANSFERABLE = frozenset(
     {LegState.ANSWERED, LegState.BRIDGING, LegState.BRIDGED, LegState.PARKED, LegState.HELD}
@@ -54,7 +43,6 @@ def parse_transfer(
 ) -> tuple[Dial, str | None]:
     """The dial that carries the transfer out, and the leg's new client_state (if any)."""
     b = Body(body, allow_private_urls=allow_private_urls)
-    b.only(TRANSFER_FIELDS)
     if b.flag("early_media", default=False):
         raise ParameterError(
             "'early_media' must be false: callbridge has no early media of the destination "
@@ -75,6 +63,7 @@ def parse_transfer(
         client_state=b.base64("target_leg_client_state"),
         command_id=common["command_id"],
     )
+    b.refuse_unread()  # a field read above is carried out; any other is refused, named
     return dial, common["client_state"]
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,6 +31,7 @@ from engine.console.views import audit_view, bridges_view, live_view, webhooks_v
 from engine.errors import NotFound
 from engine.logs import get_logger
 from engine.machine.hearing import audience
+from engine.machine.model import Room
 from engine.media_plane.levels import SILENT_DBFS
 from engine.store.base import DeliveryFilter, Store
 
@@ -157,9 +158,10 @@ class ConsoleHub:
 
     def _levels(self, orgs: frozenset[int]) -> None:
         plane = self._runtime.plane
+        snapshot = self._runtime.machine.snapshot()  # one per pass, ten a second
         live = [
             leg
-            for leg in self._runtime.machine.snapshot().legs
+            for leg in snapshot.legs
             if leg.org_id in orgs and leg.is_alive and plane.is_attached(leg.call_control_id)
         ]
         owner = {leg.call_control_id: leg.org_id for leg in live}
@@ -167,7 +169,7 @@ class ConsoleHub:
         # audience) shows on its meter what the room hears of it: nothing.
         muted = {leg.call_control_id for leg in live if audience(leg) == frozenset()}
         plane.levels.watch(owner)
-        members = self._listened_members()
+        members = self._listened_members(snapshot.rooms)
         heard = {leg for legs in members.values() for leg in legs}
         levels: dict[int, dict[str, float | None]] = {org_id: {} for org_id in orgs}
         for leg_id, level in plane.levels.take(plane.input_format, heard).items():
@@ -180,9 +182,9 @@ class ConsoleHub:
             for queue in self._listeners[room_id][1]:
                 _put(queue, ("audio", orjson.dumps(audio_message(mix))))
 
-    def _listened_members(self) -> dict[str, tuple[str, ...]]:
+    def _listened_members(self, live_rooms: Iterable[Room]) -> dict[str, tuple[str, ...]]:
         """Each listened room's members now; a room that ended ends its listeners' streams."""
-        rooms = {room.room_id: room for room in self._runtime.machine.snapshot().rooms}
+        rooms = {room.room_id: room for room in live_rooms}
         members: dict[str, tuple[str, ...]] = {}
         for room_id, (_, queues) in list(self._listeners.items()):
             room = rooms.get(room_id)
