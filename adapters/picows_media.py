@@ -40,7 +40,7 @@ from adapters.media_session import StreamSessions
 from adapters.stream_output import FrameWriter
 from adapters.stream_session import BindingFactory, StreamSession
 from adapters.streams import StreamCodec
-from adapters.transport import DEFAULT_MAX_MESSAGE, reason_bytes
+from adapters.transport import DEFAULT_MAX_MESSAGE, bound_media_buffers, reason_bytes
 from engine.logs import get_logger
 from engine.media_plane.stats import LegMediaStats
 
@@ -81,6 +81,7 @@ class MediaStreamListener(WSListener):
     # -- picows callbacks --------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        bound_media_buffers(transport.underlying_transport)
         codec, find_leg, context = self._binding(self._url.query, self._headers)
         peer = transport.underlying_transport.get_extra_info("peername")
         remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""

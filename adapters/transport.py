@@ -21,6 +21,8 @@ back-pressured; ``drained`` returns once it takes data again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import Mapping
@@ -32,11 +34,41 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-__all__ = ["AiohttpMediaSocket", "MediaSocket", "WebsocketsClientSocket", "reason_bytes"]
+__all__ = [
+    "AiohttpMediaSocket",
+    "MediaSocket",
+    "WebsocketsClientSocket",
+    "bound_media_buffers",
+    "reason_bytes",
+]
 
 # Provider media frames are a few hundred bytes; Telnyx's largest (30 s of L16/16k in base64)
 # is ~1.3 MB. Anything past this is not a media stream.
 DEFAULT_MAX_MESSAGE = 2 * 1024 * 1024
+
+# Audio waiting for a peer that reads slowly is late audio, so what a media socket buffers is
+# kept small. Left alone, Linux grows a connection's send buffer up to tcp_wmem's maximum (4 MiB
+# here) and asyncio holds 64 KiB more: minutes of frames (PCMU in JSON is ~16 KB/s) queued behind
+# a stuck peer before the stream's own bounded queue (adapters/stream_output.py: the newest
+# second, oldest dropped) sees any back-pressure, and stale audio played when it reads again.
+# 16 KiB each (the kernel doubles SO_SNDBUF for its bookkeeping) is about two seconds in all, and
+# still far above a stream's bandwidth-delay product (L16/16k in base64, ~43 KB/s, over a 200 ms
+# round trip is under 9 KB): a healthy peer never backs up.
+MEDIA_SEND_BUFFER_BYTES = 16 * 1024
+MEDIA_WRITE_HIGH_WATER = 16 * 1024
+
+
+def bound_media_buffers(transport: asyncio.BaseTransport | None) -> None:
+    """Keep a media socket's send buffers (kernel and asyncio) to a couple of seconds."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):  # not a TCP socket (a test's pipe): nothing to bound
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MEDIA_SEND_BUFFER_BYTES)
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.set_write_buffer_limits(high=MEDIA_WRITE_HIGH_WATER)
+
 
 # RFC 6455: a close frame carries at most 125 bytes, two of which are the code.
 _MAX_REASON_BYTES = 123
@@ -142,6 +174,7 @@ class AiohttpMediaSocket:
         self._remote = request.remote or ""
         self._close_reason: str | None = None
         transport = self._transport = request.transport
+        bound_media_buffers(transport)
         self._high_water = transport.get_write_buffer_limits()[1] if transport is not None else 0
 
     @classmethod

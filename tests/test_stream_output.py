@@ -20,7 +20,12 @@ from aiohttp.test_utils import TestServer
 
 from adapters.media_session import socket_output
 from adapters.stream_output import MAX_QUEUED_FRAMES, FrameWriter
-from adapters.transport import AiohttpMediaSocket, text_frame_header
+from adapters.transport import (
+    MEDIA_SEND_BUFFER_BYTES,
+    MEDIA_WRITE_HIGH_WATER,
+    AiohttpMediaSocket,
+    text_frame_header,
+)
 from adapters.twilio.stream import TwilioStreamCodec
 from engine.media_plane.stats import LegMediaStats
 
@@ -291,6 +296,17 @@ def read_now(client: socket.socket, count: int) -> bytes:
 
 def twilio_media(payload: bytes) -> bytes:
     return TwilioStreamCodec().media_renderer("MZ1")(payload)
+
+
+async def test_a_media_socket_buffers_a_couple_of_seconds_not_megabytes(raw_peer: RawPeer) -> None:
+    """The kernel would grow the send buffer to megabytes (minutes of audio behind a stuck peer):
+    the media socket bounds it, and asyncio's own buffer, so back-pressure comes in seconds."""
+    transport = raw_peer.server_socket._transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    # Linux doubles SO_SNDBUF for its bookkeeping.
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * MEDIA_SEND_BUFFER_BYTES
+    assert transport.get_write_buffer_limits()[1] == MEDIA_WRITE_HIGH_WATER
 
 
 async def test_an_aiohttp_burst_is_on_the_wire_before_the_loop_runs(raw_peer: RawPeer) -> None:

@@ -353,6 +353,30 @@ class SimulatedCall:
         self.notify()
         return total
 
+    def stall_reading(self, stalled: bool = True) -> None:
+        """Stop reading the live media stream (``stalled=False``: read again). What the server
+        sends then backs up in the socket's buffers, as with a provider side that is stuck."""
+        self._open_stream("stall reading").stall_reading(stalled)
+
+    def step_ahead(self, frames: int) -> None:
+        """The live stream's sender jumps ``frames`` frames ahead of real time: those frames go
+        at once, back to back, and the stream stays that far ahead (a burst)."""
+        stream = self._open_stream("step ahead")
+        if stream.sender is None:
+            raise RuntimeError("the stream has not started sending")
+        stream.sender.step_ahead(frames)
+
+    def drop_stream(self) -> None:
+        """Cut the live media stream as a network failure would (the provider then reports it
+        as it does a lost stream: Telnyx ``streaming.failed``)."""
+        self._open_stream("drop the stream").drop()
+
+    def _open_stream(self, what: str) -> MediaStream:
+        stream = self._stream
+        if stream is None:
+            raise RuntimeError(f"cannot {what}: no media stream is open")
+        return stream
+
     async def hang_up(self) -> None:
         raise RuntimeError("this call type cannot hang up")
 

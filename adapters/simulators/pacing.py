@@ -117,6 +117,14 @@ class PacedSender:
         self._reorder_rng = random.Random(seed + 1)
         self._jitter_rng = random.Random(seed + 2)
 
+    def step_ahead(self, frames: int) -> None:
+        """The sender's clock steps forward ``frames`` frames (a provider's media server
+        catching up after a hiccup, or a clock that jumps): the next ``frames`` frames go back
+        to back at once, and the stream stays that far ahead of real time."""
+        if frames < 0:
+            raise ValueError("a clock steps forward: frames cannot be negative")
+        self.origin -= frames * FRAME_S
+
     async def run(self) -> bool:
         imp = self.impairments
         disconnect_at = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -109,6 +110,10 @@ class MediaStream(abc.ABC):
         self._stopping = False
         self._running = False
         self._closed = asyncio.Event()
+        # Cleared while the provider's side stops reading (``stall_reading``): the websocket
+        # library's queue fills, then the kernel's buffers, and the server's writes back up.
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     # --- wire format, per provider --------------------------------------------------------------
 
@@ -211,13 +216,21 @@ class MediaStream(abc.ABC):
         if self._ws is None or self._stopping:
             return
         self._stopping = True
+        self._reading.set()  # the close handshake is read like any frame
         await self.send(self.stop_message())
         await self._ws.close()
         if self._running:
             await self._closed.wait()
 
+    def drop(self) -> None:
+        """The network goes away: the socket is cut, no ``stop``, no close frame."""
+        if self._ws is not None and not self._stopping:
+            self.end = StreamEnd.DROPPED
+            self._ws.transport.abort()
+
     async def abort(self) -> None:
         """Close without a ``stop`` frame (the simulator is shutting down)."""
+        self._reading.set()  # a stuck side still takes its own socket down
         if self._ws is not None:
             self._stopping = True
             await self._ws.close()
@@ -286,10 +299,23 @@ class MediaStream(abc.ABC):
 
     # --- receiving -----------------------------------------------------------------------------
 
+    def stall_reading(self, stalled: bool = True) -> None:
+        """Stop (or go back to) reading the socket: a provider side that is stuck. Its receive
+        buffer is made small first, so the back-up reaches the server within seconds rather
+        than once the kernel's autotuned window (megabytes) has filled."""
+        if stalled:
+            sock = self._ws.transport.get_extra_info("socket") if self._ws is not None else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self._reading.clear()
+        else:
+            self._reading.set()
+
     async def _read(self) -> None:
         assert self._ws is not None
         try:
             async for data in self._ws:
+                await self._reading.wait()
                 await self._handle(data)
         except ConnectionClosed:
             pass

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -123,7 +123,12 @@ async def open_engine(
     engine_core: int | None = None,
     engine_loop: str = "asyncio",
     workdir: Path | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Engine]:
+    """``settings``: ``Settings`` fields changed for an in-process engine (a test's, e.g. fewer
+    webhook attempts); refused for an engine this process does not configure."""
+    if settings and (target is not None or spawn):
+        raise ValueError("settings are given only to an engine started in this process")
     if target is not None:
         if not token or not org_handle:
             raise ValueError("--target needs --token and --org-handle")
@@ -135,12 +140,12 @@ async def open_engine(
             async with _spawned(base, engine_core, engine_loop) as engine:
                 yield engine
         else:
-            async with _in_process(base) as engine:
+            async with _in_process(base, settings or {}) as engine:
                 yield engine
 
 
 @contextlib.asynccontextmanager
-async def _in_process(base: Path) -> AsyncIterator[Engine]:
+async def _in_process(base: Path, changes: Mapping[str, Any]) -> AsyncIterator[Engine]:
     sock = _free_socket()
     port = sock.getsockname()[1]
     settings = Settings(
@@ -154,6 +159,7 @@ async def _in_process(base: Path) -> AsyncIterator[Engine]:
         # Simulators, bots and webhook receivers all listen on 127.0.0.1.
         allow_private_urls=True,
     )
+    settings = replace(settings, **changes)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
