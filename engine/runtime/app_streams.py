@@ -145,9 +145,10 @@ class AppStreamRunner:
                     spec.url, headers=headers, max_msg_size=MAX_APP_MESSAGE, autoping=True
                 )
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            error = str(exc)[:200] or type(exc).__name__
+            # Not the message: it may quote the URL, whose query can hold a credential.
+            why = {"error": type(exc).__name__, "status": getattr(exc, "status", None)}
             log.info("application stream not connected", leg_id=start.call_control_id,
-                     stream_id=start.stream_id, error=error)  # fmt: skip
+                     stream_id=start.stream_id, **why)  # fmt: skip
             await self._ended(stream, "failed", "connection_failed")
             return
         try:
