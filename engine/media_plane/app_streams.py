@@ -110,16 +110,19 @@ class LiveStream:
         track: str,
         send: Callable[[bytes], None],
         *,
+        control: Callable[[bytes], None] | None = None,
         rate: int,
         listeners: tuple[str, ...] = (),
         played_rate: int = 8000,
     ) -> None:
-        """``rate``: the mixer's; ``played_rate``: that of the audio the application sends
-        back (its bidirectional format's), played to ``listeners``."""
+        """``send`` takes media messages (it may drop them), ``control`` the others (marks; by
+        default ``send``). ``rate``: the mixer's; ``played_rate``: that of the audio the
+        application sends back (its bidirectional format's), played to ``listeners``."""
         self.leg_id = leg_id
         self.wire = wire
         self.tracks = TRACKS[track]
         self.send = send
+        self.control = control if control is not None else send
         self.rate = rate
         self.played_rate = played_rate
         self.tag = f"stream/{wire.stream_id}"
@@ -134,7 +137,7 @@ class LiveStream:
         return self.wire.stream_id
 
     def _marked(self, name: str) -> None:
-        self.send(self.wire.mark(name))
+        self.control(self.wire.mark(name))
 
     def feed(self, heard: NDArray[np.int16], spoken: NDArray[np.int16]) -> None:
         for track in self.tracks:

@@ -65,11 +65,20 @@ class _Stream:
     queue: asyncio.Queue[str | None] = field(default_factory=lambda: asyncio.Queue(0))
     live: LiveStream | None = None
     stopping: bool = False
-    dropped: int = 0  # media messages dropped for a full queue
+    dropped: int = 0  # messages dropped for a full queue
     task: asyncio.Task[None] | None = None
 
     def enqueue(self, message: bytes) -> None:
+        """A media message: dropped (and counted) while the queue is full."""
         if self.queue.qsize() >= MAX_QUEUED_MESSAGES:
+            self.dropped += 1
+            return
+        self.queue.put_nowait(message.decode())
+
+    def enqueue_control(self, message: bytes) -> None:
+        """A mark or an error: kept while media would be dropped, up to twice as many (an
+        application that floods them and does not read cannot grow the queue for ever)."""
+        if self.queue.qsize() >= 2 * MAX_QUEUED_MESSAGES:
             self.dropped += 1
             return
         self.queue.put_nowait(message.decode())
@@ -100,7 +109,7 @@ class AppStreamRunner:
                 stream.task.cancel()
             return
         self._plane.remove_app_stream(stream.live.leg_id, stream.live.stream_id)
-        stream.enqueue(stream.live.wire.stop())
+        stream.queue.put_nowait(stream.live.wire.stop().decode())  # always: it ends the stream
         stream.queue.put_nowait(None)  # the writer closes the websocket after it
 
     async def close(self) -> None:
@@ -176,6 +185,7 @@ class AppStreamRunner:
             wire,
             start.spec.track,
             stream.enqueue,
+            control=stream.enqueue_control,
             rate=self._plane.mixer.sample_rate,
             listeners=start.listeners,
             played_rate=played.sample_rate if played is not None else 8000,
@@ -207,7 +217,7 @@ class AppStreamRunner:
                 try:
                     live.receive(parse_app_message(message.data, played))
                 except WireError as error:
-                    stream.enqueue(live.wire.error(error))
+                    stream.enqueue_control(live.wire.error(error))
             elif message.type is aiohttp.WSMsgType.ERROR:
                 return True
         return ws.exception() is not None
