@@ -143,6 +143,7 @@ def create_app(
         # Every tick's duration and lateness: exported, and judged for admission.
         tick=MediaTick(observers=(app[METRICS], app[ADMISSION].load)),
         observe_commit=app[METRICS].store_commit_seconds.observe,
+        allow_private_urls=settings.allow_private_urls,
     )
     app[METRICS].watch_media(app[RUNTIME].plane.media_totals)
     live_metrics = LiveMetrics(app[RUNTIME])

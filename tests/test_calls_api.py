@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import socket
 import time
 from typing import Any
 
@@ -337,6 +338,10 @@ async def test_every_action_answers_ok(h: Harness, tmp_path: Any) -> None:
     await ok(a, "record_pause")
     await ok(a, "record_resume")
     await ok(a, "record_stop")
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the TCP connection, says nothing
+        url = f"ws://127.0.0.1:{silent.getsockname()[1]}/stream"
+        await ok(a, "streaming_start", stream_url=url)
+        await ok(a, "streaming_stop")  # while its websocket is still opening
     await ok(a, "enqueue", queue_name="sales")
     await ok(a, "leave_queue")
     await ok(a, "bridge", call_control_id=c)

@@ -40,6 +40,8 @@ MINIMAL: dict[str, dict[str, object]] = {
     "gather_using_audio": {"media_name": "tone-440"},
     "gather_stop": {},
     "switch_supervisor_role": {"role": "barge"},
+    "streaming_start": {"stream_url": "wss://app.example/stream"},
+    "streaming_stop": {},
 }
 # Actions whose SDK params have neither client_state nor command_id: both refused.
 BARE = ("switch_supervisor_role",)

@@ -330,6 +330,7 @@ def test_a_retried_initiated_webhook_is_ignored() -> None:
 CORE = ["machine", "core", "actions", "legs", "media", "queues", "leg_setup", "streams"]
 CORE += ["transitions", "model", "events", "effects", "commands", "diagram"]
 CORE += ["conferences", "conference_events", "conference_commands"]
+CORE += ["app_streams", "streaming_commands"]
 FORBIDDEN = {"asyncio", "aiohttp", "socket", "time", "random", "uuid", "secrets", "os", "threading"}
 
 

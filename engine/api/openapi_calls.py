@@ -107,8 +107,66 @@ def _gather_schemas() -> dict[str, Schema]:
     return {"GatherAction": gather, "GatherUsingAudioAction": audio, "GatherStopAction": stop}
 
 
+def _streaming_schemas() -> dict[str, Schema]:
+    """streaming_start / streaming_stop (engine/machine/streaming_commands.py)."""
+    start = obj(
+        ["stream_url"],
+        stream_url=string(description="ws:// or wss://, a public address (the URL policy)"),
+        stream_track=string(
+            enum=["inbound_track", "outbound_track", "both_tracks"],
+            default="inbound_track",
+            description="inbound: what the leg says; outbound: what it hears",
+        ),
+        stream_codec=string(
+            enum=["PCMU", "PCMA", "default"],
+            default="default",
+            description="default: the leg's own G.711 law, else PCMU; G722, OPUS, AMR-WB and "
+            "L16 are refused (422)",
+        ),
+        stream_bidirectional_mode=string(
+            enum=["rtp"],
+            description="rtp: raw audio the application sends back is played (mp3 is refused); "
+            "without it the stream is one way",
+        ),
+        stream_bidirectional_codec=string(enum=["PCMU", "PCMA"], default="PCMU"),
+        stream_bidirectional_sampling_rate={"type": "integer", "enum": [8000]},
+        stream_bidirectional_target_legs=string(
+            enum=["self", "opposite", "both"],
+            default="opposite",
+            description="who hears what the application sends: the leg, its room peers when "
+            "the stream starts, or both",
+        ),
+        stream_auth_token=string(
+            maxLength=4000,
+            description="sent as the x-telnyx-streaming-auth-token header and in the connected "
+            "frame",
+        ),
+        custom_parameters={
+            "type": "array",
+            "items": obj(["name"], name=string(), value=string()),
+            "description": "in the start frame's custom_parameters",
+        },
+        enable_dialogflow={"type": "boolean", "enum": [False]},
+        **COMMON,
+    )
+    start["additionalProperties"] = False
+    start["description"] = (
+        "streaming_start: the leg's audio to the application's websocket in Call Control's "
+        "media-streaming format (connected, start, media, mark, error, stop). Webhooks: "
+        "streaming.started (with stream_id), streaming.stopped (streaming_stop, the application "
+        "closing its websocket, the leg's hangup), streaming.failed (failure_reason "
+        "connection_failed or connection_lost). Other fields, dialogflow_config included, are "
+        "refused (422 naming them)."
+    )
+    stop = obj(None, stream_id=string(description="omitted: every stream of the leg"), **COMMON)
+    stop["additionalProperties"] = False
+    stop["description"] = "streaming_stop: the stream gets its stop frame and is closed"
+    return {"StreamingStartAction": start, "StreamingStopAction": stop}
+
+
 SCHEMAS: dict[str, Schema] = {
     **_gather_schemas(),
+    **_streaming_schemas(),
     "TelnyxErrors": obj(
         ["errors"],
         errors={
@@ -219,7 +277,8 @@ SCHEMAS: dict[str, Schema] = {
         "loop, overlay, target_legs, stop), send_dtmf (digits, duration_millis), "
         "switch_supervisor_role (role, of a leg dialled with supervise_call_control_id); gather, "
         "gather_using_audio and gather_stop: see GatherAction, GatherUsingAudioAction and "
-        "GatherStopAction; transfer (to, from: default the leg's to, timeout_secs, "
+        "GatherStopAction; streaming_start and streaming_stop: see StreamingStartAction and "
+        "StreamingStopAction; transfer (to, from: default the leg's to, timeout_secs, "
         "time_limit_secs, target_leg_client_state, webhook_url: the new leg's, early_media: "
         "false only): the new party is dialled through the leg's bridge, bridged on answer.",
     },
@@ -308,6 +367,8 @@ def call_paths() -> dict[str, Schema]:
                                     ref("GatherAction"),
                                     ref("GatherUsingAudioAction"),
                                     ref("GatherStopAction"),
+                                    ref("StreamingStartAction"),
+                                    ref("StreamingStopAction"),
                                     ref("ActionBody"),
                                 ]
                             }

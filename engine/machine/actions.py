@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeAlias
 
+from engine.machine import app_streams, gather, legs, media, queues, supervision
 from engine.machine import commands as cmd
 from engine.machine import effects as fx
-from engine.machine import gather, legs, media, queues, supervision
 from engine.machine.core import Core
 from engine.machine.model import Direction, HangupCause, Leg
 from engine.machine.transitions import Trigger, require
@@ -87,6 +87,12 @@ def _check_media(core: Core, leg: Leg, command: cmd.Command) -> Apply:
         case cmd.RecordStop():
             media.check_record_stop(leg, command)
             return lambda a: media.stop_recording(core, a)
+        case cmd.StreamingStart():
+            app_streams.check_start(leg)
+            return lambda a: app_streams.start(core, a, command)
+        case cmd.StreamingStop():
+            app_streams.check_stop(leg, command)
+            return lambda a: app_streams.stop(core, a, command)
         case cmd.RecordPause():
             media.check_record_stop(leg, command)
             return lambda a: media.pause_recording(core, a, command.paused)

@@ -4,14 +4,15 @@
 (and of the ``PUT`` client_state_update); ``parse_dial(body)`` builds ``POST /v2/calls``. Both
 check types and values the way Call Control v2 does and raise ``ParameterError`` naming the field:
 code 10004 for a missing required field, 10015 for a bad value, 10016 for a number that is not
-E.164. Fields they do not know are ignored, as Call Control v2 does.
+E.164. A field no parser reads is refused (422 naming it): nothing is accepted and ignored.
 
 Every command carries ``client_state`` (base64, echoed on later webhooks) and ``command_id``
 (a repeat on the same leg within 60 s is carried out once). ``JoinConference`` has no action:
 the runtime uses it for the default routing of calls whose bridge has no webhook URL.
 
 The DTMF gathers (``gather``, ``gather_using_audio``, ``gather_stop``) are parsed in
-``engine.machine.gather_commands``; unlike the others they refuse fields they do not carry out.
+``engine.machine.gather_commands``, ``streaming_start`` and ``streaming_stop`` in
+``engine.machine.streaming_commands``.
 
 callbridge's own extension: ``unbridge`` (Call Control v2 has none) takes a leg out of its room.
 """
@@ -51,6 +52,13 @@ from engine.machine.model import (
     RejectCause,
     TargetLegs,
 )
+from engine.machine.streaming_commands import (
+    StreamingStart as StreamingStart,
+)
+from engine.machine.streaming_commands import (
+    StreamingStop as StreamingStop,
+)
+from engine.machine.streaming_commands import parse_streaming_start, parse_streaming_stop
 from engine.machine.supervision_commands import (
     Supervision,
     parse_dial_supervision,
@@ -203,6 +211,8 @@ Command: TypeAlias = (
     | GatherUsingAudio
     | GatherStop
     | SwitchSupervisorRole
+    | StreamingStart
+    | StreamingStop
 )
 # What the runtime feeds the machine: a leg's command or a conference's.
 AnyCommand: TypeAlias = Command | ConferenceCommand
@@ -366,6 +376,8 @@ _PARSERS: dict[str, Callable[[Body], Command]] = {
     "gather_using_audio": parse_gather_using_audio,
     "gather_stop": parse_gather_stop,
     "switch_supervisor_role": parse_switch,
+    "streaming_start": parse_streaming_start,
+    "streaming_stop": parse_streaming_stop,
 }
 
 ACTIONS: tuple[str, ...] = tuple(_PARSERS)

@@ -192,6 +192,11 @@ class Core:
             raise RuntimeError(f"room id {room_id} minted twice: the key source repeats itself")
         return room_id
 
+    def new_uuid(self) -> str:
+        """A new id shaped as a UUID (an application stream's), from the same unique keys."""
+        key = self._new_key()
+        return f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:32]}"
+
     def conference_of(self, org_id: int, bridge_id: int) -> str:
         """The id of a bridge's default conference: the live one, or a new one."""
         room_id = self.conferences.get((org_id, bridge_id))

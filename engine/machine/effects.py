@@ -8,7 +8,8 @@ one leg leave in emission order. Four families:
   (ringback and playback to one listener), ``SendDtmf`` (digits queued on a leg, as its far
   end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
   hears), ``SetAudience`` (who in its room hears the leg), ``RelayDtmf`` (a peer's key
-  press, to one listener), ``StartRecording``/``StopRecording``/``PauseRecording``;
+  press, to one listener), ``StartRecording``/``StopRecording``/``PauseRecording``,
+  ``StartAppStream``/``StopAppStream`` (the leg's audio to the application's websocket);
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions, RejectCause, TimerKey
+from engine.machine.streaming_commands import StreamSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,28 @@ class PauseRecording:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StartAppStream:
+    """Open the application's websocket (``spec.url``) and stream the leg's audio to it in Call
+    Control v2's media-streaming format; what it sends back plays to ``listeners``. The runtime
+    reports the outcome with ``AppStreamChanged``. ``start`` is what the start frame says of
+    the leg (call_control_id, call_session_id, from, to, client_state)."""
+
+    call_control_id: str
+    stream_id: str
+    spec: StreamSpec
+    listeners: tuple[str, ...]
+    start: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StopAppStream:
+    """Send the application's websocket its stop frame and close it (nothing is reported)."""
+
+    call_control_id: str
+    stream_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EmitWebhook:
     """One Call Control v2 event for the application: the runtime wraps `payload` in
     ``{"data": {"record_type": "event", "event_type", "id", "occurred_at", "payload"}}``.
@@ -214,6 +238,8 @@ Effect: TypeAlias = (
     | StartRecording
     | StopRecording
     | PauseRecording
+    | StartAppStream
+    | StopAppStream
     | EmitWebhook
     | StartTimer
     | CancelTimer

@@ -172,6 +172,18 @@ class RecordingSilenced:
     recording_id: str  # the machine's, as in StartRecording
 
 
+@dataclass(frozen=True, slots=True)
+class AppStreamChanged:
+    """What became of a ``StartAppStream`` (engine/runtime/app_streams.py): ``started`` (the
+    application's websocket took the start frame), ``stopped`` (the application closed it) or
+    ``failed`` (no connection, or it broke; ``reason`` says how)."""
+
+    call_control_id: str
+    stream_id: str
+    status: str  # started | stopped | failed
+    reason: str = ""
+
+
 Event: TypeAlias = (
     LegInitiated
     | CarrierAssigned
@@ -189,4 +201,5 @@ Event: TypeAlias = (
     | RecordingSaved
     | RecordingFailed
     | RecordingSilenced
+    | AppStreamChanged
 )

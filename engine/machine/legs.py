@@ -21,7 +21,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.errors import CallbridgeError, InvalidState, NotFound
-from engine.machine import conference_events, conference_media, gather, media, queues, supervision
+from engine.machine import (
+    app_streams,
+    conference_events,
+    conference_media,
+    gather,
+    media,
+    queues,
+    supervision,
+)
 from engine.machine.commands import Bridge, JoinConference, ParameterError
 from engine.machine.core import Core, iso
 from engine.machine.effects import Effect, HangupCall
@@ -164,6 +172,7 @@ def end_leg(
         core.emit(provider)
     leg = core.cancel_timers(leg)
     leg = media.stop_all(core, leg)
+    leg = app_streams.hung_up(core, leg)
     leg = gather.hung_up(core, leg)
     leg, orphans = detach(core, leg, "hangup")
     leg = core.move(

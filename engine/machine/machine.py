@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 from engine.errors import Conflict, NotFound
 from engine.machine import actions as commands
-from engine.machine import commands as cmd
 from engine.machine import (
+    app_streams,
     conference_media,
     conferences,
     gather,
@@ -39,6 +39,7 @@ from engine.machine import (
     streams,
     supervision,
 )
+from engine.machine import commands as cmd
 from engine.machine import effects as fx
 from engine.machine import events as ev
 from engine.machine import leg_setup as setup
@@ -276,6 +277,7 @@ class CallMachine:
         elif isinstance(event, ev.CarrierAssigned):
             core.update(leg, carrier=event.carrier)
         elif isinstance(event, ev.LegAdopted):
+            leg = app_streams.adopted(core, leg)
             streams.adopted(core, leg)
             gather.adopted(core, core.legs[leg.call_control_id])
         elif isinstance(event, ev.MediaStarted):
@@ -289,6 +291,8 @@ class CallMachine:
         elif isinstance(event, ev.DtmfReceived):
             if (pressed := media.dtmf_received(core, leg, event)) is not None:
                 gather.digit(core, pressed, event.digit)
+        elif isinstance(event, ev.AppStreamChanged):
+            app_streams.changed(core, leg, event)
         elif isinstance(event, ev.RecordingSilenced):
             if leg.recording_id == event.recording_id:  # else stopped meanwhile
                 media.stop_recording(core, leg)

@@ -212,6 +212,18 @@ class QueuedPlayback:
     media_name: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class AppStream:
+    """A ``streaming_start`` in progress on a leg (engine.machine.app_streams): its id, where it
+    goes, which track, who hears what the application sends back, and whether it is up."""
+
+    stream_id: str
+    url: str
+    track: str
+    listeners: tuple[str, ...] = ()
+    started: bool = False  # the application's websocket took the start frame
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatherRules:
     """How a gather collects digits; the defaults are Call Control v2's (engine.machine.gather)."""
@@ -316,6 +328,7 @@ class Leg:
     recording_left_s: float | None = None
     recording_since: float = 0.0
     gather: Gather | None = None  # the DTMF gather in progress
+    app_streams: tuple[AppStream, ...] = ()  # streaming_start's, until stopped or failed
     recordings_unsaved: tuple[str, ...] = ()  # started, call.recording.saved not yet sent
     bridge_record: RecordingOptions | None = None  # bridge's record-from-answer, until bridged
     seq: int = 0  # counter behind playback and recording ids

@@ -9,7 +9,8 @@ A leg's media can start after the machine asked for an overlay (ringback, playba
 recording: those wait for it and begin when its stream attaches (again from the start if the
 stream re-attaches), until they are cleared. Overlays are kept, spec and running source, in
 ``engine.media_plane.overlays``; the plane makes sources from specs and tells the mixer what to
-pull each tick.
+pull each tick. A leg is tapped while it records or streams to an application (``add_app_stream``:
+``engine.media_plane.app_streams``, whose playouts are overlays with no spec).
 
 Digits sent to a leg (``play_dtmf``: ``send_dtmf`` and regenerated key presses) go into the
 leg's one queue in ``engine.media_plane.digits_out`` and play in order, one at a time, as the
@@ -59,6 +60,7 @@ from engine.logs import get_logger
 from engine.machine.effects import DTMF_TAG
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
+from engine.media_plane.app_streams import AppStreams, LiveStream
 from engine.media_plane.audio_sources import (
     OverlayError,
     Source,
@@ -162,6 +164,7 @@ class MediaPlane:
         self._legs: dict[str, LegMedia] = {}
         self.dtmf_mute = DtmfMute()
         self.overlays = Overlays()
+        self.app_streams = AppStreams()  # streaming_start's (engine.media_plane.app_streams)
         self.digits_out = DigitsOut(
             mixer.sample_rate, lambda leg_id: self.clear_overlay(leg_id, DTMF_TAG)
         )
@@ -185,10 +188,12 @@ class MediaPlane:
         self._legs[leg_id] = LegMedia(fmt, output)
         if self.detect_dtmf:
             self.mixer.set_detect(leg_id, True)
-        if leg_id in self.recordings:
-            self.mixer.set_tap(leg_id, True)
+        self._retap(leg_id)  # tapped while it records or streams
         for tag, spec in self.overlays.wanted(leg_id):
             self._start_overlay(leg_id, tag, spec)
+        for tag, source in self.app_streams.playouts(leg_id):
+            self.overlays.start(leg_id, tag, source)
+        self._refresh_overlay(leg_id)
         digits = self.digits_out.waiting(leg_id)
         if digits is not None:
             self._start_digits(leg_id, digits)
@@ -401,8 +406,8 @@ class MediaPlane:
         failed = self.recordings.start(leg_id, recording_id, options, now, org_id)
         if failed is not None:
             self._pending.append(failed)
-        elif leg_id in self._legs:
-            self.mixer.set_tap(leg_id, True)
+        else:
+            self._retap(leg_id)
 
     def resume_recording(
         self, stored: LiveRecording, *, paused: bool = False
@@ -410,20 +415,36 @@ class MediaPlane:
         """Continue a recording an earlier process left (``Recordings.resume``), paused if the
         machine has it paused; the event if it cannot be continued."""
         failed = self.recordings.resume(stored, paused=paused)
-        if failed is None and stored.call_control_id in self._legs:
-            self.mixer.set_tap(stored.call_control_id, True)
+        if failed is None:
+            self._retap(stored.call_control_id)
         return failed
 
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""
         active = self.recordings.take(leg_id)
         if active is not None:
-            self._untap(leg_id)
+            self._retap(leg_id)
         return active
 
-    def _untap(self, leg_id: str) -> None:
+    def _retap(self, leg_id: str) -> None:
         if leg_id in self._legs:
-            self.mixer.set_tap(leg_id, False)
+            self.mixer.set_tap(leg_id, leg_id in self.recordings or self.app_streams.tapped(leg_id))
+
+    def add_app_stream(self, stream: LiveStream) -> None:
+        """The leg is tapped for the stream, its playouts play to its listeners."""
+        self.app_streams.add(stream)
+        self._retap(stream.leg_id)
+        for listener, playout in stream.playouts.items():
+            self.overlays.start(listener, stream.tag, playout)
+            if listener in self._legs:
+                self._refresh_overlay(listener)
+
+    def remove_app_stream(self, leg_id: str, stream_id: str) -> None:
+        stream = self.app_streams.remove(leg_id, stream_id)
+        if stream is not None:
+            self._retap(leg_id)
+            for listener in stream.playouts:
+                self.clear_overlay(listener, stream.tag)
 
     # in-band DTMF
     def set_audience(self, leg_id: str, heard_by: frozenset[str] | None, *, deaf: bool) -> None:
@@ -464,12 +485,13 @@ class MediaPlane:
             if media is not None:
                 media.output.send_frame(payload)
         for unopened in self.recordings.poll():  # files that could not be opened
-            self._untap(unopened.call_control_id)
+            self._retap(unopened.call_control_id)
             events.append(unopened)
         for leg_id, heard, spoken in result.taps:
             outcome = self.recordings.write(leg_id, spoken, heard)
             if isinstance(outcome, RecordingFailed):  # taken out already: stop feeding it
-                self.mixer.set_tap(leg_id, False)
+                self._retap(leg_id)
             if outcome is not None:
                 events.append(outcome)
+            self.app_streams.feed(leg_id, heard, spoken)
         return events

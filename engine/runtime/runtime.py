@@ -43,6 +43,7 @@ from engine.providers.gateway import GatewayResolver, ProviderGateway
 from engine.providers.lanes import ProviderLanes
 from engine.providers.reconcile import Reconciler, ReconcileSettings
 from engine.recordings import RecordingCatalog
+from engine.runtime.app_streams import AppStreamRunner
 from engine.runtime.ids import new_leg_ids
 from engine.runtime.recording_lifecycle import RecordingLifecycle
 from engine.runtime.timers import LoopTimers, Timers
@@ -74,6 +75,7 @@ class CallRuntime:
         reconcile: ReconcileSettings | None = None,
         tick: MediaTick | None = None,
         observe_commit: Callable[[float], None] | None = None,
+        allow_private_urls: bool = False,  # application streams' websockets (the URL policy)
     ) -> None:
         self.machine = machine
         self.plane = plane
@@ -92,6 +94,7 @@ class CallRuntime:
         self._adopted: list[str] = []  # adopted, not yet resumed (``adopt``, ``resume``)
         self.tick = tick if tick is not None else MediaTick()
         self.tick.drive(self._on_tick)
+        self.app_streams = AppStreamRunner(plane, self._own_event, allow_private_urls)
         self.provider_calls = provider_calls if provider_calls is not None else ProviderCalls()
         self.reconciler = Reconciler(
             reconcile if reconcile is not None else ReconcileSettings(),
@@ -397,6 +400,8 @@ class CallRuntime:
                 self.plane.set_audience(leg_id, heard_by, deaf=deaf)
             case fx.StartRecording() | fx.StopRecording() | fx.PauseRecording():
                 self.recording_files.apply(effect)
+            case fx.StartAppStream() | fx.StopAppStream():
+                self.app_streams.apply(effect)
             case fx.StartTimer(key, delay):
                 self.timers.start(key, delay, self._timer_fired)
             case fx.CancelTimer(key):
@@ -489,4 +494,5 @@ class CallRuntime:
     async def close(self) -> None:
         self.timers.cancel_all()
         self.provider_calls.close()  # calls still retrying give up now
+        await self.app_streams.close()
         await self.settle()
