@@ -83,3 +83,63 @@ def test_a_pass_of_a_builtin_media_name() -> None:
     cycle = builtin_samples("ringback-uk", RATE)
     assert len(cycle) == round(sum(ringtone_spec("uk").cadence_ms) * RATE / 1000)
     np.testing.assert_array_equal(cycle, ringback_cycle("uk", RATE))
+
+
+async def conference(h: Harness, first: str, *others: str) -> str:
+    reply = await h.request("POST", "/v2/conferences", {"call_control_id": first, "name": "room"})
+    assert reply.status == 200, reply
+    conference_id = str(reply.body["data"]["id"])
+    for leg in others:
+        await join(h, conference_id, leg)
+    return conference_id
+
+
+async def join(h: Harness, conference_id: str, leg: str) -> None:
+    path = f"/v2/conferences/{conference_id}/actions/join"
+    reply = await h.request("POST", path, {"call_control_id": leg})
+    assert reply.status == 200, reply
+
+
+async def hears(h: Harness, leg: str, hz: float, frames: int = 15) -> bool:
+    """Whether most of ``leg``'s next ``frames`` frames are the tone (a few at each end may
+    straddle the change)."""
+    heard = await h.outputs[leg].collect(frames)
+    return len(tone_frames(h, leg, heard, hz)) > frames // 2
+
+
+async def test_a_playback_to_the_room_follows_it_as_members_come_and_go(h: Harness) -> None:
+    """``target_legs: opposite`` plays to the leg's room as it is now: a member who joins
+    hears it, one who leaves stops hearing it; left with nobody to play to, it ends ``failed``
+    and the leg's queue moves on."""
+    a, b, c = await h.up(), await h.up(), await h.up()
+    room = await conference(h, a, b)
+    await h.ok(a, "playback_start", media_name="tone-440", loop="infinity", target_legs="opposite")
+    await h.receiver.next("call.playback.started", a)
+    assert await hears(h, b, 440) and not await hears(h, a, 440)
+    await join(h, room, c)
+    assert await hears(h, c, 440), "a member who joins hears the playback"
+    await h.ok(b, "hangup")
+    assert await hears(h, c, 440), "the one left hears it on"
+    await h.ok(a, "playback_start", media_name="tone-1000", loop=1, target_legs="self")  # queued
+    await h.ok(c, "hangup")
+    ended = await h.receiver.next("call.playback.ended", a)
+    assert (ended.payload["media_name"], ended.payload["status"]) == ("tone-440", "failed")
+    assert ended.payload["status_detail"] == "target_legs names no leg: the leg's room changed"
+    started = await h.receiver.next("call.playback.started", a)  # the queue moved on
+    assert started.payload["media_name"] == "tone-1000"
+    assert await hears(h, a, 1000)
+
+
+async def test_a_playback_to_both_moves_with_its_leg_to_another_room(h: Harness) -> None:
+    a, b, c, d, e, f, g = [await h.up() for _ in range(7)]
+    # Rooms of three or more are mixed: every member hears every tick, silence included.
+    await conference(h, a, b, e, g)
+    other = await conference(h, c, d, f)
+    await h.ok(a, "playback_start", media_name="tone-440", loop="infinity", target_legs="both")
+    await h.receiver.next("call.playback.started", a)
+    assert await hears(h, a, 440) and await hears(h, b, 440)
+    assert not await hears(h, c, 440)
+    await join(h, other, a)  # a leaves its room for the other one
+    assert await hears(h, c, 440) and await hears(h, d, 440), "the new room hears it"
+    assert await hears(h, a, 440), "its own leg still hears it"
+    assert not await hears(h, b, 440), "the room it left does not"

@@ -29,7 +29,7 @@ from engine.errors import InvalidState
 from engine.machine import effects as fx
 from engine.machine.core import Core
 from engine.machine.events import AppStreamChanged
-from engine.machine.model import INVALID_STATE_CODE, AppStream, Leg, TargetLegs
+from engine.machine.model import INVALID_STATE_CODE, AppStream, Leg
 from engine.machine.streaming_commands import StreamingStart, StreamingStop
 
 #: Streams one leg may have at once: each is a websocket and a per-tick encoding.
@@ -55,17 +55,10 @@ def _find(leg: Leg, stream_id: str) -> AppStream | None:
     return next((s for s in leg.app_streams if s.stream_id == stream_id), None)
 
 
-def _listeners(core: Core, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
-    peers = tuple(p.call_control_id for p in core.peers(leg))
-    if target is TargetLegs.SELF:
-        return (leg.call_control_id,)
-    return peers if target is TargetLegs.OPPOSITE else (leg.call_control_id, *peers)
-
-
 def start(core: Core, leg: Leg, command: StreamingStart) -> Leg:
     spec = command.spec
     stream_id = core.new_uuid()
-    listeners = _listeners(core, leg, spec.target_legs) if spec.bidirectional else ()
+    listeners = core.listeners(leg, spec.target_legs) if spec.bidirectional else ()
     stream = AppStream(stream_id, spec.url, spec.track, listeners)
     leg = core.update(leg, app_streams=(*leg.app_streams, stream))
     start_fields: dict[str, str | None] = {

@@ -43,6 +43,7 @@ from engine.machine.model import (
     Queue,
     Room,
     RoomKind,
+    TargetLegs,
     TimerKey,
     TimerKind,
 )
@@ -92,7 +93,11 @@ def counting_ids() -> Callable[[], str]:
 
 class Core:
     def __init__(
-        self, *, media_wait_s: float = 5.0, new_key: Callable[[], str] | None = None
+        self,
+        *,
+        media_wait_s: float = 5.0,
+        new_key: Callable[[], str] | None = None,
+        settle: Callable[[Core], None] | None = None,
     ) -> None:
         self.media_wait_s = media_wait_s  # see machine_streams
         self.setup_timeout_s: float | None = None  # see machine_setup; None: no setup timeout
@@ -106,13 +111,23 @@ class Core:
         self.records: dict[str, Conference] = {}
         self.now = 0.0
         self.out: list[Effect] = []
+        # Legs that changed rooms in the input under way, and the rooms they left or joined:
+        # what ``settle`` (the machine's: playbacks following their leg,
+        # engine.machine.playback_rooms) looks at once the input's handler is done.
+        self.moved_legs: set[str] = set()
+        self.moved_rooms: set[str] = set()
+        self._settle = settle
 
     # Input framing.
     def begin(self, now: float) -> None:
         self.now = now
         self.out = []
+        self.moved_legs, self.moved_rooms = set(), set()
 
     def finish(self) -> list[Effect]:
+        if self._settle is not None and self.moved_legs:
+            self._settle(self)
+        self.moved_legs, self.moved_rooms = set(), set()
         out, self.out = self.out, []
         return out
 
@@ -136,6 +151,7 @@ class Core:
             dict(saved.records),
         )
         self.out = []
+        self.moved_legs, self.moved_rooms = set(), set()
 
     def emit(self, *effects: Effect) -> None:
         self.out.extend(effects)
@@ -149,6 +165,10 @@ class Core:
         """Store `leg` and emit the effects derived from what changed."""
         old = self.legs.get(leg.call_control_id)
         self.legs[leg.call_control_id] = leg
+        was_in = old.room_id if old is not None else None
+        if was_in != leg.room_id:
+            self.moved_legs.add(leg.call_control_id)
+            self.moved_rooms.update(r for r in (was_in, leg.room_id) if r is not None)
         before, after = mixer_room(old), mixer_room(leg)
         if before != after:
             if before is not None:
@@ -208,6 +228,14 @@ class Core:
             return []
         ids = [m for m in room.members if m != leg.call_control_id]
         return [self.legs[m] for m in ids]
+
+    def listeners(self, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
+        """The legs Call Control's ``target_legs`` names for audio from ``leg``: itself
+        (``self``), its room's other members (``opposite``) or both."""
+        if target is TargetLegs.SELF:
+            return (leg.call_control_id,)
+        peers = tuple(p.call_control_id for p in self.peers(leg))
+        return peers if target is TargetLegs.OPPOSITE else (leg.call_control_id, *peers)
 
     # Timers.
     def start_timer(self, leg: Leg, kind: TimerKind, delay_s: float, tag: str = "") -> Leg:

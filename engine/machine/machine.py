@@ -35,6 +35,7 @@ from engine.machine import (
     gather,
     legs,
     media,
+    playback_rooms,
     queues,
     streams,
     supervision,
@@ -94,7 +95,9 @@ class CallMachine:
         ``setup_timeout_s`` an incoming leg unanswered (``machine_setup``; None: for ever).
         ``new_room_key``: where room ids get their unique part (random in production, so ids
         stay unique across restarts and nodes; counted when None)."""
-        self._core = Core(media_wait_s=media_wait_s, new_key=new_room_key)
+        self._core = Core(
+            media_wait_s=media_wait_s, new_key=new_room_key, settle=playback_rooms.follow
+        )
         self._core.setup_timeout_s = setup_timeout_s
         self._command_ids: dict[str, dict[str, float]] = {}  # leg -> command_id -> when
         self._dial_ids: dict[tuple[int, str], tuple[str, float]] = {}  # (org, id) -> leg

@@ -117,15 +117,6 @@ def send_dtmf(core: Core, leg: Leg, command: SendDtmf) -> None:
 
 
 # Playback.
-def _listeners(core: Core, leg: Leg, target: TargetLegs) -> tuple[str, ...]:
-    peers = tuple(p.call_control_id for p in core.peers(leg))
-    if target is TargetLegs.SELF:
-        return (leg.call_control_id,)
-    if target is TargetLegs.OPPOSITE:
-        return peers
-    return (leg.call_control_id, *peers)
-
-
 def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
     if command.overlay:
         # Call Control: "When overlay is enabled, target_legs is limited to self" and "A
@@ -143,7 +134,7 @@ def check_playback_start(core: Core, leg: Leg, command: PlaybackStart) -> None:
                 field="overlay",
                 code=INVALID_STATE_CODE,
             )
-    elif not _listeners(core, leg, command.target_legs):
+    elif not core.listeners(leg, command.target_legs):
         raise InvalidState(
             "target_legs names no leg: this leg is in no room",
             field="target_legs",
@@ -206,8 +197,11 @@ def next_playback(core: Core, leg: Leg) -> Leg:
 
 def _start(core: Core, leg: Leg, queued: QueuedPlayback, *, overlay: bool) -> Leg:
     playback_id = f"{leg.call_control_id}/playback/{leg.seq + 1}"
-    listeners = _listeners(core, leg, queued.target_legs)
-    playback = ActivePlayback(playback_id, listeners, queued.media_url, queued.media_name, overlay)
+    listeners = core.listeners(leg, queued.target_legs)
+    playback = ActivePlayback(
+        playback_id, listeners, queued.media_url, queued.media_name, overlay,
+        queued.target_legs, queued.source, queued.loop,
+    )  # fmt: skip
     leg = core.update(leg, seq=leg.seq + 1)
     if not listeners:  # queued while the leg had a peer, which is gone
         core.webhook(
@@ -249,13 +243,16 @@ def _playback_fields(playback: ActivePlayback) -> dict[str, object]:
     }
 
 
-def end_playback(core: Core, leg: Leg, playback: ActivePlayback, status: str) -> Leg:
+def end_playback(
+    core: Core, leg: Leg, playback: ActivePlayback, status: str, status_detail: str | None = None
+) -> Leg:
     for listener in playback.listeners:
         core.emit(fx.ClearOverlay(listener, playback.playback_id))
     leg = core.update(
         leg, playbacks=tuple(p for p in leg.playbacks if p.playback_id != playback.playback_id)
     )
-    core.webhook(leg, "call.playback.ended", status=status, **_playback_fields(playback))
+    detail = {} if status_detail is None else {"status_detail": status_detail}
+    core.webhook(leg, "call.playback.ended", status=status, **detail, **_playback_fields(playback))
     return leg
 
 

@@ -199,6 +199,11 @@ class ActivePlayback:
     media_url: str | None
     media_name: str | None
     overlay: bool
+    # What it plays and to whom, so that it follows its leg into another room
+    # (engine.machine.playback_rooms). None: stored by an older version; it stays where it is.
+    target_legs: TargetLegs = TargetLegs.SELF
+    source: OverlaySource | None = None
+    loop: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
