@@ -56,7 +56,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.logs import get_logger
-from engine.machine.effects import DTMF_TAG
+from engine.machine.effects import DTMF_TAG, RoomMix
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.media_plane.audio_sources import (
@@ -71,6 +71,7 @@ from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.levels import InputLevels
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
+from engine.media_plane.room_recordings import RoomListeners, Unheard
 from engine.media_plane.stats import LegMediaStats
 from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
@@ -171,6 +172,8 @@ class MediaPlane:
         # The console's level meters: the legs someone watches (engine/media_plane/levels.py).
         self.levels = InputLevels()
         self._metered = self.levels.frames
+        # Conference recordings' listeners (engine/media_plane/room_recordings.py).
+        self.listeners = RoomListeners(mixer)
 
     # streams
     def attach(
@@ -265,6 +268,7 @@ class MediaPlane:
     def join(self, leg_id: str, room_id: str) -> None:
         if leg_id in self._legs:
             self.mixer.join(leg_id, room_id)
+            self.listeners.joined(leg_id, room_id)
 
     def leave(self, leg_id: str) -> None:
         if leg_id in self._legs:
@@ -395,24 +399,35 @@ class MediaPlane:
         now: float,
         *,
         org_id: int,
+        room: RoomMix | None = None,
     ) -> None:
-        """Record the leg into its organization's directory; a recording that cannot start is
-        reported (``RecordingFailed``) with the next tick's events."""
+        """Record the leg (with ``room``: a conference, ``leg_id`` its id) into its
+        organization's directory; a recording that cannot start is reported
+        (``RecordingFailed``) with the next tick's events."""
         failed = self.recordings.start(leg_id, recording_id, options, now, org_id)
         if failed is not None:
             self._pending.append(failed)
-        elif leg_id in self._legs:
-            self.mixer.set_tap(leg_id, True)
+        else:
+            self._feed(leg_id, room)
 
     def resume_recording(
-        self, stored: LiveRecording, *, paused: bool = False
+        self, stored: LiveRecording, *, paused: bool = False, room: RoomMix | None = None
     ) -> RecordingFailed | None:
         """Continue a recording an earlier process left (``Recordings.resume``), paused if the
         machine has it paused; the event if it cannot be continued."""
         failed = self.recordings.resume(stored, paused=paused)
-        if failed is None and stored.call_control_id in self._legs:
-            self.mixer.set_tap(stored.call_control_id, True)
+        if failed is None:
+            self._feed(stored.call_control_id, room)
         return failed
+
+    def _feed(self, owner: str, room: RoomMix | None) -> None:
+        """Tap the leg for its recording, or put a conference's listener in its room (kept
+        as a leg whose output goes nowhere, so the overlays the machine gives it play)."""
+        if room is not None:
+            self.listeners.add(owner, room)
+            self._legs[owner] = LegMedia(self.listeners.format, Unheard())
+        elif owner in self._legs:
+            self.mixer.set_tap(owner, True)
 
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""
@@ -422,7 +437,12 @@ class MediaPlane:
         return active
 
     def _untap(self, leg_id: str) -> None:
-        if leg_id in self._legs:
+        if leg_id in self.listeners:  # a conference's: its listener goes, with its overlays
+            self.listeners.remove(leg_id)
+            del self._legs[leg_id]
+            for tag, _spec in self.overlays.wanted(leg_id):
+                self.overlays.stop(leg_id, tag)
+        elif leg_id in self._legs:
             self.mixer.set_tap(leg_id, False)
 
     # in-band DTMF
@@ -453,6 +473,7 @@ class MediaPlane:
     # the tick
     def tick(self) -> list[Event]:
         """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
+        self.listeners.feed()
         result = self.mixer.tick()
         events, self._pending = self._pending, []
         if result.digits or self.dtmf_mute.active:
@@ -466,10 +487,10 @@ class MediaPlane:
         for unopened in self.recordings.poll():  # files that could not be opened
             self._untap(unopened.call_control_id)
             events.append(unopened)
-        for leg_id, heard, spoken in result.taps:
+        for leg_id, heard, spoken in self.listeners.taps(result.taps):
             outcome = self.recordings.write(leg_id, spoken, heard)
             if isinstance(outcome, RecordingFailed):  # taken out already: stop feeding it
-                self.mixer.set_tap(leg_id, False)
+                self._untap(leg_id)
             if outcome is not None:
                 events.append(outcome)
         return events
