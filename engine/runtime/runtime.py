@@ -112,7 +112,7 @@ class CallRuntime:
             plane=plane,
             store=store,
             catalog=recordings,
-            leg=self.machine.leg,
+            machine=self.machine,
             report=self._own_event,
             spawn=self._spawn,
             clock=self._clock,
@@ -264,7 +264,7 @@ class CallRuntime:
         snapshot = await self.store.load_live()
         async with self._lock:
             self.machine.adopt(snapshot.checkpoint())
-        await self.recording_files.resume(snapshot.legs)
+        await self.recording_files.resume(snapshot)
         now = self._clock()
         for key, deadline in snapshot.timers:
             self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
