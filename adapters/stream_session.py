@@ -271,7 +271,7 @@ class StreamSession:
         self._bytes_per_s = (
             fmt.sample_rate * fmt.bytes_per_sample if decoder.convert is None else 8000.0
         )
-        stats = self._runtime.plane.stats_of(leg_id)
+        stats = self._runtime.plane.stats.of(leg_id)
         self._order.counts = stats
         output = self._make_output(self._codec, start.stream_id, stats)
         self.output = output

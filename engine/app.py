@@ -145,7 +145,7 @@ def create_app(
         observe_commit=app[METRICS].store_commit_seconds.observe,
         allow_private_urls=settings.allow_private_urls,
     )
-    app[METRICS].watch_media(app[RUNTIME].plane.media_totals)
+    app[METRICS].watch_media(app[RUNTIME].plane.stats.totals)
     live_metrics = LiveMetrics(app[RUNTIME])
     app[METRICS].watch(live_metrics, live_metrics.refresh)
     wiring.install(app, context, app[RUNTIME])

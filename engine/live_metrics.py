@@ -77,7 +77,8 @@ class LiveMetrics(Collector):
         mixer = runtime.plane.mixer
         by_kind: Counter[tuple[str, str]] = Counter()
         for room_id in checkpoint.rooms:
-            members = len(mixer.members(room_id))
+            ears = runtime.plane.listeners  # a recording's listener is no participant
+            members = sum(not ears.is_ear(m) for m in mixer.members(room_id))
             if members:
                 kind = "forwarded" if mixer.is_passthrough(room_id) else "mixed"
                 by_kind[kind, room_size_bucket(members)] += 1

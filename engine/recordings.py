@@ -103,6 +103,7 @@ class FinishedRecording:
     ended_at: float
     duration_s: float
     path: Path  # under the recordings directory
+    conference_id: str | None = None  # a conference's recording (call ids: its creator's)
 
 
 class RecordingCatalog:
@@ -132,6 +133,7 @@ class RecordingCatalog:
             duration_ms=round(finished.duration_s * 1000),
             # Relative, so that the rows survive a move of the recordings directory.
             path=finished.path.resolve().relative_to(self.recordings_dir.resolve()).as_posix(),
+            conference_id=finished.conference_id,
         )
         await self.store.add_recording(record)
         return record.id, self.urls.download_url(record.id, record.format)

@@ -329,8 +329,8 @@ def test_a_retried_initiated_webhook_is_ignored() -> None:
 # engine/url_policy.py, and live_changes.py is the store's view of an input).
 CORE = ["machine", "core", "actions", "legs", "media", "queues", "leg_setup", "streams"]
 CORE += ["transitions", "model", "events", "effects", "commands", "diagram"]
-CORE += ["conferences", "conference_events", "conference_commands"]
-CORE += ["app_streams", "streaming_commands"]
+CORE += ["conferences", "conference_events", "conference_commands", "conference_recording"]
+CORE += ["app_streams", "streaming_commands", "playback_rooms"]
 FORBIDDEN = {"asyncio", "aiohttp", "socket", "time", "random", "uuid", "secrets", "os", "threading"}
 
 

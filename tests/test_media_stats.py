@@ -185,7 +185,7 @@ async def test_media_waiting_behind_a_slow_start_is_kept_not_a_flood(
     await h.runtime.settle()
     assert session._step is not None  # the start, then everything that waited behind it
     await asyncio.wait_for(session._step, 5)
-    stats = h.runtime.plane.stats_of(leg)
+    stats = h.runtime.plane.stats.of(leg)
     assert closed == [] and not session.over, "a slow bind is not the provider's flood"
     assert stats.frames_in == MAX_BACKLOG  # the oldest 20 dropped, the rest played
     text = h.client.app[METRICS].render().decode()

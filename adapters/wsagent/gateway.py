@@ -410,7 +410,7 @@ class WebsocketAgentGateway:
         self.counters.connected += 1
         log.info("websocket agent connected", leg_id=leg_id, url=where, stream_sid=ids.stream_sid)
         await runtime.event(ev.LegAnswered(leg_id))
-        agent.bind_stats(runtime.plane.stats_of(leg_id))
+        agent.bind_stats(runtime.plane.stats.of(leg_id))
         await runtime.media_started(leg_id, PCMU_8K, agent, stream_url=where)
         agent.live = True
         agent.run()

@@ -102,7 +102,7 @@ async def call_status(request: web.Request) -> web.StreamResponse:
     view = status_view(status)
     # callbridge's extension to Telnyx's shape: what the leg's media streams carried
     # (engine/media_plane/stats.py); null for a leg that never had media.
-    view["media"] = runtime.plane.stats_view(status.call_control_id)
+    view["media"] = runtime.plane.stats.view(status.call_control_id)
     return json_response({"data": view})
 
 

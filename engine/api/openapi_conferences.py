@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.api.conferences import DEFAULT_PAGE_SIZE, MAX_PAGE_NUMBER, MAX_PAGE_SIZE, STATUSES
 from engine.api.openapi import Schema, json_body, nullable, obj, ref, response, string
 from engine.api.openapi_calls import BOOL, COMMON, ERRORS, INT, SECURITY
-from engine.machine.conference_commands import MAX_NAME
+from engine.machine.conference_commands import MAX_NAME, RECORD_CHANNELS, RECORD_FORMATS
 
 TIME = string(format="date-time")
 PAGE_META = obj(
@@ -146,6 +146,40 @@ ACTIONS: dict[str, Schema] = {
         **SUPERVISOR,
         command_id=string(),
     ),
+    "record_start": _closed(
+        ["format"],
+        "Record the conference's mix, as a silent listener in it hears it (participants heard"
+        " by everyone, what is played to the whole room), until record_stop or the conference"
+        " ends; then conference.recording.saved, and the recording is listed in /v2/recordings."
+        " One at a time.",
+        format=string(enum=list(RECORD_FORMATS)),
+        channels=string(
+            enum=list(RECORD_CHANNELS),
+            default="single",
+            description="dual: the creator on the first channel, the rest on the second",
+        ),
+        custom_file_name=string(
+            pattern="^[A-Za-z0-9._-]{1,40}$", description="a bare file name, never overwriting"
+        ),
+        play_beep={**BOOL, "description": "a 1 kHz beep of 250 ms to the room as it starts"},
+        trim=string(enum=["trim-silence"]),
+        command_id=string(),
+    ),
+    "record_stop": _closed(
+        [],
+        "Stop the recording in progress (422 if none); client_state replaces the conference's.",
+        recording_id=string(description="the recording in progress, if given"),
+        **COMMON,
+    ),
+    "record_pause": _closed(
+        [],
+        "The recording takes no audio until record_resume (one file).",
+        recording_id=string(),
+        command_id=string(),
+    ),
+    "record_resume": _closed(
+        [], "The recording takes audio again.", recording_id=string(), command_id=string()
+    ),
 }
 SCHEMAS: dict[str, Schema] = {
     "Conference": obj(["data"], data=CONFERENCE),
@@ -239,8 +273,9 @@ def conference_paths() -> dict[str, Schema]:
         },
         "/v2/conferences/{conference_id}/actions/{action}": {
             "post": {
-                "summary": "join, leave, mute, unmute, hold, unhold, play, stop, send_dtmf or end"
-                " (the SDK's end_conference)",
+                "summary": "join, leave, mute, unmute, hold, unhold, play, stop, send_dtmf, update,"
+                " end (the SDK's end_conference), record_start, record_stop, record_pause or"
+                " record_resume",
                 "security": SECURITY,
                 "parameters": [CONFERENCE_ID, action],
                 "requestBody": {

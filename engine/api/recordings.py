@@ -3,7 +3,10 @@
 
 ``GET /v2/recordings`` lists the organization's recordings newest first, paged with
 ``page[number]`` and ``page[size]`` and a ``meta`` as Telnyx pages; ``filter[call_control_id]``
-keeps one leg's (the way from a ``call.recording.saved`` to its recordings).
+keeps one leg's (the way from a ``call.recording.saved`` to its recordings), and
+``filter[conference_id]`` one conference's (the SDK's ``RecordingListParams``). A conference's
+recording has ``source`` "conference" and its ``conference_id``, its creator's call ids, and
+no ``from``/``to``.
 ``GET /v2/recordings/{id}`` answers one, with ``download_urls`` minted fresh;
 ``DELETE /v2/recordings/{id}`` removes its file and its record and answers the deleted
 recording, as Telnyx's does. Another organization's recording is 404, as an unknown one is.
@@ -41,17 +44,19 @@ OCTETS = "application/octet-stream"
 
 def recording_view(record: RecordingRecord, download_url: str) -> dict[str, Any]:
     saved = occurred_at(record.ended_at)
+    conference = record.conference_id is not None
     return {
         "record_type": "recording",
         "id": record.id,
         "call_control_id": record.call_control_id,
-        "call_leg_id": record.call_leg_id,
-        "call_session_id": record.call_session_id,
+        "call_leg_id": record.call_leg_id or None,  # a conference whose creator is forgotten
+        "call_session_id": record.call_session_id or None,
         "connection_id": record.connection_id,
-        "from": record.from_,
-        "to": record.to,
+        "conference_id": record.conference_id,
+        "from": None if conference else record.from_,
+        "to": None if conference else record.to,
         "channels": record.channels,
-        "source": "call",
+        "source": "conference" if conference else "call",
         "status": "completed",
         "duration_millis": record.duration_ms,
         "recording_started_at": occurred_at(record.started_at),
@@ -87,6 +92,7 @@ async def list_recordings(request: web.Request) -> web.StreamResponse:
     records, total = await catalog.store.list_recordings(
         org.id,
         call_control_id=request.query.get("filter[call_control_id]"),
+        conference_id=request.query.get("filter[conference_id]"),
         offset=(number - 1) * size,
         limit=size,
     )

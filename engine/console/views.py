@@ -45,7 +45,7 @@ def _leg(runtime: CallRuntime, leg: Leg, now: float) -> dict[str, Any]:
         "recording": leg.recording_id is not None,
         "muted": leg.muted,  # a conference participant muted (the Conferences API's mute)
         "on_hold": leg.on_hold,  # a conference participant on hold (its hold action)
-        "media": runtime.plane.stats_view(leg.call_control_id),
+        "media": runtime.plane.stats.view(leg.call_control_id),
     }
 
 

@@ -1,5 +1,6 @@
 """The Conferences API's commands, parsed from Call Control v2 bodies: create, join, leave,
-mute, unmute, hold, unhold, play, stop, send_dtmf, update and end (``POST /v2/conferences`` and
+mute, unmute, hold, unhold, play, stop, send_dtmf, update, end and record_start, record_stop,
+record_pause, record_resume (``POST /v2/conferences`` and
 ``/v2/conferences/{id}/actions/{action}``).
 
 Fields and paths are the official SDK's (its ``types/conference_create_params.py``,
@@ -21,6 +22,15 @@ Bounds: ``max_participants`` 2 to 800, 250 by default (the SDK's docstring). ``n
 be true, its default: a conference that waits, its participants on hold, is not implemented.
 ``supervisor_role`` and ``whisper_call_control_ids`` on join, and the ``update`` action, are
 parsed in ``engine.machine.supervision_commands``.
+
+Recording (the SDK's ``action_record_{start,stop,pause,resume}_params.py``): record_start takes
+``format`` (required), ``channels`` (``single``, Call Control v2's reference's default, or
+``dual``: "the conference creator on the first channel, and the rest on the second channel"),
+``custom_file_name`` (1 to 40 characters, a bare file name as a leg's record_start takes it),
+``play_beep``, ``trim`` and ``command_id``; it has no ``client_state``. record_stop takes
+``client_state``, ``command_id`` and ``recording_id``; record_pause and record_resume
+``command_id`` and ``recording_id``. ``region`` (callbridge has one) and anything else is refused
+(422 naming it: ``Body.refuse_unread``). What each does: ``engine.machine.conference_recording``.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from engine.machine.command_body import (
     parse_digits,
     parse_loop,
 )
-from engine.machine.model import SupervisorRole
+from engine.machine.model import RecordingOptions, SupervisorRole
 from engine.machine.supervision_commands import UpdateSupervisor, conference_role, parse_update
 
 MAX_NAME = 255
@@ -118,6 +128,26 @@ class ConferenceDtmf(CommandBase):
     duration_millis: int = 250
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordConference(CommandBase):
+    """record_start: the conference's mix into one file (engine.machine.conference_recording)."""
+
+    options: RecordingOptions
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopConferenceRecording(CommandBase):
+    recording_id: str | None = None  # the one in progress, if given
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseConferenceRecording(CommandBase):
+    """record_pause (``paused`` true) or record_resume: one file either way."""
+
+    paused: bool
+    recording_id: str | None = None
+
+
 ConferenceCommand: TypeAlias = (
     CreateConference
     | JoinParticipant
@@ -129,6 +159,9 @@ ConferenceCommand: TypeAlias = (
     | StopConference
     | ConferenceDtmf
     | UpdateSupervisor
+    | RecordConference
+    | StopConferenceRecording
+    | PauseConferenceRecording
 )
 
 
@@ -251,6 +284,45 @@ def _send_dtmf(b: Body) -> ConferenceDtmf:
     )
 
 
+#: The SDK's ``format`` and ``channels`` values for record_start.
+RECORD_FORMATS = ("wav", "mp3")
+RECORD_CHANNELS = ("single", "dual")
+
+
+def _record_start(b: Body) -> RecordConference:
+    _refuse(b, "client_state")
+    if not b.has("format"):
+        raise ParameterError("'format' is required", field="format", code="10004")
+    options = RecordingOptions(
+        format=b.choice("format", RECORD_FORMATS, ""),
+        channels=b.choice("channels", RECORD_CHANNELS, "single"),
+        trim=b.opt_choice("trim", ("trim-silence",)),
+        custom_file_name=b.file_name("custom_file_name"),
+        play_beep=b.flag("play_beep"),
+    )
+    command = RecordConference(options=options, command_id=b.string("command_id"))
+    b.refuse_unread()
+    return command
+
+
+def _record_stop(b: Body) -> StopConferenceRecording:
+    command = StopConferenceRecording(recording_id=b.string("recording_id"), **b.common())
+    b.refuse_unread()
+    return command
+
+
+def _record_pause(paused: bool) -> Callable[[Body], PauseConferenceRecording]:
+    def parse(b: Body) -> PauseConferenceRecording:
+        _refuse(b, "client_state")
+        command = PauseConferenceRecording(
+            paused=paused, recording_id=b.string("recording_id"), command_id=b.string("command_id")
+        )
+        b.refuse_unread()
+        return command
+
+    return parse
+
+
 def _ids(b: Body, name: str) -> tuple[str, ...]:
     value = b.raw(name)
     if value is None:
@@ -279,6 +351,10 @@ _ACTIONS: dict[str, Callable[[Body], ConferenceCommand]] = {
     "stop": _stop,
     "send_dtmf": _send_dtmf,
     "update": parse_update,
+    "record_start": _record_start,
+    "record_stop": _record_stop,
+    "record_pause": _record_pause(True),
+    "record_resume": _record_pause(False),
 }
 
 

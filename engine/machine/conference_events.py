@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from engine.machine import conference_recording
 from engine.machine.core import Core, iso, leg_fields
 from engine.machine.model import Conference, Leg, Room
 
@@ -101,6 +102,8 @@ def left(core: Core, room: Room, leg: Leg, *, last: bool) -> None:
         reason = record.end_reason or "all_left"
         record = replace(record, ended_at=core.now, updated_at=core.now, end_reason=reason)
         core.records[record.conference_id] = record
+        # "Recording will stop on conference end" (the SDK's record_start).
+        record = conference_recording.stop(core, record)
         creator = core.legs.get(record.creator, leg)
         _send(core, record, creator, "conference.ended", occurred_at=iso(core.now), reason=reason)
 

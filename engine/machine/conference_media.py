@@ -17,7 +17,9 @@
   (``types/conference_participant_playback_started.py``). Telnyx's reference names both
   families without saying which its ``play`` sends when; callbridge splits them by target.
   A participant that leaves stops hearing it (its ``.ended`` if it was named); ``stop`` stops it
-  for the participants named (everyone when none is).
+  for the participants named (everyone when none is). A playback to the whole room, and the
+  join/leave beeps, are heard by the conference's recording in progress too
+  (``engine.machine.conference_recording``).
 - ``send_dtmf`` queues the digits on each participant named (everyone when none is): their far
   end hears them (``engine.media_plane.digits_out``), as a leg's ``send_dtmf`` does.
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from engine.machine import conference_recording
 from engine.machine import effects as fx
 from engine.machine.conference_commands import (
     ConferenceDtmf,
@@ -101,7 +104,9 @@ def _play(core: Core, record: Conference, chosen: list[Leg], command: PlayConfer
         media_name=command.media_name,
         targeted=bool(command.call_control_ids),
     )
-    for listener in playback.listeners:
+    # The whole room's playback is in the conference's recording too (its listener).
+    room_audio = () if playback.targeted else conference_recording.hears_room_audio(record)
+    for listener in (*playback.listeners, *room_audio):
         core.emit(fx.SetOverlay(listener, playback.playback_id, source, command.loop))
     record = replace(record, seq=record.seq + 1, playbacks=(*record.playbacks, playback))
     core.records[record.conference_id] = record
@@ -132,6 +137,9 @@ def _drop_listeners(
     if playback.targeted:
         _announce(core, record, playback, "ended", tuple(stopped))
     elif not rest:
+        # Over for the whole room: for the recording's listener too.
+        for listener in conference_recording.hears_room_audio(record):
+            core.emit(fx.ClearOverlay(listener, playback.playback_id))
         _announce(core, record, playback, "ended", ())
     return record
 
@@ -195,7 +203,7 @@ def beep(core: Core, room_id: str, leg: Leg, moment: str, hearers: tuple[str, ..
         return
     tag = f"{room_id}/beep/{record.seq + 1}"
     core.records[record.conference_id] = replace(record, seq=record.seq + 1)
-    for hearer in hearers:
+    for hearer in (*hearers, *conference_recording.hears_room_audio(record)):
         core.emit(fx.SetOverlay(hearer, tag, JOIN_BEEP, 1))
 
 

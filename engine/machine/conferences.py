@@ -16,6 +16,8 @@ A conference is a conference room (``RoomKind.CONFERENCE``) with its record
 - ``end`` hangs up every participant (the SDK's ``end_conference``: "End a conference and
   terminate all active participants"); the conference ends with ``end_reason``
   ``ended_via_api`` (the SDK's ``Conference.end_reason`` values).
+- ``record_start``, ``record_stop``, ``record_pause``, ``record_resume``: the conference's
+  recording (``engine.machine.conference_recording``).
 
 Each command is checked first and raises before any change (``NotFound`` for a conference or
 leg that is unknown or another organization's, ``InvalidState`` for one in the wrong state),
@@ -28,7 +30,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from engine.errors import InvalidState, NotFound
-from engine.machine import conference_events, conference_media, legs, supervision
+from engine.machine import (
+    conference_events,
+    conference_media,
+    conference_recording,
+    legs,
+    supervision,
+)
 from engine.machine.conference_commands import (
     ConferenceCommand,
     ConferenceDtmf,
@@ -38,8 +46,11 @@ from engine.machine.conference_commands import (
     JoinParticipant,
     LeaveParticipant,
     MuteParticipants,
+    PauseConferenceRecording,
     PlayConference,
+    RecordConference,
     StopConference,
+    StopConferenceRecording,
 )
 from engine.machine.core import Core
 from engine.machine.effects import HangupCall
@@ -83,6 +94,8 @@ def check(core: Core, org_id: int, target: str, command: ConferenceCommand) -> C
             return conference_media.change(core, record, chosen, command)
         case EndConference():
             return lambda: _end(core, record)
+        case RecordConference() | StopConferenceRecording() | PauseConferenceRecording():
+            return conference_recording.check(core, record, command)
         case UpdateSupervisor():
             leg = _participant(core, record, command.call_control_id, "call_control_id")
             _whisper_targets(core, record, command.whisper_to)

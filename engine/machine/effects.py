@@ -149,22 +149,36 @@ class ClearOverlay:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomMix:
+    """What a conference's recording takes: room ``room_id``'s mix as a silent listener in it
+    hears it (engine.media_plane.room_recordings); with ``creator`` (channels dual) that leg on
+    the first channel and the rest on the second."""
+
+    room_id: str
+    creator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class StartRecording:
+    """Record a leg (``call_control_id``), or with ``room`` a conference (``call_control_id``
+    is then the conference's id, as in the recording's other effects and events)."""
+
     call_control_id: str
     recording_id: str
     options: RecordingOptions
     org_id: int  # whose recordings directory the file goes in
+    room: RoomMix | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class StopRecording:
-    call_control_id: str
+    call_control_id: str  # a leg's, or a conference's
     recording_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class PauseRecording:
-    """The recording stops (``paused``) or goes on taking the leg's audio, in the same file."""
+    """The recording stops (``paused``) or goes on taking its audio, in the same file."""
 
     call_control_id: str
     recording_id: str

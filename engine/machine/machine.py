@@ -31,6 +31,7 @@ from engine.machine import actions as commands
 from engine.machine import (
     app_streams,
     conference_media,
+    conference_recording,
     conferences,
     gather,
     legs,
@@ -214,6 +215,10 @@ class CallMachine:
                 self._initiated(event)
             elif isinstance(event, ev.TimerFired):
                 self._timer(event.key.call_control_id, event)
+            elif isinstance(event, ev.RecordingSaved | ev.RecordingFailed) and (
+                (record := core.records.get(event.call_control_id)) is not None
+            ):  # a conference's recording: named by the conference's id
+                conference_recording.reported(core, record, event)
             elif isinstance(event, ev.RecordingSaved):
                 # Arrives after the leg ended too: ended legs still report their recordings.
                 leg = core.legs.get(event.call_control_id)

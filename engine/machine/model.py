@@ -416,7 +416,12 @@ class Conference:
     ended_at: float | None = None
     end_reason: str | None = None  # all_left | ended_via_api
     playbacks: tuple[ConferencePlayback, ...] = ()  # its play in progress (one at a time)
-    seq: int = 0  # counter behind its playback ids
+    seq: int = 0  # counter behind its playback and recording ids
+    # Its recording (engine.machine.conference_recording): the one in progress, whether it is
+    # paused, and those stopped whose outcome (saved or failed) is not reported yet.
+    recording_id: str | None = None
+    recording_paused: bool = False
+    recordings_unsaved: tuple[str, ...] = ()
 
     @property
     def status(self) -> str:

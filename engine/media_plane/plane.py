@@ -57,7 +57,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.logs import get_logger
-from engine.machine.effects import DTMF_TAG
+from engine.machine.effects import DTMF_TAG, RoomMix
 from engine.machine.events import DtmfReceived, Event, PlaybackEnded, RecordingFailed
 from engine.machine.model import DtmfSource, OverlaySource, RecordingOptions
 from engine.media_plane.app_streams import AppStreams, LiveStream
@@ -73,7 +73,8 @@ from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.levels import InputLevels
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
-from engine.media_plane.stats import LegMediaStats
+from engine.media_plane.room_recordings import RoomListeners, Unheard
+from engine.media_plane.stats import LegStatsBook
 from engine.store.base import LiveRecording
 from media.codecs import AudioFormat
 from media.mixer import Mixer
@@ -169,11 +170,15 @@ class MediaPlane:
             mixer.sample_rate, lambda leg_id: self.clear_overlay(leg_id, DTMF_TAG)
         )
         self._pending: list[Event] = []
-        self._stats: dict[str, LegMediaStats] = {}
-        self._retired: dict[str, int] = {}  # the statistics of legs forgotten since the start
+        # Every leg's media statistics (engine/media_plane/stats.py).
+        self.stats = LegStatsBook(
+            lambda leg_id: self.mixer.concealed(leg_id) if leg_id in self._legs else 0
+        )
         # The console's level meters: the legs someone watches (engine/media_plane/levels.py).
         self.levels = InputLevels()
         self._metered = self.levels.frames
+        # Conference recordings' listeners (engine/media_plane/room_recordings.py).
+        self.listeners = RoomListeners(mixer)
 
     # streams
     def attach(
@@ -200,9 +205,7 @@ class MediaPlane:
 
     def detach(self, leg_id: str) -> None:
         if self._legs.pop(leg_id, None) is not None:
-            stats = self._stats.get(leg_id)
-            if stats is not None:  # the stream's concealed ticks stay the leg's
-                stats.concealed_before += self.mixer.concealed(leg_id)
+            self.stats.detached(leg_id, self.mixer.concealed(leg_id))
             self.mixer.remove_leg(leg_id)
             self.dtmf_mute.forget(leg_id)
             self.overlays.detached(leg_id)
@@ -215,47 +218,6 @@ class MediaPlane:
         """The format the leg's stream sends (what ``frame_in`` gets); None without one."""
         media = self._legs.get(leg_id)
         return None if media is None else media.fmt
-
-    # statistics (engine.media_plane.stats)
-    def stats_of(self, leg_id: str) -> LegMediaStats:
-        """The leg's media statistics, kept from its first stream until ``forget_stats``."""
-        stats = self._stats.get(leg_id)
-        if stats is None:
-            stats = self._stats[leg_id] = LegMediaStats()
-        return stats
-
-    def stats_view(self, leg_id: str) -> dict[str, object] | None:
-        stats = self._stats.get(leg_id)
-        if stats is None:
-            return None
-        self._sync_concealed(leg_id, stats)
-        return stats.view()
-
-    def summary_once(self, leg_id: str) -> dict[str, object] | None:
-        """The leg's statistics the first time they are asked for as its summary; None after,
-        or for a leg that never had media."""
-        stats = self._stats.get(leg_id)
-        if stats is None or stats.summarized:
-            return None
-        stats.summarized = True
-        return self.stats_view(leg_id)
-
-    def forget_stats(self, leg_id: str) -> None:
-        if leg_id in self._stats:
-            self._sync_concealed(leg_id, self._stats[leg_id])
-            self._stats.pop(leg_id).add_to(self._retired)
-
-    def media_totals(self) -> dict[str, int]:
-        """Every leg's statistics summed, forgotten legs included (the Prometheus counters)."""
-        totals = dict(self._retired)
-        for leg_id, stats in self._stats.items():
-            self._sync_concealed(leg_id, stats)
-            stats.add_to(totals)
-        return totals
-
-    def _sync_concealed(self, leg_id: str, stats: LegMediaStats) -> None:
-        live = self.mixer.concealed(leg_id) if leg_id in self._legs else 0
-        stats.concealed = stats.concealed_before + live
 
     def frame_in(self, leg_id: str, payload: bytes) -> None:
         metered = self._metered.get(leg_id)  # None unless a console watches the leg
@@ -270,6 +232,7 @@ class MediaPlane:
     def join(self, leg_id: str, room_id: str) -> None:
         if leg_id in self._legs:
             self.mixer.join(leg_id, room_id)
+            self.listeners.joined(leg_id, room_id)
 
     def leave(self, leg_id: str) -> None:
         if leg_id in self._legs:
@@ -400,31 +363,53 @@ class MediaPlane:
         now: float,
         *,
         org_id: int,
+        room: RoomMix | None = None,
     ) -> None:
-        """Record the leg into its organization's directory; a recording that cannot start is
-        reported (``RecordingFailed``) with the next tick's events."""
+        """Record the leg (with ``room``: a conference, ``leg_id`` its id) into its
+        organization's directory; a recording that cannot start is reported
+        (``RecordingFailed``) with the next tick's events."""
         failed = self.recordings.start(leg_id, recording_id, options, now, org_id)
         if failed is not None:
             self._pending.append(failed)
         else:
-            self._retap(leg_id)
+            self._feed(leg_id, room)
 
     def resume_recording(
-        self, stored: LiveRecording, *, paused: bool = False
+        self, stored: LiveRecording, *, paused: bool = False, room: RoomMix | None = None
     ) -> RecordingFailed | None:
         """Continue a recording an earlier process left (``Recordings.resume``), paused if the
         machine has it paused; the event if it cannot be continued."""
         failed = self.recordings.resume(stored, paused=paused)
         if failed is None:
-            self._retap(stored.call_control_id)
+            self._feed(stored.call_control_id, room)
         return failed
+
+    def _feed(self, owner: str, room: RoomMix | None) -> None:
+        """Tap the leg for its recording, or put a conference's listener in its room (kept
+        as a leg whose output goes nowhere, so the overlays the machine gives it play)."""
+        if room is not None:
+            self.listeners.add(owner, room)
+            self._legs[owner] = LegMedia(self.listeners.format, Unheard())
+        else:
+            self._retap(owner)
 
     def take_recording(self, leg_id: str) -> ActiveRecording | None:
         """Stop feeding a recording and hand it over to be closed (off the media path)."""
         active = self.recordings.take(leg_id)
         if active is not None:
-            self._retap(leg_id)
+            self._release(leg_id)
         return active
+
+    def _release(self, leg_id: str) -> None:
+        """A recording no longer fed: a conference's listener goes, with its overlays; a leg
+        stays tapped while a recording or an application stream still reads it."""
+        if leg_id in self.listeners:
+            self.listeners.remove(leg_id)
+            del self._legs[leg_id]
+            for tag, _spec in self.overlays.wanted(leg_id):
+                self.overlays.stop(leg_id, tag)
+        else:
+            self._retap(leg_id)
 
     def _retap(self, leg_id: str) -> None:
         if leg_id in self._legs:
@@ -474,6 +459,7 @@ class MediaPlane:
     # the tick
     def tick(self) -> list[Event]:
         """One mixer pass; frames go out, taps feed recordings. Returns events for the machine."""
+        self.listeners.feed()
         result = self.mixer.tick()
         events, self._pending = self._pending, []
         if result.digits or self.dtmf_mute.active:
@@ -485,12 +471,12 @@ class MediaPlane:
             if media is not None:
                 media.output.send_frame(payload)
         for unopened in self.recordings.poll():  # files that could not be opened
-            self._retap(unopened.call_control_id)
+            self._release(unopened.call_control_id)
             events.append(unopened)
-        for leg_id, heard, spoken in result.taps:
+        for leg_id, heard, spoken in self.listeners.taps(result.taps):
             outcome = self.recordings.write(leg_id, spoken, heard)
             if isinstance(outcome, RecordingFailed):  # taken out already: stop feeding it
-                self._retap(leg_id)
+                self._release(leg_id)
             if outcome is not None:
                 events.append(outcome)
             self.app_streams.feed(leg_id, heard, spoken)

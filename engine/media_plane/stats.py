@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TOTALS", "LegMediaStats"]
+__all__ = ["TOTALS", "LegMediaStats", "LegStatsBook"]
 
 #: What is summed over legs for Prometheus (engine/metrics.py): counters only, no gauges.
 TOTALS = (
@@ -88,3 +88,62 @@ class LegMediaStats:
             "output_queue": self.output_queue() if self.output_queue is not None else 0,
             "jitter_ms": round(self.jitter_s * 1000, 2),
         }
+
+
+class LegStatsBook:
+    """Every leg's statistics in the media plane, from its first stream until ``forget``, and
+    the totals of the legs forgotten since the start (the Prometheus counters never go back).
+
+    ``live_concealed(leg_id)`` is the mixer's count of concealed ticks for a leg attached now
+    (0 otherwise): the mixer counts them per slot, so they are read into the stats when asked.
+    """
+
+    def __init__(self, live_concealed: Callable[[str], int]) -> None:
+        self._live_concealed = live_concealed
+        self._stats: dict[str, LegMediaStats] = {}
+        self._retired: dict[str, int] = {}
+
+    def of(self, leg_id: str) -> LegMediaStats:
+        """The leg's media statistics, kept from its first stream until ``forget``."""
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            stats = self._stats[leg_id] = LegMediaStats()
+        return stats
+
+    def detached(self, leg_id: str, concealed: int) -> None:
+        """The leg's stream is gone: keep what its slot had concealed."""
+        stats = self._stats.get(leg_id)
+        if stats is not None:
+            stats.concealed_before += concealed
+
+    def view(self, leg_id: str) -> dict[str, object] | None:
+        stats = self._stats.get(leg_id)
+        if stats is None:
+            return None
+        self._sync(leg_id, stats)
+        return stats.view()
+
+    def summary_once(self, leg_id: str) -> dict[str, object] | None:
+        """The leg's statistics the first time they are asked for as its summary; None after,
+        or for a leg that never had media."""
+        stats = self._stats.get(leg_id)
+        if stats is None or stats.summarized:
+            return None
+        stats.summarized = True
+        return self.view(leg_id)
+
+    def forget(self, leg_id: str) -> None:
+        if leg_id in self._stats:
+            self._sync(leg_id, self._stats[leg_id])
+            self._stats.pop(leg_id).add_to(self._retired)
+
+    def totals(self) -> dict[str, int]:
+        """Every leg's statistics summed, forgotten legs included."""
+        totals = dict(self._retired)
+        for leg_id, stats in self._stats.items():
+            self._sync(leg_id, stats)
+            stats.add_to(totals)
+        return totals
+
+    def _sync(self, leg_id: str, stats: LegMediaStats) -> None:
+        stats.concealed = stats.concealed_before + self._live_concealed(leg_id)

@@ -115,7 +115,7 @@ class CallRuntime:
             plane=plane,
             store=store,
             catalog=recordings,
-            leg=self.machine.leg,
+            machine=self.machine,
             report=self._own_event,
             spawn=self._spawn,
             clock=self._clock,
@@ -267,7 +267,7 @@ class CallRuntime:
         snapshot = await self.store.load_live()
         async with self._lock:
             self.machine.adopt(snapshot.checkpoint())
-        await self.recording_files.resume(snapshot.legs)
+        await self.recording_files.resume(snapshot)
         now = self._clock()
         for key, deadline in snapshot.timers:
             self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
@@ -355,7 +355,7 @@ class CallRuntime:
         of what its media carried (engine/media_plane/stats.py)."""
         if self.plane.is_attached(leg_id) or self.machine.is_alive(leg_id):
             return
-        media = self.plane.summary_once(leg_id)
+        media = self.plane.stats.summary_once(leg_id)
         if media is not None:
             log.info("leg media summary", leg_id=leg_id, **media)
 
@@ -473,7 +473,7 @@ class CallRuntime:
                 await self._commit(before, [], "Prune")
         for leg_id in gone:
             self._gateways.pop(leg_id, None)
-            self.plane.forget_stats(leg_id)
+            self.plane.stats.forget(leg_id)
         return gone
 
     async def _prune_quietly(self) -> None:

@@ -183,6 +183,7 @@ class RecordingRecord:
     ended_at: float
     duration_ms: int
     path: str  # e.g. "org-1/take.wav"
+    conference_id: str | None = None  # a conference's recording (the call ids: its creator's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,10 +241,17 @@ class Store(AuditLog, Protocol):
         exists."""
 
     async def list_recordings(
-        self, org_id: int, *, call_control_id: str | None = None, offset: int, limit: int
+        self,
+        org_id: int,
+        *,
+        call_control_id: str | None = None,
+        conference_id: str | None = None,
+        offset: int,
+        limit: int,
     ) -> tuple[list[RecordingRecord], int]:
         """One page of the organization's recordings (of one leg when ``call_control_id`` is
-        given), newest first, and the total count."""
+        given, of one conference when ``conference_id`` is), newest first, and the total
+        count."""
 
     async def get_recording(self, org_id: int, recording_id: str) -> RecordingRecord | None:
         """None if unknown or another organization's."""

@@ -424,6 +424,13 @@ def _v10_conference_records(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _v11_conference_recordings(conn: Connection) -> None:
+    """A recording may be a conference's (engine/machine/conference_recording.py)."""
+    column: Column[Any] = Column("conference_id", String(64), nullable=True)
+    Table("recordings", MetaData(naming_convention=NAMING_CONVENTION), column)
+    conn.exec_driver_sql(f"ALTER TABLE recordings ADD COLUMN {_column_ddl(conn, column)}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -435,6 +442,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "a new number's channels_count defaults to 100", _v8_channels_count_default),
     Migration(9, "the console's audit log of control actions", _v9_console_audit),
     Migration(10, "conferences of the Conferences API", _v10_conference_records),
+    Migration(11, "recordings of conferences", _v11_conference_recordings),
 )
 
 

@@ -24,12 +24,20 @@ class SqlRecordings(SqlTransactions):
             await conn.execute(insert(recordings).values(**_columns(record)))
 
     async def list_recordings(
-        self, org_id: int, *, call_control_id: str | None = None, offset: int, limit: int
+        self,
+        org_id: int,
+        *,
+        call_control_id: str | None = None,
+        conference_id: str | None = None,
+        offset: int,
+        limit: int,
     ) -> tuple[list[RecordingRecord], int]:
         _check_page(offset, limit)
         mine = recordings.c.org_id == org_id
         if call_control_id is not None:
             mine = mine & (recordings.c.call_control_id == call_control_id)
+        if conference_id is not None:
+            mine = mine & (recordings.c.conference_id == conference_id)
         async with self._read() as conn:
             total = await conn.scalar(select(func.count()).select_from(recordings).where(mine))
             rows = await conn.execute(
@@ -81,6 +89,7 @@ def _columns(record: RecordingRecord) -> dict[str, Any]:
         "ended_at": record.ended_at,
         "duration_ms": record.duration_ms,
         "path": record.path,
+        "conference_id": record.conference_id,
     }
 
 
@@ -100,4 +109,5 @@ def _record(row: RowMapping) -> RecordingRecord:
         ended_at=float(row["ended_at"]),
         duration_ms=int(row["duration_ms"]),
         path=row["path"],
+        conference_id=row["conference_id"],
     )

@@ -239,6 +239,7 @@ recordings = Table(
     Column("ended_at", Double(), nullable=False),
     Column("duration_ms", Integer(), nullable=False),
     Column("path", String(1024), nullable=False),
+    Column("conference_id", String(64), nullable=True),  # a conference's recording (v11)
     # An organization's page, newest first.
     Index(None, "org_id", "id"),
 )
