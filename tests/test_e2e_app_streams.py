@@ -352,3 +352,24 @@ async def test_streaming_stop_names_one_stream_of_several(
     assert (await app_stream_hook(hooks, "streaming.stopped", leg)).payload["stream_id"] == first
     await stream_app.wait(lambda: stream_app.closed == 1)
     assert [s.stream_id for s in twilio_env.runtime.machine.leg(leg).app_streams] == [second]
+
+
+async def test_a_key_the_caller_presses_reaches_the_stream_as_a_dtmf_frame(
+    twilio_env: TwilioEnv, caller: Answered, stream_app: StreamApp, sdk: telnyx.AsyncTelnyx
+) -> None:
+    """Telnyx sends the application a ``dtmf`` frame when it detects DTMF on the call; the
+    digit is read where pipecat's Telnyx serializer reads it (``dtmf.digit``)."""
+    hooks, call, leg = caller.hooks, caller.call, caller.leg
+    await sdk.calls.actions.start_streaming(leg, stream_url=stream_app.url)
+    await app_stream_hook(hooks, "streaming.started", leg)
+    await stream_app.wait(lambda: bool(stream_app.media("inbound")))
+    for digit in "5#":
+        await call.send_dtmf(digit)
+        await hooks.next("call.dtmf.received", leg)
+    await stream_app.wait(lambda: len(stream_app.of("dtmf")) == 2)
+    frames = stream_app.of("dtmf")
+    assert [f["dtmf"]["digit"] for f in frames] == ["5", "#"]
+    start = stream_app.of("start")[0]
+    assert all(f["stream_id"] == start["stream_id"] for f in frames)
+    numbers = [int(m["sequence_number"]) for m in stream_app.messages[1:]]
+    assert numbers == sorted(numbers), "dtmf frames are numbered with the media, in order"

@@ -9,7 +9,8 @@ one leg leave in emission order. Four families:
   end will hear them), ``SetDtmfMute`` (strip DTMF from what one listener
   hears), ``SetAudience`` (who in its room hears the leg), ``RelayDtmf`` (a peer's key
   press, to one listener), ``StartRecording``/``StopRecording``/``PauseRecording``,
-  ``StartAppStream``/``StopAppStream`` (the leg's audio to the application's websocket);
+  ``StartAppStream``/``StopAppStream`` (the leg's audio to the application's websocket),
+  ``StreamDtmf`` (a key the leg pressed, to each of its application streams);
 - ``EmitWebhook``: a Call Control v2 event for the application;
 - timers: ``StartTimer``/``CancelTimer``, answered later with ``TimerFired``.
 
@@ -207,6 +208,15 @@ class StopAppStream:
     stream_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamDtmf:
+    """A key the leg pressed, told to one of its application streams (a ``dtmf`` frame)."""
+
+    call_control_id: str
+    stream_id: str
+    digit: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmitWebhook:
     """One Call Control v2 event for the application: the runtime wraps `payload` in
@@ -254,6 +264,7 @@ Effect: TypeAlias = (
     | PauseRecording
     | StartAppStream
     | StopAppStream
+    | StreamDtmf
     | EmitWebhook
     | StartTimer
     | CancelTimer

@@ -184,6 +184,10 @@ class StreamWire:
     def mark(self, name: str) -> bytes:
         return self._framed("mark", {"name": name})
 
+    def dtmf(self, digit: str) -> bytes:
+        """A key the leg pressed: ``dtmf.digit`` (what pipecat's Telnyx serializer reads)."""
+        return self._framed("dtmf", {"digit": digit})
+
     def error(self, error: WireError) -> bytes:
         return self._framed(
             "error", {"title": error.title, "code": error.code, "detail": error.detail}

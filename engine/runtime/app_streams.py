@@ -34,7 +34,7 @@ import aiohttp
 
 from engine.logs import get_logger
 from engine.machine import events as ev
-from engine.machine.effects import StartAppStream, StopAppStream
+from engine.machine.effects import StartAppStream, StopAppStream, StreamDtmf
 from engine.media_plane.app_stream_wire import (
     AUTH_TOKEN_HEADER,
     StreamWire,
@@ -92,8 +92,13 @@ class AppStreamRunner:
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def apply(self, effect: StartAppStream | StopAppStream) -> None:
+    def apply(self, effect: StartAppStream | StopAppStream | StreamDtmf) -> None:
         key = (effect.call_control_id, effect.stream_id)
+        if isinstance(effect, StreamDtmf):
+            told = self._streams.get(key)
+            if told is not None and told.live is not None:  # one still connecting missed it
+                told.enqueue_control(told.live.wire.dtmf(effect.digit))
+            return
         if isinstance(effect, StartAppStream):
             stream = self._streams[key] = _Stream(effect)
             stream.task = asyncio.get_running_loop().create_task(self._run(stream))

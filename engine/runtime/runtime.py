@@ -400,7 +400,7 @@ class CallRuntime:
                 self.plane.set_audience(leg_id, heard_by, deaf=deaf)
             case fx.StartRecording() | fx.StopRecording() | fx.PauseRecording():
                 self.recording_files.apply(effect)
-            case fx.StartAppStream() | fx.StopAppStream():
+            case fx.StartAppStream() | fx.StopAppStream() | fx.StreamDtmf():
                 self.app_streams.apply(effect)
             case fx.StartTimer(key, delay):
                 self.timers.start(key, delay, self._timer_fired)
