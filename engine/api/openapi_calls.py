@@ -264,6 +264,50 @@ SCHEMAS: dict[str, Schema] = {
                 description="record_stop, record_pause, record_resume: the recording in "
                 "progress (the only one a leg has; another id is refused)"
             ),
+            recording_track=string(enum=["both", "inbound", "outbound"], default="both"),
+            max_length={
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 14400,
+                "default": 0,
+                "description": "record_start: seconds of recorded time (0: no limit)",
+            },
+            trim=string(enum=["trim-silence"]),
+            custom_file_name=string(
+                pattern="^[A-Za-z0-9._-]{1,40}$",
+                description="record_start: the file's name (not '.' or '..')",
+            ),
+            webhook_url=string(
+                format="uri", description="answer: where the leg's later webhooks go"
+            ),
+            max_wait_time_secs={
+                "type": "integer",
+                "minimum": 1,
+                "description": "enqueue: the wait limit",
+            },
+            max_size={"type": "integer", "minimum": 1, "description": "enqueue: the queue's size"},
+            loop={
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 100},
+                    {"type": "string", "enum": ["infinity"]},
+                ],
+                "default": 1,
+                "description": "playback_start: passes of the audio",
+            },
+            overlay={
+                "type": "boolean",
+                "default": False,
+                "description": "playback_start: mixed over the playing playback (self only); "
+                "playback_stop: stop the overlay",
+            },
+            target_legs=string(enum=["self", "opposite", "both"], default="self"),
+            stop=string(
+                enum=["current", "all"],
+                description="playback_start: cut the playing one (current) or the queue too "
+                "(all); playback_stop: skip to the next (current) or clear (all, the default)",
+            ),
+            audio_type=string(enum=["mp3", "wav"]),
+            cache_audio={"type": "boolean", "default": True},
             **COMMON,
         ),
         "description": "Fields of the action named in the path: bridge (see BridgeAction), "
