@@ -143,3 +143,22 @@ async def test_a_playback_to_both_moves_with_its_leg_to_another_room(h: Harness)
     assert await hears(h, c, 440) and await hears(h, d, 440), "the new room hears it"
     assert await hears(h, a, 440), "its own leg still hears it"
     assert not await hears(h, b, 440), "the room it left does not"
+
+
+async def test_an_overlay_mixes_over_the_playback_and_stop_all_replaces_it(h: Harness) -> None:
+    leg = await h.up()
+    await h.ok(leg, "playback_start", media_name="tone-440", loop="infinity")
+    await h.ok(leg, "playback_start", media_name="tone-1000", loop="infinity", overlay=True)
+    for _ in range(2):
+        await h.receiver.next("call.playback.started", leg)
+    both = h.outputs[leg].samples(await h.outputs[leg].collect(10))
+    frames = [both[i * FRAME : (i + 1) * FRAME] for i in range(10)]
+    assert all(share(f, 440) > 0.3 and share(f, 1000) > 0.3 for f in frames[2:]), "mixed"
+    # A new playback with stop "all" replaces the playing one (the overlay stays on top).
+    await h.ok(leg, "playback_start", media_name="tone-600", loop="infinity", stop="all")
+    ended = await h.receiver.next("call.playback.ended", leg)
+    assert (ended.payload["media_name"], ended.payload["status"]) == ("tone-440", "cancelled")
+    after = h.outputs[leg].samples(await h.outputs[leg].collect(10))
+    frames = [after[i * FRAME : (i + 1) * FRAME] for i in range(10)]
+    assert all(share(f, 440) < 0.05 for f in frames[2:]), "the old one is gone"
+    assert all(share(f, 600) > 0.3 and share(f, 1000) > 0.3 for f in frames[2:])
