@@ -107,7 +107,7 @@ def dtmf_received(core: Core, leg: Leg, event: DtmfReceived) -> Leg | None:
     leg = core.update(leg, dtmf_unmatched=tuple(recent[-_MAX_UNMATCHED_DTMF:]))
     core.webhook(leg, "call.dtmf.received", digit=event.digit)
     # Call Control's media streaming sends a dtmf frame on each stream of the leg (its
-    # "Stream call media over WebSocket" page: "Frame sent when Telnyx detects DTMF").
+    # "Stream call media over WebSocket" page: a DTMF frame when DTMF is detected on the call).
     for stream in leg.app_streams:
         core.emit(fx.StreamDtmf(leg.call_control_id, stream.stream_id, event.digit))
     for peer in core.peers(leg):
