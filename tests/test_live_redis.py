@@ -20,7 +20,9 @@ from typing import Protocol
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
+from adapters.simulators import CallState, ToneSource
 from engine.admission.live import Claim, Limit, LiveLegIndex, LiveLegs, LiveLegsUnavailable, Place
 from engine.admission.live_redis import RedisLiveLegs, redacted
 from engine.api.keys import LIVE_LEGS
@@ -29,6 +31,7 @@ from engine.cli import main
 from engine.config import Settings
 from engine.errors import ValidationError
 from tests.redis_server import REDIS_URL, TcpRelay, keys_of, redis_prefix
+from tests.telnyx_harness import caller, telnyx_stack
 
 NUMBER, OTHER = "+14155550100", "+14155550101"
 ROOM = Place(7, NUMBER)
@@ -178,8 +181,9 @@ async def test_without_redis_claims_are_refused_and_live_legs_catch_up_after(nod
         assert await a.claim("a1", Claim(1, 9, ROOM, 9)) is None
         assert await a.claim("a2", Claim(1, 9, ROOM, 9)) is None
         relay.cut()
-        with pytest.raises(LiveLegsUnavailable, match="live-leg counts unavailable"):
-            await a.claim("a3", Claim(1, 9, ROOM, 9))
+        for _ in range(2):  # the second refused at once: Redis is known to be away
+            with pytest.raises(LiveLegsUnavailable, match="live-leg counts unavailable"):
+                await a.claim("a3", Claim(1, 9, ROOM, 9))
         a.release("a1")  # a live call's end never waits on Redis, nor fails
         a.hold("a4", org_id=1, place=ROOM)
         await a.flush()  # nothing written, nothing raised
@@ -266,3 +270,49 @@ def test_redis_settings_from_the_environment() -> None:
     )
     assert (settings.node_id, settings.redis_node_ttl_s) == ("node-1", 20.0)
     assert redacted("redis://u:secret@h:1/0") == "redis://h:1/0"
+
+
+# --- Redis down under a running engine (RELIABILITY.md) -------------------------------------------
+
+
+async def test_redis_down_refuses_new_calls_and_leaves_the_live_one_alone(
+    tmp_path: Path, prefix: str
+) -> None:
+    relay = await TcpRelay().start()
+    try:
+        async with telnyx_stack(tmp_path, redis_url=relay.url, redis_prefix=prefix) as stack:
+            slug = await stack.bridge(NUMBER)  # default routing: a caller is answered, streams
+            live = await stack.sim.place_inbound_call(caller(), NUMBER, source=ToneSource(440))
+            await live.wait_for(CallState.STREAMING)
+            relay.cut()
+            with capture_logs() as logs:
+                refused = await stack.sim.place_inbound_call(caller(), NUMBER)
+                await refused.wait_for(CallState.ENDED)
+                dial = await stack.client.post(
+                    "/v2/calls",
+                    json={"connection_id": slug, "from": caller(), "to": caller()},
+                    headers={"Authorization": f"Bearer {stack.org.token}"},
+                )
+                # Meanwhile the live call's media goes on: a second of frames from callbridge.
+                heard = live.media_frames_received
+                await live.wait_until(lambda c: c.media_frames_received >= heard + 50)
+            assert refused.hangup == ("user_busy", "callee", "486")
+            (error,) = (await dial.json())["errors"]
+            assert (dial.status, dial.headers["Retry-After"]) == (429, "1")
+            assert "live-leg counts unavailable" in error["detail"]
+            events = [(e["event"], e.get("reason", "")) for e in logs]
+            assert any(event.startswith("Redis unreachable") for event, _ in events)
+            assert any(
+                event == "telnyx call refused" and "live-leg counts unavailable" in reason
+                for event, reason in events
+            )
+            await live.hang_up()  # the end of a live call waits for nothing
+            await stack.taken(live, "call.hangup")
+            await stack.runtime.settle()
+            relay.mend()
+            await stack.runtime.settle()  # the release, kept while Redis was away, written now
+            assert await stack.app[LIVE_LEGS].count_for_number(NUMBER) == 0
+            again = await stack.sim.place_inbound_call(caller(), NUMBER)
+            await again.wait_for(CallState.STREAMING)
+    finally:
+        await relay.close()

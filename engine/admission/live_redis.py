@@ -44,6 +44,9 @@ log = get_logger("callbridge.admission")
 # One Redis request's bound (connecting included): a claim waits at most this long before the
 # call is refused. Not retried: the caller's provider, or the application, tries again.
 REDIS_TIMEOUT_S = 2.0
+# While Redis is unreachable claims are refused at once (not each after a timeout: a burst of
+# calls would queue behind one another), and the keep-alive task tries it this often.
+PROBE_S = 1.0
 _LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION}
 
 
@@ -74,6 +77,7 @@ class RedisLiveLegs:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reachable = True
+        self._outage = ""  # why Redis is unreachable, while it is
         self._claim = client.register_script(CLAIM)
         self._write = client.register_script(WRITE)
         self._sweep = client.register_script(SWEEP)
@@ -122,6 +126,8 @@ class RedisLiveLegs:
     async def claim(self, leg_id: str, claim: Claim) -> Limit | None:
         args = [self._prefix, self.node, leg_id, claim.org_id, *_place_args(claim.place)]
         args += [claim.channels, claim.max_legs]
+        if not self._reachable:
+            raise LiveLegsUnavailable(self._unavailable(self._outage))
         async with self._lock:
             try:
                 await self._write_dirty()  # this node's releases first: their slots are free
@@ -131,9 +137,7 @@ class RedisLiveLegs:
                     result = await self._claim(args=args)
             except RedisError as exc:
                 self._lost(exc)
-                raise LiveLegsUnavailable(
-                    f"live-leg counts unavailable (Redis at {self._where}: {exc})"
-                ) from exc
+                raise LiveLegsUnavailable(self._unavailable(self._outage)) from exc
             self._found()
             if result == 0:
                 self._mine[leg_id] = Counted(claim.org_id, claim.place)
@@ -158,8 +162,12 @@ class RedisLiveLegs:
         async with self._lock:
             try:
                 await self._write_dirty()
+                if not self._reachable:
+                    await self._client.ping()  # nothing was written, perhaps: is Redis back?
             except RedisError as exc:
                 self._lost(exc)  # kept dirty: written once Redis answers
+            else:
+                self._found()
 
     # ---- counts ----------------------------------------------------------------------------
     async def count_for_bridge(self, bridge_id: int) -> int:
@@ -177,9 +185,7 @@ class RedisLiveLegs:
             return int(await self._client.scard(self.key(name)))
         except RedisError as exc:
             self._lost(exc)
-            raise LiveLegsUnavailable(
-                f"live-leg counts unavailable (Redis at {self._where}: {exc})"
-            ) from exc
+            raise LiveLegsUnavailable(self._unavailable(self._outage)) from exc
 
     # ---- writing (under ``_lock``) -------------------------------------------------------------
     async def _write_dirty(self) -> None:
@@ -213,10 +219,11 @@ class RedisLiveLegs:
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self._beat_s
         while True:
+            wait_s = max(0.0, next_beat - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_beat - loop.time()))
+                await asyncio.wait_for(self._wake.wait(), wait_s if self._reachable else PROBE_S)
             self._wake.clear()
-            beat = loop.time() >= next_beat
+            beat = loop.time() >= next_beat or not self._reachable
             if beat:
                 next_beat = loop.time() + self._beat_s
             try:
@@ -248,12 +255,15 @@ class RedisLiveLegs:
         if dropped:
             log.info("claims of expired nodes dropped", legs=dropped)
 
+    def _unavailable(self, error: str) -> str:
+        return f"live-leg counts unavailable (Redis at {self._where}: {error})"
+
     def _lost(self, exc: Exception) -> None:
+        self._outage = str(exc) or type(exc).__name__
         if self._reachable:
             self._reachable = False
-            error = str(exc) or type(exc).__name__
             log.warning("Redis unreachable: new calls are refused until it answers, live calls "
-                        "go on", redis=self._where, error=error)  # fmt: skip
+                        "go on", redis=self._where, error=self._outage)  # fmt: skip
 
     def _found(self) -> None:
         if not self._reachable:
