@@ -30,6 +30,7 @@ from engine.app import create_app
 from engine.cli import main
 from engine.config import Settings
 from engine.errors import ValidationError
+from tests.platform_client import BRIDGES
 from tests.redis_server import REDIS_URL, TcpRelay, keys_of, redis_prefix
 from tests.telnyx_harness import caller, telnyx_stack
 
@@ -296,6 +297,10 @@ async def test_redis_down_refuses_new_calls_and_leaves_the_live_one_alone(
                 # Meanwhile the live call's media goes on: a second of frames from callbridge.
                 heard = live.media_frames_received
                 await live.wait_until(lambda c: c.media_frames_received >= heard + 50)
+            # A bridge whose live legs cannot be counted is not deleted.
+            kept = await stack.org.call("DELETE", f"{BRIDGES}{slug}/")
+            assert (kept.status, kept.body["message"]) == (503, "Bridge deletion failed.")
+            assert "live-leg counts unavailable" in kept.body["errors"]
             assert refused.hangup == ("user_busy", "callee", "486")
             (error,) = (await dial.json())["errors"]
             assert (dial.status, dial.headers["Retry-After"]) == (429, "1")
