@@ -6,6 +6,8 @@ idempotent; a dialled leg takes its placeholder's slot in one step; a node whose
 has expired loses its claims at the next sweep, except those another node adopted; a node
 that finds its key gone counts its legs again; without Redis a claim is refused while holds
 and releases wait and are written once Redis answers; keys stay under ``callbridge:{prefix}:``.
+Through the app: ``serve`` does not start without Redis; a running engine cut from Redis refuses
+new calls and keeps the live one; a restarted process takes the claims of the calls it adopts.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from aiohttp import web
@@ -30,6 +32,7 @@ from engine.app import create_app
 from engine.cli import main
 from engine.config import Settings
 from engine.errors import ValidationError
+from tests.call_fakes import Harness
 from tests.platform_client import BRIDGES
 from tests.redis_server import REDIS_URL, TcpRelay, keys_of, redis_prefix
 from tests.telnyx_harness import caller, telnyx_stack
@@ -321,3 +324,26 @@ async def test_redis_down_refuses_new_calls_and_leaves_the_live_one_alone(
             await again.wait_for(CallState.STREAMING)
     finally:
         await relay.close()
+
+
+async def test_a_restarted_process_takes_the_claims_of_the_calls_it_adopts(
+    aiohttp_client: Any, aiohttp_server: Any, settings: Settings, prefix: str
+) -> None:
+    settings = replace(settings, redis_url=REDIS_URL, redis_prefix=prefix)
+    h = await Harness.start(aiohttp_client, aiohttp_server, settings)
+    a, b = await h.up(), await h.up()
+    before = live_of(h.client.app)
+    assert isinstance(before, RedisLiveLegs) and await before.count_for_org(h.org.org_id) == 2
+    h = await h.restarted(aiohttp_client, settings, unreachable={a})  # a's call is gone
+    await h.runtime.settle()
+    after = live_of(h.client.app)
+    assert isinstance(after, RedisLiveLegs) and after.node != before.node, "a new node"
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        assert await redis.hget(after.key(f"leg:{b}"), "node") == after.node, "b moved"
+        assert await redis.hget(after.key(f"leg:{a}"), "node") == before.node, "a did not"
+        await redis.delete(after.key(f"node:{before.node}:alive"))  # the old process's TTL
+        await after.refresh()
+    finally:
+        await redis.aclose()
+    assert await after.count_for_org(h.org.org_id) == 1, "the adopted call, not the gone one"
