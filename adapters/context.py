@@ -21,7 +21,7 @@ from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from adapters.stream_session import BindingFactory
 from engine.admission.gate import Admission
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
@@ -57,7 +57,7 @@ class AdapterContext:
     settings: Settings
     store: Store
     secret_box: SecretBox
-    live: LiveLegIndex
+    live: LiveLegs
     tokens: LegTokens
     clock: Callable[[], float]
     runtime: CallRuntime | None = None

@@ -20,7 +20,7 @@ from adapters.telnyx import kit as telnyx_kit
 from adapters.twilio import kit as twilio_kit
 from adapters.wsagent import kit as wsagent_kit
 from engine.admission.gate import Admission
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs
 from engine.api.keys import METRICS
 from engine.config import Settings
 from engine.crypto import SecretBox
@@ -36,7 +36,7 @@ def adapter_context(
     settings: Settings,
     store: Store,
     secret_box: SecretBox,
-    live: LiveLegIndex,
+    live: LiveLegs,
     secret_key: str,
     clock: Callable[[], float],
     admission: Admission | None = None,

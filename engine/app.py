@@ -18,7 +18,8 @@ from aiohttp import web
 from adapters import wiring
 from engine.admission.gate import Admission
 from engine.admission.limits import OrgRateLimiter
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegIndex, LiveLegs
+from engine.admission.live_redis import RedisLiveLegs
 from engine.api import (
     bridges,
     calls,
@@ -86,7 +87,7 @@ def create_app(
     app[STORE] = store if store is not None else SqlStore(settings.database_url)
     app[SECRET_BOX] = SecretBox(secret_key)
     app[METRICS] = Metrics()
-    app[LIVE_LEGS] = LiveLegIndex()
+    app[LIVE_LEGS] = live_legs(settings)
     # Monotonic: a wall-clock step must neither refill nor drain the buckets.
     app[RATE_LIMITER] = OrgRateLimiter(time.monotonic)
     if provisioner is not None:
@@ -150,6 +151,7 @@ def create_app(
     app[METRICS].watch(live_metrics, live_metrics.refresh)
     wiring.install(app, context, app[RUNTIME])
     app.cleanup_ctx.append(_store_lifetime)
+    app.cleanup_ctx.append(_live_legs_lifetime)  # before the runtime: adoption holds legs
     app.cleanup_ctx.append(_runtime_lifetime)
     ops.add_routes(app)
     bridges.add_routes(app)
@@ -160,6 +162,19 @@ def create_app(
     webhook_deliveries.add_routes(app)
     console.install(app)  # the operator console at /console
     return app
+
+
+def live_legs(settings: Settings) -> LiveLegs:
+    """The live-leg counts: shared by every node through Redis when CALLBRIDGE_REDIS_URL is
+    set (engine/admission/live_redis.py), else this process's own (one node)."""
+    if settings.redis_url is None:
+        return LiveLegIndex()
+    return RedisLiveLegs.from_url(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        node_id=settings.node_id,
+        ttl_s=settings.redis_node_ttl_s,
+    )
 
 
 def audio_fetcher(settings: Settings, sample_rate: int) -> AudioFetcher:
@@ -192,6 +207,16 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
     await store.start()
     yield
     await store.close()
+
+
+async def _live_legs_lifetime(app: web.Application) -> AsyncIterator[None]:
+    """Redis reachable and this node registered before anything is adopted or admitted: a
+    process that cannot count live legs does not start (``LiveLegsUnavailable``, naming
+    CALLBRIDGE_REDIS_URL)."""
+    live = app[LIVE_LEGS]
+    await live.start()
+    yield
+    await live.close()
 
 
 async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -95,6 +95,14 @@ class Settings:
     audio_max_seconds: float = 1800.0
     audio_cache_ttl_s: float = 300.0
     audio_cache_max_bytes: int = 256 * 1024 * 1024
+    # Redis (CALLBRIDGE_REDIS_URL): the live-leg counts every node shares, so channels_count and
+    # max_legs hold across nodes (engine/admission/live_redis.py); None: counted in this process.
+    # Keys are ``callbridge:{<redis_prefix>}:...``; a node is alive while it refreshes a key
+    # that lives ``redis_node_ttl_s``; ``node_id`` names it (default: the host name).
+    redis_url: str | None = None
+    redis_prefix: str = "default"
+    redis_node_ttl_s: float = 15.0
+    node_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +110,7 @@ class Settings:
         settings = _number_settings(env, _org_limit_defaults(env, cls()))
         settings = _webhook_settings(env, settings)
         settings = _provider_fault_settings(env, settings)
+        settings = _redis_settings(env, settings)
         fmt = env.get("CALLBRIDGE_LOG_FORMAT", settings.log_format)
         if fmt not in ("json", "console"):
             raise ValidationError(
@@ -166,6 +175,38 @@ def _public_media_url(env: Mapping[str, str]) -> str | None:
             field="CALLBRIDGE_PUBLIC_MEDIA_URL",
         )
     return url or None
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MIN_NODE_TTL_S, MAX_NODE_TTL_S = 1.0, 600.0
+
+
+def _redis_settings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """``settings`` with Redis and the node's name as the environment gives them, checked.
+    Whether the server answers is checked when the app starts (engine/admission/live_redis.py)."""
+    url = env.get("CALLBRIDGE_REDIS_URL", "").strip() or None
+    if url is not None and not url.startswith(REDIS_SCHEMES):
+        raise ValidationError(
+            "CALLBRIDGE_REDIS_URL must be a redis://, rediss:// or unix:// URL",
+            field="CALLBRIDGE_REDIS_URL",
+        )
+    prefix = env.get("CALLBRIDGE_REDIS_PREFIX", settings.redis_prefix)
+    node_id = env.get("CALLBRIDGE_NODE_ID", "").strip() or None
+    for name, value in (("CALLBRIDGE_REDIS_PREFIX", prefix), ("CALLBRIDGE_NODE_ID", node_id)):
+        # Braces would move the key's hash tag; spaces and colons would blur key names.
+        if value is not None and not (
+            0 < len(value) <= 64 and all(c.isalnum() or c in "-_." for c in value)
+        ):
+            raise ValidationError(
+                f"{name} must be 1 to 64 letters, digits, '-', '_' or '.'", field=name
+            )
+    ttl_s = settings.redis_node_ttl_s
+    if (raw := env.get("CALLBRIDGE_REDIS_NODE_TTL_S")) is not None:
+        ttl_s = _parse_number(
+            "CALLBRIDGE_REDIS_NODE_TTL_S", raw, MIN_NODE_TTL_S, MAX_NODE_TTL_S, float
+        )
+    return replace(settings, redis_url=url, redis_prefix=prefix, redis_node_ttl_s=ttl_s,
+                   node_id=node_id)  # fmt: skip
 
 
 def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:

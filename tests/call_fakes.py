@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from numpy.typing import NDArray
 
+from engine.admission.live import Place
 from engine.api.keys import RUNTIME, STORE
 from engine.app import create_app
 from engine.config import Settings
@@ -441,7 +442,11 @@ class Harness:
     ) -> str:
         """A new incoming leg on the harness bridge (or, with ``org``, of that organization)."""
         leg = "v3:in-" + uuid.uuid4().hex[:12]
-        self.runtime.bind(leg, self.gateway, bridge_id=self.bridge["id"], number=to)
+        # Admission counts it (engine/admission/inbound.py), then the leg is bound.
+        self.runtime.live.hold(
+            leg, org_id=(org or self.org).org_id, place=Place(self.bridge["id"], to)
+        )
+        self.runtime.bind(leg, self.gateway)
         await self.runtime.event(
             ev.LegInitiated(
                 call_control_id=leg,

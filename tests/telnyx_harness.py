@@ -217,18 +217,20 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def telnyx_stack(tmp_path: Path) -> AsyncIterator[Stack]:
+async def telnyx_stack(tmp_path: Path, **settings: Any) -> AsyncIterator[Stack]:
+    """``settings``: Settings fields to set besides the stack's own."""
     port = unused_port()
     base_url = f"http://127.0.0.1:{port}"
-    settings = Settings(
+    config = Settings(
         database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
         secret_key=SECRET_KEY,
         public_url=base_url,
         recordings_dir=str(tmp_path / "recordings"),
         # Simulators, bots and webhook receivers all listen on 127.0.0.1.
         allow_private_urls=True,
+        **settings,
     )
-    app = create_app(settings)
+    app = create_app(config)
     sim = TelnyxSimulator()
     await sim.start()
     watch(sim)
@@ -238,21 +240,28 @@ async def telnyx_stack(tmp_path: Path) -> AsyncIterator[Stack]:
         await client.start_server()
         await app_server.start()
         org = await make_org(client, "acme", "Acme Inc")
-        # The connection starts with no webhook URL: connecting a number points it at callbridge.
-        connection_id = sim.add_connection(webhook_url=None)
-        config = await org.create_config(
-            "telnyx",
-            account_sid=connection_id,
-            auth_token=sim.api_key,
-            public_key=sim.public_key,
-            api_base_url=sim.base_url,
-        )
-        yield Stack(sim, app, client, org, config["id"], connection_id, base_url, app_server)
+        config_id, connection_id = await telnyx_config(org, sim)
+        yield Stack(sim, app, client, org, config_id, connection_id, base_url, app_server)
     finally:
         # The simulator first: its calls close their media sockets, so the app's streams end.
         await sim.close()
         await app_server.close()
         await client.close()
+
+
+async def telnyx_config(org: Org, sim: TelnyxSimulator) -> tuple[int, str]:
+    """A Telnyx configuration of ``org`` for a new connection of ``sim``: the configuration's
+    id and the connection's. The connection starts with no webhook URL: connecting a number
+    points it at callbridge."""
+    connection_id = sim.add_connection(webhook_url=None)
+    config = await org.create_config(
+        "telnyx",
+        account_sid=connection_id,
+        auth_token=sim.api_key,
+        public_key=sim.public_key,
+        api_base_url=sim.base_url,
+    )
+    return int(config["id"]), connection_id
 
 
 # --- audio -------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ async def test_an_overloaded_engine_turns_inbound_calls_away_busy(settings: Sett
     try:
         admission = Admission()
         overload(admission.load)
-        refusal = await admit(store, LiveLegIndex(), "+15550001111", settings, admission)
+        refusal = await admit(store, LiveLegIndex(), "+15550001111", settings, admission, "v3:x")
         assert not isinstance(refusal, type(None))
         assert refusal.cause is RejectCause.USER_BUSY  # type: ignore[union-attr]
         assert "overloaded" in refusal.reason  # type: ignore[union-attr]

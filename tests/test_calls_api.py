@@ -616,7 +616,7 @@ async def test_the_far_end_hanging_up_ends_the_bridge(h: Harness) -> None:
         "caller",
     )
     assert h.state(a) == "parked" and h.room_of(a) is None
-    assert h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 1
+    assert await h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 1
 
 
 async def test_unbridge_parks_the_leg_and_the_peer_follows_its_own_policy(h: Harness) -> None:
@@ -731,7 +731,7 @@ async def test_hangup_and_reject(h: Harness) -> None:
     assert h.gateway.ops(a) == ["answer", "hangup"] and h.gateway.ops(b) == ["reject"]
     assert [c.value for _, c in h.gateway.rejects] == ["USER_BUSY"]
     assert {a, b} <= set(h.gateway.forgotten)
-    assert h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 0
+    assert await h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 0
 
 
 async def test_a_failed_provider_answer_ends_the_leg_with_a_webhook(h: Harness) -> None:
@@ -746,7 +746,7 @@ async def test_a_failed_provider_answer_ends_the_leg_with_a_webhook(h: Harness) 
     await h.runtime.settle()
     assert h.gateway.ops(a) == ["answer", "hangup"], "the provider is told to hang up too"
     assert (await h.status(a))["is_alive"] is False
-    assert h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 0
+    assert await h.client.app[LIVE_LEGS].count_for_bridge(h.bridge["id"]) == 0
     error(await h.act(a, "hangup"), 422, "90018")
 
 

@@ -275,12 +275,8 @@ async def test_admission_counts_against_the_number_and_then_the_organization(
         live, admission = LiveLegIndex(), Admission()
 
         async def call(number: str, leg: str) -> Refusal | None:
-            verdict = await admit(store, live, number, settings, admission)
-            if isinstance(verdict, Refusal):
-                return verdict
-            live.leg_started(leg, verdict.bridge.id, number)
-            live.org_leg_started(leg, org.id)
-            return None
+            verdict = await admit(store, live, number, settings, admission, leg)
+            return verdict if isinstance(verdict, Refusal) else None  # counted when admitted
 
         assert await call(NUMBER, "a") is None and await call(NUMBER, "b") is None
         full = await call(NUMBER, "c")
@@ -290,7 +286,7 @@ async def test_admission_counts_against_the_number_and_then_the_organization(
         over = await call(OTHER, "f")
         assert over is not None and over.cause is RejectCause.USER_BUSY
         assert "its limit" in over.reason
-        live.leg_ended("a")
+        live.release("a")
         assert await call(NUMBER, "g") is None
     finally:
         await store.close()
@@ -346,14 +342,14 @@ async def test_twilio_a_conference_number_with_two_channels_takes_two_callers(
     await third.wait_for(CallState.ENDED)
     # The simulator reports a <Reject reason="busy"/> as Twilio does: the call ends "busy".
     assert (third.end_reason, twiml_of(third)) == ("busy", [(Reject("busy"),)])
-    assert env.live_count(NUMBER) == 2
+    assert await env.live_count(NUMBER) == 2
     assert a.state is CallState.STREAMING and b.state is CallState.STREAMING
 
     await hung_up(env, a)
-    assert env.live_count(NUMBER) == 1
+    assert await env.live_count(NUMBER) == 1
     again = await env.sim.place_inbound_call("+15557654324", NUMBER, source=ToneSource(1000))
     await again.wait_for(CallState.STREAMING)
-    assert env.live_count(NUMBER) == 2
+    assert await env.live_count(NUMBER) == 2
     assert env.runtime.machine.leg(env.leg_of(again)).room_id == room
 
 
@@ -374,7 +370,7 @@ async def test_telnyx_a_number_with_two_channels_rejects_the_third_caller_busy(
         await third.wait_for(CallState.ENDED)
         assert rejects(stack, third.call_control_id) == [{"cause": "USER_BUSY"}]
         assert third.hangup == ("user_busy", "callee", "486")
-        assert stack.app[LIVE_LEGS].count_for_number(NUMBER) == 2
+        assert await stack.app[LIVE_LEGS].count_for_number(NUMBER) == 2
 
         await calls[0].hang_up()
         await stack.taken(calls[0], "call.hangup")
@@ -382,7 +378,7 @@ async def test_telnyx_a_number_with_two_channels_rejects_the_third_caller_busy(
         again = await stack.sim.place_inbound_call(caller(), NUMBER)
         await again.wait_for(CallState.STREAMING)
         assert rejects(stack, again.call_control_id) == []
-        assert stack.app[LIVE_LEGS].count_for_number(NUMBER) == 2
+        assert await stack.app[LIVE_LEGS].count_for_number(NUMBER) == 2
 
 
 def rejects(stack: Stack, call_control_id: str) -> list[Any]:

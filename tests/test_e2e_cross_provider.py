@@ -34,7 +34,7 @@ from engine.config import Settings
 from engine.runtime.runtime import CallRuntime
 from tests.e2e_checks import LISTEN_FRAMES, hearing, tap, voices, watch
 from tests.platform_client import BRIDGES, Org, make_org
-from tests.telnyx_harness import AppServer
+from tests.telnyx_harness import AppServer, telnyx_config
 
 SECRET_KEY = "cross-provider-secret-" + "x" * 32
 TWILIO_NUMBER, TELNYX_NUMBER = "+15550101010", "+15550202020"
@@ -97,20 +97,13 @@ async def world(
             auth_token=twilio_sim.auth_token,
             api_base_url=twilio_sim.base_url,
         )
-        connection = telnyx_sim.add_connection(webhook_url=None)
-        telnyx_cfg = await org.create_config(
-            "telnyx",
-            account_sid=connection,
-            auth_token=telnyx_sim.api_key,
-            public_key=telnyx_sim.public_key,
-            api_base_url=telnyx_sim.base_url,
-        )
+        telnyx_cfg_id, connection = await telnyx_config(org, telnyx_sim)
         w = World(twilio_sim, telnyx_sim, client, org, app_server, base_url)
         bridge = await org.create_bridge("Cross", webhook_url=app_server.url)
         twilio_sim.add_number(TWILIO_NUMBER)
         telnyx_sim.add_number(TELNYX_NUMBER, connection)
         await w.connect(bridge["slug"], twilio_cfg["id"], TWILIO_NUMBER)
-        await w.connect(bridge["slug"], telnyx_cfg["id"], TELNYX_NUMBER)
+        await w.connect(bridge["slug"], telnyx_cfg_id, TELNYX_NUMBER)
         yield w
     finally:
         # The simulators first: their calls close their media streams, so the app has none left

@@ -49,7 +49,7 @@ async def test_a_closed_admission_turns_every_inbound_call_away_busy(h: Harness)
     app = app_of(h)
     number = "+15550009999"  # not even connected: the closed door is checked first
     admission.close("shutting down")
-    verdict = await admit(app[STORE], h.runtime.live, number, app[SETTINGS], admission)
+    verdict = await admit(app[STORE], h.runtime.live, number, app[SETTINGS], admission, "v3:x")
     assert isinstance(verdict, Refusal) and verdict.cause is RejectCause.USER_BUSY
     assert "shutting down" in verdict.reason
 

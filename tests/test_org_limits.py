@@ -232,7 +232,7 @@ async def test_a_dial_over_the_leg_limit_is_429_and_each_organization_has_its_ow
     assert (await h.request("POST", "/v2/calls", dial_body(h), org=h.other_org)).status == 429
 
     await h.hung_up(first)
-    assert h.client.app[LIVE_LEGS].count_for_org(h.org.org_id) == 0
+    assert await h.client.app[LIVE_LEGS].count_for_org(h.org.org_id) == 0
     await h.dial()
 
 
@@ -280,7 +280,7 @@ async def test_twilio_calls_over_the_organizations_leg_limit_are_rejected_busy(
     second = await sim.place_inbound_call("+15557654322", second_number)
     await second.wait_for(CallState.ENDED)
     assert (second.end_reason, twiml_of(second)) == ("busy", [(Reject("busy"),)])
-    assert env.app[LIVE_LEGS].count_for_org(env.org.org_id) == 1
+    assert await env.app[LIVE_LEGS].count_for_org(env.org.org_id) == 1
 
     await first.hang_up()
     third = await sim.place_inbound_call("+15557654323", second_number)
@@ -301,7 +301,7 @@ async def test_telnyx_calls_over_the_organizations_leg_limit_are_rejected_busy(
         path = f"/v2/calls/{second.call_control_id}/actions/reject"
         rejects = [r.json for r in stack.sim.requests if r.path == path]
         assert rejects == [{"cause": "USER_BUSY"}]
-        assert stack.app[LIVE_LEGS].count_for_org(org_id) == 1
+        assert await stack.app[LIVE_LEGS].count_for_org(org_id) == 1
         assert first.state is CallState.STREAMING
 
 

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from engine.admission.live import Place
 from engine.api.keys import LIVE_LEGS
 from tests.platform_client import BRIDGES, Org
 
@@ -237,12 +238,12 @@ async def test_delete_seed_shape_and_gone_after(org: Org) -> None:
 async def test_bridge_with_live_calls_cannot_be_deleted(org: Org) -> None:
     bridge = await org.create_bridge("Busy")
     live = org.client.app[LIVE_LEGS]
-    live.leg_started("leg-1", bridge["id"], "+14155550100")
+    live.hold("leg-1", org_id=org.org_id, place=Place(bridge["id"], "+14155550100"))
     reply = await org.call("DELETE", f"{BRIDGES}{bridge['slug']}/")
     assert reply.status == 409
     assert reply.body["message"] == "Bridge deletion failed."
     assert "live" in reply.body["errors"]
-    live.leg_ended("leg-1")
+    live.release("leg-1")
     assert (await org.call("DELETE", f"{BRIDGES}{bridge['slug']}/")).status == 200
 
 

@@ -24,7 +24,7 @@ import telnyx
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from adapters.simulators import Callee, CallState, TelnyxSimulator, ToneSource, TwilioSimulator
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs
 from engine.api.keys import LIVE_LEGS
 from engine.app import create_app
 from engine.config import Settings
@@ -102,8 +102,8 @@ async def until(sim: TelnyxSimulator | TwilioSimulator, condition: Callable[[], 
     await sim.wait_for_request(lambda _request: condition(), WAIT_S)
 
 
-def live(app: Any) -> LiveLegIndex:
-    index: LiveLegIndex = app[LIVE_LEGS]
+def live(app: Any) -> LiveLegs:
+    index: LiveLegs = app[LIVE_LEGS]
     return index
 
 
@@ -137,14 +137,14 @@ async def test_telnyx_answer_and_hangup_ride_out_503s_429s_and_timeouts(tmp_path
             # Not confirmed yet: the leg is remembered and its channel still counted.
             assert call.state is not CallState.ENDED
             assert stack.kit.legs.of_leg(leg) is not None
-            assert live(stack.app).count_for_number(NUMBER) == 1
+            assert await live(stack.app).count_for_number(NUMBER) == 1
             await call.wait_for(CallState.ENDED, WAIT_S)
             statuses = [r.status for r in stack.sim.requests if r.path.endswith("/actions/hangup")]
             done = statuses.index(200)
             assert done >= 3 and set(statuses[:done]) == {503}
             await stack.runtime.settle()
             assert stack.kit.legs.of_leg(leg) is None
-            assert live(stack.app).count_for_number(NUMBER) == 0
+            assert await live(stack.app).count_for_number(NUMBER) == 0
         finally:
             await sdk.close()
 
@@ -188,7 +188,7 @@ async def test_reconciliation_ends_a_leg_the_provider_ended_without_a_webhook(
             assert statuses[-1].status == 200
             await stack.runtime.settle()
             assert stack.kit.legs.of_leg(leg) is None
-            assert live(stack.app).count_for_number(NUMBER) == 0
+            assert await live(stack.app).count_for_number(NUMBER) == 0
         finally:
             await sdk.close()
 
@@ -205,7 +205,7 @@ async def test_an_incoming_leg_nobody_answers_is_ended_after_the_setup_timeout(
         assert hangup["payload"]["callbridge_reason"] == "setup_timeout"
         await call.wait_for(CallState.ENDED, WAIT_S)  # hung up at Telnyx too
         await stack.runtime.settle()
-        assert live(stack.app).count_for_number(NUMBER) == 0
+        assert await live(stack.app).count_for_number(NUMBER) == 0
 
 
 # --- Twilio ----------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ async def test_twilio_hangup_is_retried_through_503s_and_a_timeout(
     await hooks.next("call.hangup", leg)
     await until(twilio.sim, lambda: twilio.sim.faults.count("hangup") >= 3)
     assert twilio.kit.legs.by_id(leg) is not None  # remembered until Twilio confirms
-    assert twilio.live_count(NUMBER) == 1
+    assert await twilio.live_count(NUMBER) == 1
     await call.wait_for(CallState.ENDED, WAIT_S)
     assert call.end_reason == "completed"
     ends = [r for r in twilio.sim.requests if r.path.endswith(f"/Calls/{call.sid}.json")]
@@ -269,7 +269,7 @@ async def test_twilio_hangup_is_retried_through_503s_and_a_timeout(
     assert {r.status for r in ends[: ends.index(completed[0])]} == {None, 503}
     await twilio.runtime.settle()
     assert twilio.kit.legs.by_id(leg) is None
-    assert twilio.live_count(NUMBER) == 0
+    assert await twilio.live_count(NUMBER) == 0
 
 
 async def test_twilio_dial_waits_out_a_429_but_never_repeats_a_503(
@@ -319,4 +319,4 @@ async def test_reconciliation_ends_a_twilio_leg_whose_call_completed_silently(
     assert reads and reads[-1].status == 200
     await env.runtime.settle()
     assert env.kit.legs.by_id(leg) is None
-    assert env.live_count(NUMBER) == 0
+    assert await env.live_count(NUMBER) == 0

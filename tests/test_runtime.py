@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.admission.live import Place
 from engine.api.keys import LIVE_LEGS
 from engine.config import Settings
 from engine.machine import events as ev
@@ -97,7 +98,8 @@ async def test_default_routing_answers_and_mixes_calls_in_the_bridges_room(h: Ha
     legs = []
     for n, fmt in enumerate([PCMU_8K, PCMA_8K]):
         leg = f"v3:default-{n}"
-        h.runtime.bind(leg, h.gateway, bridge_id=h.bridge["id"], number="+15550002222")
+        h.runtime.live.hold(leg, org_id=h.org.org_id, place=Place(h.bridge["id"], "+15550002222"))
+        h.runtime.bind(leg, h.gateway)
         await h.runtime.event(
             ev.LegInitiated(
                 call_control_id=leg,
@@ -122,11 +124,13 @@ async def test_default_routing_answers_and_mixes_calls_in_the_bridges_room(h: Ha
     await h.outputs[a].collect(3)
     assert share(heard(h, a, await h.outputs[a].collect(20)), 1000) > 0.9
     live = h.client.app[LIVE_LEGS]
-    assert live.count_for_bridge(h.bridge["id"]) == 2
+    assert await live.count_for_bridge(h.bridge["id"]) == 2
     await h.hung_up(b)
     assert h.state(a) == "bridged" and h.room_of(a) == room, "a conference stays"
-    assert live.count_for_bridge(h.bridge["id"]) == 1, "the far end's hangup frees the channel"
-    assert live.count_for_number("+15550002222") == 1
+    assert await live.count_for_bridge(h.bridge["id"]) == 1, (
+        "the far end's hangup frees the channel"
+    )
+    assert await live.count_for_number("+15550002222") == 1
     assert h.receiver.hooks == [], "nobody listens: no webhooks"
 
 

@@ -184,7 +184,7 @@ async def test_unsigned_or_badly_signed_webhooks_are_403_and_change_nothing(stac
         assert resp.status == 403, name
     assert stack.runtime.machine.snapshot() == before
     assert len(stack.kit.legs) == 0
-    assert stack.app[LIVE_LEGS].count_for_number(NUMBER) == 0
+    assert await stack.app[LIVE_LEGS].count_for_number(NUMBER) == 0
 
     # The very same body, signed now, is a call: only the signature was at fault.
     resp = await stack.client.post(WEBHOOK, data=body, headers=good)
@@ -321,7 +321,7 @@ async def test_draft_or_inactive_bridges_and_full_numbers_reject_busy(stack: Sta
     await second.wait_for(CallState.ENDED)
     assert [r.json for r in requests_to(stack, second, "reject")] == [{"cause": "USER_BUSY"}]
     assert first.state is CallState.STREAMING
-    assert stack.app[LIVE_LEGS].count_for_number(OTHER) == 1
+    assert await stack.app[LIVE_LEGS].count_for_number(OTHER) == 1
     assert busy in stack.bridges
 
     # A number callbridge has no bridge for: nothing can verify the call, it is left alone.

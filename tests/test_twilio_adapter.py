@@ -205,7 +205,7 @@ async def test_a_bad_or_missing_signature_is_403_and_creates_no_leg(env: TwilioE
     other = voice_form(env, AccountSid="AC" + "2" * 32)
     status, _ = await post_form(env, VOICE_PATH, other, sign(env, VOICE_PATH, other))
     assert status == 403
-    assert env.leg_count() == 0 and env.live_count(NUMBER) == 0
+    assert env.leg_count() == 0 and await env.live_count(NUMBER) == 0
 
     # The same request, signed as Twilio signs it, is accepted (answered into the conference).
     status, text = await post_form(env, VOICE_PATH, form, sign(env, VOICE_PATH, form))
@@ -237,7 +237,7 @@ async def test_status_callbacks_are_verified_and_unknown_calls_acknowledged(
     ended = env.runtime.machine.leg(leg)
     assert ended.hangup_cause is not None and ended.hangup_cause.value == "normal_clearing"
     assert ended.hangup_source is not None and ended.hangup_source.value == "caller"
-    assert env.live_count(NUMBER) == 0 and len(env.kit.legs) == 0
+    assert await env.live_count(NUMBER) == 0 and len(env.kit.legs) == 0
     # A late, reordered callback for the ended call is harmless.
     late = voice_form(env, CallSid=call.sid, CallStatus="in-progress")
     assert (await post_form(env, STATUS_PATH, late, sign(env, STATUS_PATH, late)))[0] == 200
@@ -267,12 +267,12 @@ async def test_a_number_at_its_channels_count_rejects_busy_until_a_channel_frees
     second = await env.sim.place_inbound_call("+15557654322", NUMBER)
     await second.wait_for(CallState.ENDED)
     assert (second.end_reason, twiml_of(second)) == ("busy", [(Reject("busy"),)])
-    assert env.live_count(NUMBER) == 1
+    assert await env.live_count(NUMBER) == 1
 
     await first.hang_up()
     third = await env.sim.place_inbound_call("+15557654323", NUMBER)
     await third.wait_for(CallState.STREAMING)
-    assert env.live_count(NUMBER) == 1
+    assert await env.live_count(NUMBER) == 1
 
 
 async def test_a_number_on_no_bridge_is_rejected_and_logged(env: TwilioEnv) -> None:
@@ -310,7 +310,7 @@ async def test_the_voice_webhook_is_held_until_the_application_rejects(
     await env.act(leg, "reject", {"cause": "CALL_REJECTED"})
     await rejected.wait_for(CallState.ENDED)
     assert twiml_of(rejected) == [(Reject("rejected"),)]
-    assert env.live_count(NUMBER) == env.live_count(SECOND_NUMBER) == 0
+    assert await env.live_count(NUMBER) == await env.live_count(SECOND_NUMBER) == 0
 
 
 async def test_a_caller_who_hangs_up_while_held_ends_the_leg_as_originator_cancel(
@@ -327,7 +327,7 @@ async def test_a_caller_who_hangs_up_while_held_ends_the_leg_as_originator_cance
     )
     await call.wait_until(lambda c: any(r.kind == "voice" for r in c.events))
     assert twiml_of(call) == [(Hangup(),)], "the held webhook is released"
-    assert env.live_count(NUMBER) == 0 and len(env.kit.legs) == 0
+    assert await env.live_count(NUMBER) == 0 and len(env.kit.legs) == 0
     status, reply = await env.api("POST", f"/v2/calls/{leg}/actions/answer", {})
     assert (status, reply["errors"][0]["code"]) == (422, "90018")
 
@@ -346,7 +346,7 @@ async def test_an_undecided_call_is_rejected_busy_after_the_timeout(
         "timeout",
         "486",
     )
-    assert env.live_count(NUMBER) == 0
+    assert await env.live_count(NUMBER) == 0
     status, reply = await env.api("POST", f"/v2/calls/{leg}/actions/answer", {})
     assert (status, reply["errors"][0]["code"]) == (422, "90018"), "too late to answer"
 

@@ -90,7 +90,7 @@ async def test_a_twilio_voice_webhook_the_engine_fails_on_is_500_and_the_fallbac
     assert form["ErrorCode"] == "11200" and form["ErrorUrl"] == env.public_url + VOICE_PATH
     assert len(calls) == 2, "the fallback went through the same handler, fault gone"
     # One leg, one channel: the failed attempt left nothing behind.
-    assert env.leg_count() == 1 and env.live_count(NUMBER) == 1
+    assert env.leg_count() == 1 and await env.live_count(NUMBER) == 1
     assert env.state(env.leg_of(call)) == "bridged"
 
 

@@ -24,7 +24,6 @@ from adapters.twilio.gateway import TwilioLeg
 from adapters.twilio.kit import TwilioKit
 from adapters.twilio.twiml import ConnectStream, parse_twiml
 from adapters.wiring import ADAPTERS
-from engine.admission.live import LiveLegIndex
 from engine.api.keys import LIVE_LEGS, RUNTIME
 from engine.app import create_app
 from engine.config import Settings
@@ -143,9 +142,8 @@ class TwilioEnv:
         assert isinstance(kit, TwilioKit)
         return kit
 
-    def live_count(self, number: str) -> int:
-        live: LiveLegIndex = self.app[LIVE_LEGS]
-        return live.count_for_number(number)
+    async def live_count(self, number: str) -> int:
+        return await self.app[LIVE_LEGS].count_for_number(number)
 
     def leg_count(self) -> int:
         return len(self.runtime.machine.snapshot().legs)

@@ -243,8 +243,9 @@ class TelnyxHandlers:
                 log.info("telnyx call.initiated for a known call ignored", telnyx_id=telnyx_id)
                 return
             context = self._context
+            leg_id = "v3:" + uuid.uuid4().hex
             decision = await admit(
-                context.store, context.live, number, context.settings, context.admission
+                context.store, context.live, number, context.settings, context.admission, leg_id
             )
             if isinstance(decision, Refusal):
                 log.info(
@@ -257,10 +258,8 @@ class TelnyxHandlers:
                 self._spawn(gateway.reject_call(telnyx_id, decision.cause), "reject")
                 return
             bridge = decision.bridge
-            leg_id = "v3:" + uuid.uuid4().hex
             self._kit.legs.add(leg_id, telnyx_id, decision.provider_config)
-            runtime.bind(leg_id, gateway, bridge_id=bridge.id, number=number)
-            context.live.org_leg_started(leg_id, bridge.org_id)
+            runtime.bind(leg_id, gateway)  # counted by admit: released by the runtime
         log.info("telnyx call admitted", leg_id=leg_id, telnyx_id=telnyx_id, bridge=bridge.slug)
         initiated = ev.LegInitiated(
             call_control_id=leg_id,

@@ -267,19 +267,21 @@ class TwilioHandlers:
             return web.Response(status=400, text=str(exc))
         runtime = context.require_runtime()
         async with self._admission:
+            ids = new_leg_ids()
             verdict = await admit(
-                context.store, context.live, call.to, context.settings, context.admission
+                context.store,
+                context.live,
+                call.to,
+                context.settings,
+                context.admission,
+                ids.call_control_id,
             )
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)
             bridge = verdict.bridge
             gateway = self._kit.gateway(verdict.provider_config)
-            ids = new_leg_ids()
             leg = gateway.hold(ids.call_control_id, bridge.org_id, call.call_sid)
-            runtime.bind(
-                ids.call_control_id, gateway, bridge_id=bridge.id, number=verdict.number.number
-            )
-            context.live.org_leg_started(ids.call_control_id, bridge.org_id)
+            runtime.bind(ids.call_control_id, gateway)  # counted by admit: released by the runtime
         log.info(
             "twilio call admitted",
             leg_id=ids.call_control_id, call_sid=call.call_sid, bridge=bridge.slug,

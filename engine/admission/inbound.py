@@ -3,9 +3,11 @@
 An inbound call to a number on an ACTIVE bridge is admitted; a number on no bridge, a bridge
 that is DRAFT or INACTIVE, or a number already carrying ``channels_count`` live legs is refused
 (busy), and so is a call that would take its organization over its ``max_legs``
-(engine/admission/limits.py). The adapters call this before creating a leg, map the refusal to their
-provider's way of rejecting, and count an admitted leg with ``LiveLegIndex.leg_started`` and
-``org_leg_started`` before letting another call through admission.
+(engine/admission/limits.py), or one that cannot be counted (the live-leg registry unreachable).
+An admitted leg is counted by the same step that checked the limits (``LiveLegs.claim``), so no
+other call, on this node or another, can take its slot; the adapters call this before creating
+the leg, map a refusal to their provider's way of rejecting, and release the leg
+(``CallRuntime.unbind``) if it cannot be started after all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 from engine.admission.gate import Admission
 from engine.admission.limits import limits_for
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import Claim, Limit, LiveLegs, LiveLegsUnavailable, Place
 from engine.config import Settings
 from engine.machine.model import RejectCause
 from engine.store.base import Route, Store
@@ -27,8 +29,14 @@ class Refusal:
 
 
 async def admit(
-    store: Store, live: LiveLegIndex, number: str, settings: Settings, admission: Admission
+    store: Store,
+    live: LiveLegs,
+    number: str,
+    settings: Settings,
+    admission: Admission,
+    leg_id: str,
 ) -> Route | Refusal:
+    """The number's route with ``leg_id`` counted on it, or why not."""
     if admission.refusal() is not None:
         # Busy rather than unknown: the caller may try again and reach the next process (or
         # this one, once its media tick keeps time again).
@@ -42,12 +50,17 @@ async def admit(
         )
     if not route.number.active or not route.provider_config.active:
         return Refusal(RejectCause.USER_BUSY, f"{number} is not active")
-    limit = route.number.channels_count
-    if live.count_for_number(number) >= limit:
-        return Refusal(RejectCause.USER_BUSY, f"{number} already carries {limit} live leg(s)")
+    channels = route.number.channels_count
     org_id = route.bridge.org_id
     max_legs = (await limits_for(store, settings, org_id)).max_legs
-    if live.count_for_org(org_id) >= max_legs:
+    try:
+        place = Place(route.bridge.id, route.number.number)
+        over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels))
+    except LiveLegsUnavailable as exc:
+        return Refusal(RejectCause.USER_BUSY, exc.detail)
+    if over is Limit.NUMBER:
+        return Refusal(RejectCause.USER_BUSY, f"{number} already carries {channels} live leg(s)")
+    if over is Limit.ORGANIZATION:
         return Refusal(
             RejectCause.USER_BUSY,
             f"organization {org_id} already has {max_legs} live leg(s), its limit",

@@ -177,7 +177,7 @@ async def update_bridge(request: web.Request) -> web.StreamResponse:
 @fails_with("Bridge deletion failed.")
 async def delete_bridge(request: web.Request) -> web.StreamResponse:
     bridge = await load_bridge(request)
-    live = request.app[LIVE_LEGS].count_for_bridge(bridge.id)
+    live = await request.app[LIVE_LEGS].count_for_bridge(bridge.id)  # 503 if unknown
     if live:
         raise Conflict(f"Bridge has {live} live call leg(s); hang them up before deleting it")
     await request.app[STORE].delete_bridge(bridge.org_id, bridge.slug)

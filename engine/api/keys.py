@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from engine.admission.gate import Admission
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.metrics import Metrics
@@ -17,7 +17,7 @@ from engine.webhooks.signing import OrgSigningKeys
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 SECRET_BOX = web.AppKey("secret_box", SecretBox)
-LIVE_LEGS = web.AppKey("live_legs", LiveLegIndex)
+LIVE_LEGS = web.AppKey("live_legs", LiveLegs)
 METRICS = web.AppKey("metrics", Metrics)
 PROVISIONER = web.AppKey("provisioner", NumberProvisioner)
 RUNTIME = web.AppKey("runtime", CallRuntime)

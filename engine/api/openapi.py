@@ -70,6 +70,8 @@ def platform_errors(*statuses: int) -> dict[str, Schema]:
         413: "Body too large",
         # The provider's API could not be reached or refused the change (number attach/detach).
         502: "Provider unreachable or refused the request",
+        # The live legs could not be counted (CALLBRIDGE_REDIS_URL's Redis unreachable).
+        503: "Live legs cannot be counted now",
     }
     return {str(s): response(names[s], ref("PlatformError")) for s in (401, 403, *statuses)}
 
@@ -310,7 +312,7 @@ def platform_paths() -> dict[str, Schema]:
                 params=[SLUG],
             ),
             "delete": platform_op(
-                "Delete a bridge (releases its numbers)", 200, empty, 404, 409, params=[SLUG]
+                "Delete a bridge (releases its numbers)", 200, empty, 404, 409, 503, params=[SLUG]
             ),
         },
         b + "{slug}/connect-provider/": {

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from engine.admission.limits import LEGS_RETRY_AFTER_S, OrgRateLimiter, TooManyRequests, limits_for
+from engine.admission.live import Claim, LiveLegsUnavailable
 from engine.api.keys import LIVE_LEGS, RUNTIME, SETTINGS, STORE
 from engine.crypto import token_digest
 from engine.logs import get_logger
@@ -58,28 +59,37 @@ async def dial_within_limit(
     request: web.Request, org_id: int, command: Dial, *, default_webhook_url: str | None
 ) -> DialResult:
     """Place the dial unless the organization already has its ``max_legs`` live: then 429
-    (Telnyx's 10011) with ``Retry-After``. The new leg counts until the runtime ends it."""
+    (Telnyx's 10011) with ``Retry-After``; 429 too when the live legs cannot be counted (the
+    live-leg registry unreachable). The new leg counts until the runtime ends it."""
     app = request.app
     live = app[LIVE_LEGS]
     max_legs = (await limits_for(app[STORE], app[SETTINGS], org_id)).max_legs
-    # No await between the count and the placeholder, so two dials cannot both take the last
-    # leg; the placeholder holds it while the gateway is resolved and the leg is created.
-    if live.count_for_org(org_id) >= max_legs:
+    # A placeholder claims the slot, checked and counted in one step (on every node), and
+    # holds it while the gateway is resolved and the leg is created.
+    placeholder = f"dialling:{uuid.uuid4().hex}"
+    try:
+        over = await live.claim(placeholder, Claim(org_id, max_legs))
+    except LiveLegsUnavailable as exc:
+        log.warning("dial refused: live legs cannot be counted", org_id=org_id, error=exc.detail)
+        raise TooManyRequests(exc.detail, retry_after_s=LEGS_RETRY_AFTER_S) from exc
+    if over is not None:
         log.info("dial over the organization's leg limit", org_id=org_id, max_legs=max_legs)
         raise TooManyRequests(
             f"the organization already has {max_legs} live leg(s), its limit",
             retry_after_s=LEGS_RETRY_AFTER_S,
         )
-    placeholder = f"dialling:{uuid.uuid4().hex}"
-    live.org_leg_started(placeholder, org_id)
     runtime = app[RUNTIME]
     try:
         result = await runtime.dial(org_id, command, default_webhook_url=default_webhook_url)
-    finally:
-        live.leg_ended(placeholder)
+    except BaseException:
+        live.release(placeholder)
+        raise
     leg = runtime.machine.leg(result.leg.call_control_id)
     # A repeated dial is the first one's leg, counted already; a leg that ended while being
-    # placed has had its leg_ended and must not be counted again.
+    # placed has been released and must not be counted again. Otherwise the leg takes the
+    # placeholder's slot, in one step.
     if not result.duplicate and leg.ended_at is None:
-        live.org_leg_started(leg.call_control_id, org_id)
+        live.hold(leg.call_control_id, org_id=org_id, replaces=placeholder)
+    else:
+        live.release(placeholder)
     return result

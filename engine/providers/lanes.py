@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs
 from engine.logs import get_logger
 from engine.machine import events as ev
 from engine.providers.calls import ProviderCalls
@@ -27,7 +27,7 @@ class ProviderLanes:
         *,
         gateways: Mapping[str, ProviderGateway],
         calls: ProviderCalls,
-        live: LiveLegIndex,
+        live: LiveLegs,
         report: Callable[[ev.Event], Awaitable[None]],
         track: Callable[[asyncio.Task[None]], None],
     ) -> None:
@@ -67,7 +67,7 @@ class ProviderLanes:
                 log.warning("no gateway for leg", leg_id=leg_id, operation=operation)
                 if final:
                     self.ending.discard(leg_id)
-                    self._live.leg_ended(leg_id)
+                    self._live.release(leg_id)
                 return
             try:
                 await self._calls.run(
@@ -99,7 +99,7 @@ class ProviderLanes:
                 if final:
                     self.ending.discard(leg_id)
                     gateway.forget(leg_id)
-                    self._live.leg_ended(leg_id)
+                    self._live.release(leg_id)
                 if self._lanes.get(leg_id) is task:
                     del self._lanes[leg_id]
 

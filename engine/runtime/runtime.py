@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from engine.admission.live import LiveLegIndex
+from engine.admission.live import LiveLegs, Place
 from engine.errors import CallbridgeError, InputFailed, InputNotStored
 from engine.logs import get_logger
 from engine.machine import effects as fx
@@ -66,7 +66,7 @@ class CallRuntime:
         plane: MediaPlane,
         outbox: WebhookOutbox,
         store: Store,
-        live: LiveLegIndex,
+        live: LiveLegs,
         resolver: GatewayResolver,
         recordings: RecordingCatalog,
         clock: Callable[[], float] = time.time,
@@ -125,24 +125,15 @@ class CallRuntime:
         return self._clock()
 
     # ---- inputs -------------------------------------------------------------------------
-    def bind(
-        self,
-        call_control_id: str,
-        gateway: ProviderGateway,
-        *,
-        bridge_id: int | None = None,
-        number: str | None = None,
-    ) -> None:
-        """Say which gateway carries a leg (and, for inbound legs, which bridge and number)."""
+    def bind(self, call_control_id: str, gateway: ProviderGateway) -> None:
+        """Say which gateway carries a leg (an inbound one counted by admission already)."""
         self._gateways[call_control_id] = gateway
-        if bridge_id is not None and number is not None:
-            self.live.leg_started(call_control_id, bridge_id, number)
 
     def unbind(self, call_control_id: str) -> None:
         """Undo ``bind`` for a leg whose first event failed: the provider's retry of that event
         (or its failover delivery) starts the leg afresh."""
         self._gateways.pop(call_control_id, None)
-        self.live.leg_ended(call_control_id)
+        self.live.release(call_control_id)
 
     async def event(self, event: ev.Event) -> None:
         """Raises ``InputFailed`` (logged) if the machine fails on it; an event is never refused,
@@ -164,7 +155,7 @@ class CallRuntime:
             if isinstance(event, ev.LegHungUp):
                 # The far end's hangup needs no provider call, and a leg with no webhook URL
                 # (default routing) has no call.hangup to publish: free its channel here.
-                self.live.leg_ended(event.call_control_id)
+                self.live.release(event.call_control_id)
             if isinstance(event, ev.LegHungUp | ev.MediaStopped):
                 self._media_summary(event.call_control_id)
 
@@ -299,9 +290,10 @@ class CallRuntime:
             await self._own_event(gone)
             return False
         self._gateways[leg.call_control_id] = found.gateway
-        self.live.org_leg_started(leg.call_control_id, leg.org_id)
+        place = None
         if found.bridge_id is not None and found.number is not None:
-            self.live.leg_started(leg.call_control_id, found.bridge_id, found.number)
+            place = Place(found.bridge_id, found.number)
+        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place)  # claimed anew here
         return True
 
     async def _ask_after_adoption(self, leg_ids: list[str]) -> None:
@@ -431,7 +423,7 @@ class CallRuntime:
         """The webhook is in the outbox already (``_commit``); only its bookkeeping is left."""
         if effect.event_type == "call.hangup" and effect.call_control_id not in self.lanes.ending:
             # A leg still being hung up at its provider keeps its channel until that is done.
-            self.live.leg_ended(effect.call_control_id)
+            self.live.release(effect.call_control_id)
 
     def _timer_fired(self, key: TimerKey) -> None:
         self._spawn(self._fire(key))
@@ -490,6 +482,7 @@ class CallRuntime:
         """Wait until every provider call and follow-up started so far has finished."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.live.flush()  # the live-leg counts' writes too (Redis: in the background)
 
     async def close(self) -> None:
         self.timers.cancel_all()

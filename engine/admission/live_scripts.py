@@ -1,0 +1,109 @@
+"""The Lua scripts of the Redis live-leg registry (engine/admission/live_redis.py).
+
+Each runs atomically in Redis (no other command runs between its reads and writes), which is
+what makes a claim's "fewer than the limit? then count it" one step across every node. Every
+script's ``ARGV[1]`` is the key prefix ``callbridge:{<prefix>}:``; the keys below it:
+
+    leg:<leg id>          hash: node, org, bridge, number (bridge and number '' for a leg
+                          counted against its organization only)
+    org:<org id>          set of leg ids        number:<E.164>     set of leg ids
+    bridge:<bridge id>    set of leg ids        node:<node>:legs   set of the node's leg ids
+    node:<node>:alive     present while the node lives (a TTL the node keeps refreshing)
+    nodes                 set of the nodes that have registered
+
+The scripts build these names from the prefix rather than take them as KEYS: the braces make
+the prefix the hash tag, so on a Redis Cluster every key of one deployment is in one slot.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local P = ARGV[1]
+local function alive(node)
+  return redis.call('EXISTS', P .. 'node:' .. node .. ':alive') == 1
+end
+local function drop(leg)
+  local key = P .. 'leg:' .. leg
+  local held = redis.call('HMGET', key, 'node', 'org', 'bridge', 'number')
+  if not held[1] then return 0 end
+  redis.call('SREM', P .. 'node:' .. held[1] .. ':legs', leg)
+  redis.call('SREM', P .. 'org:' .. held[2], leg)
+  if held[3] ~= '' then redis.call('SREM', P .. 'bridge:' .. held[3], leg) end
+  if held[4] ~= '' then redis.call('SREM', P .. 'number:' .. held[4], leg) end
+  redis.call('DEL', key)
+  return 1
+end
+local function put(leg, node, org, bridge, number)
+  drop(leg)  -- a leg another node held moves here whole
+  redis.call('HSET', P .. 'leg:' .. leg, 'node', node, 'org', org, 'bridge', bridge,
+             'number', number)
+  redis.call('SADD', P .. 'node:' .. node .. ':legs', leg)
+  redis.call('SADD', P .. 'org:' .. org, leg)
+  if bridge ~= '' then redis.call('SADD', P .. 'bridge:' .. bridge, leg) end
+  if number ~= '' then redis.call('SADD', P .. 'number:' .. number, leg) end
+end
+"""
+
+# ARGV: prefix, node, leg, org, bridge, number, channels, max_legs.
+# -1: the node is not alive (it must register first); 0: counted (or counted already);
+# 1: the number has its channels_count; 2: the organization has its max_legs.
+CLAIM = (
+    _PRELUDE
+    + """
+local node, leg, org, bridge, number = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not alive(node) then return -1 end
+if redis.call('EXISTS', P .. 'leg:' .. leg) == 1 then return 0 end
+if number ~= '' and redis.call('SCARD', P .. 'number:' .. number) >= tonumber(ARGV[7]) then
+  return 1
+end
+if redis.call('SCARD', P .. 'org:' .. org) >= tonumber(ARGV[8]) then return 2 end
+put(leg, node, org, bridge, number)
+return 0
+"""
+)
+
+# ARGV: prefix, node, ttl_ms, holds, then `holds` groups of (leg, org, bridge, number), then
+# the legs to release. With ttl_ms > 0 the node (re)registers: alive for ttl_ms, listed in
+# `nodes`. Without, a node that is not alive gets -1 and nothing changes (it registers with
+# every leg it holds, then writes again). Held legs are counted unconditionally and owned by
+# this node from now on; released legs are dropped whoever held them. 0 when done.
+WRITE = (
+    _PRELUDE
+    + """
+local node, ttl = ARGV[2], tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('SET', P .. 'node:' .. node .. ':alive', '1', 'PX', ttl)
+  redis.call('SADD', P .. 'nodes', node)
+elseif not alive(node) then
+  return -1
+end
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
+  put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  i = i + 4
+end
+for j = i, #ARGV do drop(ARGV[j]) end
+return 0
+"""
+)
+
+# ARGV: prefix. Drops every claim of each registered node whose liveness key has expired,
+# and forgets the node; the number of legs dropped.
+SWEEP = (
+    _PRELUDE
+    + """
+local dropped = 0
+for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
+  if not alive(node) then
+    for _, leg in ipairs(redis.call('SMEMBERS', P .. 'node:' .. node .. ':legs')) do
+      if redis.call('HGET', P .. 'leg:' .. leg, 'node') == node then
+        dropped = dropped + drop(leg)
+      end
+    end
+    redis.call('DEL', P .. 'node:' .. node .. ':legs')
+    redis.call('SREM', P .. 'nodes', node)
+  end
+end
+return dropped
+"""
+)
