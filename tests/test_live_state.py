@@ -31,9 +31,10 @@ from engine.machine.model import (
     TimerKey,
 )
 from engine.store import live_codec
-from engine.store.base import LiveSnapshot, QueuedWebhook
+from engine.store.base import QueuedWebhook
 from engine.store.connect import open_engine
 from engine.store.live_codec import LiveStateError
+from engine.store.live_records import LiveSnapshot
 from engine.store.sql import SqlStore
 from tests.postgres import both_databases, database_url
 from tests.test_machine_atomic import (

@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from engine.api.keys import STORE
 from engine.config import Settings, sqlite_path
 from engine.machine.model import RecordingOptions
-from engine.store.base import LiveRecording
+from engine.store.live_records import LiveRecording
 from engine.store.sql import SqlStore
 from media.codecs import PCMA_8K
 from tests.call_fakes import Harness, share

@@ -75,7 +75,7 @@ from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.room_recordings import RoomListeners, Unheard
 from engine.media_plane.stats import LegStatsBook
-from engine.store.base import LiveRecording
+from engine.store.live_records import LiveRecording
 from media.codecs import AudioFormat
 from media.mixer import Mixer
 from media.recorder import FileOpener, open_new_file

@@ -52,7 +52,7 @@ from engine.logs import get_logger
 from engine.machine.events import RecordingFailed, RecordingSilenced
 from engine.machine.model import RecordingOptions
 from engine.media_plane.audio_sources import BEEP_S
-from engine.store.base import LiveRecording
+from engine.store.live_records import LiveRecording
 from media.recorder import (
     CLOSE_WAIT_S,
     STALL_AFTER_S,

@@ -30,7 +30,8 @@ from engine.machine.machine import CallMachine
 from engine.machine.model import Conference, Leg
 from engine.media_plane.plane import ActiveRecording, MediaPlane, close_recording
 from engine.recordings import FinishedRecording, RecordingCatalog
-from engine.store.base import LiveRecording, LiveSnapshot, Store
+from engine.store.base import Store
+from engine.store.live_records import LiveRecording, LiveSnapshot
 from media.recorder import RecordingError, RecordingResult
 
 log = get_logger("callbridge.runtime")

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from engine.machine.live_changes import LiveChanges
 from engine.machine.model import Conference, Leg, Queue, Room, TimerKey, TimerKind
 from engine.store import live_codec
-from engine.store.base import LiveSnapshot, QueuedWebhook
+from engine.store.base import QueuedWebhook
+from engine.store.live_records import LiveSnapshot
 from engine.store.outbox import outbox_values
 from engine.store.schema import (
     live_conference_records,

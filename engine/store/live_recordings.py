@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select
 
 from engine.machine.model import RecordingOptions
 from engine.store import live_codec
-from engine.store.base import LiveRecording
+from engine.store.live_records import LiveRecording
 from engine.store.schema import live_recordings
 from engine.store.transactions import SqlTransactions
 
