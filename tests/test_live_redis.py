@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 from adapters.simulators import CallState, ToneSource
 from engine.admission.live import Claim, Limit, LiveLegIndex, LiveLegs, LiveLegsUnavailable, Place
 from engine.admission.live_redis import RedisLiveLegs, redacted
-from engine.api.keys import LIVE_LEGS
+from engine.api.keys import LIVE_LEGS, METRICS
 from engine.app import create_app
 from engine.cli import main
 from engine.config import Settings
@@ -308,6 +308,10 @@ async def test_redis_down_refuses_new_calls_and_leaves_the_live_one_alone(
             (error,) = (await dial.json())["errors"]
             assert (dial.status, dial.headers["Retry-After"]) == (429, "1")
             assert "live-leg counts unavailable" in error["detail"]
+            refusals = stack.app[METRICS].registry.get_sample_value(
+                "callbridge_admission_refusals_total", {"reason": "live_legs_unavailable"}
+            )
+            assert refusals == 2  # the inbound call and the dial
             events = [(e["event"], e.get("reason", "")) for e in logs]
             assert any(event.startswith("Redis unreachable") for event, _ in events)
             assert any(

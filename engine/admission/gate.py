@@ -93,8 +93,10 @@ class TickLoad:
         return self._recover_after * 0.020
 
 
-#: Why a new call is refused (a bounded metrics label).
-REFUSALS = ("shutting_down", "overloaded")
+#: Why a new call is refused (a bounded metrics label): this process is stopping, its tick is
+#: overloaded, or the live legs cannot be counted (the shared registry, Redis, unreachable:
+#: engine/admission/live_redis.py).
+REFUSALS = ("shutting_down", "overloaded", "live_legs_unavailable")
 
 
 class Admission:
@@ -116,9 +118,14 @@ class Admission:
             why = "overloaded"
         else:
             return None
+        self.refused(why)
+        return why
+
+    def refused(self, why: str) -> None:
+        """Count a refusal decided elsewhere (one of ``REFUSALS``), e.g. a claim the live-leg
+        registry could not take."""
         if self._on_refused is not None:
             self._on_refused(why)
-        return why
 
     @property
     def open(self) -> bool:

@@ -57,6 +57,7 @@ async def admit(
         place = Place(route.bridge.id, route.number.number)
         over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels))
     except LiveLegsUnavailable as exc:
+        admission.refused("live_legs_unavailable")
         return Refusal(RejectCause.USER_BUSY, exc.detail)
     if over is Limit.NUMBER:
         return Refusal(RejectCause.USER_BUSY, f"{number} already carries {channels} live leg(s)")

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from engine.admission.limits import LEGS_RETRY_AFTER_S, OrgRateLimiter, TooManyRequests, limits_for
 from engine.admission.live import Claim, LiveLegsUnavailable
-from engine.api.keys import LIVE_LEGS, RUNTIME, SETTINGS, STORE
+from engine.api.keys import ADMISSION, LIVE_LEGS, RUNTIME, SETTINGS, STORE
 from engine.crypto import token_digest
 from engine.logs import get_logger
 from engine.machine.commands import Dial
@@ -71,6 +71,7 @@ async def dial_within_limit(
         over = await live.claim(placeholder, Claim(org_id, max_legs))
     except LiveLegsUnavailable as exc:
         log.warning("dial refused: live legs cannot be counted", org_id=org_id, error=exc.detail)
+        app[ADMISSION].refused("live_legs_unavailable")
         raise TooManyRequests(exc.detail, retry_after_s=LEGS_RETRY_AFTER_S) from exc
     if over is not None:
         log.info("dial over the organization's leg limit", org_id=org_id, max_legs=max_legs)
