@@ -18,7 +18,8 @@ half to even; gains of 0 and 1, and dyadic gains such as 0.5, stay exact.
 
 Frame sizes: ``put_frame`` takes any length (providers promise no 20 ms chunks) into the leg's
 ring (``media.input_ring``: one gather per format per tick, no per-leg loop); each tick consumes
-one whole frame where one is queued, else the leg is silent that tick (counted as concealed). With
+one whole frame where one is queued, else the leg is silent that tick (counted as concealed), and a
+listener that would hear only such silence is sent no frame at all (``media.mix_audible``). With
 ``cushion_at_start`` a leg's input is first consumed once two frames are queued (and again after
 passthrough), so the jitter cushion exists from the start. A queue holds ``queue_frames`` frames;
 beyond that the oldest whole frames are dropped and counted (``counters.bytes_dropped``).
@@ -50,6 +51,7 @@ from numpy.typing import NDArray
 
 from media.codecs import AudioFormat, decode_rows, encode
 from media.input_ring import InputRing
+from media.mix_audible import hearing_nothing
 from media.mix_results import MixerCounters, Overlay, TickResult
 from media.mixer_dtmf import MixerDtmf
 from media.resample_bank import ResamplerBank
@@ -345,8 +347,9 @@ class Mixer:
             every = got.size == layout.active.size  # the usual tick: no frame missing
             slots = layout.detect if every else self._received(layout.detect, got)
             digits += self._dtmf.detect_mixed(self._pcm, slots, self._leg_at)
+        unheard = None if got.size == layout.active.size else self._unheard(layout, got)
         for group in layout.groups:
-            self._encode(group, frames)
+            self._encode(group, frames, unheard)
         taps = [
             (leg_id, self._clipped(self._acc[slot]), self._pcm[slot].copy())
             for leg_id, slot in layout.taps
@@ -460,7 +463,18 @@ class Mixer:
     def _clipped(self, heard: NDArray[np.int32]) -> NDArray[np.int16]:
         return np.clip(heard, _LO, _HI).astype(np.int16)
 
-    def _encode(self, group: FormatGroup, frames: list[tuple[str, bytes]]) -> None:
+    def _unheard(self, layout: Layout, got: NDArray[np.intp]) -> NDArray[np.bool_] | None:
+        nothing = hearing_nothing(layout, got, self._capacity)
+        return nothing if nothing.any() else None
+
+    def _encode(
+        self,
+        group: FormatGroup,
+        frames: list[tuple[str, bytes]],
+        unheard: NDArray[np.bool_] | None,
+    ) -> None:
+        """Encode what the group's legs hear; a leg in ``unheard`` is sent nothing
+        (``media.mix_audible``)."""
         heard = np.take(self._acc, group.slots, axis=0)
         samples = np.clip(heard, _LO, _HI, out=heard).astype(np.int16)
         fmt = group.fmt.outbound
@@ -469,4 +483,12 @@ class Mixer:
         data = encode(fmt, samples)
         size = group.out_frame_bytes
         starts = zip(group.leg_ids, range(0, len(data), size), strict=True)
-        frames += [(leg_id, data[at : at + size]) for leg_id, at in starts]
+        if unheard is None:
+            frames += [(leg_id, data[at : at + size]) for leg_id, at in starts]
+            return
+        skip = unheard[group.slots].tolist()
+        frames += [
+            (leg, data[at : at + size])
+            for (leg, at), unsent in zip(starts, skip, strict=True)
+            if not unsent
+        ]

@@ -344,7 +344,7 @@ class Harness:
     other_org: Org
     bridge: dict[str, Any]
     outputs: dict[str, CollectingOutput] = field(default_factory=dict)
-    _speaking: bool = False
+    _speech: dict[str, Callable[[], None]] = field(default_factory=dict)  # leg -> stop (speak)
 
     @classmethod
     async def start(cls, aiohttp_client: Any, aiohttp_server: Any, settings: Settings) -> Harness:
@@ -482,26 +482,24 @@ class Harness:
             await self.media(leg, media)
         return leg
 
-    def speak(self, leg: str, frequency: float) -> None:
-        """The leg's far end says a steady tone, one frame per frame it hears (paced by the
-        media tick), starting with two frames queued. Only for legs mixed by the tick: in
-        passthrough a frame in is a frame out, so a frame said while another is being said is
-        skipped (the speech stops instead of recursing)."""
-        output = self.outputs[leg]
-        frames = tone_frames(frequency, output.fmt)
+    def speak(self, leg: str, frequency: float) -> Callable[[], None]:
+        """The leg's far end says a steady tone (``frequency`` 0: silence), one frame per media
+        tick before the mix, as a provider streams in real time, starting with two frames
+        queued; it replaces what the leg was saying. Returns the call that stops it (it stops
+        with the app otherwise)."""
+        frames = tone_frames(frequency, self.outputs[leg].fmt)
+        previous = self._speech.pop(leg, None)
+        if previous is not None:
+            previous()
 
         def say() -> None:
-            if self._speaking:
-                return
-            self._speaking = True
-            try:
-                self.runtime.media_frame(leg, next(frames))
-            finally:
-                self._speaking = False
+            self.runtime.media_frame(leg, next(frames))
 
         say()
         say()
-        output.on_frame = say
+        stop = self.runtime.tick.pace(say)
+        self._speech[leg] = stop
+        return stop
 
     async def bridged(self, a: str, b: str, **options: Any) -> None:
         await self.ok(a, "bridge", call_control_id=b, **options)

@@ -7,8 +7,8 @@ simulated provider received from callbridge for that call, in arrival order, whi
 playout still runs as the provider's would. ``hearing(...)`` waits until the listener's room is
 established (a frame holding every expected voice at its level) and ``LISTEN_FRAMES`` more
 frames have arrived, then judges them all with ``judge``: each expected voice within 1.5 dB, no
-own tone, no foreign audio, no frame duplicated, no voice missing once established beyond what
-a late arrival explains (``MAX_LATE_RUN``). Judging what arrived rather than what the playout
+own tone, no foreign audio, no frame duplicated, no silent frame once established (issue 10,
+point 8), no voice missing beyond what a late arrival explains (``MAX_LATE_RUN``). Judging what arrived rather than what the playout
 played at each tick keeps the check about identity, not timing: a frame that arrives late on a
 busy machine is still the right frame.
 
@@ -50,15 +50,16 @@ __all__ = [
 ]
 
 LISTEN_FRAMES: Final = 60  # 1.2 s once established: three marker periods of every voice
-# callbridge's mixer starts each mixed leg with a one-frame cushion (media/mixer.py), but a frame
-# more than 20 ms late still leaves its voice out of one frame, a passthrough room that becomes
-# mixed starts its sniffed legs without the cushion (the alternative is replaying a forwarded
-# frame: issue 13), and after a burst the mixer drops one of two frames that stood
+# callbridge never sends a listener silence in place of late frames (media/mix_audible.py: a
+# listener all of whose speakers are late is sent nothing that tick), so a silent frame once the
+# room is established is never accepted: it can only be a routing or switching fault. A voice
+# can still be missing from a frame that carries the others: the mixer starts each mixed leg
+# with a one-frame cushion (media/mixer.py), but a frame more than 20 ms late is left out of the
+# mix of a room of three or more, and after a burst the mixer drops one of two frames that stood
 # SHED_AFTER_TICKS ticks. On a loaded machine, where the simulators share the event loop with the
-# engine, that is timing, not identity: a voice may miss up to MAX_LATE_RUN frames in a row (a
-# 100 ms stall; an interrupted stream or a lost route is longer) and lose one frame per
-# SHED_AFTER_TICKS. Misrouted and duplicated frames are never accepted. Measured strict (no gap
-# at all) on a quiet machine with the cushion: 1 run in 4 of the e2e files saw one 1-frame gap.
+# engine, that is timing, not identity (issue 10, point 9): a voice may miss up to MAX_LATE_RUN
+# frames in a row (a 100 ms stall; an interrupted stream or a lost route is longer) and lose one
+# frame per SHED_AFTER_TICKS. Misrouted, duplicated and silent frames are never accepted.
 MAX_LATE_RUN: Final = 5
 WAIT_S: Final = 5.0
 

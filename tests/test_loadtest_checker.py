@@ -349,6 +349,21 @@ def test_judge_flags_one_spoilt_frame(
     assert [p for p in problems if p.startswith(expected)], problems
 
 
+def test_judge_never_accepts_a_silent_frame_once_established() -> None:
+    # Every voice gone from one frame (silence sent in place of late frames) is a problem
+    # whatever gaps the caller accepts; a frame missing one voice of two is only a gap.
+    silent = received(spoil=lambda n, a: np.zeros(160) if n in (50, 51) else a)
+    hearing = judge(silent, PEERS, ME)
+    assert hearing.silent == (50, 51)
+    assert [p for p in hearing.problems(max_gap_run=9, max_lost=9) if "silent" in p] == [
+        "2 silent frames after frame 0: [50, 51]"
+    ]
+    one_gone = judge(
+        received(spoil=lambda n, a: without(PEERS[1], n, a) if n == 50 else a), PEERS, ME
+    )
+    assert one_gone.silent == () and one_gone.gaps == (50,)
+
+
 def test_judge_flags_a_duplicated_frame() -> None:
     frames = received()
     frames.insert(45, frames[44])

@@ -102,6 +102,7 @@ class Scene:
         self.fmt: dict[str, AudioFormat] = {}
         self.rooms: dict[str, list[str]] = {}
         self.matrices: dict[str, Matrix] = {}
+        self.sent: set[str] = set()  # the legs that sent a frame since the last tick
         for r, k in enumerate(sizes):
             room = f"room-{r}"
             self.rooms[room] = [f"{room}-leg-{i}" for i in range(k)]
@@ -124,6 +125,7 @@ class Scene:
     def speak(self, missing: float = 0.2) -> dict[str, Samples]:
         """Put one random frame per leg (some legs send none) and return what each said."""
         spoken: dict[str, Samples] = {}
+        self.sent = set()
         for leg, fmt in self.fmt.items():
             if self.rng.random() < missing:
                 spoken[leg] = tone(0)  # nothing sent: the mixer must count silence
@@ -131,11 +133,28 @@ class Scene:
             payload = encode(fmt, noise(self.rng))
             assert self.mixer.put_frame(leg, payload) == []
             spoken[leg] = decode(fmt, payload)  # what the codec let through
+            self.sent.add(leg)
         return spoken
 
     def expected(self, spoken: dict[str, Samples]) -> dict[str, bytes]:
+        """What each listener is sent: the reference mix, and nothing at all for a listener in a
+        room of two or more who hears somebody but none of whom sent (media.mix_audible)."""
         want = reference(spoken, self.rooms, self.matrices)
-        return {leg: encode(self.fmt[leg], samples) for leg, samples in want.items()}
+        unheard = {
+            listener
+            for room, legs in self.rooms.items()
+            if len(legs) > 1
+            for i, listener in enumerate(legs)
+            if any(self.matrices[room][i])
+            and not any(
+                self.matrices[room][i, j] and speaker in self.sent for j, speaker in enumerate(legs)
+            )
+        }
+        return {
+            leg: encode(self.fmt[leg], samples)
+            for leg, samples in want.items()
+            if leg not in unheard
+        }
 
 
 # -- mixing against the reference -------------------------------------------------------------
@@ -174,12 +193,14 @@ def test_fractional_gains_are_within_one_step_of_reference() -> None:
     result = scene.mixer.tick()
     want = reference(spoken, scene.rooms, scene.matrices)
     frames = dict(result.frames)
-    assert len(result.taps) == len(scene.fmt)
+    assert frames.keys() == scene.expected(spoken).keys()
+    assert len(result.taps) == len(scene.fmt)  # a tap hears every tick, sent or not
     for leg, heard_samples, spoken_samples in result.taps:
         assert np.array_equal(spoken_samples, spoken[leg])
         diff = np.abs(heard_samples.astype(np.int32) - want[leg].astype(np.int32))
         assert diff.max() <= 1, leg
-        assert frames[leg] == encode(scene.fmt[leg], heard_samples)
+        if leg in frames:
+            assert frames[leg] == encode(scene.fmt[leg], heard_samples)
 
 
 def test_many_ticks_with_gain_changes_between_them() -> None:
@@ -377,23 +398,35 @@ def test_frames_queued_before_passthrough_are_forwarded_once_and_not_replayed_af
 # -- frames, silence, queues ---------------------------------------------------------------------
 
 
-def test_missing_frames_are_silence() -> None:
+def test_a_missing_frame_is_silence_in_the_mix_and_nothing_for_who_hears_only_it() -> None:
     mixer = room_of_pcm("a", "b", "c")
     say(mixer, a=1234)
     out = heard(mixer)
     assert np.array_equal(out["b"], tone(1234))
     assert np.array_equal(out["c"], tone(1234))
-    assert not out["a"].any()
+    assert "a" not in out  # b and c are late, not silent: a is sent nothing in their place
     assert mixer.counters.frames_missing == 2
-    # Nothing sent at all: everyone hears silence, and still gets a frame.
-    assert all(not samples.any() for samples in heard(mixer).values())
+    # Nothing sent at all: nobody is sent a frame.
+    assert heard(mixer) == {}
+    assert mixer.counters.frames_missing == 5
+
+
+def test_a_listener_who_hears_nobody_still_gets_silence_and_an_overlay_is_always_sent() -> None:
+    mixer = room_of_pcm("a", "b", "c")
+    for speaker in ("b", "c"):
+        mixer.set_gain("r", "a", speaker, 0.0)  # a hears nobody: nothing late to wait for
+    mixer.set_overlay("b", lambda n: tone(700, n))
+    out = heard(mixer)  # nobody said anything
+    assert out.keys() == {"a", "b"}
+    assert not out["a"].any()
+    assert np.array_equal(out["b"], tone(700))
 
 
 def test_partial_frames_wait_for_the_rest() -> None:
     mixer = room_of_pcm("a", "b", "c")
     payload = encode(L16_8K, np.arange(N, dtype=np.int16))
     mixer.put_frame("a", payload[:101])  # odd length: half a sample
-    assert not heard(mixer)["b"].any()
+    assert "b" not in heard(mixer)
     mixer.put_frame("a", payload[101:])
     assert np.array_equal(heard(mixer)["b"], np.arange(N, dtype=np.int16))
 
@@ -402,7 +435,7 @@ def test_bunched_frames_play_one_per_tick_and_overflow_drops_the_oldest() -> Non
     mixer = room_of_pcm("a", "b", "c", mixer=Mixer(queue_frames=4))
     mixer.put_frame("a", b"".join(encode(L16_8K, tone(i)) for i in range(1, 11)))
     assert mixer.counters.bytes_dropped == 6 * L16_8K.frame_bytes()
-    levels = [int(heard(mixer)["b"][0]) for _ in range(5)]
+    levels = [int(heard(mixer).get("b", tone(0))[0]) for _ in range(5)]
     assert levels == [7, 8, 9, 10, 0]
 
 
@@ -414,7 +447,7 @@ def test_overflow_drops_whole_frames_so_samples_stay_aligned() -> None:
     mixer.put_frame("a", stream[:1121])
     mixer.put_frame("a", stream[1121:1500])
     assert mixer.counters.bytes_dropped == L16_8K.frame_bytes()
-    assert [int(heard(mixer)["b"][0]) for _ in range(4)] == [2, 3, 4, 0]
+    assert [int(heard(mixer).get("b", tone(0))[0]) for _ in range(4)] == [2, 3, 4, 0]
 
 
 @settings(max_examples=60, deadline=None)
@@ -436,13 +469,13 @@ def test_any_chunking_plays_the_stream_in_order(chunks: list[int], ticks: list[b
         mixer.put_frame("a", data[at : at + size])
         at += size
         if tick:
-            heard_frames.append(frames_of(mixer)["b"])
+            heard_frames.append(frames_of(mixer).get("b", b""))
     for _ in range(len(data) // L16_8K.frame_bytes() + 1):
-        heard_frames.append(frames_of(mixer)["b"])
+        heard_frames.append(frames_of(mixer).get("b", b""))
     size = L16_8K.frame_bytes()
-    silence = bytes(size)
     sent = [data[i : i + size] for i in range(0, len(data) - size + 1, size)]
-    played = [frame for frame in heard_frames if frame != silence]
+    assert bytes(size) not in heard_frames, "a late frame was replaced with silence"
+    played = [frame for frame in heard_frames if frame]
     at_sent = [sent.index(frame) for frame in played]  # every frame is one that was sent
     assert at_sent == sorted(set(at_sent)), "in order, none repeated"
     assert len(sent) - len(played) == mixer.counters.frames_shed
@@ -883,7 +916,7 @@ def test_a_sniffed_legs_forwarded_frames_are_not_mixed_again_when_passthrough_en
     assert mixer.put_frame("a", frame) == [("b", frame)]
     assert mixer.tick().frames == []  # decoded for detection only
     room_of_pcm("c", mixer=mixer)
-    assert not heard(mixer)["b"].any(), "a's frame was heard already"
+    assert "b" not in heard(mixer), "a's frame was heard already"
 
 
 def test_detection_needs_20_ms_frames() -> None:

@@ -1,9 +1,10 @@
 """The mixer's jitter cushion from a leg's first frame (``cushion_at_start``).
 
 Two 20 ms clocks that are not synchronised (the provider's sender and the engine's tick) put a
-frame a little after a tick now and then. Without a queued spare frame that tick plays silence
-for the speaker; the spare then builds up and the next late frame costs nothing. Starting every
-leg with that spare makes the first late frame cost nothing too.
+frame a little after a tick now and then. Without a queued spare frame that tick has nothing of
+the speaker's (its listener is sent nothing, ``media.mix_audible``); the spare then builds up and
+the next late frame costs nothing. Starting every leg with that spare makes the first late frame
+cost nothing too.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def pair(cushion: bool) -> Mixer:
     return mixer
 
 
-def heard_by_b(mixer: Mixer) -> int:
-    return level(dict(mixer.tick().frames)["b"])
+def heard_by_b(mixer: Mixer) -> int | None:
+    frame = dict(mixer.tick().frames).get("b")
+    return None if frame is None else level(frame)
 
 
-def run(mixer: Mixer, arrivals: list[list[int]]) -> list[int]:
-    """Per tick: the frames of ``a`` that arrived before it, then what ``b`` heard."""
+def run(mixer: Mixer, arrivals: list[list[int]]) -> list[int | None]:
+    """Per tick: the frames of ``a`` that arrived before it, then what ``b`` heard (None:
+    nothing was sent to b)."""
     heard = []
     for frames in arrivals:
         for k in frames:
@@ -51,14 +54,16 @@ def run(mixer: Mixer, arrivals: list[list[int]]) -> list[int]:
 LATE_ONCE = [[0], [1], [], [2, 3], [4], [5]]
 
 
-def test_without_the_cushion_the_first_late_frame_is_a_silent_tick() -> None:
+def test_without_the_cushion_the_first_late_frame_is_a_tick_with_nothing_sent() -> None:
     heard = run(pair(cushion=False), LATE_ONCE)
-    assert heard == [level(voice(k)) for k in (0, 1)] + [0] + [level(voice(k)) for k in (2, 3, 4)]
+    assert heard == [level(voice(k)) for k in (0, 1)] + [None] + [
+        level(voice(k)) for k in (2, 3, 4)
+    ]
 
 
 def test_with_the_cushion_the_first_frame_waits_for_a_second_and_nothing_is_silent_after() -> None:
     heard = run(pair(cushion=True), LATE_ONCE)
-    assert heard[0] == 0  # frame 0 is the cushion: one tick of latency, before anything is heard
+    assert heard[0] is None  # frame 0 is the cushion: one tick of latency, nothing sent yet
     assert heard[1:] == [level(voice(k)) for k in (0, 1, 2, 3, 4)]
 
 

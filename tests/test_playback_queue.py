@@ -112,6 +112,8 @@ async def test_a_playback_to_the_room_follows_it_as_members_come_and_go(h: Harne
     hears it, one who leaves stops hearing it; left with nobody to play to, it ends ``failed``
     and the leg's queue moves on."""
     a, b, c = await h.up(), await h.up(), await h.up()
+    for leg in (a, b, c):
+        h.speak(leg, 0)  # each far end streams its silence, as providers do all call long
     room = await conference(h, a, b)
     await h.ok(a, "playback_start", media_name="tone-440", loop="infinity", target_legs="opposite")
     await h.receiver.next("call.playback.started", a)
@@ -132,7 +134,8 @@ async def test_a_playback_to_the_room_follows_it_as_members_come_and_go(h: Harne
 
 async def test_a_playback_to_both_moves_with_its_leg_to_another_room(h: Harness) -> None:
     a, b, c, d, e, f, g = [await h.up() for _ in range(7)]
-    # Rooms of three or more are mixed: every member hears every tick, silence included.
+    for leg in (a, b, c, d, e, f, g):
+        h.speak(leg, 0)  # each far end streams its silence: every member hears every tick
     await conference(h, a, b, e, g)
     other = await conference(h, c, d, f)
     await h.ok(a, "playback_start", media_name="tone-440", loop="infinity", target_legs="both")

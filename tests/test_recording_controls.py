@@ -51,9 +51,9 @@ async def saved_file(h: Harness, leg: str) -> Path:
 
 async def say_briefly(h: Harness, leg: str, frames: int) -> None:
     """The leg's far end says 440 Hz for about ``frames`` frames, then nothing."""
-    h.speak(leg, 440)
+    stop = h.speak(leg, 440)
     await h.outputs[leg].collect(frames)
-    h.outputs[leg].on_frame = None
+    stop()
 
 
 def assert_ends_one_second_after_speech(samples: NDArray[np.int16], silent_before_s: float) -> None:
@@ -99,6 +99,7 @@ async def test_bridge_record_timeout_secs_ends_the_record_from_answer_recording(
         a, b, record="record-from-answer", record_format="wav", record_channels="single",
         record_track="inbound", record_timeout_secs=1,
     )  # fmt: skip
+    h.speak(b, 0)  # b's provider streams its silence, as providers do all call long
     await h.outputs[a].collect(60)
     await say_briefly(h, a, 10)
     samples = read_mono(await saved_file(h, a))
@@ -150,9 +151,9 @@ async def test_play_beep_plays_a_beep_to_the_leg_as_the_recording_starts(
 async def say_then_hush(h: Harness, leg: str, frequency: float, frames: int) -> None:
     """The far end says ``frequency`` for about ``frames`` frames, then is silent until what it
     said has all been mixed (a few frames)."""
-    h.speak(leg, frequency)
+    stop = h.speak(leg, frequency)
     await h.outputs[leg].collect(frames)
-    h.outputs[leg].on_frame = None
+    stop()
     await h.outputs[leg].collect(5)
 
 

@@ -187,10 +187,12 @@ async def test_ringback_starts_when_the_callers_media_starts_after_the_bridge(
 async def test_out_of_band_dtmf_is_relayed_unless_muted(
     h: Harness, mute_dtmf: str, b_hears_a: bool, a_hears_b: bool
 ) -> None:
-    # Two codecs: the tick mixes the room and sends frames every 20 ms (a passthrough room
-    # would send nothing while nobody speaks).
+    # Two codecs: the tick mixes the room. Both far ends stream silence, as providers do all
+    # call long: a listener is sent frames while its speaker's keep coming.
     a, b = await h.up(media=PCMU_8K), await h.up(media=PCMA_8K)
     await h.bridged(a, b, mute_dtmf=mute_dtmf)
+    h.speak(a, 0)
+    h.speak(b, 0)
     for speaker, listener, hears in [(a, b, b_hears_a), (b, a, a_hears_b)]:
         await h.runtime.media_dtmf(speaker, "5")
         hook = await h.receiver.next("call.dtmf.received", speaker)  # the webhook is always sent
@@ -261,6 +263,8 @@ async def test_playback_stop_cancels_and_a_missing_file_is_reported(
 async def test_playback_to_the_opposite_leg_and_a_hangup_ends_it(h: Harness) -> None:
     a, b = await h.up(), await h.up(media=PCMA_8K)
     await h.bridged(a, b, park_after_unbridge="self")
+    h.speak(a, 0)  # both far ends stream their silence
+    h.speak(b, 0)
     await h.ok(a, "playback_start", media_name="tone-700", target_legs="opposite", loop="infinity")
     await h.receiver.next("call.playback.started", a)
     await h.outputs[b].collect(2)

@@ -80,9 +80,10 @@ class Hearing:
     """What one listener heard, frame by frame (indices into the frames judged).
 
     ``established_at``: the first frame with every expected speaker clean (None: never).
-    ``gaps``: frames from then on missing an expected speaker. ``misrouted``: (frame, reason,
-    detail) for every frame with the own tone, a foreign tone, a wrong level or foreign energy,
-    from the first frame. ``markers``: per expected speaker, the marker turns heard once
+    ``gaps``: frames from then on missing an expected speaker; ``silent``: those of them missing
+    every expected speaker (silence sent in place of late frames). ``misrouted``: (frame,
+    reason, detail) for every frame with the own tone, a foreign tone, a wrong level or foreign
+    energy, from the first frame. ``markers``: per expected speaker, the marker turns heard once
     established; between two of them a speaker must be heard in exactly ``marker_period``
     frames: more is ``duplicated``, fewer ``lost``.
     """
@@ -90,6 +91,7 @@ class Hearing:
     frames: int
     established_at: int | None
     gaps: tuple[int, ...]
+    silent: tuple[int, ...]
     misrouted: tuple[tuple[int, str, str], ...]
     markers: tuple[int, ...]
     duplicated: int
@@ -110,8 +112,9 @@ class Hearing:
 
         Strict by default. ``max_gap_run`` and ``max_lost`` let a caller whose engine shares a
         busy machine accept what late arrivals explain: a speaker missing for at most that many
-        consecutive frames, at most ``max_lost`` speaker frames dropped to catch up. Misrouted
-        and duplicated frames are never accepted."""
+        consecutive frames, at most ``max_lost`` speaker frames dropped to catch up. Misrouted,
+        duplicated and silent frames are never accepted: a late frame explains a frame that
+        arrives without one voice, never a frame of silence sent in its place."""
         found: list[str] = []
         if self.established_at is None:
             found.append(f"never heard every expected speaker cleanly in {self.frames} frames")
@@ -121,6 +124,11 @@ class Hearing:
             found.append(
                 f"{len(self.gaps)} frames missing a speaker after frame {self.established_at}"
                 f" (up to {self.longest_gap} in a row): {list(self.gaps[:10])}"
+            )
+        if self.silent:
+            found.append(
+                f"{len(self.silent)} silent frames after frame {self.established_at}:"
+                f" {list(self.silent[:10])}"
             )
         if self.duplicated:
             found.append(f"{self.duplicated} speaker frames duplicated")
@@ -159,8 +167,10 @@ def judge(
         for i in np.flatnonzero(mask)
     )
     if established is None:
-        return Hearing(rows, None, (), tuple(misrouted), (0,) * width, 0, 0)
-    gaps = np.flatnonzero(classes.absent[established:].any(axis=1)) + established
+        return Hearing(rows, None, (), (), tuple(misrouted), (0,) * width, 0, 0)
+    absent = classes.absent[established:]
+    gaps = np.flatnonzero(absent.any(axis=1)) + established
+    silent = np.flatnonzero(absent.all(axis=1)) + established if width else gaps
     counts = [
         _marker_segments(classes.xe[established:, s], classes.clean[established:, s], voice)
         for s, voice in enumerate(hears)
@@ -169,6 +179,7 @@ def judge(
         frames=rows,
         established_at=established,
         gaps=tuple(int(g) for g in gaps),
+        silent=tuple(int(g) for g in silent),
         misrouted=tuple(misrouted),
         markers=tuple(c[0] for c in counts),
         duplicated=sum(c[1] for c in counts),
