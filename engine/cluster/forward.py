@@ -50,7 +50,7 @@ class Forwarder:
         # Node URLs are the operator's, registered by the nodes themselves: not tenant URLs,
         # so not under the URL policy (it would refuse the private addresses nodes live on).
         timeout = aiohttp.ClientTimeout(total=REPLY_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-        self._session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        self._session = aiohttp.ClientSession(timeout=timeout)
 
     async def close(self) -> None:
         if self._session is not None:
