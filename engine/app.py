@@ -34,6 +34,7 @@ from engine.api.keys import (
     LIVE_LEGS,
     METRICS,
     PROVISIONER,
+    ROUTER,
     RUNTIME,
     SECRET_BOX,
     SETTINGS,
@@ -42,7 +43,12 @@ from engine.api.keys import (
 )
 from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
-from engine.config import Settings, resolve_secret_key, sqlite_path
+from engine.api.routing import route_to_owner
+from engine.cluster.forward import Forwarder
+from engine.cluster.owners import SoleNode
+from engine.cluster.owners_redis import RedisLegOwners
+from engine.cluster.routing import CallRouter
+from engine.config import Settings, node_url_of, resolve_secret_key, sqlite_path
 from engine.console import routes as console
 from engine.crypto import SecretBox
 from engine.live_metrics import LiveMetrics
@@ -57,7 +63,7 @@ from engine.providers.provisioning import NumberProvisioner
 from engine.providers.reconcile import ReconcileSettings
 from engine.recordings import RecordingCatalog, RecordingUrls
 from engine.runtime.ids import new_room_key
-from engine.runtime.runtime import CallRuntime
+from engine.runtime.runtime import ENDED_LEG_RETENTION_S, CallRuntime
 from engine.store.base import Store
 from engine.store.sql import SqlStore
 from engine.url_policy import http_connector
@@ -80,14 +86,17 @@ def create_app(
     pin_blas_to_one_thread()
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        # Inside error_envelopes: a request over its organization's rate gets its envelope.
-        middlewares=[request_context, error_envelopes, org_rate_limit],
+        # Inside error_envelopes: a request over its organization's rate, or whose leg's node
+        # cannot be reached, gets its envelope. A call command for another node's leg goes
+        # there before the rate limit: the owner counts it (engine/api/routing.py).
+        middlewares=[request_context, error_envelopes, route_to_owner, org_rate_limit],
     )
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else SqlStore(settings.database_url)
     app[SECRET_BOX] = SecretBox(secret_key)
     app[METRICS] = Metrics()
     app[LIVE_LEGS] = live_legs(settings)
+    app[ROUTER] = call_router(app[LIVE_LEGS])
     # Monotonic: a wall-clock step must neither refill nor drain the buckets.
     app[RATE_LIMITER] = OrgRateLimiter(time.monotonic)
     if provisioner is not None:
@@ -174,7 +183,17 @@ def live_legs(settings: Settings) -> LiveLegs:
         prefix=settings.redis_prefix,
         node_id=settings.node_id,
         ttl_s=settings.redis_node_ttl_s,
+        node_url=node_url_of(settings),
+        ended_ttl_s=ENDED_LEG_RETENTION_S,  # an ended leg's owner known while it keeps it
     )
+
+
+def call_router(live: LiveLegs) -> CallRouter:
+    """Which node carries out a call command: with Redis, the owner of its leg, read from the
+    live-leg registry (engine/cluster/); one node without."""
+    if isinstance(live, RedisLiveLegs):
+        return CallRouter(RedisLegOwners(live), Forwarder(live.node))
+    return CallRouter(SoleNode(), None)
 
 
 def audio_fetcher(settings: Settings, sample_rate: int) -> AudioFetcher:
@@ -215,7 +234,9 @@ async def _live_legs_lifetime(app: web.Application) -> AsyncIterator[None]:
     CALLBRIDGE_REDIS_URL)."""
     live = app[LIVE_LEGS]
     await live.start()
+    await app[ROUTER].start()
     yield
+    await app[ROUTER].close()
     await live.close()
 
 
@@ -230,7 +251,7 @@ async def _runtime_lifetime(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(connector=connector) as session:
         # The calls an earlier process on this store left, before any new input; whoever serves
         # the app calls runtime.resume() once it listens (engine/cli.py run_server).
-        await runtime.adopt()
+        await runtime.adopt(app[ROUTER].owners)  # with Redis: only calls no live node holds
         workers = [
             asyncio.create_task(runtime.outbox.run(session, stop)),
             asyncio.create_task(runtime.outbox.purge_loop(stop)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -103,6 +104,9 @@ class Settings:
     redis_prefix: str = "default"
     redis_node_ttl_s: float = 15.0
     node_id: str | None = None
+    # Where the other nodes reach this node's HTTP API, to forward it the commands on its legs
+    # (CALLBRIDGE_NODE_URL; engine/cluster/). None: derived from host and port (``node_url_of``).
+    node_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -205,8 +209,27 @@ def _redis_settings(env: Mapping[str, str], settings: Settings) -> Settings:
         ttl_s = _parse_number(
             "CALLBRIDGE_REDIS_NODE_TTL_S", raw, MIN_NODE_TTL_S, MAX_NODE_TTL_S, float
         )
+    node_url = env.get("CALLBRIDGE_NODE_URL", "").strip().rstrip("/") or None
+    if node_url is not None and not node_url.startswith(("http://", "https://")):
+        raise ValidationError(
+            f"CALLBRIDGE_NODE_URL must be an http:// or https:// URL, not {node_url!r}",
+            field="CALLBRIDGE_NODE_URL",
+        )
     return replace(settings, redis_url=url, redis_prefix=prefix, redis_node_ttl_s=ttl_s,
-                   node_id=node_id)  # fmt: skip
+                   node_id=node_id, node_url=node_url)  # fmt: skip
+
+
+def node_url_of(settings: Settings) -> str:
+    """The URL other nodes reach this node's API on: CALLBRIDGE_NODE_URL, else the bind host
+    and port (the host name for a wildcard bind: 0.0.0.0 is nobody's address)."""
+    if settings.node_url is not None:
+        return settings.node_url
+    host = settings.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
 
 
 def _org_limit_defaults(env: Mapping[str, str], settings: Settings) -> Settings:

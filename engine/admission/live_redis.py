@@ -9,7 +9,10 @@ Node rule (docs/ARCHITECTURE.md, "Live-leg counts across nodes"): each process i
 id of its own (``CALLBRIDGE_NODE_ID`` or the host name, plus the process id and a random part, so
 a restarted process is a new node). Each claim records its node. A node is alive while its key
 ``node:<id>:alive`` exists: set for ``CALLBRIDGE_REDIS_NODE_TTL_S`` and refreshed every third of
-it. Every node, at each refresh, drops the claims of the nodes whose key has expired. A node
+it; its value is the node's URL (``CALLBRIDGE_NODE_URL``), where other nodes forward the
+commands on its legs (engine/cluster/). Every node, at each refresh, drops the claims of the
+nodes whose key has expired. A claim's node is its leg's owner; a leg this node ends is
+remembered as its own for ``ended_ttl_s`` (as long as the runtime keeps ended legs). A node
 that adopts legs (a restart on the same store) holds them: their claims move to it, and only
 what nobody adopted goes with the dead node. A node that finds its own key gone (Redis
 restarted empty, or the node was cut off longer than the TTL and swept) registers again with
@@ -47,6 +50,9 @@ REDIS_TIMEOUT_S = 2.0
 # While Redis is unreachable claims are refused at once (not each after a timeout: a burst of
 # calls would queue behind one another), and the keep-alive task tries it this often.
 PROBE_S = 1.0
+# How long a leg that ended stays known as its node's: the runtime's retention of ended legs
+# (engine/runtime/runtime.py ENDED_LEG_RETENTION_S), passed by the composition root.
+ENDED_TTL_S = 3600.0
 _LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION}
 
 
@@ -64,15 +70,28 @@ def node_name(node_id: str | None) -> str:
 
 
 class RedisLiveLegs:
-    def __init__(self, client: Redis, *, prefix: str, node: str, ttl_s: float, where: str) -> None:
-        self._client = client
-        self._prefix = f"callbridge:{{{prefix}}}:"
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str,
+        node: str,
+        ttl_s: float,
+        where: str,
+        url: str = "",
+        ended_ttl_s: float = ENDED_TTL_S,
+    ) -> None:
+        self.client = client
+        self.prefix = f"callbridge:{{{prefix}}}:"
         self.node = node
+        self.url = url  # where other nodes reach this node's HTTP API (its alive key's value)
         self._ttl_ms = max(1, round(ttl_s * 1000))
+        self._ended_ms = max(1, round(ended_ttl_s * 1000))
         self._beat_s = ttl_s / 3
         self._where = where
         self._mine: dict[str, Counted] = {}  # the legs this node holds (and so wants counted)
         self._dirty: set[str] = set()  # legs whose hold or release Redis has not taken yet
+        self._ended: set[str] = set()  # released legs that ended (not a dial's placeholder)
         self._lock = asyncio.Lock()  # one write at a time, in the order they were asked for
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -83,7 +102,16 @@ class RedisLiveLegs:
         self._sweep = client.register_script(SWEEP)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str, node_id: str | None, ttl_s: float) -> RedisLiveLegs:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str,
+        node_id: str | None,
+        ttl_s: float,
+        node_url: str = "",
+        ended_ttl_s: float = ENDED_TTL_S,
+    ) -> RedisLiveLegs:
         client = Redis.from_url(
             url,
             decode_responses=True,
@@ -91,15 +119,17 @@ class RedisLiveLegs:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
         )
-        return cls(client, prefix=prefix, node=node_name(node_id), ttl_s=ttl_s, where=redacted(url))
+        node = node_name(node_id)
+        return cls(client, prefix=prefix, node=node, ttl_s=ttl_s, where=redacted(url),
+                   url=node_url, ended_ttl_s=ended_ttl_s)  # fmt: skip
 
     def key(self, name: str) -> str:
-        return self._prefix + name
+        return self.prefix + name
 
     # ---- lifetime --------------------------------------------------------------------------
     async def start(self) -> None:
         try:
-            await self._client.ping()
+            await self.client.ping()
             async with self._lock:
                 await self._register()
         except RedisError as exc:
@@ -109,22 +139,26 @@ class RedisLiveLegs:
             ) from exc
         self._task = asyncio.create_task(self._keep_alive())
         log.info("live-leg counts shared in Redis", redis=self._where, node=self.node,
-                 prefix=self._prefix, node_ttl_s=self._ttl_ms / 1000)  # fmt: skip
+                 prefix=self.prefix, node_ttl_s=self._ttl_ms / 1000)  # fmt: skip
 
     async def close(self) -> None:
         """Stop refreshing. The legs still held stay counted: the calls are handed over, and
         the node that adopts them takes their claims; what nobody adopts goes with this node's
-        key, one TTL from its last refresh."""
+        key, one TTL from its last refresh. The key's URL is cleared at once: this node takes
+        no more commands, and its calls are for any node that starts to adopt
+        (engine/cluster/owners_redis.py reads a node without a URL as not alive)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
-        await self._client.aclose()
+        with contextlib.suppress(RedisError):  # unreachable: its key lapses with its TTL
+            await self.client.set(self.key(f"node:{self.node}:alive"), "", xx=True, keepttl=True)
+        await self.client.aclose()
 
     # ---- claims --------------------------------------------------------------------------
     async def claim(self, leg_id: str, claim: Claim) -> Limit | None:
-        args = [self._prefix, self.node, leg_id, claim.org_id, *_place_args(claim.place)]
+        args = [self.prefix, self.node, leg_id, claim.org_id, *_place_args(claim.place)]
         args += [claim.channels, claim.max_legs]
         if not self._reachable:
             raise LiveLegsUnavailable(self._unavailable(self._outage))
@@ -150,11 +184,13 @@ class RedisLiveLegs:
         if replaces is not None and self._mine.pop(replaces, None) is not None:
             self._dirty.add(replaces)
         self._mine[leg_id] = Counted(org_id, place)
+        self._ended.discard(leg_id)
         self._dirty.add(leg_id)
         self._wake.set()
 
     def release(self, leg_id: str) -> None:
         if self._mine.pop(leg_id, None) is not None:
+            self._ended.add(leg_id)
             self._dirty.add(leg_id)
             self._wake.set()
 
@@ -163,7 +199,7 @@ class RedisLiveLegs:
             try:
                 await self._write_dirty()
                 if not self._reachable:
-                    await self._client.ping()  # nothing was written, perhaps: is Redis back?
+                    await self.client.ping()  # nothing was written, perhaps: is Redis back?
             except RedisError as exc:
                 self._lost(exc)  # kept dirty: written once Redis answers
             else:
@@ -182,7 +218,7 @@ class RedisLiveLegs:
     async def _count(self, name: str) -> int:
         await self.flush()
         try:
-            return int(await self._client.scard(self.key(name)))
+            return int(await self.client.scard(self.key(name)))
         except RedisError as exc:
             self._lost(exc)
             raise LiveLegsUnavailable(self._unavailable(self._outage)) from exc
@@ -205,12 +241,18 @@ class RedisLiveLegs:
 
     async def _write_legs(self, legs: set[str], *, ttl_ms: int) -> int:
         holds = [leg for leg in legs if leg in self._mine]
-        args: list[str | int] = [self._prefix, self.node, ttl_ms, len(holds)]
+        args: list[str | int] = [self.prefix, self.node, ttl_ms, self.url, self._ended_ms]
+        args.append(len(holds))
         for leg in holds:
             counted = self._mine[leg]
             args += [leg, counted.org_id, *_place_args(counted.place)]
-        args += [leg for leg in legs if leg not in self._mine]
-        return int(await self._write(args=args))
+        ended = [leg for leg in legs if leg in self._ended]
+        args += [len(ended), *ended]
+        args += [leg for leg in legs if leg not in self._mine and leg not in self._ended]
+        result = int(await self._write(args=args))
+        if result == 0:
+            self._ended.difference_update(ended)
+        return result
 
     # ---- liveness ----------------------------------------------------------------------------
     async def _keep_alive(self) -> None:
@@ -247,11 +289,11 @@ class RedisLiveLegs:
     async def _beat(self) -> None:
         """Refresh this node's key (registering again if it had lapsed), then sweep."""
         alive = self.key(f"node:{self.node}:alive")
-        if not await self._client.set(alive, "1", px=self._ttl_ms, xx=True):
+        if not await self.client.set(alive, self.url, px=self._ttl_ms, xx=True):
             log.warning("this node's liveness had lapsed in Redis: its legs are counted again",
                         node=self.node, legs=len(self._mine))  # fmt: skip
             await self._register()
-        dropped = int(await self._sweep(args=[self._prefix]))
+        dropped = int(await self._sweep(args=[self.prefix]))
         if dropped:
             log.info("claims of expired nodes dropped", legs=dropped)
 

@@ -8,8 +8,15 @@ script's ``ARGV[1]`` is the key prefix ``callbridge:{<prefix>}:``; the keys belo
                           counted against its organization only)
     org:<org id>          set of leg ids        number:<E.164>     set of leg ids
     bridge:<bridge id>    set of leg ids        node:<node>:legs   set of the node's leg ids
-    node:<node>:alive     present while the node lives (a TTL the node keeps refreshing)
+    node:<node>:alive     present while the node lives (a TTL the node keeps refreshing);
+                          its value is the base URL other nodes reach the node's HTTP API on
     nodes                 set of the nodes that have registered
+    ended:<leg id>        the node that held a leg when it ended, kept for as long as a node
+                          keeps ended legs (engine/cluster: a command on an ended leg is
+                          answered by that node, as on one node)
+
+The claim's node is also the leg's owner (engine/cluster/owners.py): the node that holds the
+leg in memory and carries out its commands.
 
 The scripts build these names from the prefix rather than take them as KEYS: the braces make
 the prefix the hash tag, so on a Redis Cluster every key of one deployment is in one slot.
@@ -62,27 +69,35 @@ return 0
 """
 )
 
-# ARGV: prefix, node, ttl_ms, holds, then `holds` groups of (leg, org, bridge, number), then
-# the legs to release. With ttl_ms > 0 the node (re)registers: alive for ttl_ms, listed in
-# `nodes`. Without, a node that is not alive gets -1 and nothing changes (it registers with
-# every leg it holds, then writes again). Held legs are counted unconditionally and owned by
-# this node from now on; released legs are dropped whoever held them. 0 when done.
+# ARGV: prefix, node, ttl_ms, url, ended_ms, holds, then `holds` groups of (leg, org, bridge,
+# number), then `ends`, then `ends` legs that ended, then the other legs to release. With
+# ttl_ms > 0 the node (re)registers: alive for ttl_ms under its url, listed in `nodes`.
+# Without, a node that is not alive gets -1 and nothing changes (it registers with every leg
+# it holds, then writes again). Held legs are counted unconditionally and owned by this node
+# from now on; released legs are dropped whoever held them, and an ended one is remembered as
+# this node's for ended_ms. 0 when done.
 WRITE = (
     _PRELUDE
     + """
-local node, ttl = ARGV[2], tonumber(ARGV[3])
+local node, ttl, ended_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[5])
 if ttl > 0 then
-  redis.call('SET', P .. 'node:' .. node .. ':alive', '1', 'PX', ttl)
+  redis.call('SET', P .. 'node:' .. node .. ':alive', ARGV[4], 'PX', ttl)
   redis.call('SADD', P .. 'nodes', node)
 elseif not alive(node) then
   return -1
 end
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
   put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  redis.call('DEL', P .. 'ended:' .. ARGV[i])
   i = i + 4
 end
-for j = i, #ARGV do drop(ARGV[j]) end
+local ends = tonumber(ARGV[i])
+for j = i + 1, i + ends do
+  drop(ARGV[j])
+  redis.call('SET', P .. 'ended:' .. ARGV[j], node, 'PX', ended_ms)
+end
+for j = i + ends + 1, #ARGV do drop(ARGV[j]) end
 return 0
 """
 )

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from engine.admission.gate import Admission
 from engine.admission.live import LiveLegs
+from engine.cluster.routing import CallRouter
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.metrics import Metrics
@@ -23,3 +24,4 @@ PROVISIONER = web.AppKey("provisioner", NumberProvisioner)
 RUNTIME = web.AppKey("runtime", CallRuntime)
 SIGNING_KEYS = web.AppKey("signing_keys", OrgSigningKeys)
 ADMISSION = web.AppKey("admission", Admission)
+ROUTER = web.AppKey("router", CallRouter)  # which node carries out a call command

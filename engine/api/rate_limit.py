@@ -91,6 +91,9 @@ async def dial_within_limit(
     # placeholder's slot, in one step.
     if not result.duplicate and leg.ended_at is None:
         live.hold(leg.call_control_id, org_id=org_id, replaces=placeholder)
+        # Written before the reply: a command on the new leg sent to another node finds
+        # this node its owner (engine/cluster/). Best effort: never fails the dial.
+        await live.flush()
     else:
         live.release(placeholder)
     return result

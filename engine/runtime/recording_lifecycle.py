@@ -135,15 +135,18 @@ class RecordingLifecycle:
             log.warning("recording in progress not forgotten", recording_id=recording_id,
                         error=str(exc))  # fmt: skip
 
-    async def resume(self, snapshot: LiveSnapshot) -> None:
+    async def resume(self, snapshot: LiveSnapshot, *, shared: bool = False) -> None:
         """Each adopted leg's or conference's recording in progress goes on in its file; one
         stopped but not yet saved is saved now; one that cannot be (file gone, nothing stored)
         fails with call.recording.error (conference.recording.error), so none is lost
         silently. A stored row of a recording nobody awaits (failed in a tick, or saved just
-        before the stop) is stale and dropped."""
+        before the stop) is stale and dropped; with ``shared`` (other live nodes hold calls of
+        this store) only if it is an adopted leg's or conference's: the others may be theirs."""
         awaited = _awaited(snapshot)
         for stored in await self._store.load_live_recordings():
             owner = awaited.pop(stored.recording_id, None)
+            if owner is None and shared and not snapshot.mentions(stored.call_control_id):
+                continue
             if owner is None:
                 await self.forget(stored.recording_id)
             elif owner.in_progress:

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from engine.admission.live import LiveLegs, Place
+from engine.cluster.owners import LegOwners, SoleNode
 from engine.errors import CallbridgeError, InputFailed, InputNotStored
 from engine.logs import get_logger
 from engine.machine import effects as fx
@@ -56,6 +57,7 @@ T = TypeVar("T")
 ENDED_LEG_RETENTION_S = 3600.0
 TIMER_RETRY_S = 5.0  # a timer whose firing failed fires again after this long
 PRUNE_EVERY_TICKS = 3000  # once a minute on the 20 ms media tick
+_SOLE = SoleNode()  # one node: every stored call is this process's to adopt
 
 
 class CallRuntime:
@@ -245,7 +247,7 @@ class CallRuntime:
             payload=effect.payload,
         )
 
-    async def adopt(self) -> list[str]:
+    async def adopt(self, owners: LegOwners = _SOLE) -> list[str]:
         """Take over the calls an earlier process on this store left (a crash, a deploy): its
         legs, rooms, queues and conferences into the machine, its timers armed for what is left
         of them, each live leg's gateway found again from its ``Leg.carrier``. Every adopted
@@ -254,11 +256,14 @@ class CallRuntime:
         hangup may have gone unheard. A leg no adapter can reach is ended with ``call.hangup``.
         Call it before serving; the requests to the providers wait for ``resume``, called once
         the app listens (a provider told to stream now would find nobody at the address).
-        Returns the live legs adopted."""
-        snapshot = await self.store.load_live()
+        Returns the live legs adopted. With ``owners`` (several nodes), the calls of legs another
+        live node owns are left to it (``LiveSnapshot.without``)."""
+        stored = await self.store.load_live()
+        others = await owners.held_elsewhere([leg.call_control_id for leg in stored.legs])
+        snapshot, left = stored.without(others)
         async with self._lock:
             self.machine.adopt(snapshot.checkpoint())
-        await self.recording_files.resume(snapshot)
+        await self.recording_files.resume(snapshot, shared=bool(left))
         now = self._clock()
         for key, deadline in snapshot.timers:
             self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
@@ -266,9 +271,9 @@ class CallRuntime:
         for leg in snapshot.legs:
             if leg.is_alive and await self._reach_again(leg):
                 adopted.append(leg.call_control_id)
-        if snapshot.legs:
+        if stored.legs:
             log.info("live state adopted", legs=len(snapshot.legs), live=len(adopted),
-                     timers=len(snapshot.timers))  # fmt: skip
+                     timers=len(snapshot.timers), left_to_others=len(others))  # fmt: skip
         self._adopted = adopted
         return adopted
 

@@ -3,6 +3,7 @@ recordings in progress): split from engine/store/base.py, which declares the sto
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from engine.machine.core import Checkpoint
@@ -31,6 +32,50 @@ class LiveSnapshot:
             dict(self.conferences),
             {record.conference_id: record for record in self.records},
         )
+
+    def without(self, legs: Collection[str]) -> tuple[LiveSnapshot, frozenset[str]]:
+        """This snapshot less ``legs`` (another live node's) and what goes with them: the rooms
+        and queues they are in, those rooms' conferences, the conference records they created,
+        and the timers of all these; with the ids of all that was left out (legs, rooms,
+        conferences). Rooms cannot span nodes yet (docs/ARCHITECTURE.md), so what is kept is
+        whole."""
+        if not legs:
+            return self, frozenset()
+        out, rooms_out = set(legs), set[str]()
+        grew = True
+        while grew:  # a room's legs go together (one not yet counted as the owner's, too)
+            grew = False
+            for room in self.rooms:
+                if room.room_id not in rooms_out and not out.isdisjoint(_in_room(room)):
+                    rooms_out.add(room.room_id)
+                    out.update(_in_room(room))
+                    grew = True
+        records_out = {
+            record.conference_id
+            for record in self.records
+            if record.room_id in rooms_out or record.creator in out
+        }
+        left = frozenset(out | rooms_out | records_out)
+        kept = LiveSnapshot(
+            legs=tuple(leg for leg in self.legs if leg.call_control_id not in out),
+            rooms=tuple(room for room in self.rooms if room.room_id not in rooms_out),
+            queues=tuple(queue for queue in self.queues if out.isdisjoint(queue.members)),
+            conferences=tuple(item for item in self.conferences if item[1] not in rooms_out),
+            timers=tuple(timer for timer in self.timers if timer[0].call_control_id not in left),
+            records=tuple(record for record in self.records if record.conference_id not in left),
+        )
+        return kept, left
+
+    def mentions(self, owner_id: str) -> bool:
+        """Whether ``owner_id`` (a leg's or a conference's id) is in this snapshot."""
+        return any(leg.call_control_id == owner_id for leg in self.legs) or any(
+            record.conference_id == owner_id for record in self.records
+        )
+
+
+def _in_room(room: Room) -> tuple[str, ...]:
+    pending = (room.pending,) if room.pending is not None else ()
+    return (*room.members, *room.supervisors, *pending)
 
 
 @dataclass(frozen=True, slots=True)
