@@ -8,9 +8,9 @@ playout still runs as the provider's would. ``hearing(...)`` waits until the lis
 established (a frame holding every expected voice at its level) and ``LISTEN_FRAMES`` more
 frames have arrived, then judges them all with ``judge``: each expected voice within 1.5 dB, no
 own tone, no foreign audio, no frame duplicated, no silent frame once established (issue 10,
-point 8), no voice missing beyond what a late arrival explains (``MAX_LATE_RUN``). Judging what arrived rather than what the playout
-played at each tick keeps the check about identity, not timing: a frame that arrives late on a
-busy machine is still the right frame.
+point 8), no voice missing beyond what a late arrival explains (``MAX_LATE_RUN``). Judging what
+arrived rather than what the playout played at each tick keeps the check about identity, not
+timing: a frame that arrives late on a busy machine is still the right frame.
 
 Protocol errors. The harnesses pass every simulator they start to ``watch``; the autouse fixture
 in ``conftest.py`` then fails the test at teardown if any call of those simulators recorded a
