@@ -45,7 +45,11 @@ def socket_output(
     """The engine's ``MediaOutput`` for one aiohttp stream: written at once, from the caller,
     while the socket takes data; one drain task only while it is back-pressured."""
     return FrameWriter(
-        socket.write_now, codec.media_renderer(stream_id), stats, drained=socket.drained
+        socket.write_now,
+        codec.media_renderer(stream_id),
+        stats,
+        drained=socket.drained,
+        clear=codec.render_clear(stream_id),
     )
 
 

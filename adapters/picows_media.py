@@ -58,7 +58,12 @@ def direct_output(
     """The engine's ``MediaOutput`` for one picows stream: picows writes synchronously, so the
     writer writes to it directly; the listener tells it of back-pressure (``pause_writing``,
     ``resume_writing``) and of the end (``on_ws_disconnected``)."""
-    return FrameWriter(partial(transport.send, _TEXT), codec.media_renderer(stream_id), stats)
+    return FrameWriter(
+        partial(transport.send, _TEXT),
+        codec.media_renderer(stream_id),
+        stats,
+        clear=codec.render_clear(stream_id),
+    )
 
 
 class MediaStreamListener(WSListener):

@@ -9,6 +9,9 @@ the media port over picows, a websocket agent over ``websockets``) goes through 
   second); past that the oldest is dropped and counted (``stats.output_dropped``);
 - control messages (a websocket agent's mark echoes and key presses) go ahead of waiting audio,
   after control sent before them, so a stream's message counter follows the wire order;
+- ``flush`` (the leg left its room) drops the audio waiting here and, on a provider's stream,
+  sends the provider its ``clear`` (``clear``: Twilio's and Telnyx's message that stops playback
+  and drops the media the provider has queued), so nothing of the old room is heard after it;
 - every frame written counts (``stats.frames_out``); once the connection is lost nothing more
   is written or counted; ``close`` drops what waits; ``end_with`` makes one message (an agent's
   ``stop``) the last, ahead of waiting audio, and ``flushed`` waits for it to be written.
@@ -49,6 +52,7 @@ class FrameWriter(Generic[Frame]):
     stamps its frames when they are sent, the payload with its stamp."""
 
     __slots__ = (
+        "_clear",
         "_control",
         "_drain",
         "_drained",
@@ -68,8 +72,10 @@ class FrameWriter(Generic[Frame]):
         stats: LegMediaStats,
         *,
         drained: Callable[[], Awaitable[None]] | None = None,
+        clear: bytes | None = None,
     ) -> None:
         self._write = write
+        self._clear = clear  # the far end's "drop what you have queued", if it has one
         self._render = render
         self.stats = stats
         self._drained = drained
@@ -107,6 +113,14 @@ class FrameWriter(Generic[Frame]):
                 self._control.append(message)
             return
         self._write_control(message)
+
+    def flush(self) -> None:
+        """What was sent for the room the leg has left must not be heard after it: drop the
+        audio waiting here (not counted as dropped: it is stale, not lost) and tell the far end
+        to drop what it has queued (``clear``), ahead of the audio that follows."""
+        self._held.clear()
+        if self._clear is not None:
+            self.send_control(self._clear)
 
     def _hold(self, frame: Frame) -> None:
         if not self._open or self._final:

@@ -179,6 +179,35 @@ async def test_twilio_and_telnyx_callers_bridged_by_the_sdk_hear_each_other(
         )
 
 
+async def test_a_parked_leg_hears_nothing_of_its_gone_peer_even_from_a_backlog(
+    tmp_path: Path,
+) -> None:
+    """A provider side that stopped reading for a while holds a backlog of the room's audio
+    (callbridge's queue, the sockets' buffers): when its leg leaves the room, callbridge drops
+    its own queue and sends the provider ``clear``, so none of it plays once that is read."""
+    async with world(tmp_path) as w:
+        body = {"park_after_unbridge": "self"}
+        twilio_call, telnyx_call, twilio_leg, telnyx_leg = await bridged_pair(w, body)
+        await hearing(twilio_call, [TELNYX_VOICE], TWILIO_VOICE)
+        stats = w.runtime.plane.stats.of(twilio_leg)
+        twilio_call.stall_reading()
+        # The socket buffers are full and callbridge holds frames: a second of audio waits.
+        await twilio_call.wait_until(
+            lambda _call: stats.output_queue is not None and stats.output_queue() >= 10
+        )
+        await telnyx_call.hang_up()
+        await w.app_server.wait_for("call.hangup", telnyx_leg)
+        assert w.runtime.machine.leg(twilio_leg).state.value == "parked"
+        twilio_call.stall_reading(False)
+        await twilio_call.wait_until(
+            lambda call: any(m["event"] == "clear" for m in call.received_messages)
+        )
+        start = twilio_call.playout_tick + 1  # the tick playing when the clear was read
+        await twilio_call.wait_until(played_past(start + LISTEN_FRAMES))
+        after = twilio_call.received_audio()[start * FRAME_SAMPLES :]
+        assert judge(after[: LISTEN_FRAMES * FRAME_SAMPLES], [], TWILIO_VOICE).problems() == []
+
+
 @pytest.mark.parametrize("park", [True, False])
 async def test_telnyx_hangup_parks_or_hangs_up_the_twilio_leg(tmp_path: Path, park: bool) -> None:
     body = {"park_after_unbridge": "self"} if park else {}

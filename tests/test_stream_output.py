@@ -150,6 +150,36 @@ async def test_control_goes_ahead_of_waiting_audio_in_its_own_order() -> None:
     await writer.close()
 
 
+async def test_a_flush_drops_waiting_audio_and_sends_the_clear_ahead_of_what_follows() -> None:
+    sink = Sink()
+    stats = LegMediaStats()
+    writer = FrameWriter(sink.write, media, stats, drained=sink.drained, clear=b"clear")
+    writer.send_frame(0)
+    writer.flush()  # the transport takes data: the clear goes at once
+    assert sink.wire == [media(0), b"clear"]
+    sink.full_after = 3
+    writer.send_frame(1)  # the wire is full after this one
+    writer.send_frame(2)
+    writer.send_frame(3)  # 2 and 3 wait: audio of the room the leg is leaving
+    writer.flush()
+    writer.send_frame(4)  # the new room
+    sink.drain()
+    await sink.until_wire_holds(5)
+    assert sink.wire == [media(0), b"clear", media(1), b"clear", media(4)]
+    assert (stats.frames_out, stats.output_dropped) == (3, 0), "stale audio is not a drop"
+    await writer.close()
+
+
+async def test_a_flush_without_a_clear_message_only_drops_waiting_audio() -> None:
+    sink, writer, _stats = backed_up(3)  # frame 0 on the wire, 1 and 2 waiting
+    writer.flush()
+    writer.send_frame(3)
+    sink.drain()
+    await sink.until_wire_holds(2)
+    assert sink.wire == [media(0), media(3)]
+    await writer.close()
+
+
 async def test_a_lost_connection_stops_the_writer_and_nothing_more_counts() -> None:
     sink = Sink()
     writer, stats = writer_over(sink)

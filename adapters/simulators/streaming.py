@@ -114,6 +114,7 @@ class MediaStream(abc.ABC):
         # library's queue fills, then the kernel's buffers, and the server's writes back up.
         self._reading = asyncio.Event()
         self._reading.set()
+        self._rcvbuf: int | None = None  # the receive buffer's size before a stall
 
     # --- wire format, per provider --------------------------------------------------------------
 
@@ -303,12 +304,20 @@ class MediaStream(abc.ABC):
         """Stop (or go back to) reading the socket: a provider side that is stuck. Its receive
         buffer is made small first, so the back-up reaches the server within seconds rather
         than once the kernel's autotuned window (megabytes) has filled."""
+        sock = self._ws.transport.get_extra_info("socket") if self._ws is not None else None
         if stalled:
-            sock = self._ws.transport.get_extra_info("socket") if self._ws is not None else None
             if sock is not None:
+                if self._rcvbuf is None:
+                    self._rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             self._reading.clear()
         else:
+            # The buffer goes back to its size: left at 4 KiB, below one loopback segment (64
+            # KiB), the receiver never opens a window the sender will fill (silly-window
+            # avoidance on both ends) and the connection stays stuck after the stall.
+            if sock is not None and self._rcvbuf is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf // 2)
+                self._rcvbuf = None
             self._reading.set()
 
     async def _read(self) -> None:

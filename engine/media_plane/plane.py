@@ -112,6 +112,14 @@ class KeyPressOutput(MediaOutput, Protocol):
         """Tell the far end a peer pressed ``digit``; never blocking."""
 
 
+@runtime_checkable
+class FlushableOutput(MediaOutput, Protocol):
+    """An output whose far end queues audio ahead of playing it (a provider's playout)."""
+
+    def flush(self) -> None:
+        """Drop the audio queued for the far end, here and there; never blocking."""
+
+
 @dataclass(frozen=True, slots=True)
 class LegMedia:
     fmt: AudioFormat
@@ -235,8 +243,14 @@ class MediaPlane:
             self.listeners.joined(leg_id, room_id)
 
     def leave(self, leg_id: str) -> None:
-        if leg_id in self._legs:
+        """The leg leaves its room. What its far end still has queued of that room (a burst
+        after a stall can leave a provider's playout a second or more behind) is dropped, so the
+        leg does not hear the room it left after leaving it."""
+        media = self._legs.get(leg_id)
+        if media is not None:
             self.mixer.leave(leg_id)
+            if isinstance(media.output, FlushableOutput):
+                media.output.flush()
 
     # overlays
     def set_overlay(self, leg_id: str, tag: str, source: OverlaySource, loop: int | None) -> None:
