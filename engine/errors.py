@@ -17,6 +17,7 @@ errors for the wire.
                                     (engine.admission.limits)
     +-- ProviderError          502  a provider's API refused or failed
     +-- StorageError           500  the database failed
+    |   +-- StoreUnreachable   503  the database cannot be reached (Retry-After)
     +-- InputFailed            500  the machine failed on an input and rolled back (engine.runtime)
 """
 
@@ -102,6 +103,15 @@ class StorageError(CallbridgeError):
     title = "Storage error"
 
 
+class StoreUnreachable(StorageError):
+    """503: the database cannot be reached (a lost connection, a server that does not answer).
+    Nothing was stored; the same request is worth sending again once it is back."""
+
+    status = 503
+    title = "Database unavailable"
+    retry_after_header = "1"
+
+
 class ShuttingDown(CallbridgeError):
     """503: this process is stopping and takes no new calls (engine/runtime/lifecycle.py); another
     process, or this one's successor, will."""
@@ -132,6 +142,7 @@ class InputNotStored(InputFailed):
 
     status = 503
     title = "Service unavailable"
+    retry_after_header = "1"
 
     def __init__(self, fault_id: str) -> None:
         super().__init__(fault_id)

@@ -66,13 +66,14 @@ async def keys_of(prefix: str) -> list[str]:
 
 
 class TcpRelay:
-    """A TCP relay to the test Redis: ``url`` reaches Redis through it until ``cut`` (open
-    connections closed, new ones closed at once), and again after ``mend``."""
+    """A TCP relay to the test Redis (or to the server of ``target``, any URL with a host and
+    port): ``url`` (``target`` with the relay's port) reaches it through the relay until ``cut``
+    (open connections closed, new ones closed at once), and again after ``mend``."""
 
-    def __init__(self) -> None:
-        target = urlsplit(REDIS_URL)
-        self._target = (target.hostname or "127.0.0.1", target.port or 6379)
-        self._path = target.path
+    def __init__(self, target: str = REDIS_URL) -> None:
+        self._parts = urlsplit(target)
+        self._target = (self._parts.hostname or "127.0.0.1", self._parts.port or 6379)
+        self._path = self._parts.path
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -82,7 +83,9 @@ class TcpRelay:
     async def start(self) -> TcpRelay:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"redis://127.0.0.1:{port}{self._path}"
+        user = f"{self._parts.username}@" if self._parts.username else ""
+        query = f"?{self._parts.query}" if self._parts.query else ""
+        self.url = f"{self._parts.scheme}://{user}127.0.0.1:{port}{self._path}{query}"
         return self
 
     async def close(self) -> None:

@@ -221,15 +221,15 @@ async def telnyx_stack(tmp_path: Path, **settings: Any) -> AsyncIterator[Stack]:
     """``settings``: Settings fields to set besides the stack's own."""
     port = unused_port()
     base_url = f"http://127.0.0.1:{port}"
-    config = Settings(
-        database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
-        secret_key=SECRET_KEY,
-        public_url=base_url,
-        recordings_dir=str(tmp_path / "recordings"),
+    defaults: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'callbridge.db'}",
+        "secret_key": SECRET_KEY,
+        "public_url": base_url,
+        "recordings_dir": str(tmp_path / "recordings"),
         # Simulators, bots and webhook receivers all listen on 127.0.0.1.
-        allow_private_urls=True,
-        **settings,
-    )
+        "allow_private_urls": True,
+    }
+    config = Settings(**{**defaults, **settings})
     app = create_app(config)
     sim = TelnyxSimulator()
     await sim.start()

@@ -23,7 +23,7 @@ from engine.api.envelopes import (
     uses_telnyx_envelope,
 )
 from engine.api.keys import METRICS
-from engine.errors import CallbridgeError
+from engine.errors import CallbridgeError, InputNotStored, StoreUnreachable
 from engine.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,7 +78,7 @@ async def error_envelopes(request: web.Request, handler: Handler) -> web.StreamR
             field=exc.field,
         )
         response = error_response(request, exc)
-        if isinstance(exc, TooManyRequests):
+        if isinstance(exc, TooManyRequests | StoreUnreachable | InputNotStored):
             response.headers["Retry-After"] = exc.retry_after_header
         return response
     except web.HTTPException as exc:

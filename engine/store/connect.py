@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from engine.errors import StorageError
+from engine.errors import StorageError, StoreUnreachable
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a SQLite connection waits for another's write lock
 
@@ -133,4 +133,17 @@ def _storage_error(exc: Exception) -> StorageError:
         reason = str(exc)
     else:
         reason = type(exc).__name__
+    if _unreachable(exc):
+        return StoreUnreachable(f"the database cannot be reached: {reason}")
     return StorageError(f"database failure: {reason}")
+
+
+def _unreachable(exc: Exception) -> bool:
+    """A failure to reach the database rather than of a statement: the connection could not be
+    made or was lost (SQLAlchemy marks a lost one ``connection_invalidated`` and drops the pool's
+    connections, so the next request connects again)."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc.orig, OSError)
+    )
