@@ -52,6 +52,21 @@ def test_answer_is_only_for_a_ringing_incoming_leg() -> None:
     assert h.event(ev.LegAnswered("in")) == []  # a duplicate webhook
 
 
+def test_a_stream_on_a_leg_still_answering_means_it_was_answered() -> None:
+    # The provider's answer confirmation can be lost (a webhook refused while the store was
+    # unreachable, and not sent again): the stream callbridge asked for in its answer flows
+    # only on an answered call, so its start stands for the confirmation.
+    h = Harness()
+    h.incoming("in", answer=False, media=False)
+    h.command("in", cmd.Answer())
+    out = h.event(ev.MediaStarted("in", "PCMU/8000", None))
+    assert hooks(out) == ["call.answered", "streaming.started"]
+    assert h.state("in") is S.ANSWERED
+    assert TimerKind.SETUP_TIMEOUT not in h.timers("in")
+    assert TimerKind.TIME_LIMIT in h.timers("in")
+    assert h.event(ev.LegAnswered("in")) == []  # the late confirmation changes nothing
+
+
 def test_answer_may_replace_the_webhook_url() -> None:
     h = Harness()
     h.incoming("in", answer=False)

@@ -7,6 +7,10 @@
   closest in Call Control's closed set; ``callbridge_reason`` ``setup_timeout``). Without it a
   leg whose application never answers, or whose answer the provider never confirms, would stay
   in callbridge (counted against its bridge's channels) for as long as the process lives.
+- **Answered.** The provider confirms the answer (``LegAnswered``), or the stream callbridge
+  asked for in its answer starts while the leg still waits for that confirmation: a stream flows
+  only on an answered call, so its start stands for a confirmation that was lost (a webhook
+  refused while the store was unreachable, and not sent again) or is late (then ignored).
 - **Provider call gone.** The runtime's reconciliation asks the provider about quiet or stuck
   legs; when the provider says the call is over (``ProviderCallGone``), the leg ends with
   ``call.hangup`` (``unspecified``: nobody told us why; ``callbridge_reason``
@@ -16,11 +20,11 @@
 
 from __future__ import annotations
 
-from engine.machine import legs
-from engine.machine.core import Core
+from engine.machine import legs, streams
+from engine.machine.core import Core, iso
 from engine.machine.effects import HangupCall
 from engine.machine.events import ProviderCallGone
-from engine.machine.model import HangupCause, HangupSource, Leg, TimerKind
+from engine.machine.model import HangupCause, HangupSource, Leg, LegState, TimerKind
 from engine.machine.transitions import Trigger, next_state
 
 DEFAULT_SETUP_TIMEOUT_S = 60.0
@@ -33,6 +37,25 @@ def start_setup_timer(core: Core, leg: Leg) -> Leg:
     if core.setup_timeout_s is None:
         return leg
     return core.start_timer(leg, TimerKind.SETUP_TIMEOUT, core.setup_timeout_s)
+
+
+def answered(core: Core, leg: Leg) -> None:
+    if next_state(leg.state, Trigger.LEG_ANSWERED) is None:
+        return  # a duplicate or late answer
+    leg = core.cancel_timers(leg, TimerKind.RING_TIMEOUT, TimerKind.SETUP_TIMEOUT)
+    leg = core.move(leg, Trigger.LEG_ANSWERED, answered_at=core.now)
+    leg = core.start_timer(leg, TimerKind.TIME_LIMIT, leg.time_limit_secs)
+    leg = streams.expect_media(core, leg)
+    core.webhook(leg, "call.answered", state="answered", start_time=iso(leg.start_time))
+    legs.after_answer(core, leg)
+
+
+def answered_by_stream(core: Core, leg: Leg) -> Leg:
+    """The leg as its stream's start finds it: answered first if it was still ``answering``."""
+    if leg.state is not LegState.ANSWERING:
+        return leg
+    answered(core, leg)
+    return core.legs[leg.call_control_id]
 
 
 def setup_expired(core: Core, leg: Leg) -> None:

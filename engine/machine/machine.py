@@ -256,7 +256,7 @@ class CallMachine:
     def _live_event(self, leg: Leg, event: ev.Event) -> None:
         core = self._core
         if isinstance(event, ev.LegAnswered):
-            self._answered(leg)
+            setup.answered(core, leg)
         elif isinstance(event, ev.LegHungUp):
             if next_state(leg.state, Trigger.LEG_HUNG_UP) is not None:
                 legs.end_leg(
@@ -289,7 +289,7 @@ class CallMachine:
             streams.adopted(core, leg)
             gather.adopted(core, core.legs[leg.call_control_id])
         elif isinstance(event, ev.MediaStarted):
-            media.media_started(core, leg, event)
+            media.media_started(core, setup.answered_by_stream(core, leg), event)
             streams.media_flowing(core, core.legs[leg.call_control_id])
         elif isinstance(event, ev.MediaStopped):
             media.media_stopped(core, leg)
@@ -337,17 +337,6 @@ class CallMachine:
             # put it in its bridge's conference room.
             core.emit(fx.AnswerCall(leg.call_control_id))
             core.move(leg, Trigger.ANSWER, join_conference_of=event.default_conference)
-
-    def _answered(self, leg: Leg) -> None:
-        core = self._core
-        if next_state(leg.state, Trigger.LEG_ANSWERED) is None:
-            return  # a duplicate or late answer
-        leg = core.cancel_timers(leg, TimerKind.RING_TIMEOUT, TimerKind.SETUP_TIMEOUT)
-        leg = core.move(leg, Trigger.LEG_ANSWERED, answered_at=core.now)
-        leg = core.start_timer(leg, TimerKind.TIME_LIMIT, leg.time_limit_secs)
-        leg = streams.expect_media(core, leg)
-        core.webhook(leg, "call.answered", state="answered", start_time=iso(leg.start_time))
-        legs.after_answer(core, leg)
 
     def _timer(self, call_control_id: str, event: ev.TimerFired) -> None:
         core = self._core
