@@ -78,6 +78,45 @@ async def test_a_legs_owner_is_the_node_of_its_claim_and_its_url(
     assert await owners.held_elsewhere(["leg-1", "leg-2"]) == set(), "nobody alive holds them"
 
 
+async def test_a_provider_call_names_its_leg_while_the_leg_is_known(
+    stack: tuple[AsyncExitStack, str],
+) -> None:
+    a = await node(stack, "a", "http://10.0.0.1:8080")
+    b = await node(stack, "b", "http://10.0.0.2:8080")
+    owners = RedisLegOwners(b)
+    at_a = Owner(a.node, "http://10.0.0.1:8080")
+    assert await a.claim("leg-1", Claim(1, 10, call="telnyx:v3:abc")) is None  # with the claim
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", at_a)
+    assert await owners.owner_of_call("twilio:v3:abc") is None, "ids are per provider"
+    assert await SoleNode().owner_of_call("telnyx:v3:abc") is None
+
+    # Adopted by b (a hold naming the call): the call's leg is b's now.
+    b.hold("leg-1", org_id=1, call="telnyx:v3:abc")
+    await b.flush()
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", Owner(b.node, b.url))
+    b.hold("leg-1", org_id=1)  # a hold that does not name the call keeps it
+    await b.flush()
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", Owner(b.node, b.url))
+
+    # Ended: still known, as the ended leg's node's (as long as it keeps ended legs).
+    b.release("leg-1")
+    await b.flush()
+    ended = Owner(b.node, b.url, ended=True)
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", ended)
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        assert 0 < await redis.pttl(a.key("call:telnyx:v3:abc")) <= 60_000, "ended_ttl_s"
+        # A claim dropped without an end (its node's key expired and swept): the call goes too.
+        a.hold("leg-2", org_id=1, call="twilio:CA1")
+        await a.flush()
+        await redis.delete(a.key(f"node:{a.node}:alive"))
+        await b.refresh()
+        assert await owners.owner_of_call("twilio:CA1") is None
+        assert await redis.exists(a.key("call:twilio:CA1")) == 0
+    finally:
+        await redis.aclose()
+
+
 async def test_a_stopped_node_or_one_at_this_nodes_url_is_not_alive(
     stack: tuple[AsyncExitStack, str],
 ) -> None:

@@ -38,7 +38,7 @@ from adapters.carrier import Carrier
 from adapters.leg_tokens import InvalidLegToken
 from adapters.stream_session import MediaBinding
 from adapters.streams import StreamStart
-from adapters.telnyx.gateway import TelnyxLeg
+from adapters.telnyx.gateway import LEG_QUERY, TelnyxLeg
 from adapters.telnyx.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -49,6 +49,8 @@ from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
 from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
 from engine.admission.inbound import Refusal, admit
+from engine.admission.live import provider_call
+from engine.cluster.webhooks import WebhookTarget
 from engine.errors import InputFailed
 from engine.logs import get_logger
 from engine.machine import events as ev
@@ -128,6 +130,22 @@ class TelnyxHandlers:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- webhooks ------------------------------------------------------------------------
+
+    async def locate(self, request: web.Request) -> WebhookTarget | None:
+        """The leg (a dialled call's webhook URL names it) or the Telnyx call a webhook is for,
+        when this node does not hold it: another node may (engine/cluster/webhooks.py). None
+        for a malformed body (answered here). Unverified: the owner verifies it."""
+        leg_id = request.query.get(LEG_QUERY)
+        if leg_id:
+            return None if self._kit.legs.of_leg(leg_id) is not None else WebhookTarget(leg_id)
+        try:
+            event = parse_event(await request.read())
+        except ValueError:
+            return None
+        telnyx_id = event.call_control_id
+        if telnyx_id is None or self._kit.legs.of_telnyx(telnyx_id) is not None:
+            return None
+        return WebhookTarget(call=provider_call("telnyx", telnyx_id))
 
     async def webhook(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -245,7 +263,13 @@ class TelnyxHandlers:
             context = self._context
             leg_id = "v3:" + uuid.uuid4().hex
             decision = await admit(
-                context.store, context.live, number, context.settings, context.admission, leg_id
+                context.store,
+                context.live,
+                number,
+                context.settings,
+                context.admission,
+                leg_id,
+                provider_call("telnyx", telnyx_id),
             )
             if isinstance(decision, Refusal):
                 log.info(

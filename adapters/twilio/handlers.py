@@ -61,6 +61,8 @@ from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
 from engine.admission.inbound import Refusal, admit
+from engine.admission.live import provider_call
+from engine.cluster.webhooks import WebhookTarget, to_owner
 from engine.errors import InputFailed, NotFound
 from engine.logs import get_logger
 from engine.machine import events as ev
@@ -143,8 +145,9 @@ class TwilioHandlers:
         self._admission = asyncio.Lock()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(VOICE_PATH, self.voice)
-        app.router.add_post(STATUS_PATH, self.status)
+        # A webhook for a call another node holds is that node's (engine/cluster/webhooks.py).
+        app.router.add_post(VOICE_PATH, to_owner(self.voice, self.locate, (SIGNATURE_HEADER,)))
+        app.router.add_post(STATUS_PATH, to_owner(self.status, self.locate, (SIGNATURE_HEADER,)))
         app.router.add_get(MEDIA_PATH, self.media)
         self._context.media_bindings[MEDIA_PATH] = self.media_binding
 
@@ -189,6 +192,20 @@ class TwilioHandlers:
             return legs.by_id(leg_id)
         call_sid = fields.get("CallSid")
         return legs.by_sid(call_sid) if call_sid else None
+
+    async def locate(self, request: web.Request) -> WebhookTarget | None:
+        """The leg (a dialled call's URL names it) or the call (``CallSid``) a webhook is for,
+        when this node does not hold it: another node may. Unverified: only the owner's answer
+        counts, and it verifies the signature itself."""
+        await request.read()  # kept by aiohttp: the handler, or the forwarder, reads it again
+        fields = _first(_params((await request.post()).items()))
+        if self._known_leg(request, fields) is not None:
+            return None
+        leg_id = request.query.get(LEG_QUERY)
+        if leg_id:
+            return WebhookTarget(leg_id=leg_id)
+        call_sid = fields.get("CallSid")
+        return WebhookTarget(call=provider_call("twilio", call_sid)) if call_sid else None
 
     # --- voice webhook -----------------------------------------------------------------------
 
@@ -275,6 +292,7 @@ class TwilioHandlers:
                 context.settings,
                 context.admission,
                 ids.call_control_id,
+                provider_call("twilio", call.call_sid),
             )
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)

@@ -35,8 +35,11 @@ async def admit(
     settings: Settings,
     admission: Admission,
     leg_id: str,
+    call: str | None = None,
 ) -> Route | Refusal:
-    """The number's route with ``leg_id`` counted on it, or why not."""
+    """The number's route with ``leg_id`` counted on it, or why not. ``call``: the provider's
+    call (``provider_call``), kept with the claim so that its later webhooks reaching another
+    node find this one (engine/cluster/)."""
     if admission.refusal() is not None:
         # Busy rather than unknown: the caller may try again and reach the next process (or
         # this one, once its media tick keeps time again).
@@ -55,7 +58,7 @@ async def admit(
     max_legs = (await limits_for(store, settings, org_id)).max_legs
     try:
         place = Place(route.bridge.id, route.number.number)
-        over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels))
+        over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels, call))
     except LiveLegsUnavailable as exc:
         return Refusal(RejectCause.USER_BUSY, exc.detail)
     if over is Limit.NUMBER:

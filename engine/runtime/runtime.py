@@ -298,7 +298,8 @@ class CallRuntime:
         place = None
         if found.bridge_id is not None and found.number is not None:
             place = Place(found.bridge_id, found.number)
-        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place)  # claimed anew here
+        # Claimed anew here, with its provider call: its webhooks reaching another node come here.
+        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place, call=found.call)
         return True
 
     async def _ask_after_adoption(self, leg_ids: list[str]) -> None:
