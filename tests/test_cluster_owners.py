@@ -3,13 +3,14 @@ starting node adopts (``LiveSnapshot.without``); the node URL setting."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from redis.asyncio import Redis
 
-from engine.admission.live import Claim
+from engine.admission.live import Claim, Limit
 from engine.admission.live_redis import RedisLiveLegs
 from engine.cluster.owners import Owner, OwnersUnavailable, SoleNode
 from engine.cluster.owners_redis import RedisLegOwners
@@ -115,6 +116,28 @@ async def test_a_provider_call_names_its_leg_while_the_leg_is_known(
         assert await redis.exists(a.key("call:twilio:CA1")) == 0
     finally:
         await redis.aclose()
+
+
+async def test_a_provider_call_is_claimed_by_one_node_at_a_time() -> None:
+    """Two nodes taking duplicates of one call's first webhook at the same instant: one leg."""
+    async with redis_prefix() as prefix, AsyncExitStack() as exits:
+        a = await node((exits, prefix), "a", "http://10.0.0.1:8080")
+        b = await node((exits, prefix), "b", "http://10.0.0.2:8080")
+        call = "telnyx:v3:dup"
+        claims = await asyncio.gather(
+            a.claim("leg-a", Claim(1, 10, call=call)), b.claim("leg-b", Claim(1, 10, call=call))
+        )
+        assert claims.count(None) == 1 and Limit.CALL in claims
+        taken, other = (a, b) if claims[0] is None else (b, a)
+        assert await other.count_for_org(1) == 1
+        # On the node that holds it, the adapter decides (a leg whose first event failed is
+        # claimed again for the provider's retry); once it ends, the call is free again.
+        assert await taken.claim("leg-again", Claim(1, 10, call=call)) is None
+        taken.release("leg-a")
+        taken.release("leg-b")
+        taken.release("leg-again")
+        await taken.flush()
+        assert await other.claim("leg-later", Claim(1, 10, call=call)) is None
 
 
 async def test_a_stopped_node_or_one_at_this_nodes_url_is_not_alive(

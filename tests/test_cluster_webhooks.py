@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from adapters.simulators import CallState, TelnyxCall
+from adapters.simulators.telnyx_webhooks import WebhookFaults
 from adapters.simulators.twilio_calls import TwilioCall
 from adapters.telnyx.kit import TELNYX_KIT
 from adapters.twilio.kit import TwilioKit
@@ -269,3 +270,25 @@ async def test_a_webhook_for_a_call_whose_owner_is_gone_is_answered_503(cluster:
     after = cluster.balancer.of(call.call_control_id)[1:]
     assert after and all(d.node == 1 and d.status == 503 for d in after), after
     assert b"not alive" in after[0].body  # for Telnyx to send it again (its failover URL)
+
+
+async def test_a_duplicate_first_webhook_on_the_other_node_starts_no_second_leg(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.nodes
+    await cluster.bridge(TELNYX_NUMBER)
+    cluster.balancer.plan.append(0)
+    cluster.balancer.later = 1  # Telnyx's duplicate of call.initiated goes to b
+    twice = WebhookFaults(duplicate=frozenset({"call.initiated"}))
+    call = await cluster.sim.place_inbound_call(caller(), TELNYX_NUMBER, faults=twice)
+    await call.wait_until(
+        lambda c: sum(e.kind == "call.initiated" and e.status is not None for e in c.events) == 2,
+        WAIT_S,
+    )
+    first, again = cluster.balancer.of(call.call_control_id)[:2]
+    assert (first.node, first.body, again.node, again.body) == (0, b"ok", 1, b"duplicate")
+    await cluster.app_server.wait_for("call.initiated", None, WAIT_S)
+    await settled(cluster)
+    assert len(cluster.app_server.of("call.initiated")) == 1
+    assert len(a.runtime.machine.snapshot().legs) == 1
+    assert b.runtime.machine.snapshot().legs == ()

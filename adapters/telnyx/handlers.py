@@ -48,7 +48,7 @@ from adapters.telnyx.signature import (
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
 from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
-from engine.admission.inbound import Refusal, admit
+from engine.admission.inbound import Refusal, TakenElsewhere, admit
 from engine.admission.live import provider_call
 from engine.cluster.webhooks import WebhookTarget
 from engine.errors import InputFailed
@@ -271,6 +271,9 @@ class TelnyxHandlers:
                 leg_id,
                 provider_call("telnyx", telnyx_id),
             )
+            if isinstance(decision, TakenElsewhere):
+                log.info("telnyx call.initiated taken by another node ignored", telnyx_id=telnyx_id)
+                return
             if isinstance(decision, Refusal):
                 log.info(
                     "telnyx call refused",
@@ -306,6 +309,7 @@ class TelnyxHandlers:
             # a call already known and ignored.
             self._kit.legs.forget(leg_id)
             runtime.unbind(leg_id)
+            await self._context.live.flush()  # released in Redis before Telnyx retries
             raise
 
     async def _leg_event(self, event: TelnyxEvent, leg: TelnyxLeg) -> None:

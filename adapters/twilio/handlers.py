@@ -60,7 +60,7 @@ from adapters.twilio.gateway import (
 from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
-from engine.admission.inbound import Refusal, admit
+from engine.admission.inbound import Refusal, TakenElsewhere, admit
 from engine.admission.live import provider_call
 from engine.cluster.webhooks import WebhookTarget, to_owner
 from engine.errors import InputFailed, NotFound
@@ -294,6 +294,11 @@ class TwilioHandlers:
                 ids.call_control_id,
                 provider_call("twilio", call.call_sid),
             )
+            if isinstance(verdict, TakenElsewhere):
+                # Another node took this call's webhook at the same instant: a 5xx makes
+                # Twilio fetch the fallback URL, which reaches that node (engine/cluster/).
+                log.info("twilio call taken by another node", call_sid=call.call_sid)
+                return web.Response(status=503, text="the call is another node's")
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)
             bridge = verdict.bridge
@@ -330,6 +335,7 @@ class TwilioHandlers:
             # URL, with the same CallSid) is admitted as the new call it is for the machine.
             self._kit.legs.forget(ids.call_control_id)
             runtime.unbind(ids.call_control_id)
+            await self._context.live.flush()  # released in Redis before Twilio retries
             raise
         return await self._respond(leg, await self._decide(leg))
 

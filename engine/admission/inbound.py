@@ -28,6 +28,14 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TakenElsewhere:
+    """The provider call is another leg's already: a duplicate of its first webhook, taken by
+    another node at the same instant (Telnyx delivers duplicates, developers.telnyx.com/docs/
+    voice/programmable-voice/receiving-webhooks). Neither admitted nor to be rejected: the call
+    is that node's."""
+
+
 async def admit(
     store: Store,
     live: LiveLegs,
@@ -36,7 +44,7 @@ async def admit(
     admission: Admission,
     leg_id: str,
     call: str | None = None,
-) -> Route | Refusal:
+) -> Route | Refusal | TakenElsewhere:
     """The number's route with ``leg_id`` counted on it, or why not. ``call``: the provider's
     call (``provider_call``), kept with the claim so that its later webhooks reaching another
     node find this one (engine/cluster/)."""
@@ -61,6 +69,8 @@ async def admit(
         over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels, call))
     except LiveLegsUnavailable as exc:
         return Refusal(RejectCause.USER_BUSY, exc.detail)
+    if over is Limit.CALL:
+        return TakenElsewhere()
     if over is Limit.NUMBER:
         return Refusal(RejectCause.USER_BUSY, f"{number} already carries {channels} live leg(s)")
     if over is Limit.ORGANIZATION:

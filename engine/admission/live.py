@@ -52,6 +52,9 @@ class Limit(enum.Enum):
 
     NUMBER = "number"  # the number's channels_count
     ORGANIZATION = "organization"  # the organization's max_legs
+    # Not a limit: the claim's ``call`` is another leg's already (a provider's duplicate of a
+    # call's first webhook another node took); only a registry shared by nodes says it.
+    CALL = "call"
 
 
 class LiveLegsUnavailable(CallbridgeError):

@@ -53,7 +53,7 @@ PROBE_S = 1.0
 # How long a leg that ended stays known as its node's: the runtime's retention of ended legs
 # (engine/runtime/runtime.py ENDED_LEG_RETENTION_S), passed by the composition root.
 ENDED_TTL_S = 3600.0
-_LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION}
+_LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION, 3: Limit.CALL}
 
 
 def redacted(url: str) -> str:

@@ -69,13 +69,23 @@ end
 
 # ARGV: prefix, node, leg, org, bridge, number, channels, max_legs, call ('' if none).
 # -1: the node is not alive (it must register first); 0: counted (or counted already);
-# 1: the number has its channels_count; 2: the organization has its max_legs.
+# 1: the number has its channels_count; 2: the organization has its max_legs; 3: the call is
+# a live leg's on another node (a duplicate of its first webhook, taken there at the same time;
+# on this node the adapter's own lock and map see it, and a leg whose first event failed is
+# released before its provider's retry, engine/runtime CallRuntime.unbind).
 CLAIM = (
     _PRELUDE
     + """
 local node, leg, org, bridge, number = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not alive(node) then return -1 end
 if redis.call('EXISTS', P .. 'leg:' .. leg) == 1 then return 0 end
+if ARGV[9] ~= '' then
+  local known = redis.call('GET', P .. 'call:' .. ARGV[9])
+  if known and known ~= leg then
+    local holder = redis.call('HGET', P .. 'leg:' .. known, 'node')
+    if holder and holder ~= node then return 3 end
+  end
+end
 if number ~= '' and redis.call('SCARD', P .. 'number:' .. number) >= tonumber(ARGV[7]) then
   return 1
 end
