@@ -19,6 +19,9 @@ Webhook, in this order, nothing changing until the signature holds:
    id forgotten, with nothing of it left in the adapter: Telnyx sends it again to the
    connection's ``webhook_event_failover_url`` (callbridge's webhook, set at connect).
 
+With Redis (several nodes), a webhook for a call another node holds is carried out there
+(``locate``, engine/cluster/webhooks.py): the owner runs these steps, signature first.
+
 Media: the socket is accepted and handed to the provider-neutral ``StreamSessions``; the leg is
 the one named by the token (query string ``token``, else the ``x-telnyx-streaming-auth-token``
 header, else the ``connected`` frame), and the ``start`` frame must be for that leg's Telnyx call.

@@ -117,6 +117,11 @@ def openapi_paths() -> dict[str, Any]:
                     "400": {"description": "Not a Telnyx webhook body", "content": text},
                     "403": {"description": "Signature refused", "content": text},
                     "500": {"description": "Handling failed: Telnyx retries", "content": text},
+                    "503": {
+                        "description": "The call's node (with Redis) is gone or unreachable: "
+                        "Telnyx retries",
+                        "content": text,
+                    },
                 },
             }
         },

@@ -27,6 +27,8 @@ bad signature is a 403 and nothing happens.
   after every other, so a terminal callback that seems older than the newest one seen still
   means the call is over (a leg kept up for it would be a leg with no call behind it); the
   first end the engine hears wins, as the engine ignores events for an ended leg.
+- With Redis (several nodes), a webhook for a call another node holds is carried out there
+  (``locate``, engine/cluster/webhooks.py): the owner verifies it, as above.
 - ``GET /media/twilio``. Media Streams, served by the provider-neutral ``StreamSessions``; the
   leg is found from the ``leg_token`` custom parameter of ``start``, which must name a live
   Twilio leg whose ``CallSid`` is the stream's; a signed upgrade must carry a valid signature.
