@@ -421,6 +421,10 @@ class CallRuntime:
     async def _place(self, gateway: ProviderGateway, dial: fx.DialCall) -> None:
         """Dial, and keep the provider's name for the call with the leg (stored with it), so a
         restarted process can reach the call again."""
+        # The leg's hold (held by the dial's caller before this task runs) written first: the
+        # provider may call back about the new call at another node, which finds this one
+        # the owner by it (engine/cluster/webhooks.py). Nothing to wait for on one node.
+        await self.live.flush()
         carrier = await gateway.dial(dial)
         if carrier is not None:
             await self._own_event(ev.CarrierAssigned(dial.call_control_id, carrier))
