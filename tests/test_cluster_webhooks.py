@@ -24,6 +24,9 @@ from adapters.simulators.twilio_calls import TwilioCall
 from adapters.telnyx.kit import TELNYX_KIT
 from adapters.twilio.kit import TwilioKit
 from adapters.wiring import ADAPTERS
+from engine.admission.live_redis import RedisLiveLegs
+from engine.api.keys import LIVE_LEGS
+from engine.cluster.owners_redis import RedisLegOwners
 from engine.errors import NotFound
 from tests.nodes import Cluster, Node, two_nodes
 from tests.telnyx_harness import caller
@@ -292,3 +295,26 @@ async def test_a_duplicate_first_webhook_on_the_other_node_starts_no_second_leg(
     assert len(cluster.app_server.of("call.initiated")) == 1
     assert len(a.runtime.machine.snapshot().legs) == 1
     assert b.runtime.machine.snapshot().legs == ()
+
+
+async def test_an_adopted_calls_webhooks_reach_the_node_that_adopted_it(cluster: Cluster) -> None:
+    a, b = cluster.nodes
+    await cluster.bridge(TELNYX_NUMBER)
+    call, leg_id = await telnyx_call_on_a(cluster)
+    await cluster.app_server.wait_for("call.initiated", leg_id, WAIT_S)
+    await a.runtime.settle()
+    await a.client.close()  # a hands its call over
+    registry, gone = b.app[LIVE_LEGS], a.app[LIVE_LEGS]
+    assert isinstance(registry, RedisLiveLegs) and isinstance(gone, RedisLiveLegs)
+    await registry.client.delete(registry.key(f"node:{gone.node}:alive"))
+    await registry.refresh()  # a's TTL lapsed and swept: its claims, and their calls, gone
+    assert await RedisLegOwners(registry).owner_of_call(f"telnyx:{call.call_control_id}") is None
+    c = await cluster.add_node("c")  # adopts it: its hold names the Telnyx call again
+    assert c.runtime.machine.is_alive(leg_id)
+    await c.runtime.settle()
+    cluster.balancer.later = 1
+    await call.hang_up()  # to b, carried out by c
+    await cluster.app_server.wait_for("call.hangup", leg_id, WAIT_S)
+    assert not c.runtime.machine.is_alive(leg_id) and not holds(b, leg_id)
+    (delivery,) = [d for d in cluster.balancer.of(call.call_control_id) if d.node == 1]
+    assert (delivery.status, delivery.body) == (200, b"ok")
