@@ -21,7 +21,7 @@ from adapters.leg_tokens import LegTokens
 from adapters.media_session import StreamSessions
 from adapters.stream_session import BindingFactory
 from engine.admission.gate import Admission
-from engine.admission.live import LiveLegs
+from engine.admission.live import LiveLegs, provider_call
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
@@ -172,7 +172,8 @@ class ProviderDirectory:
             )  # fmt: skip
             return None
         kit.adopt(leg, found, config)
-        return AdoptedLeg(kit.gateway(config), found.bridge_id, found.number)
+        call = provider_call(found.provider, found.call)
+        return AdoptedLeg(kit.gateway(config), found.bridge_id, found.number, call)
 
     async def attach(
         self, config: ProviderConfigRecord, auth_token: str, number: str, bridge: BridgeRecord

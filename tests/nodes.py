@@ -1,10 +1,12 @@
 """Engine nodes on one PostgreSQL database and one Redis, for the multi-node tests (issue 16).
 
-Apps from ``create_app`` (nodes ``a``, ``b``, ...: each its own port, public URL and node URL)
-share a fresh PostgreSQL database and a fresh Redis key prefix. The Telnyx simulator's
-connection points its webhooks at a load balancer with call affinity (``CallAffinity``): each
-new call goes to the next node in turn and its later webhooks follow it, as a reverse proxy
-pinning a call would. The application behind the bridge only records webhooks.
+Apps from ``create_app`` (nodes ``a``, ``b``, ...: each its own port, media URL and node URL)
+share a fresh PostgreSQL database and a fresh Redis key prefix. Their public URL is one front
+(``RoundRobin``), a reverse proxy without call affinity: each new call's first webhook goes to
+the next node in turn, every later webhook (any call's) to the next node of another turn, so
+a call's webhooks land on both nodes and the node that does not hold the call forwards them
+(engine/cluster/webhooks.py). The Telnyx simulator's connection and the Twilio simulator's
+numbers point at it. The application behind the bridge only records webhooks.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import telnyx
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
-from adapters.simulators import TelnyxCall, TelnyxSimulator
+from adapters.simulators import TelnyxCall, TelnyxSimulator, TwilioSimulator
 from adapters.simulators.common import LocalServer
 from engine.api.keys import RUNTIME
 from engine.app import create_app
@@ -37,40 +39,79 @@ from tests.telnyx_harness import SECRET_KEY, AppServer, telnyx_config
 HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
-class CallAffinity:
-    """A load balancer for provider webhooks: a call's first webhook goes to the next node in
-    turn (or to the node a test ``plan``s), every later one to the same node."""
+@dataclass(frozen=True)
+class Delivery:
+    """One provider webhook the front passed on: to which node, and the reply it got."""
 
-    def __init__(self, nodes: list[str]) -> None:
-        self.nodes = nodes
-        self.owner: dict[str, int] = {}  # the provider's call id -> node index
+    call_id: str
+    path: str
+    node: int
+    status: int
+    body: bytes
+
+
+class RoundRobin:
+    """The front for provider webhooks (every node's public URL): a call's first webhook goes to
+    the node a test ``plan``s, else the next in turn; every later one to the node ``later``
+    names, else the next of another turn. Nothing pins a call to a node."""
+
+    def __init__(self) -> None:
+        self.nodes: list[str] = []
+        self.owner: dict[str, int] = {}  # the provider's call id -> node of its first webhook
         self.plan: deque[int] = deque()
-        self._turn = itertools.cycle(range(len(nodes)))
+        self.later: int | None = None
+        self.deliveries: list[Delivery] = []
+        self._turn = itertools.count()
+        self._later_turn = itertools.count()
         self._session: aiohttp.ClientSession | None = None
-        self.url = ""
+        self.base_url = ""
         app = web.Application()
-        app.router.add_post("/webhooks/telnyx", self._forward)
+        for path in ("/webhooks/telnyx", "/webhooks/twilio/voice", "/webhooks/twilio/status"):
+            app.router.add_post(path, self._forward)
         self._server = LocalServer(app)
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/webhooks/telnyx"
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        self.url = await self._server.start() + "/webhooks/telnyx"
+        self.base_url = await self._server.start()
 
     async def close(self) -> None:
         await self._server.close()
         if self._session is not None:
             await self._session.close()
 
+    def of(self, call_id: str) -> list[Delivery]:
+        return [delivery for delivery in self.deliveries if delivery.call_id == call_id]
+
+    def _node_for(self, call_id: str) -> int:
+        if call_id not in self.owner:
+            self.owner[call_id] = (
+                self.plan.popleft() if self.plan else next(self._turn) % len(self.nodes)
+            )
+            return self.owner[call_id]
+        if self.later is not None:
+            return self.later
+        return next(self._later_turn) % len(self.nodes)
+
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
-        call_id = orjson.loads(body)["data"]["payload"]["call_control_id"]
-        if call_id not in self.owner:
-            self.owner[call_id] = self.plan.popleft() if self.plan else next(self._turn)
+        if request.path == "/webhooks/telnyx":
+            call_id = orjson.loads(body)["data"]["payload"]["call_control_id"]
+        else:
+            call_id = (await request.post())["CallSid"]
+        assert isinstance(call_id, str)
+        node = self._node_for(call_id)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         assert self._session is not None
-        url = self.nodes[self.owner[call_id]] + "/webhooks/telnyx"
+        url = self.nodes[node] + request.path_qs
         async with self._session.post(url, data=body, headers=headers) as reply:
-            return web.Response(status=reply.status, body=await reply.read())
+            answer = await reply.read()
+            kept = {"Content-Type": reply.headers.get("Content-Type", "text/plain")}
+        self.deliveries.append(Delivery(call_id, request.path, node, reply.status, answer))
+        return web.Response(status=reply.status, body=answer, headers=kept)
 
 
 @dataclass
@@ -91,11 +132,13 @@ class Node:
 class Cluster:
     nodes: list[Node]
     sim: TelnyxSimulator
-    balancer: CallAffinity
+    balancer: RoundRobin
     app_server: AppServer
     org: Org
     config_id: int
     connection_id: str
+    twilio: TwilioSimulator
+    twilio_config_id: int
     starter: NodeStarter = field(repr=False)
 
     async def add_node(self, name: str) -> Node:
@@ -105,17 +148,17 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    async def bridge(self, *numbers: str, channels_count: int = 100) -> str:
-        """A bridge whose application is ``app_server``, ``numbers`` connected through node a;
-        the connection's webhooks then go to the balancer."""
+    async def bridge(self, *numbers: str, channels_count: int = 100, twilio: bool = False) -> str:
+        """A bridge whose application is ``app_server``, ``numbers`` connected through node a
+        (Telnyx's, or with ``twilio`` Twilio's); their webhooks then go to the balancer."""
         slug: str = (await self.org.create_bridge("Sales", webhook_url=self.app_server.url))["slug"]
         for number in numbers:
-            self.sim.add_number(number)
+            (self.twilio if twilio else self.sim).add_number(number)
             reply = await self.org.call(
                 "POST",
                 f"{BRIDGES}{slug}/connect-provider/",
                 {
-                    "provider_config_id": self.config_id,
+                    "provider_config_id": self.twilio_config_id if twilio else self.config_id,
                     "phone_number": number,
                     "channels_count": channels_count,
                 },
@@ -126,6 +169,7 @@ class Cluster:
         return slug
 
     def node_of(self, call: TelnyxCall) -> Node:
+        """The node that took the call's first webhook (its owner, unless adopted since)."""
         return self.nodes[self.balancer.owner[call.call_control_id]]
 
 
@@ -135,6 +179,7 @@ class NodeStarter:
     prefix: str
     tmp_path: Path
     stack: contextlib.AsyncExitStack
+    front: RoundRobin
 
     async def start(self, name: str) -> Node:
         port = unused_port()
@@ -142,7 +187,10 @@ class NodeStarter:
         settings = Settings(
             database_url=self.database,
             secret_key=SECRET_KEY,
-            public_url=base_url,
+            # Webhooks reach the nodes through the front (the URL Twilio signs is the front's,
+            # on every node); media streams reach each node at its own URL.
+            public_url=self.front.base_url,
+            public_media_url=base_url.replace("http://", "ws://"),
             recordings_dir=str(self.tmp_path / name / "recordings"),
             allow_private_urls=True,
             redis_url=REDIS_URL,
@@ -154,6 +202,7 @@ class NodeStarter:
         client = TestClient(TestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         self.stack.push_async_callback(client.close)  # closing twice does nothing
+        self.front.nodes.append(base_url)
         return Node(app, client, base_url)
 
 
@@ -164,18 +213,28 @@ async def two_nodes(tmp_path: Path) -> AsyncIterator[Cluster]:
         redis_prefix() as prefix,
         contextlib.AsyncExitStack() as stack,
     ):
+        balancer = RoundRobin()
+        await balancer.start()
+        stack.push_async_callback(balancer.close)
         sim = await TelnyxSimulator().start()
         watch(sim)
-        stack.push_async_callback(sim.close)  # first out: its calls close their media sockets
+        stack.push_async_callback(sim.close)  # out before the nodes: its calls close their media
+        twilio = await TwilioSimulator().start()
+        watch(twilio)
+        stack.push_async_callback(twilio.close)
         app_server = AppServer()
         await app_server.start()
         stack.push_async_callback(app_server.close)
-        starter = NodeStarter(database, prefix, tmp_path, stack)
+        starter = NodeStarter(database, prefix, tmp_path, stack, balancer)
         # One after the other: the first runs the migrations.
         nodes = [await starter.start("a"), await starter.start("b")]
-        balancer = CallAffinity([node.base_url for node in nodes])
-        await balancer.start()
-        stack.push_async_callback(balancer.close)
         org = await make_org(nodes[0].client, "acme", "Acme Inc")
         config_id, connection_id = await telnyx_config(org, sim)
-        yield Cluster(nodes, sim, balancer, app_server, org, config_id, connection_id, starter)
+        twilio_config = await org.create_config(
+            "twilio",
+            account_sid=twilio.account_sid,
+            auth_token=twilio.auth_token,
+            api_base_url=twilio.base_url,
+        )
+        yield Cluster(nodes, sim, balancer, app_server, org, config_id, connection_id, twilio,
+                      int(twilio_config["id"]), starter)  # fmt: skip

@@ -3,13 +3,14 @@ starting node adopts (``LiveSnapshot.without``); the node URL setting."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 from redis.asyncio import Redis
 
-from engine.admission.live import Claim
+from engine.admission.live import Claim, Limit
 from engine.admission.live_redis import RedisLiveLegs
 from engine.cluster.owners import Owner, OwnersUnavailable, SoleNode
 from engine.cluster.owners_redis import RedisLegOwners
@@ -76,6 +77,67 @@ async def test_a_legs_owner_is_the_node_of_its_claim_and_its_url(
         await redis.aclose()
     assert await owners.owner_of("leg-2") == Owner(a.node, None)
     assert await owners.held_elsewhere(["leg-1", "leg-2"]) == set(), "nobody alive holds them"
+
+
+async def test_a_provider_call_names_its_leg_while_the_leg_is_known(
+    stack: tuple[AsyncExitStack, str],
+) -> None:
+    a = await node(stack, "a", "http://10.0.0.1:8080")
+    b = await node(stack, "b", "http://10.0.0.2:8080")
+    owners = RedisLegOwners(b)
+    at_a = Owner(a.node, "http://10.0.0.1:8080")
+    assert await a.claim("leg-1", Claim(1, 10, call="telnyx:v3:abc")) is None  # with the claim
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", at_a)
+    assert await owners.owner_of_call("twilio:v3:abc") is None, "ids are per provider"
+    assert await SoleNode().owner_of_call("telnyx:v3:abc") is None
+
+    # Adopted by b (a hold naming the call): the call's leg is b's now.
+    b.hold("leg-1", org_id=1, call="telnyx:v3:abc")
+    await b.flush()
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", Owner(b.node, b.url))
+    b.hold("leg-1", org_id=1)  # a hold that does not name the call keeps it
+    await b.flush()
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", Owner(b.node, b.url))
+
+    # Ended: still known, as the ended leg's node's (as long as it keeps ended legs).
+    b.release("leg-1")
+    await b.flush()
+    ended = Owner(b.node, b.url, ended=True)
+    assert await owners.owner_of_call("telnyx:v3:abc") == ("leg-1", ended)
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        assert 0 < await redis.pttl(a.key("call:telnyx:v3:abc")) <= 60_000, "ended_ttl_s"
+        # A claim dropped without an end (its node's key expired and swept): the call goes too.
+        a.hold("leg-2", org_id=1, call="twilio:CA1")
+        await a.flush()
+        await redis.delete(a.key(f"node:{a.node}:alive"))
+        await b.refresh()
+        assert await owners.owner_of_call("twilio:CA1") is None
+        assert await redis.exists(a.key("call:twilio:CA1")) == 0
+    finally:
+        await redis.aclose()
+
+
+async def test_a_provider_call_is_claimed_by_one_node_at_a_time() -> None:
+    """Two nodes taking duplicates of one call's first webhook at the same instant: one leg."""
+    async with redis_prefix() as prefix, AsyncExitStack() as exits:
+        a = await node((exits, prefix), "a", "http://10.0.0.1:8080")
+        b = await node((exits, prefix), "b", "http://10.0.0.2:8080")
+        call = "telnyx:v3:dup"
+        claims = await asyncio.gather(
+            a.claim("leg-a", Claim(1, 10, call=call)), b.claim("leg-b", Claim(1, 10, call=call))
+        )
+        assert claims.count(None) == 1 and Limit.CALL in claims
+        taken, other = (a, b) if claims[0] is None else (b, a)
+        assert await other.count_for_org(1) == 1
+        # On the node that holds it, the adapter decides (a leg whose first event failed is
+        # claimed again for the provider's retry); once it ends, the call is free again.
+        assert await taken.claim("leg-again", Claim(1, 10, call=call)) is None
+        taken.release("leg-a")
+        taken.release("leg-b")
+        taken.release("leg-again")
+        await taken.flush()
+        assert await other.claim("leg-later", Claim(1, 10, call=call)) is None
 
 
 async def test_a_stopped_node_or_one_at_this_nodes_url_is_not_alive(

@@ -174,3 +174,38 @@ async def test_a_starting_node_adopts_only_the_calls_no_live_node_holds(cluster:
     status, body = await send(b, cluster.org.token, "GET", f"/v2/calls/{leg_id}")
     assert status == 200 and body["data"]["is_alive"] is True  # d's answer, through b
     assert await b.app[LIVE_LEGS].count_for_number(NUMBER) == 1
+
+
+async def test_conference_commands_sent_to_the_other_node_are_carried_out_where_its_room_is(
+    cluster: Cluster,
+) -> None:
+    a, b = cluster.nodes
+    _call, leg_id = await call_on_a(cluster)
+    token = cluster.org.token
+    answer = f"/v2/calls/{leg_id}/actions/answer"
+    assert await send(a, token, "POST", answer, {}) == (200, {"data": {"result": "ok"}})
+    await cluster.app_server.wait_for("call.answered", leg_id, WAIT_S)
+
+    # Created through b from a's leg: made on a (its room is a's), b keeps nothing.
+    status, created = await send(b, token, "POST", "/v2/conferences",
+                                 {"call_control_id": leg_id, "name": "standup"})  # fmt: skip
+    assert status == 200, created
+    conference_id = created["data"]["id"]
+    assert a.runtime.machine.keeps_conference(conference_id)
+    assert not b.runtime.machine.keeps_conference(conference_id)
+    await a.runtime.settle()  # its record stored: what b finds the creator by
+
+    path = f"/v2/conferences/{conference_id}"
+    for route in (path, f"{path}/participants", f"{path}/participants/{leg_id}"):
+        on_a = await send(a, token, "GET", route)
+        assert on_a[0] == 200 and await send(b, token, "GET", route) == on_a, route
+    mute = f"{path}/actions/mute"
+    assert await send(b, token, "POST", mute, {}) == (200, {"data": {"result": "ok"}})
+    assert a.runtime.machine.leg(leg_id).muted
+    other = await make_org(a.client, "other", "Other Inc")
+    assert await send(b, other.token, "GET", path) == await send(a, other.token, "GET", path)
+    assert (await send(b, token, "GET", "/v2/conferences/nope"))[0] == 404  # answered here
+    end = f"{path}/actions/end"
+    assert await send(b, token, "POST", end, {}) == (200, {"data": {"result": "ok"}})
+    status, ended = await send(b, token, "GET", path)
+    assert status == 200 and ended["data"]["status"] == "completed"

@@ -47,6 +47,7 @@ from engine.store.base import ProviderConfigRecord
 
 __all__ = [
     "DEFAULT_API_BASE_URL",
+    "LEG_QUERY",
     "MEDIA_PATH",
     "WEBHOOK_PATH",
     "TelnyxGateway",
@@ -61,6 +62,10 @@ log = get_logger("callbridge.telnyx")
 DEFAULT_API_BASE_URL = "https://api.telnyx.com/v2"
 WEBHOOK_PATH = "/webhooks/telnyx"
 MEDIA_PATH = "/media/telnyx"
+# A dialled call's webhook URL names its leg (``?leg=``), so that its webhooks reaching another
+# node find the owner before the Telnyx call id is known anywhere (engine/cluster/webhooks.py).
+# Telnyx signs ``timestamp|body``, not the URL, so the query changes no signature.
+LEG_QUERY = "leg"
 # What callbridge asks Telnyx to stream: the caller's audio only, in PCMU both ways (the mixer's
 # native codec). The two directions are independent at Telnyx (PROTOCOLS.md 3.4): without
 # ``stream_codec`` Telnyx streams the call's own codec (PCMA on most UK/EU/Indian calls) while
@@ -335,7 +340,8 @@ class TelnyxGateway:
             dial.from_,
             **self._stream_fields(dial.call_control_id),
             timeout_secs=dial.timeout_secs,
-            webhook_url=self._context.public_url(WEBHOOK_PATH),
+            webhook_url=self._context.public_url(WEBHOOK_PATH)
+            + f"?{LEG_QUERY}={quote(dial.call_control_id, safe=':')}",
             # Telnyx places one call per command_id: a retried dial cannot ring twice.
             command_id=dial.call_control_id,
         )

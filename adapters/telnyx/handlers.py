@@ -19,6 +19,9 @@ Webhook, in this order, nothing changing until the signature holds:
    id forgotten, with nothing of it left in the adapter: Telnyx sends it again to the
    connection's ``webhook_event_failover_url`` (callbridge's webhook, set at connect).
 
+With Redis (several nodes), a webhook for a call another node holds is carried out there
+(``locate``, engine/cluster/webhooks.py): the owner runs these steps, signature first.
+
 Media: the socket is accepted and handed to the provider-neutral ``StreamSessions``; the leg is
 the one named by the token (query string ``token``, else the ``x-telnyx-streaming-auth-token``
 header, else the ``connected`` frame), and the ``start`` frame must be for that leg's Telnyx call.
@@ -38,7 +41,7 @@ from adapters.carrier import Carrier
 from adapters.leg_tokens import InvalidLegToken
 from adapters.stream_session import MediaBinding
 from adapters.streams import StreamStart
-from adapters.telnyx.gateway import TelnyxLeg
+from adapters.telnyx.gateway import LEG_QUERY, TelnyxLeg
 from adapters.telnyx.signature import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -48,7 +51,9 @@ from adapters.telnyx.signature import (
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER, TelnyxStreamCodec
 from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
-from engine.admission.inbound import Refusal, admit
+from engine.admission.inbound import Refusal, TakenElsewhere, admit
+from engine.admission.live import provider_call
+from engine.cluster.webhooks import WebhookTarget
 from engine.errors import InputFailed
 from engine.logs import get_logger
 from engine.machine import events as ev
@@ -128,6 +133,22 @@ class TelnyxHandlers:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- webhooks ------------------------------------------------------------------------
+
+    async def locate(self, request: web.Request) -> WebhookTarget | None:
+        """The leg (a dialled call's webhook URL names it) or the Telnyx call a webhook is for,
+        when this node does not hold it: another node may (engine/cluster/webhooks.py). None
+        for a malformed body (answered here). Unverified: the owner verifies it."""
+        leg_id = request.query.get(LEG_QUERY)
+        if leg_id:
+            return None if self._kit.legs.of_leg(leg_id) is not None else WebhookTarget(leg_id)
+        try:
+            event = parse_event(await request.read())
+        except ValueError:
+            return None
+        telnyx_id = event.call_control_id
+        if telnyx_id is None or self._kit.legs.of_telnyx(telnyx_id) is not None:
+            return None
+        return WebhookTarget(call=provider_call("telnyx", telnyx_id))
 
     async def webhook(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -245,8 +266,17 @@ class TelnyxHandlers:
             context = self._context
             leg_id = "v3:" + uuid.uuid4().hex
             decision = await admit(
-                context.store, context.live, number, context.settings, context.admission, leg_id
+                context.store,
+                context.live,
+                number,
+                context.settings,
+                context.admission,
+                leg_id,
+                provider_call("telnyx", telnyx_id),
             )
+            if isinstance(decision, TakenElsewhere):
+                log.info("telnyx call.initiated taken by another node ignored", telnyx_id=telnyx_id)
+                return
             if isinstance(decision, Refusal):
                 log.info(
                     "telnyx call refused",
@@ -282,6 +312,7 @@ class TelnyxHandlers:
             # a call already known and ignored.
             self._kit.legs.forget(leg_id)
             runtime.unbind(leg_id)
+            await self._context.live.flush()  # released in Redis before Telnyx retries
             raise
 
     async def _leg_event(self, event: TelnyxEvent, leg: TelnyxLeg) -> None:

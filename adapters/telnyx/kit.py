@@ -21,6 +21,7 @@ from adapters.telnyx.handlers import TelnyxHandlers
 from adapters.telnyx.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.telnyx.stream import AUTH_TOKEN_HEADER
 from engine.api.ops import OPENAPI_DOC
+from engine.cluster.webhooks import to_owner
 from engine.machine.model import Leg
 from engine.store.base import BridgeRecord, ProviderConfigRecord
 
@@ -64,7 +65,11 @@ def install(app: web.Application, context: AdapterContext) -> None:
     kit = TelnyxKit(context)
     context.kits["telnyx"] = kit
     app[TELNYX_KIT] = kit
-    app.router.add_post(WEBHOOK_PATH, kit.handlers.webhook)
+    # A webhook for a call another node holds is that node's (engine/cluster/webhooks.py).
+    routed = to_owner(
+        kit.handlers.webhook, kit.handlers.locate, (SIGNATURE_HEADER, TIMESTAMP_HEADER)
+    )
+    app.router.add_post(WEBHOOK_PATH, routed)
     app.router.add_get(MEDIA_PATH, kit.handlers.media)
     context.media_bindings[MEDIA_PATH] = kit.handlers.media_binding
     app.cleanup_ctx.append(_settle_on_shutdown)
@@ -112,6 +117,11 @@ def openapi_paths() -> dict[str, Any]:
                     "400": {"description": "Not a Telnyx webhook body", "content": text},
                     "403": {"description": "Signature refused", "content": text},
                     "500": {"description": "Handling failed: Telnyx retries", "content": text},
+                    "503": {
+                        "description": "The call's node (with Redis) is gone or unreachable: "
+                        "Telnyx retries",
+                        "content": text,
+                    },
                 },
             }
         },

@@ -27,6 +27,8 @@ bad signature is a 403 and nothing happens.
   after every other, so a terminal callback that seems older than the newest one seen still
   means the call is over (a leg kept up for it would be a leg with no call behind it); the
   first end the engine hears wins, as the engine ignores events for an ended leg.
+- With Redis (several nodes), a webhook for a call another node holds is carried out there
+  (``locate``, engine/cluster/webhooks.py): the owner verifies it, as above.
 - ``GET /media/twilio``. Media Streams, served by the provider-neutral ``StreamSessions``; the
   leg is found from the ``leg_token`` custom parameter of ``start``, which must name a live
   Twilio leg whose ``CallSid`` is the stream's; a signed upgrade must carry a valid signature.
@@ -60,7 +62,9 @@ from adapters.twilio.gateway import (
 from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
-from engine.admission.inbound import Refusal, admit
+from engine.admission.inbound import Refusal, TakenElsewhere, admit
+from engine.admission.live import provider_call
+from engine.cluster.webhooks import WebhookTarget, to_owner
 from engine.errors import InputFailed, NotFound
 from engine.logs import get_logger
 from engine.machine import events as ev
@@ -143,8 +147,9 @@ class TwilioHandlers:
         self._admission = asyncio.Lock()
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(VOICE_PATH, self.voice)
-        app.router.add_post(STATUS_PATH, self.status)
+        # A webhook for a call another node holds is that node's (engine/cluster/webhooks.py).
+        app.router.add_post(VOICE_PATH, to_owner(self.voice, self.locate, (SIGNATURE_HEADER,)))
+        app.router.add_post(STATUS_PATH, to_owner(self.status, self.locate, (SIGNATURE_HEADER,)))
         app.router.add_get(MEDIA_PATH, self.media)
         self._context.media_bindings[MEDIA_PATH] = self.media_binding
 
@@ -189,6 +194,20 @@ class TwilioHandlers:
             return legs.by_id(leg_id)
         call_sid = fields.get("CallSid")
         return legs.by_sid(call_sid) if call_sid else None
+
+    async def locate(self, request: web.Request) -> WebhookTarget | None:
+        """The leg (a dialled call's URL names it) or the call (``CallSid``) a webhook is for,
+        when this node does not hold it: another node may. Unverified: only the owner's answer
+        counts, and it verifies the signature itself."""
+        await request.read()  # kept by aiohttp: the handler, or the forwarder, reads it again
+        fields = _first(_params((await request.post()).items()))
+        if self._known_leg(request, fields) is not None:
+            return None
+        leg_id = request.query.get(LEG_QUERY)
+        if leg_id:
+            return WebhookTarget(leg_id=leg_id)
+        call_sid = fields.get("CallSid")
+        return WebhookTarget(call=provider_call("twilio", call_sid)) if call_sid else None
 
     # --- voice webhook -----------------------------------------------------------------------
 
@@ -275,7 +294,13 @@ class TwilioHandlers:
                 context.settings,
                 context.admission,
                 ids.call_control_id,
+                provider_call("twilio", call.call_sid),
             )
+            if isinstance(verdict, TakenElsewhere):
+                # Another node took this call's webhook at the same instant: a 5xx makes
+                # Twilio fetch the fallback URL, which reaches that node (engine/cluster/).
+                log.info("twilio call taken by another node", call_sid=call.call_sid)
+                return web.Response(status=503, text="the call is another node's")
             if isinstance(verdict, Refusal):
                 return self._refuse(call.call_sid, verdict)
             bridge = verdict.bridge
@@ -312,6 +337,7 @@ class TwilioHandlers:
             # URL, with the same CallSid) is admitted as the new call it is for the machine.
             self._kit.legs.forget(ids.call_control_id)
             runtime.unbind(ids.call_control_id)
+            await self._context.live.flush()  # released in Redis before Twilio retries
             raise
         return await self._respond(leg, await self._decide(leg))
 

@@ -114,6 +114,7 @@ def openapi_paths() -> dict[str, Any]:
     text = {"text/plain": {"schema": {"type": "string"}}}
     xml = {"text/xml": {"schema": {"type": "string"}}}
     refused = {"description": "Missing or bad signature, or another account", "content": text}
+    gone = {"description": "The call's node (with Redis) is gone or unreachable", "content": text}
     return {
         VOICE_PATH: {
             "post": {
@@ -129,6 +130,7 @@ def openapi_paths() -> dict[str, Any]:
                     "200": {"description": "TwiML", "content": xml},
                     "400": {"description": "Not a Twilio voice webhook", "content": text},
                     "403": refused,
+                    "503": gone,
                 },
             }
         },
@@ -143,6 +145,7 @@ def openapi_paths() -> dict[str, Any]:
                     "200": {"description": "Acknowledged"},
                     "400": {"description": "Not a Twilio status callback", "content": text},
                     "403": refused,
+                    "503": gone,
                 },
             }
         },

@@ -28,6 +28,14 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class TakenElsewhere:
+    """The provider call is another leg's already: a duplicate of its first webhook, taken by
+    another node at the same instant (Telnyx delivers duplicates, developers.telnyx.com/docs/
+    voice/programmable-voice/receiving-webhooks). Neither admitted nor to be rejected: the call
+    is that node's."""
+
+
 async def admit(
     store: Store,
     live: LiveLegs,
@@ -35,8 +43,11 @@ async def admit(
     settings: Settings,
     admission: Admission,
     leg_id: str,
-) -> Route | Refusal:
-    """The number's route with ``leg_id`` counted on it, or why not."""
+    call: str | None = None,
+) -> Route | Refusal | TakenElsewhere:
+    """The number's route with ``leg_id`` counted on it, or why not. ``call``: the provider's
+    call (``provider_call``), kept with the claim so that its later webhooks reaching another
+    node find this one (engine/cluster/)."""
     if admission.refusal() is not None:
         # Busy rather than unknown: the caller may try again and reach the next process (or
         # this one, once its media tick keeps time again).
@@ -55,10 +66,12 @@ async def admit(
     max_legs = (await limits_for(store, settings, org_id)).max_legs
     try:
         place = Place(route.bridge.id, route.number.number)
-        over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels))
+        over = await live.claim(leg_id, Claim(org_id, max_legs, place, channels, call))
     except LiveLegsUnavailable as exc:
         admission.refused("live_legs_unavailable")
         return Refusal(RejectCause.USER_BUSY, exc.detail)
+    if over is Limit.CALL:
+        return TakenElsewhere()
     if over is Limit.NUMBER:
         return Refusal(RejectCause.USER_BUSY, f"{number} already carries {channels} live leg(s)")
     if over is Limit.ORGANIZATION:

@@ -44,6 +44,7 @@ class Claim:
     max_legs: int
     place: Place | None = None
     channels: int = 0
+    call: str | None = None  # the provider's call (``provider_call``), kept with the claim
 
 
 class Limit(enum.Enum):
@@ -51,6 +52,9 @@ class Limit(enum.Enum):
 
     NUMBER = "number"  # the number's channels_count
     ORGANIZATION = "organization"  # the organization's max_legs
+    # Not a limit: the claim's ``call`` is another leg's already (a provider's duplicate of a
+    # call's first webhook another node took); only a registry shared by nodes says it.
+    CALL = "call"
 
 
 class LiveLegsUnavailable(CallbridgeError):
@@ -74,10 +78,17 @@ class LiveLegs(Protocol):
         already), else the limit in the way."""
 
     def hold(
-        self, leg_id: str, *, org_id: int, place: Place | None = None, replaces: str | None = None
+        self,
+        leg_id: str,
+        *,
+        org_id: int,
+        place: Place | None = None,
+        replaces: str | None = None,
+        call: str | None = None,
     ) -> None:
         """Count a leg that is live whatever the limits say (an adopted leg; a dialled leg in
-        the slot its placeholder ``replaces`` claimed, released in the same step)."""
+        the slot its placeholder ``replaces`` claimed, released in the same step). ``call``:
+        its provider call (``provider_call``), for the registries that route by it."""
 
     def release(self, leg_id: str) -> None:
         """The leg has ended: no longer counted. Releasing a leg not counted does nothing."""
@@ -97,6 +108,13 @@ class LiveLegs(Protocol):
 class Counted:
     org_id: int
     place: Place | None
+    call: str | None = None
+
+
+def provider_call(provider: str, call_id: str) -> str:
+    """The name a leg's provider call is known by across nodes (``Claim.call``): provider
+    call ids are unique only per provider."""
+    return f"{provider}:{call_id}"
 
 
 class LiveLegIndex:
@@ -127,7 +145,13 @@ class LiveLegIndex:
         return None
 
     def hold(
-        self, leg_id: str, *, org_id: int, place: Place | None = None, replaces: str | None = None
+        self,
+        leg_id: str,
+        *,
+        org_id: int,
+        place: Place | None = None,
+        replaces: str | None = None,
+        call: str | None = None,  # one node: nothing is routed by it
     ) -> None:
         if replaces is not None:
             self.release(replaces)

@@ -53,7 +53,7 @@ PROBE_S = 1.0
 # How long a leg that ended stays known as its node's: the runtime's retention of ended legs
 # (engine/runtime/runtime.py ENDED_LEG_RETENTION_S), passed by the composition root.
 ENDED_TTL_S = 3600.0
-_LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION}
+_LIMITS = {1: Limit.NUMBER, 2: Limit.ORGANIZATION, 3: Limit.CALL}
 
 
 def redacted(url: str) -> str:
@@ -159,7 +159,7 @@ class RedisLiveLegs:
     # ---- claims --------------------------------------------------------------------------
     async def claim(self, leg_id: str, claim: Claim) -> Limit | None:
         args = [self.prefix, self.node, leg_id, claim.org_id, *_place_args(claim.place)]
-        args += [claim.channels, claim.max_legs]
+        args += [claim.channels, claim.max_legs, claim.call or ""]
         if not self._reachable:
             raise LiveLegsUnavailable(self._unavailable(self._outage))
         async with self._lock:
@@ -174,16 +174,22 @@ class RedisLiveLegs:
                 raise LiveLegsUnavailable(self._unavailable(self._outage)) from exc
             self._found()
             if result == 0:
-                self._mine[leg_id] = Counted(claim.org_id, claim.place)
+                self._mine[leg_id] = Counted(claim.org_id, claim.place, claim.call)
                 return None
         return _LIMITS[int(result)]
 
     def hold(
-        self, leg_id: str, *, org_id: int, place: Place | None = None, replaces: str | None = None
+        self,
+        leg_id: str,
+        *,
+        org_id: int,
+        place: Place | None = None,
+        replaces: str | None = None,
+        call: str | None = None,
     ) -> None:
         if replaces is not None and self._mine.pop(replaces, None) is not None:
             self._dirty.add(replaces)
-        self._mine[leg_id] = Counted(org_id, place)
+        self._mine[leg_id] = Counted(org_id, place, call)
         self._ended.discard(leg_id)
         self._dirty.add(leg_id)
         self._wake.set()
@@ -245,7 +251,7 @@ class RedisLiveLegs:
         args.append(len(holds))
         for leg in holds:
             counted = self._mine[leg]
-            args += [leg, counted.org_id, *_place_args(counted.place)]
+            args += [leg, counted.org_id, *_place_args(counted.place), counted.call or ""]
         ended = [leg for leg in legs if leg in self._ended]
         args += [len(ended), *ended]
         args += [leg for leg in legs if leg not in self._mine and leg not in self._ended]

@@ -5,7 +5,11 @@ what makes a claim's "fewer than the limit? then count it" one step across every
 script's ``ARGV[1]`` is the key prefix ``callbridge:{<prefix>}:``; the keys below it:
 
     leg:<leg id>          hash: node, org, bridge, number (bridge and number '' for a leg
-                          counted against its organization only)
+                          counted against its organization only), call (its provider call,
+                          ``<provider>:<provider's call id>``, '' if not known here)
+    call:<provider call>  the leg id of that call, while its claim lives (then for as long as
+                          ``ended:<leg id>``): how a provider webhook naming only its call finds
+                          the leg, and so its owner (engine/cluster/); never a node of its own
     org:<org id>          set of leg ids        number:<E.164>     set of leg ids
     bridge:<bridge id>    set of leg ids        node:<node>:legs   set of the node's leg ids
     node:<node>:alive     present while the node lives (a TTL the node keeps refreshing);
@@ -29,21 +33,33 @@ local P = ARGV[1]
 local function alive(node)
   return redis.call('EXISTS', P .. 'node:' .. node .. ':alive') == 1
 end
-local function drop(leg)
+-- The claim goes, and its call's key with it, or (ended_ms) kept as long as ended:<leg>.
+local function drop(leg, ended_ms)
   local key = P .. 'leg:' .. leg
-  local held = redis.call('HMGET', key, 'node', 'org', 'bridge', 'number')
+  local held = redis.call('HMGET', key, 'node', 'org', 'bridge', 'number', 'call')
   if not held[1] then return 0 end
   redis.call('SREM', P .. 'node:' .. held[1] .. ':legs', leg)
   redis.call('SREM', P .. 'org:' .. held[2], leg)
   if held[3] ~= '' then redis.call('SREM', P .. 'bridge:' .. held[3], leg) end
   if held[4] ~= '' then redis.call('SREM', P .. 'number:' .. held[4], leg) end
+  local call = held[5]
+  if call and call ~= '' and redis.call('GET', P .. 'call:' .. call) == leg then
+    if ended_ms then
+      redis.call('PEXPIRE', P .. 'call:' .. call, ended_ms)
+    else
+      redis.call('DEL', P .. 'call:' .. call)
+    end
+  end
   redis.call('DEL', key)
   return 1
 end
-local function put(leg, node, org, bridge, number)
+local function put(leg, node, org, bridge, number, call)
+  local known = redis.call('HGET', P .. 'leg:' .. leg, 'call')
+  if call == '' and known then call = known end  -- a hold that does not name it keeps it
   drop(leg)  -- a leg another node held moves here whole
   redis.call('HSET', P .. 'leg:' .. leg, 'node', node, 'org', org, 'bridge', bridge,
-             'number', number)
+             'number', number, 'call', call)
+  if call ~= '' then redis.call('SET', P .. 'call:' .. call, leg) end
   redis.call('SADD', P .. 'node:' .. node .. ':legs', leg)
   redis.call('SADD', P .. 'org:' .. org, leg)
   if bridge ~= '' then redis.call('SADD', P .. 'bridge:' .. bridge, leg) end
@@ -51,31 +67,41 @@ local function put(leg, node, org, bridge, number)
 end
 """
 
-# ARGV: prefix, node, leg, org, bridge, number, channels, max_legs.
+# ARGV: prefix, node, leg, org, bridge, number, channels, max_legs, call ('' if none).
 # -1: the node is not alive (it must register first); 0: counted (or counted already);
-# 1: the number has its channels_count; 2: the organization has its max_legs.
+# 1: the number has its channels_count; 2: the organization has its max_legs; 3: the call is
+# a live leg's on another node (a duplicate of its first webhook, taken there at the same time;
+# on this node the adapter's own lock and map see it, and a leg whose first event failed is
+# released before its provider's retry, engine/runtime CallRuntime.unbind).
 CLAIM = (
     _PRELUDE
     + """
 local node, leg, org, bridge, number = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not alive(node) then return -1 end
 if redis.call('EXISTS', P .. 'leg:' .. leg) == 1 then return 0 end
+if ARGV[9] ~= '' then
+  local known = redis.call('GET', P .. 'call:' .. ARGV[9])
+  if known and known ~= leg then
+    local holder = redis.call('HGET', P .. 'leg:' .. known, 'node')
+    if holder and holder ~= node then return 3 end
+  end
+end
 if number ~= '' and redis.call('SCARD', P .. 'number:' .. number) >= tonumber(ARGV[7]) then
   return 1
 end
 if redis.call('SCARD', P .. 'org:' .. org) >= tonumber(ARGV[8]) then return 2 end
-put(leg, node, org, bridge, number)
+put(leg, node, org, bridge, number, ARGV[9])
 return 0
 """
 )
 
 # ARGV: prefix, node, ttl_ms, url, ended_ms, holds, then `holds` groups of (leg, org, bridge,
-# number), then `ends`, then `ends` legs that ended, then the other legs to release. With
+# number, call), then `ends`, then `ends` legs that ended, then the other legs to release. With
 # ttl_ms > 0 the node (re)registers: alive for ttl_ms under its url, listed in `nodes`.
 # Without, a node that is not alive gets -1 and nothing changes (it registers with every leg
 # it holds, then writes again). Held legs are counted unconditionally and owned by this node
 # from now on; released legs are dropped whoever held them, and an ended one is remembered as
-# this node's for ended_ms. 0 when done.
+# this node's for ended_ms (its call's key too). 0 when done.
 WRITE = (
     _PRELUDE
     + """
@@ -88,13 +114,13 @@ elseif not alive(node) then
 end
 local i = 7
 for _ = 1, tonumber(ARGV[6]) do
-  put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
   redis.call('DEL', P .. 'ended:' .. ARGV[i])
-  i = i + 4
+  i = i + 5
 end
 local ends = tonumber(ARGV[i])
 for j = i + 1, i + ends do
-  drop(ARGV[j])
+  drop(ARGV[j], ended_ms)
   redis.call('SET', P .. 'ended:' .. ARGV[j], node, 'PX', ended_ms)
 end
 for j = i + ends + 1, #ARGV do drop(ARGV[j]) end

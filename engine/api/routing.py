@@ -1,20 +1,25 @@
-"""Call commands reaching a node that does not hold their leg go to the node that does
-(engine/cluster/routing.py; issue 16, point 4).
+"""Call and conference commands reaching a node that does not hold their leg go to the node
+that does (engine/cluster/routing.py; issue 16, point 4).
 
 A middleware inside ``error_envelopes`` (an owner that cannot be reached is answered 503 in
 Telnyx's envelope) and before the rate limit and the handlers: neither runs on the forwarding
-node, so the organization's request is counted once, and authenticated, by the owner. Only
+node, so the organization's request is counted once, and authenticated, by the owner. Routed:
 ``GET /v2/calls/{id}``, ``POST /v2/calls/{id}/actions/{action}`` and the client_state update
-are routed; a request without ``Authorization`` is answered here (its 401, as the owner's).
+(by the leg); ``POST /v2/conferences`` (by the body's ``call_control_id``, the leg that creates
+it); a conference's GET, participants and actions (by its creator, read from the stored
+conference record when this node does not keep it: the creator's owner made the conference's
+room and holds it). A request without ``Authorization`` is answered here (its 401, as the
+owner's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
-from engine.api.keys import ROUTER, RUNTIME
+from engine.api.keys import ROUTER, RUNTIME, STORE
 from engine.cluster.forward import FORWARDED_BY
 from engine.errors import NotFound
 
@@ -26,11 +31,20 @@ ROUTED = frozenset(
         "/v2/calls/{call_control_id}/actions/client_state_update",
     }
 )
+CONFERENCE_ROUTED = frozenset(
+    {
+        "/v2/conferences/{conference_id}",
+        "/v2/conferences/{conference_id}/participants",
+        "/v2/conferences/{conference_id}/participants/{participant_id}",
+        "/v2/conferences/{conference_id}/actions/{action}",
+    }
+)
+CONFERENCES = "/v2/conferences"
 
 
 @web.middleware
 async def route_to_owner(request: web.Request, handler: Handler) -> web.StreamResponse:
-    leg_id = _routed_leg(request)
+    leg_id = await _routed_leg(request)
     if leg_id is None or _held_here(request, leg_id):
         return await handler(request)
     router = request.app[ROUTER]
@@ -40,17 +54,42 @@ async def route_to_owner(request: web.Request, handler: Handler) -> web.StreamRe
     return await router.forward(request, leg_id, owner)
 
 
-def _routed_leg(request: web.Request) -> str | None:
-    """The leg of a call command that may be another node's; None for any other request, one
-    forwarded already (never forwarded twice: no loops), or one without credentials."""
+async def _routed_leg(request: web.Request) -> str | None:
+    """The leg of a call or conference command that may be another node's; None for any other
+    request, one forwarded already (never forwarded twice: no loops), or one without
+    credentials."""
     if request.app[ROUTER].single_node or FORWARDED_BY in request.headers:
         return None
     if "Authorization" not in request.headers:
         return None
     resource = request.match_info.route.resource
-    if resource is None or resource.canonical not in ROUTED:
+    canonical = None if resource is None else resource.canonical
+    if canonical in ROUTED:
+        return request.match_info.get("call_control_id")
+    if canonical in CONFERENCE_ROUTED:
+        return await _creator(request, request.match_info["conference_id"])
+    if canonical == CONFERENCES and request.method == "POST":
+        return await _creating_leg(request)
+    return None
+
+
+async def _creator(request: web.Request, conference_id: str) -> str | None:
+    """The leg that created a conference this node does not keep (None: answered here, its
+    404 if no node keeps it). Organizations are the owner's to check, as for a leg."""
+    if request.app[RUNTIME].machine.keeps_conference(conference_id):
         return None
-    return request.match_info.get("call_control_id")
+    record = await request.app[STORE].live_conference(conference_id)
+    return None if record is None else record.creator
+
+
+async def _creating_leg(request: web.Request) -> str | None:
+    """The body's ``call_control_id``; None for a body the handler refuses (answered here)."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    leg_id = body.get("call_control_id") if isinstance(body, dict) else None
+    return leg_id if isinstance(leg_id, str) and leg_id else None
 
 
 def _held_here(request: web.Request, leg_id: str) -> bool:

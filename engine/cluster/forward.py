@@ -1,16 +1,19 @@
-"""A call command carried to the node that owns its leg (issue 16, point 4: "any node answers
-any request").
+"""A request carried to the node that owns its leg (issue 16, point 4: "any node answers any
+request"): a call command, or a provider webhook (engine/cluster/webhooks.py).
 
 The request goes as it came (method, path and query undecoded, body, and the headers that
-matter: ``Authorization``, so that the owner authenticates it itself and answers another
-organization's token as it would on one node) plus ``X-Callbridge-Forwarded-By`` naming this
-node; a request that carries that header is never forwarded again. The owner's status, body
-and the headers that matter come back unchanged: the reply, and the webhooks (the owner's
-outbox), are those of one node. An owner that cannot be reached is 503 (``OwnerUnreachable``),
-logged with the leg and the node.
+matter: a command's ``Authorization``, so that the owner authenticates it itself and answers
+another organization's token as it would on one node; a webhook's provider signature headers,
+so that the owner verifies it itself) plus ``X-Callbridge-Forwarded-By`` naming this node; a
+request that carries that header is never forwarded again. The owner's status, body and the
+headers that matter come back unchanged: the reply, and the webhooks (the owner's outbox), are
+those of one node. An owner that cannot be reached is ``OwnerUnreachable``, logged with the
+leg and the node.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import aiohttp
 from aiohttp import web
@@ -31,6 +34,16 @@ REQUEST_HEADERS = (
     "Idempotency-Key",
     "User-Agent",
     "X-Request-ID",
+)
+# What a provider webhook carries besides its signature headers (named by its adapter): how the
+# body is encoded, and who sent it, for the owner's logs.
+WEBHOOK_HEADERS = (
+    "Content-Type",
+    "User-Agent",
+    "X-Request-ID",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
 )
 REPLY_HEADERS = ("Content-Type", "Retry-After", "Allow", "WWW-Authenticate")
 CONNECT_TIMEOUT_S = 2.0  # a node that does not accept a connection in this long is gone
@@ -56,12 +69,17 @@ class Forwarder:
         if self._session is not None:
             await self._session.close()
 
-    async def forward(self, request: web.Request, leg_id: str, owner: Owner) -> web.Response:
+    async def forward(
+        self,
+        request: web.Request,
+        leg_id: str,
+        owner: Owner,
+        carried: Collection[str] = REQUEST_HEADERS,
+    ) -> web.Response:
+        """``request`` answered by ``owner``, with the ``carried`` headers it has."""
         if self._session is None or owner.url is None:
             raise OwnerUnreachable(self._gone(leg_id, owner))
-        headers = {
-            name: request.headers[name] for name in REQUEST_HEADERS if name in request.headers
-        }
+        headers = {name: request.headers[name] for name in carried if name in request.headers}
         headers[FORWARDED_BY] = self.node
         url = URL(owner.url.rstrip("/") + request.raw_path, encoded=True)
         body = await request.read()
@@ -75,16 +93,17 @@ class Forwarder:
                 }
         except (aiohttp.ClientError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
-            log.warning("call command not forwarded: owner unreachable", leg_id=leg_id,
-                        owner=owner.node, url=owner.url, error=error)  # fmt: skip
+            log.warning("request not forwarded: owner unreachable", leg_id=leg_id,
+                        path=request.path, owner=owner.node, url=owner.url,
+                        error=error)  # fmt: skip
             raise OwnerUnreachable(
                 f"the node holding call '{leg_id}' ({owner.node}) did not answer: {error}; "
                 "the command may or may not have been carried out"
                 if isinstance(exc, TimeoutError)
                 else f"the node holding call '{leg_id}' ({owner.node}) cannot be reached: {error}"
             ) from exc
-        log.info("call command forwarded to its owner", leg_id=leg_id, owner=owner.node,
-                 status=reply.status)  # fmt: skip
+        log.info("request forwarded to its owner", leg_id=leg_id, path=request.path,
+                 owner=owner.node, status=reply.status)  # fmt: skip
         return web.Response(status=reply.status, body=payload, headers=kept)
 
     @staticmethod
@@ -95,6 +114,6 @@ class Forwarder:
         )
 
     def not_alive(self, leg_id: str, owner: Owner) -> OwnerUnreachable:
-        log.warning("call command refused: its owner is not alive", leg_id=leg_id,
+        log.warning("request refused: its owner is not alive", leg_id=leg_id,
                     owner=owner.node)  # fmt: skip
         return OwnerUnreachable(self._gone(leg_id, owner))

@@ -57,6 +57,10 @@ class LegOwners(Protocol):
         """The leg's owner: a live leg's, or an ended one's while its node keeps it; None if
         no node owns it. ``OwnersUnavailable`` if the registry cannot answer."""
 
+    async def owner_of_call(self, call: str) -> tuple[str, Owner] | None:
+        """The leg of a provider call (``engine.admission.live.provider_call``) and its owner,
+        as ``owner_of``; None if no node knows the call. ``OwnersUnavailable`` as there."""
+
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         """Of ``leg_ids``, those another node that is alive owns (adoption leaves them to it).
         ``OwnersUnavailable`` if the registry cannot answer."""
@@ -68,6 +72,9 @@ class SoleNode:
     node = "local"
 
     async def owner_of(self, leg_id: str) -> Owner | None:
+        return None
+
+    async def owner_of_call(self, call: str) -> tuple[str, Owner] | None:
         return None
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:

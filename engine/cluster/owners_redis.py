@@ -5,7 +5,8 @@ must be given distinct URLs (``CALLBRIDGE_NODE_URL``), and a process that finds 
 registered by another node is that node's successor at the same address.
 
 No second registry: a leg's owner is the node of its claim (``leg:<id>``'s ``node``), or, for a
-leg that ended, the node that ended it (``ended:<id>``); a node is alive while its key
+leg that ended, the node that ended it (``ended:<id>``); a provider call names its leg
+(``call:<provider>:<id>``, written with the claim), never a node; a node is alive while its key
 ``node:<node>:alive`` exists, and that key's value is its URL. The key layout and the scripts
 that write it are engine/admission/live_scripts.py; ``RedisLiveLegs`` keeps them written. One
 read is one Lua script, so a leg's owner and that owner's liveness are read at one instant.
@@ -15,21 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from engine.admission.live_redis import RedisLiveLegs
 from engine.cluster.owners import Owner, OwnersUnavailable
 
-# ARGV: prefix, then leg ids. For each leg three values: its node ('' if none), that node's
-# URL ('' if it is not alive), and 1 if the leg has ended (else 0).
-OWNERS = """
+_OWNER = """
 local P = ARGV[1]
-local out = {}
-for i = 2, #ARGV do
-  local node = redis.call('HGET', P .. 'leg:' .. ARGV[i], 'node')
+local function owner(leg, out)
+  local node = redis.call('HGET', P .. 'leg:' .. leg, 'node')
   local ended = 0
   if not node then
-    node = redis.call('GET', P .. 'ended:' .. ARGV[i])
+    node = redis.call('GET', P .. 'ended:' .. leg)
     ended = 1
   end
   local url = ''
@@ -38,14 +37,36 @@ for i = 2, #ARGV do
   out[#out + 1] = url
   out[#out + 1] = ended
 end
+"""
+# ARGV: prefix, then leg ids. For each leg three values: its node ('' if none), that node's
+# URL ('' if it is not alive), and 1 if the leg has ended (else 0).
+OWNERS = (
+    _OWNER
+    + """
+local out = {}
+for i = 2, #ARGV do owner(ARGV[i], out) end
 return out
 """
+)
+# ARGV: prefix, a provider call. Its leg ('' if no node knows the call), then that leg's three
+# values as OWNERS gives them.
+CALL_OWNER = (
+    _OWNER
+    + """
+local leg = redis.call('GET', P .. 'call:' .. ARGV[2])
+if not leg then return {''} end
+local out = {leg}
+owner(leg, out)
+return out
+"""
+)
 
 
 class RedisLegOwners:
     def __init__(self, registry: RedisLiveLegs) -> None:
         self._registry = registry
         self._owners = registry.client.register_script(OWNERS)
+        self._call_owner = registry.client.register_script(CALL_OWNER)
 
     @property
     def node(self) -> str:
@@ -53,6 +74,14 @@ class RedisLegOwners:
 
     async def owner_of(self, leg_id: str) -> Owner | None:
         return (await self._read([leg_id]))[leg_id]
+
+    async def owner_of_call(self, call: str) -> tuple[str, Owner] | None:
+        found = await self._run(self._call_owner, [call])
+        leg_id = found[0]
+        if not leg_id:
+            return None
+        owner = self._owner(*found[1:4])
+        return None if owner is None else (leg_id, owner)
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         if not leg_ids:
@@ -65,19 +94,23 @@ class RedisLegOwners:
         }
 
     async def _read(self, leg_ids: list[str]) -> dict[str, Owner | None]:
+        flat = await self._run(self._owners, leg_ids)
+        return {
+            leg_id: self._owner(*flat[3 * index : 3 * index + 3])
+            for index, leg_id in enumerate(leg_ids)
+        }
+
+    async def _run(self, script: AsyncScript, args: list[str]) -> list[str]:
         try:
-            flat = await self._owners(args=[self._registry.prefix, *leg_ids])
+            found: list[str] = await script(args=[self._registry.prefix, *args])
         except RedisError as exc:
             raise OwnersUnavailable(
                 f"which node holds the call cannot be read (Redis: {exc})"
             ) from exc
-        found: dict[str, Owner | None] = {}
-        for index, leg_id in enumerate(leg_ids):
-            node, url, ended = flat[3 * index : 3 * index + 3]
-            found[leg_id] = (
-                Owner(node, self._reachable(node, url), bool(int(ended))) if node else None
-            )
         return found
+
+    def _owner(self, node: str, url: str, ended: str | int) -> Owner | None:
+        return Owner(node, self._reachable(node, url), bool(int(ended))) if node else None
 
     def _reachable(self, node: str, url: str) -> str | None:
         """The owner's URL, or None if it is not alive: its key gone, or cleared (the node has

@@ -1,4 +1,5 @@
-"""Where a call command is carried out: here, or at the node that owns its leg.
+"""Where a call command or a provider webhook is carried out: here, or at the node that owns
+its leg.
 
 The rule (docs/ARCHITECTURE.md, "Leg ownership and routing across nodes"): a node answers
 from itself a command on a leg it holds (live or ended), one already forwarded to it, and one
@@ -9,9 +10,11 @@ command out until a node adopts it); an ended leg whose owner is gone is answere
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from aiohttp import web
 
-from engine.cluster.forward import Forwarder
+from engine.cluster.forward import REQUEST_HEADERS, Forwarder
 from engine.cluster.owners import LegOwners, Owner
 
 
@@ -30,8 +33,22 @@ class CallRouter:
         alive; ``OwnersUnavailable`` if the registry cannot answer."""
         if self._forwarder is None:
             return None
-        owner = await self.owners.owner_of(leg_id)
-        if owner is None or owner.node == self.owners.node:
+        return self._elsewhere(leg_id, await self.owners.owner_of(leg_id))
+
+    async def call_elsewhere(self, call: str) -> tuple[str, Owner] | None:
+        """As ``elsewhere``, for the leg of a provider call (``provider_call``): that leg and
+        its owner, or None to answer here (no node knows the call, or it is this node's)."""
+        if self._forwarder is None:
+            return None
+        found = await self.owners.owner_of_call(call)
+        if found is None:
+            return None
+        leg_id, owner = found
+        owner_elsewhere = self._elsewhere(leg_id, owner)
+        return None if owner_elsewhere is None else (leg_id, owner_elsewhere)
+
+    def _elsewhere(self, leg_id: str, owner: Owner | None) -> Owner | None:
+        if self._forwarder is None or owner is None or owner.node == self.owners.node:
             return None
         if not owner.alive:
             if owner.ended:
@@ -39,10 +56,16 @@ class CallRouter:
             raise self._forwarder.not_alive(leg_id, owner)
         return owner
 
-    async def forward(self, request: web.Request, leg_id: str, owner: Owner) -> web.Response:
+    async def forward(
+        self,
+        request: web.Request,
+        leg_id: str,
+        owner: Owner,
+        carried: Collection[str] = REQUEST_HEADERS,
+    ) -> web.Response:
         if self._forwarder is None:  # never: elsewhere() names no owner without one
             raise RuntimeError("no forwarder on a single node")
-        return await self._forwarder.forward(request, leg_id, owner)
+        return await self._forwarder.forward(request, leg_id, owner, carried)
 
     async def start(self) -> None:
         if self._forwarder is not None:

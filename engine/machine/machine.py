@@ -136,6 +136,9 @@ class CallMachine:
         """The organization's conference, live or ended; ``NotFound`` otherwise."""
         return conferences.find(self._core, org_id, conference_id)
 
+    def keeps_conference(self, conference_id: str) -> bool:
+        return conference_id in self._core.records
+
     def conferences_of(self, org_id: int) -> list[Conference]:
         """The organization's conferences, oldest first."""
         found = [r for r in self._core.records.values() if r.org_id == org_id]

@@ -79,11 +79,13 @@ def dial_is_idempotent(gateway: ProviderGateway) -> bool:
 @dataclass(frozen=True, slots=True)
 class AdoptedLeg:
     """A stored leg the adapters can reach again: its gateway and, for an incoming leg, the
-    bridge and number it came in on (they count its channel)."""
+    bridge and number it came in on (they count its channel); ``call``, its provider call
+    (``engine.admission.live.provider_call``), held with it so its webhooks find the adopter."""
 
     gateway: ProviderGateway
     bridge_id: int | None = None
     number: str | None = None
+    call: str | None = None
 
 
 class GatewayResolver(Protocol):

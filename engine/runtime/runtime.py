@@ -298,7 +298,8 @@ class CallRuntime:
         place = None
         if found.bridge_id is not None and found.number is not None:
             place = Place(found.bridge_id, found.number)
-        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place)  # claimed anew here
+        # Claimed anew here, with its provider call: its webhooks reaching another node come here.
+        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place, call=found.call)
         return True
 
     async def _ask_after_adoption(self, leg_ids: list[str]) -> None:
@@ -420,6 +421,10 @@ class CallRuntime:
     async def _place(self, gateway: ProviderGateway, dial: fx.DialCall) -> None:
         """Dial, and keep the provider's name for the call with the leg (stored with it), so a
         restarted process can reach the call again."""
+        # The leg's hold (held by the dial's caller before this task runs) written first: the
+        # provider may call back about the new call at another node, which finds this one
+        # the owner by it (engine/cluster/webhooks.py). Nothing to wait for on one node.
+        await self.live.flush()
         carrier = await gateway.dial(dial)
         if carrier is not None:
             await self._own_event(ev.CarrierAssigned(dial.call_control_id, carrier))

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from engine.machine.live_changes import LiveChanges
+from engine.machine.model import Conference
 from engine.store.audit_log import AuditLog
 from engine.store.live_records import LiveRecording, LiveSnapshot
 
@@ -449,6 +450,10 @@ class Store(AuditLog, Protocol):
 
     async def load_live(self) -> LiveSnapshot:
         """Everything stored about live calls (``LiveStateError`` if it cannot be read)."""
+
+    async def live_conference(self, conference_id: str) -> Conference | None:
+        """A conference record as stored, whichever node keeps it (its creator's owner holds
+        its room: engine/api/routing.py); None if none is."""
 
     # recordings in progress: a new process continues them (engine/store/live_recordings.py)
     async def save_live_recording(self, recording: LiveRecording) -> None:

@@ -59,6 +59,13 @@ class SqlLive(SqlTransactions):
         async with self._read() as conn:
             return await read_live(conn)
 
+    async def live_conference(self, conference_id: str) -> Conference | None:
+        table = live_conference_records
+        async with self._read() as conn:
+            query = select(table.c.state).where(table.c.conference_id == conference_id)
+            state = (await conn.execute(query)).scalar_one_or_none()
+        return None if state is None else live_codec.loads(Conference, state)
+
 
 async def write_live(conn: AsyncConnection, changes: LiveChanges, now: float) -> None:
     if changes.empty:
