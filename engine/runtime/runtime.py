@@ -255,9 +255,8 @@ class CallRuntime:
         every adopted leg's provider is asked whether the call is still there, since its
         hangup may have gone unheard. A leg no adapter can reach is ended with ``call.hangup``.
         Call it before serving; the requests to the providers wait for ``resume``, called once
-        the app listens (a provider told to stream now would find nobody at the address).
-        Returns the live legs adopted. With ``owners`` (several nodes), the calls of legs another
-        live node owns are left to it (``LiveSnapshot.without``)."""
+        the app listens (a provider told to stream now would find nobody there). Returns the
+        live legs adopted; the calls of legs another live node owns are left to it."""
         stored = await self.store.load_live()
         others = await owners.held_elsewhere([leg.call_control_id for leg in stored.legs])
         snapshot, left = stored.without(others)
@@ -349,8 +348,7 @@ class CallRuntime:
         await self._until_taken(ev.MediaStopped(call_control_id))
 
     def _media_summary(self, leg_id: str) -> None:
-        """Once a leg has hung up and its stream is gone, whichever comes last: one log line
-        of what its media carried (engine/media_plane/stats.py)."""
+        """One log line of what a leg's media carried, once it has hung up and lost its stream."""
         if self.plane.is_attached(leg_id) or self.machine.is_alive(leg_id):
             return
         media = self.plane.stats.summary_once(leg_id)
