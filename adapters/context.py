@@ -22,6 +22,7 @@ from adapters.media_session import StreamSessions
 from adapters.stream_session import BindingFactory
 from engine.admission.gate import Admission
 from engine.admission.live import LiveLegs, provider_call
+from engine.admission.routes import RouteLookup, RouteMemory
 from engine.config import Settings
 from engine.crypto import SecretBox
 from engine.errors import ValidationError
@@ -70,6 +71,16 @@ class AdapterContext:
     websocket_kit: Callable[[], ProviderGateway] | None = None
     # Closed when the process begins to stop: inbound calls are then rejected busy.
     admission: Admission = field(default_factory=Admission)
+    # Numbers' last routes: an incoming call is refused busy while the database is unreachable.
+    routes: RouteMemory = field(default_factory=RouteMemory)
+
+    async def route_for(self, number: str) -> RouteLookup:
+        """The number's route for an incoming call (``engine.admission.routes``); a remembered
+        one while the database cannot be reached, counted as the refusal it leads to."""
+        found = await self.routes.lookup(self.store, number)
+        if not found.fresh:
+            self.admission.refused("database_unavailable")
+        return found
 
     def require_runtime(self) -> CallRuntime:
         if self.runtime is None:

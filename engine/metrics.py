@@ -83,7 +83,8 @@ class Metrics:
         )
 
         # Exposed as callbridge_admission_refusals_total; ``reason`` is one of
-        # engine.admission.gate.REFUSALS (shutting_down, overloaded, live_legs_unavailable).
+        # engine.admission.gate.REFUSALS (shutting_down, overloaded, live_legs_unavailable,
+        # database_unavailable).
         self.admission_refusals = Counter(
             "callbridge_admission_refusals",
             "New calls refused (inbound busy, dial 503 or 429), by reason",

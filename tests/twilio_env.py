@@ -101,11 +101,16 @@ class TwilioEnv:
 
     @classmethod
     async def start(
-        cls, aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, sim: TwilioSimulator
+        cls,
+        aiohttp_server: Any,
+        aiohttp_client: Any,
+        tmp_path: Path,
+        sim: TwilioSimulator,
+        database_url: str | None = None,
     ) -> TwilioEnv:
         port = unused_port()
         settings = Settings(
-            database_url=f"sqlite:///{tmp_path / 'callbridge.db'}",
+            database_url=database_url or f"sqlite:///{tmp_path / 'callbridge.db'}",
             secret_key=SECRET_KEY,
             public_url=f"http://127.0.0.1:{port}",
             recordings_dir=str(tmp_path / "recordings"),

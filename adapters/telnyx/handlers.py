@@ -53,6 +53,7 @@ from adapters.telnyx.webhooks import TelnyxEvent, parse_event
 from adapters.transport import AiohttpMediaSocket
 from engine.admission.inbound import Refusal, TakenElsewhere, admit
 from engine.admission.live import provider_call
+from engine.admission.routes import DATABASE_UNAVAILABLE, RouteLookup
 from engine.cluster.webhooks import WebhookTarget
 from engine.errors import InputFailed
 from engine.logs import get_logger
@@ -160,7 +161,7 @@ class TelnyxHandlers:
         owner = await self._owner(event)
         if isinstance(owner, web.Response):
             return owner
-        config, route, leg = owner
+        config, found, leg = owner
         refusal = self._verify(request, raw, config, event)
         if refusal is not None:
             log.warning(
@@ -181,8 +182,11 @@ class TelnyxHandlers:
             )
             return _text(200, "duplicate")
         try:
-            if route is not None:
-                await self._incoming(event, route)
+            if found is not None and found.route is not None:
+                if found.fresh:
+                    await self._incoming(event, found.route)
+                else:
+                    self._refuse_unrouted(event, found.route)
             elif leg is not None:
                 await self._leg_event(event, leg)
         except InputFailed as exc:
@@ -205,11 +209,12 @@ class TelnyxHandlers:
 
     async def _owner(
         self, event: TelnyxEvent
-    ) -> tuple[ProviderConfigRecord, Route | None, TelnyxLeg | None] | web.Response:
+    ) -> tuple[ProviderConfigRecord, RouteLookup | None, TelnyxLeg | None] | web.Response:
         """The configuration that must have signed ``event``, with the route of an incoming
         call or the leg of any other event; a response when there is none."""
         if event.event_type == "call.initiated" and event.direction == "incoming":
-            route = await self._context.store.route_for_number(event.to) if event.to else None
+            found = await self._context.route_for(event.to) if event.to else RouteLookup(None)
+            route = found.route
             if route is None:
                 # No configuration owns the number: nothing can verify or reject the call.
                 log.warning(
@@ -218,7 +223,7 @@ class TelnyxHandlers:
                     telnyx_id=event.call_control_id,
                 )
                 return _text(200, "ignored: number on no bridge")
-            return route.provider_config, route, None
+            return route.provider_config, found, None
         leg = await self._kit.legs.find(event.call_control_id)
         if leg is None:
             if event.event_type == "call.hangup" and event.call_control_id is not None:
@@ -314,6 +319,20 @@ class TelnyxHandlers:
             runtime.unbind(leg_id)
             await self._context.live.flush()  # released in Redis before Telnyx retries
             raise
+
+    def _refuse_unrouted(self, event: TelnyxEvent, route: Route) -> None:
+        """The database cannot be reached: the call, verified with the number's last
+        configuration, is rejected busy through it (``engine.admission.routes``)."""
+        if event.call_control_id is None:
+            return
+        log.warning(
+            "telnyx call refused", to=event.to, reason=DATABASE_UNAVAILABLE.reason,
+            cause=DATABASE_UNAVAILABLE.cause.value, telnyx_id=event.call_control_id,
+        )  # fmt: skip
+        gateway = self._kit.gateway(route.provider_config)
+        self._spawn(
+            gateway.reject_call(event.call_control_id, DATABASE_UNAVAILABLE.cause), "reject"
+        )
 
     async def _leg_event(self, event: TelnyxEvent, leg: TelnyxLeg) -> None:
         runtime = self._context.require_runtime()

@@ -64,6 +64,7 @@ from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
 from engine.admission.inbound import Refusal, TakenElsewhere, admit
 from engine.admission.live import provider_call
+from engine.admission.routes import DATABASE_UNAVAILABLE, RouteLookup
 from engine.cluster.webhooks import WebhookTarget, to_owner
 from engine.errors import InputFailed, NotFound
 from engine.logs import get_logger
@@ -219,9 +220,8 @@ class TwilioHandlers:
 
     @staticmethod
     def _failed(request: web.Request, exc: InputFailed) -> web.Response:
-        """The engine failed on the webhook and rolled it back (logged with its traceback under
-        the fault id): a 5xx makes Twilio fetch the number's VoiceFallbackUrl, callbridge too,
-        which handles the call afresh."""
+        """The engine failed on the webhook and rolled it back (logged under the fault id): a 5xx
+        makes Twilio fetch the number's VoiceFallbackUrl, callbridge's too, afresh."""
         log.warning("twilio webhook failed; answered 500", path=request.path, fault_id=exc.fault_id)
         return web.Response(status=500, text=f"failed (fault id {exc.fault_id})")
 
@@ -268,7 +268,8 @@ class TwilioHandlers:
     ) -> web.StreamResponse:
         context, fields = self._context, _first(params)
         to = fields.get("To", "")
-        route = await context.store.route_for_number(to) if to else None
+        found = await context.route_for(to) if to else RouteLookup(None)
+        route = found.route
         if route is None:
             log.warning(
                 "twilio call to a number on no bridge rejected",
@@ -280,6 +281,8 @@ class TwilioHandlers:
             return self._forbidden(request, f"{to} is connected through {config.provider}")
         if not self._verified(config, request, VOICE_PATH, params, body):
             return self._forbidden(request, "bad X-Twilio-Signature", to=to)
+        if not found.fresh:  # verified with the number's last configuration: refused busy
+            return self._refuse(fields.get("CallSid", ""), DATABASE_UNAVAILABLE)
         try:
             call = parse_voice_call(fields)
         except ValueError as exc:

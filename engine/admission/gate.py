@@ -94,9 +94,9 @@ class TickLoad:
 
 
 #: Why a new call is refused (a bounded metrics label): this process is stopping, its tick is
-#: overloaded, or the live legs cannot be counted (the shared registry, Redis, unreachable:
-#: engine/admission/live_redis.py).
-REFUSALS = ("shutting_down", "overloaded", "live_legs_unavailable")
+#: overloaded, the live legs cannot be counted (the shared registry, Redis, unreachable:
+#: engine/admission/live_redis.py), or the database cannot be reached (engine/admission/routes.py).
+REFUSALS = ("shutting_down", "overloaded", "live_legs_unavailable", "database_unavailable")
 
 
 class Admission:
