@@ -29,7 +29,8 @@ from engine.config import Settings
 from engine.machine.model import RejectCause
 from engine.store.base import OrgLimitsRecord
 from engine.store.connect import open_engine
-from engine.store.migrations import MIGRATIONS, migrate
+from engine.store.migrate import migrate
+from engine.store.migrations import MIGRATIONS
 from engine.store.sql import SqlStore
 from tests.platform_client import BRIDGES, Org, Reply
 from tests.telnyx_harness import Stack, caller, telnyx_stack

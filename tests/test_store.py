@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 from engine.errors import Conflict, NotFound, StorageError
 from engine.store.base import BridgeRecord, OrganizationRecord, ProviderConfigRecord, Store
 from engine.store.connect import normalize_database_url, open_engine
-from engine.store.migrations import MIGRATIONS, Migration, migrate
+from engine.store.migrate import migrate
+from engine.store.migrations import MIGRATIONS, Migration
 from engine.store.schema import metadata
 from engine.store.sql import SqlStore
 from tests.postgres import both_databases, database_url

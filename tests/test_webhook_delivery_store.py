@@ -13,7 +13,8 @@ import pytest
 
 from engine.store.base import AttemptRecord, DeliveryFilter
 from engine.store.connect import open_engine
-from engine.store.migrations import MIGRATIONS, migrate
+from engine.store.migrate import migrate
+from engine.store.migrations import MIGRATIONS
 from engine.store.sql import SqlStore
 from tests.postgres import both_databases, database_url
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from engine.errors import Conflict
 from engine.store.connect import normalize_database_url, open_engine
-from engine.store.migrations import migrate
+from engine.store.migrate import migrate
 from engine.store.schema import metadata, schema_version
 
 __all__ = ["copy_database"]

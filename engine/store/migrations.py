@@ -14,9 +14,8 @@ the two disagree.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -35,18 +34,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
-    func,
-    insert,
     select,
     true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeEngine
 
-from engine.errors import StorageError
-from engine.store.schema import NAMING_CONVENTION, event_type_of, schema_version
+from engine.store.schema import NAMING_CONVENTION, event_type_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,51 +439,3 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "conferences of the Conferences API", _v10_conference_records),
     Migration(11, "recordings of conferences", _v11_conference_recordings),
 )
-
-
-def _create_version_table(conn: Connection) -> None:
-    schema_version.create(conn, checkfirst=True)
-
-
-async def _current_version(conn: AsyncConnection) -> int:
-    version = await conn.scalar(select(func.max(schema_version.c.version)))
-    return int(version) if version is not None else 0
-
-
-async def migrate(engine: AsyncEngine, migrations: Sequence[Migration] = MIGRATIONS) -> int:
-    """Apply every migration newer than the database's version; return the version reached.
-
-    Each migration and its ``schema_version`` row commit together, so a failed migration
-    leaves the database at the previous version. Raises ``StorageError`` when the database
-    is newer than the code (an older callbridge must not write to it) and lets database
-    errors through for the caller to map.
-    """
-    versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
-        raise ValueError(f"migration versions must be 1, 2, 3, ... in order, got {versions}")
-    latest = len(versions)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(_create_version_table)
-        current = await _current_version(conn)
-    if current > latest:
-        raise StorageError(
-            f"the database is at schema version {current}, newer than this callbridge "
-            f"knows ({latest}); upgrade callbridge"
-        )
-
-    for migration in migrations[current:]:
-        async with engine.begin() as conn:
-            # Another process may have migrated since the check above; on SQLite the
-            # transaction holds the write lock, so this second look is authoritative.
-            if await _current_version(conn) >= migration.version:
-                continue
-            await conn.run_sync(migration.apply)
-            await conn.execute(
-                insert(schema_version).values(
-                    version=migration.version,
-                    description=migration.description,
-                    applied_at=datetime.now(UTC),
-                )
-            )
-    return latest

@@ -19,7 +19,7 @@ from engine.store.connect import (
     _storage_error,
     open_engine,
 )
-from engine.store.migrations import migrate
+from engine.store.migrate import migrate
 
 
 class SqlTransactions:
