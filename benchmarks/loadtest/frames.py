@@ -4,11 +4,31 @@ on a clock) and ``judge.judge`` (one listener of an end-to-end test, no clock).
 What each leg says and how a received frame is classified (clean, absent, misrouted by own tone,
 foreign tone, level or foreign energy) is explained in ``checker.py``'s docstring; this module
 holds the tone arithmetic and ``classify``, one ``rfft`` over a batch of frames.
+
+**Turning frames** (paths that resample). A speaker's marker turn (its sign flip) lands on a
+frame boundary only when the path delays its audio by whole frames, as G.711 paths do. Any
+resampling on the way (the simulator's 8 <-> 16 kHz filter for G.722, callbridge's resample
+bank) delays it by a fraction of a frame, so one received frame holds the end of one sign and
+the start of the other: its bin reads anywhere from the full level to nothing, and the sign
+step splatters the tone's energy over every other bin (measured: -6 dB on the adjacent bin). A
+caller that knows the path resamples passes ``turns``: it names, from the bin values and which
+rows are within the level tolerance, the frames a turn falls in (the frame between two in-tolerance
+frames of opposite sign, ``turns_between``). Such a (frame, speaker) is judged by what a sign step
+can and cannot do: energy is conserved, so the speaker's level is its bin's power plus its
+splatter, held to the same tolerance; the splatter at a bin ``D`` away is at most
+``A * 2 / (N sin(pi |D| / N))`` (the DFT of a sign step at any sample, and of its mirror at
+``-k``; ``SPLATTER_MARGIN`` above that), so only what stands above that envelope counts as a
+foreign tone, the listener's own tone or foreign energy. Its sign is used as a marker phase only
+when its bin holds at least ``PHASE_MIN`` of the level (the same frame sides the same way at every
+turn, since the delay is fixed). A turning frame still catches a level off by 1.5 dB, the own
+tone and foreign audio away from the speaker's bin; it cannot see a foreign tone hidden under the
+splatter next to the speaker's bin, one frame in ``marker_period`` per speaker.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from typing import Final
 
 import numpy as np
@@ -25,10 +45,12 @@ __all__ = [
     "FrameClasses",
     "Speaker",
     "Thresholds",
+    "TurnFinder",
     "amplitude_for",
     "classify",
     "marker_sign",
     "tone_frame",
+    "turns_between",
 ]
 
 SAMPLE_RATE: Final = 8000
@@ -41,6 +63,27 @@ _NBINS: Final = FRAME_SAMPLES // 2 + 1
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
+Complexes = npt.NDArray[np.complex128]
+# (bin values of every row and expected speaker, which of them are within the level tolerance)
+# -> the (row, speaker) pairs whose frame holds that speaker's marker turn.
+TurnFinder = Callable[[Complexes, Bools], Bools]
+
+PHASE_MIN: Final = 0.25  # a turning frame's bin below this share of the level carries no sign
+SPLATTER_MARGIN: Final = 1.5  # measured G.722 paths reach 0.99 of the bound; noise adds a little
+
+
+def _splatter_bound() -> Floats:
+    """Per unit amplitude, the most a sign step anywhere in a frame puts ``D`` bins away:
+    ``|(2/N) sum_{n<d} exp(-2 pi i D n / N)| <= 2 / (N sin(pi |D| / N))`` (0 at ``D = 0``)."""
+    bound = np.zeros(FRAME_SAMPLES)
+    delta = np.arange(1, FRAME_SAMPLES)
+    bound[1:] = 2 / (FRAME_SAMPLES * np.sin(np.pi * delta / FRAME_SAMPLES))
+    return bound
+
+
+_SPLATTER: Final = _splatter_bound()
+# Power of a unit amplitude read on each bin: a sine's is 1/2; DC and Nyquist read twice theirs.
+_BIN_POWER: Final = np.r_[0.25, np.full(_NBINS - 2, 0.5), 0.25]
 
 
 def amplitude_for(level_dbfs: float) -> float:
@@ -97,7 +140,7 @@ class Expected:
 class FrameClasses:
     """What ``classify`` found in each frame (row) and, per row and expected speaker, column."""
 
-    xe: npt.NDArray[np.complex128]  # each expected speaker's bin, as heard (for the markers)
+    xe: Complexes  # each expected speaker's bin, as heard (for the markers)
     clean: Bools  # (rows, speakers): within the level tolerance
     absent: Bools  # (rows, speakers): more than absent_db below its level
     level: Bools  # (rows, speakers): neither: someone else's audio on that bin
@@ -105,6 +148,12 @@ class FrameClasses:
     foreign_tone: Bools  # (rows,): a bin nobody expected stands out
     foreign_energy: Bools  # (rows,): broadband energy the expected tones do not explain
     others: Floats  # (rows, bins): amplitudes left once the expected and own bins are removed
+    turning: Bools  # (rows, speakers): the speaker's marker turn falls in this frame
+    phase: Bools  # (rows, speakers): clean, with a bin that tells the speaker's sign
+
+    def select(self, rows: Ints) -> FrameClasses:
+        """The same classes for ``rows`` alone."""
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
     @property
     def misrouted(self) -> Bools:
@@ -131,9 +180,11 @@ def classify(
     own_bins: Ints,
     own_amplitudes: Floats,
     t: Thresholds,
+    turns: TurnFinder | None = None,
 ) -> FrameClasses:
     """Judge each 160-sample row against its listener's expected speakers and own tone (see
-    the module docstring): one ``rfft`` over every row, whoever's they are."""
+    the module docstring): one ``rfft`` over every row, whoever's they are. ``turns``: where
+    the path resamples, which frames hold a speaker's marker turn (judged as turning frames)."""
     pcm = np.asarray(frames).astype(np.float32)
     if pcm.ndim != 2 or pcm.shape[1] != FRAME_SAMPLES:
         raise ValueError(f"frames must be (n, {FRAME_SAMPLES}), not {pcm.shape}")
@@ -144,25 +195,70 @@ def classify(
     amp *= 2 / FRAME_SAMPLES
     xe = np.take_along_axis(spectrum, ebin, axis=1).astype(np.complex128)
     heard = np.abs(xe) * (2 / FRAME_SAMPLES)
-    ratio = heard / eamp
     lo, hi = 10 ** (-t.level_tolerance_db / 20), 10 ** (t.level_tolerance_db / 20)
+    bin_ratio = heard / eamp
+    turning = np.zeros_like(valid)
+    if turns is not None:
+        turning = turns(xe, valid & (bin_ratio >= lo) & (bin_ratio <= hi)) & valid
+    own_heard = amp[rows, own_bins]
+    # What is left once the expected tones and the own bin are taken out: foreign tones.
+    others = amp
+    others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
+    others[rows, own_bins] = 0.0
+    power = np.where(valid, heard * heard / 2, 0.0)  # each speaker's power, as heard
+    if turning.any():
+        _take_splatter(others, power, own_heard, own_bins, ebin, eamp, turning)
+    others[:, 0] = 0.0  # a DC offset or a Nyquist whine is nobody's voice
+    others[:, -1] = 0.0
+    ratio = np.sqrt(power * 2) / eamp
     absent_ratio = 10 ** (-t.absent_db / 20)
     clean = valid & (ratio >= lo) & (ratio <= hi)
     absent = valid & (ratio < absent_ratio)
     level = valid & ~clean & ~absent
-    own = amp[rows, own_bins] > own_amplitudes * absent_ratio
-    # What is left once the expected tones and the own bin are taken out: foreign tones.
-    others = amp
-    others[:, 0] = 0.0
-    others[:, -1] = 0.0
-    others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
-    others[rows, own_bins] = 0.0
+    own = own_heard > own_amplitudes * absent_ratio
     foreign_tone = others.max(axis=1) > amplitude_for(t.foreign_floor_dbfs)
-    explained = np.where(valid, heard * heard / 2, 0.0).sum(axis=1)
-    residual = np.einsum("ij,ij->i", pcm, pcm) / FRAME_SAMPLES - explained
+    residual = np.einsum("ij,ij->i", pcm, pcm) / FRAME_SAMPLES - power.sum(axis=1)
     nominal = np.where(valid, eamp * eamp / 2, 0.0).sum(axis=1)
     limit = np.maximum(
         amplitude_for(t.residual_floor_dbfs) ** 2 / 2, nominal * 10 ** (t.residual_db / 10)
     )
     foreign_energy = residual > limit
-    return FrameClasses(xe, clean, absent, level, own, foreign_tone, foreign_energy, others)
+    phase = clean & (bin_ratio >= PHASE_MIN)
+    return FrameClasses(
+        xe, clean, absent, level, own, foreign_tone, foreign_energy, others, turning, phase
+    )
+
+
+def _take_splatter(
+    others: Floats,
+    power: Floats,
+    own_heard: Floats,
+    own_bins: Ints,
+    ebin: Ints,
+    eamp: Floats,
+    turning: Bools,
+) -> None:
+    """In the rows where a speaker turns, give back to the turning speakers what their sign
+    step can have put on the other bins (at most the splatter bound): it leaves ``others`` and
+    the own bin, and joins the speakers' ``power`` (each its share of the bound). In place."""
+    hit = np.flatnonzero(turning.any(axis=1))
+    bins = np.arange(others.shape[1])
+    k = ebin[hit][:, :, None]
+    # (rows, speakers, bins): each turning speaker's bound, from its tone at +k and its mirror.
+    bound = _SPLATTER[np.abs(bins - k)] + _SPLATTER[(bins + k) % FRAME_SAMPLES]
+    bound *= (SPLATTER_MARGIN * eamp[hit] * turning[hit])[:, :, None]
+    envelope = bound.sum(axis=1)
+    moved = np.minimum(others[hit], envelope)
+    others[hit] -= moved
+    share = bound / np.where(envelope > 0, envelope, 1.0)[:, None, :]
+    power[hit] += np.einsum("rsb,rb,b->rs", share, moved * moved, _BIN_POWER)
+    own_rows = envelope[np.arange(hit.size), own_bins[hit]]
+    own_heard[hit] = np.maximum(own_heard[hit] - own_rows, 0.0)
+
+
+def turns_between(before: Complexes, before_ok: Bools, after: Complexes, after_ok: Bools) -> Bools:
+    """Whether the frame between ``before`` and ``after`` (a speaker's bin in the frames either
+    side, and whether each was within the level tolerance) holds a marker turn: both in
+    tolerance, of opposite signs. The frame itself may read anything. With no turn inside a
+    frame (a delay of whole frames) this names the frame after the turn, harmlessly."""
+    return before_ok & after_ok & ((after * np.conj(before)).real < 0)

@@ -44,10 +44,10 @@ from benchmarks.loadtest.measures import (
     environment,
     lag_summary,
 )
-from benchmarks.loadtest.plan import Plan, ProviderChoice, RoomPlan, make_plan
+from benchmarks.loadtest.plan import Plan, ProviderChoice, RoomPlan, TelnyxCodec, make_plan
 from benchmarks.loadtest.provision import Accounts, Platform
 
-__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult", "judge_step"]
+__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult", "judge_step", "plan_of"]
 
 MIN_REALTIME = 0.98  # a step whose legs sent less than this share of real time is not valid
 CAUGHT_UP_FRAMES = 3
@@ -58,6 +58,7 @@ class LoadConfig:
     legs: int = 20
     room_size: int = 2
     provider: ProviderChoice = "mixed"
+    telnyx_codec: TelnyxCodec = "PCMU"  # what the Telnyx legs' calls negotiated (plan.py)
     duration_s: float = 10.0
     ramp: bool = False
     ramp_step: int = 50
@@ -177,8 +178,8 @@ class LoadTest:
         self.progress = progress
         self.share = share
         self.gate = gate
-        steps = config.steps()
-        self.plan = make_plan(steps[-1], config.room_size, config.provider)
+        config.steps()  # a ValueError here, before anything starts
+        self.plan = plan_of(config)
         self.log = SendLog(len(self.plan.legs), capacity=int(config.duration_s * 60) + 500)
         self.checker = AudioChecker(
             self.plan.speakers(),
@@ -187,6 +188,7 @@ class LoadTest:
             marker_period=self.plan.marker_period,
             budget_s=config.budget_s,
             thresholds=self.plan.thresholds(),
+            resampled=self.plan.wideband_rooms(),
         )
         self.calls: dict[int, SimulatedCall] = {}
         self.ears: dict[int, Ear] = {}
@@ -346,7 +348,7 @@ class LoadTest:
                     )
                 else:
                     call = await accounts.telnyx.place_inbound_call(
-                        spec.caller, spec.number, source=source
+                        spec.caller, spec.number, source=source, codec=spec.codec
                     )
                 # Before the call's first await: media cannot have started yet.
                 ear = Ear(leg)
@@ -482,6 +484,13 @@ def judge_step(config: LoadConfig, tally: Tally, realtime: float, lag_p99_ms: fl
     if config.ramp and not p99 <= budget_ms:
         failures.append(f"p99 {p99:.1f} ms > {budget_ms:g} ms")
     return failures
+
+
+def plan_of(config: LoadConfig) -> Plan:
+    """The whole run's plan (its last step's legs): the same in every generator process."""
+    return make_plan(
+        config.steps()[-1], config.room_size, config.provider, telnyx_codec=config.telnyx_codec
+    )
 
 
 def engine_for(config: LoadConfig) -> AbstractAsyncContextManager[Engine]:

@@ -1,0 +1,90 @@
+"""The checker's one frame of lookahead for listeners whose path resamples.
+
+A frame that holds a speaker's marker turn is known by its neighbours: the frame before and the
+frame after are of opposite signs (``frames.turns_between``; why a turn falls inside a frame at
+all is in ``frames.py``). The generator hands the checker batches, so the frame after a batch's
+last frame is in the next batch: ``Lookahead`` holds each listener's last frame back until then,
+and remembers each listener's last judged frame (its bin values) as the frame before the next
+batch's first. Listeners whose path does not resample are neither held nor looked at: their
+frames are judged as they come, as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.loadtest.frames import Complexes, TurnFinder, turns_between
+
+__all__ = ["Lookahead", "groups"]
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+Pcm = npt.NDArray[np.int16]
+
+
+def groups(legs: Ints) -> tuple[Ints, Ints]:
+    """Start and end (exclusive) of each run of equal values in sorted ``legs``."""
+    cut = np.flatnonzero(np.diff(legs)) + 1
+    starts = np.concatenate(([0], cut)).astype(np.int64)
+    ends = np.concatenate((cut, [legs.size])).astype(np.int64)
+    return starts, ends
+
+
+class Lookahead:
+    """Held frames and the frame before, per listener (see the module docstring)."""
+
+    def __init__(self, resampled: Sequence[bool], width: int) -> None:
+        self.resampled = np.asarray(resampled, dtype=bool)
+        legs = self.resampled.size
+        self._before_x: Complexes = np.zeros((legs, width), dtype=np.complex128)
+        self._before_ok: Bools = np.zeros((legs, width), dtype=bool)
+        self._held_legs: Ints = np.zeros(0, dtype=np.int64)
+        self._held_at: Floats = np.zeros(0, dtype=np.float64)
+        self._held_pcm: Pcm | None = None
+
+    def batch(self, legs: Ints, at: Floats, pcm: Pcm) -> tuple[Ints, Floats, Pcm, Bools]:
+        """The batch sorted by listener with the held frames in front of their listener's, and
+        which rows to judge now: all but the last of a resampled listener, which is held."""
+        if self._held_pcm is not None and self._held_legs.size:
+            legs = np.concatenate((self._held_legs, legs))
+            at = np.concatenate((self._held_at, at))
+            pcm = np.concatenate((self._held_pcm, pcm))
+        if not legs.size:
+            return legs, at, pcm, np.zeros(0, dtype=bool)
+        order = np.argsort(legs, kind="stable")
+        legs, at, pcm = legs[order], at[order], pcm[order]
+        _, ends = groups(legs)
+        last = ends - 1
+        last = last[self.resampled[legs[last]]]
+        judged = np.ones(legs.size, dtype=bool)
+        judged[last] = False
+        self._held_legs, self._held_at, self._held_pcm = legs[last], at[last], pcm[last]
+        return legs, at, pcm, judged
+
+    def finder(self, legs: Ints, judged: Bools) -> TurnFinder:
+        """The ``classify`` turn finder for a batch from ``batch``: it also remembers each
+        listener's last judged row as the frame before its next batch."""
+
+        def find(x: Complexes, ok: Bools) -> Bools:
+            starts, ends = groups(legs)
+            before_x, before_ok = np.zeros_like(x), np.zeros_like(ok)
+            before_x[1:], before_ok[1:] = x[:-1], ok[:-1]
+            before_x[starts] = self._before_x[legs[starts]]
+            before_ok[starts] = self._before_ok[legs[starts]]
+            after_x, after_ok = np.zeros_like(x), np.zeros_like(ok)
+            after_x[:-1], after_ok[:-1] = x[1:], ok[1:]
+            after_ok[ends - 1] = False
+            turning = turns_between(before_x, before_ok, after_x, after_ok)
+            turning &= (self.resampled[legs] & judged)[:, None]
+            # Each listener's last judged row is the frame before its next batch.
+            rows = np.flatnonzero(judged)
+            last = rows[np.r_[legs[rows][1:] != legs[rows][:-1], True]] if rows.size else rows
+            self._before_x[legs[last]] = x[last]
+            self._before_ok[legs[last]] = ok[last]
+            return turning
+
+        return find
