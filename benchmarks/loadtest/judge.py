@@ -25,9 +25,9 @@ from benchmarks.loadtest.frames import (
     Thresholds,
     amplitude_for,
     classify,
+    find_turns,
     marker_sign,
     tone_frame,
-    turns_between,
 )
 
 __all__ = ["Hearing", "Voice", "VoiceSource", "judge"]
@@ -200,10 +200,11 @@ def judge(
 
 
 def _turns_in_order(x: Complexes, ok: Bools) -> Bools:
-    """Turning frames of consecutive rows: each row between the one before and the one after."""
-    turning = np.zeros(ok.shape, dtype=bool)
-    turning[1:-1] = turns_between(x[:-2], ok[:-2], x[2:], ok[2:])
-    return turning
+    """Turning frames of one listener's rows, all in order (``frames.find_turns``)."""
+    one = np.zeros(1, dtype=np.int64)
+    state_x = np.zeros((1, x.shape[1]), dtype=np.complex128)
+    turns, _, _ = find_turns(x, ok, one, one + x.shape[0], state_x, state_x.real > 0)
+    return turns
 
 
 def _marker_segments(

@@ -4,9 +4,9 @@ A frame that holds a speaker's marker turn is known by its neighbours: the frame
 frame after are of opposite signs (``frames.turns_between``; why a turn falls inside a frame at
 all is in ``frames.py``). The generator hands the checker batches, so the frame after a batch's
 last frame is in the next batch: ``Lookahead`` holds each listener's last frame back until then,
-and remembers each listener's last judged frame (its bin values) as the frame before the next
-batch's first. Listeners whose path does not resample are neither held nor looked at: their
-frames are judged as they come, as before.
+and remembers each listener's last judged frame within tolerance (per speaker) as the frame
+before the next batch's. Listeners whose path does not resample are neither held nor looked at:
+their frames are judged as they come, as before.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.loadtest.frames import Complexes, TurnFinder, turns_between
+from benchmarks.loadtest.frames import Complexes, TurnFinder, find_turns
 
 __all__ = ["Lookahead", "groups"]
 
@@ -66,25 +66,15 @@ class Lookahead:
         return legs, at, pcm, judged
 
     def finder(self, legs: Ints, judged: Bools) -> TurnFinder:
-        """The ``classify`` turn finder for a batch from ``batch``: it also remembers each
-        listener's last judged row as the frame before its next batch."""
+        """The ``classify`` turn finder for a batch from ``batch``: it also remembers, per
+        listener and speaker, the last judged row within tolerance for its next batch."""
 
         def find(x: Complexes, ok: Bools) -> Bools:
             starts, ends = groups(legs)
-            before_x, before_ok = np.zeros_like(x), np.zeros_like(ok)
-            before_x[1:], before_ok[1:] = x[:-1], ok[:-1]
-            before_x[starts] = self._before_x[legs[starts]]
-            before_ok[starts] = self._before_ok[legs[starts]]
-            after_x, after_ok = np.zeros_like(x), np.zeros_like(ok)
-            after_x[:-1], after_ok[:-1] = x[1:], ok[1:]
-            after_ok[ends - 1] = False
-            turning = turns_between(before_x, before_ok, after_x, after_ok)
-            turning &= (self.resampled[legs] & judged)[:, None]
-            # Each listener's last judged row is the frame before its next batch.
-            rows = np.flatnonzero(judged)
-            last = rows[np.r_[legs[rows][1:] != legs[rows][:-1], True]] if rows.size else rows
-            self._before_x[legs[last]] = x[last]
-            self._before_ok[legs[last]] = ok[last]
-            return turning
+            listeners = legs[starts]
+            turns, self._before_x[listeners], self._before_ok[listeners] = find_turns(
+                x, ok, starts, ends, self._before_x[listeners], self._before_ok[listeners]
+            )
+            return turns & (self.resampled[legs] & judged)[:, None]
 
         return find
