@@ -7,6 +7,7 @@ frames). Such a stream must pass as clean with exact counts and latency, and eve
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
@@ -325,6 +326,13 @@ def test_the_command_line_and_the_report_name_the_telnyx_codec() -> None:
         build_parser().parse_args(["--telnyx-codec", "OPUS"])
     plan = plan_of(config)
     assert plan.telnyx_codec == "G722"
+    # Wideband pairs go through the mixer's tick, as rooms do: the rooms' latency budget.
+    assert config.budget_s == 0.040
+    assert (
+        replace(config, provider="twilio").budget_s
+        == replace(config, telnyx_codec="PCMA").budget_s
+        == 0.020
+    )
     result = RunResult(config, plan, {"mode": "in-process"}, {}, [], [], [], {})
     document = report.to_json(result)
     assert document["config"]["telnyx_codec"] == "G722"

@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ramp", action="store_true", help="add legs step by step until a limit is crossed")
     add("--ramp-step", type=int, default=50, help="legs added per ramp step")
     add("--ramp-max", type=int, default=1000, help="stop the ramp here")
-    add("--budget-ms", type=float, help="p99 latency budget (default 20 for pairs, else 40)")
+    add("--budget-ms", type=float,
+        help="p99 latency budget (default 20 for pairs, 40 for larger rooms and for pairs with "
+             "a G722 leg, which callbridge mixes rather than forwards)")  # fmt: skip
     add("--max-loss", type=float, default=0.001, help="lost share that fails a run (0.001)")
     add("--setup-rate", type=float, default=50.0, help="legs placed per second")
     add("--setup-timeout", type=float, default=60.0, help="seconds for rooms to come together")

@@ -40,6 +40,7 @@ __all__ = [
     "FIRST_BIN",
     "LAST_BIN",
     "TELNYX_CODECS",
+    "WIDEBAND",
     "LegPlan",
     "Plan",
     "Provider",
