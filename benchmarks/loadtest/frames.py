@@ -10,20 +10,28 @@ frame boundary only when the path delays its audio by whole frames, as G.711 pat
 resampling on the way (the simulator's 8 <-> 16 kHz filter for G.722, callbridge's resample
 bank) delays it by a fraction of a frame, so one received frame holds the end of one sign and
 the start of the other: its bin reads anywhere from the full level to nothing, and the sign
-step splatters the tone's energy over every other bin (measured: -6 dB on the adjacent bin). A
-caller that knows the path resamples passes ``turns``: it names, from the bin values and which
-rows are within the level tolerance, the frames a turn falls in (the frame between two in-tolerance
-frames of opposite sign, ``turns_between``). Such a (frame, speaker) is judged by what a sign step
-can and cannot do: energy is conserved, so the speaker's level is its bin's power plus its
-splatter, held to the same tolerance, and the splatter holds no more than the bin lacks (more is
-foreign energy); the splatter at a bin ``D`` away is at most
-``A * 2 / (N sin(pi |D| / N))`` (the DFT of a sign step at any sample, and of its mirror at
-``-k``; ``SPLATTER_MARGIN`` above that), so only what stands above that envelope counts as a
-foreign tone, the listener's own tone or foreign energy. Its sign is used as a marker phase only
-when its bin holds at least ``PHASE_MIN`` of the level (the same frame sides the same way at every
-turn, since the delay is fixed). A turning frame still catches a level off by 1.5 dB, the own
-tone and foreign audio away from the speaker's bin; it cannot see a foreign tone hidden under the
-splatter next to the speaker's bin, one frame in ``marker_period`` per speaker.
+step splatters the tone's energy over every other bin (measured: -6 dB on the adjacent bin).
+The same goes for the edges of a gap (callbridge leaving a late speaker's frame out of a mix,
+then resampling): two received frames each hold part of the speaker. A caller that knows the
+path resamples passes ``turns`` (``find_turns``): from the bin values, which rows are within
+the level tolerance and which are gone, it names the frames a turn falls in (the last frame
+before within tolerance and the next one of opposite signs) and the candidate gap edges (frames
+touching one out of tolerance). Such a (frame, speaker) is judged by what a step can and cannot
+do. The splatter at a bin ``D`` away is at most ``A * 2 / (N sin(pi |D| / N))`` (the DFT of a
+sign step at any sample, and of its mirror at ``-k``; ``SPLATTER_MARGIN`` above that): only
+what stands above that envelope counts as a foreign tone, the own tone or foreign energy. The
+speaker's power is its bin's plus its splatter, which holds no more than the bin lacks (more is
+foreign energy). A turn conserves power: it is held to the level tolerance (with nothing on its
+bin it is a mid-frame turn or a gap over the turn, never a wrong level). A candidate edge is
+kept when its reading fits a speaker present for a share ``p`` of the frame (``p`` of the level
+on its bin, ``p`` of its power: a merely quieter frame reads ``p`` and ``p^2`` and is judged as
+usual) or a turn the next frame cannot confirm; it is heard when ``p >= 1/2`` (so a one-frame gap
+spread over two frames is one frame lost), else a gap. A turning frame's sign is a marker phase
+only when its bin holds ``PHASE_MIN`` of the level (the same frame sides the same way at every
+turn: the delay is fixed). What these frames cannot see: a foreign tone under the splatter next
+to the speaker's bin, noise ~15 dB below the speakers, and on a gap's edge a level off by less
+than ``EDGE_FIT`` allows; every other frame is judged exactly, and rooms of 8 kHz legs only as on
+G.711 paths.
 """
 
 from __future__ import annotations
@@ -65,9 +73,17 @@ Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Complexes = npt.NDArray[np.complex128]
-# (bin values of every row and expected speaker, which of them are within the level tolerance)
-# -> the (row, speaker) pairs whose frame holds that speaker's marker turn.
-TurnFinder = Callable[[Complexes, Bools], Bools]
+# (bin values of every row and expected speaker, which of them are within the level tolerance,
+# which are gone) -> the (row, speaker) pairs whose frame holds that speaker's marker turn, and
+# those whose frame holds the edge of a gap (where the speaker stops or starts again).
+TurnFinder = Callable[[Complexes, Bools, Bools], tuple[Bools, Bools]]
+# Per run of a listener's rows, what the run before it left: the last in-tolerance bin value
+# and whether there was one, and whether the row just before was within tolerance.
+TurnState = tuple[Complexes, Bools, Bools]
+HALF: Final = np.sqrt(0.5)  # a gap's edge frame holding half the speaker's power counts as heard
+# A speaker present for a share p of a frame reads p of its level on its bin and p of its power
+# with its splatter; a frame that is merely quieter (a wrong level) reads p on its bin and p^2.
+EDGE_FIT: Final = 0.08
 
 PHASE_MIN: Final = 0.25  # a turning frame's bin below this share of the level carries no sign
 SPLATTER_MARGIN: Final = 1.5  # measured G.722 paths reach 0.99 of the bound; noise adds a little
@@ -151,7 +167,7 @@ class FrameClasses:
     foreign_tone: Bools  # (rows,): a bin nobody expected stands out
     foreign_energy: Bools  # (rows,): broadband energy the expected tones do not explain
     others: Floats  # (rows, bins): amplitudes left once the expected and own bins are removed
-    turning: Bools  # (rows, speakers): the speaker's marker turn falls in this frame
+    turning: Bools  # (rows, speakers): the speaker turns, stops or starts inside this frame
     phase: Bools  # (rows, speakers): clean, with a bin that tells the speaker's sign
 
     def select(self, rows: Ints) -> FrameClasses:
@@ -200,10 +216,17 @@ def classify(
     heard = np.abs(xe) * (2 / FRAME_SAMPLES)
     lo, hi = 10 ** (-t.level_tolerance_db / 20), 10 ** (t.level_tolerance_db / 20)
     bin_ratio = heard / eamp
-    turning = np.zeros_like(valid)
+    absent_ratio = 10 ** (-t.absent_db / 20)
+    turning = edge = np.zeros_like(valid)
     if turns is not None:
-        turning = turns(xe, valid & (bin_ratio >= lo) & (bin_ratio <= hi)) & valid
+        ok = valid & (bin_ratio >= lo) & (bin_ratio <= hi)
+        turning, edge = turns(xe, ok, valid & (bin_ratio < absent_ratio))
+        turning = turning & valid
+        edge = edge & valid & ~turning
     own_heard = amp[rows, own_bins]
+    if edge.any():
+        edge = _edges_that_fit(amp, own_heard, own_bins, ebin, eamp, valid, turning, edge, t)
+    turning |= edge
     # What is left once the expected tones and the own bin are taken out: foreign tones.
     others = amp
     others[rows[:, None], np.where(valid, ebin, 0)] = 0.0
@@ -214,9 +237,14 @@ def classify(
     others[:, 0] = 0.0  # a DC offset or a Nyquist whine is nobody's voice
     others[:, -1] = 0.0
     ratio = np.sqrt(power * 2) / eamp
-    absent_ratio = 10 ** (-t.absent_db / 20)
     clean = valid & (ratio >= lo) & (ratio <= hi)
     absent = valid & (ratio < absent_ratio)
+    # A gap's edge frame holds part of the speaker: heard when at least half, else a gap.
+    clean = np.where(edge, (ratio >= HALF) & (ratio <= hi), clean)
+    absent = np.where(edge, ratio < HALF, absent)
+    # A turn with nothing on its bin: mid-frame (all in the splatter, so at its level) or a
+    # gap over the turn (a late speaker's frame left out): never a wrong level.
+    absent |= turning & ~edge & (bin_ratio < absent_ratio) & ~clean
     level = valid & ~clean & ~absent
     own = own_heard > own_amplitudes * absent_ratio
     foreign_tone = others.max(axis=1) > amplitude_for(t.foreign_floor_dbfs)
@@ -230,6 +258,38 @@ def classify(
     return FrameClasses(
         xe, clean, absent, level, own, foreign_tone, foreign_energy, others, turning, phase
     )
+
+
+def _edges_that_fit(
+    amp: Floats,
+    own_heard: Floats,
+    own_bins: Ints,
+    ebin: Ints,
+    eamp: Floats,
+    valid: Bools,
+    turning: Bools,
+    edge: Bools,
+    t: Thresholds,
+) -> Bools:
+    """The candidate gap edges whose speaker reads as present for part of the frame (its power
+    with its splatter, as a share of its level, matches its bin's amplitude share) or as a turn
+    the next frame cannot confirm, being a gap (its power with its splatter within tolerance)."""
+    hit = np.flatnonzero(edge.any(axis=1))
+    others = amp[hit].copy()
+    sub_rows = np.arange(hit.size)
+    others[sub_rows[:, None], np.where(valid[hit], ebin[hit], 0)] = 0.0
+    others[sub_rows, own_bins[hit]] = 0.0
+    heard = np.take_along_axis(amp[hit], ebin[hit], axis=1)
+    power = np.where(valid[hit], heard * heard / 2, 0.0)
+    changing = turning[hit] | edge[hit]
+    _take_splatter(others, power, own_heard[hit].copy(), own_bins[hit], ebin[hit], eamp[hit],
+                   changing)  # fmt: skip
+    share = power * 2 / (eamp[hit] ** 2)
+    in_tolerance = np.abs(10 * np.log10(np.maximum(share, 1e-12))) <= t.level_tolerance_db
+    fits = (np.abs(share - heard / eamp[hit]) <= EDGE_FIT) | in_tolerance
+    edge = edge.copy()
+    edge[hit] &= fits
+    return edge
 
 
 def _take_splatter(
@@ -271,17 +331,22 @@ def _take_splatter(
 
 
 def find_turns(
-    x: Complexes, ok: Bools, starts: Ints, ends: Ints, state_x: Complexes, state_ok: Bools
-) -> tuple[Bools, Complexes, Bools]:
-    """The frames a speaker's marker turn falls in, in runs of one listener's consecutive rows
-    (``starts``/``ends``): a frame whose next row and the last earlier row within tolerance
-    (``ok``; before a run: its ``state_x``/``state_ok``) are of opposite signs. The frame
-    itself may read anything; a gap (a late speaker's frame left out) before it does not hide
-    the turn. A run's last row has no next row: never a turn. With no turn inside a frame (a
-    delay of whole frames) this also names the frame after the turn, harmlessly.
+    x: Complexes, ok: Bools, gone: Bools, starts: Ints, ends: Ints, state: TurnState
+) -> tuple[Bools, Bools, TurnState]:
+    """Per speaker, in runs of one listener's consecutive rows (``starts``/``ends``; before a
+    run, what ``state`` says the previous one left):
 
-    Returns the turns and, per run, the last row within tolerance before its last row (the
-    state for the run that continues it)."""
+    - the frames a marker turn falls in: the next row and the last earlier row within tolerance
+      (``ok``) are of opposite signs (a late speaker's frame left out before the turn does not
+      hide it; with no turn inside a frame, a delay of whole frames, this names the frame after
+      the turn, harmlessly);
+    - the frames a gap's edge may fall in (candidates: ``classify`` keeps those whose reading
+      fits a speaker present for part of the frame): the speaker is not ``gone`` and this frame,
+      the one before or the one after is out of tolerance.
+
+    The frame itself may read anything; a run's last row has no next row, so no turn. Returns
+    both and the state for the run that continues each one, as of the row before its last."""
+    last_x, last_ok, prev_ok = state
     runs, width = starts.size, x.shape[1]
     lengths = ends - starts
     # One state row in front of each run, then its rows.
@@ -290,7 +355,7 @@ def find_turns(
     size = x.shape[0] + runs
     ext_x = np.zeros((size, width), dtype=np.complex128)
     ext_ok = np.zeros((size, width), dtype=bool)
-    ext_x[state_at], ext_ok[state_at] = state_x, state_ok
+    ext_x[state_at], ext_ok[state_at] = last_x, last_ok
     ext_x[pos], ext_ok[pos] = x, ok
     marks = ext_ok.copy()
     marks[state_at] = True  # a run never looks back past its own state row
@@ -303,9 +368,19 @@ def find_turns(
     after_x[:-1], after_ok[:-1] = x[1:], ok[1:]
     after_ok[ends - 1] = False
     turns = before_ok & after_ok & ((after_x * np.conj(before_x)).real < 0)
+    row_ok = np.zeros_like(ok)  # the row just before
+    row_ok[1:] = ok[:-1]
+    row_ok[starts] = prev_ok
+    edges = ~gone & ~(ok & row_ok & after_ok)
     kept = last[state_at + lengths - 1]  # the last in tolerance before each run's last row
+    penultimate = ends - 2
+    longer = (lengths >= 2)[:, None]
     return (
         turns,
-        np.take_along_axis(ext_x, kept, axis=0),
-        np.take_along_axis(ext_ok, kept, axis=0),
+        edges,
+        (
+            np.take_along_axis(ext_x, kept, axis=0),
+            np.take_along_axis(ext_ok, kept, axis=0),
+            np.where(longer, ok[np.maximum(penultimate, 0)], prev_ok),
+        ),
     )

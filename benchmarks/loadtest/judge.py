@@ -199,12 +199,13 @@ def judge(
     )
 
 
-def _turns_in_order(x: Complexes, ok: Bools) -> Bools:
-    """Turning frames of one listener's rows, all in order (``frames.find_turns``)."""
+def _turns_in_order(x: Complexes, ok: Bools, gone: Bools) -> tuple[Bools, Bools]:
+    """Turning and gap-edge frames of one listener's rows, all in order (``find_turns``)."""
     one = np.zeros(1, dtype=np.int64)
-    state_x = np.zeros((1, x.shape[1]), dtype=np.complex128)
-    turns, _, _ = find_turns(x, ok, one, one + x.shape[0], state_x, state_x.real > 0)
-    return turns
+    none = np.zeros((1, x.shape[1]), dtype=bool)
+    state = (np.zeros((1, x.shape[1]), dtype=np.complex128), none, none)
+    turns, edges, _ = find_turns(x, ok, gone, one, one + x.shape[0], state)
+    return turns, edges
 
 
 def _marker_segments(

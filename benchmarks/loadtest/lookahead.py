@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.loadtest.frames import Complexes, TurnFinder, find_turns
+from benchmarks.loadtest.frames import Complexes, TurnFinder, TurnState, find_turns
 
 __all__ = ["Lookahead", "groups"]
 
@@ -40,8 +40,11 @@ class Lookahead:
     def __init__(self, resampled: Sequence[bool], width: int) -> None:
         self.resampled = np.asarray(resampled, dtype=bool)
         legs = self.resampled.size
-        self._before_x: Complexes = np.zeros((legs, width), dtype=np.complex128)
-        self._before_ok: Bools = np.zeros((legs, width), dtype=bool)
+        self._state: TurnState = (
+            np.zeros((legs, width), dtype=np.complex128),
+            np.zeros((legs, width), dtype=bool),
+            np.zeros((legs, width), dtype=bool),
+        )
         self._held_legs: Ints = np.zeros(0, dtype=np.int64)
         self._held_at: Floats = np.zeros(0, dtype=np.float64)
         self._held_pcm: Pcm | None = None
@@ -69,12 +72,15 @@ class Lookahead:
         """The ``classify`` turn finder for a batch from ``batch``: it also remembers, per
         listener and speaker, the last judged row within tolerance for its next batch."""
 
-        def find(x: Complexes, ok: Bools) -> Bools:
+        def find(x: Complexes, ok: Bools, gone: Bools) -> tuple[Bools, Bools]:
             starts, ends = groups(legs)
             listeners = legs[starts]
-            turns, self._before_x[listeners], self._before_ok[listeners] = find_turns(
-                x, ok, starts, ends, self._before_x[listeners], self._before_ok[listeners]
-            )
-            return turns & (self.resampled[legs] & judged)[:, None]
+            last_x, last_ok, prev_ok = self._state
+            before = (last_x[listeners], last_ok[listeners], prev_ok[listeners])
+            turns, edges, after = find_turns(x, ok, gone, starts, ends, before)
+            for part, new in zip(self._state, after, strict=True):
+                part[listeners] = new
+            mine = (self.resampled[legs] & judged)[:, None]
+            return turns & mine, edges & mine
 
         return find
