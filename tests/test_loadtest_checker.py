@@ -40,8 +40,12 @@ def wire(samples: npt.NDArray[np.float64]) -> Frame:
 class Scene:
     """One plan, its send log (frame n of every leg sent at n * 20 ms) and a checker."""
 
-    def __init__(self, room_size: int = 2, legs: int = 8) -> None:
-        self.plan = make_plan(legs, room_size, "mixed")
+    def __init__(
+        self, room_size: int = 2, legs: int = 8, *, wideband: bool = False, told: bool = True
+    ) -> None:
+        """``wideband``: the Telnyx legs are G.722 (their rooms resample); ``told``: the
+        checker is told which rooms do."""
+        self.plan = make_plan(legs, room_size, "mixed", telnyx_codec="G722" if wideband else "PCMU")
         self.log = SendLog(len(self.plan.legs))
         for leg in range(len(self.plan.legs)):
             for n in range(FRAMES + 50):
@@ -53,6 +57,7 @@ class Scene:
             marker_period=self.plan.marker_period,
             budget_s=BUDGET_S,
             thresholds=self.plan.thresholds(),
+            resampled=self.plan.wideband_rooms() if told else None,
         )
 
     def heard(self, listener: int, n: int) -> npt.NDArray[np.float64]:

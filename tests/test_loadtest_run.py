@@ -35,7 +35,8 @@ def quick(**fields: object) -> LoadConfig:
 
 
 def assert_routed(result: RunResult, legs: int) -> None:
-    """Every leg heard exactly its room, and enough audio was judged to say so."""
+    """Every leg heard exactly its room, and enough audio was judged to say so; the calls are
+    of the providers (and the Telnyx ones of the codec) the configuration asked for."""
     (step,) = result.steps
     tally = step.tally
     assert step.legs == legs
@@ -48,7 +49,11 @@ def assert_routed(result: RunResult, legs: int) -> None:
     assert tally.markers >= legs * (result.config.room_size - 1)
     assert result.app_errors == []
     kinds = {type(call) for call in result.calls.values()}
-    assert kinds == {TwilioCall, TelnyxCall}
+    provider = result.config.provider
+    assert kinds == {"mixed": {TwilioCall, TelnyxCall}, "telnyx": {TelnyxCall},
+                     "twilio": {TwilioCall}}[provider]  # fmt: skip
+    codecs = {call.codec for call in result.calls.values() if isinstance(call, TelnyxCall)}
+    assert codecs <= {result.config.telnyx_codec}
 
 
 @slow_family
@@ -66,6 +71,19 @@ async def test_rooms_of_three_in_conferences_pass_their_audio_checks() -> None:
     assert_routed(result, 21)
     # Conferences need no application: callbridge answers callers into the bridge's room.
     assert not [e for e in result.events if e.event_type == "call.bridged"]
+
+
+@slow_family
+@pytest.mark.parametrize("provider", ["mixed", "telnyx"])
+async def test_wideband_legs_pass_their_audio_checks(provider: str) -> None:
+    """Telnyx legs on G.722 (16 kHz): with Twilio legs, mixed-rate pairs; alone, wideband
+    pairs. Their audio is resampled on the way, so every marker turn falls inside a frame: the
+    checker must judge it as a turning frame, not as misrouted (frames.py)."""
+    result = await LoadTest(
+        quick(legs=12, room_size=2, provider=provider, telnyx_codec="G722")
+    ).run()
+    assert_routed(result, 12)
+    assert all(result.plan.wideband_rooms())
 
 
 @slow_family

@@ -78,6 +78,7 @@ from benchmarks.loadtest.frames import (
     Thresholds,
     classify,
 )
+from benchmarks.loadtest.lookahead import Lookahead, groups
 
 __all__ = ["AudioChecker", "Misroute", "SendLog", "Tally"]
 
@@ -192,7 +193,11 @@ class AudioChecker:
         marker_period: int,
         budget_s: float,
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
+        resampled: Sequence[bool] | None = None,
     ) -> None:
+        """``resampled``: per room, whether its path resamples (a 16 kHz leg in it): its
+        listeners' frames that hold a speaker's marker turn are judged as turning frames
+        (``frames.py``), with one frame of lookahead (``lookahead.py``)."""
         legs = len(speakers)
         self.speakers = tuple(speakers)
         self.send_log = send_log
@@ -209,6 +214,11 @@ class AudioChecker:
                 others = [leg for leg in room if leg != listener]
                 self._espk[listener, : len(others)] = others
         self._evalid = self._espk >= 0
+        by_leg = [False] * legs
+        for room, wide in zip(rooms, resampled or [False] * len(rooms), strict=True):
+            for leg in room:
+                by_leg[leg] = wide
+        self._lookahead = Lookahead(by_leg, width) if any(by_leg) else None
         safe = np.where(self._evalid, self._espk, 0)
         self._ebin = np.where(self._evalid, self._own_bin[safe], 0)
         self._eamp = np.where(self._evalid, self._own_amp[safe], 1.0)
@@ -293,12 +303,18 @@ class AudioChecker:
         """Check a batch: row i is a 160-sample frame ``listeners[i]`` received at
         ``arrivals[i]``. Each listener's rows must be in arrival order."""
         legs = np.asarray(listeners, dtype=np.int64)
+        at = np.asarray(arrivals, dtype=np.float64)
+        pcm = np.asarray(frames)
+        finder = None
+        if self._lookahead is not None:
+            legs, at, pcm, judged = self._lookahead.batch(legs, at, pcm)
+            finder = self._lookahead.finder(legs, judged)
+        else:
+            order = np.argsort(legs, kind="stable")
+            legs, at, pcm = legs[order], at[order], pcm[order]
+            judged = np.ones(legs.size, dtype=bool)
         if not legs.size:
             return
-        order = np.argsort(legs, kind="stable")
-        legs = legs[order]
-        at = np.asarray(arrivals, dtype=np.float64)[order]
-        pcm = np.asarray(frames)[order]
         valid = self._evalid[legs]
         classes = classify(
             pcm,
@@ -306,11 +322,17 @@ class AudioChecker:
             self._own_bin[legs],
             self._own_amp[legs],
             self.t,
+            finder,
         )
-        starts, ends = _groups(legs)
+        if not judged.all():
+            rows = np.flatnonzero(judged)
+            legs, at, valid, classes = legs[rows], at[rows], valid[rows], classes.select(rows)
+            if not legs.size:
+                return
+        starts, ends = groups(legs)
         armed_rows = self._arm(legs, at, classes.clean, valid, starts, ends)
         self._count_frames(legs, at, armed_rows, classes)
-        self._markers(legs, at, classes.xe, classes.clean, armed_rows, starts, ends)
+        self._markers(legs, at, classes, armed_rows, starts, ends)
 
     def _arm(
         self, legs: Ints, at: Floats, clean: Bools, valid: Bools, starts: Ints, ends: Ints
@@ -343,13 +365,14 @@ class AudioChecker:
         self,
         legs: Ints,
         at: Floats,
-        xe: npt.NDArray[np.complex128],
-        clean: Bools,
+        classes: FrameClasses,
         armed: Bools,
         starts: Ints,
         ends: Ints,
     ) -> None:
-        """Find marker frames, close loss segments, number every clean frame, take latencies."""
+        """Find marker frames (sign turns between frames whose bin tells the sign), close loss
+        segments, number every clean frame, take latencies."""
+        xe, clean = classes.xe, classes.clean
         n_rows, width = xe.shape
         groups = starts.size
         group_legs = legs[starts]
@@ -362,7 +385,7 @@ class AudioChecker:
         ext_x[pos] = xe
         ext_ok = np.zeros((size, width), dtype=bool)
         ext_ok[state_pos] = True
-        ext_ok[pos] = clean
+        ext_ok[pos] = classes.phase
         index = np.arange(size)[:, None]
         last_ok = np.maximum.accumulate(np.where(ext_ok, index, 0), axis=0)
         prev_ok = np.vstack([np.zeros((1, width), dtype=np.int64), last_ok[:-1]])
@@ -471,11 +494,3 @@ class AudioChecker:
         # A frame is late when any of its speakers' audio is.
         late_rows = np.unique(r[known][latency > self.budget_s])
         self.tally.late_frames += int(late_rows.size)
-
-
-def _groups(legs: Ints) -> tuple[Ints, Ints]:
-    """Start and end (exclusive) of each run of equal values in sorted ``legs``."""
-    cut = np.flatnonzero(np.diff(legs)) + 1
-    starts = np.concatenate(([0], cut)).astype(np.int64)
-    ends = np.concatenate((cut, [legs.size])).astype(np.int64)
-    return starts, ends

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.loadtest.engine_host import event_loop_runner
 from benchmarks.loadtest.generator import LoadConfig, LoadTest, RunResult
+from benchmarks.loadtest.plan import TELNYX_CODECS
 from engine.logs import configure_logging
 
 if TYPE_CHECKING:  # the ``load`` extra: imported once ``main`` has checked it is installed
@@ -40,11 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
              "more: conference rooms (one bridge without webhook_url per room)")  # fmt: skip
     add("--provider", choices=("twilio", "telnyx", "mixed"), default="mixed",
         help="mixed: seats alternate Twilio and Telnyx, so pairs are cross-provider")  # fmt: skip
+    add("--telnyx-codec", choices=TELNYX_CODECS, default="PCMU",
+        help="the codec the Telnyx legs' calls negotiated; G722: wideband legs, streamed at "
+             "16 kHz (with --provider mixed: mixed-rate rooms)")  # fmt: skip
     add("--duration", type=float, default=10.0, help="seconds measured (per ramp step)")
     add("--ramp", action="store_true", help="add legs step by step until a limit is crossed")
     add("--ramp-step", type=int, default=50, help="legs added per ramp step")
     add("--ramp-max", type=int, default=1000, help="stop the ramp here")
-    add("--budget-ms", type=float, help="p99 latency budget (default 20 for pairs, else 40)")
+    add("--budget-ms", type=float,
+        help="p99 latency budget (default 20 for pairs, 40 for larger rooms and for pairs with "
+             "a G722 leg, which callbridge mixes rather than forwards)")  # fmt: skip
     add("--max-loss", type=float, default=0.001, help="lost share that fails a run (0.001)")
     add("--setup-rate", type=float, default=50.0, help="legs placed per second")
     add("--setup-timeout", type=float, default=60.0, help="seconds for rooms to come together")
@@ -96,6 +102,7 @@ def _cores(text: str) -> tuple[int, ...]:
 def config_from(args: argparse.Namespace) -> LoadConfig:
     return LoadConfig(
         legs=args.legs, room_size=args.room_size, provider=args.provider,
+        telnyx_codec=args.telnyx_codec,
         duration_s=args.duration, ramp=args.ramp, ramp_step=args.ramp_step,
         ramp_max=args.ramp_max, budget_ms=args.budget_ms, max_loss=args.max_loss,
         setup_rate=args.setup_rate, setup_timeout_s=args.setup_timeout, target=args.target,

@@ -43,6 +43,7 @@ from benchmarks.loadtest.generator import (
     StepResult,
     engine_for,
     judge_step,
+    plan_of,
 )
 from benchmarks.loadtest.measures import (
     EngineProbe,
@@ -52,7 +53,6 @@ from benchmarks.loadtest.measures import (
     environment,
     lag_summary,
 )
-from benchmarks.loadtest.plan import make_plan
 from benchmarks.loadtest.worker import Inbox, Message, child_main
 
 __all__ = ["Fleet", "generator_cores", "merge_steps", "merge_tallies"]
@@ -171,7 +171,7 @@ class Fleet:
         self.config = config
         self.progress = progress
         self.use_uvloop = use_uvloop
-        self.plan = make_plan(config.steps()[-1], config.room_size, config.provider)
+        self.plan = plan_of(config)
         self.children: list[_Child] = []
 
     async def run(self) -> RunResult:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 from adapters.simulators import CallState, SimulatedCall
 from benchmarks.loadtest.application import CallControl, Event, PairingApp
 from benchmarks.loadtest.checker import AudioChecker, SendLog, Tally
+from benchmarks.loadtest.config import LoadConfig, plan_of
 from benchmarks.loadtest.engine_host import Engine, open_engine, pin_to_core, process_stats
 from benchmarks.loadtest.frames import FRAME_S
 from benchmarks.loadtest.gates import LocalGate, WindowGate
@@ -44,69 +45,13 @@ from benchmarks.loadtest.measures import (
     environment,
     lag_summary,
 )
-from benchmarks.loadtest.plan import Plan, ProviderChoice, RoomPlan, make_plan
+from benchmarks.loadtest.plan import Plan, RoomPlan
 from benchmarks.loadtest.provision import Accounts, Platform
 
-__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult", "judge_step"]
+__all__ = ["LoadConfig", "LoadTest", "RunResult", "StepResult", "judge_step", "plan_of"]
 
 MIN_REALTIME = 0.98  # a step whose legs sent less than this share of real time is not valid
 CAUGHT_UP_FRAMES = 3
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    legs: int = 20
-    room_size: int = 2
-    provider: ProviderChoice = "mixed"
-    duration_s: float = 10.0
-    ramp: bool = False
-    ramp_step: int = 50
-    ramp_max: int = 1000
-    budget_ms: float | None = None  # default: 20 ms for pairs, 40 ms for larger rooms
-    max_loss: float = 0.001
-    setup_rate: float = 50.0
-    setup_timeout_s: float = 30.0
-    settle_s: float = 1.0
-    batch_s: float = 0.1
-    target: str | None = None
-    token: str | None = None
-    org_handle: str | None = None
-    engine_pid: int | None = None
-    spawn_engine: bool = False
-    engine_core: int | None = 0
-    generator_core: int | None = 1
-    engine_loop: str = "asyncio"
-    generator_procs: int = 1  # more: that many child processes share the legs (fleet.py)
-    generator_cores: tuple[int, ...] | None = None  # None: every core but the engine's
-    bridge_options: Mapping[str, Any] = field(default_factory=dict)
-    keep_calls: bool = False  # leave the calls up at the end (the caller hangs up)
-
-    @property
-    def budget_s(self) -> float:
-        budget = self.budget_ms
-        if budget is None:
-            budget = 20.0 if self.room_size == 2 else 40.0
-        return budget / 1000
-
-    def steps(self) -> list[int]:
-        """Legs in each step (whole rooms); ``ValueError`` when not even one room fits."""
-        if self.room_size < 2:
-            raise ValueError("--room-size must be at least 2")
-        if not self.ramp:
-            steps = [self.legs - self.legs % self.room_size]
-        else:
-            step = max(self.room_size, self.ramp_step - self.ramp_step % self.room_size)
-            steps = list(range(step, self.ramp_max + 1, step))
-        if not steps or steps[0] < self.room_size:
-            raise ValueError(f"not even one room of {self.room_size} legs to run")
-        if self.generator_procs < 1:
-            raise ValueError("--generator-procs must be at least 1")
-        if steps[0] < self.generator_procs * self.room_size:
-            raise ValueError(
-                f"{self.generator_procs} generator processes need at least one room each: "
-                f"{self.generator_procs * self.room_size} legs in the first step"
-            )
-        return steps
 
 
 @dataclass
@@ -177,8 +122,8 @@ class LoadTest:
         self.progress = progress
         self.share = share
         self.gate = gate
-        steps = config.steps()
-        self.plan = make_plan(steps[-1], config.room_size, config.provider)
+        config.steps()  # a ValueError here, before anything starts
+        self.plan = plan_of(config)
         self.log = SendLog(len(self.plan.legs), capacity=int(config.duration_s * 60) + 500)
         self.checker = AudioChecker(
             self.plan.speakers(),
@@ -187,6 +132,7 @@ class LoadTest:
             marker_period=self.plan.marker_period,
             budget_s=config.budget_s,
             thresholds=self.plan.thresholds(),
+            resampled=self.plan.wideband_rooms(),
         )
         self.calls: dict[int, SimulatedCall] = {}
         self.ears: dict[int, Ear] = {}
@@ -346,7 +292,7 @@ class LoadTest:
                     )
                 else:
                     call = await accounts.telnyx.place_inbound_call(
-                        spec.caller, spec.number, source=source
+                        spec.caller, spec.number, source=source, codec=spec.codec
                     )
                 # Before the call's first await: media cannot have started yet.
                 ear = Ear(leg)

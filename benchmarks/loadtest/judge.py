@@ -20,10 +20,12 @@ from benchmarks.loadtest.frames import (
     BIN_HZ,
     DEFAULT_THRESHOLDS,
     FRAME_SAMPLES,
+    Complexes,
     Expected,
     Thresholds,
     amplitude_for,
     classify,
+    find_turns,
     marker_sign,
     tone_frame,
 )
@@ -142,9 +144,13 @@ def judge(
     hears: Sequence[Voice],
     own: Voice,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    resampled: bool = False,
 ) -> Hearing:
     """Judge the frames one listener received, in order (rows of 160 samples), against the
-    voices it should hear and its own; no timing is involved, only what each frame holds."""
+    voices it should hear and its own; no timing is involved, only what each frame holds.
+    ``resampled``: the path resamples (a 16 kHz leg on it), so a marker turn may fall inside
+    a frame (``frames.py``, turning frames)."""
     pcm = np.asarray(frames).reshape(-1, FRAME_SAMPLES)
     rows, width = pcm.shape[0], len(hears)
     expected = Expected(
@@ -158,6 +164,7 @@ def judge(
         np.full(rows, own.bin, dtype=np.int64),
         np.full(rows, own.amplitude, dtype=np.float64),
         thresholds,
+        _turns_in_order if resampled else None,
     )
     complete = np.flatnonzero(classes.clean.all(axis=1))  # with no voice expected: every row
     established = int(complete[0]) if complete.size else None
@@ -172,7 +179,12 @@ def judge(
     gaps = np.flatnonzero(absent.any(axis=1)) + established
     silent = np.flatnonzero(absent.all(axis=1)) + established if width else gaps
     counts = [
-        _marker_segments(classes.xe[established:, s], classes.clean[established:, s], voice)
+        _marker_segments(
+            classes.xe[established:, s],
+            classes.phase[established:, s],
+            classes.clean[established:, s],
+            voice,
+        )
         for s, voice in enumerate(hears)
     ]
     return Hearing(
@@ -187,15 +199,26 @@ def judge(
     )
 
 
+def _turns_in_order(x: Complexes, ok: Bools, gone: Bools) -> tuple[Bools, Bools]:
+    """Turning and gap-edge frames of one listener's rows, all in order (``find_turns``)."""
+    one = np.zeros(1, dtype=np.int64)
+    none = np.zeros((1, x.shape[1]), dtype=bool)
+    state = (np.zeros((1, x.shape[1]), dtype=np.complex128), none, none)
+    turns, edges, _ = find_turns(x, ok, gone, one, one + x.shape[0], state)
+    return turns, edges
+
+
 def _marker_segments(
-    x: npt.NDArray[np.complex128], clean: Bools, voice: Voice
+    x: npt.NDArray[np.complex128], phase: Bools, clean: Bools, voice: Voice
 ) -> tuple[int, int, int]:
     """(marker turns, frames duplicated, frames lost) of one speaker: its clean frames are
-    numbered between sign turns of its bin (as in ``AudioChecker._markers``)."""
-    heard = np.flatnonzero(clean)
-    values = x[heard]
-    turns = np.flatnonzero((values[1:] * np.conj(values[:-1])).real < 0) + 1
-    between = np.diff(turns)  # clean frames from one turn to the next
+    counted between sign turns of its bin (read on the frames whose bin tells the sign; as in
+    ``AudioChecker._markers``)."""
+    signed = np.flatnonzero(phase)
+    values = x[signed]
+    turns = signed[np.flatnonzero((values[1:] * np.conj(values[:-1])).real < 0) + 1]
+    counted = np.concatenate(([0], np.cumsum(clean)))
+    between = np.diff(counted[turns])  # clean frames from one turn to the next
     period = voice.marker_period
     duplicated = int(np.maximum(between - period, 0).sum())
     lost = int(np.maximum(period - between, 0).sum())

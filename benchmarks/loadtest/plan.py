@@ -19,6 +19,13 @@ stay below that floor while every foreign leg, however quiet, stays above it.
 
 Legs dial their own number (a number carries one live leg unless told otherwise). With
 ``--provider mixed`` seats alternate Twilio, Telnyx, Twilio, ... so every pair is cross-provider.
+
+Codecs: Twilio legs are PCMU (Twilio Media Streams carry audio/x-mulaw at 8 kHz only); Telnyx
+legs negotiate ``telnyx_codec``: PCMU, PCMA, or G722, which Telnyx streams as G.722 at 16 kHz
+(the simulator's ``place_inbound_call(codec=)``). A room with a G.722 leg is *wideband*: its audio
+is resampled between 8 and 16 kHz on the way (by the simulator and by callbridge), which delays
+it by a fraction of a frame; the checker then judges the frame that holds a speaker's marker
+turn differently (``frames.py``). Every leg's tone stays in the telephone band either way.
 """
 
 from __future__ import annotations
@@ -32,16 +39,22 @@ from benchmarks.loadtest.frames import BIN_HZ, Speaker, Thresholds, amplitude_fo
 __all__ = [
     "FIRST_BIN",
     "LAST_BIN",
+    "TELNYX_CODECS",
+    "WIDEBAND",
     "LegPlan",
     "Plan",
     "Provider",
     "ProviderChoice",
     "RoomPlan",
+    "TelnyxCodec",
     "make_plan",
 ]
 
 Provider = Literal["twilio", "telnyx"]
 ProviderChoice = Literal["twilio", "telnyx", "mixed"]
+TelnyxCodec = Literal["PCMU", "PCMA", "G722"]
+TELNYX_CODECS: Final = ("PCMU", "PCMA", "G722")
+WIDEBAND: Final = frozenset({"G722"})  # codecs streamed at 16 kHz
 
 FIRST_BIN: Final = 6  # 300 Hz
 LAST_BIN: Final = 68  # 3400 Hz
@@ -62,6 +75,11 @@ class LegPlan:
     marker_offset: int
     caller: str  # the From number
     number: str  # the number it dials, connected to the room's bridge
+    codec: str = "PCMU"  # what its call negotiated (Telnyx legs: the plan's telnyx_codec)
+
+    @property
+    def wideband(self) -> bool:
+        return self.codec in WIDEBAND
 
     @property
     def freq_hz(self) -> float:
@@ -92,6 +110,7 @@ class Plan:
     room_size: int
     marker_period: int
     unique_identities: int
+    telnyx_codec: TelnyxCodec = "PCMU"
 
     @property
     def shared_identities(self) -> int:
@@ -107,6 +126,10 @@ class Plan:
 
     def speakers(self) -> list[Speaker]:
         return [leg.speaker() for leg in self.legs]
+
+    def wideband_rooms(self) -> list[bool]:
+        """Per room: does a leg of it stream at 16 kHz (so its audio is resampled)?"""
+        return [any(self.legs[leg].wideband for leg in room.legs) for room in self.rooms]
 
     def thresholds(self) -> Thresholds:
         """The checker's thresholds: foreign tones are anything 6 dB below the quietest leg."""
@@ -125,8 +148,12 @@ def make_plan(
     provider: ProviderChoice,
     *,
     marker_period: int = MARKER_PERIOD,
+    telnyx_codec: TelnyxCodec = "PCMU",
 ) -> Plan:
-    """``legs`` legs (rounded down to whole rooms) in rooms of ``room_size``."""
+    """``legs`` legs (rounded down to whole rooms) in rooms of ``room_size``; Telnyx legs
+    negotiate ``telnyx_codec``."""
+    if telnyx_codec not in TELNYX_CODECS:
+        raise ValueError(f"--telnyx-codec must be one of {', '.join(TELNYX_CODECS)}")
     if not 2 <= room_size <= POOL // 2:
         raise ValueError(f"room size must be 2 to {POOL // 2}, not {room_size}")
     rooms = legs // room_size
@@ -142,10 +169,11 @@ def make_plan(
         members: list[int] = []
         for seat in range(room_size):
             index = room * room_size + seat
+            provider_of_seat = _provider(provider, seat)
             plans.append(
                 LegPlan(
                     index=index,
-                    provider=_provider(provider, seat),
+                    provider=provider_of_seat,
                     room=room,
                     seat=seat,
                     bin=FIRST_BIN + slot + seat * slots,
@@ -155,6 +183,7 @@ def make_plan(
                     % marker_period,
                     caller=f"+1666{index:07d}",
                     number=f"+1555{index:07d}",
+                    codec=telnyx_codec if provider_of_seat == "telnyx" else "PCMU",
                 )
             )
             members.append(index)
@@ -165,6 +194,7 @@ def make_plan(
         room_size=room_size,
         marker_period=marker_period,
         unique_identities=min(len(plans), slots * generations * room_size),
+        telnyx_codec=telnyx_codec,
     )
 
 

@@ -20,7 +20,9 @@ from rich.table import Table
 
 from benchmarks.loadtest.generator import RunResult, StepResult
 
-__all__ = ["progress_table", "run_folder", "summary_table", "tick_line", "to_json", "write"]
+__all__ = [
+    "progress_table", "run_folder", "run_title", "summary_table", "tick_line", "to_json", "write",
+]  # fmt: skip
 
 
 def _ms(value: float | None) -> str:
@@ -138,6 +140,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {
             "legs": config.legs, "room_size": config.room_size, "provider": config.provider,
+            "telnyx_codec": config.telnyx_codec,
             "duration_s": config.duration_s, "ramp": config.ramp, "ramp_step": config.ramp_step,
             "ramp_max": config.ramp_max, "budget_ms": config.budget_s * 1000,
             "max_loss": config.max_loss, "setup_rate": config.setup_rate,
@@ -148,6 +151,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "environment": result.environment,
         "plan": {
             "legs": len(plan.legs), "room_size": plan.room_size,
+            "codecs": {codec: sum(leg.codec == codec for leg in plan.legs)
+                       for codec in sorted({leg.codec for leg in plan.legs})},
+            "wideband_rooms": sum(plan.wideband_rooms()),
             "marker_period_frames": plan.marker_period,
             "unique_identities": plan.unique_identities,
             "frequencies_hz": sorted({leg.freq_hz for leg in plan.legs}),
@@ -162,9 +168,9 @@ def to_json(result: RunResult) -> dict[str, Any]:
 
 
 def summary_table(result: RunResult) -> Table:
-    table = Table(title=f"callbridge load test: {result.config.provider}, rooms of "
-                  f"{result.config.room_size}, engine {result.engine['mode']}, "
-                  f"{result.config.generator_procs} generator process(es)")  # fmt: skip
+    table = Table(title=f"callbridge load test: {run_title(result)}, engine "
+                  f"{result.engine['mode']}, {result.config.generator_procs} generator "
+                  "process(es)")  # fmt: skip
     columns = "legs,setup s,frames,lost,misrouted,late,p50 ms,p95 ms,p99 ms,max ms,engine CPU"
     columns += ",CPU/leg,RSS MB,tick p50/p99 ms,tick late p99 ms,skipped ticks"
     columns += ",gen CPU,gen real time,gen lag p99 ms,verdict"
@@ -187,6 +193,13 @@ def summary_table(result: RunResult) -> Table:
             "pass" if step.passed else "FAIL: " + "; ".join(step.failures),
         )  # fmt: skip
     return table
+
+
+def run_title(result: RunResult) -> str:
+    """Providers, the Telnyx legs' codec (when there are Telnyx legs) and room size."""
+    config = result.config
+    codec = "" if config.provider == "twilio" else f" (Telnyx {config.telnyx_codec})"
+    return f"{config.provider}{codec}, rooms of {config.room_size}"
 
 
 def run_folder(results_dir: Path) -> Path:
@@ -241,8 +254,8 @@ def _latency_plot(result: RunResult, path: Path) -> Path:
     timeline.set_ylabel("p99 latency in that second (ms)")
     timeline.set_title("p99 over time (a stall shows as a spike)", fontsize=10)
     timeline.legend()
-    figure.suptitle(f"callbridge load test: {result.config.provider}, rooms of "
-                    f"{result.config.room_size}, engine {result.engine['mode']}")  # fmt: skip
+    figure.suptitle(f"callbridge load test: {run_title(result)}, engine "
+                    f"{result.engine['mode']}")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -277,8 +290,7 @@ def _ramp_plot(result: RunResult, path: Path) -> Path:
     right.legend(loc="upper left")
     twin.legend(loc="upper right")
     right.grid(alpha=0.3)
-    figure.suptitle(f"callbridge ramp: {result.config.provider}, rooms of "
-                    f"{result.config.room_size}, engine {result.engine['mode']}; "
+    figure.suptitle(f"callbridge ramp: {run_title(result)}, engine {result.engine['mode']}; "
                     f"sustained {result.sustained_legs} legs")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path)
