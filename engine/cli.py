@@ -31,6 +31,7 @@ from engine.store.base import OrgLimitsRecord, Store
 from engine.store.copy import copy_database
 from engine.store.sql import SqlStore
 from engine.webhooks.signing import OrgSigningKeys
+from engine.workers import serve_args_of, supervise, worker_environments
 
 DEV_HANDLE = "dev"
 DEFAULT_DRAIN_TIMEOUT_S = 300.0
@@ -56,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="on SIGTERM wait for live calls to end, then hang up the rest (a planned shutdown); "
         "without it live calls are handed over to the next process on the same database",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run this many engine processes (nodes) on this machine, one per core, on ports "
+        "from --port up; needs Redis, PostgreSQL and a per-worker public media URL "
+        "(docs/DEPLOY.md)",
     )
     serve.add_argument(
         "--drain-timeout",
@@ -169,6 +178,12 @@ def serve(args: argparse.Namespace) -> int:
             field="drain_timeout",
         )
     drain_s = args.drain_timeout if args.drain else None
+    if args.workers != 1:
+        if args.dev:
+            raise ValidationError("--dev runs one process: leave out --workers", field="workers")
+        envs = worker_environments(settings, os.environ, args.workers)
+        stop_after_s = drain_s if drain_s is not None else settings.shutdown_grace_s
+        return supervise(envs, serve_args_of(args.drain, args.drain_timeout), stop_after_s)
     run_event_loop(run_server(settings, dev=args.dev, drain_s=drain_s))
     return 0
 
