@@ -101,10 +101,11 @@ class WideScene(Scene):
     def run(  # the same, but closing a frame earlier
         self, *streams: tuple[list[int], list[float], list[Frame]], batch: int = 0
     ) -> Tally:
-        legs = np.asarray([leg for s in streams for leg in s[0]])
+        leg_ids = [leg for s in streams for leg in s[0]]
+        legs = np.asarray(leg_ids)
         arrivals = np.asarray([a for s in streams for a in s[1]])
         frames = np.stack([f for s in streams for f in s[2]])
-        self.checker.open_window(0.0, sorted(set(legs.tolist())))
+        self.checker.open_window(0.0, sorted(set(leg_ids)))
         order = np.argsort(arrivals, kind="stable")
         step = batch or len(order)
         for start in range(0, len(order), step):
