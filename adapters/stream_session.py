@@ -50,6 +50,7 @@ from engine.media_plane.stats import LegMediaStats
 from engine.runtime.runtime import CallRuntime
 from media.errors import UnsupportedEncoding
 from media.inbound import InboundDecoder, inbound_decoder
+from media.room_errors import UnknownLeg
 
 __all__ = [
     "CLOSE_NORMAL",
@@ -218,9 +219,20 @@ class StreamSession:
         order = self._order
         order.count_gaps = chunk is not None
         convert, frame_in = self._convert, self._frame_in
-        for spoken in order.push(chunk if chunk is not None else message.sequence, payload):
-            stats.frames_in += 1
-            frame_in(leg_id, spoken if convert is None else convert(spoken))
+        try:
+            for spoken in order.push(chunk if chunk is not None else message.sequence, payload):
+                stats.frames_in += 1
+                frame_in(leg_id, spoken if convert is None else convert(spoken))
+        except UnknownLeg:
+            self._let_go(leg_id)
+
+    def _let_go(self, leg_id: str) -> None:
+        """The leg went to another node (engine/runtime/adoption.py), whose stream the provider
+        is opening: this one is heard no more, and left for the provider to end (a Twilio
+        stream closed by its far end would end the call before the new TwiML takes over)."""
+        log.info("media for a leg another node holds now: ignored until its stream ends",
+                 leg_id=leg_id)  # fmt: skip
+        self._frame_in = _ignored
 
     def _other(self, message: StreamMessage) -> Step | None:
         leg_id = self.leg_id
@@ -333,3 +345,7 @@ class StreamSession:
 def _quiet(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("media socket close failed", error=str(task.exception()))
+
+
+def _ignored(leg_id: str, payload: bytes) -> None:
+    """Where a let-go leg's frames go."""

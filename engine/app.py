@@ -24,15 +24,19 @@ from engine.api import (
     bridges,
     calls,
     conferences,
+    internal,
     ops,
     provider_configs,
     recordings,
     webhook_deliveries,
 )
+from engine.api.gathering import gather_legs
 from engine.api.keys import (
     ADMISSION,
     LIVE_LEGS,
     METRICS,
+    MOVER,
+    NODE_AUTH,
     PROVISIONER,
     ROUTER,
     RUNTIME,
@@ -45,6 +49,8 @@ from engine.api.middleware import error_envelopes, request_context
 from engine.api.rate_limit import RATE_LIMITER, org_rate_limit
 from engine.api.routing import route_to_owner
 from engine.cluster.forward import Forwarder
+from engine.cluster.handover import LegMover
+from engine.cluster.node_auth import NodeAuth
 from engine.cluster.owners import SoleNode
 from engine.cluster.owners_redis import RedisLegOwners
 from engine.cluster.routing import CallRouter
@@ -89,7 +95,9 @@ def create_app(
         # Inside error_envelopes: a request over its organization's rate, or whose leg's node
         # cannot be reached, gets its envelope. A call command for another node's leg goes
         # there before the rate limit: the owner counts it (engine/api/routing.py).
-        middlewares=[request_context, error_envelopes, route_to_owner, org_rate_limit],
+        # A bridge or conference join naming another node's leg brings the legs together
+        # after the rate limit: the command is counted once, where it is carried out.
+        middlewares=[request_context, error_envelopes, route_to_owner, org_rate_limit, gather_legs],
     )
     app[SETTINGS] = settings
     app[STORE] = store if store is not None else SqlStore(settings.database_url)
@@ -155,6 +163,12 @@ def create_app(
         observe_commit=app[METRICS].store_commit_seconds.observe,
         allow_private_urls=settings.allow_private_urls,
     )
+    if not app[ROUTER].single_node:
+        app[NODE_AUTH] = NodeAuth(secret_key)
+        app[MOVER] = LegMover(
+            app[ROUTER], app[NODE_AUTH], app[RUNTIME].adoption, node_url_of(settings)
+        )
+        internal.add_routes(app)
     app[METRICS].watch_media(app[RUNTIME].plane.stats.totals)
     live_metrics = LiveMetrics(app[RUNTIME])
     app[METRICS].watch(live_metrics, live_metrics.refresh)

@@ -83,3 +83,7 @@ def test_nginx_sends_each_nodes_media_to_it_and_the_rest_to_any_node(
     server_name = re.search(r"server_name ([\w.-]+);", conf)
     public_url = next(iter(nodes.values())).public_url
     assert server_name is not None and urlsplit(public_url).hostname == server_name.group(1)
+    # The nodes' own requests never come through the public front.
+    internal = re.search(r"location /internal/ \{([^}]*)\}", conf)
+    assert internal is not None and "return 404;" in internal.group(1)
+    assert "proxy_pass" not in internal.group(1)

@@ -93,6 +93,10 @@ class LiveLegs(Protocol):
     def release(self, leg_id: str) -> None:
         """The leg has ended: no longer counted. Releasing a leg not counted does nothing."""
 
+    def forget(self, leg_id: str) -> None:
+        """The leg goes on at another node (engine/runtime/adoption.py): no longer this node's
+        to write. It stays counted, its claim as it is until that node's ``hold`` moves it."""
+
     async def flush(self) -> None:
         """Wait until every hold and release so far is written (best effort: a registry that
         cannot be reached keeps them for later)."""
@@ -166,6 +170,9 @@ class LiveLegIndex:
         if counted.place is not None:
             _discard(self._by_bridge, counted.place.bridge_id, leg_id)
             _discard(self._by_number, counted.place.number, leg_id)
+
+    def forget(self, leg_id: str) -> None:
+        self.release(leg_id)  # one node: no other node to go on counting it
 
     async def flush(self) -> None:
         return None

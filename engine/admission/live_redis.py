@@ -200,6 +200,11 @@ class RedisLiveLegs:
             self._dirty.add(leg_id)
             self._wake.set()
 
+    def forget(self, leg_id: str) -> None:
+        # Not written: a write would drop the claim the other node's hold is about to move.
+        self._mine.pop(leg_id, None)
+        self._dirty.discard(leg_id)
+
     async def flush(self) -> None:
         async with self._lock:
             try:

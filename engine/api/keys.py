@@ -6,6 +6,8 @@ from aiohttp import web
 
 from engine.admission.gate import Admission
 from engine.admission.live import LiveLegs
+from engine.cluster.handover import LegMover
+from engine.cluster.node_auth import NodeAuth
 from engine.cluster.routing import CallRouter
 from engine.config import Settings
 from engine.crypto import SecretBox
@@ -25,3 +27,6 @@ RUNTIME = web.AppKey("runtime", CallRuntime)
 SIGNING_KEYS = web.AppKey("signing_keys", OrgSigningKeys)
 ADMISSION = web.AppKey("admission", Admission)
 ROUTER = web.AppKey("router", CallRouter)  # which node carries out a call command
+# Several nodes only: legs moved between nodes, and the nodes' own requests signed.
+MOVER = web.AppKey("mover", LegMover)
+NODE_AUTH = web.AppKey("node_auth", NodeAuth)

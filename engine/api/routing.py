@@ -6,10 +6,11 @@ Telnyx's envelope) and before the rate limit and the handlers: neither runs on t
 node, so the organization's request is counted once, and authenticated, by the owner. Routed:
 ``GET /v2/calls/{id}``, ``POST /v2/calls/{id}/actions/{action}`` and the client_state update
 (by the leg); ``POST /v2/conferences`` (by the body's ``call_control_id``, the leg that creates
-it); a conference's GET, participants and actions (by its creator, read from the stored
-conference record when this node does not keep it: the creator's owner made the conference's
-room and holds it). A request without ``Authorization`` is answered here (its 401, as the
-owner's).
+it); ``POST /v2/calls`` naming a live leg (``supervise_call_control_id`` or ``link_to``: the
+new leg joins it, so it is placed where that leg is); a conference's GET, participants and
+actions (by its creator, read from the stored conference record when this node does not keep
+it: the creator's owner made the conference's room and holds it). A request without
+``Authorization`` is answered here (its 401, as the owner's).
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ CONFERENCE_ROUTED = frozenset(
     }
 )
 CONFERENCES = "/v2/conferences"
+CALLS = "/v2/calls"
 
 
 @web.middleware
 async def route_to_owner(request: web.Request, handler: Handler) -> web.StreamResponse:
     leg_id = await _routed_leg(request)
-    if leg_id is None or _held_here(request, leg_id):
+    if leg_id is None or held_here(request, leg_id):
         return await handler(request)
     router = request.app[ROUTER]
     owner = await router.elsewhere(leg_id)
@@ -69,7 +71,13 @@ async def _routed_leg(request: web.Request) -> str | None:
     if canonical in CONFERENCE_ROUTED:
         return await _creator(request, request.match_info["conference_id"])
     if canonical == CONFERENCES and request.method == "POST":
-        return await _creating_leg(request)
+        return await body_leg(request, "call_control_id")
+    if canonical == CALLS and request.method == "POST":
+        # A dial tied to a live leg (transfer's link_to, a supervisor) is placed by that leg's
+        # node, so the new leg is born where the leg it joins lives.
+        return await body_leg(request, "supervise_call_control_id") or await body_leg(
+            request, "link_to"
+        )
     return None
 
 
@@ -82,17 +90,18 @@ async def _creator(request: web.Request, conference_id: str) -> str | None:
     return None if record is None else record.creator
 
 
-async def _creating_leg(request: web.Request) -> str | None:
-    """The body's ``call_control_id``; None for a body the handler refuses (answered here)."""
+async def body_leg(request: web.Request, field: str) -> str | None:
+    """The leg the body's ``field`` names; None for a body the handler refuses (answered
+    here)."""
     try:
         body = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         return None
-    leg_id = body.get("call_control_id") if isinstance(body, dict) else None
+    leg_id = body.get(field) if isinstance(body, dict) else None
     return leg_id if isinstance(leg_id, str) and leg_id else None
 
 
-def _held_here(request: web.Request, leg_id: str) -> bool:
+def held_here(request: web.Request, leg_id: str) -> bool:
     try:
         request.app[RUNTIME].machine.leg(leg_id)
     except NotFound:

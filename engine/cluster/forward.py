@@ -106,6 +106,23 @@ class Forwarder:
                  owner=owner.node, status=reply.status)  # fmt: skip
         return web.Response(status=reply.status, body=payload, headers=kept)
 
+    async def call_node(
+        self, owner: Owner, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """This node's own POST of ``body`` to ``path`` at ``owner`` (engine/cluster/handover.py):
+        its status and body; ``OwnerUnreachable`` if it cannot be had."""
+        if self._session is None or owner.url is None:
+            raise OwnerUnreachable(f"node {owner.node} is not alive")
+        url = URL(owner.url.rstrip("/") + path, encoded=True)
+        headers = {**headers, "Content-Type": "application/json", FORWARDED_BY: self.node}
+        try:
+            async with self._session.post(url, data=body, headers=headers) as reply:
+                return reply.status, await reply.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            log.warning("node request failed", path=path, node=owner.node, error=error)
+            raise OwnerUnreachable(f"node {owner.node} did not answer: {error}") from exc
+
     @staticmethod
     def _gone(leg_id: str, owner: Owner) -> str:
         return (

@@ -67,6 +67,13 @@ class CallRouter:
             raise RuntimeError("no forwarder on a single node")
         return await self._forwarder.forward(request, leg_id, owner, carried)
 
+    async def call_node(
+        self, owner: Owner, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        if self._forwarder is None:  # never: one node has no other node to ask
+            raise RuntimeError("no other node on a single node")
+        return await self._forwarder.call_node(owner, path, body, headers)
+
     async def start(self) -> None:
         if self._forwarder is not None:
             await self._forwarder.start()

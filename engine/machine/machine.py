@@ -34,6 +34,7 @@ from engine.machine import (
     conference_recording,
     conferences,
     gather,
+    handover,
     legs,
     media,
     playback_rooms,
@@ -112,7 +113,6 @@ class CallMachine:
         """Applies to waits started from now on."""
         self._core.media_wait_s = seconds
 
-    # Read-only accessors.
     def leg(self, call_control_id: str, org_id: int | None = None) -> Leg:
         """The leg, live or ended; ``NotFound`` if unknown or of another organization."""
         leg = self._core.legs.get(call_control_id)
@@ -122,8 +122,7 @@ class CallMachine:
 
     def is_alive(self, call_control_id: str) -> bool:
         """Whether the leg is known and not over."""
-        leg = self._core.legs.get(call_control_id)
-        return leg is not None and leg.is_alive
+        return (leg := self._core.legs.get(call_control_id)) is not None and leg.is_alive
 
     def room(self, room_id: str) -> Room | None:
         return self._core.rooms.get(room_id)
@@ -206,10 +205,24 @@ class CallMachine:
 
     def adopt(self, stored: Checkpoint) -> None:
         """Take over the live state an earlier process stored (engine/store/live.py), before
-        any input: each live leg then gets ``LegAdopted``. Only into an empty machine."""
+        any input (each live leg then gets ``LegAdopted``): into an empty machine only."""
         if self._core.legs or self._core.rooms or self._core.queues:
             raise RuntimeError("live state can only be adopted by an empty machine")
         self._core.restore(stored)
+
+    # A leg moving between nodes (engine.machine.handover): not an input, nothing is stored.
+    def why_it_stays(self, call_control_id: str) -> str | None:
+        return handover.why_it_stays(self._core, self.leg(call_control_id))
+
+    def let_go(self, call_control_id: str) -> handover.LetGo:
+        leg = self.leg(call_control_id)
+        if (why := handover.why_it_stays(self._core, leg)) is not None:
+            raise RuntimeError(f"call '{call_control_id}' cannot move: {why}")
+        self._command_ids.pop(call_control_id, None)
+        return handover.let_go(self._core, leg)
+
+    def take(self, stored: Checkpoint) -> None:
+        handover.take(self._core, stored)
 
     # Events.
     def handle_event(self, event: ev.Event, now: float) -> list[fx.Effect]:

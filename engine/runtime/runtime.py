@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from engine.admission.live import LiveLegs, Place
+from engine.admission.live import LiveLegs
 from engine.cluster.owners import LegOwners, SoleNode
 from engine.errors import CallbridgeError, InputFailed, InputNotStored
 from engine.logs import get_logger
@@ -36,7 +36,7 @@ from engine.machine.commands import AnyCommand, Dial
 from engine.machine.core import Checkpoint
 from engine.machine.live_changes import changes_between
 from engine.machine.machine import CallMachine, DialResult
-from engine.machine.model import DtmfSource, Leg, TimerKey
+from engine.machine.model import DtmfSource, TimerKey
 from engine.media_plane.plane import MediaOutput, MediaPlane
 from engine.media_plane.tick import MediaTick
 from engine.providers.calls import ProviderCalls
@@ -44,6 +44,7 @@ from engine.providers.gateway import GatewayResolver, ProviderGateway
 from engine.providers.lanes import ProviderLanes
 from engine.providers.reconcile import Reconciler, ReconcileSettings
 from engine.recordings import RecordingCatalog
+from engine.runtime.adoption import Adoption, Parts
 from engine.runtime.app_streams import AppStreamRunner
 from engine.runtime.ids import new_leg_ids
 from engine.runtime.recording_lifecycle import RecordingLifecycle
@@ -93,7 +94,6 @@ class CallRuntime:
         self._lock = asyncio.Lock()
         self._gateways: dict[str, ProviderGateway] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._adopted: list[str] = []  # adopted, not yet resumed (``adopt``, ``resume``)
         self.tick = tick if tick is not None else MediaTick()
         self.tick.drive(self._on_tick)
         self.app_streams = AppStreamRunner(plane, self._own_event, allow_private_urls)
@@ -121,6 +121,25 @@ class CallRuntime:
             report=self._own_event,
             spawn=self._spawn,
             clock=self._clock,
+        )
+        self.adoption = Adoption(
+            Parts(
+                machine=self.machine,
+                plane=plane,
+                store=store,
+                live=live,
+                resolver=resolver,
+                gateways=self._gateways,
+                # Looked up at each call: tests put their own timers in after construction.
+                start_timer=lambda key, delay: self.timers.start(key, delay, self._timer_fired),
+                cancel_timer=lambda key: self.timers.cancel(key),
+                recording_files=self.recording_files,
+                reconciler=self.reconciler,
+                lock=self._lock,
+                clock=self._clock,
+                own_event=self._own_event,
+                spawn=self._spawn,
+            )
         )
 
     def now(self) -> float:
@@ -248,63 +267,12 @@ class CallRuntime:
         )
 
     async def adopt(self, owners: LegOwners = _SOLE) -> list[str]:
-        """Take over the calls an earlier process on this store left (a crash, a deploy): its
-        legs, rooms, queues and conferences into the machine, its timers armed for what is left
-        of them, each live leg's gateway found again from its ``Leg.carrier``. Every adopted
-        answered leg asks its provider for a new media stream at once (``LegAdopted``), and
-        every adopted leg's provider is asked whether the call is still there, since its
-        hangup may have gone unheard. A leg no adapter can reach is ended with ``call.hangup``.
-        Call it before serving; the requests to the providers wait for ``resume``, called once
-        the app listens (a provider told to stream now would find nobody there). Returns the
-        live legs adopted; the calls of legs another live node owns are left to it."""
-        stored = await self.store.load_live()
-        others = await owners.held_elsewhere([leg.call_control_id for leg in stored.legs])
-        snapshot, left = stored.without(others)
-        async with self._lock:
-            self.machine.adopt(snapshot.checkpoint())
-        await self.recording_files.resume(snapshot, shared=bool(left))
-        now = self._clock()
-        for key, deadline in snapshot.timers:
-            self.timers.start(key, max(0.0, deadline - now), self._timer_fired)
-        adopted: list[str] = []
-        for leg in snapshot.legs:
-            if leg.is_alive and await self._reach_again(leg):
-                adopted.append(leg.call_control_id)
-        if stored.legs:
-            log.info("live state adopted", legs=len(snapshot.legs), live=len(adopted),
-                     timers=len(snapshot.timers), left_to_others=len(others))  # fmt: skip
-        self._adopted = adopted
-        return adopted
+        """The calls an earlier process on this store left (engine/runtime/adoption.py); call
+        it before serving, and ``resume`` once the app listens."""
+        return await self.adoption.adopt(owners)
 
     async def resume(self) -> None:
-        """The app listens: ask for the adopted legs' new media streams (``LegAdopted``) and ask
-        their providers whether each call is still there. Once; nothing to do without ``adopt``."""
-        adopted, self._adopted = self._adopted, []
-        for leg_id in adopted:
-            await self._own_event(ev.LegAdopted(leg_id))
-        if adopted:
-            self._spawn(self._ask_after_adoption(adopted))
-
-    async def _reach_again(self, leg: Leg) -> bool:
-        found = await self._resolver.adopt(leg)
-        if found is None:
-            gone = ev.ProviderCallGone(
-                leg.call_control_id, "no provider call to reach after a restart"
-            )
-            await self._own_event(gone)
-            return False
-        self._gateways[leg.call_control_id] = found.gateway
-        place = None
-        if found.bridge_id is not None and found.number is not None:
-            place = Place(found.bridge_id, found.number)
-        # Claimed anew here, with its provider call: its webhooks reaching another node come here.
-        self.live.hold(leg.call_control_id, org_id=leg.org_id, place=place, call=found.call)
-        return True
-
-    async def _ask_after_adoption(self, leg_ids: list[str]) -> None:
-        ended = await self.reconciler.check_now(leg_ids)
-        if ended:
-            log.info("adopted legs their providers had ended", legs=ended)
+        await self.adoption.resume()
 
     async def _own_event(self, event: ev.Event) -> None:
         """An input of the engine's own (timer, tick, provider-call failure, recording): nobody

@@ -66,6 +66,17 @@ class LiveSnapshot:
         )
         return kept, left
 
+    def of_leg(self, leg_id: str) -> LiveSnapshot:
+        """One leg another node let go (engine/machine/handover.py) and what it took along:
+        the room it was alone in, the conferences it created, and their timers. Empty if the
+        leg is not stored."""
+        legs = tuple(leg for leg in self.legs if leg.call_control_id == leg_id)
+        rooms = tuple(room for room in self.rooms if legs and room.room_id == legs[0].room_id)
+        records = tuple(record for record in self.records if legs and record.creator == leg_id)
+        ids = {leg_id, *(room.room_id for room in rooms), *(r.conference_id for r in records)}
+        timers = tuple(timer for timer in self.timers if timer[0].call_control_id in ids)
+        return LiveSnapshot(legs=legs, rooms=rooms, timers=timers, records=records)
+
     def mentions(self, owner_id: str) -> bool:
         """Whether ``owner_id`` (a leg's or a conference's id) is in this snapshot."""
         return any(leg.call_control_id == owner_id for leg in self.legs) or any(

@@ -1,0 +1,108 @@
+"""A leg handed from one node to another, so that legs a bridge or a conference joins share a
+node (issue 16, point 3: rooms live on one node).
+
+The node letting a leg go takes it out of its machine without an input: nothing about the leg
+changes, so nothing is stored or published; its stored rows are what the node taking it loads
+(engine/runtime/adoption.py). A leg moves only on its own: whatever is tied to the node it is
+on and cannot follow (an answer still to come, a room with others, a queue, a supervision, a
+recording or its file, a playback or ringback playing from that node's media plane, an
+application's stream, a conference it created that is still live) makes it stay, and
+``why_it_stays`` says which, for the API's error. What a moving leg may take along: a bridge
+room it is alone in, and the ended conferences it created (found through their creator's node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.machine.core import Checkpoint, Core
+from engine.machine.model import Leg, RoomKind, SupervisorRole
+
+
+@dataclass(frozen=True, slots=True)
+class LetGo:
+    """What left the machine with a leg: the leg, the room it was alone in, the conferences it
+    created; and the timers the runtime must stop for them."""
+
+    leg: Leg
+    room_id: str | None
+    conference_ids: tuple[str, ...]
+
+
+def why_it_stays(core: Core, leg: Leg) -> str | None:
+    """Why ``leg`` cannot move to another node now (None: it can)."""
+    if not leg.is_alive:
+        return "the call has ended"
+    reasons = (
+        (leg.answered_at is None, "it has not been answered"),
+        (_in_conference(core, leg), "it is in a conference, whose room stays on its node"),
+        (_shares_room(core, leg), "it shares a room with other calls (unbridge it first)"),
+        (leg.pending_room_id is not None, "a bridge is waiting for it to answer"),
+        (leg.queue_name is not None, "it is waiting in a queue"),
+        (_supervising(leg), "it supervises or is supervised"),
+        (bool(leg.recording_id or leg.recordings_unsaved), "it is being recorded"),
+        (bool(leg.playbacks or leg.playback_queue or leg.ringback), "audio is playing to it"),
+        (bool(leg.app_streams), "its audio is streamed to an application"),
+        (_live_conference(core, leg), "it created a conference that is still live"),
+    )
+    return next((why for stays, why in reasons if stays), None)
+
+
+def let_go(core: Core, leg: Leg) -> LetGo:
+    """Take ``leg`` (one ``why_it_stays`` lets move) and what it takes along out of ``core``."""
+    room_id = leg.room_id
+    if room_id is not None:
+        del core.rooms[room_id]
+    created = tuple(
+        r.conference_id for r in core.records.values() if r.creator == leg.call_control_id
+    )
+    for conference_id in created:
+        del core.records[conference_id]
+    del core.legs[leg.call_control_id]
+    return LetGo(leg, room_id, created)
+
+
+def take(core: Core, stored: Checkpoint) -> None:
+    """Add ``stored`` (another node's leg and what it took along) to ``core``; nothing of it
+    may be here already: a leg is on one node at a time."""
+    for mine, theirs in (
+        (core.legs, stored.legs),
+        (core.rooms, stored.rooms),
+        (core.records, stored.records),
+    ):
+        if not mine.keys().isdisjoint(theirs):
+            raise RuntimeError(f"already held here: {sorted(mine.keys() & theirs.keys())}")
+    if stored.queues or stored.conferences:
+        raise RuntimeError("a leg in a queue or a bridge's conference does not move")
+    core.legs.update(stored.legs)
+    core.rooms.update(stored.rooms)
+    core.records.update(stored.records)
+
+
+def _in_conference(core: Core, leg: Leg) -> bool:
+    room = core.rooms.get(leg.room_id) if leg.room_id is not None else None
+    return room is not None and (
+        room.kind is not RoomKind.BRIDGE or room.room_id in core.conferences.values()
+    )
+
+
+def _shares_room(core: Core, leg: Leg) -> bool:
+    room = core.rooms.get(leg.room_id) if leg.room_id is not None else None
+    if room is None:
+        return False
+    alone = room.members == (leg.call_control_id,) and not room.supervisors
+    return not alone or room.pending is not None
+
+
+def _supervising(leg: Leg) -> bool:
+    return (
+        leg.supervise is not None
+        or leg.supervisor_role is not SupervisorRole.NONE
+        or bool(leg.whisper_to)
+    )
+
+
+def _live_conference(core: Core, leg: Leg) -> bool:
+    return any(
+        r.creator == leg.call_control_id and r.ended_at is None for r in core.records.values()
+    )
