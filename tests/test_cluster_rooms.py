@@ -175,6 +175,10 @@ async def test_a_conference_gathers_members_that_arrived_on_all_three_nodes(
     for _call, leg_id in calls:
         assert holds(nodes[0], leg_id) and not holds(nodes[1], leg_id)
         assert not holds(nodes[2], leg_id)
+    # Listed alike by every node (from the store: each node keeps only its own).
+    lists = [await send(node, token, "GET", "/v2/conferences") for node in nodes]
+    assert lists[0][0] == 200 and [c["id"] for c in lists[0][1]["data"]] == [conference]
+    assert lists[1] == lists[0] and lists[2] == lists[0]
 
     starts = list(await asyncio.gather(*(stream_up(call, 2) for call, _ in calls[1:])))
     first = calls[0][0]

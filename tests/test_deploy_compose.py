@@ -87,3 +87,8 @@ def test_nginx_sends_each_nodes_media_to_it_and_the_rest_to_any_node(
     internal = re.search(r"location /internal/ \{([^}]*)\}", conf)
     assert internal is not None and "return 404;" in internal.group(1)
     assert "proxy_pass" not in internal.group(1)
+    # The console's sessions are a node's own: each browser kept on one node, by address.
+    (console_upstream,) = re.findall(r"upstream callbridge_console \{([^}]*)\}", conf)
+    assert "ip_hash;" in console_upstream
+    assert set(re.findall(r"server ([\w.-]+:\d+);", console_upstream)) == servers
+    assert re.search(r"location /console \{[^}]*proxy_pass http://callbridge_console;", conf)

@@ -25,7 +25,7 @@ from aiohttp import web
 from engine.api.auth import organization_for
 from engine.api.calls import media_dir_of, require_media_file
 from engine.api.envelopes import json_response
-from engine.api.keys import RUNTIME, SETTINGS
+from engine.api.keys import ROUTER, RUNTIME, SETTINGS, STORE
 from engine.api.validation import json_object, query_int
 from engine.errors import NotFound, ValidationError
 from engine.machine.conference_commands import (
@@ -139,10 +139,19 @@ async def list_conferences(request: web.Request) -> web.StreamResponse:
         )
     found = [
         conference_view(r)
-        for r in _runtime(request).machine.conferences_of(org_id)
+        for r in await _conferences_of(request, org_id)
         if (name is None or r.name == name) and (status is None or r.status == status)
     ]
     return _page(request, found)
+
+
+async def _conferences_of(request: web.Request, org_id: int) -> list[Conference]:
+    """The organization's conferences, oldest first: this node's, or with several nodes all of
+    them, as stored (each node keeps those its legs created; the store has every one)."""
+    if request.app[ROUTER].single_node:
+        return _runtime(request).machine.conferences_of(org_id)
+    stored = await request.app[STORE].live_conferences(org_id)
+    return sorted(stored, key=lambda r: (r.created_at, r.conference_id))
 
 
 async def _conference(request: web.Request) -> Conference:

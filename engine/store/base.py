@@ -458,6 +458,9 @@ class Store(AuditLog, Protocol):
     async def own_live(self, leg_ids: Collection[str]) -> None:
         """This node adopted these legs: their rows are its own from now on."""
 
+    async def live_conferences(self, org_id: int) -> list[Conference]:
+        """An organization's conference records as stored, whichever nodes keep them."""
+
     async def live_conference(self, conference_id: str) -> Conference | None:
         """A conference record as stored, whichever node keeps it (its creator's owner holds
         its room: engine/api/routing.py); None if none is."""

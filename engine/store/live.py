@@ -94,6 +94,13 @@ class SqlLive(SqlTransactions):
         async with self._read() as conn:
             return await read_live(conn)
 
+    async def live_conferences(self, org_id: int) -> list[Conference]:
+        table = live_conference_records
+        async with self._read() as conn:
+            query = select(table.c.state).where(table.c.org_id == org_id)
+            states = (await conn.execute(query)).scalars().all()
+        return [live_codec.loads(Conference, state) for state in states]
+
     async def live_conference(self, conference_id: str) -> Conference | None:
         table = live_conference_records
         async with self._read() as conn:
