@@ -256,8 +256,27 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, within: float =
     assert await check(), what
 
 
-async def new_stream_start(call: SimulatedCall, streams: int) -> int:
+async def new_stream_start(call: SimulatedCall, streams: int, timeout_s: float = 5.0) -> int:
     """The tap frame at which the call's ``streams``-th stream was up."""
-    await call.wait_until(lambda c: len(c.streams) >= streams and c.state is CallState.STREAMING)
+    await call.wait_until(
+        lambda c: len(c.streams) >= streams and c.state is CallState.STREAMING, timeout_s
+    )
     assert isinstance(call.playout, Tap)
     return len(call.playout.frames)
+
+
+async def pending_deliveries(engine: Engine, token: str, event_type: str | None = None) -> int:
+    """How many webhooks (of ``event_type``, or all) wait for delivery, as ``engine``'s API
+    lists them."""
+    params = {"page[size]": "100"} | ({"filter[event_type]": event_type} if event_type else {})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{engine.base_url}/v2/webhook_deliveries",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as reply,
+    ):
+        body = await reply.json()
+        assert reply.status == 200, body
+    return sum(1 for d in body["data"] if d["status"] is None)

@@ -28,10 +28,10 @@ from tests.engine_process import (
     TELNYX_VOICE,
     TWILIO_NUMBER,
     TWILIO_VOICE,
-    World,
     bridged_pair,
     connect,
     new_stream_start,
+    pending_deliveries,
     until,
     world,
 )
@@ -39,17 +39,6 @@ from tests.engine_process import (
 pytestmark = pytest.mark.slow_family  # processes killed and restarted: once per CI run
 
 SECOND_TWILIO_NUMBER = "+15550101011"
-
-
-async def pending_deliveries(w: World, event_type: str) -> int:
-    reply = await w.session.get(
-        "/v2/webhook_deliveries",
-        params={"filter[event_type]": event_type, "page[size]": "100"},
-        headers={"Authorization": f"Bearer {w.org.token}"},
-    )
-    body = await reply.json()
-    assert reply.status == 200, body
-    return sum(1 for d in body["data"] if d["status"] is None)
 
 
 async def test_kill_9_and_a_restart_resume_a_bridged_call_and_deliver_every_webhook(
@@ -67,7 +56,7 @@ async def test_kill_9_and_a_restart_resume_a_bridged_call_and_deliver_every_webh
             await twilio_call.send_dtmf(digit)
 
         async def three_waiting() -> bool:
-            return await pending_deliveries(w, "call.dtmf.received") >= 3
+            return await pending_deliveries(w.engine, w.org.token, "call.dtmf.received") >= 3
 
         await until(three_waiting, "three key presses stored for delivery")
         await w.engine.kill()
