@@ -163,6 +163,12 @@ def create_app(
         observe_commit=app[METRICS].store_commit_seconds.observe,
         allow_private_urls=settings.allow_private_urls,
     )
+    if isinstance(registry := app[LIVE_LEGS], RedisLiveLegs):
+        # Several nodes: live leg rows name their owner, a dead node's calls are taken over
+        # by the first node to notice, and a node that lost its calls meanwhile lets them go.
+        app[STORE].fence_as(registry.node)
+        registry.on_taken_over = app[RUNTIME].adoption.take_over
+        registry.on_lost = app[RUNTIME].adoption.lose
     if not app[ROUTER].single_node:
         app[NODE_AUTH] = NodeAuth(secret_key)
         app[MOVER] = LegMover(

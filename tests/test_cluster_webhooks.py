@@ -297,24 +297,26 @@ async def test_a_duplicate_first_webhook_on_the_other_node_starts_no_second_leg(
     assert b.runtime.machine.snapshot().legs == ()
 
 
-async def test_an_adopted_calls_webhooks_reach_the_node_that_adopted_it(cluster: Cluster) -> None:
+async def test_a_taken_over_calls_webhooks_reach_the_node_that_took_it(cluster: Cluster) -> None:
     a, b = cluster.nodes
     await cluster.bridge(TELNYX_NUMBER)
     call, leg_id = await telnyx_call_on_a(cluster)
     await cluster.app_server.wait_for("call.initiated", leg_id, WAIT_S)
     await a.runtime.settle()
-    await a.client.close()  # a hands its call over
+    await a.client.close()  # a hands its call over; nobody starts to adopt it
     registry, gone = b.app[LIVE_LEGS], a.app[LIVE_LEGS]
     assert isinstance(registry, RedisLiveLegs) and isinstance(gone, RedisLiveLegs)
     await registry.client.delete(registry.key(f"node:{gone.node}:alive"))
-    await registry.refresh()  # a's TTL lapsed and swept: its claims, and their calls, gone
-    assert await RedisLegOwners(registry).owner_of_call(f"telnyx:{call.call_control_id}") is None
-    c = await cluster.add_node("c")  # adopts it: its hold names the Telnyx call again
-    assert c.runtime.machine.is_alive(leg_id)
-    await c.runtime.settle()
-    cluster.balancer.later = 1
-    await call.hang_up()  # to b, carried out by c
+    await registry.refresh()  # a's TTL lapsed: b, the node that noticed, takes its call over
+    assert b.runtime.machine.is_alive(leg_id)
+    found = await RedisLegOwners(registry).owner_of_call(f"telnyx:{call.call_control_id}")
+    assert found is not None and found[0] == leg_id and found[1].node == registry.node
+    c = await cluster.add_node("c")  # adopts nothing: b, alive, holds the call
+    assert not holds(c, leg_id)
+    await b.runtime.settle()
+    cluster.balancer.later = 2
+    await call.hang_up()  # to c, carried out by b
     await cluster.app_server.wait_for("call.hangup", leg_id, WAIT_S)
-    assert not c.runtime.machine.is_alive(leg_id) and not holds(b, leg_id)
-    (delivery,) = [d for d in cluster.balancer.of(call.call_control_id) if d.node == 1]
+    assert not b.runtime.machine.is_alive(leg_id) and not holds(c, leg_id)
+    (delivery,) = [d for d in cluster.balancer.of(call.call_control_id) if d.node == 2]
     assert (delivery.status, delivery.body) == (200, b"ok")

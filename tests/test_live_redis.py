@@ -351,3 +351,45 @@ async def test_a_restarted_process_takes_the_claims_of_the_calls_it_adopts(
     finally:
         await redis.aclose()
     assert await after.count_for_org(h.org.org_id) == 1, "the adopted call, not the gone one"
+
+
+async def test_an_expired_nodes_legs_are_taken_over_by_one_node_and_fenced_from_it(
+    nodes: Nodes,
+) -> None:
+    a, b, c = await nodes("a"), await nodes("b"), await nodes("c")
+    for leg in ("a1", "a2", "a3"):
+        assert await a.claim(leg, Claim(1, 9, ROOM, 9)) is None
+    offered: list[list[str]] = []
+
+    async def adopt(legs: list[str]) -> set[str]:
+        offered.append(sorted(legs))
+        for leg in sorted(legs)[:2]:
+            b.hold(leg, org_id=1, place=ROOM)  # as the runtime does for each leg it adopts
+        return set(sorted(legs)[:2])
+
+    lost: list[list[str]] = []
+
+    async def let_go(legs: list[str]) -> None:
+        lost.append(sorted(legs))
+
+    b.on_taken_over, a.on_lost = adopt, let_go
+    c.on_taken_over = adopt  # a second survivor: the first to sweep takes them all
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await redis.delete(a.key(f"node:{a.node}:alive"))  # a stopped refreshing: expired
+        await b.refresh()
+        await c.refresh()
+        assert offered == [["a1", "a2", "a3"]], "one node takes them, once"
+        owners = {leg: await redis.hget(b.key(f"leg:{leg}"), "node") for leg in ("a1", "a2")}
+        assert owners == {"a1": b.node, "a2": b.node}
+        assert await redis.exists(b.key("leg:a3")) == 0, "not adopted: its claim dropped"
+        assert await c.count_for_number(NUMBER) == 2
+        # a comes back (it was cut off, not dead): it registers, but takes nothing back.
+        await a.refresh()
+        assert lost == [["a1", "a2"]]
+        assert await redis.hget(b.key("leg:a1"), "node") == b.node
+        # a3, which nobody took, is counted as a's again.
+        assert await redis.hget(b.key("leg:a3"), "node") == a.node
+        assert await c.count_for_number(NUMBER) == 3
+    finally:
+        await redis.aclose()

@@ -100,3 +100,14 @@ def test_a_leg_cannot_be_taken_twice() -> None:
     with pytest.raises(RuntimeError, match="already held here"):
         there.m.take(store.of_leg("a").checkpoint())
     assert of_type(there.log, fx.EmitWebhook) == []  # taking a leg publishes nothing
+
+
+def test_a_lost_leg_goes_with_its_room_and_everything_tied_to_it() -> None:
+    h = Harness()
+    h.bridged_pair("a", "b")
+    h.incoming("c")
+    room = h.m.leg("a").room_id
+    lost = h.m.lose(["a"])
+    assert sorted(leg.call_control_id for leg in lost) == ["a", "b"]  # b was in a's room
+    assert not h.has("a") and not h.has("b") and h.has("c")
+    assert room is not None and h.m.room(room) is None

@@ -31,6 +31,7 @@ import contextlib
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -39,7 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from engine.admission.live import Claim, Counted, Limit, LiveLegsUnavailable, Place
-from engine.admission.live_scripts import CLAIM, SWEEP, WRITE
+from engine.admission.live_scripts import CLAIM, TAKE_OVER, WRITE
 from engine.logs import get_logger
 
 log = get_logger("callbridge.admission")
@@ -99,7 +100,13 @@ class RedisLiveLegs:
         self._outage = ""  # why Redis is unreachable, while it is
         self._claim = client.register_script(CLAIM)
         self._write = client.register_script(WRITE)
-        self._sweep = client.register_script(SWEEP)
+        self._take_over = client.register_script(TAKE_OVER)
+        # Set by the composition root (engine/app.py): the adoption of the legs this node took
+        # over from an expired node, answering those it adopted (the others' claims are
+        # dropped); and the legs it lost to another node while it was gone (fenced).
+        self.on_taken_over: Callable[[list[str]], Awaitable[set[str]]] | None = None
+        self.on_lost: Callable[[list[str]], Awaitable[None]] | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(
@@ -147,10 +154,11 @@ class RedisLiveLegs:
         key, one TTL from its last refresh. The key's URL is cleared at once: this node takes
         no more commands, and its calls are for any node that starts to adopt
         (engine/cluster/owners_redis.py reads a node without a URL as not alive)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, *self._adopting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.flush()
         with contextlib.suppress(RedisError):  # unreachable: its key lapses with its TTL
             await self.client.set(self.key(f"node:{self.node}:alive"), "", xx=True, keepttl=True)
@@ -260,10 +268,13 @@ class RedisLiveLegs:
         ended = [leg for leg in legs if leg in self._ended]
         args += [len(ended), *ended]
         args += [leg for leg in legs if leg not in self._mine and leg not in self._ended]
-        result = int(await self._write(args=args))
-        if result == 0:
+        reply = await self._write(args=args)
+        if isinstance(reply, list):  # registering: the legs another node took meanwhile
+            self._lose([str(leg) for leg in reply])
+            reply = 0
+        if reply == 0:
             self._ended.difference_update(ended)
-        return result
+        return int(reply)
 
     # ---- liveness ----------------------------------------------------------------------------
     async def _keep_alive(self) -> None:
@@ -292,10 +303,12 @@ class RedisLiveLegs:
                 self._found()
 
     async def refresh(self) -> None:
-        """What the keep-alive task does every third of the TTL, now."""
+        """What the keep-alive task does every third of the TTL, now, and then waits for the
+        adoption of what it took over and the letting go of what it lost."""
         async with self._lock:
             await self._write_dirty()
             await self._beat()
+        await asyncio.gather(*self._adopting, return_exceptions=True)
 
     async def _beat(self) -> None:
         """Refresh this node's key (registering again if it had lapsed), then sweep."""
@@ -304,9 +317,49 @@ class RedisLiveLegs:
             log.warning("this node's liveness had lapsed in Redis: its legs are counted again",
                         node=self.node, legs=len(self._mine))  # fmt: skip
             await self._register()
-        dropped = int(await self._sweep(args=[self.prefix]))
-        if dropped:
-            log.info("claims of expired nodes dropped", legs=dropped)
+        taken = [str(leg) for leg in await self._take_over(args=[self.prefix, self.node])]
+        if not taken:
+            return
+        if self.on_taken_over is None:  # nobody here to adopt them: their claims go
+            self._dirty.update(taken)
+            await self._write_dirty()
+            log.info("claims of expired nodes dropped", legs=len(taken))
+            return
+        log.info("legs of expired nodes taken over", legs=len(taken), node=self.node)
+        self._spawn(self._adopt(self.on_taken_over, taken))
+
+    async def _adopt(
+        self, adopt: Callable[[list[str]], Awaitable[set[str]]], taken: list[str]
+    ) -> None:
+        """The taken legs to the runtime to adopt; the claims of those it did not adopt
+        dropped, as an expired node's claims were before nodes took over."""
+        adopted: set[str] = set()
+        try:
+            adopted = await adopt(taken)
+        except Exception:  # logged; their claims go as for nobody's legs
+            log.exception("taking over an expired node's legs failed", legs=len(taken))
+        left = [leg for leg in taken if leg not in adopted and leg not in self._mine]
+        if left:
+            self._dirty.update(left)  # neither held nor ended here: dropped whoever holds them
+            self._wake.set()
+            log.info("claims of expired nodes dropped", legs=len(left))
+
+    def _lose(self, lost: list[str]) -> None:
+        """Legs another node took over while this one was gone: not this node's any more."""
+        if not lost:
+            return
+        for leg in lost:
+            self._mine.pop(leg, None)
+            self._dirty.discard(leg)
+        log.warning("legs taken over by another node while this node was gone: let go",
+                    node=self.node, legs=len(lost))  # fmt: skip
+        if self.on_lost is not None:
+            self._spawn(self.on_lost(lost))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
 
     def _unavailable(self, error: str) -> str:
         return f"live-leg counts unavailable (Redis at {self._where}: {error})"

@@ -99,9 +99,11 @@ return 0
 # number, call), then `ends`, then `ends` legs that ended, then the other legs to release. With
 # ttl_ms > 0 the node (re)registers: alive for ttl_ms under its url, listed in `nodes`.
 # Without, a node that is not alive gets -1 and nothing changes (it registers with every leg
-# it holds, then writes again). Held legs are counted unconditionally and owned by this node
-# from now on; released legs are dropped whoever held them, and an ended one is remembered as
-# this node's for ended_ms (its call's key too). 0 when done.
+# it holds, then writes again). Held legs are counted and owned by this node from now on, but
+# when (re)registering a leg another live node holds is not taken back (that node took it over
+# while this one was gone: the list of such legs is returned instead of 0); released legs are
+# dropped whoever held them, and an ended one is remembered as this node's for ended_ms (its
+# call's key too). 0 when done (the lost legs, possibly none, when registering).
 WRITE = (
     _PRELUDE
     + """
@@ -112,10 +114,15 @@ if ttl > 0 then
 elseif not alive(node) then
   return -1
 end
-local i = 7
+local i, lost = 7, {}
 for _ = 1, tonumber(ARGV[6]) do
-  put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
-  redis.call('DEL', P .. 'ended:' .. ARGV[i])
+  local holder = redis.call('HGET', P .. 'leg:' .. ARGV[i], 'node')
+  if ttl > 0 and holder and holder ~= node and alive(holder) then
+    lost[#lost + 1] = ARGV[i]  -- taken over while this node was gone: fenced, not taken back
+  else
+    put(ARGV[i], node, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
+    redis.call('DEL', P .. 'ended:' .. ARGV[i])
+  end
   i = i + 5
 end
 local ends = tonumber(ARGV[i])
@@ -124,27 +131,31 @@ for j = i + 1, i + ends do
   redis.call('SET', P .. 'ended:' .. ARGV[j], node, 'PX', ended_ms)
 end
 for j = i + ends + 1, #ARGV do drop(ARGV[j]) end
+if ttl > 0 then return lost end
 return 0
 """
 )
 
-# ARGV: prefix. Drops every claim of each registered node whose liveness key has expired,
-# and forgets the node; the number of legs dropped.
-SWEEP = (
+# ARGV: prefix, node. Moves every claim of each registered node whose liveness key has expired
+# to ``node`` (the sweeping node: the first to sweep after the expiry takes them all, so a dead
+# node's legs go to one node, whole), and forgets the expired node; the legs taken.
+TAKE_OVER = (
     _PRELUDE
     + """
-local dropped = 0
+local me, taken = ARGV[2], {}
 for _, node in ipairs(redis.call('SMEMBERS', P .. 'nodes')) do
-  if not alive(node) then
+  if node ~= me and not alive(node) then
     for _, leg in ipairs(redis.call('SMEMBERS', P .. 'node:' .. node .. ':legs')) do
       if redis.call('HGET', P .. 'leg:' .. leg, 'node') == node then
-        dropped = dropped + drop(leg)
+        redis.call('HSET', P .. 'leg:' .. leg, 'node', me)
+        redis.call('SADD', P .. 'node:' .. me .. ':legs', leg)
+        taken[#taken + 1] = leg
       end
     end
     redis.call('DEL', P .. 'node:' .. node .. ':legs')
     redis.call('SREM', P .. 'nodes', node)
   end
 end
-return dropped
+return taken
 """
 )

@@ -13,10 +13,11 @@ room it is alone in, and the ended conferences it created (found through their c
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from engine.machine.core import Checkpoint, Core
-from engine.machine.model import Leg, RoomKind, SupervisorRole
+from engine.machine.model import Leg, Room, RoomKind, SupervisorRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,10 @@ def let_go(core: Core, leg: Leg) -> LetGo:
 
 
 def take(core: Core, stored: Checkpoint) -> None:
-    """Add ``stored`` (another node's leg and what it took along) to ``core``; nothing of it
-    may be here already: a leg is on one node at a time."""
+    """Add ``stored`` (another node's leg and what it took along, or all an expired node's
+    calls) to ``core``. No leg, room or conference record of it may be here already: each is
+    on one node at a time. A queue or a bridge's default conference this node keeps under the
+    same key stays this node's (they are kept per node: docs/ARCHITECTURE.md's limits)."""
     for mine, theirs in (
         (core.legs, stored.legs),
         (core.rooms, stored.rooms),
@@ -72,11 +75,46 @@ def take(core: Core, stored: Checkpoint) -> None:
     ):
         if not mine.keys().isdisjoint(theirs):
             raise RuntimeError(f"already held here: {sorted(mine.keys() & theirs.keys())}")
-    if stored.queues or stored.conferences:
-        raise RuntimeError("a leg in a queue or a bridge's conference does not move")
     core.legs.update(stored.legs)
     core.rooms.update(stored.rooms)
     core.records.update(stored.records)
+    for key, queue in stored.queues.items():
+        core.queues.setdefault(key, queue)
+    for bridge, room_id in stored.conferences.items():
+        core.conferences.setdefault(bridge, room_id)
+
+
+def lose(core: Core, leg_ids: Collection[str]) -> list[Leg]:
+    """Legs another node took over while this node was cut off (fenced): out of ``core`` with
+    their rooms, queues, bridge conferences and conference records, as that node took them.
+    Returns the legs, for the runtime to stop their timers and media."""
+    gone, rooms = set(leg_ids), set[str]()
+    grew = True
+    while grew:  # a room's legs went together
+        grew = False
+        for room_id, room in core.rooms.items():
+            if room_id not in rooms and not gone.isdisjoint(_in(room)):
+                rooms.add(room_id)
+                gone.update(_in(room))
+                grew = True
+    gone &= core.legs.keys()
+    for record in list(core.records.values()):
+        if record.creator in gone or record.room_id in rooms:
+            del core.records[record.conference_id]
+    for key, queue in list(core.queues.items()):
+        if not gone.isdisjoint(queue.members):
+            del core.queues[key]
+    for bridge, room_id in list(core.conferences.items()):
+        if room_id in rooms:
+            del core.conferences[bridge]
+    for room_id in rooms:
+        del core.rooms[room_id]
+    return [core.legs.pop(leg_id) for leg_id in sorted(gone)]
+
+
+def _in(room: Room) -> tuple[str, ...]:
+    pending = (room.pending,) if room.pending is not None else ()
+    return (*room.members, *room.supervisors, *pending)
 
 
 def _in_conference(core: Core, leg: Leg) -> bool:

@@ -22,7 +22,7 @@ the state from before the input, drops its effects, and propagates (``CallMachin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -152,19 +152,7 @@ class CallMachine:
 
     def status(self, call_control_id: str, org_id: int, now: float) -> CallStatus:
         """GET /v2/calls/{call_control_id}."""
-        leg = self.leg(call_control_id, org_id)
-        end = leg.ended_at if leg.ended_at is not None else now
-        return CallStatus(
-            call_control_id=leg.call_control_id,
-            call_leg_id=leg.call_leg_id,
-            call_session_id=leg.call_session_id,
-            client_state=leg.client_state,
-            is_alive=leg.is_alive,
-            call_duration=max(0, int(end - leg.start_time)),
-            state=leg.state.value,
-            start_time=leg.start_time,
-            end_time=leg.ended_at,
-        )
+        return CallStatus.of(self.leg(call_control_id, org_id), now)
 
     def snapshot(self) -> Snapshot:
         core = self._core
@@ -223,6 +211,11 @@ class CallMachine:
 
     def take(self, stored: Checkpoint) -> None:
         handover.take(self._core, stored)
+
+    def lose(self, leg_ids: Collection[str]) -> list[Leg]:
+        for leg_id in leg_ids:
+            self._command_ids.pop(leg_id, None)
+        return handover.lose(self._core, leg_ids)
 
     # Events.
     def handle_event(self, event: ev.Event, now: float) -> list[fx.Effect]:

@@ -468,6 +468,21 @@ class CallStatus:
     end_time: float | None
     record_type: str = "call"
 
+    @classmethod
+    def of(cls, leg: Leg, now: float) -> CallStatus:
+        end = leg.ended_at if leg.ended_at is not None else now
+        return cls(
+            call_control_id=leg.call_control_id,
+            call_leg_id=leg.call_leg_id,
+            call_session_id=leg.call_session_id,
+            client_state=leg.client_state,
+            is_alive=leg.is_alive,
+            call_duration=max(0, int(end - leg.start_time)),
+            state=leg.state.value,
+            start_time=leg.start_time,
+            end_time=leg.ended_at,
+        )
+
 
 class CallEnded(InvalidState):
     """A command for a leg that has already ended (Call Control v2: 422, code 90018)."""

@@ -15,7 +15,7 @@ nothing is stored or published); its stream stays open until its provider moves 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from engine.admission.live import LiveLegs, Place
@@ -77,6 +77,7 @@ class Adoption:
         stored = await p.store.load_live()
         others = await owners.held_elsewhere([leg.call_control_id for leg in stored.legs])
         snapshot, left = stored.without(others)
+        await p.store.own_live([leg.call_control_id for leg in snapshot.legs])
         async with p.lock:
             p.machine.adopt(snapshot.checkpoint())
         await p.recording_files.resume(snapshot, shared=bool(left))
@@ -105,6 +106,7 @@ class Adoption:
         snapshot = (await p.store.load_live()).of_leg(leg_id)
         if not snapshot.legs or not snapshot.legs[0].is_alive or snapshot.legs[0].org_id != org_id:
             raise NotFound(f"no live call with call_control_id '{leg_id}' to take over")
+        await p.store.own_live([leg_id])  # the node that let it go has nothing more to store
         async with p.lock:
             p.machine.take(snapshot.checkpoint())
         self._arm(snapshot)
@@ -113,6 +115,55 @@ class Adoption:
             await p.own_event(ev.LegAdopted(leg_id))
             p.spawn(self._ask_providers([leg_id]))
         log.info("leg taken over from another node", leg_id=leg_id, timers=len(snapshot.timers))
+
+    async def take_over(self, leg_ids: list[str]) -> set[str]:
+        """The calls of a node whose liveness expired (a kill -9, a machine lost), whose legs'
+        claims this node took (engine/admission/live_redis.py): owned here in the store first
+        (so the expired node, should it come back, can store nothing more about them), then
+        adopted as after a restart, their new media streams asked for at once. Returns the
+        live legs adopted."""
+        p = self._p
+        await p.store.own_live(leg_ids)
+        snapshot = (await p.store.load_live()).only(leg_ids)
+        async with p.lock:
+            p.machine.take(snapshot.checkpoint())
+        await p.recording_files.resume(snapshot, shared=True)
+        self._arm(snapshot)
+        adopted = [leg.call_control_id for leg in snapshot.legs if await self._reachable(leg)]
+        for leg_id in adopted:
+            await p.own_event(ev.LegAdopted(leg_id))
+        if adopted:
+            p.spawn(self._ask_providers(adopted))
+        log.info("calls of an expired node taken over", legs=len(leg_ids), live=len(adopted),
+                 rooms=len(snapshot.rooms), timers=len(snapshot.timers))  # fmt: skip
+        return set(adopted)
+
+    async def lose(self, leg_ids: Sequence[str]) -> None:
+        """Legs another node took over while this one was cut off (its Redis liveness lapsed,
+        or the store refused an input on them: ``LegsFenced``): out of this node's machine,
+        media plane, timers and gateways, with their rooms, whatever their state; nothing is
+        published (the node holding them now speaks for them)."""
+        p = self._p
+        async with p.lock:
+            lost = p.machine.lose(leg_ids)
+            for leg in lost:
+                self._drop_locally(leg)
+        if lost:
+            log.warning("calls lost to another node while this node was cut off: let go",
+                        legs=[leg.call_control_id for leg in lost])  # fmt: skip
+
+    def _drop_locally(self, leg: Leg) -> None:
+        p = self._p
+        leg_id = leg.call_control_id
+        for key in leg.timers:
+            p.cancel_timer(key)
+        p.plane.leave(leg_id)
+        p.plane.detach(leg_id)
+        p.plane.stats.forget(leg_id)
+        gateway = p.gateways.pop(leg_id, None)
+        if gateway is not None:
+            gateway.forget(leg_id)
+        p.live.forget(leg_id)
 
     async def let_go(self, leg_id: str, org_id: int) -> None:
         """``org_id``'s leg goes on at another node, which takes it from the store
@@ -125,15 +176,7 @@ class Adoption:
             if why is not None:
                 raise LegStays(f"call '{leg_id}' cannot move to another node now: {why}")
             gone = p.machine.let_go(leg_id)
-            for key in gone.leg.timers:
-                p.cancel_timer(key)
-            p.plane.leave(leg_id)
-            p.plane.detach(leg_id)
-            p.plane.stats.forget(leg_id)
-            gateway = p.gateways.pop(leg_id, None)
-            if gateway is not None:
-                gateway.forget(leg_id)
-            p.live.forget(leg_id)
+            self._drop_locally(gone.leg)
         log.info("leg let go to another node", leg_id=leg_id, room_id=gone.room_id,
                  conferences=len(gone.conference_ids))  # fmt: skip
 

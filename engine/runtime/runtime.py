@@ -50,6 +50,7 @@ from engine.runtime.ids import new_leg_ids
 from engine.runtime.recording_lifecycle import RecordingLifecycle
 from engine.runtime.timers import LoopTimers, Timers
 from engine.store.base import QueuedWebhook, Store
+from engine.store.live import LegsFenced
 from engine.webhooks.outbox import WebhookOutbox
 from media.codecs import AudioFormat
 
@@ -248,6 +249,8 @@ class CallRuntime:
             await self.store.commit_input(changes, webhooks, now)
         except CallbridgeError as exc:
             self.machine.restore(before)
+            if isinstance(exc, LegsFenced):  # another node took them over: theirs now
+                self._spawn(self.adoption.lose(exc.legs))
             fault_id = str(uuid.uuid4())
             log.error(
                 "input not stored and rolled back", fault_id=fault_id, input=name, error=str(exc)

@@ -13,7 +13,7 @@ organization, and a row of another organization is simply not found (``None`` / 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -450,6 +450,13 @@ class Store(AuditLog, Protocol):
 
     async def load_live(self) -> LiveSnapshot:
         """Everything stored about live calls (``LiveStateError`` if it cannot be read)."""
+
+    def fence_as(self, node: str) -> None:
+        """Several nodes share this store: live leg rows name their owner, ``node`` from now on
+        for what this process writes, and an input changing another node's leg is refused."""
+
+    async def own_live(self, leg_ids: Collection[str]) -> None:
+        """This node adopted these legs: their rows are its own from now on."""
 
     async def live_conference(self, conference_id: str) -> Conference | None:
         """A conference record as stored, whichever node keeps it (its creator's owner holds

@@ -8,12 +8,13 @@ PostgreSQL, and atomic within the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, insert, or_, select
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from engine.errors import StorageError
 from engine.machine.live_changes import LiveChanges
 from engine.machine.model import Conference, Leg, Queue, Room, TimerKey, TimerKind
 from engine.store import live_codec
@@ -32,15 +33,49 @@ from engine.store.schema import (
 from engine.store.transactions import SqlTransactions
 
 
+class LegsFenced(StorageError):
+    """503: an input changing legs whose rows another node owns now (it took them over while
+    this node was cut off). Nothing was stored; this node must let those legs go."""
+
+    status = 503
+    title = "Call moved to another node"
+    retry_after_header = "1"
+
+    def __init__(self, legs: Sequence[str]) -> None:
+        super().__init__(f"calls {', '.join(legs)} are held by another node now")
+        self.legs = tuple(legs)
+
+
 class SqlLive(SqlTransactions):
+    owner: str | None = None  # this node, when several share the store (``fence_as``)
+
+    def fence_as(self, node: str) -> None:
+        self.owner = node
+
+    async def own_live(self, leg_ids: Collection[str]) -> None:
+        """This node owns these legs' rows from now on (it adopted them): the node that held
+        them can no longer store an input that changes them."""
+        if self.owner is None or not leg_ids:
+            return
+        async with self._write("the adopted calls could not be taken") as conn:
+            table = live_legs
+            await conn.execute(
+                update(table)
+                .where(table.c.call_control_id.in_(list(leg_ids)))
+                .values(owner=self.owner)
+            )
+
     async def commit_input(
         self, changes: LiveChanges, webhooks: Sequence[QueuedWebhook], now: float
     ) -> None:
-        """One input's state changes and webhooks, in one transaction: all or nothing."""
+        """One input's state changes and webhooks, in one transaction: all or nothing. With
+        several nodes, refused (``LegsFenced``) if another node owns one of its legs' rows."""
         if changes.empty and not webhooks:
             return
         async with self._write("the input's state could not be stored") as conn:
-            await write_live(conn, changes, now)
+            if self.owner is not None:
+                await _fence(conn, changes, self.owner)
+            await write_live(conn, changes, now, self.owner)
             if webhooks:
                 rows = [
                     outbox_values(
@@ -67,7 +102,27 @@ class SqlLive(SqlTransactions):
         return None if state is None else live_codec.loads(Conference, state)
 
 
-async def write_live(conn: AsyncConnection, changes: LiveChanges, now: float) -> None:
+async def _fence(conn: AsyncConnection, changes: LiveChanges, owner: str) -> None:
+    """The input's legs' rows locked (PostgreSQL; SQLite has one writer) and checked as this
+    node's, or not yet anybody's."""
+    leg_ids = [leg.call_control_id for leg in changes.legs] + list(changes.legs_gone)
+    if not leg_ids:
+        return
+    table = live_legs
+    query = (
+        select(table.c.call_control_id, table.c.owner)
+        .where(table.c.call_control_id.in_(leg_ids))
+        .with_for_update()
+    )
+    rows = (await conn.execute(query)).all()
+    taken = sorted(row[0] for row in rows if row[1] is not None and row[1] != owner)
+    if taken:
+        raise LegsFenced(taken)
+
+
+async def write_live(
+    conn: AsyncConnection, changes: LiveChanges, now: float, owner: str | None = None
+) -> None:
     if changes.empty:
         return
     leg_ids = [leg.call_control_id for leg in changes.legs] + list(changes.legs_gone)
@@ -81,6 +136,7 @@ async def write_live(conn: AsyncConnection, changes: LiveChanges, now: float) ->
                 "org_id": leg.org_id,
                 "state": live_codec.dumps(leg).decode(),
                 "updated": now,
+                "owner": owner,
             }
             for leg in changes.legs
         ],

@@ -66,6 +66,25 @@ class LiveSnapshot:
         )
         return kept, left
 
+    def only(self, legs: Collection[str]) -> LiveSnapshot:
+        """The calls of ``legs`` (a node's that expired, taken over) and what goes with them:
+        the rooms they are in (a room's legs are all on one node), those rooms' conferences,
+        the queues they wait in, the conference records they created or whose room goes, and
+        the timers of all these."""
+        wanted = set(legs)
+        rooms = tuple(room for room in self.rooms if not wanted.isdisjoint(_in_room(room)))
+        room_ids = {room.room_id for room in rooms}
+        records = tuple(r for r in self.records if r.creator in wanted or r.room_id in room_ids)
+        ids = wanted | room_ids | {record.conference_id for record in records}
+        return LiveSnapshot(
+            legs=tuple(leg for leg in self.legs if leg.call_control_id in wanted),
+            rooms=rooms,
+            queues=tuple(queue for queue in self.queues if not wanted.isdisjoint(queue.members)),
+            conferences=tuple(item for item in self.conferences if item[1] in room_ids),
+            timers=tuple(timer for timer in self.timers if timer[0].call_control_id in ids),
+            records=records,
+        )
+
     def of_leg(self, leg_id: str) -> LiveSnapshot:
         """One leg another node let go (engine/machine/handover.py) and what it took along:
         the room it was alone in, the conferences it created, and their timers. Empty if the

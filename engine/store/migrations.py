@@ -426,6 +426,13 @@ def _v11_conference_recordings(conn: Connection) -> None:
     conn.exec_driver_sql(f"ALTER TABLE recordings ADD COLUMN {_column_ddl(conn, column)}")
 
 
+def _v12_live_leg_owners(conn: Connection) -> None:
+    """The node owning each live leg, for fencing a node that lost its legs (issue 16)."""
+    column: Column[Any] = Column("owner", String(128), nullable=True)
+    Table("live_legs", MetaData(naming_convention=NAMING_CONVENTION), column)
+    conn.exec_driver_sql(f"ALTER TABLE live_legs ADD COLUMN {_column_ddl(conn, column)}")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables", _v1_initial_tables),
     Migration(2, "per-organization webhook signing key versions", _v2_retired_signing_keys),
@@ -438,4 +445,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "the console's audit log of control actions", _v9_console_audit),
     Migration(10, "conferences of the Conferences API", _v10_conference_records),
     Migration(11, "recordings of conferences", _v11_conference_recordings),
+    Migration(12, "the node owning each live leg", _v12_live_leg_owners),
 )

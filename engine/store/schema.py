@@ -307,6 +307,9 @@ live_legs = Table(
     Column("org_id", ID, nullable=False),
     Column("state", Text(), nullable=False),
     Column("updated", Double(), nullable=False),
+    # The node that owns the leg when several share the store (None: one node): an input of
+    # another node changing the leg is refused (engine/store/live.py, issue 16 point 5).
+    Column("owner", String(128), nullable=True),
 )
 live_rooms = Table(
     "live_rooms",
