@@ -130,11 +130,6 @@ def streams_to(call: SimulatedCall, engine: Engine) -> list[bool]:
     return [stream.url.startswith(media_url(engine) + "/") for stream in call.streams]
 
 
-@pytest.mark.xfail(
-    reason="adoption on a node's loss (issue 16, point 5) is not built yet: node2 drops the dead "
-    "node's claims and takes nothing over, so no new stream comes within 10 s",
-    strict=True,
-)
 async def test_kill_9_of_the_node_owning_a_bridged_call_resumes_it_on_the_other_node(
     tmp_path: Path,
 ) -> None:
