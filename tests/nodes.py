@@ -6,7 +6,9 @@ share a fresh PostgreSQL database and a fresh Redis key prefix. Their public URL
 the next node in turn, every later webhook (any call's) to the next node of another turn, so
 a call's webhooks land on both nodes and the node that does not hold the call forwards them
 (engine/cluster/webhooks.py). The Telnyx simulator's connection and the Twilio simulator's
-numbers point at it. The application behind the bridge only records webhooks.
+numbers point at it. The application behind the bridge only records webhooks. ``ground`` is the
+database, the prefix and the front alone, for nodes run as processes
+(tests/test_cluster_failover_e2e.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,13 +55,15 @@ class Delivery:
 class RoundRobin:
     """The front for provider webhooks (every node's public URL): a call's first webhook goes to
     the node a test ``plan``s, else the next in turn; every later one to the node ``later``
-    names, else the next of another turn. Nothing pins a call to a node."""
+    names, else the next of another turn. Nothing pins a call to a node. A node in ``down``
+    gets nothing: the front's health check has taken it out (a test marks a node it kills)."""
 
     def __init__(self) -> None:
         self.nodes: list[str] = []
         self.owner: dict[str, int] = {}  # the provider's call id -> node of its first webhook
         self.plan: deque[int] = deque()
         self.later: int | None = None
+        self.down: set[int] = set()
         self.deliveries: list[Delivery] = []
         self._turn = itertools.count()
         self._later_turn = itertools.count()
@@ -88,13 +92,17 @@ class RoundRobin:
 
     def _node_for(self, call_id: str) -> int:
         if call_id not in self.owner:
-            self.owner[call_id] = (
-                self.plan.popleft() if self.plan else next(self._turn) % len(self.nodes)
-            )
+            self.owner[call_id] = self.plan.popleft() if self.plan else self._next_up(self._turn)
             return self.owner[call_id]
         if self.later is not None:
             return self.later
-        return next(self._later_turn) % len(self.nodes)
+        return self._next_up(self._later_turn)
+
+    def _next_up(self, turn: Iterator[int]) -> int:
+        assert len(self.down) < len(self.nodes), "every node is down"
+        while (node := next(turn) % len(self.nodes)) in self.down:
+            pass
+        return node
 
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -206,16 +214,36 @@ class NodeStarter:
         return Node(app, client, base_url)
 
 
+@dataclass
+class Ground:
+    """What the nodes of a test share: a fresh database, a fresh Redis key prefix and the front.
+    What a test pushes on ``stack`` is closed at the end, last pushed first, the front last."""
+
+    database: str
+    prefix: str
+    front: RoundRobin
+    stack: contextlib.AsyncExitStack
+
+
 @contextlib.asynccontextmanager
-async def two_nodes(tmp_path: Path) -> AsyncIterator[Cluster]:
+async def ground() -> AsyncIterator[Ground]:
     async with (
         fresh_database() as database,
         redis_prefix() as prefix,
         contextlib.AsyncExitStack() as stack,
     ):
-        balancer = RoundRobin()
-        await balancer.start()
-        stack.push_async_callback(balancer.close)
+        front = RoundRobin()
+        await front.start()
+        stack.push_async_callback(front.close)
+        yield Ground(database, prefix, front, stack)
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with ground() as shared:
+        database, prefix, balancer, stack = (
+            shared.database, shared.prefix, shared.front, shared.stack
+        )  # fmt: skip
         sim = await TelnyxSimulator().start()
         watch(sim)
         stack.push_async_callback(sim.close)  # out before the nodes: its calls close their media

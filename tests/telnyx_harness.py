@@ -109,6 +109,17 @@ class AppServer:
             and (leg is None or e["payload"]["call_control_id"] == leg)
         ]
 
+    def call_events(self, leg: str) -> list[str]:
+        """The leg's call.* webhooks in the order they arrived; every webhook recorded (of any
+        leg) arrived once."""
+        ids = [e["id"] for e in self.events]
+        assert len(ids) == len(set(ids)), "a webhook arrived twice"
+        return [
+            e["event_type"]
+            for e in self.events
+            if e["payload"]["call_control_id"] == leg and e["event_type"].startswith("call.")
+        ]
+
     async def wait_for(
         self, event_type: str, leg: str | None = None, timeout_s: float = WAIT_S
     ) -> dict[str, Any]:

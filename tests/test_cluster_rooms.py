@@ -96,15 +96,7 @@ async def stream_up(call: SimulatedCall, streams: int) -> int:
 
 
 def call_events(cluster: Cluster, leg_id: str) -> list[str]:
-    """The leg's call.* webhooks in the order the application got them; every webhook the
-    application got (of any leg) arrived once."""
-    ids = [e["id"] for e in cluster.app_server.events]
-    assert len(ids) == len(set(ids)), "a webhook arrived twice"
-    return [
-        e["event_type"]
-        for e in cluster.app_server.events
-        if e["payload"]["call_control_id"] == leg_id and e["event_type"].startswith("call.")
-    ]
+    return cluster.app_server.call_events(leg_id)
 
 
 async def settled(cluster: Cluster) -> None:

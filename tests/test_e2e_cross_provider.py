@@ -27,18 +27,23 @@ from adapters.simulators import CallState, SimulatedCall, TelnyxSimulator, Twili
 from adapters.transport import AiohttpMediaSocket
 from adapters.wiring import ADAPTERS
 from benchmarks.loadtest.frames import FRAME_SAMPLES
-from benchmarks.loadtest.judge import VoiceSource, judge
+from benchmarks.loadtest.judge import judge
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
 from engine.runtime.runtime import CallRuntime
-from tests.e2e_checks import LISTEN_FRAMES, hearing, tap, voices, watch
+from tests.e2e_checks import LISTEN_FRAMES, hearing, watch
+from tests.engine_process import (
+    TELNYX_NUMBER,
+    TELNYX_VOICE,
+    TWILIO_NUMBER,
+    TWILIO_VOICE,
+    two_callers,
+)
 from tests.platform_client import BRIDGES, Org, make_org
 from tests.telnyx_harness import AppServer, telnyx_config
 
 SECRET_KEY = "cross-provider-secret-" + "x" * 32
-TWILIO_NUMBER, TELNYX_NUMBER = "+15550101010", "+15550202020"
-TWILIO_VOICE, TELNYX_VOICE = voices(2)
 SETTLE = 10  # frames already on their way when the peer hung up
 
 
@@ -140,14 +145,7 @@ async def bridged_pair(w: World, bridge_body: dict[str, Any]) -> tuple[Any, Any,
 
     w.app_server.on_event = application
     try:
-        twilio_call = await w.twilio.place_inbound_call(
-            "+15557770001", TWILIO_NUMBER, source=VoiceSource(TWILIO_VOICE)
-        )
-        tap(twilio_call)
-        telnyx_call = await w.telnyx.place_inbound_call(
-            "+15557770002", TELNYX_NUMBER, source=VoiceSource(TELNYX_VOICE)
-        )
-        tap(telnyx_call)
+        twilio_call, telnyx_call = await two_callers(w.twilio, w.telnyx)
         async with asyncio.timeout(8):
             await both.wait()
         for leg in legs.values():

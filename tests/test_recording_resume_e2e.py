@@ -24,7 +24,7 @@ import telnyx
 from numpy.typing import NDArray
 
 from tests.e2e_checks import Tap
-from tests.test_restart_e2e import (
+from tests.engine_process import (
     TWILIO_NUMBER,
     World,
     bridged_pair,
