@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import orjson
 import telnyx
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from adapters.simulators import TelnyxCall, TelnyxSimulator, TwilioSimulator
 from adapters.simulators.common import LocalServer
+from benchmarks.loadtest.nodes import pass_on, webhook_call
 from engine.api.keys import RUNTIME
 from engine.app import create_app
 from engine.config import Settings
@@ -37,8 +37,6 @@ from tests.platform_client import BRIDGES, Org, make_org
 from tests.postgres import fresh_database
 from tests.redis_server import REDIS_URL, redis_prefix
 from tests.telnyx_harness import SECRET_KEY, AppServer, telnyx_config
-
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 
 
 @dataclass(frozen=True)
@@ -106,20 +104,13 @@ class RoundRobin:
 
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if request.path == "/webhooks/telnyx":
-            call_id = orjson.loads(body)["data"]["payload"]["call_control_id"]
-        else:
-            call_id = (await request.post())["CallSid"]
-        assert isinstance(call_id, str)
+        call_id = await webhook_call(request, body)
         node = self._node_for(call_id)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         assert self._session is not None
-        url = self.nodes[node] + request.path_qs
-        async with self._session.post(url, data=body, headers=headers) as reply:
-            answer = await reply.read()
-            kept = {"Content-Type": reply.headers.get("Content-Type", "text/plain")}
-        self.deliveries.append(Delivery(call_id, request.path, node, reply.status, answer))
-        return web.Response(status=reply.status, body=answer, headers=kept)
+        reply = await pass_on(self._session, self.nodes[node], request, body)
+        assert isinstance(reply.body, bytes)
+        self.deliveries.append(Delivery(call_id, request.path, node, reply.status, reply.body))
+        return reply
 
 
 @dataclass

@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --generator-procs: cores to pin them to, round robin, e.g. 1,2,3 "
         "(default: every core but --engine-core's)",
     )
+    add("--engine-workers", type=int, default=1,
+        help="with --spawn-engine: `callbridge serve --workers N` (N nodes, not pinned) on a "
+             "fresh database of --database-url's PostgreSQL server and on --redis-url, behind "
+             "a front for the provider webhooks")  # fmt: skip
+    add(
+        "--database-url",
+        default="postgresql://127.0.0.1:5432/test",
+        help="with --engine-workers: the PostgreSQL server (a fresh database is made on it)",
+    )
+    add("--redis-url", default="redis://127.0.0.1:6379/0", help="with --engine-workers")
     add("--engine-loop", choices=("asyncio", "uvloop"), default="asyncio",
         help="with --spawn-engine: the engine's loop (asyncio is `callbridge serve`)")  # fmt: skip
     add("--no-uvloop", action="store_true", help="run this process on the asyncio loop")
@@ -111,7 +121,8 @@ def config_from(args: argparse.Namespace) -> LoadConfig:
         engine_core=args.engine_core if args.engine_core >= 0 else None,
         generator_core=args.generator_core if args.generator_core >= 0 else None,
         engine_loop=args.engine_loop, generator_procs=args.generator_procs,
-        generator_cores=args.generator_cores,
+        generator_cores=args.generator_cores, engine_workers=args.engine_workers,
+        database_url=args.database_url, redis_url=args.redis_url,
     )  # fmt: skip
 
 

@@ -40,6 +40,10 @@ class LoadConfig:
     engine_loop: str = "asyncio"
     generator_procs: int = 1  # more: that many child processes share the legs (fleet.py)
     generator_cores: tuple[int, ...] | None = None  # None: every core but the engine's
+    # More than 1: `serve --workers` (several nodes) on PostgreSQL and Redis (engine_host.py).
+    engine_workers: int = 1
+    database_url: str = "postgresql://127.0.0.1:5432/test"  # its server gets a fresh database
+    redis_url: str = "redis://127.0.0.1:6379/0"
     bridge_options: Mapping[str, Any] = field(default_factory=dict)
     keep_calls: bool = False  # leave the calls up at the end (the caller hangs up)
 
@@ -66,6 +70,8 @@ class LoadConfig:
             raise ValueError(f"not even one room of {self.room_size} legs to run")
         if self.generator_procs < 1:
             raise ValueError("--generator-procs must be at least 1")
+        if self.engine_workers < 1 or (self.engine_workers > 1 and not self.spawn_engine):
+            raise ValueError("--engine-workers runs `serve --workers`: with --spawn-engine")
         if steps[0] < self.generator_procs * self.room_size:
             raise ValueError(
                 f"{self.generator_procs} generator processes need at least one room each: "

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
+from benchmarks.loadtest.nodes import WebhookFront, children, fresh_postgres, redis_prefix
 from engine.api.keys import STORE
 from engine.app import create_app
 from engine.config import Settings
@@ -38,6 +39,7 @@ from engine.crypto import new_api_token, token_digest
 
 __all__ = [
     "Engine",
+    "Nodes",
     "ProcessStats",
     "event_loop_runner",
     "open_engine",
@@ -93,16 +95,25 @@ class Engine:
     app: web.Application | None = None
     loop: str = "asyncio"
     log_path: Path | None = None
+    workers: int = 1  # serve --workers: its children's CPU and memory are the engine's
+
+    def facts(self, core: int | None) -> dict[str, Any]:
+        """What the report says of the engine (``core``: where it was pinned, if spawned)."""
+        pinned = core if self.pid is not None and self.workers == 1 else None
+        return {"mode": self.mode, "url": self.base_url, "loop": self.loop, "pid": self.pid,
+                "core": pinned, "workers": self.workers}  # fmt: skip
 
     def stats(self) -> ProcessStats | None:
         if self.mode == "in-process":
             return process_stats(None)
         if self.pid is None:
             return None
+        pids = [self.pid, *children(self.pid)] if self.workers > 1 else [self.pid]
         try:
-            return process_stats(self.pid)
+            each = [process_stats(pid) for pid in pids]
         except OSError:
             return None
+        return ProcessStats(sum(s.cpu_s for s in each), sum(s.rss_bytes for s in each))
 
 
 def _free_socket() -> socket.socket:
@@ -124,6 +135,7 @@ async def open_engine(
     engine_loop: str = "asyncio",
     workdir: Path | None = None,
     settings: Mapping[str, Any] | None = None,
+    nodes: Nodes | None = None,
 ) -> AsyncIterator[Engine]:
     """``settings``: ``Settings`` fields changed for an in-process engine (a test's, e.g. fewer
     webhook attempts); refused for an engine this process does not configure."""
@@ -136,7 +148,10 @@ async def open_engine(
         return
     with tempfile.TemporaryDirectory(prefix="callbridge-loadtest-") as tmp:
         base = Path(tmp) if workdir is None else workdir
-        if spawn:
+        if spawn and nodes is not None:
+            async with _spawned_nodes(base, nodes, engine_loop) as engine:
+                yield engine
+        elif spawn:
             async with _spawned(base, engine_core, engine_loop) as engine:
                 yield engine
         else:
@@ -182,15 +197,7 @@ _UVLOOP_BOOT = (
 @contextlib.asynccontextmanager
 async def _spawned(base: Path, core: int | None, loop: str) -> AsyncIterator[Engine]:
     database = f"sqlite:///{base / 'callbridge.db'}"
-    env = {
-        **os.environ,
-        "CALLBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
-        "CALLBRIDGE_LOG_LEVEL": "warning",
-        "CALLBRIDGE_LOG_FORMAT": "json",
-        "CALLBRIDGE_RECORDINGS_DIR": str(base / "recordings"),
-        # The load generator's bots and webhook receiver listen on 127.0.0.1.
-        "CALLBRIDGE_ALLOW_PRIVATE_URLS": "true",
-    }
+    env = _engine_env(base)
     org = await asyncio.to_thread(_create_org, database, env)
     with _free_socket() as probe:
         port = probe.getsockname()[1]
@@ -204,11 +211,69 @@ async def _spawned(base: Path, core: int | None, loop: str) -> AsyncIterator[Eng
         yield Engine(base_url, org["token"], ORG_HANDLE, process.pid, "spawned", None, loop,
                      log_path)  # fmt: skip
     finally:
-        process.terminate()
+        await asyncio.to_thread(_stop, process)
+
+
+@dataclass(frozen=True, slots=True)
+class Nodes:
+    """``serve --workers count`` on the PostgreSQL server and Redis these URLs name."""
+
+    count: int
+    database_url: str
+    redis_url: str
+
+
+@contextlib.asynccontextmanager
+async def _spawned_nodes(base: Path, nodes: Nodes, loop: str) -> AsyncIterator[Engine]:
+    """``callbridge serve --workers`` on a fresh database and Redis prefix, behind a front;
+    not pinned (its workers share the cores with the generator, as on one machine)."""
+    with _free_socket() as probe:
+        port = probe.getsockname()[1]  # workers listen on port .. port + count - 1
+    urls = [f"http://127.0.0.1:{port + i}" for i in range(nodes.count)]
+    front = WebhookFront(urls)
+    async with fresh_postgres(nodes.database_url) as database:
+        env = {
+            **_engine_env(base),
+            "CALLBRIDGE_PUBLIC_URL": await front.start(),
+            "CALLBRIDGE_PUBLIC_MEDIA_URL": "ws://127.0.0.1:{port}",
+            "CALLBRIDGE_REDIS_URL": nodes.redis_url,
+            "CALLBRIDGE_REDIS_PREFIX": redis_prefix(),
+        }
         try:
-            await asyncio.to_thread(process.wait, 15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            org = await asyncio.to_thread(_create_org, database, env)
+            log_path = base / "engine.log"
+            extra = ("--workers", str(nodes.count))
+            process = await asyncio.to_thread(_serve, port, database, env, loop, log_path, extra)
+            try:
+                for url in urls:
+                    await _wait_healthy(url, process)
+                # The API through the first node (it forwards commands on the others' legs).
+                yield Engine(urls[0], org["token"], ORG_HANDLE, process.pid, "spawned", None,
+                             loop, log_path, nodes.count)  # fmt: skip
+            finally:
+                await asyncio.to_thread(_stop, process)
+        finally:
+            await front.close()
+
+
+def _engine_env(base: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "CALLBRIDGE_SECRET_KEY": secrets.token_urlsafe(48),
+        "CALLBRIDGE_LOG_LEVEL": "warning",
+        "CALLBRIDGE_LOG_FORMAT": "json",
+        "CALLBRIDGE_RECORDINGS_DIR": str(base / "recordings"),
+        # The load generator's bots and webhook receiver listen on 127.0.0.1.
+        "CALLBRIDGE_ALLOW_PRIVATE_URLS": "true",
+    }
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _create_org(database: str, env: dict[str, str]) -> dict[str, str]:
@@ -222,14 +287,19 @@ def _create_org(database: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def _serve(
-    port: int, database: str, env: dict[str, str], loop: str, log_path: Path
+    port: int,
+    database: str,
+    env: dict[str, str],
+    loop: str,
+    log_path: Path,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """``callbridge serve`` as a child (``-m engine.cli``, or under uvloop), logging to a file."""
     boot = ["-c", _UVLOOP_BOOT] if loop == "uvloop" else ["-m", "engine.cli"]
     with open(log_path, "wb") as log:
         return subprocess.Popen(
             [sys.executable, *boot, "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--database", database],
+             "--database", database, *extra],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -205,8 +205,7 @@ class Fleet:
         return RunResult(
             config=config,
             plan=self.plan,
-            engine={"mode": engine.mode, "url": engine.base_url, "loop": engine.loop,
-                    "pid": engine.pid, "core": config.engine_core if engine.pid else None},
+            engine=engine.facts(config.engine_core),
             environment=environment(config.generator_procs, cores),
             steps=steps,
             events=events,

@@ -33,7 +33,7 @@ from adapters.simulators import CallState, SimulatedCall
 from benchmarks.loadtest.application import CallControl, Event, PairingApp
 from benchmarks.loadtest.checker import AudioChecker, SendLog, Tally
 from benchmarks.loadtest.config import LoadConfig, plan_of
-from benchmarks.loadtest.engine_host import Engine, open_engine, pin_to_core, process_stats
+from benchmarks.loadtest.engine_host import Engine, Nodes, open_engine, pin_to_core, process_stats
 from benchmarks.loadtest.frames import FRAME_S
 from benchmarks.loadtest.gates import LocalGate, WindowGate
 from benchmarks.loadtest.legs import Ear, MarkerTone
@@ -206,8 +206,7 @@ class LoadTest:
             return RunResult(
                 config=config,
                 plan=self.plan,
-                engine={"mode": engine.mode, "url": engine.base_url, "loop": engine.loop,
-                        "pid": engine.pid, "core": config.engine_core if engine.pid else None},
+                engine=engine.facts(config.engine_core),
                 environment=environment(config.generator_procs, config.generator_cores),
                 steps=steps,
                 events=app.events,
@@ -432,8 +431,12 @@ def judge_step(config: LoadConfig, tally: Tally, realtime: float, lag_p99_ms: fl
 
 def engine_for(config: LoadConfig) -> AbstractAsyncContextManager[Engine]:
     """The engine a load test runs against, as its configuration says (engine_host.py)."""
+    nodes = None
+    if config.engine_workers > 1:
+        nodes = Nodes(config.engine_workers, config.database_url, config.redis_url)
     return open_engine(
         target=config.target, token=config.token, org_handle=config.org_handle,
         engine_pid=config.engine_pid, spawn=config.spawn_engine,
-        engine_core=config.engine_core, engine_loop=config.engine_loop,
+        engine_core=None if nodes else config.engine_core, engine_loop=config.engine_loop,
+        nodes=nodes,
     )  # fmt: skip
