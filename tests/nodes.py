@@ -147,10 +147,26 @@ class Cluster:
         self.nodes.append(node)
         return node
 
-    async def bridge(self, *numbers: str, channels_count: int = 100, twilio: bool = False) -> str:
-        """A bridge whose application is ``app_server``, ``numbers`` connected through node a
-        (Telnyx's, or with ``twilio`` Twilio's); their webhooks then go to the balancer."""
-        slug: str = (await self.org.create_bridge("Sales", webhook_url=self.app_server.url))["slug"]
+    async def bridge(
+        self,
+        *numbers: str,
+        channels_count: int = 100,
+        twilio: bool = False,
+        application: bool = True,
+    ) -> str:
+        """A bridge whose application is ``app_server`` (without ``application``: none, so
+        callbridge answers its callers into the bridge's conference), ``numbers`` connected
+        through node a (Telnyx's, or with ``twilio`` Twilio's); their webhooks then go to the
+        balancer."""
+        hooks = {"webhook_url": self.app_server.url} if application else {}
+        slug: str = (await self.org.create_bridge("Sales", **hooks))["slug"]
+        await self.connect(slug, *numbers, channels_count=channels_count, twilio=twilio)
+        return slug
+
+    async def connect(
+        self, slug: str, *numbers: str, channels_count: int = 100, twilio: bool = False
+    ) -> None:
+        """More numbers on the bridge ``slug``."""
         for number in numbers:
             (self.twilio if twilio else self.sim).add_number(number)
             reply = await self.org.call(
@@ -165,7 +181,6 @@ class Cluster:
             assert reply.status == 200, reply.text
         connection = self.sim.connections[self.connection_id]
         connection.webhook_event_url = connection.webhook_event_failover_url = self.balancer.url
-        return slug
 
     def node_of(self, call: TelnyxCall) -> Node:
         """The node that took the call's first webhook (its owner, unless adopted since)."""

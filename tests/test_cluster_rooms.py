@@ -23,7 +23,7 @@ from adapters.telnyx.kit import TELNYX_KIT
 from benchmarks.loadtest.judge import Voice, VoiceSource
 from engine.cluster.handover import LEG_PATH
 from engine.cluster.node_auth import HEADER
-from tests.e2e_checks import Tap, hearing_since, tap, voices
+from tests.e2e_checks import Tap, hearing, hearing_since, tap, voices
 from tests.nodes import Cluster, Node, two_nodes
 from tests.platform_client import make_org
 from tests.telnyx_harness import caller
@@ -267,3 +267,32 @@ async def test_a_dial_joining_a_live_leg_is_placed_by_that_legs_node(cluster: Cl
     assert holds(a, new_leg) and not holds(c, new_leg)  # born where the leg it joins lives
     await cluster.app_server.wait_for("call.bridged", new_leg, WAIT_S)
     assert a.runtime.machine.leg(new_leg).room_id == a.runtime.machine.leg(leg_id).room_id
+
+
+async def test_a_bridges_conference_callers_are_taken_where_its_room_is(
+    cluster: Cluster,
+) -> None:
+    nodes = cluster.nodes
+    slug = await cluster.bridge(TELNYX_NUMBER, application=False)  # callbridge answers them
+    await cluster.connect(slug, TWILIO_NUMBER, twilio=True)
+    said = voices(3)
+    calls: list[SimulatedCall] = []
+    for node, voice in zip((0, 1, 2), said, strict=True):
+        cluster.balancer.plan.append(node)  # each caller's first webhook to another node
+        if node == 1:
+            call: SimulatedCall = await cluster.twilio.place_inbound_call(
+                caller(), TWILIO_NUMBER, source=VoiceSource(voice)
+            )
+        else:
+            call = await cluster.sim.place_inbound_call(
+                caller(), TELNYX_NUMBER, source=VoiceSource(voice)
+            )
+        tap(call)
+        await call.wait_until(lambda c: c.state is CallState.STREAMING, WAIT_S)
+        calls.append(call)
+    await asyncio.gather(*(hearing(call, others(said, i), said[i]) for i, call in enumerate(calls)))
+    # All taken by node a, where the first made the bridge's conference room: one room.
+    legs = [leg for leg in nodes[0].runtime.machine.snapshot().legs if leg.is_alive]
+    assert len(legs) == 3 and len({leg.room_id for leg in legs}) == 1
+    for other in nodes[1:]:
+        assert not [leg for leg in other.runtime.machine.snapshot().legs if leg.is_alive]

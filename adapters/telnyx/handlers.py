@@ -149,7 +149,11 @@ class TelnyxHandlers:
         telnyx_id = event.call_control_id
         if telnyx_id is None or self._kit.legs.of_telnyx(telnyx_id) is not None:
             return None
-        return WebhookTarget(call=provider_call("telnyx", telnyx_id))
+        # A new incoming call may belong where its bridge's conference is.
+        new = event.event_type == "call.initiated" and event.direction == "incoming"
+        return WebhookTarget(
+            call=provider_call("telnyx", telnyx_id), number=event.to if new else None
+        )
 
     async def webhook(self, request: web.Request) -> web.Response:
         raw = await request.read()

@@ -37,7 +37,7 @@ bad signature is a 403 and nothing happens.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
@@ -59,6 +59,7 @@ from adapters.twilio.gateway import (
     TwilioLeg,
     stream_twiml,
 )
+from adapters.twilio.locating import FormParams, first_values, form_params, known_leg, locate
 from adapters.twilio.signature import SIGNATURE_HEADER, validate_signature
 from adapters.twilio.stream import TwilioStreamCodec
 from adapters.twilio.webhooks import TwilioStatus, parse_status, parse_voice_call
@@ -80,7 +81,6 @@ __all__ = ["TwilioHandlers", "hangup_of"]
 
 log = get_logger("callbridge.twilio")
 
-FormParams = dict[str, list[str]]
 
 # Terminal CallStatus -> hangup_cause and who ended it (None: the far end of the leg).
 _HANGUPS: Final[dict[str, tuple[HangupCause, HangupSource | None]]] = {
@@ -127,18 +127,6 @@ def _xml(document: str) -> web.Response:
     return web.Response(text=document, content_type="text/xml")
 
 
-def _params(fields: Iterable[tuple[str, object]]) -> FormParams:
-    """Every form field with all its values, as text (what the signature covers)."""
-    params: FormParams = {}
-    for name, value in fields:
-        params.setdefault(name, []).append(value if isinstance(value, str) else "")
-    return params
-
-
-def _first(params: FormParams) -> dict[str, str]:
-    return {name: values[0] for name, values in params.items()}
-
-
 class TwilioHandlers:
     def __init__(self, kit: TwilioKit) -> None:
         self._kit = kit
@@ -173,7 +161,7 @@ class TwilioHandlers:
         token = self._context.auth_token(config)
         if not validate_signature(token, url, params, signature, body):
             return False
-        return _first(params).get("AccountSid") == config.account_sid
+        return first_values(params).get("AccountSid") == config.account_sid
 
     @staticmethod
     def _forbidden(request: web.Request, reason: str, **details: object) -> web.Response:
@@ -188,29 +176,8 @@ class TwilioHandlers:
         current = await self._context.store.get_provider_config(leg.org_id, leg.config.id)
         return current if current is not None else leg.config
 
-    def _known_leg(self, request: web.Request, fields: Mapping[str, str]) -> TwilioLeg | None:
-        legs = self._kit.legs
-        leg_id = request.query.get(LEG_QUERY)
-        if leg_id:
-            return legs.by_id(leg_id)
-        call_sid = fields.get("CallSid")
-        return legs.by_sid(call_sid) if call_sid else None
-
     async def locate(self, request: web.Request) -> WebhookTarget | None:
-        """The leg (a dialled call's URL names it) or the call (``CallSid``) a webhook is for,
-        when this node does not hold it: another node may. Unverified: only the owner's answer
-        counts, and it verifies the signature itself."""
-        await request.read()  # kept by aiohttp: the handler, or the forwarder, reads it again
-        fields = _first(_params((await request.post()).items()))
-        if self._known_leg(request, fields) is not None:
-            return None
-        leg_id = request.query.get(LEG_QUERY)
-        if leg_id:
-            return WebhookTarget(leg_id=leg_id)
-        call_sid = fields.get("CallSid")
-        return WebhookTarget(call=provider_call("twilio", call_sid)) if call_sid else None
-
-    # --- voice webhook -----------------------------------------------------------------------
+        return await locate(self._kit.legs, request)
 
     async def voice(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -227,11 +194,11 @@ class TwilioHandlers:
 
     async def _voice(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        params = _params((await request.post()).items())
-        fields = _first(params)
+        params = form_params((await request.post()).items())
+        fields = first_values(params)
         if not request.headers.get(SIGNATURE_HEADER):
             return self._forbidden(request, "missing X-Twilio-Signature")
-        leg = self._known_leg(request, fields)
+        leg = known_leg(self._kit.legs, request, fields)
         if leg is not None:
             config = await self._config_of(leg)
             if not self._verified(config, request, VOICE_PATH, params, body):
@@ -266,7 +233,7 @@ class TwilioHandlers:
     async def _inbound(
         self, request: web.Request, params: FormParams, body: bytes
     ) -> web.StreamResponse:
-        context, fields = self._context, _first(params)
+        context, fields = self._context, first_values(params)
         to = fields.get("To", "")
         found = await context.route_for(to) if to else RouteLookup(None)
         route = found.route
@@ -408,11 +375,11 @@ class TwilioHandlers:
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        params = _params((await request.post()).items())
-        fields = _first(params)
+        params = form_params((await request.post()).items())
+        fields = first_values(params)
         if not request.headers.get(SIGNATURE_HEADER):
             return self._forbidden(request, "missing X-Twilio-Signature")
-        leg = self._known_leg(request, fields)
+        leg = known_leg(self._kit.legs, request, fields)
         if leg is None:
             log.info(
                 "twilio status callback for a call callbridge does not track",

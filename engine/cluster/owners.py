@@ -61,6 +61,10 @@ class LegOwners(Protocol):
         """The leg of a provider call (``engine.admission.live.provider_call``) and its owner,
         as ``owner_of``; None if no node knows the call. ``OwnersUnavailable`` as there."""
 
+    async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
+        """A live leg of the bridge (counted against it) on a live node, and that node; None if
+        it has none. ``OwnersUnavailable`` as there."""
+
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         """Of ``leg_ids``, those another node that is alive owns (adoption leaves them to it).
         ``OwnersUnavailable`` if the registry cannot answer."""
@@ -75,6 +79,9 @@ class SoleNode:
         return None
 
     async def owner_of_call(self, call: str) -> tuple[str, Owner] | None:
+        return None
+
+    async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
         return None
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:

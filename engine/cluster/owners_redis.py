@@ -62,11 +62,29 @@ return out
 )
 
 
+# ARGV: prefix, a bridge id. A live leg counted against the bridge whose node is alive, and
+# that node and its URL; {''} if none is (engine/cluster/webhooks.py: a bridge's conference).
+BRIDGE_OWNER = (
+    _OWNER
+    + """
+for _, leg in ipairs(redis.call('SMEMBERS', P .. 'bridge:' .. ARGV[2])) do
+  local node = redis.call('HGET', P .. 'leg:' .. leg, 'node')
+  if node then
+    local url = redis.call('GET', P .. 'node:' .. node .. ':alive')
+    if url and url ~= '' then return {leg, node, url, 0} end
+  end
+end
+return {''}
+"""
+)
+
+
 class RedisLegOwners:
     def __init__(self, registry: RedisLiveLegs) -> None:
         self._registry = registry
         self._owners = registry.client.register_script(OWNERS)
         self._call_owner = registry.client.register_script(CALL_OWNER)
+        self._bridge_owner = registry.client.register_script(BRIDGE_OWNER)
 
     @property
     def node(self) -> str:
@@ -82,6 +100,13 @@ class RedisLegOwners:
             return None
         owner = self._owner(*found[1:4])
         return None if owner is None else (leg_id, owner)
+
+    async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
+        found = await self._run(self._bridge_owner, [str(bridge_id)])
+        if not found[0]:
+            return None
+        owner = self._owner(*found[1:4])
+        return None if owner is None else (found[0], owner)
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         if not leg_ids:

@@ -47,6 +47,17 @@ class CallRouter:
         owner_elsewhere = self._elsewhere(leg_id, owner)
         return None if owner_elsewhere is None else (leg_id, owner_elsewhere)
 
+    async def bridge_elsewhere(self, bridge_id: int) -> tuple[str, Owner] | None:
+        """The live node holding a live leg of the bridge, when it is another one: where a new
+        call the bridge answers into its conference goes (the room is there). None to take the
+        call here."""
+        if self._forwarder is None:
+            return None
+        found = await self.owners.owner_of_bridge(bridge_id)
+        if found is None or found[1].node == self.owners.node:
+            return None
+        return found
+
     def _elsewhere(self, leg_id: str, owner: Owner | None) -> Owner | None:
         if self._forwarder is None or owner is None or owner.node == self.owners.node:
             return None

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from engine.api.keys import ROUTER
+from engine.api.keys import ROUTER, STORE
 from engine.cluster.forward import FORWARDED_BY, WEBHOOK_HEADERS
 from engine.cluster.owners import Owner, OwnersUnavailable, OwnerUnreachable
+from engine.errors import CallbridgeError
 from engine.logs import get_logger
 
 log = get_logger("callbridge.cluster")
@@ -44,6 +45,9 @@ class WebhookTarget:
 
     leg_id: str | None = None
     call: str | None = None
+    # The number a new incoming call dialled: a bridge without webhook_url answers it into
+    # its conference, whose room is on the node holding the bridge's live legs.
+    number: str | None = None
 
 
 Locate = Callable[[web.Request], Awaitable[WebhookTarget | None]]
@@ -94,5 +98,21 @@ async def _owner(request: web.Request, target: WebhookTarget) -> tuple[str, Owne
         owner = await router.elsewhere(target.leg_id)
         return None if owner is None else (target.leg_id, owner)
     if target.call is not None:
-        return await router.call_elsewhere(target.call)
+        found = await router.call_elsewhere(target.call)
+        if found is not None or target.number is None:
+            return found
+        return await _conference_node(request, target.number)
     return None
+
+
+async def _conference_node(request: web.Request, number: str) -> tuple[str, Owner] | None:
+    """For a new call to ``number``: the node of its bridge's conference room, when the bridge
+    routes calls there (no webhook_url) and another node holds its live legs (all in that
+    room). None to take the call here (the store unreachable too: its admission refuses it)."""
+    try:
+        route = await request.app[STORE].route_for_number(number)
+    except CallbridgeError:
+        return None
+    if route is None or route.bridge.webhook_url is not None:
+        return None
+    return await request.app[ROUTER].bridge_elsewhere(route.bridge.id)
