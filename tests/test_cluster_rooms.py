@@ -296,3 +296,41 @@ async def test_a_bridges_conference_callers_are_taken_where_its_room_is(
     assert len(legs) == 3 and len({leg.room_id for leg in legs}) == 1
     for other in nodes[1:]:
         assert not [leg for leg in other.runtime.machine.snapshot().legs if leg.is_alive]
+
+
+async def test_a_queue_lives_on_the_node_of_its_calls(cluster: Cluster) -> None:
+    a, b, _c = cluster.nodes
+    await cluster.bridge(TELNYX_NUMBER)
+    answer_through(cluster, a)
+    said = voices(3)
+    (call_x, leg_x), (_call_y, leg_y), (call_z, leg_z) = [
+        await telnyx_caller(cluster, node, voice)
+        for node, voice in zip((0, 1, 1), said, strict=True)
+    ]
+    token, enqueue = cluster.org.token, {"queue_name": "support"}
+    for node, leg_id in ((a, leg_x), (b, leg_y)):  # each through its own node
+        status, body = await send(
+            node, token, "POST", f"/v2/calls/{leg_id}/actions/enqueue", enqueue
+        )
+        assert status == 200, body
+    queue = a.runtime.machine.queue(cluster.org.org_id, "support")
+    assert queue is not None and queue.members == (leg_x, leg_y)
+    assert b.runtime.machine.queue(cluster.org.org_id, "support") is None and not holds(b, leg_y)
+
+    # An agent on b takes the longest-waiting caller: carried out on a, the agent moved there.
+    status, body = await send(
+        b, token, "POST", f"/v2/calls/{leg_z}/actions/bridge", {"queue": "support"}
+    )
+    assert (status, body) == (200, {"data": {"result": "ok"}})
+    assert (
+        holds(a, leg_z)
+        and a.runtime.machine.leg(leg_z).room_id == a.runtime.machine.leg(leg_x).room_id
+    )
+    start = await stream_up(call_z, 2)
+    assert isinstance(call_x.playout, Tap)
+    await asyncio.gather(
+        hearing_since(call_z, start, [said[0]], said[2]),
+        hearing_since(call_x, len(call_x.playout.frames), [said[2]], said[0]),
+    )
+    queue = a.runtime.machine.queue(cluster.org.org_id, "support")
+    assert queue is not None and queue.members == (leg_y,)

@@ -94,6 +94,13 @@ class SqlLive(SqlTransactions):
         async with self._read() as conn:
             return await read_live(conn)
 
+    async def live_queue(self, org_id: int, name: str) -> Queue | None:
+        table = live_queues
+        async with self._read() as conn:
+            query = select(table.c.state).where(table.c.org_id == org_id, table.c.name == name)
+            state = (await conn.execute(query)).scalar_one_or_none()
+        return None if state is None else live_codec.loads(Queue, state)
+
     async def live_conferences(self, org_id: int) -> list[Conference]:
         table = live_conference_records
         async with self._read() as conn:
