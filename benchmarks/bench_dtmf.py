@@ -4,7 +4,7 @@ Budget: detection runs inside the mixer's tick (see bench_mixer for the tick's o
 1.5 us per leg); it should cost less than the mixing it rides on. Each row builds PCMU legs in
 two-party rooms twice, detection off and on, and times, per repetition, put_frame of one random
 frame for every leg and one tick (the mean over RELAXED_TICKS ticks: passthrough legs are
-detected every second tick; medians over repetitions, time.perf_counter, one thread:
+detected every RELAXED_TICKS ticks; medians over repetitions, time.perf_counter, one thread:
 BLAS is pinned to one thread with ``media.blas``, as the engine does; ``bench_tick`` shows why).
 ``mixed`` builds the mixer with ``passthrough=False`` (detection reuses the decoded input);
 ``passthrough`` keeps two-party passthrough on, so a detecting leg's frame is also queued and
@@ -58,7 +58,7 @@ def _tick_cost(legs: int, passthrough: bool, detect: bool) -> float:
     put_frame = mixer.put_frame
 
     def step() -> float:
-        # Two ticks, halved: passthrough legs are detected every second tick (RELAXED_TICKS).
+        # RELAXED_TICKS ticks, averaged: passthrough legs are detected every RELAXED_TICKS ticks.
         start = time.perf_counter()
         for _ in range(RELAXED_TICKS):
             for leg_id, payload in payloads:

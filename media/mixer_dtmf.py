@@ -25,7 +25,10 @@ __all__ = ["RELAXED_TICKS", "MixerDtmf"]
 
 #: Ticks between detections of relaxed sniffed legs (``media.sniff_batch``): their digits may be
 #: reported up to (RELAXED_TICKS - 1) * 20 ms later, for 1/RELAXED_TICKS of the detector calls.
-RELAXED_TICKS = 2
+#: 100 ms: far below a webhook's own delivery time; at 100 legs the detector's calls, most of
+#: whose cost is fixed and paid with a cold cache in the tick, drop from one every second tick
+#: to one every fifth (BENCHMARKS.md, "Engine against a bare forwarder").
+RELAXED_TICKS = 5
 
 Digits = list[tuple[str, str]]  # (leg id, digit)
 

@@ -14,7 +14,10 @@ the detector's cost is mostly fixed per call (``media.dtmf``), and fewer calls c
 heard by a DTMF-muted listener is *prompt*: its digit must be found on the tick it completes
 (``engine.media_plane.dtmf_mute`` silences it from the next tick), so it is taken every tick.
 When the mixer takes both, relaxed blocks come first: a slot moved from relaxed to prompt has its
-older frames there.
+older frames there. Arrivals are not in step with the tick (a leg's frame may land just before or
+after it), so a take often finds some slots with one frame more or less than the rest: slots
+with as many frames share one block, so a take costs one detector call per distinct count
+(usually one or two), not one per frame of the busiest slot.
 
 Providers do not promise 20 ms chunks, so a payload that is not exactly one frame is cut into
 frames here; the bytes short of a frame wait for the leg's next payload (``_partial``). Whatever
@@ -22,8 +25,6 @@ a slot still has here when its leg goes (``forget``) is dropped: a new leg may t
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 __all__ = ["SniffBatch", "SniffBlock"]
 
@@ -98,39 +99,28 @@ def _blocks(pending: _Pending) -> list[SniffBlock]:
         if not slots:  # all forgotten
             continue
         distinct = len(set(slots))
-        if distinct == len(slots):  # one frame per slot: a prompt tick
-            blocks.append((kind, slots, frames, 1))
-            continue
         k, rest = divmod(len(slots), distinct)
-        block = None if rest else _in_step(kind, slots, frames, distinct, k)
-        # A leg missed a tick, sent a burst or came mid-way: one block per round.
-        blocks += _rounds(kind, slots, frames) if block is None else [block]
+        if not rest and slots == slots[:distinct] * k:  # each tick's arrivals in one order
+            blocks.append((kind, slots[:distinct], frames, k))
+        else:  # a leg missed a tick, sent a burst, came mid-way, or arrivals changed order
+            blocks += _by_count(kind, slots, frames)
     return blocks
 
 
-def _in_step(kind: int, slots: list[int], frames: list[bytes], n: int, k: int) -> SniffBlock | None:
-    """``k`` frames of each of ``n`` slots, the ``k`` runs of ``n`` each holding every slot once
-    (each tick's arrivals, in any order), as one block; None if they do not."""
-    if slots == slots[:n] * k:  # every run in the first run's order
-        return kind, slots[:n], frames, k
-    runs = np.array(slots).reshape(k, n)
-    order = np.argsort(runs, axis=1)
-    ordered = np.take_along_axis(runs, order, axis=1)
-    if not (ordered == ordered[0]).all():
-        return None
-    at = (order + n * np.arange(k)[:, None]).ravel().tolist()
-    return kind, ordered[0].tolist(), [frames[i] for i in at], k
-
-
-def _rounds(kind: int, slots: list[int], frames: list[bytes]) -> list[SniffBlock]:
-    """Split frames so that no block holds a slot twice; a slot's n-th frame is in block n."""
-    split: list[tuple[list[int], list[bytes]]] = []
-    seen: dict[int, int] = {}
+def _by_count(kind: int, slots: list[int], frames: list[bytes]) -> list[SniffBlock]:
+    """One block per number of frames a slot has: the slots that sent ``k`` frames together,
+    each slot's frames in order (most takes are one block: every slot sent as many)."""
+    said: dict[int, list[bytes]] = {}
     for slot, frame in zip(slots, frames, strict=True):
-        n = seen.get(slot, 0)
-        seen[slot] = n + 1
-        if n == len(split):
-            split.append(([], []))
-        split[n][0].append(slot)
-        split[n][1].append(frame)
-    return [(kind, round_slots, round_frames, 1) for round_slots, round_frames in split]
+        kept = said.get(slot)
+        if kept is None:
+            said[slot] = [frame]
+        else:
+            kept.append(frame)
+    groups: dict[int, list[int]] = {}
+    for slot, kept in said.items():
+        groups.setdefault(len(kept), []).append(slot)
+    return [
+        (kind, group, [said[slot][f] for f in range(k) for slot in group], k)
+        for k, group in sorted(groups.items())
+    ]

@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 from engine.media_plane.dtmf_mute import DTMF_HANGOVER_TICKS, DtmfMute, MuteChanges
-from tests.test_inband_dtmf import ONE_HASH, SILENT_DBFS, SPANS, Scene, frames, sine, tone_dbfs
+from media.mixer_dtmf import RELAXED_TICKS
+from tests.test_inband_dtmf import (
+    LEAKED_FRAMES,
+    ONE_HASH,
+    SILENT_DBFS,
+    SPANS,
+    Scene,
+    frames,
+    sine,
+    tone_dbfs,
+)
 
 
 class Detector:
@@ -130,7 +140,9 @@ def test_a_leg_that_meets_a_muted_listener_mid_digit_is_not_heard_from_the_first
     scene.plane.set_dtmf_mute("muted", True)
     said = {"a": ONE_HASH, "hears": frames(sine(400, 4000)), "company": frames(sine(300, 4000))}
     moved, room = ("muted", "call") if who.startswith("listener") else ("a", "elsewhere")
-    join_at = span[0] + 5  # the digit has been detected by then, and lasts a while longer
+    # The digit has been detected by then (relaxed: up to RELAXED_TICKS - 1 ticks late), and
+    # lasts a while longer.
+    join_at = span[0] + LEAKED_FRAMES + RELAXED_TICKS - 1
     run_with_move(scene, said, join_at, moved, room)
     assert scene.detected_at("1") < join_at
     assert digit_heard(scene, "muted", range(join_at, span[-1] + 1)) == []

@@ -28,6 +28,7 @@ from engine.media_plane.plane import RELAYED_DTMF_MS, KeyPressOutput, MediaPlane
 from media.codecs import PCMA_8K, PCMU_8K, AudioFormat, decode, encode
 from media.dtmf import COLUMN_HZ, KEYPAD, ROW_HZ, dtmf_tone
 from media.mixer import Mixer
+from media.mixer_dtmf import RELAXED_TICKS
 from media.tones import RINGTONE_COUNTRIES, Ringback
 from tests.call_fakes import Harness
 
@@ -166,9 +167,10 @@ def test_each_key_press_is_reported_once_in_order(tmp_path: Path, room: str) -> 
         said["b"] = frames(voice(2000, 180.0))  # the other side talks over it
     scene.run(said)
     assert scene.digits() == in_band("a", "1", "#")
-    # Nobody in a passthrough pair mutes DTMF, so its legs' frames are detected every second
-    # tick, two at a time (media/sniff_batch.py): a digit may be found one tick later.
-    relaxed = 1 if room == "passthrough pair" else 0
+    # Nobody in a passthrough pair mutes DTMF, so its legs' frames are detected every
+    # RELAXED_TICKS ticks, that many at a time (media/sniff_batch.py): a digit may be found up
+    # to RELAXED_TICKS - 1 ticks later.
+    relaxed = RELAXED_TICKS - 1 if room == "passthrough pair" else 0
     for digit, span in SPANS.items():
         latency = scene.detected_at(digit) - span[0]
         assert 1 <= latency < LEAKED_FRAMES + relaxed, (digit, latency)

@@ -27,6 +27,7 @@ from adapters.streams import (
     StreamStart,
     StreamStop,
     StreamUnknown,
+    media_message,
 )
 from adapters.telnyx import webhooks
 from adapters.telnyx.signature import SignatureError, public_key_b64, sign_webhook, verify_webhook
@@ -234,6 +235,32 @@ def test_parse_media() -> None:
     )
     # The message counter orders the media only when it carries no chunk.
     assert parse_message(with_media(chunk=None)) == StreamMedia(PCMU_20MS, None, 4, "inbound")
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        MEDIA,
+        {**MEDIA, "media": {**MEDIA["media"], "track": "outbound"}},
+        {**MEDIA, "media": {**MEDIA["media"], "chunk": 2}},  # a number: the checked way
+        {**MEDIA, "media": {**MEDIA["media"], "track": ""}},
+        {**MEDIA, "media": {**MEDIA["media"], "chunk": "٣"}},  # a digit, not an ASCII one
+        {"media": MEDIA["media"], "event": "media", "extra": [1, {"payload": 2}]},
+    ],
+)
+def test_the_usual_media_frame_read_in_one_call_is_what_the_checked_way_makes(
+    media: dict[str, Any],
+) -> None:
+    text = frame(media)
+    try:
+        checked: object = media_message(orjson.loads(text), "sequence_number")
+    except BadFrame as exc:
+        checked = (exc.kind, exc.reason)
+    try:
+        read: object = parse_message(text)
+    except BadFrame as exc:
+        read = (exc.kind, exc.reason)
+    assert read == checked
 
 
 def test_a_timestamp_callbridge_does_not_read_never_costs_a_media_frame() -> None:

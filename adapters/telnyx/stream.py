@@ -22,14 +22,15 @@ from adapters.streams import (
     StreamDtmf,
     StreamError,
     StreamMark,
+    StreamMedia,
     StreamMessage,
     StreamStart,
     StreamStop,
     audio_format,
-    load_frame,
     loose_text,
     media_message,
     optional_text,
+    read_frame,
     section,
     string_map,
     text_field,
@@ -54,9 +55,11 @@ _CLEAR = orjson.dumps({"event": "clear"})
 
 def parse_message(text: str | bytes, l16_byte_order: ByteOrder = "big") -> StreamMessage:
     """Parse one frame Telnyx sent on a media stream."""
-    event, frame = load_frame(text)
-    # Media is ~50 frames a second per leg, everything else a handful per call: test it first.
-    if event == "media":
+    read = read_frame(text)
+    if isinstance(read, StreamMedia):  # the usual media frame, ~50 a second per leg
+        return read
+    event, frame = read
+    if event == "media":  # of another shape: checked, field by field
         return media_message(frame, "sequence_number")
     if event == "mark":
         # Shape unconfirmed by Telnyx (PROTOCOLS.md 3.2); read like Twilio's mark.name.

@@ -18,14 +18,15 @@ from adapters.streams import (
     StreamConnected,
     StreamDtmf,
     StreamMark,
+    StreamMedia,
     StreamMessage,
     StreamStart,
     StreamStop,
     audio_format,
-    load_frame,
     loose_text,
     media_message,
     optional_text,
+    read_frame,
     section,
     string_map,
     text_field,
@@ -38,9 +39,11 @@ __all__ = ["TwilioStreamCodec", "parse_message", "render_clear", "render_mark", 
 
 def parse_message(text: str | bytes) -> StreamMessage:
     """Parse one frame Twilio sent on a media stream."""
-    event, frame = load_frame(text)
-    # Media is ~50 frames a second per leg, everything else a handful per call: test it first.
-    if event == "media":
+    read = read_frame(text)
+    if isinstance(read, StreamMedia):  # the usual media frame, ~50 a second per leg
+        return read
+    event, frame = read
+    if event == "media":  # of another shape: checked, field by field
         return media_message(frame, "sequenceNumber")
     if event == "mark":
         return StreamMark(text_field(section(frame, "mark", event), "name", event))
