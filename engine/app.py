@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from adapters import wiring
-from engine.admission.gate import Admission
+from engine.admission.gate import Admission, TickLoad
 from engine.admission.limits import OrgRateLimiter
 from engine.admission.live import LiveLegIndex, LiveLegs
 from engine.admission.live_redis import RedisLiveLegs
@@ -112,7 +112,9 @@ def create_app(
     app[SIGNING_KEYS] = OrgSigningKeys(
         secret_key, app[STORE], grace_s=settings.signing_key_grace_s, clock=time.time
     )
-    app[ADMISSION] = Admission(on_refused=app[METRICS].admission_refused)
+    app[ADMISSION] = Admission(
+        TickLoad(late_after_s=settings.overload_late_s), on_refused=app[METRICS].admission_refused
+    )
     # The one place that knows the adapters: they depend on the engine, never the reverse.
     context, directory = wiring.adapter_context(
         settings=settings,

@@ -47,6 +47,9 @@ class Settings:
     # How long an answered leg may be without a media stream (never started, failed or dropped)
     # before callbridge asks the provider for a new stream, and again before it hangs up.
     media_wait_s: float = 5.0
+    # A media tick later than this is late; over a fifth of a second's ticks late and new calls
+    # are refused until it keeps time (engine/admission/gate.py TickLoad).
+    overload_late_s: float = 0.020
     # How long an organization's webhook-signing key stays published after a rotation replaced
     # it, so that its receivers can switch to the new key (engine/webhooks/signing.py).
     signing_key_grace_s: float = 24 * 3600.0
@@ -402,6 +405,7 @@ _PROVIDER_FAULT_VARS: dict[str, tuple[str, float, float]] = {
     "reconcile_interval_s": ("CALLBRIDGE_RECONCILE_INTERVAL_S", 0.05, 3600),
     "reconcile_silence_s": ("CALLBRIDGE_RECONCILE_SILENCE_S", 0.05, 86400),
     "setup_timeout_s": ("CALLBRIDGE_SETUP_TIMEOUT_S", 0.05, 3600),
+    "overload_late_s": ("CALLBRIDGE_OVERLOAD_LATE_S", 0.005, 10),
 }
 
 

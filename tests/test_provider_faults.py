@@ -251,6 +251,7 @@ def test_provider_fault_settings_come_from_the_environment() -> None:
         "CALLBRIDGE_RECONCILE_INTERVAL_S": "30",
         "CALLBRIDGE_RECONCILE_SILENCE_S": "120",
         "CALLBRIDGE_SETUP_TIMEOUT_S": "45",
+        "CALLBRIDGE_OVERLOAD_LATE_S": "0.05",
     }
     settings = Settings.from_env(env)
     assert settings.provider_retry_budget_s == 5.0
@@ -258,6 +259,7 @@ def test_provider_fault_settings_come_from_the_environment() -> None:
     assert settings.hangup_retry_cap_s == 15.0
     assert (settings.reconcile_interval_s, settings.reconcile_silence_s) == (30.0, 120.0)
     assert settings.setup_timeout_s == 45.0
+    assert (defaults.overload_late_s, settings.overload_late_s) == (0.02, 0.05)
 
 
 @pytest.mark.parametrize(
@@ -268,6 +270,7 @@ def test_provider_fault_settings_come_from_the_environment() -> None:
         ("CALLBRIDGE_SETUP_TIMEOUT_S", "soon"),
         ("CALLBRIDGE_RECONCILE_INTERVAL_S", "nan"),
         ("CALLBRIDGE_HANGUP_RETRY_CAP_S", "-1"),
+        ("CALLBRIDGE_OVERLOAD_LATE_S", "0"),
     ],
 )
 def test_bad_provider_fault_settings_are_refused_by_name(name: str, raw: str) -> None:
