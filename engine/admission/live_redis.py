@@ -349,8 +349,7 @@ class RedisLiveLegs:
         if not lost:
             return
         for leg in lost:
-            self._mine.pop(leg, None)
-            self._dirty.discard(leg)
+            self.forget(leg)
         log.warning("legs taken over by another node while this node was gone: let go",
                     node=self.node, legs=len(lost))  # fmt: skip
         if self.on_lost is not None:

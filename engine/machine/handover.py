@@ -13,7 +13,7 @@ room it is alone in, and the ended conferences it created (found through their c
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from engine.machine.core import Checkpoint, Core
@@ -88,15 +88,7 @@ def lose(core: Core, leg_ids: Collection[str]) -> list[Leg]:
     """Legs another node took over while this node was cut off (fenced): out of ``core`` with
     their rooms, queues, bridge conferences and conference records, as that node took them.
     Returns the legs, for the runtime to stop their timers and media."""
-    gone, rooms = set(leg_ids), set[str]()
-    grew = True
-    while grew:  # a room's legs went together
-        grew = False
-        for room_id, room in core.rooms.items():
-            if room_id not in rooms and not gone.isdisjoint(_in(room)):
-                rooms.add(room_id)
-                gone.update(_in(room))
-                grew = True
+    gone, rooms = with_their_rooms(leg_ids, core.rooms.values())
     gone &= core.legs.keys()
     for record in list(core.records.values()):
         if record.creator in gone or record.room_id in rooms:
@@ -112,7 +104,23 @@ def lose(core: Core, leg_ids: Collection[str]) -> list[Leg]:
     return [core.legs.pop(leg_id) for leg_id in sorted(gone)]
 
 
-def _in(room: Room) -> tuple[str, ...]:
+def with_their_rooms(leg_ids: Collection[str], rooms: Iterable[Room]) -> tuple[set[str], set[str]]:
+    """``leg_ids`` and every leg that shares a room with one of them (a room's legs go
+    together, to one node), and those rooms' ids."""
+    legs, taken, rooms = set(leg_ids), set[str](), list(rooms)
+    grew = True
+    while grew:
+        grew = False
+        for room in rooms:
+            if room.room_id not in taken and not legs.isdisjoint(in_room(room)):
+                taken.add(room.room_id)
+                legs.update(in_room(room))
+                grew = True
+    return legs, taken
+
+
+def in_room(room: Room) -> tuple[str, ...]:
+    """Every leg a room mixes or waits for: members, supervisors and a ringing pending leg."""
     pending = (room.pending,) if room.pending is not None else ()
     return (*room.members, *room.supervisors, *pending)
 

@@ -93,10 +93,7 @@ class Adoption:
         """The app listens: the adopted legs' new media streams and the providers' word on
         each call. Once; nothing to do without ``adopt``."""
         adopted, self._adopted = self._adopted, []
-        for leg_id in adopted:
-            await self._p.own_event(ev.LegAdopted(leg_id))
-        if adopted:
-            self._p.spawn(self._ask_providers(adopted))
+        await self._announce(adopted)
 
     async def adopt_leg(self, leg_id: str, org_id: int) -> None:
         """Take over one of ``org_id``'s legs another node let go (``let_go`` there), from the
@@ -112,8 +109,7 @@ class Adoption:
         self._arm(snapshot)
         if await self._reachable(snapshot.legs[0]):
             await p.live.flush()  # its commands and webhooks come here from now on
-            await p.own_event(ev.LegAdopted(leg_id))
-            p.spawn(self._ask_providers([leg_id]))
+            await self._announce([leg_id])
         log.info("leg taken over from another node", leg_id=leg_id, timers=len(snapshot.timers))
 
     async def take_over(self, leg_ids: list[str]) -> set[str]:
@@ -130,10 +126,7 @@ class Adoption:
         await p.recording_files.resume(snapshot, shared=True)
         self._arm(snapshot)
         adopted = [leg.call_control_id for leg in snapshot.legs if await self._reachable(leg)]
-        for leg_id in adopted:
-            await p.own_event(ev.LegAdopted(leg_id))
-        if adopted:
-            p.spawn(self._ask_providers(adopted))
+        await self._announce(adopted)
         log.info("calls of an expired node taken over", legs=len(leg_ids), live=len(adopted),
                  rooms=len(snapshot.rooms), timers=len(snapshot.timers))  # fmt: skip
         return set(adopted)
@@ -203,6 +196,14 @@ class Adoption:
         # Claimed anew here, with its provider call: its webhooks reaching another node come here.
         p.live.hold(leg.call_control_id, org_id=leg.org_id, place=place, call=found.call)
         return True
+
+    async def _announce(self, leg_ids: list[str]) -> None:
+        """Each adopted leg's ``LegAdopted`` (its new media stream asked for), then its
+        provider asked, in the background, whether the call is still there."""
+        for leg_id in leg_ids:
+            await self._p.own_event(ev.LegAdopted(leg_id))
+        if leg_ids:
+            self._p.spawn(self._ask_providers(leg_ids))
 
     async def _ask_providers(self, leg_ids: list[str]) -> None:
         ended = await self._p.reconciler.check_now(leg_ids)

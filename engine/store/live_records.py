@@ -7,6 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from engine.machine.core import Checkpoint
+from engine.machine.handover import in_room, with_their_rooms
 from engine.machine.model import Conference, Leg, Queue, RecordingOptions, Room, TimerKey
 
 __all__ = ["LiveRecording", "LiveSnapshot"]
@@ -37,19 +38,12 @@ class LiveSnapshot:
         """This snapshot less ``legs`` (another live node's) and what goes with them: the rooms
         and queues they are in, those rooms' conferences, the conference records they created,
         and the timers of all these; with the ids of all that was left out (legs, rooms,
-        conferences). Rooms cannot span nodes yet (docs/ARCHITECTURE.md), so what is kept is
+        conferences). A room lives on one node (docs/ARCHITECTURE.md), so what is kept is
         whole."""
         if not legs:
             return self, frozenset()
-        out, rooms_out = set(legs), set[str]()
-        grew = True
-        while grew:  # a room's legs go together (one not yet counted as the owner's, too)
-            grew = False
-            for room in self.rooms:
-                if room.room_id not in rooms_out and not out.isdisjoint(_in_room(room)):
-                    rooms_out.add(room.room_id)
-                    out.update(_in_room(room))
-                    grew = True
+        # A room's legs go together (one not yet counted as the owner's, too).
+        out, rooms_out = with_their_rooms(legs, self.rooms)
         records_out = {
             record.conference_id
             for record in self.records
@@ -72,7 +66,7 @@ class LiveSnapshot:
         the queues they wait in, the conference records they created or whose room goes, and
         the timers of all these."""
         wanted = set(legs)
-        rooms = tuple(room for room in self.rooms if not wanted.isdisjoint(_in_room(room)))
+        rooms = tuple(room for room in self.rooms if not wanted.isdisjoint(in_room(room)))
         room_ids = {room.room_id for room in rooms}
         records = tuple(r for r in self.records if r.creator in wanted or r.room_id in room_ids)
         ids = wanted | room_ids | {record.conference_id for record in records}
@@ -101,11 +95,6 @@ class LiveSnapshot:
         return any(leg.call_control_id == owner_id for leg in self.legs) or any(
             record.conference_id == owner_id for record in self.records
         )
-
-
-def _in_room(room: Room) -> tuple[str, ...]:
-    pending = (room.pending,) if room.pending is not None else ()
-    return (*room.members, *room.supervisors, *pending)
 
 
 @dataclass(frozen=True, slots=True)
