@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 import pytest
 from redis.asyncio import Redis
 
-from engine.admission.live import Claim, Limit
+from engine.admission.live import Claim, Limit, Place
 from engine.admission.live_redis import RedisLiveLegs
 from engine.cluster.owners import Owner, OwnersUnavailable, SoleNode
 from engine.cluster.owners_redis import RedisLegOwners
@@ -138,6 +138,33 @@ async def test_a_provider_call_is_claimed_by_one_node_at_a_time() -> None:
         taken.release("leg-again")
         await taken.flush()
         assert await other.claim("leg-later", Claim(1, 10, call=call)) is None
+
+
+async def test_a_bridges_room_is_where_its_legs_are_or_where_its_first_caller_was_taken(
+    stack: tuple[AsyncExitStack, str],
+) -> None:
+    a = await node(stack, "a", "http://10.0.0.1:8080")
+    b = await node(stack, "b", "http://10.0.0.2:8080")
+    c = await node(stack, "c", "http://10.0.0.3:8080")
+    on_a, on_b, on_c = RedisLegOwners(a), RedisLegOwners(b), RedisLegOwners(c)
+    # No leg yet: the first node to ask takes the room; one asking at the same time goes there.
+    assert await on_a.owner_of_bridge(7) is None
+    assert await on_b.owner_of_bridge(7) == ("bridge 7's first call", Owner(a.node, a.url))
+    assert await on_a.owner_of_bridge(7) is None, "its own claim"
+    assert await on_b.owner_of_bridge(8) is None, "another bridge's room is claimed apart"
+    # The claiming node died before its caller was counted: the room is claimed anew.
+    redis = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await redis.delete(a.key(f"node:{a.node}:alive"))
+    finally:
+        await redis.aclose()
+    assert await on_b.owner_of_bridge(7) is None
+    assert await on_c.owner_of_bridge(7) == ("bridge 7's first call", Owner(b.node, b.url))
+    # Once a leg is counted against the bridge, its node is the room's, whatever was claimed.
+    assert await c.claim("leg-1", Claim(1, 10, Place(7, "+14155550100"), 5)) is None
+    await c.flush()
+    assert await on_b.owner_of_bridge(7) == ("leg-1", Owner(c.node, c.url))
+    assert await on_c.owner_of_bridge(7) == ("leg-1", Owner(c.node, c.url)), "here: routed here"
 
 
 async def test_a_stopped_node_or_one_at_this_nodes_url_is_not_alive(

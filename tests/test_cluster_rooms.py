@@ -298,6 +298,37 @@ async def test_a_bridges_conference_callers_are_taken_where_its_room_is(
         assert not [leg for leg in other.runtime.machine.snapshot().legs if leg.is_alive]
 
 
+async def test_a_bridges_first_callers_reaching_two_nodes_at_once_meet_in_one_room(
+    cluster: Cluster,
+) -> None:
+    # Neither caller's leg is counted against the bridge when the other's webhook is routed:
+    # the first node to ask claims the bridge's room, and the other caller is passed to it.
+    nodes = cluster.nodes
+    await cluster.bridge(TELNYX_NUMBER, application=False)  # callbridge answers them
+    said = voices(2)
+    cluster.balancer.plan += [0, 1]  # the first webhook to reach the front to a, the next to b
+    calls: list[SimulatedCall] = list(
+        await asyncio.gather(
+            *(
+                cluster.sim.place_inbound_call(caller(), TELNYX_NUMBER, source=VoiceSource(v))
+                for v in said
+            )
+        )
+    )
+    for call in calls:
+        tap(call)
+    await asyncio.gather(
+        *(call.wait_until(lambda c: c.state is CallState.STREAMING, WAIT_S) for call in calls)
+    )
+    await asyncio.gather(*(hearing(call, others(said, i), said[i]) for i, call in enumerate(calls)))
+    holding = [
+        [leg for leg in node.runtime.machine.snapshot().legs if leg.is_alive] for node in nodes
+    ]
+    assert sorted(len(legs) for legs in holding) == [0, 0, 2], holding
+    legs = next(legs for legs in holding if legs)
+    assert len({leg.room_id for leg in legs}) == 1
+
+
 async def test_a_queue_lives_on_the_node_of_its_calls(cluster: Cluster) -> None:
     a, b, _c = cluster.nodes
     await cluster.bridge(TELNYX_NUMBER)

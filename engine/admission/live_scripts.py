@@ -18,6 +18,8 @@ script's ``ARGV[1]`` is the key prefix ``callbridge:{<prefix>}:``; the keys belo
     ended:<leg id>        the node that held a leg when it ended, kept for as long as a node
                           keeps ended legs (engine/cluster: a command on an ended leg is
                           answered by that node, as on one node)
+    bridge-room:<id>      the node that took a bridge's first caller into its conference room,
+                          for 30 s (written by engine/cluster/owners_redis.py's BRIDGE_OWNER)
 
 The claim's node is also the leg's owner (engine/cluster/owners.py): the node that holds the
 leg in memory and carries out its commands.

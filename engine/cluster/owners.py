@@ -62,8 +62,11 @@ class LegOwners(Protocol):
         as ``owner_of``; None if no node knows the call. ``OwnersUnavailable`` as there."""
 
     async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
-        """A live leg of the bridge (counted against it) on a live node, and that node; None if
-        it has none. ``OwnersUnavailable`` as there."""
+        """Where the bridge's conference room is: a live leg of the bridge (counted against
+        it) on a live node, and that node; else the live node that claimed the room for its
+        first caller (the leg id empty), so that first callers reaching two nodes at once
+        meet on one; else None, and the room is claimed for this node. ``OwnersUnavailable``
+        as there."""
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         """Of ``leg_ids``, those another node that is alive owns (adoption leaves them to it).

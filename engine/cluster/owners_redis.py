@@ -62,8 +62,13 @@ return out
 )
 
 
-# ARGV: prefix, a bridge id. A live leg counted against the bridge whose node is alive, and
-# that node and its URL; {''} if none is (engine/cluster/webhooks.py: a bridge's conference).
+# ARGV: prefix, a bridge id, this node, the claim's lifetime (ms). A live leg counted against the
+# bridge whose node is alive, and that node and its URL. Else the bridge's room claim
+# (``bridge-room:<id>``): another live node's, {'', node, url, 0}; none, or this node's, or a
+# dead node's: claimed for this node, {''}. The claim closes the race of two first callers
+# reaching two nodes before either's leg is counted (admission writes that count, with the
+# bridge, when the call is taken: engine/admission/live_scripts.py); it outlives that window by
+# far, and after it the bridge's live legs say where the room is.
 BRIDGE_OWNER = (
     _OWNER
     + """
@@ -74,9 +79,17 @@ for _, leg in ipairs(redis.call('SMEMBERS', P .. 'bridge:' .. ARGV[2])) do
     if url and url ~= '' then return {leg, node, url, 0} end
   end
 end
+local claim = P .. 'bridge-room:' .. ARGV[2]
+local node = redis.call('GET', claim)
+if node and node ~= ARGV[3] then
+  local url = redis.call('GET', P .. 'node:' .. node .. ':alive')
+  if url and url ~= '' then return {'', node, url, 0} end
+end
+redis.call('SET', claim, ARGV[3], 'PX', ARGV[4])
 return {''}
 """
 )
+BRIDGE_ROOM_CLAIM_MS = 30_000
 
 
 class RedisLegOwners:
@@ -102,11 +115,14 @@ class RedisLegOwners:
         return None if owner is None else (leg_id, owner)
 
     async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
-        found = await self._run(self._bridge_owner, [str(bridge_id)])
-        if not found[0]:
+        claim = [str(bridge_id), self.node, str(BRIDGE_ROOM_CLAIM_MS)]
+        found = await self._run(self._bridge_owner, claim)
+        if len(found) == 1:
             return None
         owner = self._owner(*found[1:4])
-        return None if owner is None else (found[0], owner)
+        if owner is None or not owner.alive:
+            return None  # a claim of this node's predecessor at its address: taken here
+        return (found[0] or f"bridge {bridge_id}'s first call", owner)
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         if not leg_ids:
