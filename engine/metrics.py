@@ -1,5 +1,9 @@
 """Prometheus metrics of one app, in a registry of its own (no process-global collectors).
 
+The process's own CPU, memory and open files (``process_cpu_seconds_total``, ...; the standard
+collector, read from ``/proc`` at each scrape) are in it too: with several engine processes on
+one machine (``serve --workers``), each node's ``/metrics`` tells its own share.
+
 ``Metrics`` is also the media tick's ``TickObserver`` (media/clock.py): tick duration and
 lateness histograms and a skipped-tick counter, which ``callbridge loadtest`` reads over each
 measurement window (bucket deltas between two scrapes of ``GET /metrics``).
@@ -10,7 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
@@ -31,6 +41,7 @@ TICK_BUCKETS = (
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
         self.http_requests = Counter(
             "callbridge_http_requests",
             "HTTP requests handled, by route and status",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,12 @@ async def test_a_bridged_call_shows_in_every_live_metric(
         "callbridge_media_stream_reconnects_total",
     ):  # fmt: skip
         assert (name, ()) in found, f"{name} is not exported"
+    # The process's own figures: with several nodes on one machine, each node's CPU and memory
+    # (what `callbridge loadtest --engine-workers` reads per node).
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = value(found, "process_cpu_seconds_total")
+    assert 0 < cpu_s <= used.ru_utime + used.ru_stime + 0.02
+    assert value(found, "process_resident_memory_bytes") > 0
 
     await h.ok(a, "hangup")
     await h.receiver.next("call.hangup", a)
@@ -111,7 +118,8 @@ async def test_the_dashboard_queries_only_exported_metrics(
         target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
     ]
     assert len(queries) >= 25
-    named = {name for query in queries for name in re.findall(r"\bcallbridge_[a-z0-9_]+", query)}
+    found = (re.findall(r"\b(?:callbridge|process)_[a-z0-9_]+", query) for query in queries)
+    named = {name for names in found for name in names}
     h = await Harness.start(aiohttp_client, aiohttp_server, settings)
     text = h.client.app[METRICS].render().decode()
     # A family is exported (HELP and TYPE) even before its first labelled sample.

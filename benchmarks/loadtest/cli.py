@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --spawn-engine: `callbridge serve --workers N` (N nodes, not pinned) on a "
              "fresh database of --database-url's PostgreSQL server and on --redis-url, behind "
              "a front for the provider webhooks")  # fmt: skip
+    add("--pin-workers", action="store_true",
+        help="with --engine-workers: pin every worker to --engine-core (they share that "
+             "core: per-leg CPU against one node's on the same core)")  # fmt: skip
     add(
         "--database-url",
         default="postgresql://127.0.0.1:5432/test",
@@ -122,6 +125,7 @@ def config_from(args: argparse.Namespace) -> LoadConfig:
         generator_core=args.generator_core if args.generator_core >= 0 else None,
         engine_loop=args.engine_loop, generator_procs=args.generator_procs,
         generator_cores=args.generator_cores, engine_workers=args.engine_workers,
+        pin_workers=args.pin_workers,
         database_url=args.database_url, redis_url=args.redis_url,
     )  # fmt: skip
 
@@ -210,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"callbridge loadtest: could not run: {exc}")
         return 2
     console.print(report.summary_table(result))
+    for line in report.node_lines(result):
+        console.print(line)
     folder = report.run_folder(args.results)
     for path in report.write(result, folder):
         console.print(f"wrote {path}")

@@ -42,6 +42,7 @@ class LoadConfig:
     generator_cores: tuple[int, ...] | None = None  # None: every core but the engine's
     # More than 1: `serve --workers` (several nodes) on PostgreSQL and Redis (engine_host.py).
     engine_workers: int = 1
+    pin_workers: bool = False  # the workers all pinned to engine_core (else not pinned)
     database_url: str = "postgresql://127.0.0.1:5432/test"  # its server gets a fresh database
     redis_url: str = "redis://127.0.0.1:6379/0"
     bridge_options: Mapping[str, Any] = field(default_factory=dict)
@@ -72,6 +73,8 @@ class LoadConfig:
             raise ValueError("--generator-procs must be at least 1")
         if self.engine_workers < 1 or (self.engine_workers > 1 and not self.spawn_engine):
             raise ValueError("--engine-workers runs `serve --workers`: with --spawn-engine")
+        if self.pin_workers and (self.engine_workers < 2 or self.engine_core is None):
+            raise ValueError("--pin-workers needs --engine-workers 2 or more and --engine-core")
         if steps[0] < self.generator_procs * self.room_size:
             raise ValueError(
                 f"{self.generator_procs} generator processes need at least one room each: "

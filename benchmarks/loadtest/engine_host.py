@@ -96,12 +96,13 @@ class Engine:
     loop: str = "asyncio"
     log_path: Path | None = None
     workers: int = 1  # serve --workers: its children's CPU and memory are the engine's
+    node_urls: tuple[str, ...] = ()  # serve --workers: each worker's base URL, in port order
+    core: int | None = None  # where this process pinned it (and its workers), if it did
 
-    def facts(self, core: int | None) -> dict[str, Any]:
-        """What the report says of the engine (``core``: where it was pinned, if spawned)."""
-        pinned = core if self.pid is not None and self.workers == 1 else None
+    def facts(self) -> dict[str, Any]:
+        """What the report says of the engine."""
         return {"mode": self.mode, "url": self.base_url, "loop": self.loop, "pid": self.pid,
-                "core": pinned, "workers": self.workers}  # fmt: skip
+                "core": self.core, "workers": self.workers}  # fmt: skip
 
     def stats(self) -> ProcessStats | None:
         if self.mode == "in-process":
@@ -149,7 +150,7 @@ async def open_engine(
     with tempfile.TemporaryDirectory(prefix="callbridge-loadtest-") as tmp:
         base = Path(tmp) if workdir is None else workdir
         if spawn and nodes is not None:
-            async with _spawned_nodes(base, nodes, engine_loop) as engine:
+            async with _spawned_nodes(base, nodes, engine_core, engine_loop) as engine:
                 yield engine
         elif spawn:
             async with _spawned(base, engine_core, engine_loop) as engine:
@@ -205,11 +206,11 @@ async def _spawned(base: Path, core: int | None, loop: str) -> AsyncIterator[Eng
     log_path = base / "engine.log"
     process = await asyncio.to_thread(_serve, port, database, env, loop, log_path)
     try:
-        pin_to_core(core, process.pid)
+        pinned = core if pin_to_core(core, process.pid) else None
         base_url = f"http://127.0.0.1:{port}"
         await _wait_healthy(base_url, process)
         yield Engine(base_url, org["token"], ORG_HANDLE, process.pid, "spawned", None, loop,
-                     log_path)  # fmt: skip
+                     log_path, core=pinned)  # fmt: skip
     finally:
         await asyncio.to_thread(_stop, process)
 
@@ -224,9 +225,12 @@ class Nodes:
 
 
 @contextlib.asynccontextmanager
-async def _spawned_nodes(base: Path, nodes: Nodes, loop: str) -> AsyncIterator[Engine]:
+async def _spawned_nodes(
+    base: Path, nodes: Nodes, core: int | None, loop: str
+) -> AsyncIterator[Engine]:
     """``callbridge serve --workers`` on a fresh database and Redis prefix, behind a front;
-    not pinned (its workers share the cores with the generator, as on one machine)."""
+    with ``core``, the supervisor and every worker pinned to it (the workers then share one
+    core, as one node's legs do; unpinned, they share the machine with the generator)."""
     with _free_socket() as probe:
         port = probe.getsockname()[1]  # workers listen on port .. port + count - 1
     urls = [f"http://127.0.0.1:{port + i}" for i in range(nodes.count)]
@@ -245,11 +249,14 @@ async def _spawned_nodes(base: Path, nodes: Nodes, loop: str) -> AsyncIterator[E
             extra = ("--workers", str(nodes.count))
             process = await asyncio.to_thread(_serve, port, database, env, loop, log_path, extra)
             try:
+                pinned = core if pin_to_core(core, process.pid) else None  # workers inherit it
                 for url in urls:
                     await _wait_healthy(url, process)
+                for worker in children(process.pid):  # any started before
+                    pin_to_core(core, worker)
                 # The API through the first node (it forwards commands on the others' legs).
                 yield Engine(urls[0], org["token"], ORG_HANDLE, process.pid, "spawned", None,
-                             loop, log_path, nodes.count)  # fmt: skip
+                             loop, log_path, nodes.count, tuple(urls), pinned)  # fmt: skip
             finally:
                 await asyncio.to_thread(_stop, process)
         finally:

@@ -107,6 +107,7 @@ def merge_steps(
         loop_lag_ms=lag,
         realtime=realtime,
         ticks=window.ticks if window else None,
+        nodes=window.nodes if window else (),
         generators=len(shares),
         loop_lag_s=lag_samples,
     )
@@ -205,7 +206,7 @@ class Fleet:
         return RunResult(
             config=config,
             plan=self.plan,
-            engine=engine.facts(config.engine_core),
+            engine=engine.facts(),
             environment=environment(config.generator_procs, cores),
             steps=steps,
             events=events,

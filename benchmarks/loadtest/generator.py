@@ -40,6 +40,7 @@ from benchmarks.loadtest.legs import Ear, MarkerTone
 from benchmarks.loadtest.measures import (
     EngineProbe,
     LiveReadout,
+    NodeWindow,
     TickWindow,
     engine_counters,
     environment,
@@ -68,6 +69,7 @@ class StepResult:
     realtime: float = 1.0  # frames the legs sent in the window / frames real time asks for
     failures: list[str] = field(default_factory=list)
     ticks: TickWindow | None = None  # the engine's media tick over the window
+    nodes: tuple[NodeWindow, ...] = ()  # serve --workers: each node's CPU and legs
     generators: int = 1  # processes whose shares this step merges
     loop_lag_s: list[float] = field(default_factory=list, repr=False)  # samples, for merging
 
@@ -87,6 +89,7 @@ class RunResult:
     app_errors: list[str]
     engine_counters: dict[str, Any]
     calls: dict[int, SimulatedCall] = field(default_factory=dict)
+    engine_log: bytes | None = None  # a spawned engine's log (its temporary folder goes)
 
     @property
     def misrouted(self) -> int:
@@ -206,13 +209,14 @@ class LoadTest:
             return RunResult(
                 config=config,
                 plan=self.plan,
-                engine=engine.facts(config.engine_core),
+                engine=engine.facts(),
                 environment=environment(config.generator_procs, config.generator_cores),
                 steps=steps,
                 events=app.events,
                 app_errors=app.errors,
                 engine_counters=counters,
                 calls=dict(self.calls),
+                engine_log=engine.log_path.read_bytes() if engine.log_path else None,
             )  # fmt: skip
 
     async def _step(
@@ -260,9 +264,10 @@ class LoadTest:
         self._window_started = None
         wall = window_end - window_start
         engine_cpu = rss = generator_cpu = ticks = None
+        nodes: tuple[NodeWindow, ...] = ()
         if engine_window is not None:
             engine_cpu, rss = engine_window.cpu_cores, engine_window.rss_bytes
-            ticks = engine_window.ticks
+            ticks, nodes = engine_window.ticks, engine_window.nodes
         if self.gate is not None or config.spawn_engine or config.target is not None:
             # In-process, this process's CPU is the engine's too: not the generator's alone.
             generator_cpu = (after_self.cpu_s - before_self.cpu_s) / wall
@@ -271,7 +276,7 @@ class LoadTest:
             setup_s=setup_s, tally=tally, engine_cpu_cores=engine_cpu, engine_rss_bytes=rss,
             generator_cpu_cores=generator_cpu, loop_lag_ms=lag_summary(self.lag),
             realtime=sent / (len(legs) * wall / FRAME_S), ticks=ticks,
-            loop_lag_s=list(self.lag),
+            loop_lag_s=list(self.lag), nodes=nodes,
         )  # fmt: skip
         step.failures = judge_step(config, tally, step.realtime, step.loop_lag_ms["p99"])
         return step
@@ -437,6 +442,7 @@ def engine_for(config: LoadConfig) -> AbstractAsyncContextManager[Engine]:
     return open_engine(
         target=config.target, token=config.token, org_handle=config.org_handle,
         engine_pid=config.engine_pid, spawn=config.spawn_engine,
-        engine_core=None if nodes else config.engine_core, engine_loop=config.engine_loop,
+        engine_core=config.engine_core if config.pin_workers or not nodes else None,
+        engine_loop=config.engine_loop,
         nodes=nodes,
     )  # fmt: skip

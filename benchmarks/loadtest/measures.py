@@ -33,10 +33,12 @@ __all__ = [
     "EngineWindow",
     "LiveReadout",
     "MetricsSnapshot",
+    "NodeWindow",
     "TickWindow",
     "engine_counters",
     "environment",
     "lag_summary",
+    "node_windows",
     "parse_metrics",
     "quantile",
     "tick_window",
@@ -45,16 +47,21 @@ __all__ = [
 DURATION = "callbridge_tick_duration_seconds"
 LATENESS = "callbridge_tick_lateness_seconds"
 SKIPPED = "callbridge_ticks_skipped_total"
+LEGS = "callbridge_legs"
+PROCESS_CPU = "process_cpu_seconds_total"
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound, cumulative count), +Inf last
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
-    """The tick histograms' cumulative buckets and the skipped counter at one scrape."""
+    """The tick histograms' cumulative buckets and the skipped counter at one scrape, and the
+    node's live legs and its process's CPU seconds (for each node of ``serve --workers``)."""
 
     histograms: dict[str, Buckets]
     skipped: float | None
+    legs: float | None = None
+    cpu_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +92,31 @@ class EngineWindow:
     cpu_cores: float | None
     rss_bytes: int | None
     ticks: TickWindow | None
+    nodes: tuple[NodeWindow, ...] = ()  # serve --workers: each worker's share, in port order
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWindow:
+    """One node of several over a window: its process's CPU (cores, from its own ``/metrics``)
+    and its live legs at the window's end."""
+
+    cpu_cores: float
+    legs: int
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {
+            "cpu_cores": round(self.cpu_cores, 4),
+            "legs": self.legs,
+            "cpu_per_leg_pct": round(self.cpu_cores * 100 / self.legs, 3) if self.legs else None,
+        }
 
 
 def parse_metrics(text: str) -> MetricsSnapshot:
     histograms: dict[str, list[tuple[float, float]]] = {}
-    skipped: float | None = None
+    skipped = legs = cpu_s = None
     for family in text_string_to_metric_families(text):
+        if family.name == LEGS:  # a node with no live leg exports the family with no sample
+            legs = sum(sample.value for sample in family.samples)
         for sample in family.samples:
             if sample.name in (f"{DURATION}_bucket", f"{LATENESS}_bucket"):
                 name = sample.name.removesuffix("_bucket")
@@ -98,8 +124,10 @@ def parse_metrics(text: str) -> MetricsSnapshot:
                 histograms.setdefault(name, []).append((bound, sample.value))
             elif sample.name == SKIPPED:
                 skipped = sample.value
+            elif sample.name == PROCESS_CPU:
+                cpu_s = sample.value
     return MetricsSnapshot(
-        {name: tuple(sorted(buckets)) for name, buckets in histograms.items()}, skipped
+        {name: tuple(sorted(buckets)) for name, buckets in histograms.items()}, skipped, legs, cpu_s
     )
 
 
@@ -169,6 +197,7 @@ class _Reading:
     at: float  # monotonic
     stats: ProcessStats | None
     metrics: MetricsSnapshot | None
+    nodes: tuple[MetricsSnapshot | None, ...] = ()
 
 
 class EngineProbe:
@@ -181,7 +210,8 @@ class EngineProbe:
 
     async def _read(self) -> _Reading:
         metrics = await scrape(self.session, self.engine.base_url)
-        return _Reading(time.monotonic(), self.engine.stats(), metrics)
+        nodes = await asyncio.gather(*(scrape(self.session, u) for u in self.engine.node_urls))
+        return _Reading(time.monotonic(), self.engine.stats(), metrics, tuple(nodes))
 
     async def begin(self) -> None:
         self._start = await self._read()
@@ -197,7 +227,22 @@ class EngineProbe:
         if start.stats is not None and end.stats is not None:
             cpu = (end.stats.cpu_s - start.stats.cpu_s) / wall
             rss = end.stats.rss_bytes
-        return EngineWindow(wall, cpu, rss, tick_window(start.metrics, end.metrics))
+        nodes = node_windows(start.nodes, end.nodes, wall)
+        return EngineWindow(wall, cpu, rss, tick_window(start.metrics, end.metrics), nodes)
+
+
+def node_windows(
+    start: Sequence[MetricsSnapshot | None], end: Sequence[MetricsSnapshot | None], wall_s: float
+) -> tuple[NodeWindow, ...]:
+    """Each node's CPU over the window and legs at its end; none when a node could not be read
+    (a partial view would pass for the whole)."""
+    windows = []
+    for before, after in zip(start, end, strict=True):
+        if before is None or after is None or before.cpu_s is None or after.cpu_s is None:
+            return ()
+        legs = 0 if after.legs is None else round(after.legs)
+        windows.append(NodeWindow((after.cpu_s - before.cpu_s) / wall_s, legs))
+    return tuple(windows)
 
 
 class LiveReadout:

@@ -6,16 +6,18 @@ server ``--database-url`` names (dropped at the end), a fresh Redis key prefix, 
 deployment puts before its nodes (``WebhookFront``: the provider webhooks' public URL). The
 front is sticky per call, as a proxy hashing on the call would be: a call's webhooks all reach
 the node its first one reached, which owns it (the nodes would forward them otherwise; the
-forwarding is tested in tests/test_cluster_webhooks.py, not measured here). New calls go to the
-nodes in turn, so the legs spread evenly. Media streams go straight to each worker's media URL
-(``CALLBRIDGE_PUBLIC_MEDIA_URL`` with ``{port}``).
+forwarding is tested in tests/test_cluster_webhooks.py, not measured here). A call's node is
+the hash of its provider call id, so calls spread evenly whatever order they arrive in (taken
+in turn, a run whose Twilio and Telnyx calls alternated put every call of one provider on one
+node, and every room with it: a bridge's room is on its path leg's node). Media streams go
+straight to each worker's media URL (``CALLBRIDGE_PUBLIC_MEDIA_URL`` with ``{port}``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import secrets
+import zlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -31,13 +33,12 @@ WEBHOOK_PATHS = ("/webhooks/telnyx", "/webhooks/twilio/voice", "/webhooks/twilio
 
 
 class WebhookFront:
-    """Provider webhooks to ``nodes`` (base URLs): each new call to the next node in turn, the
-    rest of a call's webhooks to the same node."""
+    """Provider webhooks to ``nodes`` (base URLs): each call's to the node its provider call
+    id hashes to (``node_of``)."""
 
     def __init__(self, nodes: list[str]) -> None:
         self.nodes = nodes
         self.calls: dict[str, int] = {}  # the provider's call id -> its node
-        self._turn = itertools.count()
         self._session: aiohttp.ClientSession | None = None
         app = web.Application()
         for path in WEBHOOK_PATHS:
@@ -58,9 +59,14 @@ class WebhookFront:
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
         call_id = await webhook_call(request, body)
-        node = self.calls.setdefault(call_id, next(self._turn) % len(self.nodes))
+        node = self.calls.setdefault(call_id, node_of(call_id, len(self.nodes)))
         assert self._session is not None
         return await pass_on(self._session, self.nodes[node], request, body)
+
+
+def node_of(call_id: str, nodes: int) -> int:
+    """The node of the call ``call_id`` among ``nodes``: a hash, stable across runs."""
+    return zlib.crc32(call_id.encode()) % nodes
 
 
 async def webhook_call(request: web.Request, body: bytes) -> str:

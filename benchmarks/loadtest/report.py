@@ -21,7 +21,8 @@ from rich.table import Table
 from benchmarks.loadtest.generator import RunResult, StepResult
 
 __all__ = [
-    "progress_table", "run_folder", "run_title", "summary_table", "tick_line", "to_json", "write",
+    "node_lines", "progress_table", "run_folder", "run_title", "summary_table", "tick_line",
+    "to_json", "write",
 ]  # fmt: skip
 
 
@@ -123,6 +124,7 @@ def step_json(step: StepResult) -> dict[str, Any]:
         "generator_procs": step.generators,
         "loop_lag_ms": step.loop_lag_ms,
         "engine_tick": step.ticks.to_json() if step.ticks is not None else None,
+        "engine_nodes": [node.to_json() for node in step.nodes],
         "passed": step.passed,
         "failures": step.failures,
         "misroute_examples": [
@@ -195,6 +197,17 @@ def summary_table(result: RunResult) -> Table:
     return table
 
 
+def node_lines(result: RunResult) -> list[str]:
+    """Per step of a run on several nodes, each node's legs and CPU (its own ``/metrics``)."""
+    lines = []
+    for step in result.steps:
+        for index, node in enumerate(step.nodes):
+            per_leg = f"{node.cpu_cores * 100 / node.legs:.2f}%" if node.legs else "-"
+            lines.append(f"{step.legs} legs, node {index + 1}: {node.legs} legs, CPU "
+                         f"{node.cpu_cores:.1%} ({per_leg} per leg)")  # fmt: skip
+    return lines
+
+
 def run_title(result: RunResult) -> str:
     """Providers, the Telnyx legs' codec (when there are Telnyx legs) and room size."""
     config = result.config
@@ -213,6 +226,9 @@ def write(result: RunResult, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "report.json"]
     written[0].write_bytes(orjson.dumps(to_json(result), option=orjson.OPT_INDENT_2))
+    if result.engine_log is not None:  # why a spawned engine refused or dropped calls, if it did
+        written.append(folder / "engine.log")
+        written[-1].write_bytes(result.engine_log)
     import matplotlib
 
     matplotlib.use("Agg")
