@@ -167,6 +167,23 @@ async def test_a_bridges_room_is_where_its_legs_are_or_where_its_first_caller_wa
     assert await on_c.owner_of_bridge(7) == ("leg-1", Owner(c.node, c.url)), "here: routed here"
 
 
+async def test_a_new_queue_is_made_by_the_first_node_to_claim_it(
+    stack: tuple[AsyncExitStack, str],
+) -> None:
+    a = await node(stack, "a", "http://10.0.0.1:8080")
+    b = await node(stack, "b", "http://10.0.0.2:8080")
+    on_a, on_b = RedisLegOwners(a), RedisLegOwners(b)
+    assert await on_a.owner_of_new_queue(1, "support") is None  # claimed for a
+    assert await on_b.owner_of_new_queue(1, "support") == Owner(a.node, a.url)
+    assert await on_a.owner_of_new_queue(1, "support") is None, "its own claim"
+    assert await on_b.owner_of_new_queue(2, "support") is None, "another organization's queue"
+    assert await on_b.owner_of_new_queue(1, "sales") is None, "another queue"
+    # A bridge's room and a queue are claimed apart, even with the same number in their names.
+    assert await on_b.owner_of_bridge(1) is None
+    await a.close()  # stopped: its claims name a node that is not alive
+    assert await on_b.owner_of_new_queue(1, "support") is None
+
+
 async def test_a_stopped_node_or_one_at_this_nodes_url_is_not_alive(
     stack: tuple[AsyncExitStack, str],
 ) -> None:

@@ -365,3 +365,27 @@ async def test_a_queue_lives_on_the_node_of_its_calls(cluster: Cluster) -> None:
     )
     queue = a.runtime.machine.queue(cluster.org.org_id, "support")
     assert queue is not None and queue.members == (leg_y,)
+
+
+async def test_two_first_enqueues_through_two_nodes_at_once_make_one_queue(
+    cluster: Cluster,
+) -> None:
+    a, b, _c = cluster.nodes
+    await cluster.bridge(TELNYX_NUMBER)
+    answer_through(cluster, a)
+    said = voices(2)
+    (_call_x, leg_x), (_call_y, leg_y) = [
+        await telnyx_caller(cluster, node, voice) for node, voice in zip((0, 1), said, strict=True)
+    ]
+    # Neither node has the queue, nor a stored row of it, when both ask: one claims it.
+    token, enqueue = cluster.org.token, {"queue_name": "sales"}
+    replies = await asyncio.gather(
+        *(
+            send(node, token, "POST", f"/v2/calls/{leg_id}/actions/enqueue", enqueue)
+            for node, leg_id in ((a, leg_x), (b, leg_y))
+        )
+    )
+    assert [status for status, _body in replies] == [200, 200], replies
+    queues = [node.runtime.machine.queue(cluster.org.org_id, "sales") for node in (a, b)]
+    made = [queue for queue in queues if queue is not None]
+    assert len(made) == 1 and sorted(made[0].members) == sorted((leg_x, leg_y)), queues

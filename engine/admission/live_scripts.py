@@ -18,8 +18,9 @@ script's ``ARGV[1]`` is the key prefix ``callbridge:{<prefix>}:``; the keys belo
     ended:<leg id>        the node that held a leg when it ended, kept for as long as a node
                           keeps ended legs (engine/cluster: a command on an ended leg is
                           answered by that node, as on one node)
-    bridge-room:<id>      the node that took a bridge's first caller into its conference room,
-                          for 30 s (written by engine/cluster/owners_redis.py's BRIDGE_OWNER)
+    room-claim:<what>     the node making a room that has no leg yet (``bridge:<id>``, a
+                          bridge's conference; ``queue:<org>:<name>``), for 30 s: the other
+                          nodes send the room's first calls there (engine/cluster/owners_redis.py)
 
 The claim's node is also the leg's owner (engine/cluster/owners.py): the node that holds the
 leg in memory and carries out its commands.

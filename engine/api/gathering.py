@@ -11,7 +11,8 @@ path leg is handed there (``push``) and the request forwarded to it. When neithe
 the command is refused (422, Telnyx's invalid call state) with both reasons; a conference's
 room never moves, so a join whose leg cannot move gets that leg's reason. A queue lives on
 the node of its calls: an enqueue or a ``bridge`` with ``queue`` is carried out there, the
-path leg handed over first (422 with its reason if it cannot move).
+path leg handed over first (422 with its reason if it cannot move); a new queue is made on the
+node that claimed it first in Redis, so two first enqueues at once make one queue.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ async def gather_legs(request: web.Request, handler: Handler) -> web.StreamRespo
     if kind != "join":
         queue = await body_leg(request, "queue_name" if kind == "enqueue" else "queue")
         if queue is not None:
-            return await _to_queue(request, handler, queue)
+            return await _to_queue(request, handler, queue, making=kind == "enqueue")
     other = await body_leg(request, "call_control_id")
     runtime = request.app[RUNTIME]
     if other is None or held_here(request, other):
@@ -70,10 +71,13 @@ async def gather_legs(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-async def _to_queue(request: web.Request, handler: Handler, name: str) -> web.StreamResponse:
+async def _to_queue(
+    request: web.Request, handler: Handler, name: str, *, making: bool
+) -> web.StreamResponse:
     """An enqueue, or a bridge with a queue's longest-waiting call: carried out where the
     queue is (the node of its calls, as stored), the path leg handed there first; 422 with the
-    reason if it cannot move. A queue no node has is made here."""
+    reason if it cannot move. A queue no node has is made by the node that claims it first
+    (``new_queue_elsewhere``)."""
     runtime, router = request.app[RUNTIME], request.app[ROUTER]
     here = request.match_info["call_control_id"]
     org_id = (await organization_for(request, "Bearer")).id
@@ -81,7 +85,12 @@ async def _to_queue(request: web.Request, handler: Handler, name: str) -> web.St
     if runtime.machine.queue(org_id, name) is not None:
         return await handler(request)
     queue = await request.app[STORE].live_queue(org_id, name)
-    owner = None if queue is None or not queue.members else await router.elsewhere(queue.members[0])
+    if queue is not None and queue.members:
+        owner = await router.elsewhere(queue.members[0])
+    elif making:  # a new queue: where the first node to ask makes it (two at once make one)
+        owner = await router.new_queue_elsewhere(org_id, name)
+    else:  # a bridge with a queue nobody has: refused here, as on one node
+        owner = None
     if owner is None:
         return await handler(request)
     why = runtime.machine.why_it_stays(here)

@@ -68,6 +68,12 @@ class LegOwners(Protocol):
         meet on one; else None, and the room is claimed for this node. ``OwnersUnavailable``
         as there."""
 
+    async def owner_of_new_queue(self, org_id: int, name: str) -> Owner | None:
+        """For a queue no node holds yet: the live node that claimed it first (its first
+        enqueue is carried out there, so two first enqueues reaching two nodes at once make
+        one queue); None, and the queue is claimed for this node. ``OwnersUnavailable`` as
+        there."""
+
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         """Of ``leg_ids``, those another node that is alive owns (adoption leaves them to it).
         ``OwnersUnavailable`` if the registry cannot answer."""
@@ -85,6 +91,9 @@ class SoleNode:
         return None
 
     async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
+        return None
+
+    async def owner_of_new_queue(self, org_id: int, name: str) -> Owner | None:
         return None
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:

@@ -62,15 +62,31 @@ return out
 )
 
 
+# A room that has no leg yet, named for what it is for (``bridge:<id>``, a bridge's conference;
+# ``queue:<org>:<name>``): claimed by the first node to ask (``room-claim:<what>``), for as long
+# as a new room takes to get its first leg counted, and by far more; until then every other
+# node asking is sent there, so two first callers or enqueues reaching two nodes in the same
+# instant meet on one. Another live node's claim: {'', node, url, 0}; none, this node's own, or
+# a dead node's: claimed for this node, {''}.
+_CLAIM_ROOM = """
+local function claim_room(what, this_node, ms)
+  local claim = P .. 'room-claim:' .. what
+  local node = redis.call('GET', claim)
+  if node and node ~= this_node then
+    local url = redis.call('GET', P .. 'node:' .. node .. ':alive')
+    if url and url ~= '' then return {'', node, url, 0} end
+  end
+  redis.call('SET', claim, this_node, 'PX', ms)
+  return {''}
+end
+"""
 # ARGV: prefix, a bridge id, this node, the claim's lifetime (ms). A live leg counted against the
-# bridge whose node is alive, and that node and its URL. Else the bridge's room claim
-# (``bridge-room:<id>``): another live node's, {'', node, url, 0}; none, or this node's, or a
-# dead node's: claimed for this node, {''}. The claim closes the race of two first callers
-# reaching two nodes before either's leg is counted (admission writes that count, with the
-# bridge, when the call is taken: engine/admission/live_scripts.py); it outlives that window by
-# far, and after it the bridge's live legs say where the room is.
+# bridge whose node is alive, and that node and its URL; else the bridge's room claim. After the
+# first caller's leg is counted (admission writes the count, with the bridge, when the call is
+# taken: engine/admission/live_scripts.py), the bridge's live legs say where the room is.
 BRIDGE_OWNER = (
     _OWNER
+    + _CLAIM_ROOM
     + """
 for _, leg in ipairs(redis.call('SMEMBERS', P .. 'bridge:' .. ARGV[2])) do
   local node = redis.call('HGET', P .. 'leg:' .. leg, 'node')
@@ -79,17 +95,14 @@ for _, leg in ipairs(redis.call('SMEMBERS', P .. 'bridge:' .. ARGV[2])) do
     if url and url ~= '' then return {leg, node, url, 0} end
   end
 end
-local claim = P .. 'bridge-room:' .. ARGV[2]
-local node = redis.call('GET', claim)
-if node and node ~= ARGV[3] then
-  local url = redis.call('GET', P .. 'node:' .. node .. ':alive')
-  if url and url ~= '' then return {'', node, url, 0} end
-end
-redis.call('SET', claim, ARGV[3], 'PX', ARGV[4])
-return {''}
+return claim_room('bridge:' .. ARGV[2], ARGV[3], ARGV[4])
 """
 )
-BRIDGE_ROOM_CLAIM_MS = 30_000
+# ARGV: prefix, what the room is for, this node, the claim's lifetime (ms).
+CLAIM_ROOM = (
+    "local P = ARGV[1]\n" + _CLAIM_ROOM + "\nreturn claim_room(ARGV[2], ARGV[3], ARGV[4])\n"
+)
+ROOM_CLAIM_MS = 30_000
 
 
 class RedisLegOwners:
@@ -98,6 +111,7 @@ class RedisLegOwners:
         self._owners = registry.client.register_script(OWNERS)
         self._call_owner = registry.client.register_script(CALL_OWNER)
         self._bridge_owner = registry.client.register_script(BRIDGE_OWNER)
+        self._claim_room = registry.client.register_script(CLAIM_ROOM)
 
     @property
     def node(self) -> str:
@@ -115,7 +129,7 @@ class RedisLegOwners:
         return None if owner is None else (leg_id, owner)
 
     async def owner_of_bridge(self, bridge_id: int) -> tuple[str, Owner] | None:
-        claim = [str(bridge_id), self.node, str(BRIDGE_ROOM_CLAIM_MS)]
+        claim = [str(bridge_id), self.node, str(ROOM_CLAIM_MS)]
         found = await self._run(self._bridge_owner, claim)
         if len(found) == 1:
             return None
@@ -123,6 +137,12 @@ class RedisLegOwners:
         if owner is None or not owner.alive:
             return None  # a claim of this node's predecessor at its address: taken here
         return (found[0] or f"bridge {bridge_id}'s first call", owner)
+
+    async def owner_of_new_queue(self, org_id: int, name: str) -> Owner | None:
+        claim = [f"queue:{org_id}:{name}", self.node, str(ROOM_CLAIM_MS)]
+        found = await self._run(self._claim_room, claim)
+        owner = self._owner(*found[1:4]) if len(found) > 1 else None
+        return owner if owner is not None and owner.alive else None
 
     async def held_elsewhere(self, leg_ids: Collection[str]) -> set[str]:
         if not leg_ids:

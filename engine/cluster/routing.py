@@ -58,6 +58,14 @@ class CallRouter:
             return None
         return found
 
+    async def new_queue_elsewhere(self, org_id: int, name: str) -> Owner | None:
+        """The live node that claimed a queue no node holds yet, when it is another one: where
+        the queue is made. None to make it here."""
+        if self._forwarder is None:
+            return None
+        owner = await self.owners.owner_of_new_queue(org_id, name)
+        return None if owner is None or owner.node == self.owners.node else owner
+
     def _elsewhere(self, leg_id: str, owner: Owner | None) -> Owner | None:
         if self._forwarder is None or owner is None or owner.node == self.owners.node:
             return None
