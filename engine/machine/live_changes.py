@@ -52,7 +52,7 @@ def changes_between(
     queues, queues_gone = _diff(before.queues, after.queues)
     conferences, conferences_gone = _diff(before.conferences, after.conferences)
     records, records_gone = _diff(before.records, after.records)
-    armed = {e.key: now + e.delay_s for e in effects if isinstance(e, StartTimer)}
+    armed = _armed(after.legs, effects, now)
     return LiveChanges(
         legs=tuple(leg for _, leg in legs),
         legs_gone=legs_gone,
@@ -75,6 +75,21 @@ def _diff(
     changed = tuple((key, value) for key, value in after.items() if before.get(key) is not value)
     gone = tuple(key for key in before if key not in after)
     return changed, gone
+
+
+def _armed(
+    after: Mapping[str, Leg], effects: Iterable[Effect], now: float
+) -> dict[TimerKey, float]:
+    """The timers started by the input and still armed after it, with their deadlines: one
+    started and cancelled again within the input (the MEDIA_WAIT of a leg whose stream's start
+    answers it) is not stored, or a restart would arm it anew."""
+    armed: dict[TimerKey, float] = {}
+    for effect in effects:
+        if isinstance(effect, StartTimer):
+            leg = after.get(effect.key.call_control_id)
+            if leg is not None and effect.key in leg.timers:
+                armed[effect.key] = now + effect.delay_s
+    return armed
 
 
 def _timers_gone(
