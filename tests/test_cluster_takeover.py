@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from adapters.simulators import CallState
 from engine.admission.live_redis import RedisLiveLegs
 from engine.api.keys import LIVE_LEGS
+from engine.cluster.owners_redis import RedisLegOwners
 from tests.e2e_checks import hearing, hearing_since, voices
 from tests.nodes import Cluster, Node, two_nodes
 from tests.redis_server import REDIS_URL
@@ -107,3 +109,41 @@ async def test_a_cut_off_nodes_bridged_call_is_taken_over_and_the_node_is_fenced
     await settled(cluster)
     for leg_id in (leg_1, leg_2):
         assert call_events(cluster, leg_id) == ["call.initiated", "call.answered", "call.bridged"]
+
+
+async def test_a_conference_whose_creator_ended_on_a_node_since_gone_is_found_through_any_node(
+    tmp_path: Path,
+) -> None:
+    async with two_nodes(tmp_path) as cluster:
+        await cluster.add_node("c")
+        a, b, c = cluster.nodes
+        await cluster.bridge(TELNYX_NUMBER)
+        answer_through(cluster, a)
+        said = voices(3)
+        calls = [await telnyx_caller(cluster, 0, voice) for voice in said]
+        token = cluster.org.token
+        made = {"call_control_id": calls[0][1], "name": "standup"}
+        status, created = await send(a, token, "POST", "/v2/conferences", made)
+        assert status == 200, created
+        conference = f"/v2/conferences/{created['data']['id']}"
+        for _call, leg_id in calls[1:]:
+            status, body = await send(
+                a, token, "POST", f"{conference}/actions/join", {"call_control_id": leg_id}
+            )
+            assert status == 200, body
+        # The creator hangs up: the conference goes on with the other two, on a.
+        creator_call, creator = calls[0]
+        assert (await send(a, token, "POST", f"/v2/calls/{creator}/actions/hangup", {}))[0] == 200
+        await creator_call.wait_until(lambda call: call.state is CallState.ENDED, 10.0)
+        await a.runtime.settle()
+        await registry(a).flush()
+        ended = await RedisLegOwners(registry(c)).owner_of(creator)
+        assert ended is not None and ended.ended and ended.alive
+
+        await cut_off(a)
+        await registry(b).refresh()  # b takes a's calls over, and the conference with them
+        assert holds(b, calls[1][1]) and holds(b, calls[2][1])
+        through_b = await send(b, token, "GET", conference)
+        assert through_b[0] == 200, through_b
+        # c keeps nothing of it; the creator's node is gone: a member's node answers.
+        assert await send(c, token, "GET", conference) == through_b

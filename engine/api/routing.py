@@ -9,7 +9,8 @@ node, so the organization's request is counted once, and authenticated, by the o
 it); ``POST /v2/calls`` naming a live leg (``supervise_call_control_id`` or ``link_to``: the
 new leg joins it, so it is placed where that leg is); a conference's GET, participants and
 actions (by its creator, read from the stored conference record when this node does not keep
-it: the creator's owner made the conference's room and holds it). A request without
+it: the creator's owner made the conference's room and holds it; a creator that ended on a node
+since gone, by a member of its stored room). A request without
 ``Authorization`` is answered here (its 401, as the owner's).
 """
 
@@ -83,11 +84,27 @@ async def _routed_leg(request: web.Request) -> str | None:
 
 async def _creator(request: web.Request, conference_id: str) -> str | None:
     """The leg that created a conference this node does not keep (None: answered here, its
-    404 if no node keeps it). Organizations are the owner's to check, as for a leg."""
+    404 if no node keeps it). Organizations are the owner's to check, as for a leg.
+
+    A creator that ended on a node since gone names no live node: the node that took that
+    node's calls over keeps the conference with its room, so a member of the stored room
+    leads there instead."""
     if request.app[RUNTIME].machine.keeps_conference(conference_id):
         return None
-    record = await request.app[STORE].live_conference(conference_id)
-    return None if record is None else record.creator
+    store = request.app[STORE]
+    record = await store.live_conference(conference_id)
+    if record is None:
+        return None
+    owners = request.app[ROUTER].owners
+    creator = await owners.owner_of(record.creator)
+    if creator is not None and (creator.alive or not creator.ended):
+        return record.creator
+    room = await store.live_room(record.room_id)
+    for member in () if room is None else room.members:
+        owner = await owners.owner_of(member)
+        if owner is not None and owner.alive and not owner.ended:
+            return member
+    return record.creator
 
 
 async def body_leg(request: web.Request, field: str) -> str | None:

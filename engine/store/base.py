@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from engine.machine.live_changes import LiveChanges
-from engine.machine.model import Conference, Queue
+from engine.machine.model import Conference, Queue, Room
 from engine.store.audit_log import AuditLog
 from engine.store.live_records import LiveRecording, LiveSnapshot
 
@@ -460,6 +460,9 @@ class Store(AuditLog, Protocol):
 
     async def live_queue(self, org_id: int, name: str) -> Queue | None:
         """An organization's queue as stored, whichever node keeps it; None if none does."""
+
+    async def live_room(self, room_id: str) -> Room | None:
+        """A room as stored, whichever node keeps it; None if none does."""
 
     async def live_conferences(self, org_id: int) -> list[Conference]:
         """An organization's conference records as stored, whichever nodes keep them."""

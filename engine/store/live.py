@@ -9,7 +9,7 @@ PostgreSQL, and atomic within the transaction.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -31,6 +31,8 @@ from engine.store.schema import (
     webhook_outbox,
 )
 from engine.store.transactions import SqlTransactions
+
+T = TypeVar("T")
 
 
 class LegsFenced(StorageError):
@@ -96,10 +98,10 @@ class SqlLive(SqlTransactions):
 
     async def live_queue(self, org_id: int, name: str) -> Queue | None:
         table = live_queues
-        async with self._read() as conn:
-            query = select(table.c.state).where(table.c.org_id == org_id, table.c.name == name)
-            state = (await conn.execute(query)).scalar_one_or_none()
-        return None if state is None else live_codec.loads(Queue, state)
+        return await self._one_live(Queue, table, table.c.org_id == org_id, table.c.name == name)
+
+    async def live_room(self, room_id: str) -> Room | None:
+        return await self._one_live(Room, live_rooms, live_rooms.c.room_id == room_id)
 
     async def live_conferences(self, org_id: int) -> list[Conference]:
         table = live_conference_records
@@ -110,10 +112,14 @@ class SqlLive(SqlTransactions):
 
     async def live_conference(self, conference_id: str) -> Conference | None:
         table = live_conference_records
+        return await self._one_live(Conference, table, table.c.conference_id == conference_id)
+
+    async def _one_live(self, kind: type[T], table: Table, *where: Any) -> T | None:
+        """The one stored row of ``table`` that ``where`` names, decoded; None if none is."""
         async with self._read() as conn:
-            query = select(table.c.state).where(table.c.conference_id == conference_id)
+            query = select(table.c.state).where(*where)
             state = (await conn.execute(query)).scalar_one_or_none()
-        return None if state is None else live_codec.loads(Conference, state)
+        return None if state is None else live_codec.loads(kind, state)
 
 
 async def _fence(conn: AsyncConnection, changes: LiveChanges, owner: str) -> None:
