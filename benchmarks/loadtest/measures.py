@@ -103,11 +103,17 @@ class NodeWindow:
     cpu_cores: float
     legs: int
 
+    @property
+    def cpu_per_leg_pct(self) -> float | None:
+        """Its CPU per leg, in percent of a core; None with no leg."""
+        return self.cpu_cores * 100 / self.legs if self.legs else None
+
     def to_json(self) -> dict[str, float | int | None]:
+        per_leg = self.cpu_per_leg_pct
         return {
             "cpu_cores": round(self.cpu_cores, 4),
             "legs": self.legs,
-            "cpu_per_leg_pct": round(self.cpu_cores * 100 / self.legs, 3) if self.legs else None,
+            "cpu_per_leg_pct": None if per_leg is None else round(per_leg, 3),
         }
 
 

@@ -202,7 +202,8 @@ def node_lines(result: RunResult) -> list[str]:
     lines = []
     for step in result.steps:
         for index, node in enumerate(step.nodes):
-            per_leg = f"{node.cpu_cores * 100 / node.legs:.2f}%" if node.legs else "-"
+            pct = node.cpu_per_leg_pct
+            per_leg = "-" if pct is None else f"{pct:.2f}%"
             lines.append(f"{step.legs} legs, node {index + 1}: {node.legs} legs, CPU "
                          f"{node.cpu_cores:.1%} ({per_leg} per leg)")  # fmt: skip
     return lines
