@@ -186,6 +186,10 @@ async def serve_media(context: AdapterContext) -> AsyncIterator[asyncio.Server]:
         port,
         max_frame_size=DEFAULT_MAX_MESSAGE,
         websocket_handshake_timeout=10,
+        # The event loop's own transport (uvloop's, in C) rather than aiofastnet's, which picows
+        # takes when it is installed: in three alternating runs of bench_forwarder the engine's
+        # ratio to the forwarder was 0.92-0.97 with uvloop's against 0.95-1.00 (BENCHMARKS.md).
+        use_aiofastnet=False,
         logger_name="media",
     )
     log.info("media port listening", host=context.settings.host, port=port)

@@ -18,6 +18,7 @@ from typing import TypeVar
 import orjson
 from aiohttp import web
 
+from engine import hot_path
 from engine.admission.limits import effective_limits
 from engine.api.keys import ADMISSION, RUNTIME, SETTINGS, SIGNING_KEYS, STORE
 from engine.api.public_keys import keys_document
@@ -246,7 +247,14 @@ async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = N
             public_url=settings.public_url,
             database=settings.database_url,
             allow_private_urls=settings.allow_private_urls,
+            media_hot_path="compiled" if hot_path.Build().compiled_modules() else "interpreted",
         )
+        if stale := hot_path.Build().stale_modules():
+            log.warning(
+                "compiled media modules are older than their source, so the old code runs: "
+                "rebuild them (make) or remove them (make pure)",
+                modules=stale,
+            )
         if dev:
             await print_dev_organization(app)
         await stop.wait()

@@ -381,7 +381,7 @@ class Mixer:
             if resampled_out:
                 self._bank(self.sample_rate, group.fmt.outbound.sample_rate).reset(returning)
             if resampled_in:  # a sniffed leg's decoder kept going (for its detection)
-                decoded = np.concatenate([previous.active, *(g.slots for g in previous.sniffed)])
+                decoded = np.concatenate([previous.active, *[g.slots for g in previous.sniffed]])
                 fresh = returning[~np.isin(returning, decoded)]
                 self._bank(group.fmt.inbound.sample_rate, self.sample_rate).reset(fresh)
 

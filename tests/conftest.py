@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from adapters.simulators import TwilioSimulator
+from engine import hot_path
 from engine.app import create_app
 from engine.config import Settings
 from engine.providers.provisioning import LocalOnlyProvisioner
@@ -22,6 +23,16 @@ from tests.twilio_env import TwilioEnv
 pytest_plugins = ("pytester",)  # tests/test_e2e_checks.py runs small suites of its own
 
 SECRET_KEY = "test-secret-key-" + "k" * 32
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A compiled hot-path module built from an older source would test the old code."""
+    if stale := hot_path.Build().stale_modules():
+        pytest.exit(
+            "compiled media modules are older than their source: rebuild them "
+            f"(make hot-path) or remove them (make pure): {', '.join(stale)}",
+            returncode=2,
+        )
 
 
 #: Tests between two full garbage collections (see ``pytest_runtest_setup``).

@@ -24,7 +24,8 @@ from engine.config import Settings
 from engine.machine.events import DtmfReceived, Event
 from engine.machine.model import DtmfSource
 from engine.media_plane.dtmf_mute import DTMF_HANGOVER_TICKS
-from engine.media_plane.plane import RELAYED_DTMF_MS, KeyPressOutput, MediaPlane
+from engine.media_plane.outputs import KeyPressOutput
+from engine.media_plane.plane import RELAYED_DTMF_MS, MediaPlane
 from media.codecs import PCMA_8K, PCMU_8K, AudioFormat, decode, encode
 from media.dtmf import COLUMN_HZ, KEYPAD, ROW_HZ, dtmf_tone
 from media.mixer import Mixer

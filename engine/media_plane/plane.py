@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,6 +71,7 @@ from engine.media_plane.audio_sources import (
 from engine.media_plane.digits_out import DigitsOut
 from engine.media_plane.dtmf_mute import DtmfMute, MuteChanges
 from engine.media_plane.levels import InputLevels
+from engine.media_plane.outputs import FlushableOutput, KeyPressOutput, MediaOutput
 from engine.media_plane.overlays import Overlays, OverlaySpec
 from engine.media_plane.recordings import ActiveRecording, Recordings, close_recording
 from engine.media_plane.room_recordings import RoomListeners, Unheard
@@ -85,9 +86,7 @@ __all__ = [
     "RELAYED_DTMF_MS",
     "ActiveRecording",
     "AudioArrived",
-    "KeyPressOutput",
     "LegMedia",
-    "MediaOutput",
     "MediaPlane",
     "RemoteAudio",
     "close_recording",
@@ -96,28 +95,6 @@ __all__ = [
 log = get_logger("callbridge.media")
 #: How long a relayed out-of-band digit sounds (the provider reports the digit, not its length).
 RELAYED_DTMF_MS = 250
-
-
-class MediaOutput(Protocol):
-    """Where a leg's outgoing audio goes: one encoded frame at a time, never blocking."""
-
-    def send_frame(self, payload: bytes) -> None: ...
-
-
-@runtime_checkable
-class KeyPressOutput(MediaOutput, Protocol):
-    """An output whose far end reads key presses as messages, not as tones in the audio."""
-
-    def send_key_press(self, digit: str) -> None:
-        """Tell the far end a peer pressed ``digit``; never blocking."""
-
-
-@runtime_checkable
-class FlushableOutput(MediaOutput, Protocol):
-    """An output whose far end queues audio ahead of playing it (a provider's playout)."""
-
-    def flush(self) -> None:
-        """Drop the audio queued for the far end, here and there; never blocking."""
 
 
 @dataclass(frozen=True, slots=True)

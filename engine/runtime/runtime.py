@@ -37,7 +37,8 @@ from engine.machine.core import Checkpoint
 from engine.machine.live_changes import changes_between
 from engine.machine.machine import CallMachine, DialResult
 from engine.machine.model import DtmfSource, TimerKey
-from engine.media_plane.plane import MediaOutput, MediaPlane
+from engine.media_plane.outputs import MediaOutput
+from engine.media_plane.plane import MediaPlane
 from engine.media_plane.tick import MediaTick
 from engine.providers.calls import ProviderCalls
 from engine.providers.gateway import GatewayResolver, ProviderGateway
