@@ -249,11 +249,11 @@ async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = N
             allow_private_urls=settings.allow_private_urls,
             media_hot_path="compiled" if hot_path.Build().compiled_modules() else "interpreted",
         )
-        if stale := hot_path.Build().stale_modules():
+        if changed := hot_path.Build().changed_sources():
             log.warning(
-                "compiled media modules are older than their source, so the old code runs: "
-                "rebuild them (make) or remove them (make pure)",
-                modules=stale,
+                "the compiled media modules were built from older sources, so old code runs: "
+                "rebuild them (make hot-path) or remove them (make pure)",
+                changed=changed,
             )
         if dev:
             await print_dev_organization(app)

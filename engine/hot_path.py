@@ -16,14 +16,17 @@ interpreter that way, so both builds are tested). A compiled module is stricter 
 at run time: its annotations are checked (a ``str`` where ``bytes`` is declared raises
 ``TypeError``), and its classes take no attributes they do not declare.
 
-A build records the digest of every source it compiled (``media/hot_path__mypyc-<tag>.json``);
-``Build.stale_modules`` names those compiled modules whose source has changed since, which would run
-the old code: ``callbridge serve`` logs them, and the test suite refuses to start
-(tests/conftest.py).
+A build is made against more than its own modules: mypyc compiles a module against what it
+imports (it copies their ``Final`` constants into the compiled code, and takes their classes as
+they were), so a build records the digest of every source it was made from, the compiled modules
+and every project module they import, directly or not (``media/hot_path__mypyc-<tag>.json``).
+``Build.changed_sources`` names those that changed since, which the compiled code does not know
+of: ``callbridge serve`` logs them, and the test suite refuses to start (tests/conftest.py).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.machinery
 import json
@@ -73,21 +76,35 @@ class Build:
         """The modules this interpreter would import compiled (their extension exists)."""
         return [_module_name(path) for path in self.paths if self._extension(path).exists()]
 
-    def stale_modules(self) -> list[str]:
-        """Compiled modules whose source differs from what was compiled (or with no record)."""
+    def changed_sources(self) -> list[str]:
+        """Sources the compiled modules were built from that changed since (or, with no record
+        of the build, all of them); none when nothing is compiled."""
+        if not self.compiled_modules():
+            return []
         try:
             built: dict[str, str] = json.loads(self._manifest().read_text())
         except (OSError, ValueError):
             built = {}
-        return [
-            _module_name(path)
-            for path in self.paths
-            if self._extension(path).exists() and built.get(path) != self._digest(path)
-        ]
+        now = self._digests()
+        return sorted(
+            path for path in built.keys() | now.keys() if built.get(path) != now.get(path)
+        )
+
+    def sources(self) -> list[str]:
+        """The compiled modules and every project module they import, directly or not (type-only
+        imports included: mypyc builds against those types too)."""
+        packages = {path.split("/")[0] for path in self.paths}
+        found, waiting = set(self.paths), list(self.paths)
+        while waiting:
+            for imported in _project_imports(self.root, waiting.pop(), packages):
+                if imported not in found:
+                    found.add(imported)
+                    waiting.append(imported)
+        return sorted(found)
 
     def up_to_date(self) -> bool:
         """Every module is compiled, from its source as it is now."""
-        return len(self.compiled_modules()) == len(self.paths) and not self.stale_modules()
+        return len(self.compiled_modules()) == len(self.paths) and not self.changed_sources()
 
     def remove(self) -> None:
         """Back to the interpreted source: this interpreter's extensions and their record."""
@@ -101,7 +118,7 @@ class Build:
         from mypyc.build import mypycify  # the build needs mypy; running the engine does not
         from setuptools.dist import Distribution  # type: ignore[import-untyped,unused-ignore]
 
-        digests = {path: self._digest(path) for path in self.paths}
+        digests = self._digests()
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         options = [
             # The project's mypy settings, but for this interpreter, and without the note about
@@ -140,8 +157,37 @@ class Build:
             f"{self._shared_library().name.removesuffix(SUFFIX)}-{sys.implementation.cache_tag}.json"
         )
 
-    def _digest(self, path: str) -> str:
-        return hashlib.sha256((self.root / path).read_bytes()).hexdigest()
+    def _digests(self) -> dict[str, str]:
+        return {
+            path: hashlib.sha256((self.root / path).read_bytes()).hexdigest()
+            for path in self.sources()
+        }
+
+
+def _project_imports(root: Path, path: str, packages: set[str]) -> set[str]:
+    """The source files of the modules of ``packages`` that the module at ``path`` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse((root / path).read_text(), path)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # (The project imports absolutely.) ``from package import module`` names a module,
+            # ``from module import name`` a name in one.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in packages and (source := _source_of(root, name)):
+                found.add(source)
+    return found
+
+
+def _source_of(root: Path, module: str) -> str | None:
+    base = module.replace(".", "/")
+    for candidate in (f"{base}.py", f"{base}/__init__.py"):
+        if (root / candidate).is_file():
+            return candidate
+    return None
 
 
 def _module_name(path: str) -> str:
@@ -160,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hot_path.remove()
     elif command == ["status"]:
         print("compiled:", " ".join(hot_path.compiled_modules()) or "none")
-        print("stale:", " ".join(hot_path.stale_modules()) or "none")
+        print("changed since the build:", " ".join(hot_path.changed_sources()) or "none")
     else:
         print("usage: python -m engine.hot_path build|ensure|remove|status", file=sys.stderr)
         return 2

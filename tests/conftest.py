@@ -26,11 +26,11 @@ SECRET_KEY = "test-secret-key-" + "k" * 32
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A compiled hot-path module built from an older source would test the old code."""
-    if stale := hot_path.Build().stale_modules():
+    """Compiled hot-path modules built from older sources would test old code."""
+    if changed := hot_path.Build().changed_sources():
         pytest.exit(
-            "compiled media modules are older than their source: rebuild them "
-            f"(make hot-path) or remove them (make pure): {', '.join(stale)}",
+            "the compiled media modules were built from older sources: rebuild them "
+            f"(make hot-path) or remove them (make pure); changed: {', '.join(changed)}",
             returncode=2,
         )
 

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from adapters.media_order import MediaOrder
-from engine.hot_path import ROOT, SUFFIX, Build
+from engine.hot_path import HOT_PATH, SUFFIX, Build
 
-MODULE = "adapters/media_order.py"  # small, typed, no project imports
+COMPILED = "adapters/window.py"  # the module compiled, in a temporary tree
+LIMITS = "adapters/limits.py"  # a module it imports, left interpreted
 
 
-def _imported_from(root: Path, module: str) -> str:
-    """Where a fresh interpreter, with ``root`` first on its path, imports ``module`` from."""
+def _tree(root: Path, window: int) -> Build:
+    (root / "adapters").mkdir(exist_ok=True)
+    (root / "adapters" / "__init__.py").write_text("")
+    (root / LIMITS).write_text(f"from typing import Final\n\nWINDOW: Final = {window}\n")
+    (root / COMPILED).write_text(
+        "from adapters.limits import WINDOW\n\n\n"
+        "def window(frames: list[bytes]) -> list[bytes]:\n"
+        "    return frames[:WINDOW]\n"
+    )
+    return Build(root=root, paths=(COMPILED,), group="adapters.hot_path")
+
+
+def _run(root: Path, code: str) -> str:
+    """What a fresh interpreter, with ``root`` first on its path, prints."""
     done = subprocess.run(
-        [sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
+        [sys.executable, "-c", code],
         cwd=root,
         env={**os.environ, "PYTHONPATH": str(root)},
         capture_output=True,
@@ -29,38 +40,45 @@ def _imported_from(root: Path, module: str) -> str:
     return done.stdout.strip()
 
 
-def test_a_build_is_imported_and_a_changed_source_makes_it_stale(tmp_path: Path) -> None:
-    (tmp_path / "adapters").mkdir()
-    (tmp_path / "adapters" / "__init__.py").write_text("")
-    shutil.copy(ROOT / MODULE, tmp_path / MODULE)
-    build = Build(root=tmp_path, paths=(MODULE,), group="adapters.hot_path")
+def test_a_build_is_imported_and_any_source_it_was_made_from_changing_makes_it_stale(
+    tmp_path: Path,
+) -> None:
+    build = _tree(tmp_path, window=2)
+    assert build.sources() == [LIMITS, COMPILED]
     assert build.compiled_modules() == [] and not build.up_to_date()
+    assert build.changed_sources() == [], "nothing compiled, nothing stale"
 
     build.build()
 
-    assert build.compiled_modules() == ["adapters.media_order"]
-    assert build.stale_modules() == [] and build.up_to_date()
-    assert _imported_from(tmp_path, "adapters.media_order").endswith(SUFFIX)
-    # The compiled module does what the source does.
-    pushes = "[o.push(c, bytes([c])) for c in (1, 2, 4, 3, 5)]"
-    probe = f"from adapters.media_order import MediaOrder; o = MediaOrder(); print({pushes})"
-    ran = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert ran.stdout.strip() == repr(eval(pushes, {"o": MediaOrder()}))
+    assert build.compiled_modules() == ["adapters.window"]
+    assert build.changed_sources() == [] and build.up_to_date()
+    assert _run(tmp_path, "import adapters.window as m; print(m.__file__)").endswith(SUFFIX)
+    probe = "from adapters.window import window; print(window([b'1', b'2', b'3']))"
+    assert _run(tmp_path, probe) == "[b'1', b'2']"
 
-    with (tmp_path / MODULE).open("a") as source:
+    # The imported module changes: the compiled code still holds the old constant, which is
+    # why the build is stale.
+    _tree(tmp_path, window=1)
+    assert _run(tmp_path, probe) == "[b'1', b'2']"
+    assert build.changed_sources() == [LIMITS] and not build.up_to_date()
+    build.build()
+    assert _run(tmp_path, probe) == "[b'1']" and build.up_to_date()
+
+    with (tmp_path / COMPILED).open("a") as source:
         source.write("\n# edited after the build\n")
-    assert build.stale_modules() == ["adapters.media_order"] and not build.up_to_date()
+    assert build.changed_sources() == [COMPILED]
 
     build.remove()
-    assert build.compiled_modules() == [] and build.stale_modules() == []
-    assert _imported_from(tmp_path, "adapters.media_order").endswith("media_order.py")
+    assert build.compiled_modules() == [] and build.changed_sources() == []
+    assert _run(tmp_path, "import adapters.window as m; print(m.__file__)").endswith("window.py")
+    assert _run(tmp_path, probe) == "[b'1']"
+
+
+def test_the_hot_paths_sources_take_in_what_its_modules_import() -> None:
+    sources = Build().sources()
+    assert set(HOT_PATH) <= set(sources)
+    assert "media/codecs.py" in sources, "imported by the mixer, never compiled"
+    assert "engine/hot_path.py" not in sources
 
 
 def test_the_suite_runs_the_build_make_asked_for() -> None:
