@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.hot_path import HOT_PATH, SUFFIX, Build
+from engine.hot_path import HOT_PATH, SUFFIX, Build, main
 
 COMPILED = "adapters/window.py"  # the module compiled, in a temporary tree
 LIMITS = "adapters/limits.py"  # a module it imports, left interpreted
@@ -72,6 +72,20 @@ def test_a_build_is_imported_and_any_source_it_was_made_from_changing_makes_it_s
     assert build.compiled_modules() == [] and build.changed_sources() == []
     assert _run(tmp_path, "import adapters.window as m; print(m.__file__)").endswith("window.py")
     assert _run(tmp_path, probe) == "[b'1']"
+
+
+def test_a_source_that_does_not_compile_leaves_the_module_interpreted_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build = _tree(tmp_path, window=2)
+    (tmp_path / COMPILED).write_text('def window() -> int:\n    return "two"\n')
+
+    assert main(["ensure"], build) == 0, "make run goes on, interpreted"
+
+    assert "could not be compiled" in capsys.readouterr().err
+    assert build.compiled_modules() == []
+    with pytest.raises(SystemExit):
+        build.build()  # as `python -m engine.hot_path build`: loudly
 
 
 def test_the_hot_paths_sources_take_in_what_its_modules_import() -> None:
