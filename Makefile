@@ -66,4 +66,6 @@ demo: $(VENV)/.installed-test hot-path
 	$(BIN)/python -m benchmarks.demo
 
 clean:
-	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache build
+	find engine media adapters -name '*.cpython-*.so' -delete
+	rm -f media/hot_path__mypyc-*.json
