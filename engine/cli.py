@@ -240,6 +240,7 @@ async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = N
         await site.start()
         # Listening now: the adopted calls' providers may be told to stream here.
         await app[RUNTIME].resume()
+        build = hot_path.Build()
         log.info(
             "listening",
             host=settings.host,
@@ -247,12 +248,12 @@ async def run_server(settings: Settings, *, dev: bool, drain_s: float | None = N
             public_url=settings.public_url,
             database=settings.database_url,
             allow_private_urls=settings.allow_private_urls,
-            media_hot_path="compiled" if hot_path.Build().compiled_modules() else "interpreted",
+            media_hot_path="compiled" if build.compiled_modules() else "interpreted",
         )
-        if changed := hot_path.Build().changed_sources():
+        if changed := build.changed_sources():
             log.warning(
                 "the compiled media modules were built from older sources, so old code runs: "
-                "rebuild them (make hot-path) or remove them (make pure)",
+                + hot_path.REBUILD_HINT,
                 changed=changed,
             )
         if dev:

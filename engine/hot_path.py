@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["GROUP", "HOT_PATH", "ROOT", "Build", "main"]
+__all__ = ["GROUP", "HOT_PATH", "REBUILD_HINT", "ROOT", "Build", "main"]
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,8 @@ GROUP: Final = "media.hot_path"
 #: This interpreter's extension suffix (".cpython-311-x86_64-linux-gnu.so"): a build for one
 #: interpreter leaves another's interpreted.
 SUFFIX: Final = importlib.machinery.EXTENSION_SUFFIXES[0]
+#: What to do about a stale build, wherever one is reported.
+REBUILD_HINT: Final = "rebuild them (make hot-path) or remove them (make pure)"
 
 
 @dataclass(frozen=True)
@@ -153,8 +155,9 @@ class Build:
 
     def _manifest(self) -> Path:
         """Beside the shared library: it is part of the build (``build/`` is scratch)."""
-        return self._shared_library().with_name(
-            f"{self._shared_library().name.removesuffix(SUFFIX)}-{sys.implementation.cache_tag}.json"
+        shared = self._shared_library()
+        return shared.with_name(
+            f"{shared.name.removesuffix(SUFFIX)}-{sys.implementation.cache_tag}.json"
         )
 
     def _digests(self) -> dict[str, str]:

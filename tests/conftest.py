@@ -29,8 +29,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Compiled hot-path modules built from older sources would test old code."""
     if changed := hot_path.Build().changed_sources():
         pytest.exit(
-            "the compiled media modules were built from older sources: rebuild them "
-            f"(make hot-path) or remove them (make pure); changed: {', '.join(changed)}",
+            f"the compiled media modules were built from older sources: {hot_path.REBUILD_HINT}"
+            f"; changed: {', '.join(changed)}",
             returncode=2,
         )
 
