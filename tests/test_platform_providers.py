@@ -292,3 +292,55 @@ async def test_deleting_a_bridge_releases_its_numbers(org: Org) -> None:
     reply = await org.call("POST", f"{BRIDGES}{second['slug']}/connect-provider/", body)
     assert reply.status == 200
     assert (await org.call("DELETE", f"{CONFIGS}{config['id']}/")).status == 409
+
+
+async def test_both_id_fields_are_checked(org: Org) -> None:
+    """Either seed's id field may be given, or both naming the same configuration; neither is
+    accepted and ignored (the fuzzer found ``provider_credential_id: true`` passing unseen)."""
+    config = await org.create_config("twilio")
+    other = await org.create_config("twilio", account_sid="AC" + "2" * 32)
+    bridge = await org.create_bridge("A")
+    base = f"{BRIDGES}{bridge['slug']}/"
+    for second in (True, "abc", 0):
+        reply = await org.call(
+            "POST",
+            base + "connect-provider/",
+            {"provider_config_id": config["id"], "provider_credential_id": second},
+        )
+        assert reply.status == 400, second
+        assert "provider_credential_id" in reply.body["errors"]
+    differ = await org.call(
+        "POST",
+        base + "connect-provider/",
+        {"provider_config_id": config["id"], "provider_credential_id": other["id"]},
+    )
+    assert differ.status == 400
+    assert "different configurations" in differ.body["errors"]
+    assert (await org.call("GET", base)).body["data"]["provider_credential"] is None
+
+    number = "+14155550100"
+    same = await org.call(
+        "POST",
+        base + "connect-provider/",
+        {
+            "provider_config_id": config["id"],
+            "provider_credential_id": str(config["id"]),
+            "phone_number": number,
+        },
+    )
+    assert same.status == 200
+    wrong = await org.call(
+        "POST",
+        base + "disconnect-provider/",
+        {"phone_number": number, "provider_credential_id": other["id"]},
+    )
+    assert wrong.status == 400
+    assert "another provider configuration" in wrong.body["errors"]
+    assert len((await org.call("GET", base)).body["data"]["numbers"]) == 1
+    right = await org.call(
+        "POST",
+        base + "disconnect-provider/",
+        {"phone_number": number, "provider_config_id": config["id"]},
+    )
+    assert right.status == 200
+    assert (await org.call("GET", base)).body["data"]["numbers"] == []

@@ -185,12 +185,22 @@ async def delete_bridge(request: web.Request) -> web.StreamResponse:
     return platform_ok("Bridge deleted successfully.", {})
 
 
+CONFIG_ID_FIELDS = ("provider_config_id", "provider_credential_id")
+
+
 def config_id_from(body: dict[str, Any]) -> tuple[int | None, str]:
-    """The configuration id of either seed shape, and the field that carried it."""
-    for field in ("provider_config_id", "provider_credential_id"):
-        if body.get(field) is not None:
-            return int_id(body[field], field), field
-    return None, "provider_config_id"
+    """The configuration id of either seed shape, and the field that carried it. Both fields
+    given are both checked (neither is accepted and ignored) and must name one configuration."""
+    given = [(int_id(body[f], f), f) for f in CONFIG_ID_FIELDS if body.get(f) is not None]
+    if not given:
+        return None, CONFIG_ID_FIELDS[0]
+    if len({config_id for config_id, _ in given}) > 1:
+        raise ValidationError(
+            "provider_config_id and provider_credential_id name different configurations; "
+            "give one of them",
+            field=given[1][1],
+        )
+    return given[0]
 
 
 def connection_data(
@@ -283,12 +293,17 @@ async def disconnect_provider(request: web.Request) -> web.StreamResponse:
     bridge = await load_bridge(request)
     body = await json_object(request)
     store = request.app[STORE]
+    config_id, field = config_id_from(body)
     if body.get("phone_number") is not None:
         number = e164(body["phone_number"])
         assigned = next((n for n in bridge.numbers if n.number == number), None)
         if assigned is None:
             raise ValidationError(
                 "Phone number is not connected to this bridge", field="phone_number"
+            )
+        if config_id is not None and config_id != assigned.provider_config_id:
+            raise ValidationError(
+                "Phone number is connected through another provider configuration", field=field
             )
         config = await store.get_provider_config(bridge.org_id, assigned.provider_config_id)
         if config is not None:
@@ -303,7 +318,6 @@ async def disconnect_provider(request: web.Request) -> web.StreamResponse:
             None,
         )
         return platform_ok("Provider disconnected from bridge successfully.", data)
-    config_id, field = config_id_from(body)
     if config_id is None:
         raise ValidationError(
             "phone_number or provider_credential_id is required", field="phone_number"

@@ -247,9 +247,9 @@ BRIDGE_UPDATE = obj(
 )
 CONNECT = obj(
     None,
-    provider_config_id=ID_OR_STRING,
-    provider_credential_id=ID_OR_STRING,
-    phone_number=string(pattern=r"^\+[1-9]\d{6,14}$"),
+    provider_config_id=nullable(ID_OR_STRING),
+    provider_credential_id=nullable(ID_OR_STRING),
+    phone_number=nullable(string(pattern=r"^\+[1-9]\d{6,14}$")),
     channels_count=nullable(
         {
             "type": "integer",
@@ -261,7 +261,12 @@ CONNECT = obj(
         }
     ),
 )
-DISCONNECT = obj(None, phone_number=string(), provider_credential_id=ID_OR_STRING)
+DISCONNECT = obj(
+    None,
+    phone_number=nullable(string()),
+    provider_config_id=nullable(ID_OR_STRING),
+    provider_credential_id=nullable(ID_OR_STRING),
+)
 CONFIG_CREATE = obj(
     ["provider", "account_sid", "auth_token"],
     provider={"anyOf": [string(), {"type": "integer"}]},
