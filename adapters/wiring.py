@@ -56,6 +56,7 @@ def adapter_context(
 def install(app: web.Application, context: AdapterContext, runtime: CallRuntime) -> None:
     context.runtime = runtime
     context.sessions = StreamSessions(runtime, app[METRICS])
+    runtime.has_stream = context.sessions.has_stream
     app[ADAPTERS] = context
     app.cleanup_ctx.append(_http_session)
     if context.settings.media_port is not None:

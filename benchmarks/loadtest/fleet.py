@@ -192,6 +192,8 @@ class Fleet:
                 steps = await self._steps(EngineProbe(engine, session))
                 results = await asyncio.gather(*(c.expect("result") for c in self.children))
                 counters = engine_counters(engine)
+                # Read before the engine's temporary folder goes, as one generator does.
+                engine_log = engine.log_path.read_bytes() if engine.log_path else None
             except BaseException:
                 await self._stop_children()
                 raise
@@ -212,6 +214,7 @@ class Fleet:
             events=events,
             app_errors=[error for result in results for error in result[2]],
             engine_counters=counters,
+            engine_log=engine_log,
         )  # fmt: skip
 
     def _start_children(self, engine: Engine, cores: tuple[int, ...] | None) -> None:

@@ -36,7 +36,7 @@ from engine.machine.commands import AnyCommand, Dial
 from engine.machine.core import Checkpoint
 from engine.machine.live_changes import changes_between
 from engine.machine.machine import CallMachine, DialResult
-from engine.machine.model import DtmfSource, TimerKey
+from engine.machine.model import DtmfSource, TimerKey, TimerKind
 from engine.media_plane.outputs import MediaOutput
 from engine.media_plane.plane import MediaPlane
 from engine.media_plane.tick import MediaTick
@@ -94,6 +94,9 @@ class CallRuntime:
         self._observe_commit = observe_commit or (lambda seconds: None)
         self.timers: Timers = timers if timers is not None else LoopTimers()
         self._lock = asyncio.Lock()
+        # Whether a media stream of the leg is here, bound or being bound (the adapters' stream
+        # registry, put in by their wiring; none without adapters).
+        self.has_stream: Callable[[str], bool] = lambda leg_id: False
         self._gateways: dict[str, ProviderGateway] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.tick = tick if tick is not None else MediaTick()
@@ -162,6 +165,8 @@ class CallRuntime:
         """Raises ``InputFailed`` (logged) if the machine fails on it; an event is never refused,
         so any exception here is a fault."""
         async with self._lock:
+            if self._stream_came_meanwhile(event):
+                return
             before = self.machine.checkpoint()
             effects = self._guarded(
                 type(event).__name__,
@@ -181,6 +186,20 @@ class CallRuntime:
                 self.live.release(event.call_control_id)
             if isinstance(event, ev.LegHungUp | ev.MediaStopped):
                 self._media_summary(event.call_control_id)
+
+    def _stream_came_meanwhile(self, event: ev.Event) -> bool:
+        """A media wait that ran out, with a stream of its leg here by the time the machine can
+        hear of it: that stream's start waits for this lock behind the timer (an engine busy
+        with a burst of calls takes seconds to get to either). Judged now, the wait would ask
+        the provider for a new stream and have it refused while this one holds the leg. So the
+        wait is judged again TIMER_RETRY_S later: by then the start has been taken (which
+        cancels it), or the stream has gone (its MediaStopped or MediaFailed arms it anew)."""
+        if not isinstance(event, ev.TimerFired) or event.key.kind is not TimerKind.MEDIA_WAIT:
+            return False
+        if not self.has_stream(event.key.call_control_id):
+            return False
+        self.timers.start(event.key, TIMER_RETRY_S, self._timer_fired)
+        return True
 
     async def command(self, org_id: int, call_control_id: str, command: AnyCommand) -> None:
         """Carry out an API command (on a leg, or a conference: then ``call_control_id`` is
