@@ -17,12 +17,11 @@ from structlog.testing import capture_logs
 from adapters.simulators import TelnyxCall, ToneSource
 from adapters.simulators.pacing import Impairments
 from adapters.stream_session import MAX_BACKLOG
-from adapters.telnyx.stream import TelnyxStreamCodec
-from adapters.wiring import ADAPTERS
 from engine.api.keys import METRICS
 from engine.config import Settings
 from engine.media_plane.stats import LegMediaStats
 from tests.call_fakes import Harness
+from tests.stream_sessions import START, telnyx_session
 from tests.telnyx_harness import Stack, caller, telnyx_stack
 
 NUMBER, OTHER = "+15550002222", "+15550003333"
@@ -160,24 +159,9 @@ async def test_media_waiting_behind_a_slow_start_is_kept_not_a_flood(
     counted, and the stream is not closed as a flood."""
     h = await Harness.start(aiohttp_client, aiohttp_server, settings)
     leg = await h.up(media=None)
-    closed: list[tuple[int, str]] = []
-
-    async def close(code: int, reason: str) -> None:
-        closed.append((code, reason))
-
-    sessions = h.client.app[ADAPTERS].require_sessions()  # type: ignore[index]
-    session = sessions.session(
-        TelnyxStreamCodec(),
-        lambda start, connected_token: leg,
-        make_output=lambda codec, stream_id, stats: CollectingStreamOutput(),
-        close=close,
-        context={"provider": "telnyx"},
-    )
-    pcmu = {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}
-    start = {"event": "start", "stream_id": "s1",
-             "start": {"call_control_id": "v3:x", "media_format": pcmu}}  # fmt: skip
+    session, closed = telnyx_session(h, leg)
     async with h.runtime._lock:  # the engine busy: the start cannot be bound yet
-        session.feed(orjson.dumps(start))
+        session.feed(START)
         for n in range(MAX_BACKLOG + 20):
             media = {"event": "media", "media": {"chunk": str(n + 1), "timestamp": str(20 * n),
                                                  "payload": "/" * 216}}  # fmt: skip
@@ -194,18 +178,3 @@ async def test_media_waiting_behind_a_slow_start_is_kept_not_a_flood(
         in text
     )
     await session.finish()
-
-
-class CollectingStreamOutput:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send_frame(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    @property
-    def queued(self) -> int:
-        return 0
-
-    async def close(self) -> None:
-        return None
