@@ -193,7 +193,8 @@ class CallRuntime:
         with a burst of calls takes seconds to get to either). Judged now, the wait would ask
         the provider for a new stream and have it refused while this one holds the leg. So the
         wait is judged again TIMER_RETRY_S later: by then the start has been taken (which
-        cancels it), or the stream has gone (its MediaStopped or MediaFailed arms it anew)."""
+        cancels it) or refused (MediaFailed: the machine's problem at once), or the stream has
+        gone (its MediaStopped arms the wait anew)."""
         if not isinstance(event, ev.TimerFired) or event.key.kind is not TimerKind.MEDIA_WAIT:
             return False
         if not self.has_stream(event.key.call_control_id):
