@@ -397,46 +397,6 @@ def platform_paths() -> dict[str, Schema]:
     }
 
 
-def ops_paths() -> dict[str, Schema]:
-    return {
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "responses": {"200": response("Healthy", obj(["status"], status=string()))},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness: whether this process takes new calls",
-                "responses": {
-                    "200": response("Taking new calls", obj(["status"], status=string())),
-                    "503": response(
-                        "Stopping (SIGTERM): no new calls; live calls are handed over or drained",
-                        obj(["status", "reason"], status=string(), reason=string()),
-                    ),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": string()}},
-                    }
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {"200": response("OpenAPI 3.1 document", obj())},
-            }
-        },
-    }
-
-
 def rate_limited(envelope: Schema) -> Schema:
     return {
         **response(
@@ -476,7 +436,7 @@ def build_openapi(
             "description": "Bridges platform API (Unpod-compatible), Call Control API "
             "(Telnyx-compatible), provider webhooks and operations.",
         },
-        "paths": with_rate_limits({**platform_paths(), **ops_paths(), **(extra_paths or {})}),
+        "paths": with_rate_limits({**platform_paths(), **(extra_paths or {})}),
         "components": {
             "schemas": {**SCHEMAS, **(extra_schemas or {})},
             "parameters": {

@@ -11,6 +11,7 @@ from engine.api.openapi_calls import SCHEMAS as CALL_SCHEMAS
 from engine.api.openapi_calls import call_paths
 from engine.api.openapi_conferences import SCHEMAS as CONFERENCE_SCHEMAS
 from engine.api.openapi_conferences import conference_paths
+from engine.api.openapi_ops import ops_paths
 from engine.api.openapi_recordings import SCHEMAS as RECORDING_SCHEMAS
 from engine.api.openapi_recordings import recording_paths
 from engine.api.openapi_webhook_deliveries import SCHEMAS as DELIVERY_SCHEMAS
@@ -47,7 +48,13 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     app[OPENAPI_DOC] = build_openapi(
-        {**call_paths(), **conference_paths(), **recording_paths(), **webhook_delivery_paths()},
+        {
+            **ops_paths(),
+            **call_paths(),
+            **conference_paths(),
+            **recording_paths(),
+            **webhook_delivery_paths(),
+        },
         {**CALL_SCHEMAS, **CONFERENCE_SCHEMAS, **RECORDING_SCHEMAS, **DELIVERY_SCHEMAS},
     )
     app.router.add_get("/healthz", healthz, allow_head=False)
